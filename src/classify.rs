@@ -1,0 +1,327 @@
+//! Classification of responses and errors, shared by the retry layer and the
+//! circuit breaker.
+//!
+//! The default table:
+//!
+//! | outcome | class |
+//! |---|---|
+//! | 1xx, 2xx, 3xx | success |
+//! | 408, 429, 500, 502, 503, 504 | retryable |
+//! | every other 4xx and 5xx (501 and 505 included) | fatal |
+//! | connect error, [`RequestNotSent`] | retryable, and the request was never sent |
+//! | timeout ([`tower::timeout::error::Elapsed`], [`tokio::time::error::Elapsed`], hyper timeouts) | retryable |
+//! | connection closed or reset mid-exchange | retryable (the request may have been applied) |
+//! | anything else | fatal |
+//!
+//! Whether a retryable outcome is actually retried also depends on the
+//! request (its method, an `Idempotency-Key`): that is the retry layer's call.
+//!
+//! A closure can override the table for responses:
+//!
+//! ```
+//! use http::{HeaderMap, StatusCode};
+//! use tower_cx::classify::{self, Class, Classify, FailureKind};
+//!
+//! // This API answers 520 when its own upstream hiccups: worth a retry.
+//! let classifier = classify::from_fn(|status: StatusCode, _headers: &HeaderMap| {
+//!     (status.as_u16() == 520).then_some(Class::Retryable(FailureKind::Status(status)))
+//! });
+//! let status = StatusCode::from_u16(520).unwrap();
+//! assert_eq!(
+//!     classifier.classify_response(status, &HeaderMap::new()),
+//!     Class::Retryable(FailureKind::Status(status)),
+//! );
+//! // Everything else keeps the default table.
+//! assert_eq!(
+//!     classifier.classify_response(StatusCode::NOT_IMPLEMENTED, &HeaderMap::new()),
+//!     Class::Fatal(FailureKind::Status(StatusCode::NOT_IMPLEMENTED)),
+//! );
+//! ```
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::io;
+
+use http::{HeaderMap, StatusCode};
+
+use crate::error::RequestNotSent;
+
+/// Why an attempt did not succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// The server answered with this status.
+    Status(StatusCode),
+    /// The connection could not be established: the request was never sent.
+    Connect,
+    /// A layer or the client reported that the request was never sent.
+    NotSent,
+    /// The attempt timed out.
+    Timeout,
+    /// The connection was closed or reset during the exchange; the server may
+    /// have applied the request.
+    Transport,
+    /// Any other error.
+    Other,
+}
+
+impl FailureKind {
+    /// Whether the request may have reached the server. `false` only when it
+    /// provably did not ([`Connect`](Self::Connect), [`NotSent`](Self::NotSent)),
+    /// which makes a retry safe for any method.
+    pub fn request_may_have_been_sent(&self) -> bool {
+        !matches!(self, FailureKind::Connect | FailureKind::NotSent)
+    }
+
+    /// A short stable name: `status`, `connect`, `not_sent`, `timeout`,
+    /// `transport` or `other`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailureKind::Status(_) => "status",
+            FailureKind::Connect => "connect",
+            FailureKind::NotSent => "not_sent",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Transport => "transport",
+            FailureKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureKind::Status(status) => write!(f, "status {}", status.as_u16()),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+/// The class of one attempt's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// The attempt succeeded (any 1xx, 2xx or 3xx by default).
+    Success,
+    /// The attempt failed in a way another attempt may fix.
+    Retryable(FailureKind),
+    /// The attempt failed in a way another attempt will not fix.
+    Fatal(FailureKind),
+}
+
+impl Class {
+    /// Whether this is [`Class::Success`].
+    pub fn is_success(&self) -> bool {
+        matches!(self, Class::Success)
+    }
+
+    /// The failure, if any.
+    pub fn failure(&self) -> Option<FailureKind> {
+        match self {
+            Class::Success => None,
+            Class::Retryable(kind) | Class::Fatal(kind) => Some(*kind),
+        }
+    }
+}
+
+/// Decides the [`Class`] of a response or an error.
+///
+/// Implement it for full control, or use [`from_fn`] to override the default
+/// table for some responses only.
+pub trait Classify: Send + Sync + 'static {
+    /// Classify a response by its status and headers.
+    fn classify_response(&self, status: StatusCode, headers: &HeaderMap) -> Class;
+
+    /// Classify an error returned by the inner service.
+    fn classify_error(&self, error: &(dyn StdError + 'static)) -> Class;
+}
+
+/// The default classification table (see the [module docs](self)).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultClassifier;
+
+impl Classify for DefaultClassifier {
+    fn classify_response(&self, status: StatusCode, _headers: &HeaderMap) -> Class {
+        classify_status(status)
+    }
+
+    fn classify_error(&self, error: &(dyn StdError + 'static)) -> Class {
+        classify_error(error)
+    }
+}
+
+/// The default table for a status code.
+pub fn classify_status(status: StatusCode) -> Class {
+    match status.as_u16() {
+        408 | 429 | 500 | 502 | 503 | 504 => Class::Retryable(FailureKind::Status(status)),
+        400..=599 => Class::Fatal(FailureKind::Status(status)),
+        _ => Class::Success,
+    }
+}
+
+/// The default table for an error: walks the error and its `source()` chain
+/// and takes the first cause it recognises.
+pub fn classify_error(error: &(dyn StdError + 'static)) -> Class {
+    let mut current = Some(error);
+    while let Some(err) = current {
+        if let Some(kind) = recognise(err) {
+            return match kind {
+                FailureKind::Other => Class::Fatal(kind),
+                _ => Class::Retryable(kind),
+            };
+        }
+        current = err.source();
+    }
+    Class::Fatal(FailureKind::Other)
+}
+
+fn recognise(err: &(dyn StdError + 'static)) -> Option<FailureKind> {
+    if err.is::<RequestNotSent>() {
+        return Some(FailureKind::NotSent);
+    }
+    if err.is::<tower::timeout::error::Elapsed>() || err.is::<tokio::time::error::Elapsed>() {
+        return Some(FailureKind::Timeout);
+    }
+    if let Some(err) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
+        if err.is_connect() {
+            return Some(FailureKind::Connect);
+        }
+        return None; // look at its source
+    }
+    if let Some(err) = err.downcast_ref::<hyper::Error>() {
+        if err.is_timeout() {
+            return Some(FailureKind::Timeout);
+        }
+        if err.is_canceled() || err.is_closed() || err.is_incomplete_message() {
+            return Some(FailureKind::Transport);
+        }
+        return None;
+    }
+    if let Some(err) = err.downcast_ref::<io::Error>() {
+        return match err.kind() {
+            io::ErrorKind::ConnectionRefused => Some(FailureKind::Connect),
+            io::ErrorKind::TimedOut => Some(FailureKind::Timeout),
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof => Some(FailureKind::Transport),
+            // `io::Error::source` skips the error it wraps: look at it here.
+            _ => err.get_ref().and_then(|inner| recognise(inner)),
+        };
+    }
+    None
+}
+
+/// A classifier that asks a closure first and falls back to the default
+/// table when the closure returns `None`. Made by [`from_fn`].
+#[derive(Clone)]
+pub struct ClassifyFn<F> {
+    f: F,
+}
+
+impl<F> fmt::Debug for ClassifyFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClassifyFn").finish_non_exhaustive()
+    }
+}
+
+/// Override the default table for responses with a closure; `None` keeps the
+/// default answer. Errors keep the default table.
+pub fn from_fn<F>(f: F) -> ClassifyFn<F>
+where
+    F: Fn(StatusCode, &HeaderMap) -> Option<Class> + Send + Sync + 'static,
+{
+    ClassifyFn { f }
+}
+
+impl<F> Classify for ClassifyFn<F>
+where
+    F: Fn(StatusCode, &HeaderMap) -> Option<Class> + Send + Sync + 'static,
+{
+    fn classify_response(&self, status: StatusCode, headers: &HeaderMap) -> Class {
+        (self.f)(status, headers).unwrap_or_else(|| classify_status(status))
+    }
+
+    fn classify_error(&self, error: &(dyn StdError + 'static)) -> Class {
+        classify_error(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::BoxError;
+
+    fn status(code: u16) -> Class {
+        classify_status(StatusCode::from_u16(code).unwrap())
+    }
+
+    #[test]
+    fn status_table() {
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert!(matches!(status(code), Class::Retryable(_)), "{code}");
+        }
+        for code in [400, 401, 403, 404, 409, 422, 501, 505, 507, 511] {
+            assert!(matches!(status(code), Class::Fatal(_)), "{code}");
+        }
+        for code in [100, 200, 201, 204, 301, 304] {
+            assert_eq!(status(code), Class::Success, "{code}");
+        }
+    }
+
+    #[test]
+    fn errors_are_recognised_through_their_source_chain() {
+        let refused = io::Error::new(io::ErrorKind::ConnectionRefused, "no");
+        assert_eq!(
+            classify_error(&refused),
+            Class::Retryable(FailureKind::Connect)
+        );
+        let wrapped: BoxError = RequestNotSent::with_source("pool", refused).into();
+        assert_eq!(
+            classify_error(wrapped.as_ref()),
+            Class::Retryable(FailureKind::NotSent)
+        );
+        let reset = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        let outer = io::Error::other(reset);
+        assert_eq!(
+            classify_error(&outer),
+            Class::Retryable(FailureKind::Transport)
+        );
+        let elapsed: BoxError = tower::timeout::error::Elapsed::new().into();
+        assert_eq!(
+            classify_error(elapsed.as_ref()),
+            Class::Retryable(FailureKind::Timeout)
+        );
+        let other = io::Error::new(io::ErrorKind::InvalidData, "bad");
+        assert_eq!(classify_error(&other), Class::Fatal(FailureKind::Other));
+    }
+
+    #[test]
+    fn only_connect_and_not_sent_prove_the_request_was_not_sent() {
+        assert!(!FailureKind::Connect.request_may_have_been_sent());
+        assert!(!FailureKind::NotSent.request_may_have_been_sent());
+        assert!(FailureKind::Timeout.request_may_have_been_sent());
+        assert!(FailureKind::Transport.request_may_have_been_sent());
+        assert!(FailureKind::Status(StatusCode::BAD_GATEWAY).request_may_have_been_sent());
+    }
+
+    #[test]
+    fn closure_overrides_only_what_it_answers() {
+        let c = from_fn(|status, headers: &HeaderMap| {
+            (status == StatusCode::CONFLICT && headers.contains_key("x-retry"))
+                .then_some(Class::Retryable(FailureKind::Status(status)))
+        });
+        let mut headers = HeaderMap::new();
+        assert!(matches!(
+            c.classify_response(StatusCode::CONFLICT, &headers),
+            Class::Fatal(_)
+        ));
+        headers.insert("x-retry", "1".parse().unwrap());
+        assert!(matches!(
+            c.classify_response(StatusCode::CONFLICT, &headers),
+            Class::Retryable(_)
+        ));
+        assert_eq!(
+            c.classify_response(StatusCode::OK, &headers),
+            Class::Success
+        );
+    }
+}

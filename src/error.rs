@@ -1,0 +1,123 @@
+//! Typed errors created by this crate.
+//!
+//! Every error a layer of this crate creates is a concrete type that can be
+//! recovered from a [`BoxError`] with [`downcast_ref`](std::error::Error):
+//!
+//! ```
+//! use tower_cx::error::{BoxError, RequestNotSent};
+//!
+//! let err: BoxError = RequestNotSent::new("connection pool closed").into();
+//! assert!(err.downcast_ref::<RequestNotSent>().is_some());
+//! assert_eq!(err.to_string(), "request was not sent: connection pool closed");
+//! ```
+
+use std::error::Error as StdError;
+use std::fmt;
+
+/// The error type every layer of this crate returns: a boxed, sendable error.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// The request was never handed to the network, so retrying it is always
+/// safe, whatever its method.
+///
+/// A service below the retry layer can return this error (or wrap one in its
+/// source chain) to tell the retry layer that even a `POST` may be retried.
+#[derive(Debug)]
+pub struct RequestNotSent {
+    reason: String,
+    source: Option<BoxError>,
+}
+
+impl RequestNotSent {
+    /// A `RequestNotSent` with a human-readable reason.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// A `RequestNotSent` caused by `source`.
+    pub fn with_source(reason: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        Self {
+            reason: reason.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// Why the request was not sent.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+}
+
+impl fmt::Display for RequestNotSent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "request was not sent: {}", self.reason)
+    }
+}
+
+impl StdError for RequestNotSent {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// A layer was configured with a value it cannot work with.
+///
+/// Returned by fallible constructors such as
+/// [`RetryBudget::new`](crate::retry::RetryBudget::new).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    setting: &'static str,
+    reason: String,
+}
+
+impl ConfigError {
+    /// A configuration error for `setting`, saying why the value was refused.
+    pub fn new(setting: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            setting,
+            reason: reason.into(),
+        }
+    }
+
+    /// The name of the setting that was refused.
+    pub fn setting(&self) -> &'static str {
+        self.setting
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid `{}`: {}", self.setting, self.reason)
+    }
+}
+
+impl StdError for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_not_sent_keeps_its_source() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let err = RequestNotSent::with_source("connect failed", io);
+        assert_eq!(err.reason(), "connect failed");
+        let source = err.source().expect("source kept");
+        assert_eq!(source.to_string(), "refused");
+    }
+
+    #[test]
+    fn config_error_names_the_setting() {
+        let err = ConfigError::new("ttl", "must be between 1 s and 60 s, got 0 s");
+        assert_eq!(err.setting(), "ttl");
+        assert_eq!(
+            err.to_string(),
+            "invalid `ttl`: must be between 1 s and 60 s, got 0 s"
+        );
+    }
+}

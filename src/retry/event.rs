@@ -1,0 +1,139 @@
+//! Typed records of every decision the retry layer makes.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::classify::Class;
+use crate::retry_after::{HintSource, MalformedHint, ServerHint};
+
+/// One decision of the retry layer about one logical request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryEvent {
+    /// The attempt the decision is about (1 for the first attempt).
+    pub attempt: u32,
+    /// What happened.
+    pub kind: RetryEventKind,
+}
+
+/// What a [`RetryEvent`] reports.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum RetryEventKind {
+    /// An attempt ended: with a response (`status`) or an error (`status` is
+    /// `None`), classified as `class`.
+    AttemptFinished {
+        /// The response status, if the attempt got a response.
+        status: Option<StatusCode>,
+        /// How the outcome was classified.
+        class: Class,
+    },
+    /// A server hint header was present but malformed; it was ignored and the
+    /// next hint or the backoff applies.
+    HintIgnored(MalformedHint),
+    /// Another attempt will start after `delay`.
+    RetryScheduled {
+        /// How long the layer waits before the next attempt.
+        delay: Duration,
+        /// Where the delay came from.
+        source: DelaySource,
+    },
+    /// No further attempt: the outcome of attempt `attempt` is returned.
+    GaveUp(GiveUpReason),
+}
+
+/// Where a retry delay came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DelaySource {
+    /// The local backoff strategy.
+    Backoff,
+    /// The `Retry-After` response header.
+    RetryAfter,
+    /// The `RateLimit` response header.
+    RateLimit,
+    /// A vendor header (Genesys `inin-ratelimit-reset`).
+    VendorHeader,
+}
+
+impl DelaySource {
+    /// A short stable name: `backoff`, `retry-after`, `ratelimit`, `vendor-header`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DelaySource::Backoff => "backoff",
+            DelaySource::RetryAfter => "retry-after",
+            DelaySource::RateLimit => "ratelimit",
+            DelaySource::VendorHeader => "vendor-header",
+        }
+    }
+}
+
+impl From<HintSource> for DelaySource {
+    fn from(source: HintSource) -> Self {
+        match source {
+            HintSource::RetryAfter => DelaySource::RetryAfter,
+            HintSource::RateLimit => DelaySource::RateLimit,
+            _ => DelaySource::VendorHeader,
+        }
+    }
+}
+
+impl fmt::Display for DelaySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why the retry layer stopped and returned the last outcome.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum GiveUpReason {
+    /// The outcome is not retryable (a 404, a 422, a fatal error).
+    Fatal,
+    /// The outcome is retryable, but the request may have been applied and is
+    /// not idempotent (a `POST` without an `Idempotency-Key`).
+    NotIdempotent,
+    /// The request body cannot be replayed (a stream).
+    BodyNotReplayable,
+    /// The maximum number of attempts was reached.
+    AttemptsExhausted,
+    /// The retry budget is exhausted: the upstream is failing for many
+    /// requests, and retrying would multiply its load.
+    BudgetExhausted,
+    /// The next attempt would start at or after the total deadline.
+    DeadlineReached,
+    /// The server asked to wait longer than the configured maximum.
+    HintOverCap {
+        /// The server's hint.
+        hint: ServerHint,
+        /// The configured maximum.
+        cap: Duration,
+    },
+    /// The server asked to wait past the total deadline.
+    HintPastDeadline {
+        /// The server's hint.
+        hint: ServerHint,
+    },
+}
+
+impl GiveUpReason {
+    /// A short stable name, e.g. `budget_exhausted`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GiveUpReason::Fatal => "fatal",
+            GiveUpReason::NotIdempotent => "not_idempotent",
+            GiveUpReason::BodyNotReplayable => "body_not_replayable",
+            GiveUpReason::AttemptsExhausted => "attempts_exhausted",
+            GiveUpReason::BudgetExhausted => "budget_exhausted",
+            GiveUpReason::DeadlineReached => "deadline_reached",
+            GiveUpReason::HintOverCap { .. } => "hint_over_cap",
+            GiveUpReason::HintPastDeadline { .. } => "hint_past_deadline",
+        }
+    }
+}
+
+/// A callback that receives every [`RetryEvent`]. It runs on the request
+/// path: keep it short and non-blocking.
+pub(crate) type EventHandler = Arc<dyn Fn(&RetryEvent) + Send + Sync>;

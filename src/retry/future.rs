@@ -1,0 +1,143 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::{sleep, Sleep};
+use tower::Service;
+
+use super::policy::{Attempts, Config, Decision};
+use crate::body::{try_clone_request, ReplayBody};
+use crate::error::BoxError;
+
+pin_project! {
+    /// Response future of [`Retry`](super::Retry): drives attempts, backoff
+    /// sleeps and readiness of the inner service. Dropping it at any point
+    /// cancels the logical request; nothing further is sent.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        service: S,
+        template: Option<Request<B>>,
+        attempts: Attempts,
+        config: Arc<Config>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        // An attempt is in flight.
+        Called { #[pin] future: F },
+        // Waiting out the delay before the next attempt.
+        Backoff { #[pin] sleep: Sleep },
+        // Waiting for the inner service to be ready for the next attempt.
+        Ready,
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn new(
+        future: S::Future,
+        service: S,
+        template: Option<Request<B>>,
+        attempts: Attempts,
+        config: Arc<Config>,
+    ) -> Self {
+        Self {
+            state: State::Called { future },
+            service,
+            template,
+            attempts,
+            config,
+        }
+    }
+}
+
+impl<S, B, ResB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    B: ReplayBody,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Called { future } => {
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    let config = this.config.as_ref();
+                    let decision = match &result {
+                        Ok(response) => {
+                            let class = config
+                                .classifier
+                                .classify_response(response.status(), response.headers());
+                            this.attempts.decide(
+                                config,
+                                Some(response.status()),
+                                Some(response.headers()),
+                                class,
+                            )
+                        }
+                        Err(error) => {
+                            let class = config.classifier.classify_error(error.as_ref());
+                            this.attempts.decide(config, None, None, class)
+                        }
+                    };
+                    match decision {
+                        Decision::Return => return Poll::Ready(result),
+                        Decision::Retry(delay) if delay.is_zero() => {
+                            this.state.set(State::Ready);
+                        }
+                        Decision::Retry(delay) => {
+                            this.state.set(State::Backoff {
+                                sleep: sleep(delay),
+                            });
+                        }
+                    }
+                }
+                StateProj::Backoff { sleep } => {
+                    ready!(sleep.poll(cx));
+                    this.state.set(State::Ready);
+                }
+                StateProj::Ready => {
+                    ready!(this.service.poll_ready(cx)).map_err(Into::into)?;
+                    let request = this
+                        .template
+                        .as_ref()
+                        .and_then(try_clone_request)
+                        .ok_or_else(|| -> BoxError {
+                            // `decide` only schedules a retry for a replayable
+                            // template; a body whose clone fails later is a bug
+                            // in its `ReplayBody` impl, reported, not hidden.
+                            "request body could not be replayed for a retry".into()
+                        })?;
+                    let future = this.service.call(request);
+                    this.state.set(State::Called { future });
+                }
+            }
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("attempt", &self.attempts.attempt)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,139 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::Layer;
+
+use super::event::RetryEvent;
+use super::policy::Config;
+use super::{Retry, RetryBudget};
+use crate::backoff::{Backoff, SharedRng};
+use crate::classify::Classify;
+use crate::retry_after::Clock;
+
+/// Applies [`Retry`] to a service. Cheap to clone; every service it makes
+/// shares one budget and one jitter generator.
+///
+/// Defaults: 4 attempts, a 30 s total deadline, exponential backoff from
+/// 500 ms capped at 30 s with full jitter, server hints honoured up to 180 s
+/// with up to 10 % (at most 1 s) of spread after them, a budget of 20 % on
+/// top of first attempts (floor 10/s), no automatic idempotency key.
+#[derive(Clone, Default)]
+pub struct RetryLayer {
+    config: Config,
+}
+
+impl RetryLayer {
+    /// A retry layer with the default policy.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Total attempts per logical request, the first one included (0 is
+    /// taken as 1; 1 disables retries).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.config.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The total deadline of one logical request: no attempt is started at
+    /// or after it. An attempt already in flight is not cut short (that is
+    /// the per-attempt timeout's job).
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.config.deadline = deadline;
+        self
+    }
+
+    /// The backoff used when the server gives no hint.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// The longest server hint (`Retry-After` and friends) worth waiting
+    /// for. A longer hint returns the response at once. Default 180 s, the
+    /// point past which the Genesys SDKs treat a 429 as a daily cap.
+    pub fn max_server_hint(mut self, cap: Duration) -> Self {
+        self.config.max_server_hint = cap;
+        self
+    }
+
+    /// Spread retries after a server hint by up to `ratio` of the hint, at
+    /// most `max`, so that clients told the same instant do not all come
+    /// back at it. A ratio that is negative or not finite is taken as 0.
+    pub fn hint_jitter(mut self, ratio: f64, max: Duration) -> Self {
+        self.config.hint_jitter_ratio = if ratio.is_finite() && ratio > 0.0 {
+            ratio
+        } else {
+            0.0
+        };
+        self.config.hint_jitter_max = max;
+        self
+    }
+
+    /// The retry budget; use [`RetryBudget::unlimited`] to turn it off.
+    pub fn budget(mut self, budget: RetryBudget) -> Self {
+        self.config.budget = budget;
+        self
+    }
+
+    /// How responses and errors are classified.
+    pub fn classifier(mut self, classifier: impl Classify) -> Self {
+        self.config.classifier = Arc::new(classifier);
+        self
+    }
+
+    /// The random source for jitter (seed it for reproducible delays).
+    pub fn rng(mut self, rng: SharedRng) -> Self {
+        self.config.rng = rng;
+        self
+    }
+
+    /// The wall clock used to turn an HTTP-date `Retry-After` into a delay.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.config.clock = Arc::new(clock);
+        self
+    }
+
+    /// Add an `Idempotency-Key` to `POST` and `PATCH` requests that have
+    /// none: one fresh value per logical request, the same on every attempt.
+    /// Such requests then become retryable.
+    pub fn auto_idempotency_key(mut self, enabled: bool) -> Self {
+        self.config.auto_idempotency_key = enabled;
+        self
+    }
+
+    /// Receive every [`RetryEvent`]. The callback runs on the request path:
+    /// keep it short and non-blocking.
+    pub fn on_event<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(&RetryEvent) + Send + Sync + 'static,
+    {
+        self.config.on_event = Some(Arc::new(handler));
+        self
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry::from_config(inner, Arc::new(self.config.clone()))
+    }
+}
+
+impl fmt::Debug for RetryLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        f.debug_struct("RetryLayer")
+            .field("max_attempts", &c.max_attempts)
+            .field("deadline", &c.deadline)
+            .field("backoff", &c.backoff)
+            .field("max_server_hint", &c.max_server_hint)
+            .field("hint_jitter_ratio", &c.hint_jitter_ratio)
+            .field("hint_jitter_max", &c.hint_jitter_max)
+            .field("budget", &c.budget)
+            .field("auto_idempotency_key", &c.auto_idempotency_key)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,325 @@
+//! The retry policy: configuration, per-request overrides and the decision
+//! taken after each attempt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use tokio::time::Instant;
+
+use super::event::{DelaySource, EventHandler, GiveUpReason, RetryEvent, RetryEventKind};
+use super::RetryBudget;
+use crate::backoff::{between, Backoff, BackoffState, SharedRng};
+use crate::classify::{Class, Classify, DefaultClassifier, FailureKind};
+use crate::retry_after::{server_hint, Clock, SystemClock};
+
+/// The `Idempotency-Key` header.
+pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+/// Settings shared by every service made by one [`RetryLayer`](super::RetryLayer).
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) max_attempts: u32,
+    pub(crate) deadline: Duration,
+    pub(crate) backoff: Backoff,
+    pub(crate) max_server_hint: Duration,
+    pub(crate) hint_jitter_ratio: f64,
+    pub(crate) hint_jitter_max: Duration,
+    pub(crate) budget: RetryBudget,
+    pub(crate) classifier: Arc<dyn Classify>,
+    pub(crate) rng: SharedRng,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) auto_idempotency_key: bool,
+    pub(crate) on_event: Option<EventHandler>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_attempts: 4,
+            deadline: Duration::from_secs(30),
+            backoff: Backoff::default(),
+            max_server_hint: Duration::from_secs(180),
+            hint_jitter_ratio: 0.1,
+            hint_jitter_max: Duration::from_secs(1),
+            budget: RetryBudget::default(),
+            classifier: Arc::new(DefaultClassifier),
+            rng: SharedRng::from_os(),
+            clock: Arc::new(SystemClock),
+            auto_idempotency_key: false,
+            on_event: None,
+        }
+    }
+}
+
+/// Per-request changes to the layer's policy, set as a request extension.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_cx::retry::RetryOverride;
+///
+/// let mut request = http::Request::new(());
+/// // A bulk export: one retry at most, and give up after 5 s.
+/// request.extensions_mut().insert(
+///     RetryOverride::new()
+///         .max_attempts(2)
+///         .deadline(Duration::from_secs(5)),
+/// );
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RetryOverride {
+    max_attempts: Option<u32>,
+    deadline: Option<Duration>,
+    backoff: Option<Backoff>,
+    max_server_hint: Option<Duration>,
+}
+
+impl RetryOverride {
+    /// An override that changes nothing yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Send this request once, never retry it.
+    pub fn no_retry() -> Self {
+        Self::new().max_attempts(1)
+    }
+
+    /// Total attempts for this request (1 = no retry; 0 is taken as 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts.max(1));
+        self
+    }
+
+    /// Total deadline for this request.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Backoff for this request.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+
+    /// Largest server hint this request will wait for.
+    pub fn max_server_hint(mut self, cap: Duration) -> Self {
+        self.max_server_hint = Some(cap);
+        self
+    }
+}
+
+/// Whether RFC 9110 makes `method` idempotent (safe to send twice).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// A fresh idempotency key: a random (version 4) UUID in its usual text form.
+///
+/// It always comes from the operating system's seeded thread generator, never
+/// from the layer's (possibly seeded) jitter generator: two processes seeded
+/// alike must not send the same key for different requests.
+pub fn new_idempotency_key() -> HeaderValue {
+    let mut bytes: [u8; 16] = rand::random();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let mut text = String::with_capacity(36);
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            text.push('-');
+        }
+        text.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
+        text.push(char::from_digit(u32::from(byte & 0x0f), 16).unwrap_or('0'));
+    }
+    HeaderValue::from_str(&text).expect("hex digits and dashes are a valid header value")
+}
+
+/// What to do after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Return this attempt's outcome.
+    Return,
+    /// Start another attempt after the delay.
+    Retry(Duration),
+}
+
+/// The retry bookkeeping of one logical request.
+#[derive(Debug)]
+pub(crate) struct Attempts {
+    pub(crate) attempt: u32,
+    max_attempts: u32,
+    deadline_at: Instant,
+    backoff: Backoff,
+    backoff_state: BackoffState,
+    max_server_hint: Duration,
+    idempotent: bool,
+    keyed: bool,
+    replayable: bool,
+}
+
+impl Attempts {
+    pub(crate) fn new(
+        config: &Config,
+        overrides: Option<&RetryOverride>,
+        idempotent: bool,
+        keyed: bool,
+        replayable: bool,
+    ) -> Self {
+        let deadline = overrides
+            .and_then(|o| o.deadline)
+            .unwrap_or(config.deadline);
+        let now = Instant::now();
+        Self {
+            attempt: 1,
+            max_attempts: overrides
+                .and_then(|o| o.max_attempts)
+                .unwrap_or(config.max_attempts)
+                .max(1),
+            // A deadline too far to represent is no deadline.
+            deadline_at: now
+                .checked_add(deadline)
+                .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30)),
+            backoff: overrides.and_then(|o| o.backoff).unwrap_or(config.backoff),
+            backoff_state: BackoffState::default(),
+            max_server_hint: overrides
+                .and_then(|o| o.max_server_hint)
+                .unwrap_or(config.max_server_hint),
+            idempotent,
+            keyed,
+            replayable,
+        }
+    }
+
+    /// Whether a retry could ever happen for this request.
+    pub(crate) fn may_retry(&self) -> bool {
+        self.max_attempts > 1
+    }
+
+    /// Decide what follows the attempt that just ended, publishing every
+    /// step of the reasoning.
+    pub(crate) fn decide(
+        &mut self,
+        config: &Config,
+        status: Option<StatusCode>,
+        headers: Option<&HeaderMap>,
+        class: Class,
+    ) -> Decision {
+        let attempt = self.attempt;
+        let emit = |kind: RetryEventKind| {
+            if let Some(handler) = &config.on_event {
+                handler(&RetryEvent { attempt, kind });
+            }
+        };
+        emit(RetryEventKind::AttemptFinished { status, class });
+        let give_up = |reason: GiveUpReason| {
+            emit(RetryEventKind::GaveUp(reason));
+            Decision::Return
+        };
+
+        let kind = match class {
+            Class::Success => return Decision::Return,
+            Class::Retryable(kind) => kind,
+            // RFC 9110 + Idempotency-Key draft: a 409 on a keyed request means
+            // "the first copy is still being processed": try again.
+            Class::Fatal(FailureKind::Status(StatusCode::CONFLICT)) if self.keyed => {
+                FailureKind::Status(StatusCode::CONFLICT)
+            }
+            Class::Fatal(_) => return give_up(GiveUpReason::Fatal),
+        };
+        if kind.request_may_have_been_sent() && !self.idempotent && !self.keyed {
+            return give_up(GiveUpReason::NotIdempotent);
+        }
+        if !self.replayable {
+            return give_up(GiveUpReason::BodyNotReplayable);
+        }
+        if self.attempt >= self.max_attempts {
+            return give_up(GiveUpReason::AttemptsExhausted);
+        }
+
+        let now = Instant::now();
+        let remaining = self.deadline_at.saturating_duration_since(now);
+        let report = headers.map(|h| server_hint(h, config.clock.as_ref()));
+        let mut hint = None;
+        if let Some(report) = report {
+            for malformed in report.malformed {
+                emit(RetryEventKind::HintIgnored(malformed));
+            }
+            hint = report.hint;
+        }
+        let (delay, source) = match hint {
+            Some(hint) => {
+                if hint.delay > self.max_server_hint {
+                    return give_up(GiveUpReason::HintOverCap {
+                        hint,
+                        cap: self.max_server_hint,
+                    });
+                }
+                if hint.delay >= remaining {
+                    return give_up(GiveUpReason::HintPastDeadline { hint });
+                }
+                // Never earlier than the server said; spread a little after it.
+                let spread = hint
+                    .delay
+                    .mul_f64(config.hint_jitter_ratio)
+                    .min(config.hint_jitter_max);
+                let delay = between(hint.delay, hint.delay + spread, config.rng.unit());
+                let latest = remaining.saturating_sub(Duration::from_nanos(1));
+                (delay.min(latest).max(hint.delay), hint.source.into())
+            }
+            None => {
+                let delay =
+                    self.backoff
+                        .next_delay(self.attempt, &mut self.backoff_state, &config.rng);
+                if delay >= remaining {
+                    return give_up(GiveUpReason::DeadlineReached);
+                }
+                (delay, DelaySource::Backoff)
+            }
+        };
+        if !config.budget.withdraw() {
+            return give_up(GiveUpReason::BudgetExhausted);
+        }
+        emit(RetryEventKind::RetryScheduled { delay, source });
+        self.attempt += 1;
+        Decision::Retry(delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotent_methods_follow_rfc_9110() {
+        for m in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
+            assert!(is_idempotent(&m.parse().unwrap()), "{m}");
+        }
+        for m in ["POST", "PATCH", "CONNECT", "PURGE"] {
+            assert!(!is_idempotent(&m.parse().unwrap()), "{m}");
+        }
+    }
+
+    #[test]
+    fn idempotency_keys_are_uuid_v4_and_distinct() {
+        let a = new_idempotency_key();
+        let b = new_idempotency_key();
+        assert_ne!(a, b);
+        let text = a.to_str().unwrap();
+        assert_eq!(text.len(), 36);
+        assert_eq!(&text[14..15], "4");
+        assert!(matches!(&text[19..20], "8" | "9" | "a" | "b"));
+        assert_eq!(text.matches('-').count(), 4);
+    }
+
+    #[test]
+    fn override_zero_attempts_means_one() {
+        assert_eq!(
+            RetryOverride::new().max_attempts(0),
+            RetryOverride::no_retry()
+        );
+    }
+}

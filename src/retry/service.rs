@@ -1,0 +1,107 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Method, Request, Response};
+use tower::Service;
+
+use super::future::ResponseFuture;
+use super::policy::{is_idempotent, new_idempotency_key, Attempts, Config, IDEMPOTENCY_KEY};
+use super::{RetryLayer, RetryOverride};
+use crate::body::{try_clone_request, ReplayBody};
+use crate::error::BoxError;
+
+/// Retries requests that fail in a retryable way, honouring server hints.
+///
+/// See the [module docs](crate::retry) for the rules.
+#[derive(Clone)]
+pub struct Retry<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> Retry<S> {
+    /// Wrap `inner` with the default retry policy.
+    pub fn new(inner: S) -> Self {
+        Self::from_config(inner, Arc::new(Config::default()))
+    }
+
+    /// A [`RetryLayer`] with the default policy, to configure.
+    pub fn layer() -> RetryLayer {
+        RetryLayer::new()
+    }
+
+    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwrap the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for Retry<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, B, ResB> Service<Request<B>> for Retry<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: ReplayBody,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let config = &self.config;
+        config.budget.deposit();
+
+        let idempotent = is_idempotent(request.method());
+        if config.auto_idempotency_key
+            && matches!(*request.method(), Method::POST | Method::PATCH)
+            && !request.headers().contains_key(IDEMPOTENCY_KEY)
+        {
+            request
+                .headers_mut()
+                .insert(IDEMPOTENCY_KEY, new_idempotency_key());
+        }
+        let keyed = request.headers().contains_key(IDEMPOTENCY_KEY);
+
+        let overrides = request.extensions().get::<RetryOverride>();
+        let mut attempts = Attempts::new(config, overrides, idempotent, keyed, true);
+        let template = if attempts.may_retry() {
+            let template = try_clone_request(&request);
+            attempts = Attempts::new(config, overrides, idempotent, keyed, template.is_some());
+            template
+        } else {
+            None
+        };
+
+        // Call the service that was driven to readiness; keep a fresh clone.
+        let clone = self.inner.clone();
+        let mut service = std::mem::replace(&mut self.inner, clone);
+        let future = service.call(request);
+        ResponseFuture::new(future, service, template, attempts, self.config.clone())
+    }
+}
