@@ -1,0 +1,689 @@
+//! The retry layer, end to end over a scripted service, in paused time.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+use tower_cx::backoff::{Backoff, Jitter, SharedRng};
+use tower_cx::body::Body;
+use tower_cx::classify::{Class, FailureKind};
+use tower_cx::error::{BoxError, RequestNotSent};
+use tower_cx::retry::{
+    DelaySource, GiveUpReason, RetryBudget, RetryEvent, RetryEventKind, RetryLayer, RetryOverride,
+    IDEMPOTENCY_KEY,
+};
+use tower_cx::retry_after::{FixedClock, HintSource};
+
+// ---------------------------------------------------------------- harness
+
+/// What the scripted upstream answers to one attempt.
+#[derive(Clone)]
+enum Answer {
+    Status(u16, Vec<(&'static str, String)>),
+    NotSent,
+    Timeout,
+}
+
+fn ok() -> Answer {
+    Answer::Status(200, vec![])
+}
+
+fn status(code: u16) -> Answer {
+    Answer::Status(code, vec![])
+}
+
+fn with_header(code: u16, name: &'static str, value: impl Into<String>) -> Answer {
+    Answer::Status(code, vec![(name, value.into())])
+}
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Duration,
+    method: Method,
+    headers: HeaderMap,
+}
+
+/// A service that answers from a script (then `fallback` forever) and
+/// records when each attempt arrived, relative to its creation.
+#[derive(Clone)]
+struct Upstream {
+    script: Arc<Mutex<VecDeque<Answer>>>,
+    fallback: Answer,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    start: Instant,
+}
+
+impl Upstream {
+    fn new(script: Vec<Answer>) -> Self {
+        Self::with_fallback(script, ok())
+    }
+
+    fn with_fallback(script: Vec<Answer>, fallback: Answer) -> Self {
+        Self {
+            script: Arc::new(Mutex::new(script.into())),
+            fallback,
+            seen: Arc::default(),
+            start: Instant::now(),
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn arrivals(&self) -> Vec<Duration> {
+        self.seen().into_iter().map(|s| s.at).collect()
+    }
+}
+
+impl Service<Request<Body>> for Upstream {
+    type Response = Response<()>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<()>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        self.seen.lock().unwrap().push(Seen {
+            at: self.start.elapsed(),
+            method: request.method().clone(),
+            headers: request.headers().clone(),
+        });
+        let answer = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| self.fallback.clone());
+        Box::pin(async move {
+            match answer {
+                Answer::Status(code, headers) => {
+                    let mut response = Response::builder().status(code);
+                    for (name, value) in headers {
+                        response = response.header(name, value);
+                    }
+                    Ok(response.body(()).unwrap())
+                }
+                Answer::NotSent => Err(RequestNotSent::new("connection refused").into()),
+                Answer::Timeout => Err(tower::timeout::error::Elapsed::new().into()),
+            }
+        })
+    }
+}
+
+/// An RNG that always yields the same word, so every unit sample is known:
+/// `1 << 63` is exactly 0.5.
+struct ConstRng(u64);
+
+impl rand::TryRng for ConstRng {
+    type Error = Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok((self.0 >> 32) as u32)
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(self.0)
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        dst.fill(0);
+        Ok(())
+    }
+}
+
+const HALF: u64 = 1 << 63;
+
+type Events = Arc<Mutex<Vec<RetryEvent>>>;
+
+/// The layer under test: no jitter on backoff or hints, an unlimited budget,
+/// and events recorded.
+fn layer(events: &Events) -> RetryLayer {
+    let events = events.clone();
+    RetryLayer::new()
+        .backoff(Backoff::exponential(ms(500)).jitter(Jitter::None))
+        .hint_jitter(0.0, Duration::ZERO)
+        .budget(RetryBudget::unlimited())
+        .on_event(move |e| events.lock().unwrap().push(e.clone()))
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn secs(v: u64) -> Duration {
+    Duration::from_secs(v)
+}
+
+fn get() -> Request<Body> {
+    Request::get("http://127.0.0.1/api")
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn post() -> Request<Body> {
+    Request::post("http://127.0.0.1/api")
+        .body(Body::from("{\"a\":1}"))
+        .unwrap()
+}
+
+async fn send<S>(service: S, request: Request<Body>) -> Result<Response<()>, BoxError>
+where
+    S: Service<Request<Body>, Response = Response<()>, Error = BoxError>,
+{
+    service.oneshot(request).await
+}
+
+fn gave_up(events: &Events) -> Vec<GiveUpReason> {
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            RetryEventKind::GaveUp(reason) => Some(reason.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn scheduled(events: &Events) -> Vec<(Duration, DelaySource)> {
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            RetryEventKind::RetryScheduled { delay, source } => Some((*delay, *source)),
+            _ => None,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- backoff
+
+#[tokio::test(start_paused = true)]
+async fn retries_with_exact_exponential_delays_and_returns_success() {
+    let events = Events::default();
+    let upstream = Upstream::new(vec![status(503), status(502), status(504), ok()]);
+    let service = layer(&events).layer(upstream.clone());
+
+    let response = send(service, get()).await.unwrap();
+
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(upstream.arrivals(), [0, 500, 1500, 3500].map(ms));
+    let events = events.lock().unwrap();
+    assert_eq!(events.len(), 7, "{events:#?}");
+    assert_eq!(
+        events[0],
+        RetryEvent {
+            attempt: 1,
+            kind: RetryEventKind::AttemptFinished {
+                status: Some(StatusCode::SERVICE_UNAVAILABLE),
+                class: Class::Retryable(FailureKind::Status(StatusCode::SERVICE_UNAVAILABLE)),
+            },
+        }
+    );
+    assert_eq!(
+        events[1],
+        RetryEvent {
+            attempt: 1,
+            kind: RetryEventKind::RetryScheduled {
+                delay: ms(500),
+                source: DelaySource::Backoff,
+            },
+        }
+    );
+    assert_eq!(
+        events[6],
+        RetryEvent {
+            attempt: 4,
+            kind: RetryEventKind::AttemptFinished {
+                status: Some(StatusCode::OK),
+                class: Class::Success,
+            },
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_jitter_mode_gives_its_exact_delays() {
+    // With every unit sample at exactly 0.5, each mode's delays are known:
+    let cases = [
+        (Jitter::None, [0, 500, 1500, 3500]),
+        // half of 500, 1000, 2000
+        (Jitter::Full, [0, 250, 750, 1750]),
+        // 3/4 of 500, 1000, 2000
+        (Jitter::Equal, [0, 375, 1125, 2625]),
+        // rand(500, 1500)=1000, rand(500, 3000)=1750, rand(500, 5250)=2875
+        (Jitter::Decorrelated, [0, 1000, 2750, 5625]),
+    ];
+    for (jitter, expected) in cases {
+        let events = Events::default();
+        let upstream = Upstream::with_fallback(vec![], status(503));
+        let service = layer(&events)
+            .backoff(Backoff::exponential(ms(500)).jitter(jitter))
+            .rng(SharedRng::from_rng(ConstRng(HALF)))
+            .layer(upstream.clone());
+        let response = send(service, get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(upstream.arrivals(), expected.map(ms), "{jitter:?}");
+        assert_eq!(gave_up(&events), [GiveUpReason::AttemptsExhausted]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn final_response_is_returned_as_a_response_after_the_last_attempt() {
+    let events = Events::default();
+    let upstream = Upstream::with_fallback(vec![], status(500));
+    let service = layer(&events).max_attempts(2).layer(upstream.clone());
+    let response = send(service, get())
+        .await
+        .expect("a response, not an error");
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(upstream.arrivals(), [0, 500].map(ms));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retryable_errors_are_retried_and_the_last_error_is_returned() {
+    let events = Events::default();
+    let upstream = Upstream::with_fallback(vec![], Answer::Timeout);
+    let service = layer(&events).max_attempts(3).layer(upstream.clone());
+    let err = send(service, get()).await.unwrap_err();
+    assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
+    assert_eq!(upstream.arrivals(), [0, 500, 1500].map(ms));
+}
+
+#[tokio::test(start_paused = true)]
+async fn fatal_statuses_are_not_retried() {
+    for code in [400, 401, 403, 404, 409, 422, 501, 505] {
+        let events = Events::default();
+        let upstream = Upstream::with_fallback(vec![], status(code));
+        let service = layer(&events).layer(upstream.clone());
+        let response = send(service, get()).await.unwrap();
+        assert_eq!(response.status().as_u16(), code);
+        assert_eq!(upstream.arrivals().len(), 1, "{code}");
+        assert_eq!(gave_up(&events), [GiveUpReason::Fatal], "{code}");
+    }
+}
+
+// ---------------------------------------------------------------- server hints
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_wins_over_backoff_and_is_never_undercut() {
+    let events = Events::default();
+    let upstream = Upstream::new(vec![with_header(429, "retry-after", "7"), ok()]);
+    // default hint spread: up to 10 % of the hint, at most 1 s; sample 0.5
+    let service = layer(&events)
+        .hint_jitter(0.1, secs(1))
+        .rng(SharedRng::from_rng(ConstRng(HALF)))
+        .layer(upstream.clone());
+    let response = send(service, get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(upstream.arrivals(), [ms(0), ms(7350)]);
+    assert_eq!(scheduled(&events), [(ms(7350), DelaySource::RetryAfter)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hint_spread_is_capped_at_its_maximum() {
+    let events = Events::default();
+    let upstream = Upstream::new(vec![with_header(503, "retry-after", "100"), ok()]);
+    let service = layer(&events)
+        .deadline(secs(300))
+        .hint_jitter(0.1, secs(1))
+        .rng(SharedRng::from_rng(ConstRng(HALF)))
+        .layer(upstream.clone());
+    send(service, get()).await.unwrap();
+    // 10 % of 100 s would be 10 s of spread; capped at 1 s, sample 0.5
+    assert_eq!(upstream.arrivals(), [ms(0), ms(100_500)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_conformance_through_the_layer() {
+    let date = SystemTime::UNIX_EPOCH + secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+                                                           // (header value, clock reading, expected delay of the retry, hint used?)
+    let cases: Vec<(&str, SystemTime, Duration, bool)> = vec![
+        ("3", date, secs(3), true),
+        (" \t3 \t", date, secs(3), true),
+        ("0", date, secs(0), true),
+        (
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            date - secs(5),
+            secs(5),
+            true,
+        ),
+        (
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            date - secs(6),
+            secs(6),
+            true,
+        ),
+        ("Sun Nov  6 08:49:37 1994", date - secs(7), secs(7), true),
+        // a date in the past means now
+        (
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            date + secs(60),
+            secs(0),
+            true,
+        ),
+        // malformed: ignored, backoff (500 ms) applies
+        ("-1", date, ms(500), false),
+        ("+1", date, ms(500), false),
+        ("1.0", date, ms(500), false),
+        ("\u{0661}", date, ms(500), false),
+        ("", date, ms(500), false),
+        ("soon", date, ms(500), false),
+        ("1 0", date, ms(500), false),
+    ];
+    for (value, now, expected, hint_used) in cases {
+        let events = Events::default();
+        let upstream = Upstream::new(vec![with_header(503, "retry-after", value), ok()]);
+        let service = layer(&events)
+            .clock(FixedClock::new(now))
+            .layer(upstream.clone());
+        let response = send(service, get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{value:?}");
+        assert_eq!(upstream.arrivals(), [ms(0), expected], "{value:?}");
+        let source = if hint_used {
+            DelaySource::RetryAfter
+        } else {
+            DelaySource::Backoff
+        };
+        assert_eq!(scheduled(&events), [(expected, source)], "{value:?}");
+        let ignored = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e.kind, RetryEventKind::HintIgnored(_)))
+            .count();
+        assert_eq!(ignored, usize::from(!hint_used), "{value:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ratelimit_and_genesys_reset_headers_are_honoured() {
+    let events = Events::default();
+    let upstream = Upstream::new(vec![
+        with_header(429, "ratelimit", "\"default\";r=0;t=3"),
+        Answer::Status(
+            429,
+            vec![
+                ("inin-ratelimit-count", "300".into()),
+                ("inin-ratelimit-allowed", "300".into()),
+                ("inin-ratelimit-reset", "4".into()),
+            ],
+        ),
+        ok(),
+    ]);
+    let service = layer(&events).layer(upstream.clone());
+    send(service, get()).await.unwrap();
+    assert_eq!(upstream.arrivals(), [0, 3, 7].map(secs));
+    assert_eq!(
+        scheduled(&events),
+        [
+            (secs(3), DelaySource::RateLimit),
+            (secs(4), DelaySource::VendorHeader)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn hint_over_the_cap_returns_the_response_at_once() {
+    let events = Events::default();
+    let upstream = Upstream::new(vec![with_header(429, "retry-after", "181"), ok()]);
+    let service = layer(&events).layer(upstream.clone());
+    let start = Instant::now();
+    let response = send(service, get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "181");
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(upstream.arrivals().len(), 1);
+    match gave_up(&events).as_slice() {
+        [GiveUpReason::HintOverCap { hint, cap }] => {
+            assert_eq!(hint.delay, secs(181));
+            assert_eq!(hint.source, HintSource::RetryAfter);
+            assert_eq!(*cap, secs(180));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn huge_retry_after_is_over_the_cap_not_an_overflow() {
+    let events = Events::default();
+    let upstream = Upstream::new(vec![with_header(
+        503,
+        "retry-after",
+        "99999999999999999999999999",
+    )]);
+    let service = layer(&events).layer(upstream.clone());
+    let response = send(service, get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(matches!(
+        gave_up(&events).as_slice(),
+        [GiveUpReason::HintOverCap { .. }]
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hint_past_the_deadline_returns_the_response_at_once() {
+    let events = Events::default();
+    let upstream = Upstream::new(vec![with_header(429, "retry-after", "11"), ok()]);
+    let service = layer(&events).deadline(secs(10)).layer(upstream.clone());
+    let start = Instant::now();
+    let response = send(service, get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert!(matches!(
+        gave_up(&events).as_slice(),
+        [GiveUpReason::HintPastDeadline { .. }]
+    ));
+}
+
+// ---------------------------------------------------------------- deadline and budget
+
+#[tokio::test(start_paused = true)]
+async fn deadline_ends_the_retry_loop() {
+    let events = Events::default();
+    let upstream = Upstream::with_fallback(vec![], status(503));
+    let service = layer(&events)
+        .max_attempts(100)
+        .deadline(secs(10))
+        .backoff(Backoff::constant(secs(4)))
+        .layer(upstream.clone());
+    let start = Instant::now();
+    let response = send(service, get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // attempts at 0, 4, 8; one at 12 would pass the 10 s deadline
+    assert_eq!(upstream.arrivals(), [0, 4, 8].map(secs));
+    assert_eq!(start.elapsed(), secs(8));
+    assert_eq!(gave_up(&events), [GiveUpReason::DeadlineReached]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn budget_caps_retries_under_sustained_failure() {
+    let events = Events::default();
+    let upstream = Upstream::with_fallback(vec![], status(503));
+    // 20 % of first attempts plus 10/s over 10 s: (1000 + 10*10*5)/5 = 300 retries
+    let service = layer(&events)
+        .budget(RetryBudget::new(secs(10), 10, 0.2).unwrap())
+        .layer(upstream.clone());
+    let requests = (0..1000).map(|_| send(service.clone(), get()));
+    let responses = futures_join_all(requests).await;
+    assert!(responses
+        .iter()
+        .all(|r| r.as_ref().unwrap().status() == StatusCode::SERVICE_UNAVAILABLE));
+    let total = upstream.arrivals().len();
+    assert_eq!(total, 1000 + 300, "unlimited would be 4000");
+    assert_eq!(scheduled(&events).len(), 300);
+    let exhausted = gave_up(&events)
+        .iter()
+        .filter(|r| **r == GiveUpReason::BudgetExhausted)
+        .count();
+    // 300 first retries fail again and find the budget empty; 700 never got one
+    assert_eq!(exhausted, 1000);
+}
+
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
+
+// ---------------------------------------------------------------- idempotency
+
+#[tokio::test(start_paused = true)]
+async fn post_without_a_key_is_never_retried() {
+    let events = Events::default();
+    let upstream = Upstream::with_fallback(vec![], status(503));
+    let service = layer(&events).layer(upstream.clone());
+    let response = send(service, post()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(upstream.arrivals().len(), 1);
+    assert_eq!(gave_up(&events), [GiveUpReason::NotIdempotent]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_that_was_provably_not_sent_is_retried() {
+    let events = Events::default();
+    let upstream = Upstream::new(vec![Answer::NotSent, ok()]);
+    let service = layer(&events).layer(upstream.clone());
+    let response = send(service, post()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(upstream.arrivals(), [0, 500].map(ms));
+}
+
+#[tokio::test(start_paused = true)]
+async fn automatic_idempotency_key_is_identical_across_attempts() {
+    let events = Events::default();
+    let upstream = Upstream::new(vec![status(503), status(500), ok(), ok()]);
+    let service = layer(&events)
+        .auto_idempotency_key(true)
+        .layer(upstream.clone());
+    let response = send(service.clone(), post()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    send(service, post()).await.unwrap();
+
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 4);
+    let keys: Vec<&HeaderValue> = seen.iter().map(|s| &s.headers[IDEMPOTENCY_KEY]).collect();
+    assert_eq!(keys[0], keys[1]);
+    assert_eq!(keys[1], keys[2]);
+    assert_ne!(keys[2], keys[3], "a new logical request gets a new key");
+    assert_eq!(keys[0].len(), 36);
+    assert!(seen.iter().all(|s| s.method == Method::POST));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_set_by_the_caller_is_kept() {
+    let events = Events::default();
+    let upstream = Upstream::new(vec![status(503), ok()]);
+    let service = layer(&events)
+        .auto_idempotency_key(true)
+        .layer(upstream.clone());
+    let mut request = post();
+    request
+        .headers_mut()
+        .insert(IDEMPOTENCY_KEY, HeaderValue::from_static("order-42"));
+    send(service, request).await.unwrap();
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 2);
+    assert!(seen
+        .iter()
+        .all(|s| s.headers[IDEMPOTENCY_KEY] == "order-42"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_409_is_retried_and_422_is_not() {
+    let events = Events::default();
+    let upstream = Upstream::new(vec![status(409), ok()]);
+    let service = layer(&events)
+        .auto_idempotency_key(true)
+        .layer(upstream.clone());
+    assert_eq!(
+        send(service, post()).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(upstream.arrivals().len(), 2);
+
+    let upstream = Upstream::new(vec![status(422), ok()]);
+    let service = layer(&events)
+        .auto_idempotency_key(true)
+        .layer(upstream.clone());
+    assert_eq!(
+        send(service, post()).await.unwrap().status(),
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(upstream.arrivals().len(), 1);
+
+    // without a key, a 409 is final
+    let upstream = Upstream::new(vec![status(409), ok()]);
+    let service = layer(&events).layer(upstream.clone());
+    send(service, get()).await.unwrap();
+    assert_eq!(upstream.arrivals().len(), 1);
+}
+
+// ---------------------------------------------------------------- bodies, overrides, cancellation
+
+#[tokio::test(start_paused = true)]
+async fn a_streaming_body_is_sent_once_and_never_retried() {
+    let events = Events::default();
+    let upstream = Upstream::with_fallback(vec![], status(503));
+    let service = layer(&events).layer(upstream.clone());
+    let body = Body::from_stream(http_body_util::Full::new(bytes::Bytes::from_static(b"x")));
+    let request = Request::put("http://127.0.0.1/api").body(body).unwrap();
+    let response = send(service, request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(upstream.arrivals().len(), 1);
+    assert_eq!(gave_up(&events), [GiveUpReason::BodyNotReplayable]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_request_override_changes_the_policy_for_that_request_only() {
+    let events = Events::default();
+    let upstream = Upstream::with_fallback(vec![], status(503));
+    let service = layer(&events).layer(upstream.clone());
+
+    let mut bulk = get();
+    bulk.extensions_mut().insert(
+        RetryOverride::new()
+            .max_attempts(2)
+            .backoff(Backoff::constant(secs(9))),
+    );
+    send(service.clone(), bulk).await.unwrap();
+    assert_eq!(upstream.arrivals(), [secs(0), secs(9)]);
+
+    let mut once = get();
+    once.extensions_mut().insert(RetryOverride::no_retry());
+    send(service.clone(), once).await.unwrap();
+    assert_eq!(upstream.arrivals().len(), 3);
+
+    // the next request has the layer's policy again: 4 attempts
+    send(service, get()).await.unwrap();
+    assert_eq!(upstream.arrivals().len(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_future_mid_backoff_cancels_the_request() {
+    let events = Events::default();
+    let upstream = Upstream::with_fallback(vec![], status(503));
+    let service = layer(&events).layer(upstream.clone());
+    let mut future = tokio_test::task::spawn(send(service, get()));
+    assert!(future.poll().is_pending(), "sleeping in backoff");
+    assert_eq!(upstream.arrivals().len(), 1);
+    drop(future);
+    tokio::time::sleep(secs(3600)).await;
+    assert_eq!(upstream.arrivals().len(), 1, "nothing sent after the drop");
+}
