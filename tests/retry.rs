@@ -687,3 +687,41 @@ async fn dropping_the_future_mid_backoff_cancels_the_request() {
     tokio::time::sleep(secs(3600)).await;
     assert_eq!(upstream.arrivals().len(), 1, "nothing sent after the drop");
 }
+
+// ---------------------------------------------------------------- a real client
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_connection_makes_even_a_post_retryable() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    // a loopback port with nothing listening on it
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+
+    let events = Events::default();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let service = layer(&events)
+        .backoff(Backoff::constant(ms(10)))
+        .layer(client);
+    let request = Request::post(format!("http://{addr}/orders"))
+        .body(Body::from("{}"))
+        .unwrap();
+    let err = service.oneshot(request).await.unwrap_err();
+    let err = err
+        .downcast_ref::<hyper_util::client::legacy::Error>()
+        .expect("the client's own error is returned");
+    assert!(err.is_connect());
+    let finished: Vec<Class> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e.kind {
+            RetryEventKind::AttemptFinished { class, .. } => Some(class),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, vec![Class::Retryable(FailureKind::Connect); 4]);
+    assert_eq!(gave_up(&events), [GiveUpReason::AttemptsExhausted]);
+}

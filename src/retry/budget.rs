@@ -1,23 +1,31 @@
 //! The retry budget: a cap on retries relative to first attempts.
 
 use std::fmt;
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tower::retry::budget::{Budget as _, TpsBudget};
+use tokio::time::Instant;
 
 use crate::error::ConfigError;
+
+const SLOTS: usize = 10;
 
 /// Limits retries to a share of first attempts, so a failing upstream sees at
 /// most `1 + percent` times its normal load instead of `max_attempts` times.
 ///
 /// Every logical request deposits into the budget; every retry withdraws.
-/// A floor of `min_per_sec` retries per second is always allowed, so a quiet
-/// client can still retry. Clones share the same budget.
+/// A reserve of `min_per_sec` retries per second of the window is always
+/// there, so a quiet client can still retry. Deposits and withdrawals expire
+/// after `ttl`, counted in 10 slots. Clones share the same budget.
 ///
-/// This wraps tower's [`TpsBudget`] (a sliding window of 10 slots over `ttl`,
-/// measured on `tokio::time`, so it follows paused test time); this type adds
-/// validation with a typed error instead of a panic, and an unlimited mode.
+/// The accounting is the one of tower's `TpsBudget` (Finagle's retry budget),
+/// with two differences that matter on the request path: it is lock-free
+/// (atomics only, where `TpsBudget` takes a mutex on every deposit), and it
+/// takes the time the retry layer has already read instead of reading the
+/// clock again. Time is `tokio::time`, so it follows paused test time. Under
+/// heavy contention the count is approximate by a few requests, never by a
+/// window.
 ///
 /// ```
 /// use std::time::Duration;
@@ -30,7 +38,19 @@ use crate::error::ConfigError;
 /// ```
 #[derive(Clone)]
 pub struct RetryBudget {
-    inner: Option<Arc<TpsBudget>>,
+    inner: Option<Arc<Windowed>>,
+}
+
+struct Windowed {
+    origin: Instant,
+    slot_millis: u64,
+    /// Balance of each slot, for the slot number in `numbers`.
+    balances: [AtomicIsize; SLOTS],
+    /// Which slot number (time since origin / slot length) each entry holds.
+    numbers: [AtomicU64; SLOTS],
+    reserve: isize,
+    deposit_amount: isize,
+    withdraw_amount: isize,
     settings: (Duration, u32, f32),
 }
 
@@ -57,39 +77,94 @@ impl RetryBudget {
                 format!("must be below {}, got {min_per_sec}", i32::MAX),
             ));
         }
+        // Whole units: a retry costs `withdraw_amount`, a first attempt earns
+        // `deposit_amount`, so `percent` needs no floating point per request.
+        let (deposit_amount, withdraw_amount) = if percent == 0.0 {
+            (0, 1)
+        } else if percent <= 1.0 {
+            (1, (1.0 / percent).round() as isize)
+        } else {
+            (1000, (1000.0 / percent).round().max(1.0) as isize)
+        };
+        let reserve = (min_per_sec as isize)
+            .saturating_mul(ttl.as_secs() as isize)
+            .saturating_mul(withdraw_amount);
+        let slot_millis = (ttl.as_millis() as u64 / SLOTS as u64).max(1);
         Ok(Self {
-            inner: Some(Arc::new(TpsBudget::new(ttl, min_per_sec, percent))),
-            settings: (ttl, min_per_sec, percent),
+            inner: Some(Arc::new(Windowed {
+                origin: Instant::now(),
+                slot_millis,
+                balances: Default::default(),
+                numbers: Default::default(),
+                reserve,
+                deposit_amount,
+                withdraw_amount,
+                settings: (ttl, min_per_sec, percent),
+            })),
         })
     }
 
     /// No budget: every retry the policy allows is made.
     pub fn unlimited() -> Self {
-        Self {
-            inner: None,
-            settings: (Duration::ZERO, 0, f32::INFINITY),
-        }
+        Self { inner: None }
     }
 
-    /// Record a first attempt.
-    pub(crate) fn deposit(&self) {
+    /// Record a first attempt made at `now`.
+    pub(crate) fn deposit(&self, now: Instant) {
         if let Some(budget) = &self.inner {
-            budget.deposit();
+            let slot = budget.slot(now);
+            budget.balances[slot].fetch_add(budget.deposit_amount, Ordering::Relaxed);
         }
     }
 
-    /// Take one retry from the budget; `false` if it is exhausted.
-    pub(crate) fn withdraw(&self) -> bool {
-        match &self.inner {
-            Some(budget) => budget.withdraw(),
-            None => true,
+    /// Take one retry from the budget at `now`; `false` if it is exhausted.
+    pub(crate) fn withdraw(&self, now: Instant) -> bool {
+        let Some(budget) = &self.inner else {
+            return true;
+        };
+        let slot = budget.slot(now);
+        let current = budget.numbers[slot].load(Ordering::Acquire);
+        let live: isize = budget
+            .balances
+            .iter()
+            .zip(&budget.numbers)
+            .filter(|(_, number)| {
+                current.saturating_sub(number.load(Ordering::Acquire)) < SLOTS as u64
+            })
+            .map(|(balance, _)| balance.load(Ordering::Relaxed))
+            .fold(budget.reserve, isize::saturating_add);
+        if live >= budget.withdraw_amount {
+            budget.balances[slot].fetch_sub(budget.withdraw_amount, Ordering::Relaxed);
+            true
+        } else {
+            false
         }
     }
 }
 
+impl Windowed {
+    /// The index of the slot for `now`, cleared first if it still holds an
+    /// expired slot number.
+    fn slot(&self, now: Instant) -> usize {
+        let elapsed = now.saturating_duration_since(self.origin);
+        let millis = elapsed.as_secs() * 1000 + u64::from(elapsed.subsec_millis());
+        let number = millis / self.slot_millis;
+        let index = (number % SLOTS as u64) as usize;
+        let held = self.numbers[index].load(Ordering::Acquire);
+        if held < number
+            && self.numbers[index]
+                .compare_exchange(held, number, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            self.balances[index].store(0, Ordering::Release);
+        }
+        index
+    }
+}
+
 impl Default for RetryBudget {
-    /// 20 % on top of first attempts, a floor of 10 retries per second, over a
-    /// 10 s window.
+    /// 20 % on top of first attempts, a reserve of 10 retries per second,
+    /// over a 10 s window.
     fn default() -> Self {
         Self::new(Duration::from_secs(10), 10, 0.2).expect("valid default budget")
     }
@@ -99,11 +174,11 @@ impl fmt::Debug for RetryBudget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.inner {
             None => f.write_str("RetryBudget::unlimited"),
-            Some(_) => f
+            Some(budget) => f
                 .debug_struct("RetryBudget")
-                .field("ttl", &self.settings.0)
-                .field("min_per_sec", &self.settings.1)
-                .field("percent", &self.settings.2)
+                .field("ttl", &budget.settings.0)
+                .field("min_per_sec", &budget.settings.1)
+                .field("percent", &budget.settings.2)
                 .finish(),
         }
     }
@@ -114,15 +189,54 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn floor_then_percent() {
-        // 1 s window, floor 1/s, 50 %: reserve = 1 retry
+    async fn reserve_then_percent() {
+        // 1 s window, reserve 1/s, 50 %: one retry in reserve, then one
+        // retry per two first attempts
         let budget = RetryBudget::new(Duration::from_secs(1), 1, 0.5).unwrap();
-        assert!(budget.withdraw());
-        assert!(!budget.withdraw());
-        budget.deposit();
-        budget.deposit();
-        assert!(budget.withdraw());
-        assert!(!budget.withdraw());
+        let now = Instant::now();
+        assert!(budget.withdraw(now));
+        assert!(!budget.withdraw(now));
+        budget.deposit(now);
+        budget.deposit(now);
+        assert!(budget.withdraw(now));
+        assert!(!budget.withdraw(now));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deposits_expire_after_the_ttl_and_slots_are_reused() {
+        let budget = RetryBudget::new(Duration::from_secs(10), 0, 1.0).unwrap();
+        let start = Instant::now();
+        for _ in 0..5 {
+            budget.deposit(start);
+        }
+        // still inside the window 9.9 s later: five retries, not six
+        let later = start + Duration::from_millis(9_900);
+        assert!((0..5).all(|_| budget.withdraw(later)));
+        assert!(!budget.withdraw(later));
+        // deposits made at `start` are gone once the window has passed
+        let start2 = start + Duration::from_secs(11);
+        budget.deposit(start2);
+        budget.deposit(start2);
+        let gone = start2 + Duration::from_secs(10);
+        assert!(!budget.withdraw(gone));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn percent_above_one_allows_several_retries_per_request() {
+        let budget = RetryBudget::new(Duration::from_secs(10), 0, 2.0).unwrap();
+        let now = Instant::now();
+        budget.deposit(now);
+        assert!(budget.withdraw(now));
+        assert!(budget.withdraw(now));
+        assert!(!budget.withdraw(now));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_percent_only_has_the_reserve() {
+        let budget = RetryBudget::new(Duration::from_secs(2), 3, 0.0).unwrap();
+        let now = Instant::now();
+        (0..100).for_each(|_| budget.deposit(now));
+        assert_eq!((0..100).filter(|_| budget.withdraw(now)).count(), 6);
     }
 
     #[test]
@@ -136,9 +250,10 @@ mod tests {
         assert!(RetryBudget::new(Duration::from_secs(10), 1, f32::NAN).is_err());
     }
 
-    #[test]
-    fn unlimited_always_allows() {
+    #[tokio::test]
+    async fn unlimited_always_allows() {
         let budget = RetryBudget::unlimited();
-        assert!((0..10_000).all(|_| budget.withdraw()));
+        let now = Instant::now();
+        assert!((0..10_000).all(|_| budget.withdraw(now)));
     }
 }

@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{sleep, Sleep};
 use tower::Service;
 
-use super::policy::{Attempts, Config, Decision};
+use super::policy::{Attempts, Config, Decision, IDEMPOTENCY_KEY};
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::BoxError;
 
@@ -78,6 +78,9 @@ where
                 StateProj::Called { future } => {
                     let result = ready!(future.poll(cx)).map_err(Into::into);
                     let config = this.config.as_ref();
+                    let template = this.template.as_ref();
+                    let keyed =
+                        || template.is_some_and(|t| t.headers().contains_key(IDEMPOTENCY_KEY));
                     let decision = match &result {
                         Ok(response) => {
                             let class = config
@@ -88,11 +91,12 @@ where
                                 Some(response.status()),
                                 Some(response.headers()),
                                 class,
+                                keyed,
                             )
                         }
                         Err(error) => {
                             let class = config.classifier.classify_error(error.as_ref());
-                            this.attempts.decide(config, None, None, class)
+                            this.attempts.decide(config, None, None, class, keyed)
                         }
                     };
                     match decision {

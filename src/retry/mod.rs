@@ -44,13 +44,13 @@
 //! the first that fails ends the request with the last outcome (a final HTTP
 //! response is returned as a response, never turned into an error):
 //!
-//! 1. The request may be repeated: its method is idempotent (RFC 9110: `GET`,
+//! 1. Attempts remain.
+//! 2. Its body can be replayed ([`ReplayBody`](crate::body::ReplayBody)).
+//! 3. The request may be repeated: its method is idempotent (RFC 9110: `GET`,
 //!    `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`), or it carries an
 //!    `Idempotency-Key`, or the failure proves it was never sent (connect
 //!    error, [`RequestNotSent`](crate::error::RequestNotSent)). A `409` on a
 //!    keyed request is retryable; a `422` is not.
-//! 2. Its body can be replayed ([`ReplayBody`](crate::body::ReplayBody)).
-//! 3. Attempts remain.
 //! 4. The wait fits: a server hint (`Retry-After`, `RateLimit`,
 //!    `inin-ratelimit-*`, see [`crate::retry_after`]) is honoured exactly and
 //!    never undercut, spread after by a small jitter; a hint over

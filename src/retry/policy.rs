@@ -97,6 +97,10 @@ impl RetryOverride {
         self
     }
 
+    pub(crate) fn attempts(&self) -> Option<u32> {
+        self.max_attempts
+    }
+
     /// Backoff for this request.
     pub fn backoff(mut self, backoff: Backoff) -> Self {
         self.backoff = Some(backoff);
@@ -157,7 +161,6 @@ pub(crate) struct Attempts {
     backoff_state: BackoffState,
     max_server_hint: Duration,
     idempotent: bool,
-    keyed: bool,
     replayable: bool,
 }
 
@@ -166,13 +169,12 @@ impl Attempts {
         config: &Config,
         overrides: Option<&RetryOverride>,
         idempotent: bool,
-        keyed: bool,
         replayable: bool,
+        now: Instant,
     ) -> Self {
         let deadline = overrides
             .and_then(|o| o.deadline)
             .unwrap_or(config.deadline);
-        let now = Instant::now();
         Self {
             attempt: 1,
             max_attempts: overrides
@@ -189,24 +191,22 @@ impl Attempts {
                 .and_then(|o| o.max_server_hint)
                 .unwrap_or(config.max_server_hint),
             idempotent,
-            keyed,
             replayable,
         }
     }
 
-    /// Whether a retry could ever happen for this request.
-    pub(crate) fn may_retry(&self) -> bool {
-        self.max_attempts > 1
-    }
-
     /// Decide what follows the attempt that just ended, publishing every
     /// step of the reasoning.
+    ///
+    /// `keyed` tells whether the request carries an `Idempotency-Key`; it is
+    /// only asked for when a failure needs it, off the happy path.
     pub(crate) fn decide(
         &mut self,
         config: &Config,
         status: Option<StatusCode>,
         headers: Option<&HeaderMap>,
         class: Class,
+        keyed: impl Fn() -> bool,
     ) -> Decision {
         let attempt = self.attempt;
         let emit = |kind: RetryEventKind| {
@@ -225,19 +225,19 @@ impl Attempts {
             Class::Retryable(kind) => kind,
             // RFC 9110 + Idempotency-Key draft: a 409 on a keyed request means
             // "the first copy is still being processed": try again.
-            Class::Fatal(FailureKind::Status(StatusCode::CONFLICT)) if self.keyed => {
+            Class::Fatal(FailureKind::Status(StatusCode::CONFLICT)) if keyed() => {
                 FailureKind::Status(StatusCode::CONFLICT)
             }
             Class::Fatal(_) => return give_up(GiveUpReason::Fatal),
         };
-        if kind.request_may_have_been_sent() && !self.idempotent && !self.keyed {
-            return give_up(GiveUpReason::NotIdempotent);
+        if self.attempt >= self.max_attempts {
+            return give_up(GiveUpReason::AttemptsExhausted);
         }
         if !self.replayable {
             return give_up(GiveUpReason::BodyNotReplayable);
         }
-        if self.attempt >= self.max_attempts {
-            return give_up(GiveUpReason::AttemptsExhausted);
+        if kind.request_may_have_been_sent() && !self.idempotent && !keyed() {
+            return give_up(GiveUpReason::NotIdempotent);
         }
 
         let now = Instant::now();
@@ -280,7 +280,7 @@ impl Attempts {
                 (delay, DelaySource::Backoff)
             }
         };
-        if !config.budget.withdraw() {
+        if !config.budget.withdraw(now) {
             return give_up(GiveUpReason::BudgetExhausted);
         }
         emit(RetryEventKind::RetryScheduled { delay, source });

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Method, Request, Response};
+use tokio::time::Instant;
 use tower::Service;
 
 use super::future::ResponseFuture;
@@ -75,7 +76,8 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let config = &self.config;
-        config.budget.deposit();
+        let now = Instant::now();
+        config.budget.deposit(now);
 
         let idempotent = is_idempotent(request.method());
         if config.auto_idempotency_key
@@ -86,17 +88,18 @@ where
                 .headers_mut()
                 .insert(IDEMPOTENCY_KEY, new_idempotency_key());
         }
-        let keyed = request.headers().contains_key(IDEMPOTENCY_KEY);
 
         let overrides = request.extensions().get::<RetryOverride>();
-        let mut attempts = Attempts::new(config, overrides, idempotent, keyed, true);
-        let template = if attempts.may_retry() {
-            let template = try_clone_request(&request);
-            attempts = Attempts::new(config, overrides, idempotent, keyed, template.is_some());
-            template
+        let retries_allowed = overrides
+            .and_then(|o| o.attempts())
+            .unwrap_or(config.max_attempts)
+            > 1;
+        let template = if retries_allowed {
+            try_clone_request(&request)
         } else {
             None
         };
+        let attempts = Attempts::new(config, overrides, idempotent, template.is_some(), now);
 
         // Call the service that was driven to readiness; keep a fresh clone.
         let clone = self.inner.clone();
