@@ -725,3 +725,27 @@ async fn a_refused_connection_makes_even_a_post_retryable() {
     assert_eq!(finished, vec![Class::Retryable(FailureKind::Connect); 4]);
     assert_eq!(gave_up(&events), [GiveUpReason::AttemptsExhausted]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn override_can_declare_a_post_idempotent_or_a_get_not() {
+    let events = Events::default();
+    let upstream = Upstream::new(vec![status(503), ok()]);
+    let service = layer(&events).layer(upstream.clone());
+    let mut token_request = post();
+    token_request
+        .extensions_mut()
+        .insert(RetryOverride::new().idempotent(true));
+    let response = send(service.clone(), token_request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(upstream.arrivals().len(), 2);
+
+    let upstream = Upstream::new(vec![status(503), ok()]);
+    let service = layer(&events).layer(upstream.clone());
+    let mut unsafe_get = get();
+    unsafe_get
+        .extensions_mut()
+        .insert(RetryOverride::new().idempotent(false));
+    let response = send(service, unsafe_get).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(upstream.arrivals().len(), 1);
+}

@@ -72,6 +72,7 @@ pub struct RetryOverride {
     deadline: Option<Duration>,
     backoff: Option<Backoff>,
     max_server_hint: Option<Duration>,
+    idempotent: Option<bool>,
 }
 
 impl RetryOverride {
@@ -95,6 +96,20 @@ impl RetryOverride {
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.deadline = Some(deadline);
         self
+    }
+
+    /// Declare whether this request may be sent twice, whatever its method.
+    ///
+    /// `true` suits requests that are safe to repeat but use `POST`, such as
+    /// an OAuth2 token request; `false` forbids retries that the method
+    /// would allow.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
+        self
+    }
+
+    pub(crate) fn idempotency(&self) -> Option<bool> {
+        self.idempotent
     }
 
     pub(crate) fn attempts(&self) -> Option<u32> {

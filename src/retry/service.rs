@@ -79,7 +79,11 @@ where
         let now = Instant::now();
         config.budget.deposit(now);
 
-        let idempotent = is_idempotent(request.method());
+        let idempotent = request
+            .extensions()
+            .get::<RetryOverride>()
+            .and_then(RetryOverride::idempotency)
+            .unwrap_or_else(|| is_idempotent(request.method()));
         if config.auto_idempotency_key
             && matches!(*request.method(), Method::POST | Method::PATCH)
             && !request.headers().contains_key(IDEMPOTENCY_KEY)
