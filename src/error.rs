@@ -121,3 +121,87 @@ mod tests {
         );
     }
 }
+
+/// A credential or token would have been sent over plain `http://` to a host
+/// that is not a loopback address. Plain HTTP is allowed only to loopback
+/// (tests, local mocks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InsecureUrl {
+    host: String,
+}
+
+impl InsecureUrl {
+    /// Check that `uri` may carry credentials: `https`, or `http` to a
+    /// loopback host (`127.0.0.0/8`, `::1`, `localhost`). A URI without a
+    /// scheme (a path for a later layer to complete) is not judged here.
+    pub fn check(uri: &http::Uri) -> Result<(), InsecureUrl> {
+        match uri.scheme_str() {
+            Some(scheme) if scheme.eq_ignore_ascii_case("http") => {
+                let host = uri.host().unwrap_or("");
+                if is_loopback(host) {
+                    Ok(())
+                } else {
+                    Err(InsecureUrl {
+                        host: host.to_owned(),
+                    })
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The host that was refused.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    host.parse::<std::net::IpAddr>()
+        .map(|ip| ip.is_loopback())
+        .unwrap_or(false)
+}
+
+impl fmt::Display for InsecureUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "refusing to send credentials over plain http:// to {:?}: use https (plain http is allowed only to loopback)",
+            self.host
+        )
+    }
+}
+
+impl StdError for InsecureUrl {}
+
+#[cfg(test)]
+mod insecure_tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        let ok = [
+            "https://login.mypurecloud.com/oauth/token",
+            "http://127.0.0.1:8080/token",
+            "http://127.9.9.9/token",
+            "http://localhost/token",
+            "http://[::1]:9000/token",
+            "/relative/path",
+        ];
+        for uri in ok {
+            assert!(InsecureUrl::check(&uri.parse().unwrap()).is_ok(), "{uri}");
+        }
+        for uri in [
+            "http://login.mypurecloud.com/oauth/token",
+            "http://10.0.0.1/token",
+            "HTTP://example.com/",
+        ] {
+            let err = InsecureUrl::check(&uri.parse().unwrap()).unwrap_err();
+            assert!(err.to_string().contains("plain http"), "{err}");
+        }
+    }
+}

@@ -7,6 +7,9 @@
 //!
 //! - [`retry`]: `Retry-After`-aware retries with jittered exponential
 //!   backoff, a retry budget, a total deadline and idempotency rules.
+//! - [`auth`]: OAuth2 bearer tokens (client credentials, Genesys Cloud and
+//!   NICE CXone flavours) from a shared cache that refreshes ahead of expiry,
+//!   one token request at a time, with 401 -> refresh -> replay once.
 //!
 //! Building blocks shared by the layers:
 //!
@@ -17,6 +20,7 @@
 //! - [`classify`]: which responses and errors are worth another attempt.
 //! - [`body`]: replayable request bodies.
 //! - [`error`]: the typed errors the crate creates.
+//! - [`genesys`]: Genesys Cloud regions.
 //!
 //! ```
 //! use std::time::Duration;
@@ -35,9 +39,11 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod backoff;
 pub mod body;
 pub mod classify;
 pub mod error;
+pub mod genesys;
 pub mod retry;
 pub mod retry_after;

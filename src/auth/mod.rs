@@ -1,0 +1,68 @@
+//! OAuth2 bearer tokens: sources, a shared cache that refreshes ahead of
+//! expiry, and the [`BearerLayer`] that injects the token at dispatch time.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use http::{Request, Response, StatusCode};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//! use tower_cx::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
+//! use tower_cx::body::Body;
+//! use tower_cx::error::BoxError;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! // In production: ClientCredentials::genesys(&Region::UsEast1, id, secret)?
+//! let cache = TokenCache::new(source_fn(|| async {
+//!     Ok::<_, TokenError>(Token::new("tok-1", Duration::from_secs(86_399)))
+//! }));
+//!
+//! let api = service_fn(|req: Request<Body>| async move {
+//!     let authorized = req.headers()["authorization"] == "Bearer tok-1";
+//!     let status = if authorized { StatusCode::OK } else { StatusCode::UNAUTHORIZED };
+//!     Ok::<_, BoxError>(Response::builder().status(status).body(())?)
+//! });
+//!
+//! let client = ServiceBuilder::new()
+//!     .layer(BearerLayer::new(cache.clone()))
+//!     .service(api);
+//! let response = client
+//!     .oneshot(Request::get("https://api.mypurecloud.com/api/v2/users/me").body(Body::empty())?)
+//!     .await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(cache.status().refresh_count, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Behaviour
+//!
+//! - The token is read when the request is dispatched, never before a queue
+//!   wait. The `Authorization` value is marked sensitive.
+//! - A `401` (with or without `WWW-Authenticate: Bearer error="invalid_token"`)
+//!   drops the cached token only if it is the one this request carried (a
+//!   newer token is kept), fetches a fresh one (single flight), and replays the
+//!   request once if its body is replayable; otherwise the 401 is returned.
+//!   A `403` never triggers a refresh.
+//! - Requests to `http://` hosts other than loopback fail with
+//!   [`InsecureUrl`](crate::error::InsecureUrl): credentials never travel in
+//!   clear text.
+//! - See [`TokenCache`] for refresh-ahead, single flight and stale-token rules,
+//!   and [`ClientCredentials`] for the Genesys Cloud and NICE CXone flavours.
+
+mod cache;
+mod future;
+mod layer;
+mod service;
+mod source;
+mod token;
+
+pub use cache::{AuthEvent, TokenCache, TokenCacheBuilder, TokenStatus};
+pub use future::ResponseFuture;
+pub use layer::BearerLayer;
+pub use service::Bearer;
+pub use source::{
+    box_client, source_fn, ClientAuth, ClientCredentials, SourceFn, TokenFuture, TokenHttpClient,
+    TokenSource, CXONE_TOKEN_URL,
+};
+pub use token::{parse_token_response, LifetimeNote, LifetimePolicy, Secret, Token, TokenError};

@@ -1,0 +1,533 @@
+//! Tokens, secrets, token errors, and the parsing of token responses.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use crate::error::{BoxError, InsecureUrl};
+
+/// A secret string (client secret, access key secret, access token) whose
+/// `Debug` and `Display` print a placeholder, never the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(Arc::from(value.into()))
+    }
+
+    /// The secret value itself. Call it only where the value is sent.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self::new(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self::new(value)
+    }
+}
+
+/// An access token with its lifetime, as received.
+#[derive(Clone)]
+pub struct Token {
+    access_token: Secret,
+    lifetime: Duration,
+    scope: Option<String>,
+    received_at: Instant,
+    notes: Vec<LifetimeNote>,
+}
+
+impl Token {
+    /// A bearer token valid for `lifetime` from now.
+    pub fn new(access_token: impl Into<Secret>, lifetime: Duration) -> Self {
+        Self {
+            access_token: access_token.into(),
+            lifetime,
+            scope: None,
+            received_at: Instant::now(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Set the granted scope.
+    pub fn with_scope(mut self, scope: impl Into<String>) -> Self {
+        self.scope = Some(scope.into());
+        self
+    }
+
+    /// Set when the token was received (its lifetime counts from there, on
+    /// the local monotonic clock).
+    pub fn received_at(mut self, at: Instant) -> Self {
+        self.received_at = at;
+        self
+    }
+
+    /// The access token.
+    pub fn access_token(&self) -> &Secret {
+        &self.access_token
+    }
+
+    /// How long the token is valid from [`receipt`](Self::receipt).
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The granted scope, if the server said.
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+
+    /// When the token was received, on the local monotonic clock.
+    pub fn receipt(&self) -> Instant {
+        self.received_at
+    }
+
+    /// Adjustments made to the lifetime the server announced.
+    pub fn lifetime_notes(&self) -> &[LifetimeNote] {
+        &self.notes
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("access_token", &self.access_token)
+            .field("lifetime", &self.lifetime)
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An adjustment to the lifetime a token response announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LifetimeNote {
+    /// The response had no `expires_in`; a conservative default was assumed.
+    Missing {
+        /// The lifetime assumed.
+        assumed: Duration,
+    },
+    /// `expires_in` was zero, negative, or absurdly long, and was clamped.
+    Clamped {
+        /// What the server said, in seconds (as text, it may not be a number
+        /// that fits).
+        announced: String,
+        /// The lifetime used.
+        used: Duration,
+    },
+}
+
+/// How announced token lifetimes are sanitised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifetimePolicy {
+    /// Assumed when `expires_in` is missing. Default 300 s.
+    pub default: Duration,
+    /// The shortest lifetime accepted; zero or negative is raised to it.
+    /// Default 30 s.
+    pub min: Duration,
+    /// The longest lifetime accepted. Default 365 days.
+    pub max: Duration,
+}
+
+impl Default for LifetimePolicy {
+    fn default() -> Self {
+        Self {
+            default: Duration::from_secs(300),
+            min: Duration::from_secs(30),
+            max: Duration::from_secs(365 * 86_400),
+        }
+    }
+}
+
+/// Why no token could be had.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The token endpoint refused with an RFC 6749 §5.2 error body.
+    Rejected {
+        /// The HTTP status of the refusal.
+        status: StatusCode,
+        /// The `error` code (`invalid_client`, `invalid_grant`, ...).
+        error: String,
+        /// The `error_description`, if any (cut to 256 characters).
+        description: Option<String>,
+    },
+    /// The token endpoint answered something that is not a token response.
+    UnexpectedResponse {
+        /// The HTTP status received.
+        status: StatusCode,
+        /// The `Content-Type` received, if any.
+        content_type: Option<String>,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// The token is not a bearer token.
+    UnsupportedTokenType {
+        /// The `token_type` received.
+        token_type: String,
+    },
+    /// The token request failed before a response (after its retries).
+    Transport(Arc<dyn StdError + Send + Sync>),
+    /// The token URL would send credentials over plain HTTP.
+    Insecure(InsecureUrl),
+    /// The token URL is not an absolute URL.
+    InvalidUrl {
+        /// The URL given (cut to 256 characters).
+        url: String,
+    },
+    /// No valid token is cached and the last refresh failed; `cause` says why.
+    Unavailable {
+        /// The error of the last refresh.
+        cause: Box<TokenError>,
+    },
+}
+
+impl TokenError {
+    /// Whether retrying the same token request cannot help: the endpoint
+    /// refused the credentials or the grant (`invalid_client`,
+    /// `invalid_grant`, `unauthorized_client`, `invalid_scope`,
+    /// `unsupported_grant_type`, `invalid_request`), or the URL is insecure.
+    pub fn is_final(&self) -> bool {
+        match self {
+            TokenError::Rejected { error, .. } => matches!(
+                error.as_str(),
+                "invalid_client"
+                    | "invalid_grant"
+                    | "unauthorized_client"
+                    | "invalid_scope"
+                    | "unsupported_grant_type"
+                    | "invalid_request"
+            ),
+            TokenError::Insecure(_)
+            | TokenError::InvalidUrl { .. }
+            | TokenError::UnsupportedTokenType { .. } => true,
+            TokenError::Unavailable { cause } => cause.is_final(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn invalid_url(url: &str) -> Self {
+        TokenError::InvalidUrl { url: cut(url) }
+    }
+
+    pub(crate) fn transport(error: BoxError) -> Self {
+        TokenError::Transport(Arc::from(error))
+    }
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TokenError::Rejected {
+                status,
+                error,
+                description,
+            } => {
+                write!(f, "token request rejected ({status}): {error}")?;
+                if let Some(description) = description {
+                    write!(f, ": {description}")?;
+                }
+                Ok(())
+            }
+            TokenError::UnexpectedResponse {
+                status,
+                content_type,
+                detail,
+            } => write!(
+                f,
+                "unexpected token response ({status}, content type {}): {detail}",
+                content_type.as_deref().unwrap_or("none")
+            ),
+            TokenError::UnsupportedTokenType { token_type } => {
+                write!(f, "unsupported token type {token_type:?}: expected bearer")
+            }
+            TokenError::Transport(error) => write!(f, "token request failed: {error}"),
+            TokenError::Insecure(error) => error.fmt(f),
+            TokenError::InvalidUrl { url } => write!(f, "invalid token URL {url:?}: not absolute"),
+            TokenError::Unavailable { cause } => {
+                write!(f, "no valid access token: last refresh failed: {cause}")
+            }
+        }
+    }
+}
+
+impl StdError for TokenError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            TokenError::Transport(error) => Some(error.as_ref()),
+            TokenError::Insecure(error) => Some(error),
+            TokenError::Unavailable { cause } => Some(cause.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+const MAX_TEXT: usize = 256;
+
+fn cut(text: &str) -> String {
+    text.chars().take(MAX_TEXT).collect()
+}
+
+#[derive(Deserialize)]
+struct SuccessBody {
+    access_token: Option<String>,
+    token_type: Option<String>,
+    expires_in: Option<serde_json::Value>,
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+    error_description: Option<String>,
+}
+
+/// Turn a token endpoint's answer into a [`Token`] or a typed error. Never
+/// panics, whatever the bytes.
+pub fn parse_token_response(
+    status: StatusCode,
+    content_type: Option<&str>,
+    body: &[u8],
+    received_at: Instant,
+    policy: &LifetimePolicy,
+) -> Result<Token, TokenError> {
+    let unexpected = |detail: &str| TokenError::UnexpectedResponse {
+        status,
+        content_type: content_type.map(cut),
+        detail: detail.to_owned(),
+    };
+    if !status.is_success() {
+        return match serde_json::from_slice::<ErrorBody>(body) {
+            Ok(err) => Err(TokenError::Rejected {
+                status,
+                error: cut(&err.error),
+                description: err.error_description.as_deref().map(cut),
+            }),
+            Err(_) => Err(unexpected(&format!(
+                "not an OAuth2 error body ({} bytes)",
+                body.len()
+            ))),
+        };
+    }
+    let parsed: SuccessBody = match serde_json::from_slice(body) {
+        Ok(parsed) => parsed,
+        Err(_) => {
+            // Some servers answer 200 with an RFC 6749 error body.
+            if let Ok(err) = serde_json::from_slice::<ErrorBody>(body) {
+                return Err(TokenError::Rejected {
+                    status,
+                    error: cut(&err.error),
+                    description: err.error_description.as_deref().map(cut),
+                });
+            }
+            return Err(unexpected(&format!(
+                "not a JSON token response ({} bytes)",
+                body.len()
+            )));
+        }
+    };
+    let Some(access_token) = parsed.access_token.filter(|t| !t.is_empty()) else {
+        return Err(unexpected("no access_token in the response"));
+    };
+    if let Some(token_type) = &parsed.token_type {
+        if !token_type.eq_ignore_ascii_case("bearer") {
+            return Err(TokenError::UnsupportedTokenType {
+                token_type: cut(token_type),
+            });
+        }
+    }
+    let (lifetime, note) = sanitise_lifetime(parsed.expires_in.as_ref(), policy);
+    let mut token = Token::new(access_token, lifetime).received_at(received_at);
+    token.scope = parsed.scope;
+    token.notes.extend(note);
+    Ok(token)
+}
+
+fn sanitise_lifetime(
+    expires_in: Option<&serde_json::Value>,
+    policy: &LifetimePolicy,
+) -> (Duration, Option<LifetimeNote>) {
+    let seconds: Option<f64> = match expires_in {
+        None | Some(serde_json::Value::Null) => {
+            return (
+                policy.default,
+                Some(LifetimeNote::Missing {
+                    assumed: policy.default,
+                }),
+            )
+        }
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        // Some servers send the number as a string.
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    let announced = expires_in.map(|v| cut(&v.to_string())).unwrap_or_default();
+    match seconds {
+        Some(s) if s.is_finite() && s > 0.0 => {
+            let lifetime = Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX);
+            if lifetime < policy.min {
+                clamp(announced, policy.min)
+            } else if lifetime > policy.max {
+                clamp(announced, policy.max)
+            } else {
+                (lifetime, None)
+            }
+        }
+        // zero, negative, not a number
+        _ => clamp(announced, policy.min),
+    }
+}
+
+fn clamp(announced: String, used: Duration) -> (Duration, Option<LifetimeNote>) {
+    (used, Some(LifetimeNote::Clamped { announced, used }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(status: u16, ct: Option<&str>, body: &str) -> Result<Token, TokenError> {
+        parse_token_response(
+            StatusCode::from_u16(status).unwrap(),
+            ct,
+            body.as_bytes(),
+            Instant::now(),
+            &LifetimePolicy::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn genesys_response() {
+        let t = parse(
+            200,
+            Some("application/json"),
+            r#"{"access_token":"abc","token_type":"bearer","expires_in":86399}"#,
+        )
+        .unwrap();
+        assert_eq!(t.access_token().expose(), "abc");
+        assert_eq!(t.lifetime(), Duration::from_secs(86399));
+        assert!(t.lifetime_notes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn lifetimes_are_defaulted_and_clamped() {
+        let t = parse(200, None, r#"{"access_token":"a","token_type":"Bearer"}"#).unwrap();
+        assert_eq!(t.lifetime(), Duration::from_secs(300));
+        assert_eq!(
+            t.lifetime_notes(),
+            [LifetimeNote::Missing {
+                assumed: Duration::from_secs(300)
+            }]
+        );
+        for (value, used) in [
+            ("0", 30),
+            ("-5", 30),
+            ("1e30", 365 * 86_400),
+            ("40000000", 365 * 86_400),
+            ("\"soon\"", 30),
+        ] {
+            let body =
+                format!(r#"{{"access_token":"a","token_type":"bearer","expires_in":{value}}}"#);
+            let t = parse(200, None, &body).unwrap();
+            assert_eq!(t.lifetime(), Duration::from_secs(used), "{value}");
+            assert!(
+                matches!(&t.lifetime_notes()[0], LifetimeNote::Clamped { used: u, .. } if *u == Duration::from_secs(used)),
+                "{value}"
+            );
+        }
+        let t = parse(200, None, r#"{"access_token":"a","expires_in":"3600"}"#).unwrap();
+        assert_eq!(t.lifetime(), Duration::from_secs(3600));
+    }
+
+    #[tokio::test]
+    async fn token_type_must_be_bearer() {
+        let err = parse(200, None, r#"{"access_token":"a","token_type":"mac"}"#).unwrap_err();
+        assert!(
+            matches!(err, TokenError::UnsupportedTokenType { ref token_type } if token_type == "mac")
+        );
+        assert!(err.is_final());
+    }
+
+    #[tokio::test]
+    async fn rfc6749_error_body() {
+        let err = parse(
+            401,
+            Some("application/json"),
+            r#"{"error":"invalid_client","error_description":"bad secret"}"#,
+        )
+        .unwrap_err();
+        match &err {
+            TokenError::Rejected {
+                status,
+                error,
+                description,
+            } => {
+                assert_eq!(*status, StatusCode::UNAUTHORIZED);
+                assert_eq!(error, "invalid_client");
+                assert_eq!(description.as_deref(), Some("bad secret"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(err.is_final());
+        let err = parse(400, None, r#"{"error":"slow_down"}"#).unwrap_err();
+        assert!(!err.is_final());
+    }
+
+    #[tokio::test]
+    async fn html_and_garbage_say_what_was_received() {
+        let err = parse(502, Some("text/html"), "<html>Bad Gateway</html>").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("502") && text.contains("text/html"), "{text}");
+        let err = parse(200, Some("text/html"), "<html>login</html>").unwrap_err();
+        assert!(matches!(err, TokenError::UnexpectedResponse { .. }));
+        let err = parse(200, None, r#"{"token_type":"bearer"}"#).unwrap_err();
+        assert!(err.to_string().contains("no access_token"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?} {s}"), "Secret([redacted]) [redacted]");
+        let t = Token::new("tok-123", Duration::from_secs(1));
+        assert!(!format!("{t:?}").contains("tok-123"));
+    }
+
+    #[tokio::test]
+    async fn arbitrary_bytes_never_panic() {
+        use proptest::prelude::*;
+        proptest!(|(status in 100u16..600, body in proptest::collection::vec(any::<u8>(), 0..256))| {
+            let _ = parse_token_response(
+                StatusCode::from_u16(status).unwrap(),
+                Some("application/json"),
+                &body,
+                Instant::now(),
+                &LifetimePolicy::default(),
+            );
+        });
+    }
+}

@@ -1,0 +1,879 @@
+//! The OAuth2 bearer layer and token cache against a token endpoint: in
+//! process for exact paused-time tests, and a real hyper server on 127.0.0.1
+//! for the wire format.
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tokio::time::{advance, Instant};
+use tower::{Layer, Service, ServiceExt};
+use tower_cx::auth::{
+    AuthEvent, Bearer, BearerLayer, ClientCredentials, LifetimeNote, TokenCache, TokenError,
+};
+use tower_cx::backoff::{Backoff, Jitter, SharedRng};
+use tower_cx::body::Body;
+use tower_cx::error::{BoxError, InsecureUrl};
+use tower_cx::genesys::Region;
+use tower_cx::retry::RetryLayer;
+
+// ---------------------------------------------------------------- token endpoint
+
+/// One scripted answer of the token endpoint.
+#[derive(Clone)]
+enum TokenAnswer {
+    /// Issue `tok-N`, with this raw `expires_in` JSON (None: field absent).
+    Issue(Option<&'static str>),
+    /// Answer with this status, content type and body.
+    Fail(
+        u16,
+        &'static str,
+        &'static str,
+        Vec<(&'static str, &'static str)>,
+    ),
+}
+
+#[derive(Default)]
+struct EndpointState {
+    requests: AtomicU64,
+    issued: AtomicU64,
+    in_flight: AtomicU64,
+    max_in_flight: AtomicU64,
+    script: Mutex<VecDeque<TokenAnswer>>,
+    down: AtomicBool,
+    /// `(authorization header, form body)` of each request.
+    seen: Mutex<Vec<(Option<String>, String)>>,
+}
+
+/// A token endpoint. Answers after `latency` (paused-time friendly), from
+/// the script, else issues tokens of `expires_in` 3600; `down` answers an
+/// HTML 503.
+#[derive(Clone)]
+struct TokenEndpoint {
+    state: Arc<EndpointState>,
+    latency: Duration,
+    expires_in: &'static str,
+}
+
+impl TokenEndpoint {
+    fn new() -> Self {
+        Self {
+            state: Arc::default(),
+            latency: Duration::from_millis(100),
+            expires_in: "3600",
+        }
+    }
+
+    fn expires_in(mut self, value: &'static str) -> Self {
+        self.expires_in = value;
+        self
+    }
+
+    fn script(&self, answers: Vec<TokenAnswer>) {
+        self.state.script.lock().unwrap().extend(answers);
+    }
+
+    fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
+    }
+
+    fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    fn answer(&self, auth: Option<String>, form: String) -> Response<Full<Bytes>> {
+        self.state.seen.lock().unwrap().push((auth, form));
+        let down = self.state.down.load(Ordering::SeqCst);
+        let scripted = self.state.script.lock().unwrap().pop_front();
+        let answer = match (down, scripted) {
+            (true, _) => TokenAnswer::Fail(
+                503,
+                "text/html",
+                "<html><body>Service Unavailable</body></html>",
+                vec![],
+            ),
+            (false, Some(answer)) => answer,
+            (false, None) => TokenAnswer::Issue(Some(self.expires_in)),
+        };
+        match answer {
+            TokenAnswer::Issue(expires_in) => {
+                let n = self.state.issued.fetch_add(1, Ordering::SeqCst) + 1;
+                let lifetime = expires_in
+                    .map(|v| format!(",\"expires_in\":{v}"))
+                    .unwrap_or_default();
+                let body =
+                    format!("{{\"access_token\":\"tok-{n}\",\"token_type\":\"bearer\"{lifetime}}}");
+                json(200, body)
+            }
+            TokenAnswer::Fail(status, content_type, body, headers) => {
+                let mut response = Response::builder()
+                    .status(status)
+                    .header("content-type", content_type);
+                for (name, value) in headers {
+                    response = response.header(name, value);
+                }
+                response
+                    .body(Full::new(Bytes::from_static(body.as_bytes())))
+                    .unwrap()
+            }
+        }
+    }
+
+    /// Client credentials that reach this endpoint in process.
+    fn credentials(&self) -> ClientCredentials {
+        ClientCredentials::new("http://127.0.0.1/oauth/token", "client-id", "s3cr3t")
+            .unwrap()
+            .http_client(self.clone())
+            .retry(RetryLayer::new().max_attempts(1))
+    }
+}
+
+fn json(status: u16, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+impl Service<Request<Body>> for TokenEndpoint {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let state = &this.state;
+            state.requests.fetch_add(1, Ordering::SeqCst);
+            let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+            let auth = request
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let form = String::from_utf8(
+                request
+                    .into_body()
+                    .collect()
+                    .await
+                    .unwrap()
+                    .to_bytes()
+                    .to_vec(),
+            )
+            .unwrap();
+            tokio::time::sleep(this.latency).await;
+            let response = this.answer(auth, form);
+            state.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok(response)
+        })
+    }
+}
+
+// ---------------------------------------------------------------- API
+
+/// An API that accepts `Bearer tok-N` unless revoked, answers after
+/// `latency`, and records the token of every request.
+#[derive(Clone, Default, Debug)]
+struct Api {
+    revoked: Arc<Mutex<HashSet<String>>>,
+    seen: Arc<Mutex<Vec<(Duration, String)>>>,
+    forbid: bool,
+    latency: Duration,
+    start: Option<Instant>,
+}
+
+impl Api {
+    fn new() -> Self {
+        Self {
+            start: Some(Instant::now()),
+            ..Self::default()
+        }
+    }
+
+    fn revoke(&self, token: &str) {
+        self.revoked
+            .lock()
+            .unwrap()
+            .insert(format!("Bearer {token}"));
+    }
+
+    fn tokens(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+}
+
+impl Service<Request<Body>> for Api {
+    type Response = Response<()>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<()>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let this = self.clone();
+        let value = request.headers().get("authorization").cloned();
+        Box::pin(async move {
+            let sensitive = value.as_ref().is_some_and(|v| v.is_sensitive());
+            let token = value
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            assert!(sensitive, "Authorization must be marked sensitive");
+            let elapsed = this.start.map(|s| s.elapsed()).unwrap_or_default();
+            this.seen.lock().unwrap().push((elapsed, token.clone()));
+            tokio::time::sleep(this.latency).await;
+            let status = if this.forbid {
+                StatusCode::FORBIDDEN
+            } else if this.revoked.lock().unwrap().contains(&token) {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::OK
+            };
+            Ok(Response::builder().status(status).body(()).unwrap())
+        })
+    }
+}
+
+type Events = Arc<Mutex<Vec<AuthEvent>>>;
+
+fn cache(endpoint: &TokenEndpoint, events: &Events) -> TokenCache {
+    let events = events.clone();
+    TokenCache::builder(endpoint.credentials())
+        .refresh_backoff(Backoff::exponential(Duration::from_secs(1)).jitter(Jitter::None))
+        .rng(SharedRng::seeded(1))
+        .on_event(move |e| events.lock().unwrap().push(e.clone()))
+        .build()
+}
+
+fn get() -> Request<Body> {
+    Request::get("https://api.mypurecloud.com/api/v2/users/me")
+        .body(Body::empty())
+        .unwrap()
+}
+
+async fn call(service: &Bearer<Api>, request: Request<Body>) -> Result<Response<()>, BoxError> {
+    service.clone().oneshot(request).await
+}
+
+/// Let spawned tasks (the background refresh) run to their next await.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn secs(v: u64) -> Duration {
+    Duration::from_secs(v)
+}
+
+// ---------------------------------------------------------------- refresh ahead
+
+#[tokio::test(start_paused = true)]
+async fn refresh_ahead_starts_at_the_exact_instant_without_delaying_callers() {
+    let endpoint = TokenEndpoint::new(); // expires_in 3600, latency 100 ms
+    let events = Events::default();
+    let cache = cache(&endpoint, &events);
+    let api = Api::new();
+    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+
+    call(&service, get()).await.unwrap();
+    assert_eq!(endpoint.requests(), 1);
+    let received = Instant::now(); // token received at 100 ms
+                                   // refresh ahead = max(60 s, 10 % of 3600 s) = 360 s before expiry
+    let status = cache.status();
+    assert_eq!(status.expires_at, Some(received + secs(3600)));
+    assert_eq!(status.refresh_at, Some(received + secs(3240)));
+
+    tokio::time::sleep_until(received + secs(3240) - Duration::from_millis(1)).await;
+    call(&service, get()).await.unwrap();
+    settle().await;
+    assert_eq!(endpoint.requests(), 1, "not due yet");
+
+    tokio::time::sleep_until(received + secs(3240)).await;
+    let before = Instant::now();
+    call(&service, get()).await.unwrap();
+    assert_eq!(
+        Instant::now(),
+        before,
+        "the caller did not wait for the refresh"
+    );
+    settle().await;
+    assert_eq!(endpoint.requests(), 1 + 1, "one background refresh");
+    assert_eq!(api.tokens().last().unwrap(), "Bearer tok-1");
+
+    advance(Duration::from_millis(100)).await; // the refresh's latency
+    settle().await;
+    call(&service, get()).await.unwrap();
+    assert_eq!(api.tokens().last().unwrap(), "Bearer tok-2");
+    assert_eq!(cache.status().refresh_count, 2);
+    assert_eq!(endpoint.requests(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn short_lifetimes_refresh_sixty_seconds_ahead() {
+    let endpoint = TokenEndpoint::new().expires_in("300");
+    let cache = cache(&endpoint, &Events::default());
+    cache.refresh().await.unwrap();
+    let status = cache.status();
+    // max(60 s, 30 s) = 60 s ahead
+    assert_eq!(
+        status.refresh_at.unwrap(),
+        status.expires_at.unwrap() - secs(60)
+    );
+}
+
+// ---------------------------------------------------------------- single flight
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_callers_at_expiry_make_exactly_one_token_request() {
+    let endpoint = TokenEndpoint::new();
+    let cache = cache(&endpoint, &Events::default());
+    let api = Api::new();
+    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    call(&service, get()).await.unwrap();
+    assert_eq!(endpoint.requests(), 1);
+
+    advance(secs(3600)).await; // expired, no refresh ran in between
+    let tasks: Vec<_> = (0..10_000)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move { service.oneshot(get()).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(
+        endpoint.requests(),
+        2,
+        "exactly one token request for 10,000 callers"
+    );
+    assert_eq!(endpoint.state.max_in_flight.load(Ordering::SeqCst), 1);
+    let tokens = api.tokens();
+    assert_eq!(tokens.len(), 10_001);
+    assert!(tokens[1..].iter().all(|t| t == "Bearer tok-2"));
+}
+
+// ---------------------------------------------------------------- refresh failures
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_refresh_keeps_serving_the_valid_token_and_recovers() {
+    let endpoint = TokenEndpoint::new();
+    let events = Events::default();
+    let cache = cache(&endpoint, &events);
+    let api = Api::new();
+    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    call(&service, get()).await.unwrap();
+    let received = Instant::now();
+
+    endpoint.set_down(true);
+    tokio::time::sleep_until(received + secs(3240)).await;
+    // due: a background refresh starts and fails; callers keep tok-1
+    for _ in 0..3 {
+        let response = call(&service, get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        advance(Duration::from_millis(100)).await;
+        settle().await;
+    }
+    assert!(api.tokens().iter().all(|t| t == "Bearer tok-1"));
+    let failures: Vec<_> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e {
+            AuthEvent::RefreshFailed {
+                error,
+                token_still_valid,
+                retry_in,
+            } => Some((error.to_string(), *token_still_valid, *retry_in)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].0.contains("503"), "{}", failures[0].0);
+    assert!(failures[0].1);
+    assert_eq!(
+        failures[0].2,
+        Some(secs(1)),
+        "backoff 1 s, then 2 s, 4 s..."
+    );
+
+    // the endpoint comes back; the retrying background refresh picks it up
+    endpoint.set_down(false);
+    advance(secs(3)).await; // retries at +1 s (fails) ... +2 s more succeeds
+    settle().await;
+    advance(Duration::from_millis(100)).await;
+    settle().await;
+    call(&service, get()).await.unwrap();
+    assert_eq!(api.tokens().last().unwrap(), "Bearer tok-2");
+    assert_eq!(cache.status().consecutive_failures, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn expiry_while_the_endpoint_is_down_gives_a_typed_error_then_recovers() {
+    let endpoint = TokenEndpoint::new();
+    let cache = cache(&endpoint, &Events::default());
+    let api = Api::new();
+    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    call(&service, get()).await.unwrap();
+
+    endpoint.set_down(true);
+    advance(secs(3601)).await; // expired
+    let err = call(&service, get()).await.unwrap_err();
+    let err = err
+        .downcast_ref::<TokenError>()
+        .expect("a typed token error");
+    match err {
+        TokenError::Unavailable { cause } => match cause.as_ref() {
+            TokenError::UnexpectedResponse {
+                status,
+                content_type,
+                ..
+            } => {
+                assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE);
+                assert_eq!(content_type.as_deref(), Some("text/html"));
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    let requests = endpoint.requests();
+    // within the refresh backoff, callers fail fast without new token requests
+    assert!(call(&service, get()).await.is_err());
+    assert_eq!(endpoint.requests(), requests);
+    assert_eq!(api.tokens().len(), 1, "no request went out without a token");
+
+    endpoint.set_down(false);
+    advance(secs(1)).await; // past the backoff
+    let response = call(&service, get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(api.tokens().last().unwrap(), "Bearer tok-2");
+}
+
+// ---------------------------------------------------------------- 401 and 403
+
+#[tokio::test(start_paused = true)]
+async fn a_hundred_concurrent_401s_make_one_refresh_and_each_request_is_replayed_once() {
+    let endpoint = TokenEndpoint::new();
+    let events = Events::default();
+    let cache = cache(&endpoint, &events);
+    let mut api = Api::new();
+    api.latency = Duration::from_millis(50);
+    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    cache.refresh().await.unwrap();
+    api.revoke("tok-1");
+
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move { service.oneshot(get()).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(endpoint.requests(), 2, "one refresh for 100 401s");
+    let tokens = api.tokens();
+    assert_eq!(tokens.len(), 200, "each request sent twice, no more");
+    assert_eq!(tokens.iter().filter(|t| *t == "Bearer tok-1").count(), 100);
+    assert_eq!(tokens.iter().filter(|t| *t == "Bearer tok-2").count(), 100);
+    let events = events.lock().unwrap();
+    let invalidated = events
+        .iter()
+        .filter(|e| matches!(e, AuthEvent::TokenInvalidated { .. }))
+        .count();
+    let replayed = events
+        .iter()
+        .filter(|e| matches!(e, AuthEvent::RequestReplayed))
+        .count();
+    assert_eq!(invalidated, 1);
+    assert_eq!(replayed, 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_401_does_not_throw_away_a_newer_token() {
+    let endpoint = TokenEndpoint::new();
+    let cache = cache(&endpoint, &Events::default());
+    let mut api = Api::new();
+    api.latency = secs(10);
+    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    cache.refresh().await.unwrap();
+    api.revoke("tok-1");
+
+    let slow = tokio::spawn({
+        let service = service.clone();
+        async move { service.oneshot(get()).await }
+    });
+    settle().await;
+    cache.refresh().await.unwrap(); // tok-2 arrives while the request is out
+    let response = slow.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(api.tokens(), ["Bearer tok-1", "Bearer tok-2"]);
+    assert_eq!(
+        endpoint.requests(),
+        2,
+        "tok-2 was kept, not refreshed again"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_401_is_returned_not_replayed_again() {
+    let endpoint = TokenEndpoint::new();
+    let cache = cache(&endpoint, &Events::default());
+    let api = Api::new();
+    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    cache.refresh().await.unwrap();
+    api.revoke("tok-1");
+    api.revoke("tok-2");
+    let response = call(&service, get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(api.tokens(), ["Bearer tok-1", "Bearer tok-2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn forbidden_never_triggers_a_refresh() {
+    let endpoint = TokenEndpoint::new();
+    let cache = cache(&endpoint, &Events::default());
+    let mut api = Api::new();
+    api.forbid = true;
+    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    for _ in 0..5 {
+        let response = call(&service, get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+    assert_eq!(endpoint.requests(), 1);
+    assert_eq!(api.tokens().len(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_on_a_streaming_body_is_returned_and_the_token_dropped() {
+    let endpoint = TokenEndpoint::new();
+    let cache = cache(&endpoint, &Events::default());
+    let api = Api::new();
+    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    cache.refresh().await.unwrap();
+    api.revoke("tok-1");
+    let body = Body::from_stream(Full::new(Bytes::from_static(b"{}")));
+    let request = Request::post("https://api.mypurecloud.com/x")
+        .body(body)
+        .unwrap();
+    let response = call(&service, request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(api.tokens().len(), 1, "not replayed");
+    // the refused token is gone: the next request gets a fresh one
+    call(&service, get()).await.unwrap();
+    assert_eq!(api.tokens().last().unwrap(), "Bearer tok-2");
+}
+
+// ---------------------------------------------------------------- token responses
+
+#[tokio::test(start_paused = true)]
+async fn missing_zero_and_absurd_lifetimes_are_adjusted_with_an_event() {
+    for (expires_in, used) in [
+        (None, 300),
+        (Some("0"), 30),
+        (Some("-60"), 30),
+        (Some("99999999999"), 365 * 86_400),
+    ] {
+        let endpoint = TokenEndpoint::new();
+        endpoint.script(vec![TokenAnswer::Issue(expires_in)]);
+        let events = Events::default();
+        let cache = cache(&endpoint, &events);
+        cache.refresh().await.unwrap();
+        let status = cache.status();
+        assert_eq!(
+            status.expires_at.unwrap(),
+            Instant::now() + secs(used),
+            "{expires_in:?}"
+        );
+        let adjusted: Vec<_> = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                AuthEvent::LifetimeAdjusted(note) => Some(note.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(adjusted.len(), 1, "{expires_in:?}");
+        match (&adjusted[0], expires_in) {
+            (LifetimeNote::Missing { assumed }, None) => assert_eq!(*assumed, secs(300)),
+            (LifetimeNote::Clamped { used: u, .. }, Some(_)) => assert_eq!(*u, secs(used)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn rfc6749_error_body_is_a_typed_final_error() {
+    let endpoint = TokenEndpoint::new();
+    endpoint.script(vec![TokenAnswer::Fail(
+        401,
+        "application/json",
+        r#"{"error":"invalid_client","error_description":"Client authentication failed"}"#,
+        vec![],
+    )]);
+    let cache = cache(&endpoint, &Events::default());
+    let err = cache.refresh().await.unwrap_err();
+    match &err {
+        TokenError::Rejected {
+            status,
+            error,
+            description,
+        } => {
+            assert_eq!(*status, StatusCode::UNAUTHORIZED);
+            assert_eq!(error, "invalid_client");
+            assert_eq!(description.as_deref(), Some("Client authentication failed"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.is_final());
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_request_is_retried_on_429_and_5xx_but_not_on_invalid_client() {
+    let endpoint = TokenEndpoint::new();
+    endpoint.script(vec![
+        TokenAnswer::Fail(429, "application/json", "{}", vec![("retry-after", "2")]),
+        TokenAnswer::Fail(502, "text/html", "<html>Bad Gateway</html>", vec![]),
+    ]);
+    let credentials = endpoint.credentials().retry(
+        RetryLayer::new()
+            .max_attempts(3)
+            .backoff(Backoff::constant(secs(1)))
+            .hint_jitter(0.0, Duration::ZERO),
+    );
+    let cache = TokenCache::new(credentials);
+    let start = Instant::now();
+    cache.refresh().await.unwrap();
+    assert_eq!(endpoint.requests(), 3);
+    // 100 ms + 2 s (Retry-After) + 100 ms + 1 s (backoff) + 100 ms
+    assert_eq!(start.elapsed(), Duration::from_millis(3300));
+
+    let endpoint = TokenEndpoint::new();
+    endpoint.script(vec![TokenAnswer::Fail(
+        400,
+        "application/json",
+        r#"{"error":"invalid_client"}"#,
+        vec![],
+    )]);
+    let cache = TokenCache::new(
+        endpoint
+            .credentials()
+            .retry(RetryLayer::new().max_attempts(3)),
+    );
+    assert!(cache.refresh().await.unwrap_err().is_final());
+    assert_eq!(endpoint.requests(), 1);
+}
+
+// ---------------------------------------------------------------- security
+
+#[test]
+fn plain_http_token_url_to_a_remote_host_is_refused() {
+    let err = ClientCredentials::new("http://login.mypurecloud.com/oauth/token", "id", "secret")
+        .unwrap_err();
+    assert!(matches!(err, TokenError::Insecure(_)), "{err:?}");
+    let err = ClientCredentials::new("not a url", "id", "secret").unwrap_err();
+    assert!(matches!(err, TokenError::InvalidUrl { .. }), "{err:?}");
+    assert!(ClientCredentials::new("http://127.0.0.1:1/oauth/token", "id", "secret").is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_bearer_layer_never_sends_a_token_over_plain_http_to_a_remote_host() {
+    let endpoint = TokenEndpoint::new();
+    let cache = cache(&endpoint, &Events::default());
+    let api = Api::new();
+    let service = BearerLayer::new(cache).layer(api.clone());
+    let request = Request::get("http://api.mypurecloud.com/api/v2/users/me")
+        .body(Body::empty())
+        .unwrap();
+    let err = call(&service, request).await.unwrap_err();
+    assert!(err.is::<InsecureUrl>(), "{err}");
+    assert_eq!(api.tokens().len(), 0);
+    assert_eq!(endpoint.requests(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn secrets_and_tokens_never_appear_in_debug_errors_or_events() {
+    let endpoint = TokenEndpoint::new();
+    let events = Events::default();
+    let credentials = ClientCredentials::cxone(
+        "http://127.0.0.1/auth/token",
+        "client-id",
+        "client-s3cr3t",
+        "access-key-id",
+        "access-key-s3cr3t",
+    )
+    .unwrap()
+    .http_client(endpoint.clone())
+    .retry(RetryLayer::new().max_attempts(1));
+    let shown_credentials = format!("{credentials:?}");
+    let cache = {
+        let events = events.clone();
+        TokenCache::builder(credentials)
+            .on_event(move |e| events.lock().unwrap().push(e.clone()))
+            .build()
+    };
+    let api = Api::new();
+    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    call(&service, get()).await.unwrap();
+    api.revoke("tok-1");
+    endpoint.set_down(true);
+    advance(secs(3601)).await;
+    let error = call(&service, get()).await.unwrap_err();
+
+    let mut shown = vec![
+        shown_credentials,
+        format!("{cache:?}"),
+        format!("{:?}", service.cache()),
+        format!("{error:?}"),
+        error.to_string(),
+    ];
+    shown.extend(events.lock().unwrap().iter().map(|e| format!("{e:?}")));
+    for text in &shown {
+        for secret in ["client-s3cr3t", "access-key-s3cr3t", "tok-1", "tok-2"] {
+            assert!(!text.contains(secret), "{secret} leaked in {text}");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- over real TCP
+
+/// Serve `endpoint` on 127.0.0.1 with hyper; returns its base URL.
+async fn serve(endpoint: TokenEndpoint) -> String {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let mut endpoint = endpoint.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let bytes = body.collect().await.unwrap().to_bytes();
+                            endpoint
+                                .call(Request::from_parts(parts, Body::from(bytes)))
+                                .await
+                        }
+                    });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+fn real_endpoint() -> TokenEndpoint {
+    let mut endpoint = TokenEndpoint::new();
+    endpoint.latency = Duration::ZERO;
+    endpoint
+}
+
+#[tokio::test]
+async fn cxone_access_key_form_is_encoded_correctly_over_tcp() {
+    let endpoint = real_endpoint();
+    let base = serve(endpoint.clone()).await;
+    let credentials = ClientCredentials::cxone(
+        &format!("{base}/auth/token"),
+        "my client",
+        "c+s=cret==",
+        "AK+id/1=",
+        "a=b+c&d==",
+    )
+    .unwrap();
+    let cache = TokenCache::new(credentials);
+    cache.refresh().await.unwrap();
+
+    let seen = endpoint.state.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let (auth, form) = &seen[0];
+    let basic = auth.as_deref().unwrap().strip_prefix("Basic ").unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(basic)
+        .unwrap();
+    assert_eq!(decoded, b"my client:c+s=cret==");
+    assert_eq!(
+        form,
+        "grant_type=password&username=AK%2Bid%2F1%3D&password=a%3Db%2Bc%26d%3D%3D"
+    );
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(form.as_bytes())
+        .into_owned()
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("grant_type".into(), "password".into()),
+            ("username".into(), "AK+id/1=".into()),
+            ("password".into(), "a=b+c&d==".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn genesys_preset_posts_client_credentials_with_basic_auth_over_tcp() {
+    let endpoint = real_endpoint();
+    let base = serve(endpoint.clone()).await;
+    let region = Region::custom(base.clone(), base);
+    let credentials = ClientCredentials::genesys(&region, "gen-id", "gen-secret").unwrap();
+    let cache = TokenCache::new(credentials);
+    cache.refresh().await.unwrap();
+    let seen = endpoint.state.seen.lock().unwrap().clone();
+    let (auth, form) = &seen[0];
+    let expected = base64::engine::general_purpose::STANDARD.encode("gen-id:gen-secret");
+    assert_eq!(auth.as_deref(), Some(format!("Basic {expected}").as_str()));
+    assert_eq!(form, "grant_type=client_credentials");
+}
+
+#[tokio::test]
+async fn html_502_from_a_real_token_endpoint_is_a_typed_error() {
+    let endpoint = real_endpoint();
+    endpoint.script(vec![TokenAnswer::Fail(
+        502,
+        "text/html; charset=utf-8",
+        "<html><h1>502 Bad Gateway</h1></html>",
+        vec![],
+    )]);
+    let base = serve(endpoint.clone()).await;
+    let credentials = ClientCredentials::new(&format!("{base}/oauth/token"), "id", "secret")
+        .unwrap()
+        .retry(RetryLayer::new().max_attempts(1))
+        .client_auth(tower_cx::auth::ClientAuth::Post)
+        .scope("analytics")
+        .scope("users");
+    let cache = TokenCache::new(credentials);
+    let err = cache.refresh().await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("502") && text.contains("text/html"), "{text}");
+    let (auth, form) = endpoint.state.seen.lock().unwrap()[0].clone();
+    assert_eq!(auth, None, "client_secret_post sends no Basic header");
+    assert_eq!(
+        form,
+        "grant_type=client_credentials&scope=analytics+users&client_id=id&client_secret=secret"
+    );
+}
