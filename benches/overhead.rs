@@ -10,10 +10,14 @@ use std::task::{Context, Poll, Waker};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, Response};
+use std::time::Duration;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{service_fn, BoxError, Layer, Service};
+
+use tower_cx::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
 use tower_cx::body::{try_clone_request, Body};
 use tower_cx::retry::RetryLayer;
+use tower_http::auth::AddAuthorizationLayer;
 
 /// Poll a future that is ready at once (every service here is), without an
 /// executor in the measurement.
@@ -29,7 +33,7 @@ fn now<F: Future>(future: F) -> F::Output {
 }
 
 fn request() -> Request<Body> {
-    Request::get("http://127.0.0.1/api/v2/users")
+    Request::get("https://api.mypurecloud.com/api/v2/users")
         .header("accept", "application/json")
         .body(Body::empty())
         .unwrap()
@@ -114,5 +118,39 @@ fn retry(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, retry);
+fn bearer(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let cache = TokenCache::new(source_fn(|| async {
+        Ok::<_, TokenError>(Token::new("bench-token", Duration::from_secs(86_400)))
+    }));
+    runtime.block_on(cache.refresh()).unwrap();
+
+    let mut group = c.benchmark_group("bearer");
+    let mut bare = upstream();
+    group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
+
+    let mut ours = BearerLayer::new(cache.clone()).layer(upstream());
+    group.bench_function("tower-cx BearerLayer (cached token, 401 replay on)", |b| {
+        b.iter(|| drive(&mut ours))
+    });
+
+    let mut no_replay = BearerLayer::new(cache.clone())
+        .replay_on_401(false)
+        .layer(upstream());
+    group.bench_function("tower-cx BearerLayer (cached token, 401 replay off)", |b| {
+        b.iter(|| drive(&mut no_replay))
+    });
+
+    let mut peer = AddAuthorizationLayer::bearer("bench-token").layer(upstream());
+    group.bench_function("tower-http AddAuthorization (static bearer)", |b| {
+        b.iter(|| drive(&mut peer))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, retry, bearer);
 criterion_main!(benches);

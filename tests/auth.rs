@@ -877,3 +877,75 @@ async fn html_502_from_a_real_token_endpoint_is_a_typed_error() {
         "grant_type=client_credentials&scope=analytics+users&client_id=id&client_secret=secret"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_token_source_releases_its_waiters_with_an_error() {
+    let cache = TokenCache::new(tower_cx::auth::source_fn(|| async {
+        panic!("source bug");
+        #[allow(unreachable_code)]
+        Err::<tower_cx::auth::Token, TokenError>(TokenError::InvalidUrl { url: String::new() })
+    }));
+    let err = cache.refresh().await.unwrap_err();
+    assert!(err.to_string().contains("panicked"), "{err}");
+    assert!(!cache.status().refreshing);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_every_handle_stops_a_retrying_background_refresh() {
+    let endpoint = TokenEndpoint::new();
+    let cache = cache(&endpoint, &Events::default());
+    let service = BearerLayer::new(cache.clone()).layer(Api::new());
+    call(&service, get()).await.unwrap();
+    endpoint.set_down(true);
+    advance(secs(3240)).await;
+    call(&service, get()).await.unwrap(); // starts the failing refresh loop
+    advance(Duration::from_millis(100)).await;
+    settle().await;
+    assert_eq!(endpoint.requests(), 2);
+    drop(service);
+    drop(cache);
+    for _ in 0..20 {
+        advance(secs(10)).await;
+        settle().await;
+    }
+    // the loop wakes from its backoff, finds no handle left, and stops
+    assert_eq!(endpoint.requests(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_callers_at_cold_start_make_exactly_one_token_request() {
+    let endpoint = TokenEndpoint::new();
+    let cache = cache(&endpoint, &Events::default());
+    let service = BearerLayer::new(cache.clone()).layer(Api::new());
+    let tasks: Vec<_> = (0..10_000)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move { service.oneshot(get()).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(endpoint.requests(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_client_gets_its_token_refreshed_when_due_without_traffic() {
+    let endpoint = TokenEndpoint::new();
+    let cache = cache(&endpoint, &Events::default());
+    cache.refresh().await.unwrap();
+    let refresh_at = cache.status().refresh_at.unwrap();
+    tokio::time::sleep_until(refresh_at - Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(endpoint.requests(), 1);
+    tokio::time::sleep_until(refresh_at).await;
+    settle().await;
+    assert_eq!(
+        endpoint.requests(),
+        2,
+        "refresh started at refresh_at exactly"
+    );
+    advance(Duration::from_millis(100)).await;
+    settle().await;
+    assert_eq!(cache.status().refresh_count, 2);
+}

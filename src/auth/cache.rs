@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -67,9 +67,14 @@ pub struct TokenStatus {
 /// A token ready to send: the `Authorization` value and an id that tells
 /// this token apart from the next.
 #[derive(Clone)]
-pub(crate) struct Cached {
+pub(crate) struct Issued {
     pub(crate) header: HeaderValue,
     pub(crate) id: u64,
+}
+
+/// The cached token with its timings, on the local monotonic clock.
+pub(crate) struct Cached {
+    issued: Issued,
     expires_at: Instant,
     refresh_at: Instant,
 }
@@ -253,7 +258,7 @@ impl TokenCache {
             let mut state = self.inner.lock();
             if !Inner::start(&self.inner, &mut state) {
                 // cut a backoff sleep short: the caller wants a token now
-                self.inner.wake.notify_one();
+                self.inner.wake.notify_waiters();
             }
         }
         let _ = done.changed().await;
@@ -265,7 +270,7 @@ impl TokenCache {
 
     /// The current token if it is valid, starting a background refresh when
     /// it is due. No lock, no allocation: the hot path of the bearer layer.
-    pub(crate) fn fresh(&self) -> Option<Cached> {
+    pub(crate) fn fresh(&self) -> Option<Issued> {
         let guard = self.inner.current.load();
         let cached = guard.as_ref()?;
         let now = Instant::now();
@@ -276,21 +281,21 @@ impl TokenCache {
             let mut state = self.inner.lock();
             Inner::start(&self.inner, &mut state);
         }
-        Some(Cached::clone(cached))
+        Some(cached.issued.clone())
     }
 
     /// A valid token, waiting for a refresh if there is none.
-    pub(crate) async fn token(&self) -> Result<Cached, TokenError> {
+    pub(crate) async fn token(&self) -> Result<Issued, TokenError> {
         loop {
-            if let Some(cached) = self.fresh() {
-                return Ok(cached);
+            if let Some(issued) = self.fresh() {
+                return Ok(issued);
             }
             let mut done = self.inner.done.subscribe();
             {
                 let mut state = self.inner.lock();
                 // a refresh may have finished between `fresh` and the lock
-                if let Some(cached) = self.fresh_locked() {
-                    return Ok(cached);
+                if let Some(issued) = self.fresh_now() {
+                    return Ok(issued);
                 }
                 if !state.refreshing {
                     if let (Some(retry_at), Some(error)) = (state.retry_at, &state.last_error) {
@@ -304,7 +309,7 @@ impl TokenCache {
                 }
             }
             let _ = done.changed().await;
-            if self.fresh().is_none() {
+            if self.fresh_now().is_none() {
                 if let Some(error) = &self.inner.lock().last_error {
                     return Err(TokenError::Unavailable {
                         cause: Box::new(error.clone()),
@@ -314,21 +319,22 @@ impl TokenCache {
         }
     }
 
-    fn fresh_locked(&self) -> Option<Cached> {
+    /// The current token if it has not expired, without starting anything.
+    fn fresh_now(&self) -> Option<Issued> {
         let guard = self.inner.current.load();
         let cached = guard.as_ref()?;
-        (Instant::now() < cached.expires_at).then(|| Cached::clone(cached))
+        (Instant::now() < cached.expires_at).then(|| cached.issued.clone())
     }
 
     /// Drop the token with id `id` after the server refused it, unless a
     /// newer token has already replaced it.
     pub(crate) fn invalidate(&self, id: u64, status: StatusCode) {
         let current = self.inner.current.load();
-        if current.as_ref().is_some_and(|c| c.id == id) {
+        if current.as_ref().is_some_and(|c| c.issued.id == id) {
             let previous = self.inner.current.compare_and_swap(&*current, None);
-            if previous.as_ref().is_some_and(|c| c.id == id) {
+            if previous.as_ref().is_some_and(|c| c.issued.id == id) {
                 self.inner.emit(AuthEvent::TokenInvalidated { status });
-                self.inner.wake.notify_one();
+                self.inner.wake.notify_waiters();
             }
         }
     }
@@ -364,15 +370,24 @@ impl Inner {
     }
 
     async fn run_refresh(self: Arc<Self>) {
+        // Whatever happens below, even a panic in the token source, the
+        // single-flight flag is cleared and waiters are woken.
+        let _finish = FinishRefresh(&self);
         loop {
+            if Arc::strong_count(&self) == 1 {
+                // every cache handle is gone: nobody needs a token any more
+                break;
+            }
             let result = self
                 .source
                 .fetch_token()
                 .await
                 .and_then(|token| self.prepare(token));
             match result {
-                Ok(cached) => {
-                    self.current.store(Some(Arc::new(cached.0)));
+                Ok((cached, lifetime)) => {
+                    let cached = Arc::new(cached);
+                    self.current.store(Some(cached.clone()));
+                    tokio::spawn(refresh_when_due(Arc::downgrade(&self), cached));
                     let refresh_count = self.refresh_count.fetch_add(1, Ordering::Relaxed) + 1;
                     {
                         let mut state = self.lock();
@@ -382,7 +397,7 @@ impl Inner {
                         state.retry_at = None;
                     }
                     self.emit(AuthEvent::TokenRefreshed {
-                        lifetime: cached.1,
+                        lifetime,
                         refresh_count,
                     });
                     break;
@@ -434,13 +449,6 @@ impl Inner {
                 }
             }
         }
-        {
-            let mut state = self.lock();
-            state.refreshing = false;
-            self.refreshing.store(false, Ordering::Release);
-        }
-        self.done
-            .send_modify(|round| *round = round.wrapping_add(1));
     }
 
     /// Check a new token and work out its header and timings.
@@ -464,12 +472,55 @@ impl Inner {
             .min(lifetime / 2);
         let expires_at = token.receipt() + lifetime;
         let cached = Cached {
-            header,
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            issued: Issued {
+                header,
+                id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            },
             expires_at,
             refresh_at: expires_at - ahead,
         };
         Ok((cached, lifetime))
+    }
+}
+
+/// Starts the refresh of a cached token at its `refresh_at` even when no
+/// request comes (the request path starts it too, whichever is first), so a
+/// client idle for a while finds a fresh token. Holds the cache only weakly:
+/// a dropped cache ends it.
+async fn refresh_when_due(cache: Weak<Inner>, cached: Arc<Cached>) {
+    tokio::time::sleep_until(cached.refresh_at).await;
+    let Some(inner) = cache.upgrade() else {
+        return;
+    };
+    let is_current = inner
+        .current
+        .load()
+        .as_ref()
+        .is_some_and(|c| c.issued.id == cached.issued.id);
+    if is_current {
+        let mut state = inner.lock();
+        Inner::start(&inner, &mut state);
+    }
+}
+
+/// Ends a refresh round when dropped: clears the single-flight flag and
+/// wakes every waiter.
+struct FinishRefresh<'a>(&'a Inner);
+
+impl Drop for FinishRefresh<'_> {
+    fn drop(&mut self) {
+        let inner = self.0;
+        {
+            let mut state = inner.lock();
+            if std::thread::panicking() {
+                state.last_error = Some(TokenError::transport("the token source panicked".into()));
+            }
+            state.refreshing = false;
+            inner.refreshing.store(false, Ordering::Release);
+        }
+        inner
+            .done
+            .send_modify(|round| *round = round.wrapping_add(1));
     }
 }
 

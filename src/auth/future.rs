@@ -8,12 +8,12 @@ use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::cache::{AuthEvent, Cached};
+use super::cache::{AuthEvent, Issued};
 use super::{TokenCache, TokenError};
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::BoxError;
 
-type Acquire = Pin<Box<dyn Future<Output = Result<Cached, TokenError>> + Send>>;
+type Acquire = Pin<Box<dyn Future<Output = Result<Issued, TokenError>> + Send>>;
 
 pin_project! {
     /// Response future of [`Bearer`](super::Bearer).
