@@ -8,7 +8,7 @@
 //! | 1xx, 2xx, 3xx | success |
 //! | 408, 429, 500, 502, 503, 504 | retryable |
 //! | every other 4xx and 5xx (501 and 505 included) | fatal |
-//! | connect error, [`RequestNotSent`] | retryable, and the request was never sent |
+//! | connect error, [`RequestNotSent`], [`Overloaded`], [`CircuitOpen`] (not isolated) | retryable, and the request was never sent |
 //! | timeout ([`tower::timeout::error::Elapsed`], [`tokio::time::error::Elapsed`], hyper timeouts) | retryable |
 //! | connection closed or reset mid-exchange | retryable (the request may have been applied) |
 //! | anything else | fatal |
@@ -44,7 +44,7 @@ use std::io;
 
 use http::{HeaderMap, StatusCode};
 
-use crate::error::RequestNotSent;
+use crate::error::{CircuitOpen, Overloaded, RequestNotSent};
 
 /// Why an attempt did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -174,8 +174,16 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> Class {
 }
 
 fn recognise(err: &(dyn StdError + 'static)) -> Option<FailureKind> {
-    if err.is::<RequestNotSent>() {
+    if err.is::<RequestNotSent>() || err.is::<Overloaded>() {
         return Some(FailureKind::NotSent);
+    }
+    if let Some(open) = err.downcast_ref::<CircuitOpen>() {
+        // isolated by hand: no point in retrying
+        return Some(if open.retry_in().is_some() {
+            FailureKind::NotSent
+        } else {
+            FailureKind::Other
+        });
     }
     if err.is::<tower::timeout::error::Elapsed>() || err.is::<tokio::time::error::Elapsed>() {
         return Some(FailureKind::Timeout);

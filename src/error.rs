@@ -205,3 +205,88 @@ mod insecure_tests {
         }
     }
 }
+
+/// The circuit breaker is open (or half-open with its probes busy, or
+/// isolated by hand): the request was not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitOpen {
+    retry_in: Option<std::time::Duration>,
+}
+
+impl CircuitOpen {
+    /// Open for `retry_in` more (`None`: isolated by hand, no probe planned).
+    pub fn new(retry_in: Option<std::time::Duration>) -> Self {
+        Self { retry_in }
+    }
+
+    /// How long until the breaker lets a probe through; `None` when it was
+    /// isolated by hand.
+    pub fn retry_in(&self) -> Option<std::time::Duration> {
+        self.retry_in
+    }
+}
+
+impl fmt::Display for CircuitOpen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.retry_in {
+            Some(wait) => write!(f, "circuit open: next probe in {wait:?}"),
+            None => f.write_str("circuit isolated: no request is let through until reset"),
+        }
+    }
+}
+
+impl StdError for CircuitOpen {}
+
+/// Why the priority limiter shed a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum OverloadReason {
+    /// The queue was full and nothing of lower priority could make room.
+    QueueFull,
+    /// A higher-priority arrival took this request's place in a full queue.
+    Evicted,
+    /// The request waited in the queue longer than allowed.
+    QueueTimeout,
+}
+
+impl OverloadReason {
+    /// A short stable name: `queue_full`, `evicted`, `queue_timeout`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OverloadReason::QueueFull => "queue_full",
+            OverloadReason::Evicted => "evicted",
+            OverloadReason::QueueTimeout => "queue_timeout",
+        }
+    }
+}
+
+/// The priority limiter shed the request: it was not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overloaded {
+    reason: OverloadReason,
+}
+
+impl Overloaded {
+    /// An overload error for `reason`.
+    pub fn new(reason: OverloadReason) -> Self {
+        Self { reason }
+    }
+
+    /// Why the request was shed.
+    pub fn reason(&self) -> OverloadReason {
+        self.reason
+    }
+}
+
+impl fmt::Display for Overloaded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match self.reason {
+            OverloadReason::QueueFull => "the queue is full",
+            OverloadReason::Evicted => "evicted from the queue by a higher-priority request",
+            OverloadReason::QueueTimeout => "waited in the queue longer than allowed",
+        };
+        write!(f, "overloaded, request not sent: {why}")
+    }
+}
+
+impl StdError for Overloaded {}

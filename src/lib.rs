@@ -42,6 +42,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod body;
+pub mod breaker;
 pub mod classify;
 pub mod error;
 pub mod genesys;

@@ -113,16 +113,20 @@ pub enum HintSource {
     RateLimit,
     /// Genesys Cloud's `inin-ratelimit-*` headers.
     GenesysReset,
+    /// Not a header: a [`CircuitOpen`](crate::error::CircuitOpen) error
+    /// saying when the breaker lets a probe through.
+    CircuitBreaker,
 }
 
 impl HintSource {
     /// A short, stable name for logs and metrics: `"retry-after"`,
-    /// `"ratelimit"` or `"inin-ratelimit-reset"`.
+    /// `"ratelimit"`, `"inin-ratelimit-reset"` or `"circuit-breaker"`.
     pub fn as_str(&self) -> &'static str {
         match self {
             HintSource::RetryAfter => "retry-after",
             HintSource::RateLimit => "ratelimit",
             HintSource::GenesysReset => "inin-ratelimit-reset",
+            HintSource::CircuitBreaker => "circuit-breaker",
         }
     }
 }

@@ -56,16 +56,20 @@ pub enum DelaySource {
     RateLimit,
     /// A vendor header (Genesys `inin-ratelimit-reset`).
     VendorHeader,
+    /// The circuit breaker's time until its next probe.
+    CircuitBreaker,
 }
 
 impl DelaySource {
-    /// A short stable name: `backoff`, `retry-after`, `ratelimit`, `vendor-header`.
+    /// A short stable name: `backoff`, `retry-after`, `ratelimit`,
+    /// `vendor-header`, `circuit-breaker`.
     pub fn as_str(&self) -> &'static str {
         match self {
             DelaySource::Backoff => "backoff",
             DelaySource::RetryAfter => "retry-after",
             DelaySource::RateLimit => "ratelimit",
             DelaySource::VendorHeader => "vendor-header",
+            DelaySource::CircuitBreaker => "circuit-breaker",
         }
     }
 }
@@ -75,6 +79,7 @@ impl From<HintSource> for DelaySource {
         match source {
             HintSource::RetryAfter => DelaySource::RetryAfter,
             HintSource::RateLimit => DelaySource::RateLimit,
+            HintSource::CircuitBreaker => DelaySource::CircuitBreaker,
             _ => DelaySource::VendorHeader,
         }
     }

@@ -11,7 +11,8 @@ use tower::Service;
 
 use super::policy::{Attempts, Config, Decision, IDEMPOTENCY_KEY};
 use crate::body::{try_clone_request, ReplayBody};
-use crate::error::BoxError;
+use crate::error::{BoxError, CircuitOpen};
+use crate::retry_after::{HintSource, ServerHint};
 
 pin_project! {
     /// Response future of [`Retry`](super::Retry): drives attempts, backoff
@@ -91,12 +92,20 @@ where
                                 Some(response.status()),
                                 Some(response.headers()),
                                 class,
+                                None,
                                 keyed,
                             )
                         }
                         Err(error) => {
                             let class = config.classifier.classify_error(error.as_ref());
-                            this.attempts.decide(config, None, None, class, keyed)
+                            this.attempts.decide(
+                                config,
+                                None,
+                                None,
+                                class,
+                                circuit_hint(error.as_ref()),
+                                keyed,
+                            )
                         }
                     };
                     match decision {
@@ -144,4 +153,19 @@ where
             .field("attempt", &self.attempts.attempt)
             .finish_non_exhaustive()
     }
+}
+
+/// The wait a [`CircuitOpen`] error announces, anywhere in the error chain.
+fn circuit_hint(error: &(dyn std::error::Error + 'static)) -> Option<ServerHint> {
+    let mut current = Some(error);
+    while let Some(err) = current {
+        if let Some(open) = err.downcast_ref::<CircuitOpen>() {
+            return open.retry_in().map(|delay| ServerHint {
+                delay,
+                source: HintSource::CircuitBreaker,
+            });
+        }
+        current = err.source();
+    }
+    None
 }

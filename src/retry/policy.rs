@@ -11,7 +11,7 @@ use super::event::{DelaySource, EventHandler, GiveUpReason, RetryEvent, RetryEve
 use super::RetryBudget;
 use crate::backoff::{between, Backoff, BackoffState, SharedRng};
 use crate::classify::{Class, Classify, DefaultClassifier, FailureKind};
-use crate::retry_after::{server_hint, Clock, SystemClock};
+use crate::retry_after::{server_hint, Clock, ServerHint, SystemClock};
 
 /// The `Idempotency-Key` header.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -221,6 +221,7 @@ impl Attempts {
         status: Option<StatusCode>,
         headers: Option<&HeaderMap>,
         class: Class,
+        error_hint: Option<ServerHint>,
         keyed: impl Fn() -> bool,
     ) -> Decision {
         let attempt = self.attempt;
@@ -258,7 +259,7 @@ impl Attempts {
         let now = Instant::now();
         let remaining = self.deadline_at.saturating_duration_since(now);
         let report = headers.map(|h| server_hint(h, config.clock.as_ref()));
-        let mut hint = None;
+        let mut hint = error_hint;
         if let Some(report) = report {
             for malformed in report.malformed {
                 emit(RetryEventKind::HintIgnored(malformed));

@@ -1,0 +1,134 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::Layer;
+
+use super::state::{Breaker, BreakerEvent, CircuitBreakerHandle, Config};
+use super::CircuitBreaker;
+use crate::backoff::{Backoff, SharedRng};
+
+/// Applies [`CircuitBreaker`] to services. Every service made by one layer
+/// shares one breaker; [`handle`](Self::handle) reaches it.
+///
+/// Configure first, then take handles and make services: each builder
+/// method starts a fresh breaker with the new settings.
+///
+/// Defaults: trip on 5 consecutive failures, or a failure ratio of 50 % over
+/// 30 s (10 buckets) with at least 20 calls; open 5 s, growing x2 per trip in
+/// a row up to 60 s with equal jitter (a server hint on the failing response
+/// wins, up to 300 s); 1 half-open probe, 1 success to close; 429 is not a
+/// failure.
+#[derive(Clone)]
+pub struct CircuitBreakerLayer {
+    breaker: Arc<Breaker>,
+}
+
+impl Default for CircuitBreakerLayer {
+    fn default() -> Self {
+        Self::from_config(Config::default())
+    }
+}
+
+impl CircuitBreakerLayer {
+    /// A breaker with the default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn from_config(config: Config) -> Self {
+        Self {
+            breaker: Arc::new(Breaker::new(config)),
+        }
+    }
+
+    fn with(self, change: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.breaker.config.clone();
+        change(&mut config);
+        Self::from_config(config)
+    }
+
+    /// Trip after this many failures in a row (0 disables).
+    pub fn consecutive_failures(self, n: u32) -> Self {
+        self.with(|c| c.consecutive_failures = if n == 0 { u32::MAX } else { n })
+    }
+
+    /// Trip when failures reach `ratio` of at least `min_throughput` calls
+    /// within `window` (counted in 10 buckets). A ratio of 0 disables.
+    pub fn failure_rate(self, ratio: f64, window: Duration, min_throughput: u32) -> Self {
+        self.with(|c| {
+            c.failure_ratio = if ratio.is_finite() {
+                ratio.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            c.window = window;
+            c.min_throughput = min_throughput.max(1);
+        })
+    }
+
+    /// Count a call slower than `threshold` as a failure, whatever its outcome.
+    pub fn slow_call(self, threshold: Duration) -> Self {
+        self.with(|c| c.slow_call = Some(threshold))
+    }
+
+    /// How long the breaker stays open, by trips in a row.
+    pub fn open_duration(self, backoff: Backoff) -> Self {
+        self.with(|c| c.open_backoff = backoff)
+    }
+
+    /// The longest open duration, also for a server hint.
+    pub fn max_open(self, max: Duration) -> Self {
+        self.with(|c| c.max_open = max)
+    }
+
+    /// Probes let through while half-open (at least 1), and successes needed
+    /// to close (at least 1).
+    pub fn half_open(self, probes: u32, successes_to_close: u32) -> Self {
+        self.with(|c| {
+            c.probes = probes.max(1);
+            c.probe_successes = successes_to_close.max(1);
+        })
+    }
+
+    /// Whether a 429 counts as a failure (default: no, it is pacing).
+    pub fn count_429_as_failure(self, yes: bool) -> Self {
+        self.with(|c| c.count_429 = yes)
+    }
+
+    /// The random source for the open-duration jitter.
+    pub fn rng(self, rng: SharedRng) -> Self {
+        self.with(|c| c.rng = rng)
+    }
+
+    /// Receive every state change.
+    pub fn on_event<F>(self, handler: F) -> Self
+    where
+        F: Fn(&BreakerEvent) + Send + Sync + 'static,
+    {
+        self.with(|c| c.on_event = Some(Arc::new(handler)))
+    }
+
+    /// A handle on the shared breaker.
+    pub fn handle(&self) -> CircuitBreakerHandle {
+        CircuitBreakerHandle {
+            breaker: self.breaker.clone(),
+        }
+    }
+}
+
+impl<S> Layer<S> for CircuitBreakerLayer {
+    type Service = CircuitBreaker<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CircuitBreaker::from_shared(inner, self.breaker.clone())
+    }
+}
+
+impl fmt::Debug for CircuitBreakerLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerLayer")
+            .field("handle", &self.handle())
+            .finish()
+    }
+}

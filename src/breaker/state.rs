@@ -1,0 +1,453 @@
+//! The breaker's shared state machine and its handle.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backoff::{Backoff, BackoffState, Jitter, SharedRng};
+use crate::error::CircuitOpen;
+
+/// The state of a circuit breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Requests flow; outcomes are counted.
+    Closed,
+    /// Requests fail fast until the probe time.
+    Open {
+        /// Time left until probes are let through.
+        retry_in: Duration,
+    },
+    /// A few probe requests test the upstream; the rest fail fast.
+    HalfOpen,
+    /// Isolated by hand: every request fails fast until [`reset`](CircuitBreakerHandle::reset).
+    Isolated,
+}
+
+impl BreakerState {
+    /// A short stable name: `closed`, `open`, `half_open`, `isolated`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::HalfOpen => "half_open",
+            BreakerState::Isolated => "isolated",
+        }
+    }
+}
+
+/// A state change of the breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerEvent {
+    /// The state left.
+    pub from: BreakerState,
+    /// The state entered.
+    pub to: BreakerState,
+    /// Why.
+    pub reason: TransitionReason,
+}
+
+/// Why the breaker changed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransitionReason {
+    /// N failures in a row.
+    ConsecutiveFailures,
+    /// The failure ratio over the window reached the threshold.
+    FailureRate,
+    /// A half-open probe failed.
+    ProbeFailed,
+    /// The open duration passed.
+    OpenElapsed,
+    /// Enough probes succeeded.
+    ProbesSucceeded,
+    /// [`CircuitBreakerHandle::isolate`] was called.
+    Isolated,
+    /// [`CircuitBreakerHandle::reset`] was called.
+    Reset,
+}
+
+/// Counts kept by the breaker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BreakerCounts {
+    /// Attempts that counted as successes.
+    pub successes: u64,
+    /// Attempts that counted as failures.
+    pub failures: u64,
+    /// Requests refused without being sent.
+    pub rejected: u64,
+    /// Times the breaker opened.
+    pub trips: u64,
+    /// Failures in a row right now.
+    pub consecutive_failures: u32,
+}
+
+pub(crate) type EventHandler = Arc<dyn Fn(&BreakerEvent) + Send + Sync>;
+
+/// Breaker settings (see [`CircuitBreakerLayer`](super::CircuitBreakerLayer)).
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) consecutive_failures: u32,
+    pub(crate) failure_ratio: f64,
+    pub(crate) window: Duration,
+    pub(crate) min_throughput: u32,
+    pub(crate) slow_call: Option<Duration>,
+    pub(crate) open_backoff: Backoff,
+    pub(crate) max_open: Duration,
+    pub(crate) probes: u32,
+    pub(crate) probe_successes: u32,
+    pub(crate) half_open_retry_in: Duration,
+    pub(crate) count_429: bool,
+    pub(crate) rng: SharedRng,
+    pub(crate) on_event: Option<EventHandler>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            window: Duration::from_secs(30),
+            min_throughput: 20,
+            slow_call: None,
+            open_backoff: Backoff::exponential(Duration::from_secs(5))
+                .max_delay(Duration::from_secs(60))
+                .jitter(Jitter::Equal),
+            max_open: Duration::from_secs(300),
+            probes: 1,
+            probe_successes: 1,
+            half_open_retry_in: Duration::from_secs(1),
+            count_429: false,
+            rng: SharedRng::from_os(),
+            on_event: None,
+        }
+    }
+}
+
+const BUCKETS: usize = 10;
+
+#[derive(Clone, Copy, Default)]
+struct Bucket {
+    number: u64,
+    total: u32,
+    failures: u32,
+}
+
+enum Phase {
+    Closed,
+    Open { until: Instant },
+    HalfOpen,
+    Isolated,
+}
+
+struct Inner {
+    phase: Phase,
+    consecutive: u32,
+    buckets: [Bucket; BUCKETS],
+    origin: Instant,
+    trips_in_a_row: u32,
+    open_backoff: BackoffState,
+    probes_in_flight: u32,
+    probe_successes: u32,
+    counts: BreakerCounts,
+    /// Transitions to report once the lock is released (a callback must
+    /// be free to call the handle).
+    pending: Vec<BreakerEvent>,
+}
+
+/// How a request was let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    Closed,
+    Probe,
+}
+
+pub(crate) struct Breaker {
+    pub(crate) config: Config,
+    closed: AtomicBool,
+    inner: Mutex<Inner>,
+}
+
+impl Breaker {
+    pub(crate) fn new(config: Config) -> Self {
+        Self {
+            config,
+            closed: AtomicBool::new(true),
+            inner: Mutex::new(Inner {
+                phase: Phase::Closed,
+                consecutive: 0,
+                buckets: [Bucket::default(); BUCKETS],
+                origin: Instant::now(),
+                trips_in_a_row: 0,
+                open_backoff: BackoffState::default(),
+                probes_in_flight: 0,
+                probe_successes: 0,
+                counts: BreakerCounts::default(),
+                pending: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(
+        &self,
+        inner: &mut Inner,
+        from: BreakerState,
+        to: BreakerState,
+        reason: TransitionReason,
+    ) {
+        if self.config.on_event.is_some() {
+            inner.pending.push(BreakerEvent { from, to, reason });
+        }
+    }
+
+    /// Release the lock, then report what happened under it.
+    fn unlock(&self, mut inner: MutexGuard<'_, Inner>) {
+        let events = std::mem::take(&mut inner.pending);
+        drop(inner);
+        if let Some(handler) = &self.config.on_event {
+            for event in &events {
+                handler(event);
+            }
+        }
+    }
+
+    /// Let a request through, or refuse it.
+    pub(crate) fn admit(&self) -> Result<Admission, CircuitOpen> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(Admission::Closed);
+        }
+        let now = Instant::now();
+        let mut inner = self.lock();
+        self.advance(&mut inner, now);
+        let result = match inner.phase {
+            Phase::Closed => Ok(Admission::Closed),
+            Phase::Open { until } => Err(CircuitOpen::new(Some(until - now))),
+            Phase::HalfOpen if inner.probes_in_flight < self.config.probes => {
+                inner.probes_in_flight += 1;
+                Ok(Admission::Probe)
+            }
+            Phase::HalfOpen => Err(CircuitOpen::new(Some(self.config.half_open_retry_in))),
+            Phase::Isolated => Err(CircuitOpen::new(None)),
+        };
+        if result.is_err() {
+            inner.counts.rejected += 1;
+        }
+        self.unlock(inner);
+        result
+    }
+
+    /// Move Open to HalfOpen once its time has come.
+    fn advance(&self, inner: &mut Inner, now: Instant) {
+        if let Phase::Open { until } = inner.phase {
+            if now >= until {
+                inner.phase = Phase::HalfOpen;
+                inner.probes_in_flight = 0;
+                inner.probe_successes = 0;
+                self.emit(
+                    inner,
+                    BreakerState::Open {
+                        retry_in: Duration::ZERO,
+                    },
+                    BreakerState::HalfOpen,
+                    TransitionReason::OpenElapsed,
+                );
+            }
+        }
+    }
+
+    /// Record the outcome of an admitted request. `hint` is a server's
+    /// wait hint on a failed response, used as the open duration.
+    pub(crate) fn record(&self, admission: Admission, failure: bool, hint: Option<Duration>) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if failure {
+            inner.counts.failures += 1;
+        } else {
+            inner.counts.successes += 1;
+        }
+        match (admission, &inner.phase) {
+            (Admission::Closed, Phase::Closed) => {
+                inner.consecutive = if failure { inner.consecutive + 1 } else { 0 };
+                inner.counts.consecutive_failures = inner.consecutive;
+                let (total, failures) = self.add_to_window(&mut inner, now, failure);
+                if failure && inner.consecutive >= self.config.consecutive_failures {
+                    self.trip(&mut inner, now, hint, TransitionReason::ConsecutiveFailures);
+                } else if failure
+                    && total >= self.config.min_throughput
+                    && self.config.failure_ratio > 0.0
+                    && f64::from(failures) >= self.config.failure_ratio * f64::from(total)
+                {
+                    self.trip(&mut inner, now, hint, TransitionReason::FailureRate);
+                }
+            }
+            (Admission::Probe, Phase::HalfOpen) => {
+                inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
+                if failure {
+                    self.trip(&mut inner, now, hint, TransitionReason::ProbeFailed);
+                } else {
+                    inner.probe_successes += 1;
+                    if inner.probe_successes >= self.config.probe_successes {
+                        self.close(
+                            &mut inner,
+                            BreakerState::HalfOpen,
+                            TransitionReason::ProbesSucceeded,
+                        );
+                    }
+                }
+            }
+            // An outcome from before the last transition: counted, but it
+            // does not move the state.
+            _ => {}
+        }
+        self.unlock(inner);
+    }
+
+    /// A probe ended without an outcome (its future was dropped).
+    pub(crate) fn release_probe(&self) {
+        let mut inner = self.lock();
+        if let Phase::HalfOpen = inner.phase {
+            inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
+        }
+    }
+
+    fn add_to_window(&self, inner: &mut Inner, now: Instant, failure: bool) -> (u32, u32) {
+        let bucket_len = (self.config.window / BUCKETS as u32).max(Duration::from_millis(1));
+        let elapsed = now.saturating_duration_since(inner.origin);
+        let number = (elapsed.as_nanos() / bucket_len.as_nanos()) as u64;
+        let slot = &mut inner.buckets[(number % BUCKETS as u64) as usize];
+        if slot.number != number {
+            *slot = Bucket {
+                number,
+                total: 0,
+                failures: 0,
+            };
+        }
+        slot.total += 1;
+        slot.failures += u32::from(failure);
+        inner
+            .buckets
+            .iter()
+            .filter(|b| number.saturating_sub(b.number) < BUCKETS as u64 && b.number <= number)
+            .fold((0, 0), |(t, f), b| (t + b.total, f + b.failures))
+    }
+
+    fn trip(
+        &self,
+        inner: &mut Inner,
+        now: Instant,
+        hint: Option<Duration>,
+        reason: TransitionReason,
+    ) {
+        let from = self.public_state(inner, now);
+        inner.trips_in_a_row += 1;
+        inner.counts.trips += 1;
+        let backoff = self.config.open_backoff.next_delay(
+            inner.trips_in_a_row,
+            &mut inner.open_backoff,
+            &self.config.rng,
+        );
+        let open_for = hint.unwrap_or(backoff).min(self.config.max_open);
+        inner.phase = Phase::Open {
+            until: now + open_for,
+        };
+        inner.consecutive = 0;
+        inner.counts.consecutive_failures = 0;
+        inner.buckets = [Bucket::default(); BUCKETS];
+        self.closed.store(false, Ordering::Release);
+        self.emit(
+            inner,
+            from,
+            BreakerState::Open { retry_in: open_for },
+            reason,
+        );
+    }
+
+    fn close(&self, inner: &mut Inner, from: BreakerState, reason: TransitionReason) {
+        inner.phase = Phase::Closed;
+        inner.consecutive = 0;
+        inner.counts.consecutive_failures = 0;
+        inner.trips_in_a_row = 0;
+        inner.open_backoff = BackoffState::default();
+        inner.buckets = [Bucket::default(); BUCKETS];
+        inner.probes_in_flight = 0;
+        self.closed.store(true, Ordering::Release);
+        self.emit(inner, from, BreakerState::Closed, reason);
+    }
+
+    fn public_state(&self, inner: &Inner, now: Instant) -> BreakerState {
+        match inner.phase {
+            Phase::Closed => BreakerState::Closed,
+            Phase::Open { until } => BreakerState::Open {
+                retry_in: until.saturating_duration_since(now),
+            },
+            Phase::HalfOpen => BreakerState::HalfOpen,
+            Phase::Isolated => BreakerState::Isolated,
+        }
+    }
+}
+
+/// A cloneable handle on a breaker's shared state: inspect it, isolate it,
+/// reset it.
+#[derive(Clone)]
+pub struct CircuitBreakerHandle {
+    pub(crate) breaker: Arc<Breaker>,
+}
+
+impl CircuitBreakerHandle {
+    /// The current state (an open breaker whose time has come reports, and
+    /// becomes, half-open).
+    pub fn state(&self) -> BreakerState {
+        let now = Instant::now();
+        let mut inner = self.breaker.lock();
+        self.breaker.advance(&mut inner, now);
+        let state = self.breaker.public_state(&inner, now);
+        self.breaker.unlock(inner);
+        state
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> BreakerCounts {
+        self.breaker.lock().counts
+    }
+
+    /// Refuse every request until [`reset`](Self::reset).
+    pub fn isolate(&self) {
+        let now = Instant::now();
+        let mut inner = self.breaker.lock();
+        let from = self.breaker.public_state(&inner, now);
+        inner.phase = Phase::Isolated;
+        self.breaker.closed.store(false, Ordering::Release);
+        self.breaker.emit(
+            &mut inner,
+            from,
+            BreakerState::Isolated,
+            TransitionReason::Isolated,
+        );
+        self.breaker.unlock(inner);
+    }
+
+    /// Close the breaker and forget its history.
+    pub fn reset(&self) {
+        let now = Instant::now();
+        let mut inner = self.breaker.lock();
+        let from = self.breaker.public_state(&inner, now);
+        self.breaker
+            .close(&mut inner, from, TransitionReason::Reset);
+        self.breaker.unlock(inner);
+    }
+}
+
+impl fmt::Debug for CircuitBreakerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreakerHandle")
+            .field("state", &self.state())
+            .field("counts", &self.counts())
+            .finish()
+    }
+}

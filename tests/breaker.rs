@@ -1,0 +1,503 @@
+//! The circuit breaker, in paused time with exact expectations.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use tokio::time::{advance, Instant};
+use tower::{Layer, Service, ServiceExt};
+use tower_cx::backoff::{Backoff, Jitter};
+use tower_cx::body::Body;
+use tower_cx::breaker::{
+    BreakerEvent, BreakerState, CircuitBreaker, CircuitBreakerLayer, TransitionReason,
+};
+use tower_cx::error::{BoxError, CircuitOpen, OverloadReason, Overloaded};
+use tower_cx::retry::{RetryBudget, RetryLayer};
+
+#[derive(Clone)]
+enum Answer {
+    Status(u16),
+    RetryAfter(u16, &'static str),
+    Timeout,
+    NotSent,
+    Slow(u16, Duration),
+}
+
+/// An upstream answering from a script, then `fallback`; records arrivals.
+#[derive(Clone)]
+struct Upstream {
+    script: Arc<Mutex<VecDeque<Answer>>>,
+    fallback: Answer,
+    arrivals: Arc<Mutex<Vec<Duration>>>,
+    start: Instant,
+}
+
+impl Upstream {
+    fn new(script: Vec<Answer>, fallback: Answer) -> Self {
+        Self {
+            script: Arc::new(Mutex::new(script.into())),
+            fallback,
+            arrivals: Arc::default(),
+            start: Instant::now(),
+        }
+    }
+
+    fn always(answer: Answer) -> Self {
+        Self::new(vec![], answer)
+    }
+
+    fn push(&self, answers: Vec<Answer>) {
+        self.script.lock().unwrap().extend(answers);
+    }
+
+    fn arrivals(&self) -> Vec<Duration> {
+        self.arrivals.lock().unwrap().clone()
+    }
+}
+
+impl Service<Request<Body>> for Upstream {
+    type Response = Response<()>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<()>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<Body>) -> Self::Future {
+        self.arrivals.lock().unwrap().push(self.start.elapsed());
+        let answer = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| self.fallback.clone());
+        Box::pin(async move {
+            let status = match answer {
+                Answer::Status(code) => code,
+                Answer::RetryAfter(code, value) => {
+                    return Ok(Response::builder()
+                        .status(code)
+                        .header("retry-after", value)
+                        .body(())
+                        .unwrap())
+                }
+                Answer::Timeout => return Err(tower::timeout::error::Elapsed::new().into()),
+                Answer::NotSent => return Err(Overloaded::new(OverloadReason::QueueFull).into()),
+                Answer::Slow(code, latency) => {
+                    tokio::time::sleep(latency).await;
+                    code
+                }
+            };
+            Ok(Response::builder().status(status).body(()).unwrap())
+        })
+    }
+}
+
+type Events = Arc<Mutex<Vec<BreakerEvent>>>;
+
+/// 3 failures in a row trip it; open 5 s doubling up to 60 s, no jitter; the
+/// failure-rate window off unless a test turns it on.
+fn layer(events: &Events) -> CircuitBreakerLayer {
+    let events = events.clone();
+    CircuitBreakerLayer::new()
+        .consecutive_failures(3)
+        .failure_rate(0.0, Duration::from_secs(30), 20)
+        .open_duration(
+            Backoff::exponential(secs(5))
+                .max_delay(secs(60))
+                .jitter(Jitter::None),
+        )
+        .on_event(move |e| events.lock().unwrap().push(e.clone()))
+}
+
+fn secs(v: u64) -> Duration {
+    Duration::from_secs(v)
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+async fn send(service: &CircuitBreaker<Upstream>) -> Result<Response<()>, BoxError> {
+    service.clone().oneshot(Request::new(Body::empty())).await
+}
+
+fn open_error(result: Result<Response<()>, BoxError>) -> CircuitOpen {
+    let err = result.expect_err("the breaker refuses");
+    err.downcast_ref::<CircuitOpen>()
+        .expect("a CircuitOpen error")
+        .clone()
+}
+
+fn reasons(events: &Events) -> Vec<(&'static str, &'static str, TransitionReason)> {
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| (e.from.as_str(), e.to.as_str(), e.reason))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_transition_happens_at_the_exact_instant() {
+    let events = Events::default();
+    let layer = layer(&events);
+    let handle = layer.handle();
+    let upstream = Upstream::always(Answer::Status(502));
+    let service = layer.layer(upstream.clone());
+
+    send(&service).await.unwrap();
+    send(&service).await.unwrap();
+    assert_eq!(handle.state(), BreakerState::Closed);
+    send(&service).await.unwrap(); // third failure in a row
+    assert_eq!(handle.state(), BreakerState::Open { retry_in: secs(5) });
+
+    assert_eq!(open_error(send(&service).await).retry_in(), Some(secs(5)));
+    advance(secs(5) - ms(1)).await;
+    assert_eq!(open_error(send(&service).await).retry_in(), Some(ms(1)));
+    assert_eq!(upstream.arrivals().len(), 3, "nothing sent while open");
+
+    advance(ms(1)).await;
+    assert_eq!(handle.state(), BreakerState::HalfOpen);
+    upstream.push(vec![Answer::Status(200)]);
+    send(&service).await.unwrap(); // the probe succeeds
+    assert_eq!(handle.state(), BreakerState::Closed);
+    assert_eq!(
+        reasons(&events),
+        [
+            ("closed", "open", TransitionReason::ConsecutiveFailures),
+            ("open", "half_open", TransitionReason::OpenElapsed),
+            ("half_open", "closed", TransitionReason::ProbesSucceeded),
+        ]
+    );
+    let counts = handle.counts();
+    assert_eq!(counts.rejected, 2);
+    assert_eq!(counts.trips, 1);
+    assert_eq!((counts.successes, counts.failures), (1, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_success_resets_the_consecutive_count() {
+    let events = Events::default();
+    let layer = layer(&events);
+    let handle = layer.handle();
+    let upstream = Upstream::new(
+        vec![
+            Answer::Status(500),
+            Answer::Status(500),
+            Answer::Status(200),
+            Answer::Status(500),
+            Answer::Status(500),
+        ],
+        Answer::Status(500),
+    );
+    let service = layer.layer(upstream);
+    for _ in 0..5 {
+        send(&service).await.unwrap();
+    }
+    assert_eq!(handle.state(), BreakerState::Closed);
+    assert_eq!(handle.counts().consecutive_failures, 2);
+    send(&service).await.unwrap();
+    assert!(matches!(handle.state(), BreakerState::Open { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_ratio_needs_the_minimum_throughput() {
+    let layer = CircuitBreakerLayer::new()
+        .consecutive_failures(0)
+        .failure_rate(0.5, secs(30), 20);
+    let handle = layer.handle();
+    let upstream = Upstream::always(Answer::Status(200));
+    let service = layer.layer(upstream.clone());
+    // 10 successes and 9 failures: 19 calls, under the minimum of 20
+    for _ in 0..10 {
+        send(&service).await.unwrap();
+    }
+    upstream.push(vec![Answer::Status(503); 10]);
+    for _ in 0..9 {
+        send(&service).await.unwrap();
+    }
+    assert_eq!(handle.state(), BreakerState::Closed);
+    // the 20th call is a failure: 10 of 20 = 50 %
+    send(&service).await.unwrap();
+    assert!(matches!(handle.state(), BreakerState::Open { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failure_ratio_window_slides() {
+    let layer = CircuitBreakerLayer::new()
+        .consecutive_failures(0)
+        .failure_rate(0.5, secs(30), 20);
+    let handle = layer.handle();
+    let upstream = Upstream::always(Answer::Status(503));
+    let service = layer.layer(upstream.clone());
+    for _ in 0..19 {
+        send(&service).await.unwrap();
+    }
+    // 30 s later the first bucket has left the window: only new calls count
+    advance(secs(30)).await;
+    for _ in 0..19 {
+        send(&service).await.unwrap();
+    }
+    assert_eq!(handle.state(), BreakerState::Closed);
+    send(&service).await.unwrap();
+    assert!(matches!(handle.state(), BreakerState::Open { .. }));
+    // 19 + 20 failures went out, all below or at the window's reach
+    assert_eq!(upstream.arrivals().len(), 39);
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_duration_grows_with_trips_in_a_row_and_resets_on_close() {
+    let events = Events::default();
+    let layer = layer(&events);
+    let handle = layer.handle();
+    let upstream = Upstream::always(Answer::Status(503));
+    let service = layer.layer(upstream.clone());
+    for _ in 0..3 {
+        send(&service).await.unwrap();
+    }
+    assert_eq!(handle.state(), BreakerState::Open { retry_in: secs(5) });
+    for expected in [10, 20, 40, 60, 60] {
+        let BreakerState::Open { retry_in } = handle.state() else {
+            panic!("open")
+        };
+        advance(retry_in).await;
+        send(&service).await.unwrap(); // the probe fails
+        assert_eq!(
+            handle.state(),
+            BreakerState::Open {
+                retry_in: secs(expected)
+            }
+        );
+    }
+    advance(secs(60)).await;
+    upstream.push(vec![Answer::Status(200)]);
+    send(&service).await.unwrap();
+    assert_eq!(handle.state(), BreakerState::Closed);
+    for _ in 0..3 {
+        send(&service).await.unwrap();
+    }
+    assert_eq!(handle.state(), BreakerState::Open { retry_in: secs(5) });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_hint_sets_the_open_duration() {
+    let layer = layer(&Events::default());
+    let handle = layer.handle();
+    let upstream = Upstream::new(
+        vec![
+            Answer::Status(503),
+            Answer::Status(503),
+            Answer::RetryAfter(503, "42"),
+        ],
+        Answer::Status(200),
+    );
+    let service = layer.layer(upstream);
+    for _ in 0..3 {
+        send(&service).await.unwrap();
+    }
+    assert_eq!(handle.state(), BreakerState::Open { retry_in: secs(42) });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_probe_frees_its_slot() {
+    let layer = layer(&Events::default());
+    let handle = layer.handle();
+    let upstream = Upstream::always(Answer::Status(500));
+    let service = layer.layer(upstream.clone());
+    for _ in 0..3 {
+        send(&service).await.unwrap();
+    }
+    advance(secs(5)).await;
+    upstream.push(vec![Answer::Slow(200, secs(10))]);
+    let mut probe = tokio_test::task::spawn(send(&service));
+    assert!(probe.poll().is_pending(), "the probe is in flight");
+    // the single probe slot is taken: others fail fast
+    assert_eq!(open_error(send(&service).await).retry_in(), Some(secs(1)));
+    drop(probe);
+    upstream.push(vec![Answer::Status(200)]);
+    send(&service).await.unwrap(); // a new probe gets the slot
+    assert_eq!(handle.state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_probes_and_two_successes_to_close() {
+    let layer = layer(&Events::default()).half_open(2, 2);
+    let handle = layer.handle();
+    let upstream = Upstream::always(Answer::Status(500));
+    let service = layer.layer(upstream.clone());
+    for _ in 0..3 {
+        send(&service).await.unwrap();
+    }
+    advance(secs(5)).await;
+    upstream.push(vec![Answer::Slow(200, secs(1)), Answer::Slow(200, secs(2))]);
+    let a = tokio::spawn({
+        let s = service.clone();
+        async move { send(&s).await }
+    });
+    let b = tokio::spawn({
+        let s = service.clone();
+        async move { send(&s).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(send(&service).await.is_err(), "a third call is refused");
+    a.await.unwrap().unwrap();
+    assert_eq!(
+        handle.state(),
+        BreakerState::HalfOpen,
+        "one success is not enough"
+    );
+    b.await.unwrap().unwrap();
+    assert_eq!(handle.state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limiting_is_not_breakage() {
+    let layer = layer(&Events::default());
+    let handle = layer.handle();
+    let service = layer.layer(Upstream::always(Answer::Status(429)));
+    for _ in 0..50 {
+        send(&service).await.unwrap();
+    }
+    assert_eq!(handle.state(), BreakerState::Closed);
+    assert_eq!(handle.counts().failures, 0);
+
+    let layer = layer_429();
+    let handle = layer.handle();
+    let service = layer.layer(Upstream::always(Answer::Status(429)));
+    for _ in 0..3 {
+        send(&service).await.unwrap();
+    }
+    assert!(matches!(handle.state(), BreakerState::Open { .. }));
+}
+
+fn layer_429() -> CircuitBreakerLayer {
+    layer(&Events::default()).count_429_as_failure(true)
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_count_501_and_not_sent_errors_do_not() {
+    let layer = layer(&Events::default());
+    let handle = layer.handle();
+    let upstream = Upstream::new(
+        vec![
+            Answer::Timeout,
+            Answer::Status(501),
+            Answer::NotSent,
+            Answer::Timeout,
+            Answer::Status(404),
+            Answer::Timeout,
+        ],
+        Answer::Status(200),
+    );
+    let service = layer.layer(upstream);
+    let mut states = Vec::new();
+    for _ in 0..6 {
+        let _ = send(&service).await;
+        states.push(handle.counts().consecutive_failures);
+    }
+    // 501 and 404 are answers (successes for the breaker); not-sent counts nothing
+    assert_eq!(states, [1, 0, 0, 1, 0, 1]);
+    assert_eq!(handle.state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_calls_count_as_failures() {
+    let layer = layer(&Events::default()).slow_call(secs(2));
+    let handle = layer.handle();
+    let upstream = Upstream::new(
+        vec![
+            Answer::Slow(200, secs(2)),
+            Answer::Slow(200, secs(3)),
+            Answer::Slow(200, secs(3)),
+        ],
+        Answer::Slow(200, secs(3)),
+    );
+    let service = layer.layer(upstream);
+    send(&service).await.unwrap();
+    assert_eq!(
+        handle.counts().failures,
+        0,
+        "exactly at the threshold is not slow"
+    );
+    send(&service).await.unwrap();
+    send(&service).await.unwrap();
+    send(&service).await.unwrap();
+    assert!(matches!(handle.state(), BreakerState::Open { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn isolate_refuses_everything_until_reset() {
+    let events = Events::default();
+    let layer = layer(&events);
+    let handle = layer.handle();
+    let upstream = Upstream::always(Answer::Status(200));
+    let service = layer.layer(upstream.clone());
+    handle.isolate();
+    let err = open_error(send(&service).await);
+    assert_eq!(err.retry_in(), None);
+    advance(secs(3600)).await;
+    assert_eq!(handle.state(), BreakerState::Isolated);
+    handle.reset();
+    send(&service).await.unwrap();
+    assert_eq!(upstream.arrivals().len(), 1);
+    assert_eq!(
+        reasons(&events),
+        [
+            ("closed", "isolated", TransitionReason::Isolated),
+            ("isolated", "closed", TransitionReason::Reset),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_retry_layer_waits_for_the_breaker_probe_time() {
+    let breaker = CircuitBreakerLayer::new()
+        .consecutive_failures(1)
+        .open_duration(Backoff::constant(secs(2)));
+    let upstream = Upstream::new(vec![Answer::Status(503)], Answer::Status(200));
+    let retry = RetryLayer::new()
+        .backoff(Backoff::constant(ms(500)))
+        .budget(RetryBudget::unlimited())
+        .hint_jitter(0.0, Duration::ZERO);
+    let service = retry.layer(breaker.layer(upstream.clone()));
+    let start = Instant::now();
+    let response = service
+        .oneshot(
+            Request::get("http://127.0.0.1/")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // 503 at 0 opens the breaker for 2 s; the retry at 0.5 s is refused with
+    // "1.5 s to the probe"; the retry layer waits exactly that
+    assert_eq!(upstream.arrivals(), [secs(0), secs(2)]);
+    assert_eq!(start.elapsed(), secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_isolated_breaker_is_final_for_the_retry_layer() {
+    let breaker = CircuitBreakerLayer::new();
+    breaker.handle().isolate();
+    let upstream = Upstream::always(Answer::Status(200));
+    let service = RetryLayer::new().layer(breaker.layer(upstream.clone()));
+    let start = Instant::now();
+    let err = service
+        .oneshot(
+            Request::get("http://127.0.0.1/")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is::<CircuitOpen>());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert!(upstream.arrivals().is_empty());
+}
