@@ -46,5 +46,6 @@ pub mod breaker;
 pub mod classify;
 pub mod error;
 pub mod genesys;
+pub mod priority;
 pub mod retry;
 pub mod retry_after;

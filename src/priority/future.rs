@@ -1,0 +1,150 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower::Service;
+
+use super::limiter::{Permit, Ticket, TicketState};
+use crate::error::BoxError;
+use crate::retry_after::server_hint;
+
+pin_project! {
+    /// Response future of [`PriorityLimit`](super::PriorityLimit): waits in
+    /// the queue, then sends. Dropping it at any point leaves the queue or
+    /// releases the permit.
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S::Future>,
+        service: Option<S>,
+        request: Option<Request<B>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Queued { ticket: Ticket, give_up: Option<Pin<Box<Sleep>>> },
+        Ready { permit: Option<Permit> },
+        Called { #[pin] future: F, permit: Option<Permit> },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn called(future: S::Future, permit: Permit) -> Self {
+        Self {
+            state: State::Called {
+                future,
+                permit: Some(permit),
+            },
+            service: None,
+            request: None,
+        }
+    }
+
+    pub(crate) fn queued(ticket: Ticket, service: S, request: Request<B>) -> Self {
+        let give_up = ticket
+            .give_up_at()
+            .map(|at| Box::pin(tokio::time::sleep_until(at)));
+        Self {
+            state: State::Queued { ticket, give_up },
+            service: Some(service),
+            request: Some(request),
+        }
+    }
+
+    pub(crate) fn failed(error: BoxError) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+            service: None,
+            request: None,
+        }
+    }
+}
+
+const DONE: &str = "priority limit future polled after completion";
+
+impl<S, B, ResB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error.take().unwrap_or_else(|| DONE.into())));
+                }
+                StateProj::Queued { ticket, give_up } => {
+                    let mut outcome = ticket.poll_state(cx.waker());
+                    if matches!(outcome, TicketState::Waiting) {
+                        if let Some(sleep) = give_up.as_mut() {
+                            if sleep.as_mut().poll(cx).is_ready() {
+                                outcome = ticket.time_out();
+                            }
+                        }
+                    }
+                    match outcome {
+                        TicketState::Waiting => return Poll::Pending,
+                        TicketState::Granted(permit) => {
+                            this.state.set(State::Ready {
+                                permit: Some(permit),
+                            });
+                        }
+                        TicketState::Shed(overloaded) => {
+                            this.state.set(State::Failed {
+                                error: Some(overloaded.into()),
+                            });
+                        }
+                    }
+                }
+                StateProj::Ready { permit } => {
+                    let (Some(service), Some(_)) = (this.service.as_mut(), this.request.as_ref())
+                    else {
+                        return Poll::Ready(Err(DONE.into()));
+                    };
+                    ready!(service.poll_ready(cx)).map_err(Into::into)?;
+                    let request = this.request.take().ok_or_else(|| BoxError::from(DONE))?;
+                    let permit = permit.take();
+                    let future = service.call(request);
+                    this.state.set(State::Called { future, permit });
+                }
+                StateProj::Called { future, permit } => {
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    if let (Ok(response), Some(permit)) = (&result, permit.as_ref()) {
+                        let limiter = permit.limiter();
+                        let report = server_hint(response.headers(), limiter.config.clock.as_ref());
+                        if let Some(hint) = report.hint {
+                            limiter.close_gate(hint.delay, hint.source);
+                        }
+                    }
+                    // the permit goes back now, not when the future is dropped
+                    permit.take();
+                    return Poll::Ready(result);
+                }
+            }
+        }
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

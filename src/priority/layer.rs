@@ -1,0 +1,114 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower::Layer;
+
+use super::limiter::{Config, Limiter, LimiterEvent, PriorityLimitHandle};
+use super::PriorityLimit;
+use crate::retry_after::Clock;
+
+/// Applies [`PriorityLimit`] to services. Every service made by one layer
+/// shares one limiter (permits, queue, gate, pacing);
+/// [`handle`](Self::handle) reaches it.
+///
+/// Configure first, then take handles and make services: each builder
+/// method starts a fresh limiter with the new settings.
+///
+/// Defaults: a queue of 1024, no maximum queue wait, aging by one priority
+/// level per 30 s waited, no pacing.
+#[derive(Clone)]
+pub struct PriorityLimitLayer {
+    limiter: Arc<Limiter>,
+}
+
+impl PriorityLimitLayer {
+    /// At most `max_concurrency` requests in flight (at least 1).
+    pub fn new(max_concurrency: usize) -> Self {
+        Self {
+            limiter: Limiter::new(Config::new(max_concurrency)),
+        }
+    }
+
+    fn with(self, change: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.limiter.config.clone();
+        change(&mut config);
+        Self {
+            limiter: Limiter::new(config),
+        }
+    }
+
+    /// At most `max` requests wait; 0 means none wait (no permit: shed).
+    pub fn max_queue(self, max: usize) -> Self {
+        self.with(|c| c.max_queue = max)
+    }
+
+    /// Shed a request that waited this long with
+    /// [`OverloadReason::QueueTimeout`](crate::error::OverloadReason::QueueTimeout).
+    pub fn max_queue_wait(self, wait: Duration) -> Self {
+        self.with(|c| c.max_queue_wait = Some(wait))
+    }
+
+    /// Promote a waiting request by one priority level per `step` waited,
+    /// so low priority never starves. `None` disables aging.
+    pub fn aging(self, step: Option<Duration>) -> Self {
+        self.with(|c| c.aging = step.filter(|s| !s.is_zero()))
+    }
+
+    /// Send at most `requests` per `per`, evenly spaced (a bucket of 1), to
+    /// stay under a known vendor limit (Genesys: 300 per 60 s) instead of
+    /// discovering it by 429s. `requests == 0` turns pacing off.
+    pub fn pacing(self, requests: u32, per: Duration) -> Self {
+        self.with(|c| {
+            c.pacing = (requests > 0).then(|| (per / requests, 1));
+        })
+    }
+
+    /// Allow bursts of up to `burst` requests at once within the pacing rate.
+    pub fn pacing_burst(self, burst: u32) -> Self {
+        self.with(|c| {
+            if let Some((interval, _)) = c.pacing {
+                c.pacing = Some((interval, burst.max(1)));
+            }
+        })
+    }
+
+    /// The wall clock used for HTTP-date hints.
+    pub fn clock(self, clock: impl Clock) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(clock);
+        self.with(|c| c.clock = clock)
+    }
+
+    /// Receive every gate closure and shed request.
+    pub fn on_event<F>(self, handler: F) -> Self
+    where
+        F: Fn(&LimiterEvent) + Send + Sync + 'static,
+    {
+        self.with(|c| c.on_event = Some(Arc::new(handler)))
+    }
+
+    /// A handle on the shared limiter.
+    pub fn handle(&self) -> PriorityLimitHandle {
+        PriorityLimitHandle {
+            limiter: self.limiter.clone(),
+        }
+    }
+}
+
+impl<S> Layer<S> for PriorityLimitLayer {
+    type Service = PriorityLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PriorityLimit::from_shared(inner, self.limiter.clone())
+    }
+}
+
+impl fmt::Debug for PriorityLimitLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PriorityLimitLayer")
+            .field("max_concurrency", &self.limiter.config.max_concurrency)
+            .field("max_queue", &self.limiter.config.max_queue)
+            .field("handle", &self.handle())
+            .finish()
+    }
+}

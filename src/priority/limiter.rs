@@ -1,0 +1,523 @@
+//! The limiter's shared state: permits, the priority queue, the rate gate
+//! and pacing.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::Waker;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Priority;
+use crate::error::{OverloadReason, Overloaded};
+use crate::retry_after::{Clock, HintSource, SystemClock};
+
+/// Something the limiter did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimiterEvent {
+    /// A server hint closed the rate gate: nothing is dispatched for `for_`.
+    GateClosed {
+        /// How long the gate stays closed from now.
+        for_: Duration,
+        /// The header the hint came from.
+        source: HintSource,
+    },
+    /// A request was shed without being sent.
+    Shed {
+        /// Its priority.
+        priority: Priority,
+        /// Why.
+        reason: OverloadReason,
+    },
+}
+
+pub(crate) type EventHandler = Arc<dyn Fn(&LimiterEvent) + Send + Sync>;
+
+/// Limiter settings (see [`PriorityLimitLayer`](super::PriorityLimitLayer)).
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) max_concurrency: usize,
+    pub(crate) max_queue: usize,
+    pub(crate) max_queue_wait: Option<Duration>,
+    pub(crate) aging: Option<Duration>,
+    /// Pacing: one dispatch per `interval`, bursts of up to `burst`.
+    pub(crate) pacing: Option<(Duration, u32)>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) on_event: Option<EventHandler>,
+}
+
+impl Config {
+    pub(crate) fn new(max_concurrency: usize) -> Self {
+        Self {
+            max_concurrency: max_concurrency.max(1),
+            max_queue: 1024,
+            max_queue_wait: None,
+            aging: Some(Duration::from_secs(30)),
+            pacing: None,
+            clock: Arc::new(SystemClock),
+            on_event: None,
+        }
+    }
+}
+
+const WAITING: u8 = 0;
+const GRANTED: u8 = 1;
+const EVICTED: u8 = 2;
+
+/// A queued request's mailbox: the limiter grants or evicts through it.
+pub(crate) struct Slot {
+    state: AtomicU8,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Slot {
+    fn settle(&self, state: u8) -> Option<Waker> {
+        self.state.store(state, Ordering::Release);
+        self.waker.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+struct Entry {
+    seq: u64,
+    priority: Priority,
+    enqueued_at: Instant,
+    slot: Arc<Slot>,
+}
+
+struct State {
+    in_flight: usize,
+    queues: [VecDeque<Entry>; 3],
+    queued: usize,
+    seq: u64,
+    gate_until: Option<Instant>,
+    /// Pacing: the theoretical arrival time of the next dispatch (GCRA).
+    pacing_tat: Option<Instant>,
+    /// A timer task is armed to dispatch at this instant.
+    timer_at: Option<Instant>,
+    /// Wakers and events to deliver once the lock is released.
+    wake: Vec<Waker>,
+    events: Vec<LimiterEvent>,
+}
+
+pub(crate) struct Limiter {
+    pub(crate) config: Config,
+    state: Mutex<State>,
+    me: Weak<Limiter>,
+}
+
+/// What an arrival gets.
+pub(crate) enum Admission {
+    Permit(Permit),
+    Queued(Ticket),
+    Rejected(Overloaded),
+}
+
+impl Limiter {
+    pub(crate) fn new(config: Config) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            config,
+            state: Mutex::new(State {
+                in_flight: 0,
+                queues: Default::default(),
+                queued: 0,
+                seq: 0,
+                gate_until: None,
+                pacing_tat: None,
+                timer_at: None,
+                wake: Vec::new(),
+                events: Vec::new(),
+            }),
+            me: me.clone(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Release the lock, then wake and report.
+    fn unlock(&self, mut state: MutexGuard<'_, State>) {
+        let wake = std::mem::take(&mut state.wake);
+        let events = std::mem::take(&mut state.events);
+        drop(state);
+        for waker in wake {
+            waker.wake();
+        }
+        if let Some(handler) = &self.config.on_event {
+            for event in &events {
+                handler(event);
+            }
+        }
+    }
+
+    fn arc(&self) -> Arc<Limiter> {
+        self.me.upgrade().expect("the limiter is alive while used")
+    }
+
+    pub(crate) fn admit(&self, priority: Priority) -> Admission {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if state.queued == 0
+            && state.in_flight < self.config.max_concurrency
+            && state.gate_until.is_none_or(|until| now >= until)
+            && self.take_pacing(&mut state, now)
+        {
+            state.in_flight += 1;
+            drop(state);
+            return Admission::Permit(Permit {
+                limiter: self.arc(),
+            });
+        }
+        if state.queued >= self.config.max_queue {
+            // make room by evicting the newest waiter of a lower priority
+            let victim = (0..3)
+                .map(Priority::from_index)
+                .take_while(|p| *p < priority)
+                .find(|p| !state.queues[p.index()].is_empty());
+            match victim {
+                Some(lower) => {
+                    if let Some(entry) = state.queues[lower.index()].pop_back() {
+                        state.queued -= 1;
+                        if let Some(waker) = entry.slot.settle(EVICTED) {
+                            state.wake.push(waker);
+                        }
+                        self.shed(&mut state, entry.priority, OverloadReason::Evicted);
+                    }
+                }
+                None => {
+                    self.shed(&mut state, priority, OverloadReason::QueueFull);
+                    self.unlock(state);
+                    return Admission::Rejected(Overloaded::new(OverloadReason::QueueFull));
+                }
+            }
+        }
+        let slot = Arc::new(Slot {
+            state: AtomicU8::new(WAITING),
+            waker: Mutex::new(None),
+        });
+        state.seq += 1;
+        let seq = state.seq;
+        state.queues[priority.index()].push_back(Entry {
+            seq,
+            priority,
+            enqueued_at: now,
+            slot: slot.clone(),
+        });
+        state.queued += 1;
+        self.dispatch(&mut state, now);
+        self.unlock(state);
+        Admission::Queued(Ticket {
+            limiter: self.arc(),
+            slot,
+            seq,
+            priority,
+            enqueued_at: now,
+            used: false,
+        })
+    }
+
+    fn shed(&self, state: &mut State, priority: Priority, reason: OverloadReason) {
+        if self.config.on_event.is_some() {
+            state.events.push(LimiterEvent::Shed { priority, reason });
+        }
+    }
+
+    /// Whether pacing lets a dispatch through at `now`; takes it if so.
+    fn take_pacing(&self, state: &mut State, now: Instant) -> bool {
+        let Some((interval, burst)) = self.config.pacing else {
+            return true;
+        };
+        let tat = state.pacing_tat.unwrap_or(now).max(now);
+        let tolerance = interval * burst.saturating_sub(1);
+        if tat.saturating_duration_since(now) > tolerance {
+            return false;
+        }
+        state.pacing_tat = Some(tat + interval);
+        true
+    }
+
+    /// When pacing next lets a dispatch through.
+    fn pacing_ready_at(&self, state: &State, now: Instant) -> Instant {
+        match (self.config.pacing, state.pacing_tat) {
+            (Some((interval, burst)), Some(tat)) => {
+                let tolerance = interval * burst.saturating_sub(1);
+                tat.checked_sub(tolerance).unwrap_or(now).max(now)
+            }
+            _ => now,
+        }
+    }
+
+    /// Grant permits to waiters, best first, while capacity, the gate and
+    /// pacing allow; arm a timer for when the gate or pacing will allow more.
+    fn dispatch(&self, state: &mut State, now: Instant) {
+        while state.queued > 0 && state.in_flight < self.config.max_concurrency {
+            if let Some(until) = state.gate_until {
+                if now < until {
+                    self.arm_timer(state, until);
+                    return;
+                }
+                state.gate_until = None;
+            }
+            if !self.take_pacing(state, now) {
+                let at = self.pacing_ready_at(state, now);
+                self.arm_timer(state, at);
+                return;
+            }
+            let Some(index) = self.best(state, now) else {
+                return;
+            };
+            let Some(entry) = state.queues[index].pop_front() else {
+                return;
+            };
+            state.queued -= 1;
+            state.in_flight += 1;
+            if let Some(waker) = entry.slot.settle(GRANTED) {
+                state.wake.push(waker);
+            }
+        }
+    }
+
+    /// The queue whose head goes next: highest priority after aging, then
+    /// the earliest arrival.
+    fn best(&self, state: &State, now: Instant) -> Option<usize> {
+        let mut best: Option<(u8, std::cmp::Reverse<u64>, usize)> = None;
+        for (index, queue) in state.queues.iter().enumerate() {
+            let Some(head) = queue.front() else { continue };
+            let mut level = head.priority.index() as u8;
+            if let Some(aging) = self.config.aging.filter(|a| !a.is_zero()) {
+                let waited = now.saturating_duration_since(head.enqueued_at);
+                let steps = (waited.as_nanos() / aging.as_nanos()).min(2) as u8;
+                level = (level + steps).min(2);
+            }
+            let key = (level, std::cmp::Reverse(head.seq), index);
+            if best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
+                best = Some(key);
+            }
+        }
+        best.map(|(_, _, index)| index)
+    }
+
+    /// Make sure a dispatch runs at `at`, even if no request completes.
+    fn arm_timer(&self, state: &mut State, at: Instant) {
+        if state.timer_at.is_some_and(|armed| armed <= at) {
+            return;
+        }
+        state.timer_at = Some(at);
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            if let Some(limiter) = me.upgrade() {
+                let mut state = limiter.lock();
+                if state.timer_at == Some(at) {
+                    state.timer_at = None;
+                }
+                limiter.dispatch(&mut state, Instant::now());
+                limiter.unlock(state);
+            }
+        });
+    }
+
+    fn release(&self) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.in_flight = state.in_flight.saturating_sub(1);
+        self.dispatch(&mut state, now);
+        self.unlock(state);
+    }
+
+    /// Close the gate until `now + wait` (never shortening it).
+    pub(crate) fn close_gate(&self, wait: Duration, source: HintSource) {
+        let now = Instant::now();
+        let until = now + wait;
+        let mut state = self.lock();
+        if state.gate_until.is_some_and(|current| current >= until) {
+            return;
+        }
+        state.gate_until = Some(until);
+        if self.config.on_event.is_some() {
+            state
+                .events
+                .push(LimiterEvent::GateClosed { for_: wait, source });
+        }
+        if state.queued > 0 {
+            self.arm_timer(&mut state, until);
+        }
+        self.unlock(state);
+    }
+
+    /// A queued request gave up (dropped, timed out): leave the queue, or
+    /// hand back a permit granted in the meantime.
+    fn leave(&self, ticket: &Ticket) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        match ticket.slot.state.load(Ordering::Acquire) {
+            WAITING => {
+                let queue = &mut state.queues[ticket.priority.index()];
+                if let Some(position) = queue.iter().position(|e| e.seq == ticket.seq) {
+                    queue.remove(position);
+                    state.queued -= 1;
+                }
+            }
+            GRANTED => {
+                state.in_flight = state.in_flight.saturating_sub(1);
+                self.dispatch(&mut state, now);
+            }
+            _ => {}
+        }
+        self.unlock(state);
+    }
+
+    fn snapshot(&self) -> LimiterStatus {
+        let now = Instant::now();
+        let state = self.lock();
+        LimiterStatus {
+            in_flight: state.in_flight,
+            available: self.config.max_concurrency.saturating_sub(state.in_flight),
+            queued: [
+                state.queues[0].len(),
+                state.queues[1].len(),
+                state.queues[2].len(),
+            ],
+            gate_closed_for: state
+                .gate_until
+                .map(|until| until.saturating_duration_since(now))
+                .filter(|d| !d.is_zero()),
+        }
+    }
+}
+
+/// A concurrency slot, released when dropped.
+pub(crate) struct Permit {
+    limiter: Arc<Limiter>,
+}
+
+impl Permit {
+    pub(crate) fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.limiter.release();
+    }
+}
+
+/// A place in the queue. Dropping it leaves the queue (or returns a permit
+/// granted to it and never used).
+pub(crate) struct Ticket {
+    limiter: Arc<Limiter>,
+    slot: Arc<Slot>,
+    seq: u64,
+    priority: Priority,
+    enqueued_at: Instant,
+    used: bool,
+}
+
+/// Where a queued request stands.
+pub(crate) enum TicketState {
+    Waiting,
+    Granted(Permit),
+    Shed(Overloaded),
+}
+
+impl Ticket {
+    /// Check the ticket, registering `waker` to hear of a change.
+    pub(crate) fn poll_state(&mut self, waker: &Waker) -> TicketState {
+        if self.slot.state.load(Ordering::Acquire) == WAITING {
+            *self.slot.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker.clone());
+        }
+        match self.slot.state.load(Ordering::Acquire) {
+            GRANTED => {
+                self.used = true;
+                TicketState::Granted(Permit {
+                    limiter: self.limiter.clone(),
+                })
+            }
+            EVICTED => {
+                self.used = true;
+                TicketState::Shed(Overloaded::new(OverloadReason::Evicted))
+            }
+            _ => TicketState::Waiting,
+        }
+    }
+
+    /// When this request stops waiting, if a maximum queue wait is set.
+    pub(crate) fn give_up_at(&self) -> Option<Instant> {
+        self.limiter
+            .config
+            .max_queue_wait
+            .map(|wait| self.enqueued_at + wait)
+    }
+
+    /// Leave the queue after waiting too long; a permit granted meanwhile
+    /// wins.
+    pub(crate) fn time_out(&mut self) -> TicketState {
+        let limiter = self.limiter.clone();
+        let mut state = limiter.lock();
+        if self.slot.state.load(Ordering::Acquire) == WAITING {
+            let queue = &mut state.queues[self.priority.index()];
+            if let Some(position) = queue.iter().position(|e| e.seq == self.seq) {
+                queue.remove(position);
+                state.queued -= 1;
+            }
+            self.slot.state.store(EVICTED, Ordering::Release);
+            self.used = true;
+            limiter.shed(&mut state, self.priority, OverloadReason::QueueTimeout);
+            limiter.unlock(state);
+            return TicketState::Shed(Overloaded::new(OverloadReason::QueueTimeout));
+        }
+        drop(state);
+        self.poll_state(std::task::Waker::noop())
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.used {
+            self.limiter.leave(self);
+        }
+    }
+}
+
+/// What the limiter holds right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimiterStatus {
+    /// Requests holding a permit.
+    pub in_flight: usize,
+    /// Permits free.
+    pub available: usize,
+    /// Waiting requests by priority: `[low, normal, high]`.
+    pub queued: [usize; 3],
+    /// Time until the rate gate reopens, if it is closed.
+    pub gate_closed_for: Option<Duration>,
+}
+
+/// A cloneable handle on a limiter's shared state.
+#[derive(Clone)]
+pub struct PriorityLimitHandle {
+    pub(crate) limiter: Arc<Limiter>,
+}
+
+impl PriorityLimitHandle {
+    /// In-flight requests, free permits, queue lengths, gate.
+    pub fn status(&self) -> LimiterStatus {
+        self.limiter.snapshot()
+    }
+
+    /// Close the rate gate for `wait` (as a server hint would).
+    pub fn close_gate(&self, wait: Duration) {
+        self.limiter.close_gate(wait, HintSource::RetryAfter);
+    }
+}
+
+impl fmt::Debug for PriorityLimitHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PriorityLimitHandle")
+            .field("status", &self.status())
+            .finish()
+    }
+}

@@ -1,0 +1,195 @@
+//! A priority concurrency limit with a bounded queue and one shared rate
+//! gate.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use http::{Request, Response};
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use tower_cx::body::Body;
+//! use tower_cx::error::BoxError;
+//! use tower_cx::priority::{Priority, PriorityLimitLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let layer = PriorityLimitLayer::new(16)
+//!     .max_queue(1_000)
+//!     .max_queue_wait(Duration::from_secs(30))
+//!     .pacing(300, Duration::from_secs(60)); // Genesys: 300 requests a minute
+//! let handle = layer.handle();
+//! let api = layer.layer(service_fn(|_req: Request<Body>| async {
+//!     Ok::<_, BoxError>(Response::new(()))
+//! }));
+//!
+//! let mut urgent = Request::new(Body::empty());
+//! urgent.extensions_mut().insert(Priority::High);
+//! api.oneshot(urgent).await?;
+//! assert_eq!(handle.status().available, 16);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Rules
+//!
+//! - Each request's [`Priority`] comes from its extensions (default
+//!   `Normal`); [`PriorityFromHeaderLayer`] sets it from a header for gateways.
+//! - At most N requests are in flight across all clones. Waiters are served
+//!   by priority, first come first served within a priority; with aging, a
+//!   request is promoted one level per step waited, so `Low` never starves.
+//! - The queue is bounded. When it is full, a new request evicts the newest
+//!   waiter of a lower priority (which fails with
+//!   [`Overloaded`](crate::error::Overloaded), reason `Evicted`); if there is
+//!   none, the new request fails at once (`QueueFull`). A maximum queue wait
+//!   sheds requests that waited too long (`QueueTimeout`).
+//! - Rate gate: a response carrying a server hint (`Retry-After`, `RateLimit`
+//!   with `r=0`, Genesys `inin-ratelimit-*` at its limit) closes the gate for
+//!   every request until the hint passes; nothing is dispatched meanwhile, and
+//!   when it reopens waiters go in priority order.
+//! - Pacing (optional) spaces dispatches evenly to stay under a known vendor
+//!   limit.
+//! - A permit is released when the response arrives or the future is dropped,
+//!   at any point; a dropped waiter leaves the queue.
+//!
+//! The layer needs a Tokio runtime with the time driver: it arms a timer to
+//! dispatch when the gate reopens or pacing allows.
+
+mod future;
+mod layer;
+mod limiter;
+mod service;
+
+use std::fmt;
+use std::str::FromStr;
+use std::task::{Context, Poll};
+
+use http::{HeaderName, Request};
+use tower::{Layer, Service};
+
+pub use future::ResponseFuture;
+pub use layer::PriorityLimitLayer;
+pub use limiter::{LimiterEvent, LimiterStatus, PriorityLimitHandle};
+pub use service::PriorityLimit;
+
+/// A request's priority, read from its extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Priority {
+    /// Served last (bulk exports, backfills).
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Served first (an agent waiting on screen).
+    High,
+}
+
+impl Priority {
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
+    pub(crate) fn from_index(index: usize) -> Self {
+        match index {
+            0 => Priority::Low,
+            1 => Priority::Normal,
+            _ => Priority::High,
+        }
+    }
+
+    /// `low`, `normal` or `high`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A priority name that is not `low`, `normal` or `high`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownPriority;
+
+impl fmt::Display for UnknownPriority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("unknown priority: expected low, normal or high")
+    }
+}
+
+impl std::error::Error for UnknownPriority {}
+
+impl FromStr for Priority {
+    type Err = UnknownPriority;
+
+    /// `low`, `normal` or `high`, any case, surrounding spaces ignored.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        [Priority::Low, Priority::Normal, Priority::High]
+            .into_iter()
+            .find(|p| p.as_str().eq_ignore_ascii_case(s))
+            .ok_or(UnknownPriority)
+    }
+}
+
+/// Sets a request's [`Priority`] extension from a header (e.g. `x-priority:
+/// high`), for gateways. A missing or unknown value leaves the request as it
+/// is (`Normal` unless something set it).
+#[derive(Debug, Clone)]
+pub struct PriorityFromHeaderLayer {
+    header: HeaderName,
+}
+
+impl PriorityFromHeaderLayer {
+    /// Read the priority from `header`.
+    pub fn new(header: HeaderName) -> Self {
+        Self { header }
+    }
+}
+
+impl<S> Layer<S> for PriorityFromHeaderLayer {
+    type Service = PriorityFromHeader<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PriorityFromHeader {
+            inner,
+            header: self.header.clone(),
+        }
+    }
+}
+
+/// The service made by [`PriorityFromHeaderLayer`].
+#[derive(Debug, Clone)]
+pub struct PriorityFromHeader<S> {
+    inner: S,
+    header: HeaderName,
+}
+
+impl<S, B> Service<Request<B>> for PriorityFromHeader<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let priority = request
+            .headers()
+            .get(&self.header)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Priority>().ok());
+        if let Some(priority) = priority {
+            request.extensions_mut().insert(priority);
+        }
+        self.inner.call(request)
+    }
+}

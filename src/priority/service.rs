@@ -1,0 +1,93 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower::Service;
+
+use super::future::ResponseFuture;
+use super::limiter::{Admission, Limiter, PriorityLimitHandle};
+use super::{Priority, PriorityLimitLayer};
+use crate::error::BoxError;
+
+/// A concurrency limit with a priority queue and a shared rate gate; see the
+/// [module docs](crate::priority).
+#[derive(Clone)]
+pub struct PriorityLimit<S> {
+    inner: S,
+    limiter: Arc<Limiter>,
+}
+
+impl<S> PriorityLimit<S> {
+    /// Wrap `inner` with at most `max_concurrency` requests in flight.
+    pub fn new(inner: S, max_concurrency: usize) -> Self {
+        tower::Layer::layer(&PriorityLimitLayer::new(max_concurrency), inner)
+    }
+
+    /// A [`PriorityLimitLayer`] to configure.
+    pub fn layer(max_concurrency: usize) -> PriorityLimitLayer {
+        PriorityLimitLayer::new(max_concurrency)
+    }
+
+    pub(crate) fn from_shared(inner: S, limiter: Arc<Limiter>) -> Self {
+        Self { inner, limiter }
+    }
+
+    /// A handle on the shared limiter.
+    pub fn handle(&self) -> PriorityLimitHandle {
+        PriorityLimitHandle {
+            limiter: self.limiter.clone(),
+        }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwrap the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for PriorityLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PriorityLimit")
+            .field("inner", &self.inner)
+            .field("limiter", &self.handle())
+            .finish()
+    }
+}
+
+impl<S, B, ResB> Service<Request<B>> for PriorityLimit<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let priority = request
+            .extensions()
+            .get::<Priority>()
+            .copied()
+            .unwrap_or_default();
+        let clone = self.inner.clone();
+        let mut service = std::mem::replace(&mut self.inner, clone);
+        match self.limiter.admit(priority) {
+            Admission::Permit(permit) => {
+                let future = service.call(request);
+                ResponseFuture::called(future, permit)
+            }
+            Admission::Queued(ticket) => ResponseFuture::queued(ticket, service, request),
+            Admission::Rejected(overloaded) => ResponseFuture::failed(overloaded.into()),
+        }
+    }
+}

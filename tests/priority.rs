@@ -1,0 +1,419 @@
+//! The priority limiter and its rate gate, in paused time with exact
+//! expectations.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderName, Request, Response, StatusCode};
+use tokio::time::{advance, Instant};
+use tower::{Layer, Service, ServiceExt};
+use tower_cx::body::Body;
+use tower_cx::error::{BoxError, OverloadReason, Overloaded};
+use tower_cx::priority::{
+    LimiterEvent, Priority, PriorityFromHeaderLayer, PriorityLimit, PriorityLimitLayer,
+};
+
+/// An upstream that follows each request's instructions (`x-latency-ms`,
+/// `x-status`, `x-retry-after`) and records `(x-id, arrival time)`.
+#[derive(Clone)]
+struct Upstream {
+    seen: Arc<Mutex<Vec<(String, Duration)>>>,
+    start: Instant,
+}
+
+impl Upstream {
+    fn new() -> Self {
+        Self {
+            seen: Arc::default(),
+            start: Instant::now(),
+        }
+    }
+
+    fn order(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn seen(&self) -> Vec<(String, Duration)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn header(request: &Request<Body>, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+impl Service<Request<Body>> for Upstream {
+    type Response = Response<()>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<()>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let id = header(&request, "x-id").unwrap_or_default();
+        self.seen.lock().unwrap().push((id, self.start.elapsed()));
+        let latency = header(&request, "x-latency-ms")
+            .map(|v| Duration::from_millis(v.parse().unwrap()))
+            .unwrap_or_default();
+        let status: u16 = header(&request, "x-status")
+            .map(|v| v.parse().unwrap())
+            .unwrap_or(200);
+        let retry_after = header(&request, "x-retry-after");
+        Box::pin(async move {
+            tokio::time::sleep(latency).await;
+            let mut response = Response::builder().status(status);
+            if let Some(value) = retry_after {
+                response = response.header("retry-after", value);
+            }
+            Ok(response.body(()).unwrap())
+        })
+    }
+}
+
+fn req(id: &str, priority: Priority, latency_ms: u64) -> Request<Body> {
+    let mut request = Request::get("http://127.0.0.1/")
+        .header("x-id", id)
+        .header("x-latency-ms", latency_ms.to_string())
+        .body(Body::empty())
+        .unwrap();
+    request.extensions_mut().insert(priority);
+    request
+}
+
+type Task = tokio::task::JoinHandle<Result<Response<()>, BoxError>>;
+
+fn spawn(service: &PriorityLimit<Upstream>, request: Request<Body>) -> Task {
+    let service = service.clone();
+    tokio::spawn(async move { service.oneshot(request).await })
+}
+
+/// Let spawned tasks run until they all wait on something.
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn secs(v: u64) -> Duration {
+    Duration::from_secs(v)
+}
+
+fn overload_reason(result: Result<Response<()>, BoxError>) -> OverloadReason {
+    result
+        .expect_err("shed")
+        .downcast_ref::<Overloaded>()
+        .expect("an Overloaded error")
+        .reason()
+}
+
+use Priority::{High, Low, Normal};
+
+#[tokio::test(start_paused = true)]
+async fn waiters_are_dispatched_by_priority_then_arrival() {
+    let upstream = Upstream::new();
+    let layer = PriorityLimitLayer::new(1).aging(None);
+    let handle = layer.handle();
+    let service = layer.layer(upstream.clone());
+    let holder = spawn(&service, req("holder", Normal, 1000));
+    settle().await;
+    let mut tasks = vec![holder];
+    for (id, priority) in [
+        ("L1", Low),
+        ("N1", Normal),
+        ("H1", High),
+        ("L2", Low),
+        ("H2", High),
+        ("N2", Normal),
+    ] {
+        tasks.push(spawn(&service, req(id, priority, 0)));
+        settle().await;
+    }
+    assert_eq!(handle.status().queued, [2, 2, 2]);
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        upstream.order(),
+        ["holder", "H1", "H2", "N1", "N2", "L1", "L2"]
+    );
+    let status = handle.status();
+    assert_eq!(
+        (status.in_flight, status.available, status.queued),
+        (0, 1, [0, 0, 0])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_evicts_the_newest_lower_priority_waiter_or_rejects() {
+    let upstream = Upstream::new();
+    let shed = Arc::new(Mutex::new(Vec::new()));
+    let layer = {
+        let shed = shed.clone();
+        PriorityLimitLayer::new(1)
+            .max_queue(2)
+            .aging(None)
+            .on_event(move |e| {
+                if let LimiterEvent::Shed { priority, reason } = e {
+                    shed.lock().unwrap().push((*priority, *reason));
+                }
+            })
+    };
+    let service = layer.layer(upstream.clone());
+    let holder = spawn(&service, req("holder", Normal, 1000));
+    settle().await;
+    let l1 = spawn(&service, req("L1", Low, 0));
+    let l1b = spawn(&service, req("L1b", Low, 0));
+    settle().await;
+    // full (2): a High arrival evicts the newest Low
+    let h1 = spawn(&service, req("H1", High, 0));
+    settle().await;
+    assert_eq!(overload_reason(l1b.await.unwrap()), OverloadReason::Evicted);
+    // a Low arrival finds nothing lower: rejected at once
+    let start = Instant::now();
+    let rejected = service.clone().oneshot(req("L2", Low, 0)).await;
+    assert_eq!(overload_reason(rejected), OverloadReason::QueueFull);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    // a Normal arrival evicts the remaining Low
+    let n1 = spawn(&service, req("N1", Normal, 0));
+    settle().await;
+    assert_eq!(overload_reason(l1.await.unwrap()), OverloadReason::Evicted);
+    // an equal priority does not evict
+    let rejected = service.clone().oneshot(req("N2", Normal, 0)).await;
+    assert_eq!(overload_reason(rejected), OverloadReason::QueueFull);
+
+    holder.await.unwrap().unwrap();
+    h1.await.unwrap().unwrap();
+    n1.await.unwrap().unwrap();
+    assert_eq!(upstream.order(), ["holder", "H1", "N1"]);
+    assert_eq!(
+        *shed.lock().unwrap(),
+        [
+            (Low, OverloadReason::Evicted),
+            (Low, OverloadReason::QueueFull),
+            (Low, OverloadReason::Evicted),
+            (Normal, OverloadReason::QueueFull),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn aging_promotes_a_long_waiting_low_request() {
+    for (aging, expected) in [
+        (Some(secs(10)), ["holder", "L1", "H1", "N1"]),
+        (None, ["holder", "H1", "N1", "L1"]),
+    ] {
+        let upstream = Upstream::new();
+        let service = PriorityLimitLayer::new(1)
+            .aging(aging)
+            .layer(upstream.clone());
+        let mut tasks = vec![spawn(&service, req("holder", Normal, 25_000))];
+        settle().await;
+        tasks.push(spawn(&service, req("L1", Low, 0)));
+        settle().await;
+        advance(secs(15)).await;
+        tasks.push(spawn(&service, req("H1", High, 0)));
+        settle().await;
+        tasks.push(spawn(&service, req("N1", Normal, 0)));
+        settle().await;
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        // at 25 s, L1 has waited 25 s: two steps, High, and it came first
+        assert_eq!(upstream.order(), expected, "{aging:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_429_closes_the_gate_for_every_queued_request_until_the_hint_passes() {
+    let upstream = Upstream::new();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let layer = {
+        let events = events.clone();
+        PriorityLimitLayer::new(4).on_event(move |e| events.lock().unwrap().push(e.clone()))
+    };
+    let handle = layer.handle();
+    let service = layer.layer(upstream.clone());
+
+    let mut limited = req("A", Normal, 0);
+    limited
+        .headers_mut()
+        .insert("x-status", "429".parse().unwrap());
+    limited
+        .headers_mut()
+        .insert("x-retry-after", "10".parse().unwrap());
+    let response = service.clone().oneshot(limited).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    advance(secs(1)).await;
+    let tasks: Vec<_> = [("L1", Low), ("N1", Normal), ("H1", High)]
+        .into_iter()
+        .map(|(id, p)| spawn(&service, req(id, p, 0)))
+        .collect();
+    settle().await;
+    let status = handle.status();
+    assert_eq!(status.queued, [1, 1, 1], "held although permits are free");
+    assert_eq!(status.available, 4);
+    assert_eq!(status.gate_closed_for, Some(secs(9)));
+    advance(secs(9) - Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(upstream.seen().len(), 1, "nothing before the hint passes");
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        upstream.seen(),
+        [
+            ("A".to_string(), secs(0)),
+            ("H1".to_string(), secs(10)),
+            ("N1".to_string(), secs(10)),
+            ("L1".to_string(), secs(10)),
+        ]
+    );
+    assert!(matches!(
+        events.lock().unwrap()[0],
+        LimiterEvent::GateClosed { for_, .. } if for_ == secs(10)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pacing_is_exact_over_a_simulated_minute() {
+    let upstream = Upstream::new();
+    let service = PriorityLimitLayer::new(1000)
+        .max_queue(1000)
+        .pacing(300, secs(60))
+        .layer(upstream.clone());
+    let tasks: Vec<_> = (0..400)
+        .map(|i| spawn(&service, req(&i.to_string(), Normal, 0)))
+        .collect();
+    settle().await;
+    // sleeping (not `advance`) lets paused time stop at every pacing timer
+    tokio::time::sleep(secs(60) - Duration::from_millis(1)).await;
+    settle().await;
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 300, "300 per minute, not one more");
+    for (k, (_, at)) in seen.iter().enumerate() {
+        assert_eq!(*at, Duration::from_millis(200 * k as u64), "request {k}");
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(upstream.seen().len(), 400);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_queue_wait_sheds_at_the_exact_instant() {
+    let upstream = Upstream::new();
+    let layer = PriorityLimitLayer::new(1).max_queue_wait(secs(5));
+    let handle = layer.handle();
+    let service = layer.layer(upstream.clone());
+    let holder = spawn(&service, req("holder", Normal, 60_000));
+    settle().await;
+    let start = Instant::now();
+    let waiter = spawn(&service, req("W", Normal, 0));
+    let result = waiter.await.unwrap();
+    assert_eq!(overload_reason(result), OverloadReason::QueueTimeout);
+    assert_eq!(start.elapsed(), secs(5));
+    assert_eq!(handle.status().queued, [0, 0, 0]);
+    holder.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_future_releases_its_permit_or_its_place() {
+    let upstream = Upstream::new();
+    let layer = PriorityLimitLayer::new(1);
+    let handle = layer.handle();
+    let service = layer.layer(upstream.clone());
+    let mut in_flight = tokio_test::task::spawn(service.clone().oneshot(req("A", Normal, 10_000)));
+    assert!(in_flight.poll().is_pending());
+    let mut queued = tokio_test::task::spawn(service.clone().oneshot(req("B", Normal, 0)));
+    assert!(queued.poll().is_pending());
+    assert_eq!(handle.status().queued, [0, 1, 0]);
+    drop(queued);
+    assert_eq!(handle.status().queued, [0, 0, 0]);
+    drop(in_flight);
+    assert_eq!(handle.status().available, 1);
+    service.oneshot(req("C", Normal, 0)).await.unwrap();
+    assert_eq!(upstream.order(), ["A", "C"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_requests_with_random_cancellation_leave_the_limiter_whole() {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let upstream = Upstream::new();
+    let layer = PriorityLimitLayer::new(16)
+        .max_queue(20_000)
+        .aging(Some(secs(1)));
+    let handle = layer.handle();
+    let service = layer.layer(upstream.clone());
+    let mut tasks = Vec::new();
+    for i in 0..10_000 {
+        let priority = [Low, Normal, High][rng.random_range(0..3)];
+        let latency = rng.random_range(0..50);
+        let cancel_after = Duration::from_millis(rng.random_range(0..20_000));
+        let cancel = rng.random_bool(0.5);
+        let service = service.clone();
+        let request = req(&i.to_string(), priority, latency);
+        tasks.push(tokio::spawn(async move {
+            let call = service.oneshot(request);
+            if cancel {
+                tokio::time::timeout(cancel_after, call).await.ok()
+            } else {
+                Some(call.await)
+            }
+        }));
+    }
+    let mut completed = 0;
+    for task in tasks {
+        if let Some(result) = task.await.unwrap() {
+            result.unwrap();
+            completed += 1;
+        }
+    }
+    assert!(completed >= 5_000, "{completed}");
+    let status = handle.status();
+    assert_eq!(status.in_flight, 0);
+    assert_eq!(status.available, 16);
+    assert_eq!(status.queued, [0, 0, 0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_priority_can_come_from_a_header() {
+    let upstream = Upstream::new();
+    let limit = PriorityLimitLayer::new(1).aging(None);
+    let service = PriorityFromHeaderLayer::new(HeaderName::from_static("x-priority"))
+        .layer(limit.layer(upstream.clone()));
+    let send = |id: &str, priority: &str, latency: u64| {
+        let service = service.clone();
+        let request = Request::get("http://127.0.0.1/")
+            .header("x-id", id)
+            .header("x-priority", priority)
+            .header("x-latency-ms", latency.to_string())
+            .body(Body::empty())
+            .unwrap();
+        tokio::spawn(async move { service.oneshot(request).await })
+    };
+    let tasks = vec![
+        send("first", "normal", 100),
+        send("low", "LOW", 0),
+        send("junk", "urgent!", 0),
+        send("high", " High ", 0),
+    ];
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(upstream.order(), ["first", "high", "junk", "low"]);
+}
