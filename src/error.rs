@@ -290,3 +290,34 @@ impl fmt::Display for Overloaded {
 }
 
 impl StdError for Overloaded {}
+
+/// The retry layer's total deadline passed while the next attempt waited for
+/// the inner service to become ready; the attempt was not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryDeadlineExceeded {
+    attempts: u32,
+}
+
+impl RetryDeadlineExceeded {
+    /// After `attempts` attempts were sent.
+    pub fn new(attempts: u32) -> Self {
+        Self { attempts }
+    }
+
+    /// How many attempts were sent before the deadline.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+}
+
+impl fmt::Display for RetryDeadlineExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "retry deadline passed after {} attempt(s) while waiting to send the next",
+            self.attempts
+        )
+    }
+}
+
+impl StdError for RetryDeadlineExceeded {}

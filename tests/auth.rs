@@ -949,3 +949,86 @@ async fn an_idle_client_gets_its_token_refreshed_when_due_without_traffic() {
     settle().await;
     assert_eq!(cache.status().refresh_count, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_already_expired_token_is_a_typed_error_not_a_loop() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let counter = calls.clone();
+    let cache = TokenCache::builder(tower_cx::auth::source_fn(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, TokenError>(tower_cx::auth::Token::new("t", Duration::ZERO)) }
+    }))
+    .refresh_backoff(Backoff::constant(secs(1)))
+    .build();
+    let service = BearerLayer::new(cache).layer(Api::new());
+    let err = call(&service, get()).await.unwrap_err();
+    let err = err.downcast_ref::<TokenError>().unwrap();
+    assert!(
+        matches!(err, TokenError::Unavailable { cause } if matches!(**cause, TokenError::AlreadyExpired)),
+        "{err:?}"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // within the backoff, no new token request
+    assert!(call(&service, get()).await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_lifetime_is_clamped_not_an_overflow() {
+    let cache = TokenCache::new(tower_cx::auth::source_fn(|| async {
+        Ok::<_, TokenError>(tower_cx::auth::Token::new("t", Duration::MAX))
+    }));
+    cache.refresh().await.unwrap();
+    assert_eq!(
+        cache.status().expires_at.unwrap(),
+        Instant::now() + secs(365 * 86_400)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_forced_refresh_reports_each_failed_attempt_while_the_token_is_valid() {
+    let endpoint = TokenEndpoint::new();
+    let cache = cache(&endpoint, &Events::default());
+    cache.refresh().await.unwrap();
+    endpoint.set_down(true);
+    let start = Instant::now();
+    let err = cache.refresh().await.unwrap_err();
+    assert!(
+        matches!(err, TokenError::UnexpectedResponse { .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(100),
+        "one attempt, not the whole loop"
+    );
+    endpoint.set_down(false);
+    cache.refresh().await.unwrap();
+    assert_eq!(cache.status().refresh_count, 2);
+}
+
+#[cfg(feature = "tls")]
+#[tokio::test]
+async fn the_default_client_speaks_https() {
+    // nothing listens there: the https connector gets as far as connecting
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let credentials = ClientCredentials::new(
+        &format!("https://127.0.0.1:{port}/oauth/token"),
+        "id",
+        "secret",
+    )
+    .unwrap()
+    .retry(RetryLayer::new().max_attempts(1));
+    let err = TokenCache::new(credentials).refresh().await.unwrap_err();
+    let TokenError::Transport(source) = &err else {
+        panic!("{err:?}")
+    };
+    let class = tower_cx::classify::classify_error(source.as_ref());
+    assert_eq!(
+        class,
+        tower_cx::classify::Class::Retryable(tower_cx::classify::FailureKind::Connect),
+        "{err}"
+    );
+}

@@ -749,3 +749,35 @@ async fn override_can_declare_a_post_idempotent_or_a_get_not() {
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(upstream.arrivals().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn no_attempt_starts_after_the_deadline_while_waiting_for_readiness() {
+    let events = Events::default();
+    let upstream = Upstream::new(vec![status(503)]);
+    let limited = tower::limit::ConcurrencyLimit::new(upstream.clone(), 1);
+    let mut blocker = limited.clone();
+    let service = layer(&events)
+        .deadline(secs(1))
+        .backoff(Backoff::constant(ms(100)))
+        .layer(limited);
+    let start = Instant::now();
+    let task = tokio::spawn(send(service, get()));
+    // during the backoff, someone else takes the only slot and keeps it
+    tokio::time::sleep(ms(50)).await;
+    std::future::poll_fn(|cx| Service::<Request<Body>>::poll_ready(&mut blocker, cx))
+        .await
+        .unwrap();
+    let err = task.await.unwrap().unwrap_err();
+    let err = err
+        .downcast_ref::<tower_cx::error::RetryDeadlineExceeded>()
+        .expect("a typed deadline error");
+    assert_eq!(err.attempts(), 1);
+    assert_eq!(start.elapsed(), secs(1), "given up exactly at the deadline");
+    assert_eq!(upstream.arrivals(), [ms(0)], "the retry was never sent");
+    assert_eq!(
+        gave_up(&events),
+        [GiveUpReason::DeadlineReached],
+        "reported as a deadline"
+    );
+    drop(blocker);
+}

@@ -49,6 +49,8 @@ pub enum AuthEvent {
 
 type EventHandler = Arc<dyn Fn(&AuthEvent) + Send + Sync>;
 
+const MAX_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
+
 /// What the cache knows, without the token text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenStatus {
@@ -250,15 +252,15 @@ impl TokenCache {
         }
     }
 
-    /// Fetch a new token now (joining a refresh already in flight) and wait
-    /// for the outcome.
+    /// Fetch a new token now (joining a refresh already in flight, cutting its
+    /// backoff short) and wait for the outcome of that attempt.
     pub async fn refresh(&self) -> Result<(), TokenError> {
         let mut done = self.inner.done.subscribe();
         {
             let mut state = self.inner.lock();
             if !Inner::start(&self.inner, &mut state) {
                 // cut a backoff sleep short: the caller wants a token now
-                self.inner.wake.notify_waiters();
+                self.inner.wake.notify_one();
             }
         }
         let _ = done.changed().await;
@@ -279,7 +281,16 @@ impl TokenCache {
         }
         if now >= cached.refresh_at && !self.inner.refreshing.load(Ordering::Acquire) {
             let mut state = self.inner.lock();
-            Inner::start(&self.inner, &mut state);
+            // a refresh may have just ended with a newer token: check again
+            let due = self
+                .inner
+                .current
+                .load()
+                .as_ref()
+                .is_some_and(|c| Instant::now() >= c.refresh_at);
+            if due {
+                Inner::start(&self.inner, &mut state);
+            }
         }
         Some(cached.issued.clone())
     }
@@ -334,7 +345,7 @@ impl TokenCache {
             let previous = self.inner.current.compare_and_swap(&*current, None);
             if previous.as_ref().is_some_and(|c| c.issued.id == id) {
                 self.inner.emit(AuthEvent::TokenInvalidated { status });
-                self.inner.wake.notify_waiters();
+                self.inner.wake.notify_one();
             }
         }
     }
@@ -396,6 +407,7 @@ impl Inner {
                         state.backoff = BackoffState::default();
                         state.retry_at = None;
                     }
+                    self.attempt_ended();
                     self.emit(AuthEvent::TokenRefreshed {
                         lifetime,
                         refresh_count,
@@ -423,6 +435,7 @@ impl Inner {
                         }
                         delay
                     };
+                    self.attempt_ended();
                     match valid_until {
                         Some(expires_at) => {
                             // keep serving the valid token; try again before it expires
@@ -451,6 +464,12 @@ impl Inner {
         }
     }
 
+    /// Tell waiters an attempt ended (its outcome is in the state).
+    fn attempt_ended(&self) {
+        self.done
+            .send_modify(|round| *round = round.wrapping_add(1));
+    }
+
     /// Check a new token and work out its header and timings.
     fn prepare(&self, token: Token) -> Result<(Cached, Duration), TokenError> {
         for note in token.lifetime_notes() {
@@ -465,12 +484,21 @@ impl Inner {
                 },
             )?;
         header.set_sensitive(true);
-        let lifetime = token.lifetime();
+        // A year at most: beyond that `Instant` arithmetic may overflow, and
+        // no real token lives that long.
+        let lifetime = token.lifetime().min(MAX_LIFETIME);
+        let now = Instant::now();
+        let expires_at = token
+            .receipt()
+            .checked_add(lifetime)
+            .unwrap_or(now + MAX_LIFETIME);
+        if expires_at <= now {
+            return Err(TokenError::AlreadyExpired);
+        }
         let ahead = self
             .ahead_min
             .max(lifetime.mul_f64(self.ahead_ratio))
             .min(lifetime / 2);
-        let expires_at = token.receipt() + lifetime;
         let cached = Cached {
             issued: Issued {
                 header,
@@ -514,6 +542,12 @@ impl Drop for FinishRefresh<'_> {
             let mut state = inner.lock();
             if std::thread::panicking() {
                 state.last_error = Some(TokenError::transport("the token source panicked".into()));
+                state.failures = state.failures.saturating_add(1);
+                let failures = state.failures;
+                let delay = inner
+                    .backoff
+                    .next_delay(failures, &mut state.backoff, &inner.rng);
+                state.retry_at = Some(Instant::now() + delay);
             }
             state.refreshing = false;
             inner.refreshing.store(false, Ordering::Release);

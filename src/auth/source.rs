@@ -225,9 +225,9 @@ impl ClientCredentials {
         self
     }
 
-    /// Send token requests with `client` (for TLS, a proxy, or a test
-    /// double). By default a plain hyper-util client is used, which speaks
-    /// `http://` only.
+    /// Send token requests with `client` (a proxy, custom TLS, or a test
+    /// double). By default a hyper-util client is used that speaks HTTPS
+    /// with the `tls` feature (on by default), plain HTTP only without it.
     pub fn http_client<S, B>(mut self, client: S) -> Self
     where
         S: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
@@ -337,10 +337,23 @@ impl fmt::Debug for ClientCredentials {
     }
 }
 
+/// The built-in client: HTTPS (rustls, Mozilla roots) and plain HTTP (for
+/// loopback) with the `tls` feature; plain HTTP only without it.
 fn default_client() -> TokenHttpClient {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Body>();
-    box_client(client)
+    let builder = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    #[cfg(feature = "tls")]
+    {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .build();
+        box_client(builder.build::<_, Body>(https))
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        box_client(builder.build_http::<Body>())
+    }
 }
 
 /// Box `client` as a [`TokenHttpClient`], collecting (at most 64 KiB of)

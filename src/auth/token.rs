@@ -200,6 +200,9 @@ pub enum TokenError {
         /// The URL given (cut to 256 characters).
         url: String,
     },
+    /// The token source returned a token that had already expired on
+    /// receipt (a zero lifetime, or a receipt time too far in the past).
+    AlreadyExpired,
     /// No valid token is cached and the last refresh failed; `cause` says why.
     Unavailable {
         /// The error of the last refresh.
@@ -269,6 +272,9 @@ impl fmt::Display for TokenError {
             TokenError::Transport(error) => write!(f, "token request failed: {error}"),
             TokenError::Insecure(error) => error.fmt(f),
             TokenError::InvalidUrl { url } => write!(f, "invalid token URL {url:?}: not absolute"),
+            TokenError::AlreadyExpired => {
+                f.write_str("the token source returned a token that had already expired")
+            }
             TokenError::Unavailable { cause } => {
                 write!(f, "no valid access token: last refresh failed: {cause}")
             }

@@ -77,15 +77,10 @@ impl RetryBudget {
                 format!("must be below {}, got {min_per_sec}", i32::MAX),
             ));
         }
-        // Whole units: a retry costs `withdraw_amount`, a first attempt earns
-        // `deposit_amount`, so `percent` needs no floating point per request.
-        let (deposit_amount, withdraw_amount) = if percent == 0.0 {
-            (0, 1)
-        } else if percent <= 1.0 {
-            (1, (1.0 / percent).round() as isize)
-        } else {
-            (1000, (1000.0 / percent).round().max(1.0) as isize)
-        };
+        // Fixed point: a retry costs 1000 units, a first attempt earns
+        // `percent * 1000`, so any percent is honoured to 0.1 %.
+        let withdraw_amount: isize = 1000;
+        let deposit_amount = (f64::from(percent) * 1000.0).round() as isize;
         let reserve = (min_per_sec as isize)
             .saturating_mul(ttl.as_secs() as isize)
             .saturating_mul(withdraw_amount);
@@ -248,6 +243,17 @@ mod tests {
         let err = RetryBudget::new(Duration::from_secs(10), u32::MAX, 0.1).unwrap_err();
         assert_eq!(err.setting(), "min_per_sec");
         assert!(RetryBudget::new(Duration::from_secs(10), 1, f32::NAN).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn any_percent_is_honoured() {
+        for (percent, expected) in [(0.7, 70), (0.4, 40), (0.3, 30), (0.25, 25), (0.05, 5)] {
+            let budget = RetryBudget::new(Duration::from_secs(10), 0, percent).unwrap();
+            let now = Instant::now();
+            (0..100).for_each(|_| budget.deposit(now));
+            let allowed = (0..1000).filter(|_| budget.withdraw(now)).count();
+            assert_eq!(allowed, expected, "{percent}");
+        }
     }
 
     #[tokio::test]

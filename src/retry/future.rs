@@ -6,7 +6,7 @@ use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use tokio::time::{sleep, Sleep};
+use tokio::time::{sleep, sleep_until, Instant, Sleep};
 use tower::Service;
 
 use super::policy::{Attempts, Config, Decision, IDEMPOTENCY_KEY};
@@ -38,8 +38,9 @@ pin_project! {
         Called { #[pin] future: F },
         // Waiting out the delay before the next attempt.
         Backoff { #[pin] sleep: Sleep },
-        // Waiting for the inner service to be ready for the next attempt.
-        Ready,
+        // Waiting for the inner service to be ready for the next attempt,
+        // no later than the deadline.
+        Ready { #[pin] deadline: Sleep },
     }
 }
 
@@ -111,7 +112,8 @@ where
                     match decision {
                         Decision::Return => return Poll::Ready(result),
                         Decision::Retry(delay) if delay.is_zero() => {
-                            this.state.set(State::Ready);
+                            let deadline = sleep_until(this.attempts.deadline_at());
+                            this.state.set(State::Ready { deadline });
                         }
                         Decision::Retry(delay) => {
                             this.state.set(State::Backoff {
@@ -122,10 +124,19 @@ where
                 }
                 StateProj::Backoff { sleep } => {
                     ready!(sleep.poll(cx));
-                    this.state.set(State::Ready);
+                    let deadline = sleep_until(this.attempts.deadline_at());
+                    this.state.set(State::Ready { deadline });
                 }
-                StateProj::Ready => {
-                    ready!(this.service.poll_ready(cx)).map_err(Into::into)?;
+                StateProj::Ready { deadline } => {
+                    // A service that is slow to become ready (a breaker, a
+                    // full limiter) must not push an attempt past the deadline.
+                    let ready = this.service.poll_ready(cx);
+                    if deadline.poll(cx).is_ready()
+                        || (ready.is_ready() && Instant::now() >= this.attempts.deadline_at())
+                    {
+                        return Poll::Ready(Err(this.attempts.deadline_passed(this.config)));
+                    }
+                    ready!(ready).map_err(Into::into)?;
                     let request = this
                         .template
                         .as_ref()

@@ -11,6 +11,7 @@ use super::event::{DelaySource, EventHandler, GiveUpReason, RetryEvent, RetryEve
 use super::RetryBudget;
 use crate::backoff::{between, Backoff, BackoffState, SharedRng};
 use crate::classify::{Class, Classify, DefaultClassifier, FailureKind};
+use crate::error::{BoxError, RetryDeadlineExceeded};
 use crate::retry_after::{server_hint, Clock, ServerHint, SystemClock};
 
 /// The `Idempotency-Key` header.
@@ -208,6 +209,24 @@ impl Attempts {
             idempotent,
             replayable,
         }
+    }
+
+    /// The instant after which no attempt starts.
+    pub(crate) fn deadline_at(&self) -> Instant {
+        self.deadline_at
+    }
+
+    /// The deadline passed while the next attempt waited for the service to
+    /// be ready: report it and make the error.
+    pub(crate) fn deadline_passed(&self, config: &Config) -> BoxError {
+        let before = self.attempt.saturating_sub(1);
+        if let Some(handler) = &config.on_event {
+            handler(&RetryEvent {
+                attempt: before,
+                kind: RetryEventKind::GaveUp(GiveUpReason::DeadlineReached),
+            });
+        }
+        RetryDeadlineExceeded::new(before).into()
     }
 
     /// Decide what follows the attempt that just ended, publishing every
