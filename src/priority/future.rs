@@ -22,8 +22,9 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        service: Option<S>,
-        request: Option<Request<B>>,
+        // the service and request of a queued call, boxed to keep the
+        // future small on the fast path
+        pending: Option<Box<(S, Option<Request<B>>)>>,
     }
 }
 
@@ -47,8 +48,7 @@ where
                 future,
                 permit: Some(permit),
             },
-            service: None,
-            request: None,
+            pending: None,
         }
     }
 
@@ -58,16 +58,14 @@ where
             .map(|at| Box::pin(tokio::time::sleep_until(at)));
         Self {
             state: State::Queued { ticket, give_up },
-            service: Some(service),
-            request: Some(request),
+            pending: Some(Box::new((service, Some(request)))),
         }
     }
 
     pub(crate) fn failed(error: BoxError) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
-            service: None,
-            request: None,
+            pending: None,
         }
     }
 }
@@ -112,12 +110,12 @@ where
                     }
                 }
                 StateProj::Ready { permit } => {
-                    let (Some(service), Some(_)) = (this.service.as_mut(), this.request.as_ref())
-                    else {
+                    let Some(pending) = this.pending.as_mut() else {
                         return Poll::Ready(Err(DONE.into()));
                     };
+                    let (service, request) = &mut **pending;
                     ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let request = this.request.take().ok_or_else(|| BoxError::from(DONE))?;
+                    let request = request.take().ok_or_else(|| BoxError::from(DONE))?;
                     let permit = permit.take();
                     let future = service.call(request);
                     this.state.set(State::Called { future, permit });

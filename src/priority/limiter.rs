@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Duration;
@@ -88,7 +88,6 @@ struct Entry {
 }
 
 struct State {
-    in_flight: usize,
     queues: [VecDeque<Entry>; 3],
     queued: usize,
     seq: u64,
@@ -104,6 +103,11 @@ struct State {
 
 pub(crate) struct Limiter {
     pub(crate) config: Config,
+    /// Permits handed out. Changed lock-free on the fast path.
+    in_flight: AtomicUsize,
+    /// Set (under the lock) while anything needs the slow path: waiters in
+    /// the queue, a closed gate, pacing. Cleared when none of that remains.
+    slow: AtomicBool,
     state: Mutex<State>,
     me: Weak<Limiter>,
 }
@@ -118,9 +122,9 @@ pub(crate) enum Admission {
 impl Limiter {
     pub(crate) fn new(config: Config) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
-            config,
+            in_flight: AtomicUsize::new(0),
+            slow: AtomicBool::new(config.pacing.is_some()),
             state: Mutex::new(State {
-                in_flight: 0,
                 queues: Default::default(),
                 queued: 0,
                 seq: 0,
@@ -131,6 +135,7 @@ impl Limiter {
                 events: Vec::new(),
             }),
             me: me.clone(),
+            config,
         })
     }
 
@@ -153,22 +158,53 @@ impl Limiter {
         }
     }
 
-    fn arc(&self) -> Arc<Limiter> {
-        self.me.upgrade().expect("the limiter is alive while used")
+    /// Take a permit if one is free, lock-free.
+    fn try_acquire(&self) -> bool {
+        let max = self.config.max_concurrency;
+        let mut current = self.in_flight.load(Ordering::SeqCst);
+        while current < max {
+            match self.in_flight.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+        false
     }
 
-    pub(crate) fn admit(&self, priority: Priority) -> Admission {
+    pub(crate) fn admit(self: &Arc<Self>, priority: Priority) -> Admission {
+        // Fast path: nobody waits, the gate is open, no pacing.
+        if !self.slow.load(Ordering::SeqCst) && self.try_acquire() {
+            return Admission::Permit(Permit {
+                limiter: self.clone(),
+            });
+        }
         let now = Instant::now();
         let mut state = self.lock();
         if state.queued == 0
-            && state.in_flight < self.config.max_concurrency
             && state.gate_until.is_none_or(|until| now >= until)
-            && self.take_pacing(&mut state, now)
+            && self.config.pacing.is_none()
+            && self.try_acquire()
         {
-            state.in_flight += 1;
             drop(state);
             return Admission::Permit(Permit {
-                limiter: self.arc(),
+                limiter: self.clone(),
+            });
+        }
+        if state.queued == 0
+            && state.gate_until.is_none_or(|until| now >= until)
+            && self.config.pacing.is_some()
+            && self.in_flight.load(Ordering::SeqCst) < self.config.max_concurrency
+            && self.take_pacing(&mut state, now)
+            && self.try_acquire()
+        {
+            drop(state);
+            return Admission::Permit(Permit {
+                limiter: self.clone(),
             });
         }
         if state.queued >= self.config.max_queue {
@@ -207,10 +243,13 @@ impl Limiter {
             slot: slot.clone(),
         });
         state.queued += 1;
+        // From here on releases take the slow path and dispatch; a permit
+        // freed just before is picked up by the dispatch below.
+        self.slow.store(true, Ordering::SeqCst);
         self.dispatch(&mut state, now);
         self.unlock(state);
         Admission::Queued(Ticket {
-            limiter: self.arc(),
+            limiter: self.clone(),
             slot,
             seq,
             priority,
@@ -253,13 +292,16 @@ impl Limiter {
     /// Grant permits to waiters, best first, while capacity, the gate and
     /// pacing allow; arm a timer for when the gate or pacing will allow more.
     fn dispatch(&self, state: &mut State, now: Instant) {
-        while state.queued > 0 && state.in_flight < self.config.max_concurrency {
+        while state.queued > 0 {
             if let Some(until) = state.gate_until {
                 if now < until {
                     self.arm_timer(state, until);
                     return;
                 }
                 state.gate_until = None;
+            }
+            if self.in_flight.load(Ordering::SeqCst) >= self.config.max_concurrency {
+                return;
             }
             if !self.take_pacing(state, now) {
                 let at = self.pacing_ready_at(state, now);
@@ -269,15 +311,27 @@ impl Limiter {
             let Some(index) = self.best(state, now) else {
                 return;
             };
+            if !self.try_acquire() {
+                return;
+            }
             let Some(entry) = state.queues[index].pop_front() else {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
                 return;
             };
             state.queued -= 1;
-            state.in_flight += 1;
             if let Some(waker) = entry.slot.settle(GRANTED) {
                 state.wake.push(waker);
             }
         }
+        self.update_slow(state, now);
+    }
+
+    /// Leave the slow path once nothing needs it.
+    fn update_slow(&self, state: &State, now: Instant) {
+        let slow = state.queued > 0
+            || state.gate_until.is_some_and(|until| now < until)
+            || self.config.pacing.is_some();
+        self.slow.store(slow, Ordering::SeqCst);
     }
 
     /// The queue whose head goes next: highest priority after aging, then
@@ -321,9 +375,12 @@ impl Limiter {
     }
 
     fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if !self.slow.load(Ordering::SeqCst) {
+            return;
+        }
         let now = Instant::now();
         let mut state = self.lock();
-        state.in_flight = state.in_flight.saturating_sub(1);
         self.dispatch(&mut state, now);
         self.unlock(state);
     }
@@ -337,14 +394,14 @@ impl Limiter {
             return;
         }
         state.gate_until = Some(until);
+        self.slow.store(true, Ordering::SeqCst);
         if self.config.on_event.is_some() {
             state
                 .events
                 .push(LimiterEvent::GateClosed { for_: wait, source });
         }
-        if state.queued > 0 {
-            self.arm_timer(&mut state, until);
-        }
+        // the timer also takes the limiter off the slow path when it reopens
+        self.arm_timer(&mut state, until);
         self.unlock(state);
     }
 
@@ -360,9 +417,10 @@ impl Limiter {
                     queue.remove(position);
                     state.queued -= 1;
                 }
+                self.update_slow(&state, now);
             }
             GRANTED => {
-                state.in_flight = state.in_flight.saturating_sub(1);
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
                 self.dispatch(&mut state, now);
             }
             _ => {}
@@ -374,8 +432,11 @@ impl Limiter {
         let now = Instant::now();
         let state = self.lock();
         LimiterStatus {
-            in_flight: state.in_flight,
-            available: self.config.max_concurrency.saturating_sub(state.in_flight),
+            in_flight: self.in_flight.load(Ordering::SeqCst),
+            available: self
+                .config
+                .max_concurrency
+                .saturating_sub(self.in_flight.load(Ordering::SeqCst)),
             queued: [
                 state.queues[0].len(),
                 state.queues[1].len(),
@@ -466,6 +527,7 @@ impl Ticket {
             }
             self.slot.state.store(EVICTED, Ordering::Release);
             self.used = true;
+            limiter.update_slow(&state, Instant::now());
             limiter.shed(&mut state, self.priority, OverloadReason::QueueTimeout);
             limiter.unlock(state);
             return TicketState::Shed(Overloaded::new(OverloadReason::QueueTimeout));

@@ -79,14 +79,18 @@ where
             .get::<Priority>()
             .copied()
             .unwrap_or_default();
-        let clone = self.inner.clone();
-        let mut service = std::mem::replace(&mut self.inner, clone);
         match self.limiter.admit(priority) {
             Admission::Permit(permit) => {
-                let future = service.call(request);
+                let future = self.inner.call(request);
                 ResponseFuture::called(future, permit)
             }
-            Admission::Queued(ticket) => ResponseFuture::queued(ticket, service, request),
+            Admission::Queued(ticket) => {
+                // keep the service driven to readiness for later; a fresh
+                // clone stays here
+                let clone = self.inner.clone();
+                let service = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::queued(ticket, service, request)
+            }
             Admission::Rejected(overloaded) => ResponseFuture::failed(overloaded.into()),
         }
     }
