@@ -1,12 +1,14 @@
-//! Quickstart: a real hyper client, wrapped in the retry layer, calling a
+//! Quickstart: the tower-cx stack over a real hyper client, calling a
 //! rate-limited API on loopback that fails the way SaaS APIs do.
 //!
-//! The local API answers each new order with a 503, then a 429 carrying
-//! `Retry-After: 1`, then 201. The client sends a `GET` and a `POST` (made
-//! retryable by an automatic `Idempotency-Key`) and prints every retry
-//! decision.
+//! The local API issues OAuth2 tokens at `/oauth/token` (Genesys style:
+//! Basic client credentials, `expires_in` 86399) and answers each new API
+//! call with a 503, then a 429 carrying `Retry-After: 1`, then success. The
+//! client stack is the canonical one, outermost first:
 //!
-//! Run: `cargo run --example quickstart`
+//! Retry -> CircuitBreaker -> PriorityLimit (+ rate gate) -> Bearer -> Timeout -> hyper
+//!
+//! Run: `cargo run --example quickstart` (no credentials, no network).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,57 +24,108 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+use tower::timeout::TimeoutLayer;
 use tower::{ServiceBuilder, ServiceExt};
+use tower_cx::auth::{AuthEvent, BearerLayer, ClientCredentials, TokenCache};
 use tower_cx::backoff::{Backoff, Jitter};
 use tower_cx::body::Body;
+use tower_cx::breaker::CircuitBreakerLayer;
 use tower_cx::error::BoxError;
+use tower_cx::genesys::Region;
+use tower_cx::priority::{LimiterEvent, Priority, PriorityLimitLayer};
 use tower_cx::retry::{RetryEventKind, RetryLayer, IDEMPOTENCY_KEY};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let addr = spawn_flaky_api().await?;
-    println!("flaky API listening on http://{addr}");
+    let base = format!("http://{addr}");
+    println!("flaky API and token endpoint on {base}");
 
-    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    // OAuth2 client credentials, Genesys flavour, against the local endpoint.
+    let region = Region::custom(&base, &base);
+    let tokens = TokenCache::builder(ClientCredentials::genesys(
+        &region,
+        "demo-id",
+        "demo-secret",
+    )?)
+    .on_event(|event| {
+        if let AuthEvent::TokenRefreshed { lifetime, .. } = event {
+            println!("  [auth] token fetched, valid {lifetime:?}");
+        }
+    })
+    .build();
+    let limiter = PriorityLimitLayer::new(8)
+        .pacing(300, Duration::from_secs(60))
+        .pacing_burst(10)
+        .on_event(|event| {
+            if let LimiterEvent::GateClosed { for_, source } = event {
+                println!("  [limiter] rate gate closed for {for_:?} ({source})");
+            }
+        });
+    let breaker = CircuitBreakerLayer::new().on_event(|event| {
+        println!(
+            "  [breaker] {} -> {}",
+            event.from.as_str(),
+            event.to.as_str()
+        );
+    });
+    let retry = RetryLayer::new()
+        .max_attempts(4)
+        .deadline(Duration::from_secs(20))
+        .backoff(Backoff::exponential(Duration::from_millis(200)).jitter(Jitter::Full))
+        .auto_idempotency_key(true)
+        .on_event(|event| match &event.kind {
+            RetryEventKind::AttemptFinished { status, class } => {
+                println!(
+                    "  [retry] attempt {}: {status:?} -> {class:?}",
+                    event.attempt
+                )
+            }
+            RetryEventKind::RetryScheduled { delay, source } => {
+                println!("  [retry] next attempt in {delay:?} (from {source})")
+            }
+            RetryEventKind::GaveUp(reason) => println!("  [retry] gave up: {}", reason.as_str()),
+            other => println!("  [retry] {other:?}"),
+        });
+
     let client = ServiceBuilder::new()
-        .layer(
-            RetryLayer::new()
-                .max_attempts(4)
-                .deadline(Duration::from_secs(20))
-                .backoff(Backoff::exponential(Duration::from_millis(200)).jitter(Jitter::Full))
-                .auto_idempotency_key(true)
-                .on_event(|event| match &event.kind {
-                    RetryEventKind::AttemptFinished { status, class } => {
-                        println!("  attempt {}: {status:?} -> {class:?}", event.attempt)
-                    }
-                    RetryEventKind::RetryScheduled { delay, source } => {
-                        println!("  retry in {delay:?} (from {source})")
-                    }
-                    RetryEventKind::GaveUp(reason) => println!("  gave up: {}", reason.as_str()),
-                    other => println!("  {other:?}"),
-                }),
-        )
-        .service(client);
+        .layer(retry)
+        .layer(breaker)
+        .layer(limiter)
+        .layer(BearerLayer::new(tokens.clone()))
+        .layer(TimeoutLayer::new(Duration::from_secs(10)))
+        .service(Client::builder(TokioExecutor::new()).build_http::<Body>());
 
-    for (method, path, body) in [
-        (Method::GET, "/api/v2/users/me", ""),
-        (Method::POST, "/api/v2/orders", "{\"item\":\"headset\"}"),
+    for (method, path, body, priority) in [
+        (Method::GET, "/api/v2/users/me", "", Priority::High),
+        (
+            Method::POST,
+            "/api/v2/orders",
+            "{\"item\":\"headset\"}",
+            Priority::Normal,
+        ),
     ] {
-        println!("{method} {path}");
-        let request = Request::builder()
+        println!("{method} {path} ({priority} priority)");
+        let mut request = Request::builder()
             .method(method)
-            .uri(format!("http://{addr}{path}"))
+            .uri(format!("{base}{path}"))
             .header("content-type", "application/json")
             .body(Body::from(body))?;
+        request.extensions_mut().insert(priority);
         let response = client.clone().oneshot(request).await?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
         println!("  => {status} {}", String::from_utf8_lossy(&body));
     }
+    println!(
+        "token requests made: {} (one for all calls and retries)",
+        tokens.status().refresh_count
+    );
     Ok(())
 }
 
-/// A loopback API: per path, 503, then 429 with `Retry-After: 1`, then success.
+/// A loopback API: `/oauth/token` issues tokens; every other path answers
+/// 503, then 429 with `Retry-After: 1`, then success, in turn.
 async fn spawn_flaky_api() -> Result<SocketAddr, BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -82,8 +135,8 @@ async fn spawn_flaky_api() -> Result<SocketAddr, BoxError> {
             let calls = calls.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request: Request<Incoming>| {
-                    let n = calls.fetch_add(1, Ordering::SeqCst) % 3;
-                    async move { Ok::<_, Infallible>(answer(n, &request)) }
+                    let calls = calls.clone();
+                    async move { Ok::<_, Infallible>(answer(&calls, &request)) }
                 });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -94,17 +147,27 @@ async fn spawn_flaky_api() -> Result<SocketAddr, BoxError> {
     Ok(addr)
 }
 
-fn answer(n: u32, request: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let (status, retry_after, body) = match n {
-        0 => (
+fn answer(calls: &AtomicU32, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.uri().path() == "/oauth/token" {
+        return json(
+            StatusCode::OK,
+            None,
+            r#"{"access_token":"demo-token","token_type":"bearer","expires_in":86399}"#.into(),
+        );
+    }
+    if request.headers().get("authorization").map(|v| v.as_bytes()) != Some(b"Bearer demo-token") {
+        return json(StatusCode::UNAUTHORIZED, None, r#"{"status":401}"#.into());
+    }
+    match calls.fetch_add(1, Ordering::SeqCst) % 3 {
+        0 => json(
             StatusCode::SERVICE_UNAVAILABLE,
             None,
-            "{\"message\":\"busy\"}".to_string(),
+            r#"{"message":"busy","status":503}"#.into(),
         ),
-        1 => (
+        1 => json(
             StatusCode::TOO_MANY_REQUESTS,
             Some("1"),
-            "{\"code\":\"too.many.requests.retry.after\",\"status\":429}".to_string(),
+            r#"{"message":"Rate limit exceeded the maximum. Retry the request in [1] seconds","code":"too.many.requests.retry.after","status":429}"#.into(),
         ),
         _ => {
             let key = request
@@ -112,13 +175,16 @@ fn answer(n: u32, request: &Request<Incoming>) -> Response<Full<Bytes>> {
                 .get(IDEMPOTENCY_KEY)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("none");
-            (
+            json(
                 StatusCode::OK,
                 None,
                 format!("{{\"ok\":true,\"idempotency_key\":\"{key}\"}}"),
             )
         }
-    };
+    }
+}
+
+fn json(status: StatusCode, retry_after: Option<&str>, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::builder()
         .status(status)
         .header("content-type", "application/json");
