@@ -10,7 +10,9 @@ use tower::Service;
 
 use super::cache::{AuthEvent, Issued};
 use super::{TokenCache, TokenError};
+use crate::audit::{ms, AuditRecord, EventKind as AuditKind};
 use crate::body::{try_clone_request, ReplayBody};
+use tokio::time::Instant;
 use crate::error::BoxError;
 
 type Acquire = Pin<Box<dyn Future<Output = Result<Issued, TokenError>> + Send>>;
@@ -31,6 +33,8 @@ pin_project! {
         replay_on_401: bool,
         replayed: bool,
         token_id: u64,
+        audit: Option<AuditRecord>,
+        acquiring_since: Option<Instant>,
     }
 }
 
@@ -58,6 +62,7 @@ where
         cache: TokenCache,
         template: Option<Request<B>>,
         token_id: u64,
+        audit: Option<AuditRecord>,
     ) -> Self {
         Self {
             state: State::Called { future },
@@ -67,6 +72,8 @@ where
             replay_on_401: true,
             replayed: false,
             token_id,
+            audit,
+            acquiring_since: None,
         }
     }
 
@@ -75,6 +82,7 @@ where
         cache: TokenCache,
         request: Request<B>,
         replay_on_401: bool,
+        audit: Option<AuditRecord>,
     ) -> Self {
         let acquire = {
             let cache = cache.clone();
@@ -89,6 +97,8 @@ where
             // the first send happens from this state: not a replay
             replayed: false,
             token_id: 0,
+            acquiring_since: audit.as_ref().map(|_| Instant::now()),
+            audit,
         }
     }
 
@@ -101,6 +111,8 @@ where
             replay_on_401: false,
             replayed: false,
             token_id: 0,
+            audit: None,
+            acquiring_since: None,
         }
     }
 }
@@ -124,7 +136,32 @@ where
                     return Poll::Ready(Err(error));
                 }
                 StateProj::Acquiring { acquire } => {
-                    let token = ready!(acquire.as_mut().poll(cx))?;
+                    let token = match ready!(acquire.as_mut().poll(cx)) {
+                        Ok(token) => {
+                            if let (Some(audit), Some(since)) =
+                                (this.audit.as_ref(), this.acquiring_since.take())
+                            {
+                                audit.publish(
+                                    None,
+                                    AuditKind::TokenRefreshed {
+                                        wait_ms: ms(since.elapsed()),
+                                    },
+                                );
+                            }
+                            token
+                        }
+                        Err(error) => {
+                            if let Some(audit) = this.audit.as_ref() {
+                                audit.publish(
+                                    None,
+                                    AuditKind::TokenRefreshFailed {
+                                        error: error.to_string(),
+                                    },
+                                );
+                            }
+                            return Poll::Ready(Err(error.into()));
+                        }
+                    };
                     let Some(mut request) = this.request.take() else {
                         return Poll::Ready(Err("bearer future polled after completion".into()));
                     };
@@ -168,10 +205,17 @@ where
                         if let Some(cache) = this.cache.as_ref() {
                             cache.invalidate(*this.token_id, StatusCode::UNAUTHORIZED);
                         }
+                        if let Some(audit) = this.audit.as_ref() {
+                            audit.publish(None, AuditKind::TokenInvalidated { status: 401 });
+                        }
                         return Poll::Ready(Ok(response));
                     };
                     cache.invalidate(*this.token_id, StatusCode::UNAUTHORIZED);
                     cache.emit(AuthEvent::RequestReplayed);
+                    if let Some(audit) = this.audit.as_ref() {
+                        audit.publish(None, AuditKind::TokenInvalidated { status: 401 });
+                        *this.acquiring_since = Some(Instant::now());
+                    }
                     *this.replayed = true;
                     let acquire = {
                         let cache = cache.clone();

@@ -6,6 +6,7 @@ use tower::Service;
 
 use super::future::ResponseFuture;
 use super::{BearerLayer, TokenCache};
+use crate::audit::AuditRecord;
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::{BoxError, InsecureUrl};
 
@@ -78,6 +79,7 @@ where
         let clone = self.inner.clone();
         let mut service = std::mem::replace(&mut self.inner, clone);
         let cache = self.cache.clone();
+        let audit = request.extensions().get::<AuditRecord>().cloned();
         match cache.fresh() {
             // Hot path: a valid cached token, no waiting, no allocation.
             Some(token) => {
@@ -88,9 +90,9 @@ where
                 };
                 request.headers_mut().insert(AUTHORIZATION, token.header);
                 let future = service.call(request);
-                ResponseFuture::called(future, service, cache, template, token.id)
+                ResponseFuture::called(future, service, cache, template, token.id, audit)
             }
-            None => ResponseFuture::acquiring(service, cache, request, self.replay_on_401),
+            None => ResponseFuture::acquiring(service, cache, request, self.replay_on_401, audit),
         }
     }
 }

@@ -9,6 +9,8 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
 use super::state::{Admission, Breaker};
+use super::service::publish_transitions;
+use crate::audit::AuditRecord;
 use crate::classify::{classify_error, Class, FailureKind};
 use crate::error::{BoxError, CircuitOpen};
 use crate::retry_after::{server_hint, SystemClock};
@@ -40,13 +42,17 @@ pub(crate) struct Guard {
     breaker: Arc<Breaker>,
     admission: Admission,
     done: bool,
+    audit: Option<AuditRecord>,
 }
 
 impl Guard {
     fn record(&mut self, failure: Option<bool>, hint: Option<Duration>) {
         self.done = true;
         match failure {
-            Some(failure) => self.breaker.record(self.admission, failure, hint),
+            Some(failure) => {
+                let transitions = self.breaker.record(self.admission, failure, hint);
+                publish_transitions(self.audit.as_ref(), &transitions);
+            }
             None if self.admission == Admission::Probe => self.breaker.release_probe(),
             None => {}
         }
@@ -67,6 +73,7 @@ impl<F> ResponseFuture<F> {
         breaker: Arc<Breaker>,
         admission: Admission,
         started: Option<Instant>,
+        audit: Option<AuditRecord>,
     ) -> Self {
         Self {
             kind: Kind::Admitted {
@@ -75,6 +82,7 @@ impl<F> ResponseFuture<F> {
                     breaker,
                     admission,
                     done: false,
+                    audit,
                 },
                 started,
             },

@@ -9,7 +9,23 @@ use tower::Service;
 use super::future::ResponseFuture;
 use super::state::{Breaker, CircuitBreakerHandle};
 use super::CircuitBreakerLayer;
+use crate::audit::{AuditRecord, EventKind as AuditKind};
 use crate::error::BoxError;
+
+/// Tell the request's audit record about the transitions it caused.
+pub(crate) fn publish_transitions(audit: Option<&AuditRecord>, transitions: &[super::BreakerEvent]) {
+    if let Some(audit) = audit {
+        for transition in transitions {
+            audit.publish(
+                None,
+                AuditKind::BreakerTransition {
+                    from: transition.from.as_str(),
+                    to: transition.to.as_str(),
+                },
+            );
+        }
+    }
+}
 
 /// Fails fast while the upstream is broken; see the [module docs](crate::breaker).
 #[derive(Clone)]
@@ -80,11 +96,14 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        match self.breaker.admit() {
+        let audit = request.extensions().get::<AuditRecord>().cloned();
+        let (admission, transitions) = self.breaker.admit();
+        publish_transitions(audit.as_ref(), &transitions);
+        match admission {
             Ok(admission) => {
                 let started = self.breaker.config.slow_call.map(|_| Instant::now());
                 let future = self.inner.call(request);
-                ResponseFuture::admitted(future, self.breaker.clone(), admission, started)
+                ResponseFuture::admitted(future, self.breaker.clone(), admission, started, audit)
             }
             Err(open) => ResponseFuture::rejected(open),
         }

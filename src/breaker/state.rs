@@ -206,8 +206,9 @@ impl Breaker {
         }
     }
 
-    /// Release the lock, then report what happened under it.
-    fn unlock(&self, mut inner: MutexGuard<'_, Inner>) {
+    /// Release the lock, then report what happened under it; the events
+    /// are also returned, for the request that caused them.
+    fn unlock(&self, mut inner: MutexGuard<'_, Inner>) -> Vec<BreakerEvent> {
         let events = std::mem::take(&mut inner.pending);
         drop(inner);
         if let Some(handler) = &self.config.on_event {
@@ -215,12 +216,13 @@ impl Breaker {
                 handler(event);
             }
         }
+        events
     }
 
     /// Let a request through, or refuse it.
-    pub(crate) fn admit(&self) -> Result<Admission, CircuitOpen> {
+    pub(crate) fn admit(&self) -> (Result<Admission, CircuitOpen>, Vec<BreakerEvent>) {
         if self.closed.load(Ordering::Acquire) {
-            return Ok(Admission::Closed);
+            return (Ok(Admission::Closed), Vec::new());
         }
         let now = Instant::now();
         let mut inner = self.lock();
@@ -238,8 +240,7 @@ impl Breaker {
         if result.is_err() {
             inner.counts.rejected += 1;
         }
-        self.unlock(inner);
-        result
+        (result, self.unlock(inner))
     }
 
     /// Move Open to HalfOpen once its time has come.
@@ -263,7 +264,12 @@ impl Breaker {
 
     /// Record the outcome of an admitted request. `hint` is a server's
     /// wait hint on a failed response, used as the open duration.
-    pub(crate) fn record(&self, admission: Admission, failure: bool, hint: Option<Duration>) {
+    pub(crate) fn record(
+        &self,
+        admission: Admission,
+        failure: bool,
+        hint: Option<Duration>,
+    ) -> Vec<BreakerEvent> {
         let now = Instant::now();
         let mut inner = self.lock();
         if failure {
@@ -305,7 +311,7 @@ impl Breaker {
             // does not move the state.
             _ => {}
         }
-        self.unlock(inner);
+        self.unlock(inner)
     }
 
     /// A probe ended without an outcome (its future was dropped).

@@ -5,10 +5,11 @@ use std::task::{ready, Context, Poll};
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tower::Service;
 
 use super::limiter::{Permit, Ticket, TicketState};
+use crate::audit::{ms, AuditRecord, EventKind as AuditKind};
 use crate::error::BoxError;
 use crate::retry_after::server_hint;
 
@@ -25,6 +26,8 @@ pin_project! {
         // the service and request of a queued call, boxed to keep the
         // future small on the fast path
         pending: Option<Box<(S, Option<Request<B>>)>>,
+        audit: Option<AuditRecord>,
+        queued_at: Option<Instant>,
     }
 }
 
@@ -42,23 +45,32 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn called(future: S::Future, permit: Permit) -> Self {
+    pub(crate) fn called(future: S::Future, permit: Permit, audit: Option<AuditRecord>) -> Self {
         Self {
             state: State::Called {
                 future,
                 permit: Some(permit),
             },
             pending: None,
+            audit,
+            queued_at: None,
         }
     }
 
-    pub(crate) fn queued(ticket: Ticket, service: S, request: Request<B>) -> Self {
+    pub(crate) fn queued(
+        ticket: Ticket,
+        service: S,
+        request: Request<B>,
+        audit: Option<AuditRecord>,
+    ) -> Self {
         let give_up = ticket
             .give_up_at()
             .map(|at| Box::pin(tokio::time::sleep_until(at)));
         Self {
             state: State::Queued { ticket, give_up },
             pending: Some(Box::new((service, Some(request)))),
+            queued_at: audit.as_ref().map(|_| Instant::now()),
+            audit,
         }
     }
 
@@ -66,6 +78,8 @@ where
         Self {
             state: State::Failed { error: Some(error) },
             pending: None,
+            audit: None,
+            queued_at: None,
         }
     }
 }
@@ -98,11 +112,24 @@ where
                     match outcome {
                         TicketState::Waiting => return Poll::Pending,
                         TicketState::Granted(permit) => {
+                            if let (Some(audit), Some(at)) = (this.audit.as_ref(), *this.queued_at) {
+                                let wait = at.elapsed();
+                                audit.add_queue(wait);
+                                audit.publish(None, AuditKind::QueueWaited { wait_ms: ms(wait) });
+                            }
                             this.state.set(State::Ready {
                                 permit: Some(permit),
                             });
                         }
                         TicketState::Shed(overloaded) => {
+                            if let Some(audit) = this.audit.as_ref() {
+                                audit.publish(
+                                    None,
+                                    AuditKind::Shed {
+                                        reason: overloaded.reason().as_str(),
+                                    },
+                                );
+                            }
                             this.state.set(State::Failed {
                                 error: Some(overloaded.into()),
                             });
@@ -127,6 +154,15 @@ where
                         let report = server_hint(response.headers(), limiter.config.clock.as_ref());
                         if let Some(hint) = report.hint {
                             limiter.close_gate(hint.delay, hint.source);
+                            if let Some(audit) = this.audit.as_ref() {
+                                audit.publish(
+                                    None,
+                                    AuditKind::GateClosed {
+                                        for_ms: ms(hint.delay),
+                                        source: hint.source.as_str(),
+                                    },
+                                );
+                            }
                         }
                     }
                     // the permit goes back now, not when the future is dropped

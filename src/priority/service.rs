@@ -8,6 +8,7 @@ use tower::Service;
 use super::future::ResponseFuture;
 use super::limiter::{Admission, Limiter, PriorityLimitHandle};
 use super::{Priority, PriorityLimitLayer};
+use crate::audit::{AuditRecord, EventKind as AuditKind};
 use crate::error::BoxError;
 
 /// A concurrency limit with a priority queue and a shared rate gate; see the
@@ -79,19 +80,30 @@ where
             .get::<Priority>()
             .copied()
             .unwrap_or_default();
+        let audit = request.extensions().get::<AuditRecord>().cloned();
         match self.limiter.admit(priority) {
             Admission::Permit(permit) => {
                 let future = self.inner.call(request);
-                ResponseFuture::called(future, permit)
+                ResponseFuture::called(future, permit, audit)
             }
             Admission::Queued(ticket) => {
                 // keep the service driven to readiness for later; a fresh
                 // clone stays here
                 let clone = self.inner.clone();
                 let service = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::queued(ticket, service, request)
+                ResponseFuture::queued(ticket, service, request, audit)
             }
-            Admission::Rejected(overloaded) => ResponseFuture::failed(overloaded.into()),
+            Admission::Rejected(overloaded) => {
+                if let Some(audit) = &audit {
+                    audit.publish(
+                        None,
+                        AuditKind::Shed {
+                            reason: overloaded.reason().as_str(),
+                        },
+                    );
+                }
+                ResponseFuture::failed(overloaded.into())
+            }
         }
     }
 }

@@ -10,6 +10,8 @@ use tokio::time::Instant;
 use super::event::{DelaySource, EventHandler, GiveUpReason, RetryEvent, RetryEventKind};
 use super::RetryBudget;
 use crate::backoff::{between, Backoff, BackoffState, SharedRng};
+use crate::audit::{AuditRecord, EventKind as AuditKind};
+use crate::audit::ms as audit_ms;
 use crate::classify::{Class, Classify, DefaultClassifier, FailureKind};
 use crate::error::{BoxError, RetryDeadlineExceeded};
 use crate::retry_after::{server_hint, Clock, ServerHint, SystemClock};
@@ -144,6 +146,12 @@ pub fn is_idempotent(method: &Method) -> bool {
 /// from the layer's (possibly seeded) jitter generator: two processes seeded
 /// alike must not send the same key for different requests.
 pub fn new_idempotency_key() -> HeaderValue {
+    HeaderValue::from_str(&uuid_v4()).expect("hex digits and dashes are a valid header value")
+}
+
+/// A random (version 4) UUID in its usual text form, from the operating
+/// system's seeded thread generator.
+pub(crate) fn uuid_v4() -> String {
     let mut bytes: [u8; 16] = rand::random();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
@@ -155,7 +163,7 @@ pub fn new_idempotency_key() -> HeaderValue {
         text.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
         text.push(char::from_digit(u32::from(byte & 0x0f), 16).unwrap_or('0'));
     }
-    HeaderValue::from_str(&text).expect("hex digits and dashes are a valid header value")
+    text
 }
 
 /// What to do after an attempt.
@@ -178,6 +186,10 @@ pub(crate) struct Attempts {
     max_server_hint: Duration,
     idempotent: bool,
     replayable: bool,
+    /// The request's audit record, if an audit layer is outside.
+    audit: Option<AuditRecord>,
+    /// When the current attempt started (only tracked for the audit).
+    attempt_started: Option<Instant>,
 }
 
 impl Attempts {
@@ -208,6 +220,23 @@ impl Attempts {
                 .unwrap_or(config.max_server_hint),
             idempotent,
             replayable,
+            audit: None,
+            attempt_started: None,
+        }
+    }
+
+    /// Publish into `audit` from now on.
+    pub(crate) fn with_audit(mut self, audit: Option<AuditRecord>) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// An attempt is handed to the inner service.
+    pub(crate) fn attempt_started(&mut self) {
+        if let Some(audit) = &self.audit {
+            audit.attempt_started();
+            audit.publish(Some(self.attempt), AuditKind::AttemptStarted {});
+            self.attempt_started = Some(Instant::now());
         }
     }
 
@@ -220,6 +249,14 @@ impl Attempts {
     /// be ready: report it and make the error.
     pub(crate) fn deadline_passed(&self, config: &Config) -> BoxError {
         let before = self.attempt.saturating_sub(1);
+        if let Some(audit) = &self.audit {
+            audit.publish(
+                Some(before),
+                AuditKind::RetryGaveUp {
+                    reason: GiveUpReason::DeadlineReached.as_str(),
+                },
+            );
+        }
         if let Some(handler) = &config.on_event {
             handler(&RetryEvent {
                 attempt: before,
@@ -244,7 +281,12 @@ impl Attempts {
         keyed: impl Fn() -> bool,
     ) -> Decision {
         let attempt = self.attempt;
+        let latency = self.attempt_started.map(|at| at.elapsed());
+        let audit = self.audit.clone();
         let emit = |kind: RetryEventKind| {
+            if let Some(audit) = &audit {
+                publish_to_audit(audit, attempt, &kind, latency.unwrap_or_default());
+            }
             if let Some(handler) = &config.on_event {
                 handler(&RetryEvent { attempt, kind });
             }
@@ -322,6 +364,37 @@ impl Attempts {
         self.attempt += 1;
         Decision::Retry(delay)
     }
+}
+
+/// The audit view of a retry decision.
+fn publish_to_audit(audit: &AuditRecord, attempt: u32, kind: &RetryEventKind, latency: Duration) {
+    let event = match kind {
+        RetryEventKind::AttemptFinished { status, class } => AuditKind::AttemptFinished {
+            status: status.map(|s| s.as_u16()),
+            class: match class {
+                Class::Success => "success",
+                Class::Retryable(_) => "retryable",
+                Class::Fatal(_) => "fatal",
+            },
+            failure: class.failure().map(|f| f.as_str()),
+            latency_ms: audit_ms(latency),
+        },
+        RetryEventKind::HintIgnored(malformed) => AuditKind::HintIgnored {
+            header: malformed.source.as_str(),
+            reason: malformed.reason,
+        },
+        RetryEventKind::RetryScheduled { delay, source } => {
+            audit.add_backoff(*delay);
+            AuditKind::RetryScheduled {
+                delay_ms: audit_ms(*delay),
+                source: source.as_str(),
+            }
+        }
+        RetryEventKind::GaveUp(reason) => AuditKind::RetryGaveUp {
+            reason: reason.as_str(),
+        },
+    };
+    audit.publish(Some(attempt), event);
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use tower::Service;
 use super::future::ResponseFuture;
 use super::policy::{is_idempotent, new_idempotency_key, Attempts, Config, IDEMPOTENCY_KEY};
 use super::{RetryLayer, RetryOverride};
+use crate::audit::AuditRecord;
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::BoxError;
 
@@ -103,7 +104,10 @@ where
         } else {
             None
         };
-        let attempts = Attempts::new(config, overrides, idempotent, template.is_some(), now);
+        let audit = request.extensions().get::<AuditRecord>().cloned();
+        let mut attempts = Attempts::new(config, overrides, idempotent, template.is_some(), now)
+            .with_audit(audit);
+        attempts.attempt_started();
 
         // Call the service that was driven to readiness; keep a fresh clone.
         let clone = self.inner.clone();

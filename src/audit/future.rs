@@ -1,0 +1,105 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+
+use super::event::{ms, EventKind};
+use super::sink::{DeadLetter, DeadLetterSink};
+use super::AuditRecord;
+use crate::body::Body;
+use crate::classify::{classify_error, Class, FailureKind};
+use crate::error::BoxError;
+
+pin_project! {
+    /// Response future of [`Audit`](super::Audit): reports
+    /// `request.finished` and hands failures to the dead-letter sink.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        future: F,
+        record: AuditRecord,
+        dead_letters: Option<Arc<dyn DeadLetterSink>>,
+        copy: Option<Request<Body>>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(
+        future: F,
+        record: AuditRecord,
+        dead_letters: Option<Arc<dyn DeadLetterSink>>,
+        copy: Option<Request<Body>>,
+    ) -> Self {
+        Self {
+            future,
+            record,
+            dead_letters,
+            copy,
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<B>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.future.poll(cx)).map_err(Into::into);
+        let record = &*this.record;
+        let total = record.started().elapsed();
+        let timings = record.timings();
+        let attempts = timings.attempts.max(1);
+        let (outcome, status, error_kind, message) = match &result {
+            Ok(response) if response.status().as_u16() < 400 => {
+                ("success", Some(response.status().as_u16()), None, None)
+            }
+            Ok(response) => (
+                "http_error",
+                Some(response.status().as_u16()),
+                None,
+                Some(response.status().to_string()),
+            ),
+            Err(error) => {
+                let kind = match classify_error(error.as_ref()) {
+                    Class::Retryable(kind) | Class::Fatal(kind) => kind,
+                    Class::Success => FailureKind::Other,
+                };
+                ("error", None, Some(kind.as_str()), Some(error.to_string()))
+            }
+        };
+        let waiting = timings.backoff + timings.queue;
+        record.publish(
+            None,
+            EventKind::RequestFinished {
+                outcome,
+                status,
+                error_kind,
+                attempts,
+                total_ms: ms(total),
+                backoff_ms: ms(timings.backoff),
+                queue_ms: ms(timings.queue),
+                wire_ms: ms(total.saturating_sub(waiting)),
+            },
+        );
+        if outcome != "success" {
+            if let Some(sink) = this.dead_letters.as_ref() {
+                record.stats().count_dead_letter();
+                sink.dead_letter(DeadLetter {
+                    correlation_id: record.correlation_id().to_owned(),
+                    attempts,
+                    last_status: status,
+                    error_code: error_kind.unwrap_or(outcome).to_owned(),
+                    message: message.unwrap_or_default(),
+                    request: this.copy.take(),
+                });
+            }
+        }
+        Poll::Ready(result)
+    }
+}

@@ -1,0 +1,77 @@
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderName;
+use tower::Layer;
+
+use super::sink::{AuditSink, DeadLetterSink};
+use super::stats::AuditStats;
+use super::Audit;
+
+/// Applies [`Audit`] to services: one record per logical request, one event
+/// stream, shared [`AuditStats`].
+#[derive(Clone)]
+pub struct AuditLayer {
+    pub(crate) sink: Arc<dyn AuditSink>,
+    pub(crate) stats: AuditStats,
+    pub(crate) header: HeaderName,
+    pub(crate) dead_letters: Option<Arc<dyn DeadLetterSink>>,
+}
+
+impl AuditLayer {
+    /// Audit into `sink`. The outbound correlation header is
+    /// `x-correlation-id` unless [`correlation_header`](Self::correlation_header)
+    /// says otherwise.
+    pub fn new(sink: impl AuditSink) -> Self {
+        Self {
+            sink: Arc::new(sink),
+            stats: AuditStats::new(),
+            header: HeaderName::from_static("x-correlation-id"),
+            dead_letters: None,
+        }
+    }
+
+    /// The header that carries the correlation id to the upstream.
+    pub fn correlation_header(mut self, header: HeaderName) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// Keep statistics in `stats` (share one handle across layers).
+    pub fn stats(mut self, stats: AuditStats) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// Hand requests that fail for good to `sink`, with a replayable copy
+    /// when the body allows.
+    pub fn dead_letters(mut self, sink: impl DeadLetterSink) -> Self {
+        self.dead_letters = Some(Arc::new(sink));
+        self
+    }
+
+    /// The statistics handle.
+    pub fn stats_handle(&self) -> AuditStats {
+        self.stats.clone()
+    }
+}
+
+impl<S> Layer<S> for AuditLayer {
+    type Service = Audit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Audit {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for AuditLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLayer")
+            .field("header", &self.header)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,72 @@
+//! Keep secrets out of audit records.
+
+use http::Uri;
+
+/// Query keys whose values are never recorded (matched case-insensitively,
+/// as a part of the key).
+const SECRET_KEY_PARTS: &[&str] = &[
+    "token", "secret", "password", "passwd", "pwd", "key", "signature", "sig", "auth", "code",
+    "credential", "session", "cookie",
+];
+
+/// The value that replaces a secret.
+pub const REDACTED: &str = "[redacted]";
+
+/// Whether a query or JSON key looks like it names a secret.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_KEY_PARTS.iter().any(|part| key.contains(part))
+}
+
+/// The URI as it may be recorded: userinfo removed, secret-looking query
+/// values replaced by `[redacted]`.
+pub fn redact_uri(uri: &Uri) -> String {
+    let mut out = String::new();
+    if let Some(scheme) = uri.scheme_str() {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    if let Some(authority) = uri.authority() {
+        let host_port = authority
+            .as_str()
+            .rsplit_once('@')
+            .map_or(authority.as_str(), |(_, rest)| rest);
+        out.push_str(host_port);
+    }
+    out.push_str(uri.path());
+    if let Some(query) = uri.query() {
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((key, _)) if is_secret_key(key) => {
+                    out.push_str(key);
+                    out.push('=');
+                    out.push_str(REDACTED);
+                }
+                _ => out.push_str(pair),
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_and_secret_query_values_are_removed() {
+        let uri: Uri = "https://user:pa55@api.example.com/v2/x?page=2&access_token=abc&apiKey=k1&q=ok"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            redact_uri(&uri),
+            "https://api.example.com/v2/x?page=2&access_token=[redacted]&apiKey=[redacted]&q=ok"
+        );
+        let uri: Uri = "/relative?password=x".parse().unwrap();
+        assert_eq!(redact_uri(&uri), "/relative?password=[redacted]");
+    }
+}

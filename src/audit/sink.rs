@@ -1,0 +1,337 @@
+//! Where audit events go.
+
+use std::fmt;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use http::Request;
+use serde::Serialize;
+
+use super::event::AuditEvent;
+use crate::body::Body;
+
+/// Receives audit events. Recording must never block the request path and
+/// never fail it: a sink that cannot keep up drops events and counts them.
+pub trait AuditSink: Send + Sync + 'static {
+    /// Record one event. Called on the request path: return quickly.
+    fn record(&self, event: &AuditEvent);
+
+    /// Whether events should be built at all (a no-op sink says no, and the
+    /// audit layer then only keeps stats).
+    fn enabled(&self) -> bool {
+        true
+    }
+}
+
+impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
+    fn record(&self, event: &AuditEvent) {
+        (**self).record(event);
+    }
+
+    fn enabled(&self) -> bool {
+        (**self).enabled()
+    }
+}
+
+/// Records nothing (stats are still kept).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoopSink;
+
+impl AuditSink for NoopSink {
+    fn record(&self, _event: &AuditEvent) {}
+
+    fn enabled(&self) -> bool {
+        false
+    }
+}
+
+/// Hands each event to a closure. Made by [`callback`].
+#[derive(Clone)]
+pub struct CallbackSink<F> {
+    f: F,
+}
+
+/// A sink that calls `f` with each event, on the request path.
+pub fn callback<F>(f: F) -> CallbackSink<F>
+where
+    F: Fn(&AuditEvent) + Send + Sync + 'static,
+{
+    CallbackSink { f }
+}
+
+impl<F> AuditSink for CallbackSink<F>
+where
+    F: Fn(&AuditEvent) + Send + Sync + 'static,
+{
+    fn record(&self, event: &AuditEvent) {
+        (self.f)(event);
+    }
+}
+
+impl<F> fmt::Debug for CallbackSink<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallbackSink").finish_non_exhaustive()
+    }
+}
+
+enum Line {
+    Event(String),
+    Flush(SyncSender<()>),
+}
+
+/// Writes each event as one JSON line to any writer (stdout, a file), from a
+/// background thread: the request path only formats the line and hands it
+/// over. When the writer falls behind by more than the buffer (default 8192
+/// lines), new lines are dropped and counted.
+#[derive(Clone)]
+pub struct JsonLinesSink {
+    tx: SyncSender<Line>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl JsonLinesSink {
+    /// JSON lines to `writer`, buffering up to 8192 lines.
+    pub fn new(writer: impl Write + Send + 'static) -> Self {
+        Self::with_capacity(writer, 8192)
+    }
+
+    /// JSON lines to `writer`, buffering up to `capacity` lines.
+    pub fn with_capacity(mut writer: impl Write + Send + 'static, capacity: usize) -> Self {
+        let (tx, rx) = sync_channel::<Line>(capacity.max(1));
+        std::thread::Builder::new()
+            .name("tower-cx-audit".into())
+            .spawn(move || {
+                // A failing writer loses lines, never the request.
+                for line in rx {
+                    match line {
+                        Line::Event(text) => {
+                            let _ = writer.write_all(text.as_bytes());
+                            let _ = writer.write_all(b"\n");
+                        }
+                        Line::Flush(done) => {
+                            let _ = writer.flush();
+                            let _ = done.send(());
+                        }
+                    }
+                }
+                let _ = writer.flush();
+            })
+            .expect("spawn the audit writer thread");
+        Self {
+            tx,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// JSON lines to standard output.
+    pub fn stdout() -> Self {
+        Self::new(std::io::stdout())
+    }
+
+    /// JSON lines appended to the file at `path` (created if missing).
+    pub fn file(path: impl AsRef<std::path::Path>) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        Ok(Self::new(std::io::BufWriter::new(file)))
+    }
+
+    /// Lines dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Wait until every line handed over so far is written and flushed.
+    /// Blocks: call it at shutdown or in tests, not on the request path.
+    pub fn flush(&self) {
+        let (done, wait) = sync_channel(1);
+        if self.tx.send(Line::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+}
+
+impl AuditSink for JsonLinesSink {
+    fn record(&self, event: &AuditEvent) {
+        match self.tx.try_send(Line::Event(event.to_json())) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for JsonLinesSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonLinesSink")
+            .field("dropped", &self.dropped())
+            .finish()
+    }
+}
+
+/// Sends each event to several sinks.
+#[derive(Clone, Default)]
+pub struct FanOut {
+    sinks: Vec<Arc<dyn AuditSink>>,
+}
+
+impl FanOut {
+    /// No sinks yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a sink.
+    pub fn with(mut self, sink: impl AuditSink) -> Self {
+        self.sinks.push(Arc::new(sink));
+        self
+    }
+}
+
+impl AuditSink for FanOut {
+    fn record(&self, event: &AuditEvent) {
+        for sink in &self.sinks {
+            if sink.enabled() {
+                sink.record(event);
+            }
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        self.sinks.iter().any(|s| s.enabled())
+    }
+}
+
+impl fmt::Debug for FanOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FanOut")
+            .field("sinks", &self.sinks.len())
+            .finish()
+    }
+}
+
+/// A request that failed for good, kept so it can be sent again later.
+#[derive(Debug)]
+pub struct DeadLetter {
+    /// The logical request's correlation id.
+    pub correlation_id: String,
+    /// Attempts sent.
+    pub attempts: u32,
+    /// The last status, if the request got a response.
+    pub last_status: Option<u16>,
+    /// A short error code: the failure kind (`http_error`, `timeout`, ...).
+    pub error_code: String,
+    /// A human-readable message (never a secret).
+    pub message: String,
+    /// The request, if its body could be kept (credentials headers removed).
+    pub request: Option<Request<Body>>,
+}
+
+/// Receives [`DeadLetter`]s.
+pub trait DeadLetterSink: Send + Sync + 'static {
+    /// Keep the dead letter. Called once per failed request; return quickly.
+    fn dead_letter(&self, letter: DeadLetter);
+}
+
+/// A dead-letter sink that calls a closure. Made by [`dead_letter_fn`].
+#[derive(Clone)]
+pub struct DeadLetterFn<F> {
+    f: F,
+}
+
+/// Hand each dead letter to `f`.
+pub fn dead_letter_fn<F>(f: F) -> DeadLetterFn<F>
+where
+    F: Fn(DeadLetter) + Send + Sync + 'static,
+{
+    DeadLetterFn { f }
+}
+
+impl<F> DeadLetterSink for DeadLetterFn<F>
+where
+    F: Fn(DeadLetter) + Send + Sync + 'static,
+{
+    fn dead_letter(&self, letter: DeadLetter) {
+        (self.f)(letter);
+    }
+}
+
+impl<F> fmt::Debug for DeadLetterFn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeadLetterFn").finish_non_exhaustive()
+    }
+}
+
+/// Appends dead letters as JSON lines (`correlation_id`, `attempts`,
+/// `last_status`, `error_code`, `message`, and the request's `method`, `url`,
+/// `headers` and UTF-8 `body`) to a writer, to be read back and re-submitted.
+pub struct JsonLinesDeadLetters {
+    writer: Mutex<Box<dyn Write + Send>>,
+}
+
+#[derive(Serialize)]
+struct DeadLetterLine<'a> {
+    correlation_id: &'a str,
+    attempts: u32,
+    last_status: Option<u16>,
+    error_code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    headers: Vec<(&'a str, &'a str)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+}
+
+impl JsonLinesDeadLetters {
+    /// Dead letters to `writer`.
+    pub fn new(writer: impl Write + Send + 'static) -> Self {
+        Self {
+            writer: Mutex::new(Box::new(writer)),
+        }
+    }
+}
+
+impl DeadLetterSink for JsonLinesDeadLetters {
+    fn dead_letter(&self, letter: DeadLetter) {
+        let request = letter.request.as_ref();
+        let line = DeadLetterLine {
+            correlation_id: &letter.correlation_id,
+            attempts: letter.attempts,
+            last_status: letter.last_status,
+            error_code: &letter.error_code,
+            message: &letter.message,
+            method: request.map(|r| r.method().as_str()),
+            url: request.map(|r| r.uri().to_string()),
+            headers: request
+                .map(|r| {
+                    r.headers()
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            body: request
+                .and_then(|r| r.body().as_bytes())
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
+        };
+        if let Ok(text) = serde_json::to_string(&line) {
+            let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(writer, "{text}");
+            let _ = writer.flush();
+        }
+    }
+}
+
+impl fmt::Debug for JsonLinesDeadLetters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonLinesDeadLetters").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,185 @@
+//! Counters and latency percentiles over every audited request.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hdrhistogram::Histogram;
+
+use super::event::EventKind;
+
+/// A cloneable handle on audit statistics: counts and latency percentiles
+/// (bounded memory: an HDR histogram from 1 µs to 1 h, 3 significant
+/// digits). Clones share the numbers.
+#[derive(Clone)]
+pub struct AuditStats {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: AtomicU64,
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    successes: AtomicU64,
+    http_errors: AtomicU64,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    connect_errors: AtomicU64,
+    not_sent: AtomicU64,
+    shed: AtomicU64,
+    breaker_opens: AtomicU64,
+    token_refreshes: AtomicU64,
+    gate_closures: AtomicU64,
+    dead_letters: AtomicU64,
+}
+
+struct Inner {
+    counters: Counters,
+    latency_us: Mutex<Histogram<u64>>,
+}
+
+/// A snapshot of [`AuditStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StatsSnapshot {
+    /// Logical requests finished.
+    pub requests: u64,
+    /// Attempts sent.
+    pub attempts: u64,
+    /// Retries scheduled.
+    pub retries: u64,
+    /// Requests that ended with a success status.
+    pub successes: u64,
+    /// Requests that ended with an error status (4xx, 5xx).
+    pub http_errors: u64,
+    /// Requests that ended with an error (no response).
+    pub errors: u64,
+    /// Of the errors: timeouts.
+    pub timeouts: u64,
+    /// Of the errors: connection failures.
+    pub connect_errors: u64,
+    /// Of the errors: not sent (shed, breaker open).
+    pub not_sent: u64,
+    /// Requests shed by the limiter.
+    pub shed: u64,
+    /// Times the breaker opened.
+    pub breaker_opens: u64,
+    /// Tokens fetched while a request waited.
+    pub token_refreshes: u64,
+    /// Times a response closed the rate gate.
+    pub gate_closures: u64,
+    /// Requests handed to the dead-letter sink.
+    pub dead_letters: u64,
+    /// Median total latency, in milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile total latency, in milliseconds.
+    pub p90_ms: f64,
+    /// 99th percentile total latency, in milliseconds.
+    pub p99_ms: f64,
+}
+
+impl Default for AuditStats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AuditStats {
+    /// Empty statistics.
+    pub fn new() -> Self {
+        let histogram = Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .expect("valid histogram bounds");
+        Self {
+            inner: Arc::new(Inner {
+                counters: Counters::default(),
+                latency_us: Mutex::new(histogram),
+            }),
+        }
+    }
+
+    /// The numbers now.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let c = &self.inner.counters;
+        let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let histogram = self.inner.latency_us.lock().unwrap_or_else(|e| e.into_inner());
+        let pct = |q: f64| {
+            if histogram.is_empty() {
+                0.0
+            } else {
+                histogram.value_at_quantile(q) as f64 / 1000.0
+            }
+        };
+        StatsSnapshot {
+            requests: get(&c.requests),
+            attempts: get(&c.attempts),
+            retries: get(&c.retries),
+            successes: get(&c.successes),
+            http_errors: get(&c.http_errors),
+            errors: get(&c.errors),
+            timeouts: get(&c.timeouts),
+            connect_errors: get(&c.connect_errors),
+            not_sent: get(&c.not_sent),
+            shed: get(&c.shed),
+            breaker_opens: get(&c.breaker_opens),
+            token_refreshes: get(&c.token_refreshes),
+            gate_closures: get(&c.gate_closures),
+            dead_letters: get(&c.dead_letters),
+            p50_ms: pct(0.50),
+            p90_ms: pct(0.90),
+            p99_ms: pct(0.99),
+        }
+    }
+
+    pub(crate) fn observe(&self, kind: &EventKind) {
+        let c = &self.inner.counters;
+        let bump = |n: &AtomicU64| {
+            n.fetch_add(1, Ordering::Relaxed);
+        };
+        match kind {
+            EventKind::AttemptStarted {} => bump(&c.attempts),
+            EventKind::RetryScheduled { .. } => bump(&c.retries),
+            EventKind::Shed { .. } => bump(&c.shed),
+            EventKind::GateClosed { .. } => bump(&c.gate_closures),
+            EventKind::BreakerTransition { to: "open", .. } => bump(&c.breaker_opens),
+            EventKind::TokenRefreshed { .. } => bump(&c.token_refreshes),
+            EventKind::RequestFinished {
+                outcome,
+                error_kind,
+                total_ms,
+                ..
+            } => {
+                bump(&c.requests);
+                match *outcome {
+                    "success" => bump(&c.successes),
+                    "http_error" => bump(&c.http_errors),
+                    _ => {
+                        bump(&c.errors);
+                        match *error_kind {
+                            Some("timeout") => bump(&c.timeouts),
+                            Some("connect") => bump(&c.connect_errors),
+                            Some("not_sent") => bump(&c.not_sent),
+                            _ => {}
+                        }
+                    }
+                }
+                let micros = (total_ms * 1000.0).round().clamp(1.0, 3_600_000_000.0) as u64;
+                let mut histogram = self.inner.latency_us.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = histogram.record(micros);
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn count_dead_letter(&self) {
+        self.inner
+            .counters
+            .dead_letters
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for AuditStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.snapshot().fmt(f)
+    }
+}
