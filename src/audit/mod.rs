@@ -94,8 +94,8 @@ mod service;
 mod sink;
 mod stats;
 
-pub use event::{AuditEvent, EventKind};
 pub(crate) use event::ms;
+pub use event::{AuditEvent, EventKind};
 pub use future::ResponseFuture;
 pub use layer::AuditLayer;
 pub use record::AuditRecord;

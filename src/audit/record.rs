@@ -35,7 +35,11 @@ pub(crate) struct Timings {
 }
 
 impl AuditRecord {
-    pub(crate) fn new(correlation_id: Arc<str>, sink: Arc<dyn AuditSink>, stats: AuditStats) -> Self {
+    pub(crate) fn new(
+        correlation_id: Arc<str>,
+        sink: Arc<dyn AuditSink>,
+        stats: AuditStats,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 correlation_id,

@@ -5,8 +5,19 @@ use http::Uri;
 /// Query keys whose values are never recorded (matched case-insensitively,
 /// as a part of the key).
 const SECRET_KEY_PARTS: &[&str] = &[
-    "token", "secret", "password", "passwd", "pwd", "key", "signature", "sig", "auth", "code",
-    "credential", "session", "cookie",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "pwd",
+    "key",
+    "signature",
+    "sig",
+    "auth",
+    "code",
+    "credential",
+    "session",
+    "cookie",
 ];
 
 /// The value that replaces a secret.
@@ -59,9 +70,10 @@ mod tests {
 
     #[test]
     fn userinfo_and_secret_query_values_are_removed() {
-        let uri: Uri = "https://user:pa55@api.example.com/v2/x?page=2&access_token=abc&apiKey=k1&q=ok"
-            .parse()
-            .unwrap();
+        let uri: Uri =
+            "https://user:pa55@api.example.com/v2/x?page=2&access_token=abc&apiKey=k1&q=ok"
+                .parse()
+                .unwrap();
         assert_eq!(
             redact_uri(&uri),
             "https://api.example.com/v2/x?page=2&access_token=[redacted]&apiKey=[redacted]&q=ok"

@@ -55,9 +55,8 @@ const INCOMING_IDS: [&str; 2] = ["x-request-id", "inin-correlation-id"];
 fn incoming_id(headers: &HeaderMap) -> Option<Arc<str>> {
     INCOMING_IDS.iter().find_map(|name| {
         let value = headers.get(*name)?.to_str().ok()?.trim();
-        let sane = !value.is_empty()
-            && value.len() <= 128
-            && value.bytes().all(|b| b.is_ascii_graphic());
+        let sane =
+            !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic());
         sane.then(|| Arc::from(value))
     })
 }

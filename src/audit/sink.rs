@@ -332,6 +332,7 @@ impl DeadLetterSink for JsonLinesDeadLetters {
 
 impl fmt::Debug for JsonLinesDeadLetters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JsonLinesDeadLetters").finish_non_exhaustive()
+        f.debug_struct("JsonLinesDeadLetters")
+            .finish_non_exhaustive()
     }
 }

@@ -87,8 +87,8 @@ impl Default for AuditStats {
 impl AuditStats {
     /// Empty statistics.
     pub fn new() -> Self {
-        let histogram = Histogram::new_with_bounds(1, 3_600_000_000, 3)
-            .expect("valid histogram bounds");
+        let histogram =
+            Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
         Self {
             inner: Arc::new(Inner {
                 counters: Counters::default(),
@@ -101,12 +101,18 @@ impl AuditStats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let c = &self.inner.counters;
         let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
-        let histogram = self.inner.latency_us.lock().unwrap_or_else(|e| e.into_inner());
+        let histogram = self
+            .inner
+            .latency_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let pct = |q: f64| {
             if histogram.is_empty() {
                 0.0
             } else {
-                histogram.value_at_quantile(q) as f64 / 1000.0
+                // the bucket's lowest value: exact for values recorded
+                // exactly, within 0.1 % otherwise
+                histogram.lowest_equivalent(histogram.value_at_quantile(q)) as f64 / 1000.0
             }
         };
         StatsSnapshot {
@@ -163,7 +169,11 @@ impl AuditStats {
                     }
                 }
                 let micros = (total_ms * 1000.0).round().clamp(1.0, 3_600_000_000.0) as u64;
-                let mut histogram = self.inner.latency_us.lock().unwrap_or_else(|e| e.into_inner());
+                let mut histogram = self
+                    .inner
+                    .latency_us
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 let _ = histogram.record(micros);
             }
             _ => {}

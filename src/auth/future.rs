@@ -12,8 +12,8 @@ use super::cache::{AuthEvent, Issued};
 use super::{TokenCache, TokenError};
 use crate::audit::{ms, AuditRecord, EventKind as AuditKind};
 use crate::body::{try_clone_request, ReplayBody};
-use tokio::time::Instant;
 use crate::error::BoxError;
+use tokio::time::Instant;
 
 type Acquire = Pin<Box<dyn Future<Output = Result<Issued, TokenError>> + Send>>;
 

@@ -8,8 +8,8 @@ use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
-use super::state::{Admission, Breaker};
 use super::service::publish_transitions;
+use super::state::{Admission, Breaker};
 use crate::audit::AuditRecord;
 use crate::classify::{classify_error, Class, FailureKind};
 use crate::error::{BoxError, CircuitOpen};

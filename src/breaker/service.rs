@@ -13,7 +13,10 @@ use crate::audit::{AuditRecord, EventKind as AuditKind};
 use crate::error::BoxError;
 
 /// Tell the request's audit record about the transitions it caused.
-pub(crate) fn publish_transitions(audit: Option<&AuditRecord>, transitions: &[super::BreakerEvent]) {
+pub(crate) fn publish_transitions(
+    audit: Option<&AuditRecord>,
+    transitions: &[super::BreakerEvent],
+) {
     if let Some(audit) = audit {
         for transition in transitions {
             audit.publish(

@@ -201,9 +201,7 @@ impl Breaker {
         to: BreakerState,
         reason: TransitionReason,
     ) {
-        if self.config.on_event.is_some() {
-            inner.pending.push(BreakerEvent { from, to, reason });
-        }
+        inner.pending.push(BreakerEvent { from, to, reason });
     }
 
     /// Release the lock, then report what happened under it; the events

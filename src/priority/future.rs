@@ -112,7 +112,8 @@ where
                     match outcome {
                         TicketState::Waiting => return Poll::Pending,
                         TicketState::Granted(permit) => {
-                            if let (Some(audit), Some(at)) = (this.audit.as_ref(), *this.queued_at) {
+                            if let (Some(audit), Some(at)) = (this.audit.as_ref(), *this.queued_at)
+                            {
                                 let wait = at.elapsed();
                                 audit.add_queue(wait);
                                 audit.publish(None, AuditKind::QueueWaited { wait_ms: ms(wait) });

@@ -76,6 +76,6 @@ pub use budget::RetryBudget;
 pub use event::{DelaySource, GiveUpReason, RetryEvent, RetryEventKind};
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
-pub use policy::{is_idempotent, new_idempotency_key, RetryOverride, IDEMPOTENCY_KEY};
 pub(crate) use policy::uuid_v4 as policy_uuid_v4;
+pub use policy::{is_idempotent, new_idempotency_key, RetryOverride, IDEMPOTENCY_KEY};
 pub use service::Retry;

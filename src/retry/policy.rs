@@ -9,9 +9,9 @@ use tokio::time::Instant;
 
 use super::event::{DelaySource, EventHandler, GiveUpReason, RetryEvent, RetryEventKind};
 use super::RetryBudget;
-use crate::backoff::{between, Backoff, BackoffState, SharedRng};
-use crate::audit::{AuditRecord, EventKind as AuditKind};
 use crate::audit::ms as audit_ms;
+use crate::audit::{AuditRecord, EventKind as AuditKind};
+use crate::backoff::{between, Backoff, BackoffState, SharedRng};
 use crate::classify::{Class, Classify, DefaultClassifier, FailureKind};
 use crate::error::{BoxError, RetryDeadlineExceeded};
 use crate::retry_after::{server_hint, Clock, ServerHint, SystemClock};

@@ -105,8 +105,8 @@ where
             None
         };
         let audit = request.extensions().get::<AuditRecord>().cloned();
-        let mut attempts = Attempts::new(config, overrides, idempotent, template.is_some(), now)
-            .with_audit(audit);
+        let mut attempts =
+            Attempts::new(config, overrides, idempotent, template.is_some(), now).with_audit(audit);
         attempts.attempt_started();
 
         // Call the service that was driven to readiness; keep a fresh clone.

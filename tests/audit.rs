@@ -1,0 +1,604 @@
+//! The audit layer: exact event sequences through the real layers, sinks,
+//! stats, dead letters and redaction.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower_cx::audit::{
+    callback, dead_letter_fn, AuditEvent, AuditLayer, DeadLetter, EventKind, JsonLinesSink,
+};
+use tower_cx::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
+use tower_cx::backoff::{Backoff, Jitter};
+use tower_cx::body::Body;
+use tower_cx::breaker::CircuitBreakerLayer;
+use tower_cx::error::BoxError;
+use tower_cx::priority::PriorityLimitLayer;
+use tower_cx::retry::{RetryBudget, RetryLayer};
+
+#[derive(Clone)]
+enum Answer {
+    Status(u16),
+    RetryAfter(u16, &'static str),
+    Slow(u16, Duration),
+    /// 401 unless the request carries `Bearer tok-2`.
+    NeedsSecondToken,
+}
+
+/// A scripted upstream; answers `200` once the script runs out.
+#[derive(Clone)]
+struct Upstream {
+    script: Arc<Mutex<VecDeque<Answer>>>,
+}
+
+impl Upstream {
+    fn new(script: Vec<Answer>) -> Self {
+        Self {
+            script: Arc::new(Mutex::new(script.into())),
+        }
+    }
+}
+
+impl Service<Request<Body>> for Upstream {
+    type Response = Response<()>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<()>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let answer = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Answer::Status(200));
+        let token = request
+            .headers()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned());
+        Box::pin(async move {
+            let (status, retry_after) = match answer {
+                Answer::Status(code) => (code, None),
+                Answer::RetryAfter(code, value) => (code, Some(value)),
+                Answer::Slow(code, latency) => {
+                    tokio::time::sleep(latency).await;
+                    (code, None)
+                }
+                Answer::NeedsSecondToken => {
+                    let ok = token.as_deref() == Some("Bearer tok-2");
+                    (if ok { 200 } else { 401 }, None)
+                }
+            };
+            let mut response = Response::builder().status(status);
+            if let Some(value) = retry_after {
+                response = response.header("retry-after", value);
+            }
+            Ok(response.body(()).unwrap())
+        })
+    }
+}
+
+type Events = Arc<Mutex<Vec<AuditEvent>>>;
+
+fn audit(events: &Events) -> AuditLayer {
+    let events = events.clone();
+    AuditLayer::new(callback(move |e| events.lock().unwrap().push(e.clone())))
+}
+
+fn retry() -> RetryLayer {
+    RetryLayer::new()
+        .backoff(Backoff::exponential(Duration::from_millis(500)).jitter(Jitter::None))
+        .hint_jitter(0.0, Duration::ZERO)
+        .budget(RetryBudget::unlimited())
+}
+
+/// `(event name, attempt)` of each event.
+fn names(events: &Events) -> Vec<(&'static str, Option<u32>)> {
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| (e.name(), e.attempt))
+        .collect()
+}
+
+fn finished(events: &Events) -> EventKind {
+    events.lock().unwrap().last().unwrap().kind.clone()
+}
+
+fn get() -> Request<Body> {
+    Request::get("https://api.example.com/api/v2/users")
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn success_on_the_first_attempt() {
+    let events = Events::default();
+    let service = ServiceBuilder::new()
+        .layer(audit(&events))
+        .layer(retry())
+        .service(Upstream::new(vec![]));
+    service.oneshot(get()).await.unwrap();
+    assert_eq!(
+        names(&events),
+        [
+            ("request.started", None),
+            ("attempt.started", Some(1)),
+            ("attempt.finished", Some(1)),
+            ("request.finished", None),
+        ]
+    );
+    assert_eq!(
+        finished(&events),
+        EventKind::RequestFinished {
+            outcome: "success",
+            status: Some(200),
+            error_kind: None,
+            attempts: 1,
+            total_ms: 0.0,
+            backoff_ms: 0.0,
+            queue_ms: 0.0,
+            wire_ms: 0.0,
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_503_then_success() {
+    let events = Events::default();
+    let service = ServiceBuilder::new()
+        .layer(audit(&events))
+        .layer(retry())
+        .service(Upstream::new(vec![Answer::Slow(
+            503,
+            Duration::from_millis(20),
+        )]));
+    service.oneshot(get()).await.unwrap();
+    assert_eq!(
+        names(&events),
+        [
+            ("request.started", None),
+            ("attempt.started", Some(1)),
+            ("attempt.finished", Some(1)),
+            ("retry.scheduled", Some(1)),
+            ("attempt.started", Some(2)),
+            ("attempt.finished", Some(2)),
+            ("request.finished", None),
+        ]
+    );
+    let events = events.lock().unwrap();
+    assert_eq!(
+        events[2].kind,
+        EventKind::AttemptFinished {
+            status: Some(503),
+            class: "retryable",
+            failure: Some("status"),
+            latency_ms: 20.0,
+        }
+    );
+    assert_eq!(
+        events[3].kind,
+        EventKind::RetryScheduled {
+            delay_ms: 500.0,
+            source: "backoff",
+        }
+    );
+    assert_eq!(
+        events[6].kind,
+        EventKind::RequestFinished {
+            outcome: "success",
+            status: Some(200),
+            error_kind: None,
+            attempts: 2,
+            total_ms: 520.0,
+            backoff_ms: 500.0,
+            queue_ms: 0.0,
+            wire_ms: 20.0,
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_retry_after_closes_the_gate() {
+    let events = Events::default();
+    let service = ServiceBuilder::new()
+        .layer(audit(&events))
+        .layer(retry())
+        .layer(PriorityLimitLayer::new(4))
+        .service(Upstream::new(vec![Answer::RetryAfter(429, "2")]));
+    service.oneshot(get()).await.unwrap();
+    assert_eq!(
+        names(&events),
+        [
+            ("request.started", None),
+            ("attempt.started", Some(1)),
+            ("gate.closed", None),
+            ("attempt.finished", Some(1)),
+            ("retry.scheduled", Some(1)),
+            ("attempt.started", Some(2)),
+            ("attempt.finished", Some(2)),
+            ("request.finished", None),
+        ]
+    );
+    let events = events.lock().unwrap();
+    assert_eq!(
+        events[2].kind,
+        EventKind::GateClosed {
+            for_ms: 2000.0,
+            source: "retry-after",
+        }
+    );
+    assert_eq!(
+        events[4].kind,
+        EventKind::RetryScheduled {
+            delay_ms: 2000.0,
+            source: "retry-after",
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_refreshes_the_token_and_replays() {
+    let events = Events::default();
+    let issued = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = issued.clone();
+    let tokens = TokenCache::new(source_fn(move || {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, TokenError>(Token::new(format!("tok-{n}"), Duration::from_secs(3600)))
+        }
+    }));
+    let service = ServiceBuilder::new()
+        .layer(audit(&events))
+        .layer(retry())
+        .layer(BearerLayer::new(tokens))
+        .service(Upstream::new(vec![
+            Answer::NeedsSecondToken,
+            Answer::NeedsSecondToken,
+        ]));
+    let response = service.oneshot(get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        names(&events),
+        [
+            ("request.started", None),
+            ("attempt.started", Some(1)),
+            ("token.refreshed", None),
+            ("token.invalidated", None),
+            ("token.refreshed", None),
+            ("attempt.finished", Some(1)),
+            ("request.finished", None),
+        ]
+    );
+    assert_eq!(
+        events.lock().unwrap()[2].kind,
+        EventKind::TokenRefreshed { wait_ms: 100.0 }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_is_reported_and_the_request_ends_not_sent() {
+    let events = Events::default();
+    let service = ServiceBuilder::new()
+        .layer(audit(&events))
+        .layer(retry().deadline(Duration::from_secs(5)))
+        .layer(
+            CircuitBreakerLayer::new()
+                .consecutive_failures(1)
+                .open_duration(Backoff::constant(Duration::from_secs(10))),
+        )
+        .service(Upstream::new(vec![Answer::Status(503)]));
+    let err = service.oneshot(get()).await.unwrap_err();
+    assert!(err.is::<tower_cx::error::CircuitOpen>());
+    assert_eq!(
+        names(&events),
+        [
+            ("request.started", None),
+            ("attempt.started", Some(1)),
+            ("breaker.transition", None),
+            ("attempt.finished", Some(1)),
+            ("retry.scheduled", Some(1)),
+            ("attempt.started", Some(2)),
+            ("attempt.finished", Some(2)),
+            ("retry.gave_up", Some(2)),
+            ("request.finished", None),
+        ]
+    );
+    let events = events.lock().unwrap();
+    assert_eq!(
+        events[2].kind,
+        EventKind::BreakerTransition {
+            from: "closed",
+            to: "open"
+        }
+    );
+    assert_eq!(
+        events[7].kind,
+        EventKind::RetryGaveUp {
+            reason: "hint_past_deadline"
+        }
+    );
+    assert!(matches!(
+        events[8].kind,
+        EventKind::RequestFinished {
+            outcome: "error",
+            error_kind: Some("not_sent"),
+            attempts: 2,
+            ..
+        }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shed_request_is_reported() {
+    let events = Events::default();
+    let limiter = PriorityLimitLayer::new(1).max_queue(0);
+    let service = ServiceBuilder::new()
+        .layer(audit(&events))
+        .layer(limiter)
+        .service(Upstream::new(vec![Answer::Slow(
+            200,
+            Duration::from_secs(5),
+        )]));
+    let holder = tokio::spawn(service.clone().oneshot(get()));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    events.lock().unwrap().clear();
+    let err = service.oneshot(get()).await.unwrap_err();
+    assert!(err.is::<tower_cx::error::Overloaded>());
+    assert_eq!(
+        names(&events),
+        [
+            ("request.started", None),
+            ("request.shed", None),
+            ("request.finished", None),
+        ]
+    );
+    assert_eq!(
+        events.lock().unwrap()[1].kind,
+        EventKind::Shed {
+            reason: "queue_full"
+        }
+    );
+    holder.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn queue_time_is_measured_and_reported() {
+    let events = Events::default();
+    let service = ServiceBuilder::new()
+        .layer(audit(&events))
+        .layer(PriorityLimitLayer::new(1))
+        .service(Upstream::new(vec![Answer::Slow(
+            200,
+            Duration::from_secs(3),
+        )]));
+    let holder = tokio::spawn(service.clone().oneshot(get()));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    events.lock().unwrap().clear();
+    service.oneshot(get()).await.unwrap();
+    holder.await.unwrap().unwrap();
+    // only the queued request's own events (the holder finishes meanwhile)
+    let all = events.lock().unwrap();
+    let id = all[0].correlation_id.clone();
+    let events: Vec<_> = all.iter().filter(|e| e.correlation_id == id).collect();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[1].kind, EventKind::QueueWaited { wait_ms: 3000.0 });
+    assert!(matches!(
+        events[2].kind,
+        EventKind::RequestFinished { queue_ms, total_ms, wire_ms, .. }
+            if queue_ms == 3000.0 && total_ms == 3000.0 && wire_ms == 0.0
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_correlation_id_comes_from_the_request_or_is_generated_and_sent_upstream() {
+    let events = Events::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let upstream = {
+        let seen = seen.clone();
+        tower::service_fn(move |req: Request<Body>| {
+            seen.lock().unwrap().push(
+                req.headers()
+                    .get("x-correlation-id")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            );
+            async { Ok::<_, BoxError>(Response::new(())) }
+        })
+    };
+    let service = audit(&events).layer(upstream);
+    let request = Request::get("https://x/")
+        .header("ININ-Correlation-Id", "abc-123")
+        .body(Body::empty())
+        .unwrap();
+    service.clone().oneshot(request).await.unwrap();
+    service.oneshot(get()).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].as_deref(), Some("abc-123"));
+    let generated = seen[1].clone().unwrap();
+    assert_eq!(generated.len(), 36);
+    let events = events.lock().unwrap();
+    assert_eq!(&*events[0].correlation_id, "abc-123");
+    assert_eq!(&*events[2].correlation_id, generated.as_str());
+}
+
+#[tokio::test(start_paused = true)]
+async fn stats_count_requests_and_latencies() {
+    let layer = audit(&Events::default());
+    let stats = layer.stats_handle();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .layer(retry().max_attempts(2))
+        .service(Upstream::new(vec![
+            Answer::Slow(200, Duration::from_millis(10)),
+            Answer::Status(503),
+            Answer::Status(503),
+            Answer::Slow(200, Duration::from_millis(30)),
+        ]));
+    for _ in 0..3 {
+        service.clone().oneshot(get()).await.unwrap();
+    }
+    let snapshot = stats.snapshot();
+    assert_eq!(snapshot.requests, 3);
+    assert_eq!(snapshot.successes, 2);
+    assert_eq!(snapshot.http_errors, 1);
+    assert_eq!(snapshot.attempts, 4);
+    assert_eq!(snapshot.retries, 1);
+    assert_eq!(snapshot.p50_ms, 30.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_go_to_the_dead_letter_sink_with_a_replayable_request() {
+    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
+    let layer = {
+        let letters = letters.clone();
+        audit(&Events::default())
+            .dead_letters(dead_letter_fn(move |l| letters.lock().unwrap().push(l)))
+    };
+    let stats = layer.stats_handle();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .layer(retry().max_attempts(2))
+        .service(Upstream::new(vec![
+            Answer::Status(503),
+            Answer::Status(503),
+        ]));
+    let request = Request::put("https://api.example.com/api/v2/things/1")
+        .header("authorization", "Bearer user-supplied-secret")
+        .header("content-type", "application/json")
+        .body(Body::from("{\"name\":\"x\"}"))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let letters = letters.lock().unwrap();
+    assert_eq!(letters.len(), 1);
+    let letter = &letters[0];
+    assert_eq!(letter.attempts, 2);
+    assert_eq!(letter.last_status, Some(503));
+    assert_eq!(letter.error_code, "http_error");
+    let copy = letter.request.as_ref().expect("a replayable copy");
+    assert_eq!(copy.method(), http::Method::PUT);
+    assert_eq!(copy.body().as_bytes().unwrap(), "{\"name\":\"x\"}");
+    assert!(
+        copy.headers().get("authorization").is_none(),
+        "credentials removed"
+    );
+    assert_eq!(copy.headers()["content-type"], "application/json");
+    assert_eq!(stats.snapshot().dead_letters, 1);
+}
+
+/// A writer that appends to a shared buffer.
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn json_lines_have_the_documented_shape() {
+    let buffer = Buffer::default();
+    let sink = JsonLinesSink::new(buffer.clone());
+    let service = ServiceBuilder::new()
+        .layer(AuditLayer::new(sink.clone()))
+        .layer(retry())
+        .service(Upstream::new(vec![Answer::Status(502)]));
+    let mut request = get();
+    request
+        .extensions_mut()
+        .insert(tower_cx::priority::Priority::High);
+    service.oneshot(request).await.unwrap();
+    sink.flush();
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 7);
+    for line in &lines {
+        assert!(line["ts"].as_str().unwrap().ends_with('Z'));
+        assert!(line["correlation_id"].is_string());
+        assert!(line["event"].is_string());
+    }
+    assert_eq!(lines[0]["event"], "request.started");
+    assert_eq!(lines[0]["method"], "GET");
+    assert_eq!(lines[0]["priority"], "high");
+    assert_eq!(lines[2]["status"], 502);
+    assert_eq!(lines[2]["attempt"], 1);
+    assert_eq!(lines[6]["outcome"], "success");
+    assert_eq!(sink.dropped(), 0);
+}
+
+mod redaction {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn secrets_never_reach_an_event(
+            secret in "[A-Za-z0-9]{12,24}",
+            key in prop::sample::select(vec!["access_token", "client_secret", "password", "apiKey", "code", "token"]),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+            let events = Events::default();
+            let buffer = Buffer::default();
+            runtime.block_on(async {
+                let sink = JsonLinesSink::new(buffer.clone());
+                let fan = tower_cx::audit::FanOut::new().with(sink.clone()).with({
+                    let events = events.clone();
+                    callback(move |e| events.lock().unwrap().push(e.clone()))
+                });
+                let tokens = TokenCache::new(source_fn({
+                    let secret = secret.clone();
+                    move || {
+                        let token = format!("tok{secret}");
+                        async move { Ok::<_, TokenError>(Token::new(token, Duration::from_secs(60))) }
+                    }
+                }));
+                let service = ServiceBuilder::new()
+                    .layer(AuditLayer::new(fan))
+                    .layer(retry().max_attempts(2))
+                    .layer(BearerLayer::new(tokens))
+                    .service(Upstream::new(vec![Answer::Status(503)]));
+                let url = format!("https://user:{secret}@api.example.com/x?{key}={secret}&page=1");
+                let request = Request::post(url)
+                    .header("authorization", format!("Bearer {secret}"))
+                    .header("cookie", format!("session={secret}"))
+                    .header("x-api-key", secret.clone())
+                    .header("idempotency-key", "k1")
+                    .body(Body::from(format!("{{\"password\":\"{secret}\",\"client_secret\":\"{secret}\"}}")))
+                    .unwrap();
+                service.oneshot(request).await.unwrap();
+                sink.flush();
+            });
+            let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+            prop_assert!(text.lines().count() >= 6);
+            prop_assert!(!text.contains(&secret), "{text}");
+            for event in events.lock().unwrap().iter() {
+                let shown = format!("{:?}", event);
+                prop_assert!(!shown.contains(&secret), "{}", shown);
+            }
+        }
+    }
+}
