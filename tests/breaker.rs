@@ -501,3 +501,63 @@ async fn an_isolated_breaker_is_final_for_the_retry_layer() {
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert!(upstream.arrivals().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_from_an_earlier_round_does_not_free_a_slot_of_this_round() {
+    let layer = layer(&Events::default()).half_open(2, 2);
+    let handle = layer.handle();
+    let upstream = Upstream::always(Answer::Status(500));
+    let service = layer.layer(upstream.clone());
+    for _ in 0..3 {
+        send(&service).await.unwrap();
+    }
+    advance(secs(5)).await;
+    // round 1: A is slow, B fails and reopens the breaker
+    upstream.push(vec![Answer::Slow(200, secs(100)), Answer::Status(500)]);
+    let a = tokio::spawn({
+        let s = service.clone();
+        async move { send(&s).await }
+    });
+    tokio::task::yield_now().await;
+    send(&service).await.unwrap();
+    assert!(matches!(handle.state(), BreakerState::Open { .. }));
+    // round 2: C and D take both slots
+    advance(secs(10)).await;
+    upstream.push(vec![
+        Answer::Slow(200, secs(100)),
+        Answer::Slow(200, secs(100)),
+    ]);
+    let c = tokio::spawn({
+        let s = service.clone();
+        async move { send(&s).await }
+    });
+    let d = tokio::spawn({
+        let s = service.clone();
+        async move { send(&s).await }
+    });
+    tokio::task::yield_now().await;
+    a.abort();
+    let _ = a.await;
+    // A belonged to round 1: its end frees nothing in round 2
+    assert!(open_error(send(&service).await).retry_in().is_some());
+    c.abort();
+    d.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unbounded_open_duration_with_a_huge_hint_does_not_overflow() {
+    let layer = layer(&Events::default()).max_open(Duration::MAX);
+    let handle = layer.handle();
+    let service = layer.layer(Upstream::new(
+        vec![
+            Answer::Status(503),
+            Answer::Status(503),
+            Answer::RetryAfter(503, "99999999999999999999"),
+        ],
+        Answer::Status(200),
+    ));
+    for _ in 0..3 {
+        send(&service).await.unwrap();
+    }
+    assert!(matches!(handle.state(), BreakerState::Open { .. }));
+}

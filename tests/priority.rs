@@ -417,3 +417,95 @@ async fn the_priority_can_come_from_a_header() {
     }
     assert_eq!(upstream.order(), ["first", "high", "junk", "low"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_daily_cap_or_absurd_hint_does_not_freeze_the_limiter() {
+    let upstream = Upstream::new();
+    let layer = PriorityLimitLayer::new(2);
+    let handle = layer.handle();
+    let service = layer.layer(upstream.clone());
+    for value in ["86400", "99999999999999999999"] {
+        let mut capped = req("cap", Normal, 0);
+        capped
+            .headers_mut()
+            .insert("x-status", "429".parse().unwrap());
+        capped
+            .headers_mut()
+            .insert("x-retry-after", value.parse().unwrap());
+        service.clone().oneshot(capped).await.unwrap();
+        assert_eq!(handle.status().gate_closed_for, None, "{value}");
+        service
+            .clone()
+            .oneshot(req("next", Normal, 0))
+            .await
+            .unwrap();
+    }
+    assert_eq!(upstream.seen().len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_gate_can_be_reopened_by_hand() {
+    let upstream = Upstream::new();
+    let layer = PriorityLimitLayer::new(2);
+    let handle = layer.handle();
+    let service = layer.layer(upstream.clone());
+    handle.close_gate(secs(60));
+    let waiting = spawn(&service, req("W", High, 0));
+    settle().await;
+    assert_eq!(handle.status().queued, [0, 0, 1]);
+    handle.open_gate();
+    waiting.await.unwrap().unwrap();
+    assert_eq!(upstream.seen(), [("W".to_string(), secs(0))]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn extreme_settings_do_not_overflow() {
+    let upstream = Upstream::new();
+    let service = PriorityLimitLayer::new(1)
+        .max_queue_wait(Duration::MAX)
+        .layer(upstream.clone());
+    let holder = spawn(&service, req("holder", Normal, 1000));
+    settle().await;
+    let waiter = spawn(&service, req("W", Normal, 0));
+    holder.await.unwrap().unwrap();
+    waiter.await.unwrap().unwrap();
+
+    let paced = PriorityLimitLayer::new(4)
+        .pacing(1, Duration::MAX)
+        .layer(upstream.clone());
+    paced
+        .clone()
+        .oneshot(req("first", Normal, 0))
+        .await
+        .unwrap();
+    let second = tokio::time::timeout(secs(3600), paced.oneshot(req("second", Normal, 0))).await;
+    assert!(second.is_err(), "one request per (practically) forever");
+}
+
+#[test]
+fn a_limiter_outliving_its_runtime_still_dispatches_in_the_next_one() {
+    let upstream = Upstream::new();
+    let layer = PriorityLimitLayer::new(4);
+    let handle = layer.handle();
+    let service = layer.layer(upstream.clone());
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    first.block_on(async {
+        handle.close_gate(secs(5));
+    });
+    drop(first);
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    second.block_on(async {
+        tokio::time::sleep(secs(6)).await;
+        let result =
+            tokio::time::timeout(secs(3600), service.oneshot(req("late", Normal, 0))).await;
+        assert!(result.is_ok(), "the request is dispatched, not stuck");
+    });
+}

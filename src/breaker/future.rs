@@ -53,16 +53,19 @@ impl Guard {
                 let transitions = self.breaker.record(self.admission, failure, hint);
                 publish_transitions(self.audit.as_ref(), &transitions);
             }
-            None if self.admission == Admission::Probe => self.breaker.release_probe(),
-            None => {}
+            None => {
+                if let Admission::Probe(round) = self.admission {
+                    self.breaker.release_probe(round);
+                }
+            }
         }
     }
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if !self.done && self.admission == Admission::Probe {
-            self.breaker.release_probe();
+        if let (false, Admission::Probe(round)) = (self.done, self.admission) {
+            self.breaker.release_probe(round);
         }
     }
 }

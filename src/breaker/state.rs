@@ -151,6 +151,9 @@ struct Inner {
     open_backoff: BackoffState,
     probes_in_flight: u32,
     probe_successes: u32,
+    /// Which half-open round the probes belong to: a probe from an earlier
+    /// round must not touch this round's slots or successes.
+    round: u64,
     counts: BreakerCounts,
     /// Transitions to report once the lock is released (a callback must
     /// be free to call the handle).
@@ -161,7 +164,8 @@ struct Inner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
     Closed,
-    Probe,
+    /// A half-open probe of the given round.
+    Probe(u64),
 }
 
 pub(crate) struct Breaker {
@@ -184,6 +188,7 @@ impl Breaker {
                 open_backoff: BackoffState::default(),
                 probes_in_flight: 0,
                 probe_successes: 0,
+                round: 0,
                 counts: BreakerCounts::default(),
                 pending: Vec::new(),
             }),
@@ -230,7 +235,7 @@ impl Breaker {
             Phase::Open { until } => Err(CircuitOpen::new(Some(until - now))),
             Phase::HalfOpen if inner.probes_in_flight < self.config.probes => {
                 inner.probes_in_flight += 1;
-                Ok(Admission::Probe)
+                Ok(Admission::Probe(inner.round))
             }
             Phase::HalfOpen => Err(CircuitOpen::new(Some(self.config.half_open_retry_in))),
             Phase::Isolated => Err(CircuitOpen::new(None)),
@@ -248,6 +253,7 @@ impl Breaker {
                 inner.phase = Phase::HalfOpen;
                 inner.probes_in_flight = 0;
                 inner.probe_successes = 0;
+                inner.round += 1;
                 self.emit(
                     inner,
                     BreakerState::Open {
@@ -290,7 +296,7 @@ impl Breaker {
                     self.trip(&mut inner, now, hint, TransitionReason::FailureRate);
                 }
             }
-            (Admission::Probe, Phase::HalfOpen) => {
+            (Admission::Probe(round), Phase::HalfOpen) if round == inner.round => {
                 inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
                 if failure {
                     self.trip(&mut inner, now, hint, TransitionReason::ProbeFailed);
@@ -313,9 +319,9 @@ impl Breaker {
     }
 
     /// A probe ended without an outcome (its future was dropped).
-    pub(crate) fn release_probe(&self) {
+    pub(crate) fn release_probe(&self, round: u64) {
         let mut inner = self.lock();
-        if let Phase::HalfOpen = inner.phase {
+        if matches!(inner.phase, Phase::HalfOpen) && inner.round == round {
             inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
         }
     }
@@ -358,7 +364,10 @@ impl Breaker {
         );
         let open_for = hint.unwrap_or(backoff).min(self.config.max_open);
         inner.phase = Phase::Open {
-            until: now + open_for,
+            // a hint too far to represent is as good as forever
+            until: now
+                .checked_add(open_for)
+                .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30)),
         };
         inner.consecutive = 0;
         inner.counts.consecutive_failures = 0;

@@ -16,7 +16,7 @@ use crate::retry_after::Clock;
 /// method starts a fresh limiter with the new settings.
 ///
 /// Defaults: a queue of 1024, no maximum queue wait, aging by one priority
-/// level per 30 s waited, no pacing.
+/// level per 30 s waited, no pacing, gate hints up to 180 s.
 #[derive(Clone)]
 pub struct PriorityLimitLayer {
     limiter: Arc<Limiter>,
@@ -71,6 +71,13 @@ impl PriorityLimitLayer {
                 c.pacing = Some((interval, burst.max(1)));
             }
         })
+    }
+
+    /// The longest server hint that closes the rate gate (default 180 s). A
+    /// longer hint (a daily cap) does not freeze every request: it is left to
+    /// the retry layer, which returns such a response at once.
+    pub fn max_gate(self, max: Duration) -> Self {
+        self.with(|c| c.max_gate = max)
     }
 
     /// The wall clock used for HTTP-date hints.

@@ -45,6 +45,8 @@ pub(crate) struct Config {
     pub(crate) aging: Option<Duration>,
     /// Pacing: one dispatch per `interval`, bursts of up to `burst`.
     pub(crate) pacing: Option<(Duration, u32)>,
+    /// The longest server hint that closes the gate.
+    pub(crate) max_gate: Duration,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) on_event: Option<EventHandler>,
 }
@@ -57,6 +59,7 @@ impl Config {
             max_queue_wait: None,
             aging: Some(Duration::from_secs(30)),
             pacing: None,
+            max_gate: Duration::from_secs(180),
             clock: Arc::new(SystemClock),
             on_event: None,
         }
@@ -270,11 +273,13 @@ impl Limiter {
             return true;
         };
         let tat = state.pacing_tat.unwrap_or(now).max(now);
-        let tolerance = interval * burst.saturating_sub(1);
+        let tolerance = interval.saturating_mul(burst.saturating_sub(1));
         if tat.saturating_duration_since(now) > tolerance {
             return false;
         }
-        state.pacing_tat = Some(tat + interval);
+        // an interval too long to represent is as good as forever
+        let far = Duration::from_secs(86_400 * 365 * 30);
+        state.pacing_tat = Some(tat.checked_add(interval).unwrap_or(tat + far));
         true
     }
 
@@ -282,7 +287,7 @@ impl Limiter {
     fn pacing_ready_at(&self, state: &State, now: Instant) -> Instant {
         match (self.config.pacing, state.pacing_tat) {
             (Some((interval, burst)), Some(tat)) => {
-                let tolerance = interval * burst.saturating_sub(1);
+                let tolerance = interval.saturating_mul(burst.saturating_sub(1));
                 tat.checked_sub(tolerance).unwrap_or(now).max(now)
             }
             _ => now,
@@ -356,12 +361,23 @@ impl Limiter {
 
     /// Make sure a dispatch runs at `at`, even if no request completes.
     fn arm_timer(&self, state: &mut State, at: Instant) {
-        if state.timer_at.is_some_and(|armed| armed <= at) {
+        // An armed timer that is already due but has not cleared itself may
+        // belong to a runtime that is gone: arm a new one then.
+        let now = Instant::now();
+        if state
+            .timer_at
+            .is_some_and(|armed| armed <= at && armed > now)
+        {
             return;
         }
+        // Outside a runtime (a permit dropped after it ended) no timer can
+        // run; the next request or release dispatches instead.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         state.timer_at = Some(at);
         let me = self.me.clone();
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             tokio::time::sleep_until(at).await;
             if let Some(limiter) = me.upgrade() {
                 let mut state = limiter.lock();
@@ -387,8 +403,15 @@ impl Limiter {
 
     /// Close the gate until `now + wait` (never shortening it).
     pub(crate) fn close_gate(&self, wait: Duration, source: HintSource) {
+        // A hint past the bound (a daily cap) is not pacing: leave it to the
+        // retry layer, which returns such a response at once.
+        if wait > self.config.max_gate {
+            return;
+        }
         let now = Instant::now();
-        let until = now + wait;
+        let Some(until) = now.checked_add(wait) else {
+            return;
+        };
         let mut state = self.lock();
         if state.gate_until.is_some_and(|current| current >= until) {
             return;
@@ -511,7 +534,7 @@ impl Ticket {
         self.limiter
             .config
             .max_queue_wait
-            .map(|wait| self.enqueued_at + wait)
+            .and_then(|wait| self.enqueued_at.checked_add(wait))
     }
 
     /// Leave the queue after waiting too long; a permit granted meanwhile
@@ -573,6 +596,15 @@ impl PriorityLimitHandle {
     /// Close the rate gate for `wait` (as a server hint would).
     pub fn close_gate(&self, wait: Duration) {
         self.limiter.close_gate(wait, HintSource::RetryAfter);
+    }
+
+    /// Reopen the rate gate now and dispatch waiters.
+    pub fn open_gate(&self) {
+        let now = Instant::now();
+        let mut state = self.limiter.lock();
+        state.gate_until = None;
+        self.limiter.dispatch(&mut state, now);
+        self.limiter.unlock(state);
     }
 }
 

@@ -45,8 +45,14 @@
 //!   with `r=0`, Genesys `inin-ratelimit-*` at its limit) closes the gate for
 //!   every request until the hint passes; nothing is dispatched meanwhile, and
 //!   when it reopens waiters go in priority order.
+//!   A hint longer than [`max_gate`](PriorityLimitLayer::max_gate) (180 s by
+//!   default: a daily cap, not pacing) does not close the gate.
 //! - Pacing (optional) spaces dispatches evenly to stay under a known vendor
 //!   limit.
+//! - First come, first served holds among waiters. A request arriving at the
+//!   very instant a permit frees up, before it saw the queue, may take that
+//!   permit ahead of a waiter (who then gets the next one): the price of a
+//!   lock-free fast path.
 //! - A permit is released when the response arrives or the future is dropped,
 //!   at any point; a dropped waiter leaves the queue.
 //!
