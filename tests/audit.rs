@@ -602,3 +602,167 @@ mod redaction {
         }
     }
 }
+
+mod webhook {
+    use super::*;
+    use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+    use tokio::time::Instant;
+    use tower_cx::audit::WebhookSink;
+
+    const UP: u8 = 0;
+    const DOWN: u8 = 1;
+    const SLOW: u8 = 2;
+
+    /// A webhook receiver: up, down (503) or slow (60 s); counts events.
+    #[derive(Clone, Default)]
+    struct Receiver {
+        mode: Arc<AtomicU8>,
+        events: Arc<AtomicUsize>,
+        posts: Arc<AtomicUsize>,
+    }
+
+    impl Service<Request<Body>> for Receiver {
+        type Response = Response<http_body_util::Full<bytes::Bytes>>;
+        type Error = BoxError;
+        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: Request<Body>) -> Self::Future {
+            let this = self.clone();
+            Box::pin(async move {
+                this.posts.fetch_add(1, Ordering::SeqCst);
+                assert!(request.headers().contains_key("idempotency-key"));
+                let status = match this.mode.load(Ordering::SeqCst) {
+                    DOWN => 503,
+                    SLOW => {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        200
+                    }
+                    _ => {
+                        let body = request.into_body().as_bytes().unwrap().clone();
+                        let batch: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+                        this.events.fetch_add(batch.len(), Ordering::SeqCst);
+                        200
+                    }
+                };
+                Ok(Response::builder()
+                    .status(status)
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap())
+            })
+        }
+    }
+
+    fn sink(receiver: &Receiver) -> WebhookSink {
+        WebhookSink::builder("http://127.0.0.1:9/audit")
+            .unwrap()
+            .batch_size(10)
+            .capacity(20)
+            .flush_interval(Duration::from_secs(1))
+            .timeout(Duration::from_secs(5))
+            .retry(
+                RetryLayer::new()
+                    .max_attempts(2)
+                    .backoff(Backoff::constant(Duration::from_millis(100)))
+                    .auto_idempotency_key(true)
+                    .budget(RetryBudget::unlimited()),
+            )
+            .http_client(receiver.clone())
+            .build()
+    }
+
+    async fn requests(service: &tower_cx::audit::Audit<Upstream>, n: usize) {
+        for _ in 0..n {
+            let start = Instant::now();
+            service.clone().oneshot(get()).await.unwrap();
+            assert_eq!(
+                start.elapsed(),
+                Duration::ZERO,
+                "the request never waits for the webhook"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_webhook_drops_the_oldest_counts_them_and_recovers() {
+        let receiver = Receiver::default();
+        receiver.mode.store(DOWN, Ordering::SeqCst);
+        let sink = sink(&receiver);
+        let service = AuditLayer::new(sink.clone()).layer(Upstream::new(vec![]));
+        requests(&service, 10).await; // 20 events: the queue is full
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(sink.delivered(), 0);
+        assert_eq!(sink.dropped(), 0);
+        requests(&service, 5).await; // 10 more: the 10 oldest go
+        assert_eq!(sink.dropped(), 10);
+        assert_eq!(sink.pending(), 20);
+
+        receiver.mode.store(UP, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(sink.delivered(), 20);
+        assert_eq!(receiver.events.load(Ordering::SeqCst), 20);
+        requests(&service, 1).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(
+            receiver.events.load(Ordering::SeqCst),
+            22,
+            "later events arrive"
+        );
+        assert_eq!(sink.pending(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_webhook_times_out_without_slowing_requests() {
+        let receiver = Receiver::default();
+        receiver.mode.store(SLOW, Ordering::SeqCst);
+        let sink = sink(&receiver);
+        let service = AuditLayer::new(sink.clone()).layer(Upstream::new(vec![]));
+        requests(&service, 3).await;
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        assert_eq!(sink.delivered(), 0);
+        assert_eq!(sink.pending(), 6, "kept for later");
+        // at 0 s the batch goes out: 5 s timeout, 100 ms backoff, 5 s timeout,
+        // back in the queue at 10.1 s, out again at 11.1 s
+        assert_eq!(
+            receiver.posts.load(Ordering::SeqCst),
+            3,
+            "timed out, retried, kept"
+        );
+        receiver.mode.store(UP, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(receiver.events.load(Ordering::SeqCst), 6);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_tracing_sink_emits_structured_events() {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let service = AuditLayer::new(tower_cx::audit::TracingSink)
+        .layer(Upstream::new(vec![Answer::Status(500)]));
+    let request = Request::get("https://x/")
+        .header("x-request-id", "trace-1")
+        .body(Body::empty())
+        .unwrap();
+    service.oneshot(request).await.unwrap();
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].contains("INFO") && lines[0].contains("event=\"request.started\""),
+        "{text}"
+    );
+    assert!(lines[0].contains("correlation_id=\"trace-1\""), "{text}");
+    assert!(
+        lines[1].contains("WARN") && lines[1].contains("event=\"request.finished\""),
+        "{text}"
+    );
+}

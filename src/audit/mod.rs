@@ -81,7 +81,9 @@
 //!
 //! [`AuditSink`] implementations never block the request path:
 //! [`JsonLinesSink`] (a background writer thread, bounded, drops and counts
-//! when behind), [`callback`], [`FanOut`], [`NoopSink`] (stats only). A
+//! when behind), [`callback`], [`TracingSink`] (structured `tracing`
+//! events), [`WebhookSink`] (batched POSTs from a background task),
+//! [`FanOut`], [`NoopSink`] (stats only). A
 //! [`DeadLetterSink`] ([`dead_letter_fn`], [`JsonLinesDeadLetters`]) receives
 //! each request that failed for good, with a replayable copy.
 
@@ -93,6 +95,7 @@ mod redact;
 mod service;
 mod sink;
 mod stats;
+mod webhook;
 
 pub(crate) use event::ms;
 pub use event::{AuditEvent, EventKind};
@@ -103,6 +106,7 @@ pub use redact::{is_secret_key, redact_uri, REDACTED};
 pub use service::Audit;
 pub use sink::{
     callback, dead_letter_fn, AuditSink, CallbackSink, DeadLetter, DeadLetterFn, DeadLetterSink,
-    FanOut, JsonLinesDeadLetters, JsonLinesSink, NoopSink,
+    FanOut, JsonLinesDeadLetters, JsonLinesSink, NoopSink, TracingSink,
 };
 pub use stats::{AuditStats, StatsSnapshot};
+pub use webhook::{WebhookSink, WebhookSinkBuilder};

@@ -173,6 +173,47 @@ impl fmt::Debug for JsonLinesSink {
     }
 }
 
+/// Emits each event as a `tracing` event (target `tower_cx::audit`, level
+/// INFO, or WARN for failures), with `event`, `correlation_id`, `attempt` and
+/// the whole JSON record as structured fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracingSink;
+
+impl AuditSink for TracingSink {
+    fn record(&self, event: &AuditEvent) {
+        let failed = matches!(
+            event.kind,
+            super::EventKind::RequestFinished { outcome, .. } if outcome != "success"
+        ) || matches!(
+            event.kind,
+            super::EventKind::Shed { .. } | super::EventKind::TokenRefreshFailed { .. }
+        );
+        let attempt = event.attempt.unwrap_or(0);
+        let json = event.to_json();
+        if failed {
+            tracing::warn!(
+                target: "tower_cx::audit",
+                event = event.name(),
+                correlation_id = &*event.correlation_id,
+                attempt,
+                record = %json,
+            );
+        } else {
+            tracing::info!(
+                target: "tower_cx::audit",
+                event = event.name(),
+                correlation_id = &*event.correlation_id,
+                attempt,
+                record = %json,
+            );
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        tracing::enabled!(target: "tower_cx::audit", tracing::Level::WARN)
+    }
+}
+
 /// Sends each event to several sinks.
 #[derive(Clone, Default)]
 pub struct FanOut {

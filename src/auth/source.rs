@@ -339,7 +339,7 @@ impl fmt::Debug for ClientCredentials {
 
 /// The built-in client: HTTPS (rustls, Mozilla roots) and plain HTTP (for
 /// loopback) with the `tls` feature; plain HTTP only without it.
-fn default_client() -> TokenHttpClient {
+pub(crate) fn default_client() -> TokenHttpClient {
     let builder = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
     #[cfg(feature = "tls")]
     {
