@@ -14,6 +14,7 @@ use std::time::Duration;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{service_fn, BoxError, Layer, Service};
 
+use tower_cx::audit::{AuditLayer, JsonLinesSink, NoopSink};
 use tower_cx::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
 use tower_cx::body::{try_clone_request, Body};
 use tower_cx::breaker::CircuitBreakerLayer;
@@ -274,5 +275,26 @@ fn contended(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, retry, bearer, breaker, limiter, contended);
+fn audit(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let mut group = c.benchmark_group("audit");
+    let mut bare = upstream();
+    group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
+    let mut noop = AuditLayer::new(NoopSink).layer(upstream());
+    group.bench_function("tower-cx AuditLayer (no-op sink)", |b| {
+        b.iter(|| drive(&mut noop))
+    });
+    let mut lines =
+        AuditLayer::new(JsonLinesSink::with_capacity(std::io::sink(), 1 << 20)).layer(upstream());
+    group.bench_function("tower-cx AuditLayer (JSON lines to io::sink)", |b| {
+        b.iter(|| drive(&mut lines))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, retry, bearer, breaker, limiter, contended, audit);
 criterion_main!(benches);

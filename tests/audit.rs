@@ -577,7 +577,7 @@ mod redaction {
                     }
                 }));
                 let service = ServiceBuilder::new()
-                    .layer(AuditLayer::new(fan))
+                    .layer(AuditLayer::new(fan).record_bodies(true))
                     .layer(retry().max_attempts(2))
                     .layer(BearerLayer::new(tokens))
                     .service(Upstream::new(vec![Answer::Status(503)]));
@@ -765,4 +765,51 @@ async fn the_tracing_sink_emits_structured_events() {
         lines[1].contains("WARN") && lines[1].contains("event=\"request.finished\""),
         "{text}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_held_by_the_gate_sees_it_open() {
+    let events = Events::default();
+    let limiter = PriorityLimitLayer::new(4);
+    let handle = limiter.handle();
+    let service = ServiceBuilder::new()
+        .layer(audit(&events))
+        .layer(limiter)
+        .service(Upstream::new(vec![]));
+    handle.close_gate(Duration::from_secs(7));
+    service.oneshot(get()).await.unwrap();
+    assert_eq!(
+        names(&events),
+        [
+            ("request.started", None),
+            ("gate.opened", None),
+            ("queue.waited", None),
+            ("request.finished", None),
+        ]
+    );
+    assert_eq!(
+        events.lock().unwrap()[2].kind,
+        EventKind::QueueWaited { wait_ms: 7000.0 }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn bodies_are_recorded_only_when_asked_and_masked() {
+    for record in [false, true] {
+        let events = Events::default();
+        let service = audit(&events)
+            .record_bodies(record)
+            .layer(Upstream::new(vec![]));
+        let request = Request::post("https://x/login")
+            .body(Body::from(r#"{"user":"ann","password":"hunter2"}"#))
+            .unwrap();
+        service.oneshot(request).await.unwrap();
+        let line = events.lock().unwrap()[0].to_json();
+        assert!(!line.contains("hunter2"), "{line}");
+        assert_eq!(
+            line.contains(r#""body":{"password":"[redacted]","user":"ann"}"#),
+            record,
+            "{line}"
+        );
+    }
 }

@@ -13,8 +13,8 @@ use serde::Serialize;
 /// [module docs](crate::audit) for every kind.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEvent {
-    /// When it happened, RFC 3339 in UTC with milliseconds.
-    pub ts: String,
+    /// When it happened; serialized as RFC 3339 in UTC with milliseconds.
+    pub ts: Timestamp,
     /// The logical request's correlation id.
     pub correlation_id: Arc<str>,
     /// The attempt the event is about, if any (1 for the first).
@@ -28,7 +28,7 @@ pub struct AuditEvent {
 impl AuditEvent {
     pub(crate) fn new(correlation_id: Arc<str>, attempt: Option<u32>, kind: EventKind) -> Self {
         Self {
-            ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            ts: Timestamp(SystemTime::now()),
             correlation_id,
             attempt,
             kind,
@@ -46,6 +46,24 @@ impl AuditEvent {
     }
 }
 
+/// A wall-clock instant, formatted (RFC 3339, UTC, milliseconds) only when
+/// the event is serialized or displayed, so that sinks that never format it
+/// never pay for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub SystemTime);
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        humantime::format_rfc3339_millis(self.0).fmt(f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// What an [`AuditEvent`] reports, with its fields.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event")]
@@ -58,6 +76,10 @@ pub enum EventKind {
         method: String,
         /// The URL, userinfo removed and secret-looking query values redacted.
         url: String,
+        /// The JSON request body with secret-looking keys masked, only when
+        /// [`record_bodies`](crate::audit::AuditLayer::record_bodies) is on.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body: Option<serde_json::Value>,
         /// The priority, if the request carried one.
         #[serde(skip_serializing_if = "Option::is_none")]
         priority: Option<&'static str>,
@@ -113,6 +135,10 @@ pub enum EventKind {
         /// The header that said so.
         source: &'static str,
     },
+    /// The rate gate reopened and this request, which waited behind it, was
+    /// let through.
+    #[serde(rename = "gate.opened")]
+    GateOpened {},
     /// The request waited in the limiter's queue.
     #[serde(rename = "queue.waited")]
     QueueWaited {
@@ -188,6 +214,7 @@ impl EventKind {
             EventKind::HintIgnored { .. } => "hint.ignored",
             EventKind::RetryGaveUp { .. } => "retry.gave_up",
             EventKind::GateClosed { .. } => "gate.closed",
+            EventKind::GateOpened {} => "gate.opened",
             EventKind::QueueWaited { .. } => "queue.waited",
             EventKind::Shed { .. } => "request.shed",
             EventKind::BreakerTransition { .. } => "breaker.transition",

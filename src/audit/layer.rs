@@ -16,6 +16,7 @@ pub struct AuditLayer {
     pub(crate) stats: AuditStats,
     pub(crate) header: HeaderName,
     pub(crate) dead_letters: Option<Arc<dyn DeadLetterSink>>,
+    pub(crate) record_bodies: bool,
 }
 
 impl AuditLayer {
@@ -28,7 +29,17 @@ impl AuditLayer {
             stats: AuditStats::new(),
             header: HeaderName::from_static("x-correlation-id"),
             dead_letters: None,
+            record_bodies: false,
         }
+    }
+
+    /// Record buffered JSON request bodies in `request.started`, with the
+    /// values of secret-looking keys (`password`, `secret`, `token`,
+    /// `access_token`, `client_secret`, ...) masked at any depth. Off by
+    /// default; bodies that are not JSON are never recorded.
+    pub fn record_bodies(mut self, enabled: bool) -> Self {
+        self.record_bodies = enabled;
+        self
     }
 
     /// The header that carries the correlation id to the upstream.

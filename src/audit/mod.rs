@@ -56,6 +56,7 @@
 //! {"ts":"2026-11-22T08:49:12.031Z","correlation_id":"req-42","attempt":1,"event":"retry.scheduled","delay_ms":5250.0,"source":"retry-after"}
 //! {"ts":"2026-11-22T08:49:12.031Z","correlation_id":"req-42","attempt":3,"event":"retry.gave_up","reason":"budget_exhausted"}
 //! {"ts":"2026-11-22T08:49:12.031Z","correlation_id":"req-42","event":"gate.closed","for_ms":5000.0,"source":"retry-after"}
+//! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-42","event":"gate.opened"}
 //! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-42","event":"queue.waited","wait_ms":4969.0}
 //! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-43","event":"request.shed","reason":"queue_full"}
 //! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-44","event":"breaker.transition","from":"closed","to":"open"}
@@ -73,8 +74,10 @@
 //!
 //! Headers are never recorded (so neither `Authorization`, `Cookie` nor any
 //! token); URLs lose their userinfo and secret-looking query values
-//! (`token`, `secret`, `password`, `key`, `code`, ...); request and response
-//! bodies are not recorded. Error messages come from the crate's typed
+//! (`token`, `secret`, `password`, `key`, `code`, ...); response bodies are
+//! never recorded, and request bodies only with
+//! [`record_bodies`](AuditLayer::record_bodies), as JSON with the values of
+//! secret-looking keys masked. Error messages come from the crate's typed
 //! errors, which never carry secrets.
 //!
 //! # Sinks
@@ -98,11 +101,11 @@ mod stats;
 mod webhook;
 
 pub(crate) use event::ms;
-pub use event::{AuditEvent, EventKind};
+pub use event::{AuditEvent, EventKind, Timestamp};
 pub use future::ResponseFuture;
 pub use layer::AuditLayer;
 pub use record::AuditRecord;
-pub use redact::{is_secret_key, redact_uri, REDACTED};
+pub use redact::{is_secret_key, redact_json, redact_uri, REDACTED};
 pub use service::Audit;
 pub use sink::{
     callback, dead_letter_fn, AuditSink, CallbackSink, DeadLetter, DeadLetterFn, DeadLetterSink,

@@ -64,9 +64,44 @@ pub fn redact_uri(uri: &Uri) -> String {
     out
 }
 
+/// A JSON body as it may be recorded: the values of secret-looking keys
+/// masked at any depth. `None` if the bytes are not JSON.
+pub fn redact_json(body: &[u8]) -> Option<serde_json::Value> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    mask(&mut value);
+    Some(value)
+}
+
+fn mask(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                if is_secret_key(key) {
+                    *inner = serde_json::Value::String(REDACTED.into());
+                } else {
+                    mask(inner);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_secrets_are_masked_at_any_depth() {
+        let body = br#"{"user":"ann","password":"p","nested":{"client_secret":"s","list":[{"access_token":"t","ok":1}]}}"#;
+        let masked = redact_json(body).unwrap().to_string();
+        assert_eq!(
+            masked,
+            r#"{"nested":{"client_secret":"[redacted]","list":[{"access_token":"[redacted]","ok":1}]},"password":"[redacted]","user":"ann"}"#
+        );
+        assert!(redact_json(b"password=p").is_none());
+    }
 
     #[test]
     fn userinfo_and_secret_query_values_are_removed() {

@@ -8,12 +8,11 @@ use tower::Service;
 
 use super::event::EventKind;
 use super::future::ResponseFuture;
-use super::redact::redact_uri;
+use super::redact::{redact_json, redact_uri};
 use super::{AuditLayer, AuditRecord};
 use crate::body::{try_clone_request, Body, ReplayBody};
 use crate::error::BoxError;
 use crate::priority::Priority;
-use crate::retry::policy_uuid_v4;
 
 /// Opens an [`AuditRecord`] per logical request and reports its end; see the
 /// [module docs](crate::audit).
@@ -49,12 +48,45 @@ impl<S: fmt::Debug> fmt::Debug for Audit<S> {
     }
 }
 
-const INCOMING_IDS: [&str; 2] = ["x-request-id", "inin-correlation-id"];
+const INCOMING_IDS: [HeaderName; 2] = [
+    HeaderName::from_static("x-request-id"),
+    HeaderName::from_static("inin-correlation-id"),
+];
+
+/// A fresh correlation id in UUID layout: 64 random bits drawn once per
+/// process, then a counter. Unique within the process, unlikely to collide
+/// across processes, and cheap (no random draw per request).
+fn new_correlation_id() -> Arc<str> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(rand::random);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&prefix.to_be_bytes());
+    bytes[8..].copy_from_slice(&count.to_be_bytes());
+    let mut text = [b'-'; 36];
+    let mut at = 0;
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1; // keep the dash
+        }
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0x0f)];
+        at += 2;
+    }
+    Arc::from(std::str::from_utf8(&text).unwrap_or("00000000-0000-0000-0000-000000000000"))
+}
 
 /// A correlation id from the request, if it carries a sane one.
 fn incoming_id(headers: &HeaderMap) -> Option<Arc<str>> {
+    if headers.is_empty() {
+        return None;
+    }
     INCOMING_IDS.iter().find_map(|name| {
-        let value = headers.get(*name)?.to_str().ok()?.trim();
+        let value = headers.get(name)?.to_str().ok()?.trim();
         let sane =
             !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic());
         sane.then(|| Arc::from(value))
@@ -77,19 +109,28 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let layer = &self.layer;
-        let correlation_id =
-            incoming_id(request.headers()).unwrap_or_else(|| Arc::from(policy_uuid_v4()));
+        let correlation_id = incoming_id(request.headers()).unwrap_or_else(new_correlation_id);
         if let Ok(value) = HeaderValue::from_str(&correlation_id) {
             request.headers_mut().insert(layer.header.clone(), value);
         }
         let record = AuditRecord::new(correlation_id, layer.sink.clone(), layer.stats.clone());
         if layer.sink.enabled() {
             let priority = request.extensions().get::<Priority>().map(|p| p.as_str());
+            let body = if layer.record_bodies {
+                request
+                    .body()
+                    .try_clone_body()
+                    .map(Into::<Body>::into)
+                    .and_then(|b| b.as_bytes().and_then(|bytes| redact_json(bytes)))
+            } else {
+                None
+            };
             record.publish(
                 None,
                 EventKind::RequestStarted {
                     method: request.method().to_string(),
                     url: redact_uri(request.uri()),
+                    body,
                     priority,
                 },
             );

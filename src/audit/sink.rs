@@ -2,9 +2,9 @@
 
 use std::fmt;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use http::Request;
 use serde::Serialize;
@@ -76,53 +76,94 @@ impl<F> fmt::Debug for CallbackSink<F> {
     }
 }
 
-enum Line {
-    Event(String),
-    Flush(SyncSender<()>),
-}
-
 /// Writes each event as one JSON line to any writer (stdout, a file), from a
-/// background thread: the request path only formats the line and hands it
-/// over. When the writer falls behind by more than the buffer (default 8192
-/// lines), new lines are dropped and counted.
+/// background thread: the request path only queues a copy of the event;
+/// formatting and writing happen on the writer thread, which is woken only
+/// when it sleeps. When the writer falls behind by more than the buffer
+/// (default 8192 events), new events are dropped and counted.
 #[derive(Clone)]
 pub struct JsonLinesSink {
-    tx: SyncSender<Line>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<LinesShared>,
+}
+
+struct LinesShared {
+    queue: Mutex<LinesQueue>,
+    /// Wakes the writer.
+    work: Condvar,
+    /// Wakes callers of `flush`.
+    written: Condvar,
+    writer_idle: AtomicBool,
+    capacity: usize,
+    dropped: AtomicU64,
+}
+
+#[derive(Default)]
+struct LinesQueue {
+    events: Vec<AuditEvent>,
+    /// Events handed over so far, and events written so far.
+    queued: u64,
+    done: u64,
+    closed: bool,
 }
 
 impl JsonLinesSink {
-    /// JSON lines to `writer`, buffering up to 8192 lines.
+    /// JSON lines to `writer`, buffering up to 8192 events.
     pub fn new(writer: impl Write + Send + 'static) -> Self {
         Self::with_capacity(writer, 8192)
     }
 
-    /// JSON lines to `writer`, buffering up to `capacity` lines.
+    /// JSON lines to `writer`, buffering up to `capacity` events.
     pub fn with_capacity(mut writer: impl Write + Send + 'static, capacity: usize) -> Self {
-        let (tx, rx) = sync_channel::<Line>(capacity.max(1));
+        let shared = Arc::new(LinesShared {
+            queue: Mutex::new(LinesQueue::default()),
+            work: Condvar::new(),
+            written: Condvar::new(),
+            writer_idle: AtomicBool::new(false),
+            capacity: capacity.max(1),
+            dropped: AtomicU64::new(0),
+        });
+        let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("tower-cx-audit".into())
             .spawn(move || {
-                // A failing writer loses lines, never the request.
-                for line in rx {
-                    match line {
-                        Line::Event(text) => {
-                            let _ = writer.write_all(text.as_bytes());
-                            let _ = writer.write_all(b"\n");
+                let mut batch = Vec::new();
+                loop {
+                    let Some(shared) = weak.upgrade() else { break };
+                    {
+                        let mut queue = shared.lock();
+                        while queue.events.is_empty() && !queue.closed {
+                            shared.writer_idle.store(true, Ordering::SeqCst);
+                            // a timeout notices a sink dropped without a wake-up
+                            let (next, _) = shared
+                                .work
+                                .wait_timeout(queue, Duration::from_millis(200))
+                                .unwrap_or_else(|e| e.into_inner());
+                            queue = next;
+                            shared.writer_idle.store(false, Ordering::SeqCst);
+                            if queue.events.is_empty() && Arc::strong_count(&shared) == 1 {
+                                queue.closed = true;
+                            }
                         }
-                        Line::Flush(done) => {
-                            let _ = writer.flush();
-                            let _ = done.send(());
+                        if queue.events.is_empty() && queue.closed {
+                            break;
                         }
+                        std::mem::swap(&mut batch, &mut queue.events);
                     }
+                    // A failing writer loses lines, never the request.
+                    for event in batch.drain(..) {
+                        let _ = writer.write_all(event.to_json().as_bytes());
+                        let _ = writer.write_all(b"\n");
+                    }
+                    let _ = writer.flush();
+                    let mut queue = shared.lock();
+                    queue.done = queue.queued;
+                    drop(queue);
+                    shared.written.notify_all();
                 }
                 let _ = writer.flush();
             })
             .expect("spawn the audit writer thread");
-        Self {
-            tx,
-            dropped: Arc::default(),
-        }
+        Self { shared }
     }
 
     /// JSON lines to standard output.
@@ -139,28 +180,47 @@ impl JsonLinesSink {
         Ok(Self::new(std::io::BufWriter::new(file)))
     }
 
-    /// Lines dropped because the writer fell behind.
+    /// Events dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
-    /// Wait until every line handed over so far is written and flushed.
+    /// Wait until every event handed over so far is written and flushed.
     /// Blocks: call it at shutdown or in tests, not on the request path.
     pub fn flush(&self) {
-        let (done, wait) = sync_channel(1);
-        if self.tx.send(Line::Flush(done)).is_ok() {
-            let _ = wait.recv();
+        let mut queue = self.shared.lock();
+        let target = queue.queued;
+        self.shared.work.notify_one();
+        while queue.done < target {
+            queue = self
+                .shared
+                .written
+                .wait(queue)
+                .unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+impl LinesShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LinesQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl AuditSink for JsonLinesSink {
     fn record(&self, event: &AuditEvent) {
-        match self.tx.try_send(Line::Event(event.to_json())) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+        let shared = &self.shared;
+        {
+            let mut queue = shared.lock();
+            if queue.events.len() >= shared.capacity {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
             }
+            queue.events.push(event.clone());
+            queue.queued += 1;
+        }
+        if shared.writer_idle.load(Ordering::SeqCst) {
+            shared.work.notify_one();
         }
     }
 }

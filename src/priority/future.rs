@@ -114,6 +114,9 @@ where
                         TicketState::Granted(permit) => {
                             if let (Some(audit), Some(at)) = (this.audit.as_ref(), *this.queued_at)
                             {
+                                if ticket.after_gate() {
+                                    audit.publish(None, AuditKind::GateOpened {});
+                                }
                                 let wait = at.elapsed();
                                 audit.add_queue(wait);
                                 audit.publish(None, AuditKind::QueueWaited { wait_ms: ms(wait) });

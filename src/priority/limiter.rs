@@ -74,6 +74,8 @@ const EVICTED: u8 = 2;
 pub(crate) struct Slot {
     state: AtomicU8,
     waker: Mutex<Option<Waker>>,
+    /// Granted by the dispatch that reopened the rate gate.
+    after_gate: AtomicBool,
 }
 
 impl Slot {
@@ -236,6 +238,7 @@ impl Limiter {
         let slot = Arc::new(Slot {
             state: AtomicU8::new(WAITING),
             waker: Mutex::new(None),
+            after_gate: AtomicBool::new(false),
         });
         state.seq += 1;
         let seq = state.seq;
@@ -297,6 +300,7 @@ impl Limiter {
     /// Grant permits to waiters, best first, while capacity, the gate and
     /// pacing allow; arm a timer for when the gate or pacing will allow more.
     fn dispatch(&self, state: &mut State, now: Instant) {
+        let mut reopened = false;
         while state.queued > 0 {
             if let Some(until) = state.gate_until {
                 if now < until {
@@ -304,6 +308,7 @@ impl Limiter {
                     return;
                 }
                 state.gate_until = None;
+                reopened = true;
             }
             if self.in_flight.load(Ordering::SeqCst) >= self.config.max_concurrency {
                 return;
@@ -324,6 +329,7 @@ impl Limiter {
                 return;
             };
             state.queued -= 1;
+            entry.slot.after_gate.store(reopened, Ordering::Relaxed);
             if let Some(waker) = entry.slot.settle(GRANTED) {
                 state.wake.push(waker);
             }
@@ -527,6 +533,11 @@ impl Ticket {
             }
             _ => TicketState::Waiting,
         }
+    }
+
+    /// Whether the grant came when the rate gate reopened.
+    pub(crate) fn after_gate(&self) -> bool {
+        self.slot.after_gate.load(Ordering::Relaxed)
     }
 
     /// When this request stops waiting, if a maximum queue wait is set.

@@ -76,6 +76,5 @@ pub use budget::RetryBudget;
 pub use event::{DelaySource, GiveUpReason, RetryEvent, RetryEventKind};
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
-pub(crate) use policy::uuid_v4 as policy_uuid_v4;
 pub use policy::{is_idempotent, new_idempotency_key, RetryOverride, IDEMPOTENCY_KEY};
 pub use service::Retry;
