@@ -127,8 +127,7 @@ impl JsonLinesSink {
             .name("tower-cx-audit".into())
             .spawn(move || {
                 let mut batch = Vec::new();
-                loop {
-                    let Some(shared) = weak.upgrade() else { break };
+                while let Some(shared) = weak.upgrade() {
                     {
                         let mut queue = shared.lock();
                         while queue.events.is_empty() && !queue.closed {
