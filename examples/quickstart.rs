@@ -6,7 +6,7 @@
 //! call with a 503, then a 429 carrying `Retry-After: 1`, then success. The
 //! client stack is the canonical one, outermost first:
 //!
-//! Retry -> CircuitBreaker -> PriorityLimit (+ rate gate) -> Bearer -> Timeout -> hyper
+//! Audit -> Retry -> CircuitBreaker -> PriorityLimit (+ rate gate) -> Bearer -> Timeout -> hyper
 //!
 //! Run: `cargo run --example quickstart` (no credentials, no network).
 
@@ -26,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tower::timeout::TimeoutLayer;
 use tower::{ServiceBuilder, ServiceExt};
+use tower_cx::audit::{AuditLayer, NoopSink};
 use tower_cx::auth::{AuthEvent, BearerLayer, ClientCredentials, TokenCache};
 use tower_cx::backoff::{Backoff, Jitter};
 use tower_cx::body::Body;
@@ -88,7 +89,10 @@ async fn main() -> Result<(), BoxError> {
             other => println!("  [retry] {other:?}"),
         });
 
+    let audit = AuditLayer::new(NoopSink);
+    let stats = audit.stats_handle();
     let client = ServiceBuilder::new()
+        .layer(audit)
         .layer(retry)
         .layer(breaker)
         .layer(limiter)
@@ -117,8 +121,19 @@ async fn main() -> Result<(), BoxError> {
         let body = response.into_body().collect().await?.to_bytes();
         println!("  => {status} {}", String::from_utf8_lossy(&body));
     }
+    let summary = stats.snapshot();
+    println!("summary (from the audit layer's stats):");
+    println!("  requests        {}", summary.requests);
+    println!("  successes       {}", summary.successes);
+    println!("  attempts        {}", summary.attempts);
+    println!("  retries         {}", summary.retries);
+    println!("  gate closures   {}", summary.gate_closures);
     println!(
-        "token requests made: {} (one for all calls and retries)",
+        "  p50 / p99       {:.0} ms / {:.0} ms",
+        summary.p50_ms, summary.p99_ms
+    );
+    println!(
+        "  token requests  {} (one for all calls and retries)",
         tokens.status().refresh_count
     );
     Ok(())

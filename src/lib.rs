@@ -3,10 +3,18 @@
 //! Resilient HTTP API clients as a stack of composable [`tower`] layers, for
 //! rate-limited SaaS APIs such as NICE CXone and Genesys Cloud.
 //!
-//! Each layer works alone in any [`tower::ServiceBuilder`]:
+//! The layers, outermost first, as the canonical stack orders them; each
+//! also works alone in any [`tower::ServiceBuilder`]:
 //!
+//! - [`audit`]: one structured event stream per logical request (JSON lines,
+//!   callback, `tracing`, webhook), stats with latency percentiles, dead
+//!   letters; never a secret in it.
 //! - [`retry`]: `Retry-After`-aware retries with jittered exponential
 //!   backoff, a retry budget, a total deadline and idempotency rules.
+//! - [`breaker`]: a circuit breaker with consecutive and failure-rate trips,
+//!   half-open probes, isolate/reset.
+//! - [`priority`]: a priority concurrency limit with a bounded queue, one
+//!   shared rate gate closed by server hints, and pacing.
 //! - [`auth`]: OAuth2 bearer tokens (client credentials, Genesys Cloud and
 //!   NICE CXone flavours) from a shared cache that refreshes ahead of expiry,
 //!   one token request at a time, with 401 -> refresh -> replay once.
@@ -24,14 +32,28 @@
 //!
 //! ```
 //! use std::time::Duration;
+//! use tower::timeout::TimeoutLayer;
 //! use tower::ServiceBuilder;
+//! use tower_cx::audit::{AuditLayer, JsonLinesSink};
+//! use tower_cx::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
+//! use tower_cx::breaker::CircuitBreakerLayer;
+//! use tower_cx::priority::PriorityLimitLayer;
 //! use tower_cx::retry::RetryLayer;
 //!
 //! # let client = tower::service_fn(|_req: http::Request<tower_cx::body::Body>| async {
 //! #     Ok::<_, tower::BoxError>(http::Response::new(()))
 //! # });
+//! // In production: TokenCache::new(ClientCredentials::genesys(&region, id, secret)?)
+//! let tokens = TokenCache::new(source_fn(|| async {
+//!     Ok::<_, TokenError>(Token::new("t", Duration::from_secs(3600)))
+//! }));
 //! let client = ServiceBuilder::new()
+//!     .layer(AuditLayer::new(JsonLinesSink::stdout()))
 //!     .layer(RetryLayer::new().deadline(Duration::from_secs(30)).auto_idempotency_key(true))
+//!     .layer(CircuitBreakerLayer::new())
+//!     .layer(PriorityLimitLayer::new(16).pacing(300, Duration::from_secs(60)))
+//!     .layer(BearerLayer::new(tokens))
+//!     .layer(TimeoutLayer::new(Duration::from_secs(10)))
 //!     .service(client);
 //! # let _ = client;
 //! ```
