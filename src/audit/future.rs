@@ -21,7 +21,8 @@ pin_project! {
         future: F,
         record: AuditRecord,
         dead_letters: Option<Arc<dyn DeadLetterSink>>,
-        copy: Option<Request<Body>>,
+        // boxed: kept only with a dead-letter sink, and large
+        copy: Option<Box<Request<Body>>>,
     }
 }
 
@@ -30,7 +31,7 @@ impl<F> ResponseFuture<F> {
         future: F,
         record: AuditRecord,
         dead_letters: Option<Arc<dyn DeadLetterSink>>,
-        copy: Option<Request<Body>>,
+        copy: Option<Box<Request<Body>>>,
     ) -> Self {
         Self {
             future,
@@ -96,7 +97,7 @@ where
                     last_status: status,
                     error_code: error_kind.unwrap_or(outcome).to_owned(),
                     message: message.unwrap_or_default(),
-                    request: this.copy.take(),
+                    request: this.copy.take().map(|copy| *copy),
                 });
             }
         }

@@ -1,7 +1,8 @@
 //! The per-request audit record that inner layers publish into.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -24,10 +25,12 @@ struct Inner {
     started: Instant,
     sink: Arc<dyn AuditSink>,
     stats: AuditStats,
-    timings: Mutex<Timings>,
+    attempts: AtomicU32,
+    backoff_ns: AtomicU64,
+    queue_ns: AtomicU64,
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub(crate) struct Timings {
     pub(crate) attempts: u32,
     pub(crate) backoff: Duration,
@@ -46,7 +49,9 @@ impl AuditRecord {
                 started: Instant::now(),
                 sink,
                 stats,
-                timings: Mutex::default(),
+                attempts: AtomicU32::new(0),
+                backoff_ns: AtomicU64::new(0),
+                queue_ns: AtomicU64::new(0),
             }),
         }
     }
@@ -71,31 +76,29 @@ impl AuditRecord {
     }
 
     pub(crate) fn timings(&self) -> Timings {
-        *self.inner.timings.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn update(&self, change: impl FnOnce(&mut Timings)) {
-        change(&mut self.inner.timings.lock().unwrap_or_else(|e| e.into_inner()));
+        let inner = &self.inner;
+        Timings {
+            attempts: inner.attempts.load(Ordering::Relaxed),
+            backoff: Duration::from_nanos(inner.backoff_ns.load(Ordering::Relaxed)),
+            queue: Duration::from_nanos(inner.queue_ns.load(Ordering::Relaxed)),
+        }
     }
 
     /// Count an attempt sent.
     pub(crate) fn attempt_started(&self) -> u32 {
-        let mut attempt = 0;
-        self.update(|t| {
-            t.attempts += 1;
-            attempt = t.attempts;
-        });
-        attempt
+        self.inner.attempts.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Add time spent in backoff.
     pub(crate) fn add_backoff(&self, wait: Duration) {
-        self.update(|t| t.backoff += wait);
+        let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        self.inner.backoff_ns.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// Add time spent in the limiter's queue.
     pub(crate) fn add_queue(&self, wait: Duration) {
-        self.update(|t| t.queue += wait);
+        let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
+        self.inner.queue_ns.fetch_add(nanos, Ordering::Relaxed);
     }
 
     pub(crate) fn stats(&self) -> &AuditStats {

@@ -144,7 +144,7 @@ where
                 let (mut parts, body) = copy.into_parts();
                 strip_credentials(&mut parts.headers);
                 parts.extensions = http::Extensions::new();
-                Request::from_parts(parts, body.into())
+                Box::new(Request::from_parts(parts, body.into()))
             });
         let future = self.inner.call(request);
         ResponseFuture::new(future, record, layer.dead_letters.clone(), copy)

@@ -149,13 +149,14 @@ impl JsonLinesSink {
                         std::mem::swap(&mut batch, &mut queue.events);
                     }
                     // A failing writer loses lines, never the request.
+                    let written = batch.len() as u64;
                     for event in batch.drain(..) {
                         let _ = writer.write_all(event.to_json().as_bytes());
                         let _ = writer.write_all(b"\n");
                     }
                     let _ = writer.flush();
                     let mut queue = shared.lock();
-                    queue.done = queue.queued;
+                    queue.done += written;
                     drop(queue);
                     shared.written.notify_all();
                 }
@@ -215,6 +216,8 @@ impl AuditSink for JsonLinesSink {
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
+            // `queued` counts only events that will be written, so that
+            // `flush` can wait for exactly those
             queue.events.push(event.clone());
             queue.queued += 1;
         }
