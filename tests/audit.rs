@@ -813,3 +813,83 @@ async fn bodies_are_recorded_only_when_asked_and_masked() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn dead_letters_as_json_lines_can_be_read_back() {
+    let buffer = Buffer::default();
+    let layer = audit(&Events::default())
+        .dead_letters(tower_cx::audit::JsonLinesDeadLetters::new(buffer.clone()));
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .layer(retry().max_attempts(1))
+        .service(Upstream::new(vec![Answer::Status(422)]));
+    let request = Request::post("https://api.example.com/api/v2/orders?page=1")
+        .header("authorization", "Bearer never-kept")
+        .header("idempotency-key", "k-7")
+        .body(Body::from("{\"item\":1}"))
+        .unwrap();
+    service.oneshot(request).await.unwrap();
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    assert!(!text.contains("never-kept"));
+    let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(line["attempts"], 1);
+    assert_eq!(line["last_status"], 422);
+    assert_eq!(line["error_code"], "http_error");
+    assert_eq!(line["method"], "POST");
+    assert_eq!(line["url"], "https://api.example.com/api/v2/orders?page=1");
+    assert_eq!(line["body"], "{\"item\":1}");
+    assert!(line["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h[0] == "idempotency-key" && h[1] == "k-7"));
+}
+
+/// The webhook sink against a real hyper server on 127.0.0.1.
+#[tokio::test]
+async fn the_webhook_sink_posts_to_a_real_loopback_server() {
+    use hyper::server::conn::http1;
+    use hyper_util::rt::TokioIo;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let received = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counter = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let counter = counter.clone();
+                        async move {
+                            use http_body_util::BodyExt;
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let batch: Vec<serde_json::Value> =
+                                serde_json::from_slice(&body).unwrap();
+                            counter.fetch_add(batch.len(), Ordering::SeqCst);
+                            Ok::<_, std::convert::Infallible>(Response::new(
+                                http_body_util::Empty::<bytes::Bytes>::new(),
+                            ))
+                        }
+                    });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let sink = tower_cx::audit::WebhookSink::builder(&format!("http://{addr}/audit"))
+        .unwrap()
+        .build();
+    let service = AuditLayer::new(sink.clone()).layer(Upstream::new(vec![]));
+    for _ in 0..3 {
+        service.clone().oneshot(get()).await.unwrap();
+    }
+    sink.flush().await;
+    sink.flush().await;
+    assert_eq!(received.load(Ordering::SeqCst), 6);
+    assert_eq!(sink.delivered(), 6);
+    assert_eq!(sink.pending(), 0);
+}
