@@ -72,3 +72,4 @@ pub mod genesys;
 pub mod priority;
 pub mod retry;
 pub mod retry_after;
+pub mod stack;

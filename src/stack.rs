@@ -1,0 +1,312 @@
+//! The canonical stack, ready-made, and a [`ServiceBuilder`] extension for
+//! composing the layers by hand.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use http::Request;
+//! use tower::ServiceExt;
+//! use tower_cx::body::Body;
+//! use tower_cx::genesys::Region;
+//! use tower_cx::stack::Stack;
+//!
+//! # async fn run() -> Result<(), tower_cx::error::BoxError> {
+//! let client = Stack::genesys(&Region::EuWest1, "client-id", "client-secret")?
+//!     .timeout(Duration::from_secs(10))
+//!     .build();
+//! let response = client
+//!     .oneshot(Request::get("https://api.mypurecloud.ie/api/v2/users/me").body(Body::empty())?)
+//!     .await?;
+//! println!("{}", response.status());
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The order, outermost first: Audit -> Retry -> Breaker -> PriorityLimit ->
+//! Bearer -> Timeout (per attempt) -> hyper-util client (HTTPS with the `tls`
+//! feature, plain HTTP for loopback). See `DESIGN.md` for why.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower::timeout::TimeoutLayer;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceBuilder};
+
+use crate::audit::{AuditLayer, AuditStats, NoopSink};
+use crate::auth::{BearerLayer, ClientCredentials, Secret, TokenCache, TokenError};
+use crate::body::Body;
+use crate::breaker::{CircuitBreakerHandle, CircuitBreakerLayer};
+use crate::error::BoxError;
+use crate::genesys::Region;
+use crate::priority::{PriorityLimitHandle, PriorityLimitLayer};
+use crate::retry::RetryLayer;
+
+/// The service the stack builds: cloneable, `Send + Sync`, taking requests
+/// with this crate's [`Body`] and returning hyper's response body.
+pub type CxService = BoxCloneSyncService<Request<Body>, Response<Incoming>, BoxError>;
+
+/// Builds the canonical stack over a hyper-util client, with per-vendor
+/// defaults. Every layer can be replaced before [`build`](Self::build).
+pub struct Stack {
+    audit: AuditLayer,
+    retry: RetryLayer,
+    breaker: CircuitBreakerLayer,
+    limiter: PriorityLimitLayer,
+    tokens: Option<TokenCache>,
+    timeout: Duration,
+}
+
+impl Stack {
+    /// A stack for any API, without authentication: stats-only audit, the
+    /// default retry policy with automatic idempotency keys, the default
+    /// breaker, 16 requests in flight, a 30 s timeout per attempt.
+    pub fn new() -> Self {
+        Self {
+            audit: AuditLayer::new(NoopSink),
+            retry: RetryLayer::new().auto_idempotency_key(true),
+            breaker: CircuitBreakerLayer::new(),
+            limiter: PriorityLimitLayer::new(16),
+            tokens: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Genesys Cloud: client credentials against the region's login host,
+    /// and pacing at 300 requests per 60 s (the per-token API limit).
+    pub fn genesys(
+        region: &Region,
+        client_id: impl Into<String>,
+        client_secret: impl Into<Secret>,
+    ) -> Result<Self, TokenError> {
+        let credentials = ClientCredentials::genesys(region, client_id, client_secret)?;
+        Ok(Self::new()
+            .bearer(TokenCache::new(credentials))
+            .limiter(PriorityLimitLayer::new(16).pacing(300, Duration::from_secs(60))))
+    }
+
+    /// NICE CXone: the access-key flavour of client credentials against
+    /// `token_url` (usually [`CXONE_TOKEN_URL`](crate::auth::CXONE_TOKEN_URL)).
+    pub fn cxone(
+        token_url: &str,
+        client_id: impl Into<String>,
+        client_secret: impl Into<Secret>,
+        access_key_id: impl Into<String>,
+        access_key_secret: impl Into<Secret>,
+    ) -> Result<Self, TokenError> {
+        let credentials = ClientCredentials::cxone(
+            token_url,
+            client_id,
+            client_secret,
+            access_key_id,
+            access_key_secret,
+        )?;
+        Ok(Self::new().bearer(TokenCache::new(credentials)))
+    }
+
+    /// The audit layer (default: stats only).
+    pub fn audit(mut self, audit: AuditLayer) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// The retry layer.
+    pub fn retry(mut self, retry: RetryLayer) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The circuit breaker.
+    pub fn breaker(mut self, breaker: CircuitBreakerLayer) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// The priority limiter.
+    pub fn limiter(mut self, limiter: PriorityLimitLayer) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// Authenticate with bearer tokens from `tokens`.
+    pub fn bearer(mut self, tokens: TokenCache) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// The timeout of each attempt.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Handles on the shared state, to keep before building.
+    pub fn handles(&self) -> StackHandles {
+        StackHandles {
+            stats: self.audit.stats_handle(),
+            breaker: self.breaker.handle(),
+            limiter: self.limiter.handle(),
+            tokens: self.tokens.clone(),
+        }
+    }
+
+    /// The stack over the built-in hyper-util client.
+    pub fn build(self) -> CxService {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+        #[cfg(feature = "tls")]
+        let client = client.build::<_, Body>(
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_webpki_roots()
+                .https_or_http()
+                .enable_http1()
+                .build(),
+        );
+        #[cfg(not(feature = "tls"))]
+        let client = client.build_http::<Body>();
+        self.build_with(client)
+    }
+
+    /// The stack over `client`: any cloneable service that sends a request
+    /// and returns a response with hyper's body.
+    pub fn build_with<S>(self, client: S) -> CxService
+    where
+        S: tower::Service<Request<Body>, Response = Response<Incoming>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+    {
+        let lower = ServiceBuilder::new()
+            .layer(TimeoutLayer::new(self.timeout))
+            .service(client);
+        let lower: CxService = match self.tokens {
+            Some(tokens) => BoxCloneSyncService::new(BearerLayer::new(tokens).layer(lower)),
+            None => BoxCloneSyncService::new(lower),
+        };
+        let stack = ServiceBuilder::new()
+            .layer(self.audit)
+            .layer(self.retry)
+            .layer(self.breaker)
+            .layer(self.limiter)
+            .service(lower);
+        BoxCloneSyncService::new(stack)
+    }
+}
+
+impl Default for Stack {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stack")
+            .field("audit", &self.audit)
+            .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
+            .field("limiter", &self.limiter)
+            .field("tokens", &self.tokens)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Handles on a stack's shared state.
+#[derive(Debug, Clone)]
+pub struct StackHandles {
+    /// The audit statistics.
+    pub stats: AuditStats,
+    /// The circuit breaker.
+    pub breaker: CircuitBreakerHandle,
+    /// The priority limiter.
+    pub limiter: PriorityLimitHandle,
+    /// The token cache, if the stack authenticates.
+    pub tokens: Option<TokenCache>,
+}
+
+/// Adds the crate's layers to [`ServiceBuilder`], in the style of
+/// tower-http's `ServiceBuilderExt`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower::ServiceBuilder;
+/// use tower_cx::audit::{AuditLayer, NoopSink};
+/// use tower_cx::breaker::CircuitBreakerLayer;
+/// use tower_cx::priority::PriorityLimitLayer;
+/// use tower_cx::retry::RetryLayer;
+/// use tower_cx::stack::ServiceBuilderExt;
+///
+/// # let client = tower::service_fn(|_req: http::Request<tower_cx::body::Body>| async {
+/// #     Ok::<_, tower::BoxError>(http::Response::new(()))
+/// # });
+/// let client = ServiceBuilder::new()
+///     .audit(AuditLayer::new(NoopSink))
+///     .retry(RetryLayer::new())
+///     .circuit_breaker(CircuitBreakerLayer::new())
+///     .priority_limit(PriorityLimitLayer::new(16))
+///     .service(client);
+/// # let _ = client;
+/// ```
+pub trait ServiceBuilderExt<L>: sealed::Sealed {
+    /// Add an [`AuditLayer`].
+    fn audit(self, layer: AuditLayer) -> ServiceBuilder<tower::layer::util::Stack<AuditLayer, L>>;
+    /// Add a [`RetryLayer`].
+    fn retry(self, layer: RetryLayer) -> ServiceBuilder<tower::layer::util::Stack<RetryLayer, L>>;
+    /// Add a [`CircuitBreakerLayer`].
+    fn circuit_breaker(
+        self,
+        layer: CircuitBreakerLayer,
+    ) -> ServiceBuilder<tower::layer::util::Stack<CircuitBreakerLayer, L>>;
+    /// Add a [`PriorityLimitLayer`].
+    fn priority_limit(
+        self,
+        layer: PriorityLimitLayer,
+    ) -> ServiceBuilder<tower::layer::util::Stack<PriorityLimitLayer, L>>;
+    /// Add a [`BearerLayer`] over `tokens`.
+    fn bearer(
+        self,
+        tokens: TokenCache,
+    ) -> ServiceBuilder<tower::layer::util::Stack<BearerLayer, L>>;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<L> Sealed for tower::ServiceBuilder<L> {}
+}
+
+impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
+    fn audit(self, layer: AuditLayer) -> ServiceBuilder<tower::layer::util::Stack<AuditLayer, L>> {
+        self.layer(layer)
+    }
+
+    fn retry(self, layer: RetryLayer) -> ServiceBuilder<tower::layer::util::Stack<RetryLayer, L>> {
+        self.layer(layer)
+    }
+
+    fn circuit_breaker(
+        self,
+        layer: CircuitBreakerLayer,
+    ) -> ServiceBuilder<tower::layer::util::Stack<CircuitBreakerLayer, L>> {
+        self.layer(layer)
+    }
+
+    fn priority_limit(
+        self,
+        layer: PriorityLimitLayer,
+    ) -> ServiceBuilder<tower::layer::util::Stack<PriorityLimitLayer, L>> {
+        self.layer(layer)
+    }
+
+    fn bearer(
+        self,
+        tokens: TokenCache,
+    ) -> ServiceBuilder<tower::layer::util::Stack<BearerLayer, L>> {
+        self.layer(BearerLayer::new(tokens))
+    }
+}
