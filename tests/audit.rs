@@ -612,6 +612,7 @@ mod webhook {
     const UP: u8 = 0;
     const DOWN: u8 = 1;
     const SLOW: u8 = 2;
+    const REFUSE: u8 = 3;
 
     /// A webhook receiver: up, down (503) or slow (60 s); counts events.
     #[derive(Clone, Default)]
@@ -637,6 +638,7 @@ mod webhook {
                 assert!(request.headers().contains_key("idempotency-key"));
                 let status = match this.mode.load(Ordering::SeqCst) {
                     DOWN => 503,
+                    REFUSE => 400,
                     SLOW => {
                         tokio::time::sleep(Duration::from_secs(60)).await;
                         200
@@ -712,6 +714,22 @@ mod webhook {
             "later events arrive"
         );
         assert_eq!(sink.pending(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusing_webhook_is_retried_once_per_interval_not_in_a_loop() {
+        let receiver = Receiver::default();
+        receiver.mode.store(REFUSE, Ordering::SeqCst);
+        let sink = sink(&receiver);
+        let service = AuditLayer::new(sink.clone()).layer(Upstream::new(vec![]));
+        requests(&service, 15).await; // 30 events: 20 kept, 3 batches' worth
+        tokio::time::sleep(Duration::from_millis(10_500)).await;
+        // one POST at 0 s, then one per 1 s interval
+        assert_eq!(receiver.posts.load(Ordering::SeqCst), 11);
+        assert_eq!(sink.pending(), 20);
+        // flush returns once everything was tried, even though it failed
+        sink.flush().await;
+        assert_eq!(sink.delivered(), 0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -892,4 +910,162 @@ async fn the_webhook_sink_posts_to_a_real_loopback_server() {
     assert_eq!(received.load(Ordering::SeqCst), 6);
     assert_eq!(sink.delivered(), 6);
     assert_eq!(sink.pending(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dead_letters_keep_no_credentials() {
+    let buffer = Buffer::default();
+    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
+    let fan = {
+        let letters = letters.clone();
+        let file = tower_cx::audit::JsonLinesDeadLetters::new(buffer.clone());
+        dead_letter_fn(move |letter: DeadLetter| {
+            let copy = DeadLetter {
+                correlation_id: letter.correlation_id.clone(),
+                attempts: letter.attempts,
+                last_status: letter.last_status,
+                error_code: letter.error_code.clone(),
+                message: letter.message.clone(),
+                request: None,
+            };
+            tower_cx::audit::DeadLetterSink::dead_letter(&file, letter);
+            letters.lock().unwrap().push(copy);
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(audit(&Events::default()).dead_letters(fan))
+        .layer(retry().max_attempts(1))
+        .service(Upstream::new(vec![Answer::Status(500)]));
+    let mut sensitive = http::HeaderValue::from_static("opaque-sensitive");
+    sensitive.set_sensitive(true);
+    let request =
+        Request::put("https://bob:hunter2@api.example.com/v1/x?access_token=SECRETTOK&page=2")
+            .header("x-auth-token", "AUTHTOK")
+            .header("api-key", "APIKEY")
+            .header("x-custom", sensitive)
+            .header("accept", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+    service.oneshot(request).await.unwrap();
+    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    for secret in [
+        "hunter2",
+        "SECRETTOK",
+        "AUTHTOK",
+        "APIKEY",
+        "opaque-sensitive",
+    ] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    assert!(
+        text.contains("https://api.example.com/v1/x?access_token=[redacted]&page=2"),
+        "{text}"
+    );
+    assert!(text.contains("accept"), "{text}");
+    assert_eq!(letters.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_request_is_reported_as_cancelled() {
+    let events = Events::default();
+    let layer = audit(&events);
+    let stats = layer.stats_handle();
+    let service = layer.layer(Upstream::new(vec![Answer::Slow(
+        200,
+        Duration::from_secs(60),
+    )]));
+    let result = tokio::time::timeout(Duration::from_secs(1), service.oneshot(get())).await;
+    assert!(result.is_err());
+    assert_eq!(
+        names(&events),
+        [("request.started", None), ("request.finished", None)]
+    );
+    assert!(matches!(
+        finished(&events),
+        EventKind::RequestFinished { outcome: "cancelled", attempts: 0, total_ms, .. } if total_ms == 1000.0
+    ));
+    let snapshot = stats.snapshot();
+    assert_eq!((snapshot.cancelled, snapshot.requests), (1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_the_gate_ignores_is_not_reported_as_closing_it() {
+    let events = Events::default();
+    let service = ServiceBuilder::new()
+        .layer(audit(&events))
+        .layer(PriorityLimitLayer::new(4))
+        .service(Upstream::new(vec![Answer::RetryAfter(429, "3600")]));
+    service.oneshot(get()).await.unwrap();
+    assert!(!names(&events)
+        .iter()
+        .any(|(name, _)| *name == "gate.closed"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn time_queued_before_a_shed_counts_as_queue_time() {
+    let events = Events::default();
+    let service = ServiceBuilder::new()
+        .layer(audit(&events))
+        .layer(PriorityLimitLayer::new(1).max_queue_wait(Duration::from_secs(2)))
+        .service(Upstream::new(vec![Answer::Slow(
+            200,
+            Duration::from_secs(10),
+        )]));
+    let holder = tokio::spawn(service.clone().oneshot(get()));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let err = service.oneshot(get()).await.unwrap_err();
+    assert!(err.is::<tower_cx::error::Overloaded>());
+    assert!(matches!(
+        finished(&events),
+        EventKind::RequestFinished { queue_ms, wire_ms, attempts: 0, .. } if queue_ms == 2000.0 && wire_ms == 0.0
+    ));
+    holder.abort();
+}
+
+/// A writer that reports, when dropped, what it was given.
+struct Reporting {
+    data: Vec<u8>,
+    done: std::sync::mpsc::Sender<Vec<u8>>,
+}
+
+impl Write for Reporting {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.data.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Reporting {
+    fn drop(&mut self) {
+        let _ = self.done.send(std::mem::take(&mut self.data));
+    }
+}
+
+#[test]
+fn dropping_the_json_lines_sink_writes_every_event_first() {
+    use tower_cx::audit::AuditSink;
+    let (done, report) = std::sync::mpsc::channel();
+    let sink = JsonLinesSink::new(Reporting {
+        data: Vec::new(),
+        done,
+    });
+    let event = AuditEvent {
+        ts: tower_cx::audit::Timestamp(std::time::SystemTime::UNIX_EPOCH),
+        correlation_id: Arc::from("c"),
+        attempt: None,
+        kind: EventKind::AttemptStarted {},
+    };
+    for _ in 0..10 {
+        sink.record(&event);
+    }
+    drop(sink);
+    let written = report
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the writer ends once the sink is gone");
+    assert_eq!(String::from_utf8(written).unwrap().lines().count(), 10);
 }

@@ -181,7 +181,8 @@ pub enum EventKind {
     /// The logical request ended.
     #[serde(rename = "request.finished")]
     RequestFinished {
-        /// `success`, `http_error` or `error`.
+        /// `success`, `http_error`, `error`, or `cancelled` (the caller
+        /// dropped the request before its end).
         outcome: &'static str,
         /// The final status, if there was a response.
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,7 +191,8 @@ pub enum EventKind {
         /// `transport`, `other`).
         #[serde(skip_serializing_if = "Option::is_none")]
         error_kind: Option<&'static str>,
-        /// Attempts sent.
+        /// Attempts sent (counted by the retry layer; without one, 1, or 0
+        /// when the request provably never left).
         attempts: u32,
         /// From entering the stack to the outcome, in milliseconds.
         total_ms: f64,

@@ -19,7 +19,7 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         future: F,
-        record: AuditRecord,
+        record: Finisher,
         dead_letters: Option<Arc<dyn DeadLetterSink>>,
         // boxed: kept only with a dead-letter sink, and large
         copy: Option<Box<Request<Body>>>,
@@ -35,9 +35,63 @@ impl<F> ResponseFuture<F> {
     ) -> Self {
         Self {
             future,
-            record,
+            record: Finisher {
+                record,
+                finished: false,
+            },
             dead_letters,
             copy,
+        }
+    }
+}
+
+/// Reports `request.finished` exactly once: from `poll` with the outcome,
+/// or, if the future is dropped first, as `cancelled`.
+struct Finisher {
+    record: AuditRecord,
+    finished: bool,
+}
+
+impl Finisher {
+    fn finish(
+        &mut self,
+        outcome: &'static str,
+        status: Option<u16>,
+        error_kind: Option<&'static str>,
+    ) -> u32 {
+        self.finished = true;
+        let record = &self.record;
+        let total = record.started().elapsed();
+        let timings = record.timings();
+        // counted by a retry layer; without one, one attempt was sent unless
+        // the request provably never left
+        let attempts = match (timings.attempts, outcome, error_kind) {
+            (0, "cancelled", _) | (0, _, Some("not_sent")) => 0,
+            (0, _, _) => 1,
+            (n, _, _) => n,
+        };
+        let waiting = timings.backoff + timings.queue;
+        record.publish(
+            None,
+            EventKind::RequestFinished {
+                outcome,
+                status,
+                error_kind,
+                attempts,
+                total_ms: ms(total),
+                backoff_ms: ms(timings.backoff),
+                queue_ms: ms(timings.queue),
+                wire_ms: ms(total.saturating_sub(waiting)),
+            },
+        );
+        attempts
+    }
+}
+
+impl Drop for Finisher {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finish("cancelled", None, None);
         }
     }
 }
@@ -52,10 +106,6 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.future.poll(cx)).map_err(Into::into);
-        let record = &*this.record;
-        let total = record.started().elapsed();
-        let timings = record.timings();
-        let attempts = timings.attempts.max(1);
         let (outcome, status, error_kind, message) = match &result {
             Ok(response) if response.status().as_u16() < 400 => {
                 ("success", Some(response.status().as_u16()), None, None)
@@ -74,20 +124,8 @@ where
                 ("error", None, Some(kind.as_str()), Some(error.to_string()))
             }
         };
-        let waiting = timings.backoff + timings.queue;
-        record.publish(
-            None,
-            EventKind::RequestFinished {
-                outcome,
-                status,
-                error_kind,
-                attempts,
-                total_ms: ms(total),
-                backoff_ms: ms(timings.backoff),
-                queue_ms: ms(timings.queue),
-                wire_ms: ms(total.saturating_sub(waiting)),
-            },
-        );
+        let attempts = this.record.finish(outcome, status, error_kind);
+        let record = &this.record.record;
         if outcome != "success" {
             if let Some(sink) = this.dead_letters.as_ref() {
                 record.stats().count_dead_letter();

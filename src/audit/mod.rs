@@ -67,8 +67,9 @@
 //! ```
 //!
 //! `request.finished` has `outcome` `success` (status below 400),
-//! `http_error` (a final 4xx/5xx response) or `error` (no response; then
-//! `error_kind`: `connect`, `timeout`, `not_sent`, `transport`, `other`).
+//! `http_error` (a final 4xx/5xx response), `error` (no response; then
+//! `error_kind`: `connect`, `timeout`, `not_sent`, `transport`, `other`) or
+//! `cancelled` (the caller dropped the request first).
 //!
 //! # Redaction
 //!

@@ -52,7 +52,8 @@ pub fn redact_uri(uri: &Uri) -> String {
                 out.push('&');
             }
             match pair.split_once('=') {
-                Some((key, _)) if is_secret_key(key) => {
+                // judge the key as the server will read it: percent-decoded
+                Some((key, _)) if is_secret_key(&decode_key(key)) => {
                     out.push_str(key);
                     out.push('=');
                     out.push_str(REDACTED);
@@ -62,6 +63,27 @@ pub fn redact_uri(uri: &Uri) -> String {
         }
     }
     out
+}
+
+fn decode_key(key: &str) -> String {
+    form_urlencoded::parse(key.as_bytes())
+        .next()
+        .map(|(k, _)| k.into_owned())
+        .unwrap_or_else(|| key.to_owned())
+}
+
+/// The URI with userinfo removed (query kept): for a dead letter's copy,
+/// which must stay re-submittable.
+pub(crate) fn strip_userinfo(uri: &Uri) -> Uri {
+    let Some(authority) = uri.authority() else {
+        return uri.clone();
+    };
+    let Some((_, host)) = authority.as_str().rsplit_once('@') else {
+        return uri.clone();
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.authority = host.parse().ok();
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
 }
 
 /// A JSON body as it may be recorded: the values of secret-looking keys
@@ -115,5 +137,14 @@ mod tests {
         );
         let uri: Uri = "/relative?password=x".parse().unwrap();
         assert_eq!(redact_uri(&uri), "/relative?password=[redacted]");
+        let uri: Uri = "/x?%74oken=S3CR3T&jwt=a.b.c&user%5Fpass=p".parse().unwrap();
+        assert_eq!(
+            redact_uri(&uri),
+            "/x?%74oken=[redacted]&jwt=[redacted]&user%5Fpass=[redacted]"
+        );
+        let uri: Uri = "https://bob:hunter2@api.example.com/v?page=1"
+            .parse()
+            .unwrap();
+        assert_eq!(strip_userinfo(&uri), "https://api.example.com/v?page=1");
     }
 }

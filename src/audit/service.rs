@@ -8,7 +8,7 @@ use tower::Service;
 
 use super::event::EventKind;
 use super::future::ResponseFuture;
-use super::redact::{redact_json, redact_uri};
+use super::redact::{is_secret_key, redact_json, redact_uri, strip_userinfo};
 use super::{AuditLayer, AuditRecord};
 use crate::body::{try_clone_request, Body, ReplayBody};
 use crate::error::BoxError;
@@ -143,6 +143,7 @@ where
             .map(|copy| {
                 let (mut parts, body) = copy.into_parts();
                 strip_credentials(&mut parts.headers);
+                parts.uri = strip_userinfo(&parts.uri);
                 parts.extensions = http::Extensions::new();
                 Box::new(Request::from_parts(parts, body.into()))
             });
@@ -151,9 +152,21 @@ where
     }
 }
 
+/// Remove credentials from a dead letter's copy: the usual headers, any
+/// header marked sensitive, and any whose name looks like a secret.
 fn strip_credentials(headers: &mut HeaderMap) {
     for name in [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE] {
         headers.remove(&name);
     }
-    headers.remove(HeaderName::from_static("x-api-key"));
+    let doomed: Vec<HeaderName> = headers
+        .iter()
+        .filter(|(name, value)| {
+            value.is_sensitive()
+                || (is_secret_key(name.as_str()) && name.as_str() != "idempotency-key")
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
 }

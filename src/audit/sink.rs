@@ -122,12 +122,15 @@ impl JsonLinesSink {
             capacity: capacity.max(1),
             dropped: AtomicU64::new(0),
         });
-        let weak = Arc::downgrade(&shared);
+        // The writer keeps the queue alive until every event is written; it
+        // stops once it is the only holder left and the queue is empty.
+        let own = shared.clone();
         std::thread::Builder::new()
             .name("tower-cx-audit".into())
             .spawn(move || {
+                let shared = own;
                 let mut batch = Vec::new();
-                while let Some(shared) = weak.upgrade() {
+                loop {
                     {
                         let mut queue = shared.lock();
                         while queue.events.is_empty() && !queue.closed {
@@ -148,15 +151,28 @@ impl JsonLinesSink {
                         }
                         std::mem::swap(&mut batch, &mut queue.events);
                     }
-                    // A failing writer loses lines, never the request.
+                    // A failing writer loses lines, never the request; a
+                    // panicking one closes the sink instead of hanging `flush`.
                     let written = batch.len() as u64;
-                    for event in batch.drain(..) {
-                        let _ = writer.write_all(event.to_json().as_bytes());
-                        let _ = writer.write_all(b"\n");
-                    }
-                    let _ = writer.flush();
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        for event in batch.drain(..) {
+                            let _ = writer.write_all(event.to_json().as_bytes());
+                            let _ = writer.write_all(b"\n");
+                        }
+                        let _ = writer.flush();
+                    }));
                     let mut queue = shared.lock();
                     queue.done += written;
+                    if outcome.is_err() {
+                        queue.closed = true;
+                        let lost = queue.events.len() as u64;
+                        queue.events.clear();
+                        queue.done += lost;
+                        shared.dropped.fetch_add(lost, Ordering::Relaxed);
+                        drop(queue);
+                        shared.written.notify_all();
+                        return;
+                    }
                     drop(queue);
                     shared.written.notify_all();
                 }
@@ -212,7 +228,7 @@ impl AuditSink for JsonLinesSink {
         let shared = &self.shared;
         {
             let mut queue = shared.lock();
-            if queue.events.len() >= shared.capacity {
+            if queue.closed || queue.events.len() >= shared.capacity {
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
@@ -372,6 +388,12 @@ impl<F> fmt::Debug for DeadLetterFn<F> {
 /// Appends dead letters as JSON lines (`correlation_id`, `attempts`,
 /// `last_status`, `error_code`, `message`, and the request's `method`, `url`,
 /// `headers` and UTF-8 `body`) to a writer, to be read back and re-submitted.
+///
+/// Credentials stay out: the copy has no `Authorization`, `Cookie`,
+/// sensitive or secret-looking headers, no URL userinfo, and secret-looking
+/// query values are written as `[redacted]` (add them back when
+/// re-submitting). The body is written as sent: do not route requests whose
+/// bodies carry secrets to a file-backed dead-letter sink.
 pub struct JsonLinesDeadLetters {
     writer: Mutex<Box<dyn Write + Send>>,
 }
@@ -412,7 +434,9 @@ impl DeadLetterSink for JsonLinesDeadLetters {
             error_code: &letter.error_code,
             message: &letter.message,
             method: request.map(|r| r.method().as_str()),
-            url: request.map(|r| r.uri().to_string()),
+            // secret-looking query values do not go to disk: re-add them
+            // when re-submitting
+            url: request.map(|r| super::redact::redact_uri(r.uri())),
             headers: request
                 .map(|r| {
                     r.headers()

@@ -27,6 +27,7 @@ struct Counters {
     timeouts: AtomicU64,
     connect_errors: AtomicU64,
     not_sent: AtomicU64,
+    cancelled: AtomicU64,
     shed: AtomicU64,
     breaker_opens: AtomicU64,
     token_refreshes: AtomicU64,
@@ -60,6 +61,9 @@ pub struct StatsSnapshot {
     pub connect_errors: u64,
     /// Of the errors: not sent (shed, breaker open).
     pub not_sent: u64,
+    /// Requests dropped by their caller before they ended (not counted in
+    /// `requests` or the latencies).
+    pub cancelled: u64,
     /// Requests shed by the limiter.
     pub shed: u64,
     /// Times the breaker opened.
@@ -125,6 +129,7 @@ impl AuditStats {
             timeouts: get(&c.timeouts),
             connect_errors: get(&c.connect_errors),
             not_sent: get(&c.not_sent),
+            cancelled: get(&c.cancelled),
             shed: get(&c.shed),
             breaker_opens: get(&c.breaker_opens),
             token_refreshes: get(&c.token_refreshes),
@@ -154,6 +159,10 @@ impl AuditStats {
                 total_ms,
                 ..
             } => {
+                if *outcome == "cancelled" {
+                    bump(&c.cancelled);
+                    return;
+                }
                 bump(&c.requests);
                 match *outcome {
                     "success" => bump(&c.successes),

@@ -28,7 +28,7 @@ type Client = BoxCloneSyncService<Request<Body>, Response<Bytes>, BoxError>;
 /// events are dropped and counted. A batch that cannot be delivered (after
 /// the crate's own retry layer, with an `Idempotency-Key` per batch, and a
 /// per-request timeout) goes back to the front of the queue and is tried
-/// again after the flush interval.
+/// again after the flush interval (never in a tight loop).
 ///
 /// Needs a Tokio runtime when built.
 #[derive(Clone)]
@@ -37,7 +37,8 @@ pub struct WebhookSink {
 }
 
 struct Shared {
-    queue: Mutex<VecDeque<String>>,
+    /// Events with their sequence numbers, oldest first.
+    queue: Mutex<Queue>,
     capacity: usize,
     batch: usize,
     wake: Notify,
@@ -45,7 +46,16 @@ struct Shared {
     delivered: AtomicU64,
     /// Events taken for the POST under way.
     sending: AtomicU64,
-    rounds: watch::Sender<u64>,
+    /// The highest sequence number tried so far (delivered, dropped or put
+    /// back); the sender lives in the delivery task, so a gone task ends
+    /// every `flush`.
+    attempted: watch::Receiver<u64>,
+}
+
+#[derive(Default)]
+struct Queue {
+    events: VecDeque<(u64, String)>,
+    next_seq: u64,
 }
 
 /// Builds a [`WebhookSink`].
@@ -95,22 +105,37 @@ impl WebhookSink {
 
     /// Events not delivered yet: queued, or in the POST under way.
     pub fn pending(&self) -> usize {
-        self.shared.lock().len() + self.shared.sending.load(Ordering::Relaxed) as usize
+        self.shared.lock().events.len() + self.shared.sending.load(Ordering::Relaxed) as usize
     }
 
-    /// Send what is queued now and wait for that delivery round to end
-    /// (delivered or put back).
+    /// Send now, and wait until every event recorded before this call has
+    /// been tried: delivered, dropped, or kept for later because a delivery
+    /// failed (a failing webhook settles everything queued). Returns at once
+    /// if the delivery task is gone.
     pub async fn flush(&self) {
-        let mut rounds = self.shared.rounds.subscribe();
-        rounds.mark_unchanged();
+        let target = self.shared.lock().next_seq;
+        let mut attempted = self.shared.attempted.clone();
         self.shared.wake.notify_one();
-        let _ = rounds.changed().await;
+        while *attempted.borrow_and_update() < target {
+            if attempted.changed().await.is_err() {
+                return;
+            }
+        }
     }
 }
 
 impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drop the oldest queued events beyond capacity.
+    fn trim(&self, queue: &mut Queue) {
+        let sending = self.sending.load(Ordering::Relaxed) as usize;
+        while !queue.events.is_empty() && queue.events.len() + sending > self.capacity {
+            queue.events.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -161,16 +186,16 @@ impl WebhookSinkBuilder {
 
     /// Start the background task and return the sink.
     pub fn build(self) -> WebhookSink {
-        let (rounds, _) = watch::channel(0);
+        let (attempted_tx, attempted) = watch::channel(0);
         let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             capacity: self.capacity,
             batch: self.batch,
             wake: Notify::new(),
             dropped: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             sending: AtomicU64::new(0),
-            rounds,
+            attempted,
         });
         let client = self
             .client
@@ -181,6 +206,7 @@ impl WebhookSinkBuilder {
         );
         tokio::spawn(deliver(
             Arc::downgrade(&shared),
+            attempted_tx,
             client,
             self.url,
             self.interval,
@@ -189,19 +215,27 @@ impl WebhookSinkBuilder {
     }
 }
 
-async fn deliver(shared: std::sync::Weak<Shared>, client: Client, url: Uri, interval: Duration) {
+async fn deliver(
+    shared: std::sync::Weak<Shared>,
+    attempted: watch::Sender<u64>,
+    client: Client,
+    url: Uri,
+    interval: Duration,
+) {
     loop {
         let Some(this) = shared.upgrade() else {
             return;
         };
-        let batch: Vec<String> = {
+        let batch: Vec<(u64, String)> = {
             let mut queue = this.lock();
-            let n = queue.len().min(this.batch);
+            let n = queue.events.len().min(this.batch);
             this.sending.store(n as u64, Ordering::Relaxed);
-            queue.drain(..n).collect()
+            queue.events.drain(..n).collect()
         };
-        if !batch.is_empty() {
-            let body = format!("[{}]", batch.join(","));
+        let mut failed = false;
+        if let Some(last) = batch.last().map(|(seq, _)| *seq) {
+            let lines: Vec<&str> = batch.iter().map(|(_, line)| line.as_str()).collect();
+            let body = format!("[{}]", lines.join(","));
             let request = Request::builder()
                 .method(Method::POST)
                 .uri(url.clone())
@@ -214,30 +248,42 @@ async fn deliver(shared: std::sync::Weak<Shared>, client: Client, url: Uri, inte
                 ),
                 Err(_) => false,
             };
+            let mut queue = this.lock();
             if ok {
                 this.delivered
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
             } else {
                 // put the batch back in front, within capacity: the oldest go
-                let mut queue = this.lock();
-                for line in batch.into_iter().rev() {
-                    queue.push_front(line);
-                }
-                while queue.len() > this.capacity {
-                    queue.pop_front();
-                    this.dropped.fetch_add(1, Ordering::Relaxed);
+                failed = true;
+                for event in batch.into_iter().rev() {
+                    queue.events.push_front(event);
                 }
             }
             this.sending.store(0, Ordering::Relaxed);
+            this.trim(&mut queue);
+            // after a failure the webhook is down for everything queued:
+            // all of it counts as tried, to be tried again later
+            let settled = if failed { queue.next_seq } else { last };
+            drop(queue);
+            attempted.send_modify(|seq| *seq = (*seq).max(settled));
+        } else {
+            // nothing queued: everything recorded so far is settled
+            let next = this.lock().next_seq;
+            attempted.send_modify(|seq| *seq = (*seq).max(next));
         }
-        this.rounds.send_modify(|n| *n = n.wrapping_add(1));
-        let more = this.lock().len() >= this.batch;
-        if !more {
+        let more = this.lock().events.len() >= this.batch;
+        if failed {
+            // a failing webhook is tried again after the interval, never in
+            // a tight loop, whatever else is queued
+            tokio::time::sleep(interval).await;
+        } else if !more {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = this.wake.notified() => {}
             }
         }
+        // yield even on the busy path, so a fast client cannot starve the runtime
+        tokio::task::yield_now().await;
     }
 }
 
@@ -246,13 +292,11 @@ impl AuditSink for WebhookSink {
         let line = event.to_json();
         let full = {
             let mut queue = self.shared.lock();
-            queue.push_back(line);
-            let sending = self.shared.sending.load(Ordering::Relaxed) as usize;
-            while !queue.is_empty() && queue.len() + sending > self.shared.capacity {
-                queue.pop_front();
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
-            }
-            queue.len() >= self.shared.batch
+            queue.next_seq += 1;
+            let seq = queue.next_seq;
+            queue.events.push_back((seq, line));
+            self.shared.trim(&mut queue);
+            queue.events.len() >= self.shared.batch
         };
         if full {
             self.shared.wake.notify_one();

@@ -127,6 +127,9 @@ where
                         }
                         TicketState::Shed(overloaded) => {
                             if let Some(audit) = this.audit.as_ref() {
+                                if let Some(at) = *this.queued_at {
+                                    audit.add_queue(at.elapsed());
+                                }
                                 audit.publish(
                                     None,
                                     AuditKind::Shed {
@@ -157,8 +160,8 @@ where
                         let limiter = permit.limiter();
                         let report = server_hint(response.headers(), limiter.config.clock.as_ref());
                         if let Some(hint) = report.hint {
-                            limiter.close_gate(hint.delay, hint.source);
-                            if let Some(audit) = this.audit.as_ref() {
+                            let closed = limiter.close_gate(hint.delay, hint.source);
+                            if let (true, Some(audit)) = (closed, this.audit.as_ref()) {
                                 audit.publish(
                                     None,
                                     AuditKind::GateClosed {

@@ -408,19 +408,20 @@ impl Limiter {
     }
 
     /// Close the gate until `now + wait` (never shortening it).
-    pub(crate) fn close_gate(&self, wait: Duration, source: HintSource) {
+    /// Close the gate for `wait`; whether it closed (or stayed closed longer).
+    pub(crate) fn close_gate(&self, wait: Duration, source: HintSource) -> bool {
         // A hint past the bound (a daily cap) is not pacing: leave it to the
         // retry layer, which returns such a response at once.
         if wait > self.config.max_gate {
-            return;
+            return false;
         }
         let now = Instant::now();
         let Some(until) = now.checked_add(wait) else {
-            return;
+            return false;
         };
         let mut state = self.lock();
         if state.gate_until.is_some_and(|current| current >= until) {
-            return;
+            return false;
         }
         state.gate_until = Some(until);
         self.slow.store(true, Ordering::SeqCst);
@@ -432,6 +433,7 @@ impl Limiter {
         // the timer also takes the limiter off the slow path when it reopens
         self.arm_timer(&mut state, until);
         self.unlock(state);
+        true
     }
 
     /// A queued request gave up (dropped, timed out): leave the queue, or
@@ -606,7 +608,7 @@ impl PriorityLimitHandle {
 
     /// Close the rate gate for `wait` (as a server hint would).
     pub fn close_gate(&self, wait: Duration) {
-        self.limiter.close_gate(wait, HintSource::RetryAfter);
+        let _ = self.limiter.close_gate(wait, HintSource::RetryAfter);
     }
 
     /// Reopen the rate gate now and dispatch waiters.
