@@ -7,8 +7,7 @@ use http::Uri;
 const SECRET_KEY_PARTS: &[&str] = &[
     "token",
     "secret",
-    "password",
-    "passwd",
+    "pass",
     "pwd",
     "key",
     "signature",
@@ -18,6 +17,9 @@ const SECRET_KEY_PARTS: &[&str] = &[
     "credential",
     "session",
     "cookie",
+    "jwt",
+    "assertion",
+    "bearer",
 ];
 
 /// The value that replaces a secret.
