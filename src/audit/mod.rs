@@ -79,7 +79,8 @@
 //! never recorded, and request bodies only with
 //! [`record_bodies`](AuditLayer::record_bodies), as JSON with the values of
 //! secret-looking keys masked. Error messages come from the crate's typed
-//! errors, which never carry secrets.
+//! errors, which never carry secrets (an error from your own inner client is
+//! shown as its `Display` gives it).
 //!
 //! # Sinks
 //!

@@ -344,7 +344,9 @@ pub struct DeadLetter {
     pub last_status: Option<u16>,
     /// A short error code: the failure kind (`http_error`, `timeout`, ...).
     pub error_code: String,
-    /// A human-readable message (never a secret).
+    /// A human-readable message: the status, or the error's text. This
+    /// crate's errors carry no secrets; an error from your own inner client
+    /// is passed on as its `Display` gives it.
     pub message: String,
     /// The request, if its body could be kept (credentials headers removed).
     pub request: Option<Request<Body>>,
