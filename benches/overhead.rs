@@ -208,73 +208,6 @@ fn limiter(c: &mut Criterion) {
     group.finish();
 }
 
-/// An upstream that yields once per request, so that requests overlap.
-fn yielding_upstream() -> impl Service<
-    Request<Body>,
-    Response = Response<()>,
-    Error = BoxError,
-    Future = impl Future<Output = Result<Response<()>, BoxError>> + Send,
-> + Clone
-       + Send
-       + 'static {
-    service_fn(|_req: Request<Body>| async {
-        tokio::task::yield_now().await;
-        Ok::<_, BoxError>(Response::new(()))
-    })
-}
-
-/// 1,000 tasks, one request each, through a limit of 16, on 2 worker threads.
-fn hammer<S>(runtime: &tokio::runtime::Runtime, service: &S)
-where
-    S: Service<Request<Body>, Response = Response<()>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: std::fmt::Debug + Send,
-{
-    runtime.block_on(async {
-        let tasks: Vec<_> = (0..1000)
-            .map(|_| {
-                let service = service.clone();
-                tokio::spawn(async move {
-                    use tower::ServiceExt;
-                    service.oneshot(request()).await.unwrap();
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-    });
-}
-
-fn contended(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
-    let _guard = runtime.enter();
-    let mut group = c.benchmark_group("limiter contended (1000 tasks, limit 16)");
-    group.throughput(criterion::Throughput::Elements(1000));
-    let ours = PriorityLimitLayer::new(16)
-        .max_queue(2000)
-        .layer(yielding_upstream());
-    group.bench_function("tower-cx PriorityLimitLayer", |b| {
-        b.iter(|| hammer(&runtime, &ours))
-    });
-    let no_aging = PriorityLimitLayer::new(16)
-        .max_queue(2000)
-        .aging(None)
-        .layer(yielding_upstream());
-    group.bench_function("tower-cx PriorityLimitLayer (no aging)", |b| {
-        b.iter(|| hammer(&runtime, &no_aging))
-    });
-    let tower_limit = tower::limit::ConcurrencyLimit::new(yielding_upstream(), 16);
-    group.bench_function("tower ConcurrencyLimit", |b| {
-        b.iter(|| hammer(&runtime, &tower_limit))
-    });
-    group.finish();
-}
-
 fn audit(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -296,5 +229,5 @@ fn audit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, retry, bearer, breaker, limiter, contended, audit);
+criterion_group!(benches, retry, bearer, breaker, limiter, audit);
 criterion_main!(benches);
