@@ -69,6 +69,8 @@ pub mod breaker;
 pub mod classify;
 pub mod error;
 pub mod genesys;
+#[cfg(feature = "mock")]
+pub mod mock;
 pub mod priority;
 pub mod retry;
 pub mod retry_after;
