@@ -154,19 +154,7 @@ impl Stack {
 
     /// The stack over the built-in hyper-util client.
     pub fn build(self) -> CxService {
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
-        #[cfg(feature = "tls")]
-        let client = client.build::<_, Body>(
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_webpki_roots()
-                .https_or_http()
-                .enable_http1()
-                .build(),
-        );
-        #[cfg(not(feature = "tls"))]
-        let client = client.build_http::<Body>();
-        self.build_with(client)
+        self.build_with(crate::auth::hyper_client())
     }
 
     /// The stack over `client`: any cloneable service that sends a request

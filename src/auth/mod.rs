@@ -61,9 +61,9 @@ pub use cache::{AuthEvent, TokenCache, TokenCacheBuilder, TokenStatus};
 pub use future::ResponseFuture;
 pub use layer::BearerLayer;
 pub use service::Bearer;
-pub(crate) use source::default_client as default_token_client;
 pub use source::{
     box_client, source_fn, ClientAuth, ClientCredentials, SourceFn, TokenFuture, TokenHttpClient,
     TokenSource, CXONE_TOKEN_URL,
 };
+pub(crate) use source::{default_client as default_token_client, hyper_client};
 pub use token::{parse_token_response, LifetimeNote, LifetimePolicy, Secret, Token, TokenError};

@@ -340,6 +340,21 @@ impl fmt::Debug for ClientCredentials {
 /// The built-in client: HTTPS (rustls, Mozilla roots) and plain HTTP (for
 /// loopback) with the `tls` feature; plain HTTP only without it.
 pub(crate) fn default_client() -> TokenHttpClient {
+    box_client(hyper_client())
+}
+
+/// The connector of the built-in client: HTTPS (rustls, Mozilla roots) and
+/// plain HTTP with the `tls` feature; plain HTTP only without it.
+#[cfg(feature = "tls")]
+pub(crate) type Connector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+/// The connector of the built-in client: plain HTTP (no `tls` feature).
+#[cfg(not(feature = "tls"))]
+pub(crate) type Connector = hyper_util::client::legacy::connect::HttpConnector;
+
+/// The crate's built-in hyper-util client, used for token requests, the
+/// webhook sink and the ready-made stack.
+pub(crate) fn hyper_client() -> hyper_util::client::legacy::Client<Connector, Body> {
     let builder = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
     #[cfg(feature = "tls")]
     {
@@ -348,11 +363,11 @@ pub(crate) fn default_client() -> TokenHttpClient {
             .https_or_http()
             .enable_http1()
             .build();
-        box_client(builder.build::<_, Body>(https))
+        builder.build::<_, Body>(https)
     }
     #[cfg(not(feature = "tls"))]
     {
-        box_client(builder.build_http::<Body>())
+        builder.build_http::<Body>()
     }
 }
 
