@@ -147,8 +147,8 @@ pub enum LifetimeNote {
 pub struct LifetimePolicy {
     /// Assumed when `expires_in` is missing. Default 300 s.
     pub default: Duration,
-    /// The shortest lifetime accepted; zero or negative is raised to it.
-    /// Default 30 s.
+    /// Used for a zero, negative or non-numeric `expires_in`. A positive
+    /// lifetime, however short, is taken as announced. Default 30 s.
     pub min: Duration,
     /// The longest lifetime accepted. Default 365 days.
     pub max: Duration,
@@ -396,9 +396,9 @@ fn sanitise_lifetime(
     match seconds {
         Some(s) if s.is_finite() && s > 0.0 => {
             let lifetime = Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX);
-            if lifetime < policy.min {
-                clamp(announced, policy.min)
-            } else if lifetime > policy.max {
+            // A short lifetime is taken as announced, never raised: using a
+            // token longer than the server said would send it expired.
+            if lifetime > policy.max {
                 clamp(announced, policy.max)
             } else {
                 (lifetime, None)

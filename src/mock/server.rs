@@ -38,6 +38,10 @@ pub struct MockConfig {
     pub users: usize,
     /// Completed contacts in the CXone listing.
     pub contacts: usize,
+    /// Requests arriving this soon after a wait was announced to their token
+    /// were in flight before the client could know: answered 429, not
+    /// counted as violations. Default 100 ms.
+    pub in_flight_grace: Duration,
 }
 
 impl Default for MockConfig {
@@ -52,6 +56,7 @@ impl Default for MockConfig {
             rate_window: Duration::from_secs(60),
             users: 250,
             contacts: 120,
+            in_flight_grace: Duration::from_millis(100),
         }
     }
 }
@@ -91,8 +96,9 @@ pub struct MockCounters {
     pub tokens_issued: u64,
     /// API requests that carried an expired token.
     pub expired_token_requests: u64,
-    /// API requests that arrived inside a `Retry-After` window announced to
-    /// their token.
+    /// API requests that arrived inside a wait announced to their token (a
+    /// 429's `Retry-After`, or `inin-ratelimit-count` at the limit), after
+    /// the in-flight grace (see [`MockConfig::in_flight_grace`]).
     pub retry_after_violations: u64,
     /// POSTs whose `Idempotency-Key` had already been applied successfully.
     pub duplicate_idempotency_keys: u64,
@@ -103,6 +109,9 @@ struct TokenState {
     window_start: Instant,
     used: u32,
     blocked_until: Option<Instant>,
+    /// When the client was first told to wait (a 429, or a count at the
+    /// limit); requests already in flight then are not violations.
+    announced_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -414,6 +423,7 @@ fn token(shared: &Shared, request: &Request<Bytes>, cxone: bool) -> Response<Ful
             window_start: now,
             used: 0,
             blocked_until: None,
+            announced_at: None,
         },
     );
     state.counters.tokens_issued += 1;
@@ -459,10 +469,14 @@ fn api(shared: &Shared, request: &Request<Bytes>) -> Response<Full<Bytes>> {
     // rate limiting: fixed windows per token
     let (used, reset, limited, violation) = {
         let t = state.tokens.get_mut(&token).expect("checked above");
-        let violation = t.blocked_until.is_some_and(|until| now < until);
+        let violation = t.blocked_until.is_some_and(|until| now < until)
+            && t.announced_at
+                .is_some_and(|at| now.saturating_duration_since(at) > config.in_flight_grace);
         if now.saturating_duration_since(t.window_start) >= config.rate_window {
             t.window_start = now;
             t.used = 0;
+            t.blocked_until = None;
+            t.announced_at = None;
         }
         let reset = (config.rate_window - now.saturating_duration_since(t.window_start))
             .as_secs_f64()
@@ -472,6 +486,11 @@ fn api(shared: &Shared, request: &Request<Bytes>) -> Response<Full<Bytes>> {
             t.blocked_until = Some(t.window_start + config.rate_window);
         } else {
             t.used += 1;
+        }
+        if t.used >= config.rate_limit {
+            // this answer announces the wait (a 429, or a count at the limit)
+            t.blocked_until = Some(t.window_start + config.rate_window);
+            t.announced_at.get_or_insert(now);
         }
         (t.used, reset.max(1), limited, violation)
     };
