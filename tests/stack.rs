@@ -98,3 +98,129 @@ async fn the_custom_stack_retries_over_real_tcp() {
     let stats = handles.stats.snapshot();
     assert_eq!((stats.attempts, stats.retries), (2, 1));
 }
+
+/// The full stack against the embedded Genesys mock under a scripted fault
+/// mix: every request completes, and the mock counts no violation (no
+/// request inside an announced wait, no expired token, no key applied twice).
+#[cfg(feature = "mock")]
+#[tokio::test(start_paused = true)]
+async fn the_full_stack_completes_every_request_through_a_fault_mix_with_zero_violations() {
+    use tower_cx::mock::{Fault, MockConfig, MockServer};
+    use tower_cx::priority::{Priority, PriorityLimitLayer};
+
+    let mock = MockServer::start_with(MockConfig {
+        rate_limit: 40,
+        rate_window: Duration::from_secs(5),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let config = mock.config().clone();
+    let stack = Stack::genesys(
+        &mock.genesys_region(),
+        config.client_id,
+        config.client_secret,
+    )
+    .unwrap()
+    .retry(
+        RetryLayer::new()
+            .max_attempts(5)
+            .backoff(Backoff::exponential(Duration::from_millis(50)))
+            .auto_idempotency_key(true),
+    )
+    .limiter(PriorityLimitLayer::new(4).max_queue(200));
+    let handles = stack.handles();
+    let client = stack.build();
+    mock.fault(Some("/api/v2/users"), Fault::Status(503), 5);
+    mock.fault(Some("/api/v2/users"), Fault::RetryAfterSecs(2), 2);
+    mock.fault(Some("/api/v2/users"), Fault::Reset, 2);
+    mock.fault(None, Fault::RetryAfterDate(Duration::from_secs(3)), 1);
+    mock.fault(Some("/api/v2/integrations"), Fault::Status(502), 3);
+    mock.fault(Some("/api/v2/integrations"), Fault::RateLimitHeader(1), 1);
+
+    let base = mock.base_url();
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let client = client.clone();
+            let base = base.clone();
+            tokio::spawn(async move {
+                let mut request = if i % 4 == 0 {
+                    Request::post(format!("{base}/api/v2/integrations/actions/a1/execute"))
+                        .header("content-type", "application/json")
+                        .body(Body::from(format!("{{\"n\":{i}}}")))
+                        .unwrap()
+                } else {
+                    Request::get(format!("{base}/api/v2/users?pageNumber={}", 1 + i % 5))
+                        .body(Body::empty())
+                        .unwrap()
+                };
+                let priority = [Priority::High, Priority::Normal, Priority::Low][i % 3];
+                request.extensions_mut().insert(priority);
+                client.oneshot(request).await.map(|r| r.status())
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+    }
+    let counters = mock.counters();
+    assert_eq!(counters.retry_after_violations, 0, "{counters:?}");
+    assert_eq!(counters.expired_token_requests, 0);
+    assert_eq!(counters.duplicate_idempotency_keys, 0);
+    let stats = handles.stats.snapshot();
+    assert_eq!((stats.requests, stats.successes), (100, 100));
+    assert!(
+        stats.retries >= 14,
+        "every scripted fault was retried: {stats:?}"
+    );
+    let limiter = handles.limiter.status();
+    assert_eq!((limiter.available, limiter.queued), (4, [0, 0, 0]));
+}
+
+/// Tokens live 3 s and the run lasts 20 s: the bearer layer refreshes ahead
+/// of expiry and the mock never sees an expired token.
+#[cfg(feature = "mock")]
+#[tokio::test(start_paused = true)]
+async fn a_token_lifetime_shorter_than_the_run_never_sends_an_expired_token() {
+    use tower_cx::mock::{MockConfig, MockServer};
+
+    let mock = MockServer::start_with(MockConfig {
+        token_lifetime: Duration::from_secs(3),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let config = mock.config().clone();
+    let client = Stack::genesys(
+        &mock.genesys_region(),
+        config.client_id,
+        config.client_secret,
+    )
+    .unwrap()
+    .build();
+    let started = tokio::time::Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(20) {
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let request = Request::get(format!("{}/api/v2/users", mock.base_url()))
+                .body(Body::empty())
+                .unwrap();
+            calls.spawn(client.clone().oneshot(request));
+        }
+        while let Some(response) = calls.join_next().await {
+            assert_eq!(response.unwrap().unwrap().status(), StatusCode::OK);
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let counters = mock.counters();
+    // Paced at the Genesys default of 300 per minute: 5 per second.
+    assert_eq!(sent, 96);
+    assert_eq!(counters.requests["/api/v2/users"], sent, "no 401 replays");
+    assert_eq!(counters.expired_token_requests, 0);
+    assert!(
+        counters.tokens_issued >= 7,
+        "a 3 s token over 20 s is refreshed at least 6 times: {counters:?}"
+    );
+}
