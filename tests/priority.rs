@@ -509,3 +509,67 @@ fn a_limiter_outliving_its_runtime_still_dispatches_in_the_next_one() {
         assert!(result.is_ok(), "the request is dispatched, not stuck");
     });
 }
+
+#[tokio::test(start_paused = true)]
+async fn two_limiters_sharing_a_pacer_send_at_one_rate_together() {
+    use tower_cx::priority::LocalPacer;
+    let upstream = Upstream::new();
+    let pacer = LocalPacer::new(5, secs(1));
+    let a = PriorityLimitLayer::new(4)
+        .pacer(pacer.clone())
+        .layer(upstream.clone());
+    let b = PriorityLimitLayer::new(4)
+        .pacer(pacer.clone())
+        .layer(upstream.clone());
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let service = if i % 2 == 0 { &a } else { &b };
+        tasks.push(spawn(service, req(&format!("r{i}"), Normal, 0)));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let mut times: Vec<Duration> = upstream.seen().into_iter().map(|(_, at)| at).collect();
+    times.sort();
+    let ms = Duration::from_millis;
+    assert_eq!(
+        times,
+        [ms(0), ms(200), ms(400), ms(600), ms(800), ms(1000)],
+        "one schedule for both limiters"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_seen_by_one_limiter_closes_the_gate_of_every_limiter_sharing_it() {
+    use tower_cx::priority::LocalGateShare;
+    let upstream = Upstream::new();
+    let share = LocalGateShare::new();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let a_layer = PriorityLimitLayer::new(4).share_gate(share.clone());
+    let b_layer = PriorityLimitLayer::new(4)
+        .share_gate(share.clone())
+        .on_event(move |e| seen.lock().unwrap().push(e.clone()));
+    let b_handle = b_layer.handle();
+    let a = a_layer.layer(upstream.clone());
+    let b = b_layer.layer(upstream.clone());
+    // b subscribes with its first request
+    b.clone().oneshot(req("b0", Normal, 0)).await.unwrap();
+    let mut throttled = req("a1", Normal, 0);
+    throttled
+        .headers_mut()
+        .insert("x-status", "429".parse().unwrap());
+    throttled
+        .headers_mut()
+        .insert("x-retry-after", "3".parse().unwrap());
+    let response = a.clone().oneshot(throttled).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(b_handle.status().gate_closed_for, Some(secs(3)));
+    assert_eq!(
+        events.lock().unwrap().as_slice(),
+        [LimiterEvent::GateClosedElsewhere { for_: secs(3) }]
+    );
+    b.oneshot(req("b1", Normal, 0)).await.unwrap();
+    let seen = upstream.seen();
+    assert_eq!(seen.last().unwrap(), &("b1".to_string(), secs(3)));
+}

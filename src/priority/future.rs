@@ -28,6 +28,8 @@ pin_project! {
         pending: Option<Box<(S, Option<Request<B>>)>>,
         audit: Option<AuditRecord>,
         queued_at: Option<Instant>,
+        // Whether the request took its slot from the limiter's pacer.
+        paced: bool,
     }
 }
 
@@ -36,6 +38,7 @@ pin_project! {
     enum State<F> {
         Queued { ticket: Ticket, give_up: Option<Pin<Box<Sleep>>> },
         Ready { permit: Option<Permit> },
+        Pacing { wait: Pin<Box<dyn Future<Output = ()> + Send>>, permit: Option<Permit> },
         Called { #[pin] future: F, permit: Option<Permit> },
         Failed { error: Option<BoxError> },
     }
@@ -54,6 +57,25 @@ where
             pending: None,
             audit,
             queued_at: None,
+            paced: false,
+        }
+    }
+
+    /// A permit is held, the pacer decides when to send.
+    pub(crate) fn permitted(
+        permit: Permit,
+        service: S,
+        request: Request<B>,
+        audit: Option<AuditRecord>,
+    ) -> Self {
+        Self {
+            state: State::Ready {
+                permit: Some(permit),
+            },
+            pending: Some(Box::new((service, Some(request)))),
+            audit,
+            queued_at: None,
+            paced: false,
         }
     }
 
@@ -71,6 +93,7 @@ where
             pending: Some(Box::new((service, Some(request)))),
             queued_at: audit.as_ref().map(|_| Instant::now()),
             audit,
+            paced: false,
         }
     }
 
@@ -80,6 +103,7 @@ where
             pending: None,
             audit: None,
             queued_at: None,
+            paced: false,
         }
     }
 }
@@ -142,6 +166,28 @@ where
                             });
                         }
                     }
+                }
+                StateProj::Ready { permit } if !*this.paced => {
+                    *this.paced = true;
+                    let pacer = permit
+                        .as_ref()
+                        .and_then(|p| p.limiter().config.pacer.clone());
+                    if let Some(pacer) = pacer {
+                        let reservation = pacer.reserve();
+                        let wait = Box::pin(async move {
+                            let wait = reservation.await;
+                            if !wait.is_zero() {
+                                tokio::time::sleep(wait).await;
+                            }
+                        });
+                        let permit = permit.take();
+                        this.state.set(State::Pacing { wait, permit });
+                    }
+                }
+                StateProj::Pacing { wait, permit } => {
+                    ready!(wait.as_mut().poll(cx));
+                    let permit = permit.take();
+                    this.state.set(State::Ready { permit });
                 }
                 StateProj::Ready { permit } => {
                     let Some(pending) = this.pending.as_mut() else {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use tower::Layer;
 
 use super::limiter::{Config, Limiter, LimiterEvent, PriorityLimitHandle};
+use super::shared::{GateShare, Pacer};
 use super::PriorityLimit;
 use crate::retry_after::Clock;
 
@@ -60,8 +61,29 @@ impl PriorityLimitLayer {
     /// discovering it by 429s. `requests == 0` turns pacing off.
     pub fn pacing(self, requests: u32, per: Duration) -> Self {
         self.with(|c| {
+            c.pacer = None;
             c.pacing = (requests > 0).then(|| (per / requests, 1));
         })
+    }
+
+    /// Take dispatch slots from `pacer` (shared with other limiters, or with
+    /// a whole fleet through Redis) instead of the built-in pacing. Each
+    /// request asks the pacer for a slot once it holds a permit, and waits
+    /// for it before it is sent.
+    pub fn pacer(self, pacer: impl Pacer) -> Self {
+        let pacer: Arc<dyn Pacer> = Arc::new(pacer);
+        self.with(|c| {
+            c.pacing = None;
+            c.pacer = Some(pacer);
+        })
+    }
+
+    /// Share rate-gate closures with other limiters (in this process with
+    /// [`LocalGateShare`](super::LocalGateShare), or across a fleet through
+    /// Redis): a server hint seen by any of them closes every gate.
+    pub fn share_gate(self, share: impl GateShare) -> Self {
+        let share: Arc<dyn GateShare> = Arc::new(share);
+        self.with(|c| c.gate_share = Some(share))
     }
 
     /// Allow bursts of up to `burst` requests at once within the pacing rate.

@@ -3,13 +3,14 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::shared::{GateShare, Pacer, SharedGateHandle};
 use super::Priority;
 use crate::error::{OverloadReason, Overloaded};
 use crate::retry_after::{Clock, HintSource, SystemClock};
@@ -24,6 +25,13 @@ pub enum LimiterEvent {
         for_: Duration,
         /// The header the hint came from.
         source: HintSource,
+    },
+    /// Another limiter sharing this one's gate (see
+    /// [`GateShare`](super::GateShare)) saw a server hint: the gate is closed
+    /// for `for_`.
+    GateClosedElsewhere {
+        /// How long the gate stays closed from now.
+        for_: Duration,
     },
     /// A request was shed without being sent.
     Shed {
@@ -49,6 +57,10 @@ pub(crate) struct Config {
     pub(crate) max_gate: Duration,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) on_event: Option<EventHandler>,
+    /// A pacer outside the limiter (replaces `pacing`).
+    pub(crate) pacer: Option<Arc<dyn Pacer>>,
+    /// Where gate closures are shared with other limiters.
+    pub(crate) gate_share: Option<Arc<dyn GateShare>>,
 }
 
 impl Config {
@@ -62,6 +74,8 @@ impl Config {
             max_gate: Duration::from_secs(180),
             clock: Arc::new(SystemClock),
             on_event: None,
+            pacer: None,
+            gate_share: None,
         }
     }
 }
@@ -115,7 +129,13 @@ pub(crate) struct Limiter {
     slow: AtomicBool,
     state: Mutex<State>,
     me: Weak<Limiter>,
+    /// A process-unique id (for gate sharing).
+    id: u64,
+    /// Whether the limiter subscribed to its gate share.
+    subscribed: AtomicBool,
 }
+
+static NEXT_LIMITER_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What an arrival gets.
 pub(crate) enum Admission {
@@ -140,6 +160,8 @@ impl Limiter {
                 events: Vec::new(),
             }),
             me: me.clone(),
+            id: NEXT_LIMITER_ID.fetch_add(1, Ordering::Relaxed),
+            subscribed: AtomicBool::new(false),
             config,
         })
     }
@@ -182,6 +204,9 @@ impl Limiter {
     }
 
     pub(crate) fn admit(self: &Arc<Self>, priority: Priority) -> Admission {
+        if let Some(share) = &self.config.gate_share {
+            self.subscribe(share.as_ref());
+        }
         // Fast path: nobody waits, the gate is open, no pacing.
         if !self.slow.load(Ordering::SeqCst) && self.try_acquire() {
             return Admission::Permit(Permit {
@@ -407,9 +432,37 @@ impl Limiter {
         self.unlock(state);
     }
 
-    /// Close the gate until `now + wait` (never shortening it).
-    /// Close the gate for `wait`; whether it closed (or stayed closed longer).
+    /// Subscribe to the gate share once, from inside the runtime.
+    #[cold]
+    fn subscribe(&self, share: &dyn GateShare) {
+        if !self.subscribed.load(Ordering::Relaxed) && !self.subscribed.swap(true, Ordering::AcqRel)
+        {
+            share.subscribe(SharedGateHandle {
+                limiter: self.me.clone(),
+                id: self.id,
+            });
+        }
+    }
+
+    /// Close the gate for `wait` after a server hint, and tell the limiters
+    /// sharing the gate; whether it closed (or stayed closed longer).
     pub(crate) fn close_gate(&self, wait: Duration, source: HintSource) -> bool {
+        let closed = self.close_gate_with(wait, Some(source));
+        if closed {
+            if let Some(share) = &self.config.gate_share {
+                share.announce(wait);
+            }
+        }
+        closed
+    }
+
+    /// Close the gate for `wait` because another limiter saw a hint.
+    pub(crate) fn close_gate_shared(&self, wait: Duration) -> bool {
+        self.close_gate_with(wait, None)
+    }
+
+    /// Close the gate until `now + wait` (never shortening it).
+    fn close_gate_with(&self, wait: Duration, source: Option<HintSource>) -> bool {
         // A hint past the bound (a daily cap) is not pacing: leave it to the
         // retry layer, which returns such a response at once.
         if wait > self.config.max_gate {
@@ -426,9 +479,10 @@ impl Limiter {
         state.gate_until = Some(until);
         self.slow.store(true, Ordering::SeqCst);
         if self.config.on_event.is_some() {
-            state
-                .events
-                .push(LimiterEvent::GateClosed { for_: wait, source });
+            state.events.push(match source {
+                Some(source) => LimiterEvent::GateClosed { for_: wait, source },
+                None => LimiterEvent::GateClosedElsewhere { for_: wait },
+            });
         }
         // the timer also takes the limiter off the slow path when it reopens
         self.arm_timer(&mut state, until);

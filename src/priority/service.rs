@@ -82,6 +82,11 @@ where
             .unwrap_or_default();
         let audit = request.extensions().get::<AuditRecord>().cloned();
         match self.limiter.admit(priority) {
+            Admission::Permit(permit) if self.limiter.config.pacer.is_some() => {
+                let clone = self.inner.clone();
+                let service = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::permitted(permit, service, request, audit)
+            }
             Admission::Permit(permit) => {
                 let future = self.inner.call(request);
                 ResponseFuture::called(future, permit, audit)
