@@ -68,6 +68,8 @@ pub mod body;
 pub mod breaker;
 pub mod classify;
 pub mod error;
+#[cfg(feature = "redis")]
+pub mod fleet;
 pub mod genesys;
 #[cfg(feature = "mock")]
 pub mod mock;

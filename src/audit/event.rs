@@ -203,6 +203,22 @@ pub enum EventKind {
         /// The rest: on the wire (and in layers below the limiter).
         wire_ms: f64,
     },
+    /// Shared fleet state (Redis) became unreachable: this instance goes on
+    /// with its local state. Not tied to a request (`correlation_id` is
+    /// `-`).
+    #[serde(rename = "fleet.degraded")]
+    FleetDegraded {
+        /// `token`, `gate` or `pacer`.
+        component: &'static str,
+        /// Why (the kind of failure; never a URL or a secret).
+        reason: String,
+    },
+    /// Shared fleet state is reachable again and used.
+    #[serde(rename = "fleet.restored")]
+    FleetRestored {
+        /// `token`, `gate` or `pacer`.
+        component: &'static str,
+    },
 }
 
 impl EventKind {
@@ -224,6 +240,8 @@ impl EventKind {
             EventKind::TokenRefreshFailed { .. } => "token.refresh_failed",
             EventKind::TokenInvalidated { .. } => "token.invalidated",
             EventKind::RequestFinished { .. } => "request.finished",
+            EventKind::FleetDegraded { .. } => "fleet.degraded",
+            EventKind::FleetRestored { .. } => "fleet.restored",
         }
     }
 }

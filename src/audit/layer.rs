@@ -65,6 +65,35 @@ impl AuditLayer {
     pub fn stats_handle(&self) -> AuditStats {
         self.stats.clone()
     }
+
+    /// A handle that records events belonging to no request (for example
+    /// fleet state changes) into this layer's sink.
+    pub fn emitter(&self) -> AuditEmitter {
+        AuditEmitter {
+            sink: self.sink.clone(),
+        }
+    }
+}
+
+/// Records events that belong to no request into an [`AuditLayer`]'s sink,
+/// with the correlation id `-`. Made by [`AuditLayer::emitter`].
+#[derive(Clone)]
+pub struct AuditEmitter {
+    sink: Arc<dyn AuditSink>,
+}
+
+impl AuditEmitter {
+    /// Record `kind` now.
+    pub fn emit(&self, kind: super::EventKind) {
+        self.sink
+            .record(&super::AuditEvent::new(Arc::from("-"), None, kind));
+    }
+}
+
+impl fmt::Debug for AuditEmitter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditEmitter").finish_non_exhaustive()
+    }
 }
 
 impl<S> Layer<S> for AuditLayer {

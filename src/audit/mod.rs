@@ -105,7 +105,7 @@ mod webhook;
 pub(crate) use event::ms;
 pub use event::{AuditEvent, EventKind, Timestamp};
 pub use future::ResponseFuture;
-pub use layer::AuditLayer;
+pub use layer::{AuditEmitter, AuditLayer};
 pub use record::AuditRecord;
 pub use redact::{is_secret_key, redact_json, redact_uri, REDACTED};
 pub use service::Audit;

@@ -206,6 +206,11 @@ impl ClientCredentials {
         self
     }
 
+    /// The scopes asked for.
+    pub fn scopes(&self) -> &[String] {
+        &self.scopes
+    }
+
     /// Add a form parameter to the token request. Its value is treated as a
     /// secret: never printed.
     pub fn param(mut self, name: impl Into<String>, value: impl Into<Secret>) -> Self {

@@ -450,7 +450,7 @@ impl Limiter {
         let closed = self.close_gate_with(wait, Some(source));
         if closed {
             if let Some(share) = &self.config.gate_share {
-                share.announce(wait);
+                share.announce(self.id, wait);
             }
         }
         closed

@@ -117,8 +117,9 @@ impl fmt::Debug for LocalPacer {
 /// own gate, and [`subscribe`](Self::subscribe) once (lazily, on its first
 /// request, inside the runtime) to receive the closures announced by others.
 pub trait GateShare: Send + Sync + 'static {
-    /// This limiter's gate was closed by a server hint for `wait`.
-    fn announce(&self, wait: Duration);
+    /// The gate of the limiter with id `from` (see [`SharedGateHandle::id`])
+    /// was closed by a server hint for `wait`.
+    fn announce(&self, from: u64, wait: Duration);
     /// Deliver closures announced elsewhere to `gate` for as long as the
     /// gate's limiter lives.
     fn subscribe(&self, gate: SharedGateHandle);
@@ -181,9 +182,9 @@ impl LocalGateShare {
 }
 
 impl GateShare for LocalGateShare {
-    fn announce(&self, wait: Duration) {
+    fn announce(&self, from: u64, wait: Duration) {
         let gates = self.gates.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for gate in gates {
+        for gate in gates.iter().filter(|g| g.id() != from) {
             gate.close(wait);
         }
     }

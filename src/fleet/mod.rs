@@ -1,0 +1,398 @@
+//! Fleet scale (feature `redis`): several instances behind a load balancer
+//! behave like one API client, with their shared state in Redis.
+//!
+//! - [`SharedTokenSource`]: one token per (token URL, client id, scopes)
+//!   for the whole fleet. The refresh is single-flight across processes (a
+//!   short Redis lock with expiry); the others read the new token; it is
+//!   stored with a TTL matching its lifetime. If the lock holder dies,
+//!   another instance takes over once the lock expires.
+//! - [`RedisGateShare`]: a server hint seen by any instance closes the rate
+//!   gate of all of them (a key with expiry, plus pub/sub so that waiters do
+//!   not poll).
+//! - [`RedisPacer`]: a fleet-wide pacing schedule (GCRA, atomic in a Lua
+//!   script on the Redis clock), used by the priority limiter.
+//!
+//! Each piece plugs into the same trait as its in-memory counterpart
+//! ([`TokenSource`](crate::auth::TokenSource),
+//! [`GateShare`](crate::priority::GateShare),
+//! [`Pacer`](crate::priority::Pacer)). When Redis is unreachable, each
+//! instance falls back to its local state and requests keep flowing; a
+//! [`FleetEvent`] (and, through [`RedisFleet::audit_to`], an audit event)
+//! says why, and shared state resumes when Redis returns.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//!
+//! use tower_cx::auth::{ClientCredentials, TokenCache};
+//! use tower_cx::fleet::RedisFleet;
+//! use tower_cx::genesys::Region;
+//! use tower_cx::priority::PriorityLimitLayer;
+//! use tower_cx::stack::Stack;
+//!
+//! # fn main() -> Result<(), tower_cx::error::BoxError> {
+//! let fleet = RedisFleet::new("redis://127.0.0.1:6379")?;
+//! let credentials = ClientCredentials::genesys(&Region::EuWest1, "client-id", "secret")?;
+//! let client = Stack::new()
+//!     .bearer(TokenCache::new(fleet.client_credentials(credentials)))
+//!     .limiter(
+//!         PriorityLimitLayer::new(16)
+//!             // 300 requests a minute for the whole fleet, not per instance
+//!             .pacer(fleet.pacer("genesys:client-id", 300, Duration::from_secs(60)))
+//!             .share_gate(fleet.gate("genesys:client-id")),
+//!     )
+//!     .build();
+//! # let _ = client;
+//! # Ok(())
+//! # }
+//! ```
+
+mod gate;
+mod pacer;
+mod token;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::time::Instant;
+
+pub use gate::RedisGateShare;
+pub use pacer::RedisPacer;
+pub use token::SharedTokenSource;
+
+use crate::audit::{AuditEmitter, AuditLayer, EventKind};
+use crate::auth::{ClientCredentials, TokenSource};
+use crate::error::ConfigError;
+
+/// Something the fleet state did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FleetEvent {
+    /// Redis could not be used for `component` (`token`, `gate` or
+    /// `pacer`): this instance goes on with its local state.
+    Degraded {
+        /// The part that fell back.
+        component: &'static str,
+        /// Why: the kind of failure, never a URL or a secret.
+        reason: String,
+    },
+    /// Redis works again for `component`; shared state is used again.
+    Restored {
+        /// The part that recovered.
+        component: &'static str,
+    },
+    /// This instance held the refresh lock and fetched a token for the
+    /// fleet.
+    TokenFetched,
+    /// This instance took a token another instance fetched.
+    TokenShared,
+    /// A refresh lock expired without a new token (its holder died): this
+    /// instance took over.
+    LockTakenOver,
+    /// Another instance announced a closed rate gate.
+    GateReceived {
+        /// For how long.
+        for_: Duration,
+    },
+}
+
+type EventHandler = Arc<dyn Fn(&FleetEvent) + Send + Sync>;
+
+/// Settings of a [`RedisFleet`].
+#[derive(Clone)]
+struct Config {
+    prefix: String,
+    op_timeout: Duration,
+    retry_redis_after: Duration,
+    lock_ttl: Duration,
+    on_event: Option<EventHandler>,
+}
+
+/// The connection to the fleet's Redis and the factory of the shared
+/// pieces. Clones share the connection. Nothing connects until first use;
+/// a Redis that is down at start is retried, never fatal.
+#[derive(Clone)]
+pub struct RedisFleet {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    config: Config,
+    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    health: Mutex<Health>,
+}
+
+#[derive(Default)]
+struct Health {
+    /// After a failure, Redis is not tried again before this instant.
+    down_until: Option<Instant>,
+    /// Components currently on their local fallback.
+    degraded: Vec<&'static str>,
+}
+
+/// Why a Redis operation did not happen.
+#[derive(Debug, Clone)]
+pub(crate) struct RedisDown(pub(crate) String);
+
+impl RedisFleet {
+    /// A fleet on the Redis at `url` (`redis://host:port/db`, or
+    /// `rediss://` with TLS where the redis crate supports it). Fails only
+    /// for a malformed URL; nothing connects yet.
+    pub fn new(url: &str) -> Result<Self, ConfigError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| ConfigError::new("redis url", format!("{:?}", e.kind())))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                config: Config {
+                    prefix: "tower-cx".into(),
+                    op_timeout: Duration::from_millis(500),
+                    retry_redis_after: Duration::from_secs(1),
+                    lock_ttl: Duration::from_secs(10),
+                    on_event: None,
+                },
+                conn: tokio::sync::Mutex::new(None),
+                health: Mutex::default(),
+            }),
+        })
+    }
+
+    fn with(self, change: impl FnOnce(&mut Config)) -> Self {
+        let mut config = self.inner.config.clone();
+        change(&mut config);
+        Self {
+            inner: Arc::new(Inner {
+                client: self.inner.client.clone(),
+                config,
+                conn: tokio::sync::Mutex::new(None),
+                health: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The prefix of every key and channel (default `tower-cx`); fleets
+    /// sharing one Redis need different prefixes.
+    pub fn prefix(self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        self.with(|c| c.prefix = prefix)
+    }
+
+    /// The longest a Redis operation may take before this instance uses its
+    /// local state instead (default 500 ms).
+    pub fn op_timeout(self, timeout: Duration) -> Self {
+        self.with(|c| c.op_timeout = timeout)
+    }
+
+    /// After a failure, how long to use local state before trying Redis
+    /// again (default 1 s).
+    pub fn retry_redis_after(self, wait: Duration) -> Self {
+        self.with(|c| c.retry_redis_after = wait)
+    }
+
+    /// How long a token refresh lock lives (default 10 s): the longest a
+    /// token request may take, and how long the fleet waits for a dead
+    /// holder before another instance takes over.
+    pub fn lock_ttl(self, ttl: Duration) -> Self {
+        self.with(|c| c.lock_ttl = ttl.max(Duration::from_millis(10)))
+    }
+
+    /// Receive every [`FleetEvent`].
+    pub fn on_event<F>(self, handler: F) -> Self
+    where
+        F: Fn(&FleetEvent) + Send + Sync + 'static,
+    {
+        let handler: EventHandler = Arc::new(handler);
+        self.with(|c| c.on_event = Some(handler))
+    }
+
+    /// Record degradations and recoveries (`fleet.degraded`,
+    /// `fleet.restored`) in `audit`'s event stream, besides any
+    /// [`on_event`](Self::on_event) handler set before.
+    pub fn audit_to(self, audit: &AuditLayer) -> Self {
+        let emitter: AuditEmitter = audit.emitter();
+        let previous = self.inner.config.on_event.clone();
+        self.on_event(move |event| {
+            if let Some(previous) = &previous {
+                previous(event);
+            }
+            match event {
+                FleetEvent::Degraded { component, reason } => {
+                    emitter.emit(EventKind::FleetDegraded {
+                        component,
+                        reason: reason.clone(),
+                    })
+                }
+                FleetEvent::Restored { component } => {
+                    emitter.emit(EventKind::FleetRestored { component })
+                }
+                _ => {}
+            }
+        })
+    }
+
+    /// A token source shared by the fleet: one token per `key`, fetched by
+    /// one instance at a time from `source`.
+    pub fn token_source(&self, source: impl TokenSource, key: &str) -> SharedTokenSource {
+        SharedTokenSource::new(self.clone(), Box::new(source), key)
+    }
+
+    /// [`token_source`](Self::token_source) over OAuth2 client credentials,
+    /// keyed by token URL, client id and scopes.
+    pub fn client_credentials(&self, credentials: ClientCredentials) -> SharedTokenSource {
+        let key = format!(
+            "{}|{}|{}",
+            credentials.token_url(),
+            credentials.client_id(),
+            credentials.scopes().join(" ")
+        );
+        self.token_source(credentials, &key)
+    }
+
+    /// The fleet's rate gate called `name` (use one per vendor limit, e.g.
+    /// per OAuth client).
+    pub fn gate(&self, name: &str) -> RedisGateShare {
+        RedisGateShare::new(self.clone(), name)
+    }
+
+    /// A fleet-wide pacing schedule called `name`: `requests` per `per` for
+    /// all instances together.
+    pub fn pacer(&self, name: &str, requests: u32, per: Duration) -> RedisPacer {
+        RedisPacer::new(self.clone(), name, requests, per)
+    }
+
+    pub(crate) fn key(&self, kind: &str, name: &str) -> String {
+        format!("{}:{kind}:{name}", self.inner.config.prefix)
+    }
+
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.inner.client
+    }
+
+    pub(crate) fn lock_ttl_value(&self) -> Duration {
+        self.inner.config.lock_ttl
+    }
+
+    pub(crate) fn op_timeout_value(&self) -> Duration {
+        self.inner.config.op_timeout
+    }
+
+    pub(crate) fn emit(&self, event: FleetEvent) {
+        if let Some(handler) = &self.inner.config.on_event {
+            handler(&event);
+        }
+    }
+
+    /// Run `op` on the shared connection, within the operation timeout.
+    /// While Redis is known to be down, fails at once.
+    pub(crate) async fn run<T, F, Fut>(&self, op: F) -> Result<T, RedisDown>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let timeout = self.inner.config.op_timeout;
+        {
+            let health = self.inner.health.lock().unwrap_or_else(|e| e.into_inner());
+            if health
+                .down_until
+                .is_some_and(|until| Instant::now() < until)
+            {
+                return Err(RedisDown(
+                    "redis unavailable (waiting before the next try)".into(),
+                ));
+            }
+        }
+        let result = tokio::time::timeout(timeout, async {
+            let conn = self.connection().await?;
+            op(conn).await.map_err(|e| describe(&e))
+        })
+        .await
+        .unwrap_or_else(|_| Err(RedisDown(format!("redis timed out after {timeout:?}"))));
+        if result.is_err() {
+            let mut health = self.inner.health.lock().unwrap_or_else(|e| e.into_inner());
+            health.down_until = Some(Instant::now() + self.inner.config.retry_redis_after);
+        }
+        result
+    }
+
+    async fn connection(&self) -> Result<ConnectionManager, RedisDown> {
+        let mut slot = self.inner.conn.lock().await;
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let timeout = self.inner.config.op_timeout;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(self.inner.config.retry_redis_after);
+        let conn = self
+            .inner
+            .client
+            .get_connection_manager_with_config(config)
+            .await
+            .map_err(|e| describe(&e))?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Note that `component` works (again) on shared state.
+    pub(crate) fn restored(&self, component: &'static str) {
+        let was_degraded = {
+            let mut health = self.inner.health.lock().unwrap_or_else(|e| e.into_inner());
+            health.down_until = None;
+            let before = health.degraded.len();
+            health.degraded.retain(|c| *c != component);
+            health.degraded.len() != before
+        };
+        if was_degraded {
+            tracing::info!(component, "fleet state restored");
+            self.emit(FleetEvent::Restored { component });
+        }
+    }
+
+    /// Note that `component` fell back to local state.
+    pub(crate) fn degraded(&self, component: &'static str, why: &RedisDown) {
+        let newly = {
+            let mut health = self.inner.health.lock().unwrap_or_else(|e| e.into_inner());
+            let newly = !health.degraded.contains(&component);
+            if newly {
+                health.degraded.push(component);
+            }
+            newly
+        };
+        if newly {
+            tracing::warn!(component, reason = %why.0, "fleet state unavailable, using local state");
+            self.emit(FleetEvent::Degraded {
+                component,
+                reason: why.0.clone(),
+            });
+        }
+    }
+}
+
+/// A Redis error as text with no URL or credentials in it.
+fn describe(error: &redis::RedisError) -> RedisDown {
+    let kind = if error.is_timeout() {
+        "timed out".to_string()
+    } else if error.is_connection_refusal() {
+        "connection refused".to_string()
+    } else if error.is_connection_dropped() || error.is_io_error() {
+        "connection lost".to_string()
+    } else {
+        format!("{:?}", error.kind())
+    };
+    RedisDown(format!("redis: {kind}"))
+}
+
+impl fmt::Debug for RedisFleet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisFleet")
+            .field("prefix", &self.inner.config.prefix)
+            .field("op_timeout", &self.inner.config.op_timeout)
+            .field("lock_ttl", &self.inner.config.lock_ttl)
+            .finish_non_exhaustive()
+    }
+}

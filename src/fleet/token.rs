@@ -1,0 +1,258 @@
+//! One token for the fleet, refreshed by one instance at a time.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::{RedisDown, RedisFleet};
+use crate::auth::{Token, TokenError, TokenFuture, TokenSource};
+
+/// Releases the lock only if this instance still holds it.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// A [`TokenSource`] whose tokens are shared by every instance of a fleet
+/// through Redis. Made by [`RedisFleet::token_source`] or
+/// [`RedisFleet::client_credentials`]; put it in a
+/// [`TokenCache`](crate::auth::TokenCache) as usual.
+///
+/// When the cache asks for a token:
+/// 1. a stored token that is not yet due for refresh is taken as it is,
+///    with the lifetime Redis says it has left;
+/// 2. otherwise the instance takes the refresh lock (`SET NX PX`) and asks
+///    the real source, stores the result with a TTL equal to its lifetime,
+///    and releases the lock;
+/// 3. if another instance holds the lock, it waits for that token; a lock
+///    whose holder died expires and the next instance takes over.
+///
+/// A stored token is due for refresh once less than `max(60 s, 10 %)` of
+/// its lifetime is left (at most half of it), as in the token cache. When
+/// Redis cannot be used, the instance asks the real source itself.
+/// The token text is never logged; Redis holds it for its lifetime.
+#[derive(Clone)]
+pub struct SharedTokenSource {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    fleet: RedisFleet,
+    source: Box<dyn TokenSource>,
+    key: String,
+    lock: String,
+    release: redis::Script,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    access_token: String,
+    /// Due for refresh when this little is left, in milliseconds.
+    due_ms: u64,
+}
+
+/// How a shared fetch ended without a token.
+enum Failure {
+    Redis(RedisDown),
+    Token(TokenError),
+}
+
+impl SharedTokenSource {
+    pub(crate) fn new(fleet: RedisFleet, source: Box<dyn TokenSource>, key: &str) -> Self {
+        let key = fleet.key("token", key);
+        Self {
+            inner: Arc::new(Inner {
+                lock: format!("{key}:lock"),
+                key,
+                fleet,
+                source,
+                release: redis::Script::new(RELEASE),
+            }),
+        }
+    }
+}
+
+impl TokenSource for SharedTokenSource {
+    fn fetch_token(&self) -> TokenFuture {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.fetch().await })
+    }
+}
+
+impl Inner {
+    async fn fetch(&self) -> Result<Token, TokenError> {
+        match self.fetch_shared().await {
+            Ok(token) => {
+                self.fleet.restored("token");
+                Ok(token)
+            }
+            Err(Failure::Token(error)) => Err(error),
+            Err(Failure::Redis(down)) => {
+                self.fleet.degraded("token", &down);
+                self.source.fetch_token().await
+            }
+        }
+    }
+
+    async fn fetch_shared(&self) -> Result<Token, Failure> {
+        let owner = format!("{:032x}", rand::random::<u128>());
+        let lock_ttl = self.fleet.lock_ttl_value();
+        // A holder that is alive but stuck is not waited for forever.
+        let give_up = Instant::now() + lock_ttl * 2 + self.fleet.op_timeout_value();
+        let mut poll = Duration::from_millis(10);
+        let mut waited_for_lock = false;
+        loop {
+            if let Some(token) = self.read().await.map_err(Failure::Redis)? {
+                self.fleet.emit(super::FleetEvent::TokenShared);
+                return Ok(token);
+            }
+            if self
+                .try_lock(&owner, lock_ttl)
+                .await
+                .map_err(Failure::Redis)?
+            {
+                if waited_for_lock {
+                    self.fleet.emit(super::FleetEvent::LockTakenOver);
+                }
+                return self.fetch_locked(&owner).await;
+            }
+            waited_for_lock = true;
+            if Instant::now() >= give_up {
+                return Err(Failure::Redis(RedisDown(
+                    "the token refresh lock was held too long".into(),
+                )));
+            }
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// The stored token, if it is not due for refresh.
+    async fn read(&self) -> Result<Option<Token>, RedisDown> {
+        let key = self.key.clone();
+        let (value, pttl): (Option<String>, i64) = self
+            .fleet
+            .run(|mut conn| async move {
+                redis::pipe()
+                    .atomic()
+                    .get(&key)
+                    .pttl(&key)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let (Some(value), Ok(left)) = (value, u64::try_from(pttl)) else {
+            return Ok(None);
+        };
+        // A value this crate did not write is not used (and not printed).
+        let Ok(stored) = serde_json::from_str::<Stored>(&value) else {
+            return Ok(None);
+        };
+        if left <= stored.due_ms {
+            return Ok(None);
+        }
+        let token = Token::new(stored.access_token, Duration::from_millis(left));
+        Ok(Some(token))
+    }
+
+    async fn try_lock(&self, owner: &str, ttl: Duration) -> Result<bool, RedisDown> {
+        let (lock, owner) = (self.lock.clone(), owner.to_owned());
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let set: Option<String> = self
+            .fleet
+            .run(|mut conn| async move {
+                redis::cmd("SET")
+                    .arg(&lock)
+                    .arg(&owner)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Holding the lock: check once more, then fetch, store and release.
+    async fn fetch_locked(&self, owner: &str) -> Result<Token, Failure> {
+        // Another instance may have stored a token between our read and
+        // our lock.
+        match self.read().await {
+            Ok(Some(token)) => {
+                self.release(owner).await;
+                self.fleet.emit(super::FleetEvent::TokenShared);
+                return Ok(token);
+            }
+            Ok(None) => {}
+            Err(down) => {
+                // Redis went away while we hold its lock: fetch locally.
+                self.fleet.degraded("token", &down);
+            }
+        }
+        let result = self.source.fetch_token().await;
+        if let Ok(token) = &result {
+            self.store(token).await;
+            self.fleet.emit(super::FleetEvent::TokenFetched);
+        }
+        self.release(owner).await;
+        result.map_err(Failure::Token)
+    }
+
+    async fn store(&self, token: &Token) {
+        let lifetime = token.lifetime().saturating_sub(token.receipt().elapsed());
+        let lifetime_ms = lifetime.as_millis() as u64;
+        if lifetime_ms == 0 {
+            return;
+        }
+        let ahead = Duration::from_secs(60)
+            .max(lifetime.mul_f64(0.1))
+            .min(lifetime / 2);
+        let stored = Stored {
+            access_token: token.access_token().expose().to_owned(),
+            due_ms: ahead.as_millis() as u64,
+        };
+        let Ok(value) = serde_json::to_string(&stored) else {
+            return;
+        };
+        let key = self.key.clone();
+        let result: Result<(), RedisDown> = self
+            .fleet
+            .run(|mut conn| async move {
+                redis::cmd("SET")
+                    .arg(&key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(lifetime_ms)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await;
+        if let Err(down) = result {
+            self.fleet.degraded("token", &down);
+        }
+    }
+
+    async fn release(&self, owner: &str) {
+        let (lock, owner) = (self.lock.clone(), owner.to_owned());
+        let script = self.release.clone();
+        let _: Result<i64, RedisDown> =
+            self.fleet
+                .run(|mut conn| async move {
+                    script.key(&lock).arg(&owner).invoke_async(&mut conn).await
+                })
+                .await;
+    }
+}
+
+impl fmt::Debug for SharedTokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedTokenSource")
+            .field("key", &self.inner.key)
+            .finish_non_exhaustive()
+    }
+}

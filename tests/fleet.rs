@@ -1,0 +1,518 @@
+//! A fleet of independent stack instances (each on its own thread and Tokio
+//! runtime, as separate processes would be) sharing one token, one rate
+//! gate and one pacing schedule through a real `redis-server`, against the
+//! embedded mock.
+//!
+//! The tests start their own `redis-server` (from `PATH`) on a free
+//! loopback port and stop it afterwards; `.ci/run` installs it. Without
+//! `redis-server` they fail under CI (`CI` set) and are skipped with a
+//! message elsewhere.
+#![cfg(all(feature = "redis", feature = "mock"))]
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use tower::ServiceExt;
+use tower_cx::auth::{source_fn, ClientCredentials, TokenCache, TokenError};
+use tower_cx::backoff::Backoff;
+use tower_cx::body::Body;
+use tower_cx::fleet::{FleetEvent, RedisFleet};
+use tower_cx::mock::{MockConfig, MockServer};
+use tower_cx::priority::{LimiterEvent, PriorityLimitLayer};
+use tower_cx::retry::RetryLayer;
+use tower_cx::stack::{CxService, Stack};
+
+/// A `redis-server` child process on a loopback port, stopped on drop.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+
+    fn start_on(port: u16) -> Option<Self> {
+        let spawned = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("SKIPPED: redis-server cannot be started ({e}); install redis-server");
+                return None;
+            }
+            Err(e) => panic!("redis-server is required in CI: {e}"),
+        };
+        let server = Self {
+            child: Some(child),
+            port,
+        };
+        // Wait until it accepts connections.
+        for _ in 0..250 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// What the tests need to reach the mock from another runtime.
+#[derive(Clone)]
+struct Upstream {
+    base: String,
+    token_url: String,
+    client_id: String,
+    client_secret: String,
+}
+
+impl Upstream {
+    fn of(mock: &MockServer) -> Self {
+        let config = mock.config();
+        Self {
+            base: mock.base_url(),
+            token_url: format!("{}/oauth/token", mock.base_url()),
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+        }
+    }
+
+    fn users(&self) -> Request<Body> {
+        Request::get(format!("{}/api/v2/users?pageSize=1", self.base))
+            .body(Body::empty())
+            .unwrap()
+    }
+}
+
+type Events = Arc<Mutex<Vec<FleetEvent>>>;
+
+/// One fleet member: its own Redis connection, token cache and limiter.
+struct Member {
+    client: CxService,
+    tokens: TokenCache,
+    limiter_events: Arc<Mutex<Vec<LimiterEvent>>>,
+}
+
+fn member(fleet: &RedisFleet, upstream: &Upstream, pacing: Option<u32>) -> Member {
+    let credentials = ClientCredentials::new(
+        &upstream.token_url,
+        upstream.client_id.clone(),
+        upstream.client_secret.clone(),
+    )
+    .unwrap();
+    let tokens = TokenCache::new(fleet.client_credentials(credentials));
+    let limiter_events = Arc::new(Mutex::new(Vec::new()));
+    let seen = limiter_events.clone();
+    let mut limiter = PriorityLimitLayer::new(8)
+        .share_gate(fleet.gate("api"))
+        .on_event(move |e| seen.lock().unwrap().push(e.clone()));
+    if let Some(per_second) = pacing {
+        limiter = limiter.pacer(fleet.pacer("api", per_second, Duration::from_secs(1)));
+    }
+    let client = Stack::new()
+        .retry(
+            RetryLayer::new()
+                .max_attempts(6)
+                .backoff(Backoff::exponential(Duration::from_millis(20))),
+        )
+        .limiter(limiter)
+        .bearer(tokens.clone())
+        .timeout(Duration::from_secs(5))
+        .build();
+    Member {
+        client,
+        tokens,
+        limiter_events,
+    }
+}
+
+fn fleet(url: &str, prefix: &str, events: &Events) -> RedisFleet {
+    let events = events.clone();
+    RedisFleet::new(url)
+        .unwrap()
+        .prefix(prefix)
+        .on_event(move |e| events.lock().unwrap().push(e.clone()))
+}
+
+/// Run `work` on `n` threads, each with its own runtime, and collect what
+/// each returns.
+async fn on_threads<T, F, Fut>(n: usize, work: F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let work = Arc::new(work);
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let work = work.clone();
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(work(i))
+            })
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join().unwrap()).collect())
+        .await
+        .unwrap()
+}
+
+fn prefix(test: &str) -> String {
+    format!("test-{test}-{:08x}", rand::random::<u32>())
+}
+
+#[tokio::test]
+async fn the_fleet_makes_one_token_request_per_refresh() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // 6 s tokens are due for refresh with 3 s left: over 4.5 s the fleet
+    // needs exactly two tokens, however many members it has.
+    let mock = MockServer::start_with(MockConfig {
+        token_lifetime: Duration::from_secs(6),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let upstream = Upstream::of(&mock);
+    let (url, prefix) = (redis.url(), prefix("token"));
+    let events: Events = Arc::default();
+    let shared = events.clone();
+    let refreshes = on_threads(3, move |_| {
+        let member = member(&fleet(&url, &prefix, &shared), &upstream, None);
+        let upstream = upstream.clone();
+        async move {
+            let started = tokio::time::Instant::now();
+            while started.elapsed() < Duration::from_millis(4500) {
+                let response = member
+                    .client
+                    .clone()
+                    .oneshot(upstream.users())
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            member.tokens.status().refresh_count
+        }
+    })
+    .await;
+    let counters = mock.counters();
+    assert_eq!(
+        counters.tokens_issued, 2,
+        "one token request per refresh for the fleet"
+    );
+    assert_eq!(counters.expired_token_requests, 0);
+    assert_eq!(refreshes, [2, 2, 2], "every member took both tokens");
+    let events = events.lock().unwrap();
+    let fetched = events
+        .iter()
+        .filter(|e| **e == FleetEvent::TokenFetched)
+        .count();
+    assert_eq!(fetched, 2);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, FleetEvent::Degraded { .. })),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_seen_by_one_member_pauses_the_others() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // One token for the fleet, 8 requests per 2 s window; 6 workers with
+    // think time send about 24 per window: the fleet runs into the limit,
+    // and whoever is told to wait tells the others.
+    let mock = MockServer::start_with(MockConfig {
+        rate_limit: 8,
+        rate_window: Duration::from_secs(2),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let upstream = Upstream::of(&mock);
+    let (url, prefix) = (redis.url(), prefix("gate"));
+    let events: Events = Arc::default();
+    let shared = events.clone();
+    let reports = on_threads(3, move |_| {
+        let member = member(&fleet(&url, &prefix, &shared), &upstream, None);
+        let upstream = upstream.clone();
+        async move {
+            let mut workers = tokio::task::JoinSet::new();
+            for _ in 0..2 {
+                let (client, upstream) = (member.client.clone(), upstream.clone());
+                workers.spawn(async move {
+                    let started = tokio::time::Instant::now();
+                    let mut ok = 0;
+                    while started.elapsed() < Duration::from_secs(5) {
+                        let response = client.clone().oneshot(upstream.users()).await.unwrap();
+                        if response.status() == StatusCode::OK {
+                            ok += 1;
+                        }
+                        // Think time: a member that learns of the wait
+                        // only from its own 429 would send into it.
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    ok
+                });
+            }
+            let mut ok = 0;
+            while let Some(n) = workers.join_next().await {
+                ok += n.unwrap();
+            }
+            let received = member
+                .limiter_events
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|e| matches!(e, LimiterEvent::GateClosedElsewhere { .. }))
+                .count();
+            (ok, received)
+        }
+    })
+    .await;
+    let counters = mock.counters();
+    assert_eq!(counters.tokens_issued, 1);
+    assert_eq!(
+        counters.retry_after_violations, 0,
+        "no member sent inside an announced wait: {counters:?}"
+    );
+    let ok: u64 = reports.iter().map(|(ok, _)| *ok as u64).sum();
+    assert!(ok >= 16, "the fleet used the windows it had: {reports:?}");
+    let informed = reports.iter().filter(|(_, received)| *received > 0).count();
+    assert!(informed >= 2, "members were paused by others: {reports:?}");
+    assert!(events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, FleetEvent::GateReceived { .. })));
+}
+
+#[tokio::test]
+async fn fleet_pacing_holds_the_configured_rate_over_a_minute() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mock = MockServer::start_with(MockConfig {
+        rate_limit: 1_000_000,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let upstream = Upstream::of(&mock);
+    let (url, prefix) = (redis.url(), prefix("pace"));
+    let events: Events = Arc::default();
+    let shared = events.clone();
+    // 20 per second for the fleet; each member alone would happily send
+    // far more (8 workers, no latency).
+    let start = tokio::time::Instant::now() + Duration::from_millis(500);
+    let counts = on_threads(3, move |_| {
+        let member = member(&fleet(&url, &prefix, &shared), &upstream, Some(20));
+        let upstream = upstream.clone();
+        async move {
+            // warm up the token and the connections before the clock starts
+            member
+                .client
+                .clone()
+                .oneshot(upstream.users())
+                .await
+                .unwrap();
+            tokio::time::sleep_until(start).await;
+            let end = start + Duration::from_secs(60);
+            let mut workers = tokio::task::JoinSet::new();
+            for _ in 0..8 {
+                let (client, upstream) = (member.client.clone(), upstream.clone());
+                workers.spawn(async move {
+                    let mut done = 0u64;
+                    loop {
+                        let call = client.clone().oneshot(upstream.users());
+                        match tokio::time::timeout_at(end, call).await {
+                            Ok(response) => {
+                                assert_eq!(response.unwrap().status(), StatusCode::OK);
+                                done += 1;
+                            }
+                            Err(_) => return done,
+                        }
+                    }
+                });
+            }
+            let mut done = 0;
+            while let Some(n) = workers.join_next().await {
+                done += n.unwrap();
+            }
+            done
+        }
+    })
+    .await;
+    let total: u64 = counts.iter().sum();
+    let rate = total as f64 / 60.0;
+    println!("fleet pacing: {total} requests in 60 s = {rate:.2}/s (configured 20/s), per member {counts:?}");
+    assert!(
+        (rate - 20.0).abs() <= 0.4,
+        "within 2 % of 20/s: {rate:.2}/s ({counts:?})"
+    );
+    assert!(
+        counts.iter().all(|&n| n > 200),
+        "every member got a share: {counts:?}"
+    );
+    assert!(!events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, FleetEvent::Degraded { .. })));
+}
+
+#[tokio::test]
+async fn a_dead_lock_holder_is_taken_over_after_its_lock_expires() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mock = MockServer::start().await.unwrap();
+    let upstream = Upstream::of(&mock);
+    let (url, prefix) = (redis.url(), prefix("lock"));
+    let events: Events = Arc::default();
+
+    // Member A takes the refresh lock, then dies mid-refresh: its token
+    // request never ends and its runtime (its process) goes away.
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let a_fleet = fleet(&url, &prefix, &events).lock_ttl(Duration::from_millis(800));
+    let a = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let started_tx = Mutex::new(Some(started_tx));
+            let hanging = source_fn(move || {
+                if let Some(tx) = started_tx.lock().unwrap().take() {
+                    tx.send(()).unwrap();
+                }
+                std::future::pending::<Result<tower_cx::auth::Token, TokenError>>()
+            });
+            let cache = TokenCache::new(a_fleet.token_source(hanging, "shared"));
+            let _ = tokio::time::timeout(Duration::from_millis(300), cache.refresh()).await;
+        });
+        drop(runtime); // the member is gone, its lock stays behind
+    });
+    tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+        .await
+        .unwrap();
+    a.join().unwrap();
+
+    // Member B needs a token now: it waits for the lock to expire, then
+    // fetches it itself.
+    let b_fleet = fleet(&url, &prefix, &events).lock_ttl(Duration::from_millis(800));
+    let credentials = ClientCredentials::new(
+        &upstream.token_url,
+        upstream.client_id.clone(),
+        upstream.client_secret.clone(),
+    )
+    .unwrap();
+    let tokens = TokenCache::new(b_fleet.token_source(credentials, "shared"));
+    tokens.refresh().await.unwrap();
+    assert_eq!(mock.counters().tokens_issued, 1);
+    let events = events.lock().unwrap();
+    assert!(events.contains(&FleetEvent::LockTakenOver), "{events:?}");
+    assert!(events.contains(&FleetEvent::TokenFetched), "{events:?}");
+}
+
+#[tokio::test]
+async fn requests_keep_succeeding_while_redis_is_down_and_shared_state_resumes() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let port = redis.port;
+    let mock = MockServer::start().await.unwrap();
+    let upstream = Upstream::of(&mock);
+    let events: Events = Arc::default();
+    let fleet = fleet(&redis.url(), &prefix("down"), &events)
+        .op_timeout(Duration::from_millis(200))
+        .retry_redis_after(Duration::from_millis(200));
+    let member = member(&fleet, &upstream, Some(50));
+    let call = |member: &Member| {
+        let request = upstream.users();
+        let client = member.client.clone();
+        async move { client.oneshot(request).await.unwrap().status() }
+    };
+    for _ in 0..5 {
+        assert_eq!(call(&member).await, StatusCode::OK);
+    }
+    redis.stop();
+    for _ in 0..20 {
+        assert_eq!(
+            call(&member).await,
+            StatusCode::OK,
+            "requests go on without Redis"
+        );
+    }
+    // A new token is needed while Redis is down: fetched locally.
+    member.tokens.refresh().await.unwrap();
+    {
+        let events = events.lock().unwrap();
+        let degraded: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                FleetEvent::Degraded { component, reason } => Some((*component, reason.clone())),
+                _ => None,
+            })
+            .collect();
+        assert!(degraded.iter().any(|(c, _)| *c == "pacer"), "{events:?}");
+        assert!(degraded.iter().any(|(c, _)| *c == "token"), "{events:?}");
+        assert!(
+            degraded.iter().all(|(_, why)| why.starts_with("redis")),
+            "{degraded:?}"
+        );
+    }
+    let _redis = RedisServer::start_on(port).unwrap();
+    // Shared state resumes once Redis is back (after the retry wait).
+    let mut restored = false;
+    for _ in 0..100 {
+        assert_eq!(call(&member).await, StatusCode::OK);
+        restored = events
+            .lock()
+            .unwrap()
+            .contains(&FleetEvent::Restored { component: "pacer" });
+        if restored {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(restored, "{:?}", events.lock().unwrap());
+}
