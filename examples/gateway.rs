@@ -38,7 +38,14 @@
 //! | `--rate N/SECS` | `TOWER_CX_RATE` | no pacing |
 //! | `--timeout SECS` | `TOWER_CX_TIMEOUT` | 30 (per attempt) |
 //! | `--audit-file PATH` | `TOWER_CX_AUDIT_FILE` | stats only |
+//! | `--redis URL` | `TOWER_CX_REDIS` | none: this instance alone |
 //! | `--mock` | | start the embedded Genesys mock as upstream |
+//!
+//! With `--redis redis://127.0.0.1:6379` (and the `redis` feature) the
+//! gateway is one member of a fleet: every member shares one token per
+//! client, one rate gate (a 429 seen by one pauses all) and one pacing
+//! schedule (`--rate` is then the fleet's rate, not each member's). Without
+//! Redis the members fall back to their own state and keep serving.
 //!
 //! On start it prints `listening on http://ADDR`; on Ctrl-C it prints the
 //! audit statistics and exits.
@@ -98,6 +105,7 @@ struct Args {
     rate: Option<(u32, Duration)>,
     timeout: Duration,
     audit_file: Option<String>,
+    redis: Option<String>,
     mock: bool,
 }
 
@@ -149,6 +157,7 @@ fn parse_args() -> Result<Args, BoxError> {
         rate,
         timeout: Duration::from_secs(number(&mut args, "--timeout", "TOWER_CX_TIMEOUT", 30)?),
         audit_file: string(&mut args, "--audit-file", "TOWER_CX_AUDIT_FILE")?,
+        redis: string(&mut args, "--redis", "TOWER_CX_REDIS")?,
         mock,
     };
     let rest = args.finish();
@@ -223,9 +232,23 @@ async fn run() -> Result<(), BoxError> {
         ),
         None => AuditLayer::new(NoopSink),
     };
+    let fleet = fleet(&args, &audit)?;
     let mut limiter = PriorityLimitLayer::new(args.concurrency).max_queue(args.queue_depth);
+    // Shared state is named after the OAuth client (vendors limit per client).
+    let shared_name = args
+        .client_id
+        .clone()
+        .unwrap_or_else(|| upstream.to_string());
     if let Some((n, per)) = args.rate {
-        limiter = limiter.pacing(n, per);
+        limiter = match &fleet {
+            #[cfg(feature = "redis")]
+            Some(fleet) => limiter.pacer(fleet.pacer(&shared_name, n, per)),
+            _ => limiter.pacing(n, per),
+        };
+    }
+    #[cfg(feature = "redis")]
+    if let Some(fleet) = &fleet {
+        limiter = limiter.share_gate(fleet.gate(&shared_name));
     }
     let mut stack = Stack::new()
         .audit(audit)
@@ -251,8 +274,14 @@ async fn run() -> Result<(), BoxError> {
         if let Some(scope) = &args.scope {
             credentials = credentials.scope(scope.clone());
         }
-        stack = stack.bearer(TokenCache::new(credentials));
+        let tokens = match &fleet {
+            #[cfg(feature = "redis")]
+            Some(fleet) => TokenCache::new(fleet.client_credentials(credentials)),
+            _ => TokenCache::new(credentials),
+        };
+        stack = stack.bearer(tokens);
     }
+    let _ = &shared_name;
     let handles = stack.handles();
     let client = stack.build();
 
@@ -309,6 +338,30 @@ async fn run() -> Result<(), BoxError> {
         stats.p99_ms
     );
     Ok(())
+}
+
+#[cfg(feature = "redis")]
+type Fleet = tower_cx::fleet::RedisFleet;
+#[cfg(not(feature = "redis"))]
+type Fleet = std::convert::Infallible;
+
+/// The fleet's shared state, with `--redis`; its degradations and
+/// recoveries go to the audit stream.
+fn fleet(args: &Args, audit: &AuditLayer) -> Result<Option<Fleet>, BoxError> {
+    let Some(url) = &args.redis else {
+        return Ok(None);
+    };
+    #[cfg(feature = "redis")]
+    {
+        let fleet = tower_cx::fleet::RedisFleet::new(url)?.audit_to(audit);
+        println!("fleet state in Redis (shared token, rate gate and pacing)");
+        Ok(Some(fleet))
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        let _ = (url, audit);
+        Err("--redis needs the redis feature: cargo run --features redis --example gateway".into())
+    }
 }
 
 /// Forward one request through the stack.

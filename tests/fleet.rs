@@ -25,13 +25,28 @@ use tower_cx::priority::{LimiterEvent, PriorityLimitLayer};
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::{CxService, Stack};
 
-/// A `redis-server` child process on a loopback port, stopped on drop.
+/// A `redis-server` child process on a loopback port, stopped on drop; or
+/// the server `.ci/run` started (`TOWER_CX_REDIS_URL`), for the tests that
+/// do not stop it (each test uses its own key prefix).
 struct RedisServer {
     child: Option<Child>,
     port: u16,
+    external: Option<String>,
 }
 
 impl RedisServer {
+    /// The shared server if there is one, else a new one.
+    fn shared() -> Option<Self> {
+        match std::env::var("TOWER_CX_REDIS_URL") {
+            Ok(url) if !url.is_empty() => Some(Self {
+                child: None,
+                port: 0,
+                external: Some(url),
+            }),
+            _ => Self::start(),
+        }
+    }
+
     fn start() -> Option<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -59,6 +74,7 @@ impl RedisServer {
         let server = Self {
             child: Some(child),
             port,
+            external: None,
         };
         // Wait until it accepts connections.
         for _ in 0..250 {
@@ -71,7 +87,10 @@ impl RedisServer {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match &self.external {
+            Some(url) => url.clone(),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 
     fn stop(&mut self) {
@@ -197,7 +216,7 @@ fn prefix(test: &str) -> String {
 
 #[tokio::test]
 async fn the_fleet_makes_one_token_request_per_refresh() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = RedisServer::shared() else {
         return;
     };
     // 6 s tokens are due for refresh with 3 s left: over 4.5 s the fleet
@@ -254,7 +273,7 @@ async fn the_fleet_makes_one_token_request_per_refresh() {
 
 #[tokio::test]
 async fn a_rate_limit_seen_by_one_member_pauses_the_others() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = RedisServer::shared() else {
         return;
     };
     // One token for the fleet, 8 requests per 2 s window; 6 workers with
@@ -327,7 +346,7 @@ async fn a_rate_limit_seen_by_one_member_pauses_the_others() {
 
 #[tokio::test]
 async fn fleet_pacing_holds_the_configured_rate_over_a_minute() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = RedisServer::shared() else {
         return;
     };
     let mock = MockServer::start_with(MockConfig {
@@ -401,7 +420,7 @@ async fn fleet_pacing_holds_the_configured_rate_over_a_minute() {
 
 #[tokio::test]
 async fn a_dead_lock_holder_is_taken_over_after_its_lock_expires() {
-    let Some(redis) = RedisServer::start() else {
+    let Some(redis) = RedisServer::shared() else {
         return;
     };
     let mock = MockServer::start().await.unwrap();
