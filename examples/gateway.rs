@@ -43,7 +43,8 @@
 //!
 //! With `--redis redis://127.0.0.1:6379` (and the `redis` feature) the
 //! gateway is one member of a fleet: every member shares one token per
-//! client, one rate gate (a 429 seen by one pauses all) and one pacing
+//! client, one rate gate (a 429 seen by one pauses all), one breaker state
+//! (an outage found by one opens every member's breaker) and one pacing
 //! schedule (`--rate` is then the fleet's rate, not each member's). Without
 //! Redis the members fall back to their own state and keep serving.
 //!
@@ -67,6 +68,7 @@ use tower::{Layer, ServiceExt};
 use tower_cx::audit::{AuditLayer, JsonLinesSink, NoopSink};
 use tower_cx::auth::{ClientAuth, ClientCredentials, TokenCache, TokenError};
 use tower_cx::body::Body;
+use tower_cx::breaker::CircuitBreakerLayer;
 use tower_cx::error::{BoxError, CircuitOpen, Overloaded, RetryDeadlineExceeded};
 use tower_cx::priority::{PriorityFromHeaderLayer, PriorityLimitLayer};
 use tower_cx::retry::RetryLayer;
@@ -246,9 +248,13 @@ async fn run() -> Result<(), BoxError> {
             _ => limiter.pacing(n, per),
         };
     }
+    #[allow(unused_mut)]
+    let mut breaker = CircuitBreakerLayer::new();
     #[cfg(feature = "redis")]
     if let Some(fleet) = &fleet {
         limiter = limiter.share_gate(fleet.gate(&shared_name));
+        // one member finding the upstream down opens every member's breaker
+        breaker = breaker.share_state(fleet.breaker(&upstream.to_string()));
     }
     let mut stack = Stack::new()
         .audit(audit)
@@ -257,6 +263,7 @@ async fn run() -> Result<(), BoxError> {
                 .max_attempts(args.max_attempts)
                 .auto_idempotency_key(true),
         )
+        .breaker(breaker)
         .limiter(limiter)
         .timeout(args.timeout);
     let authenticates = args.token_url.is_some();

@@ -76,4 +76,5 @@ pub mod mock;
 pub mod priority;
 pub mod retry;
 pub mod retry_after;
+pub mod share;
 pub mod stack;

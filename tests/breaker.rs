@@ -561,3 +561,41 @@ async fn an_unbounded_open_duration_with_a_huge_hint_does_not_overflow() {
     }
     assert!(matches!(handle.state(), BreakerState::Open { .. }));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_trip_opens_every_breaker_sharing_the_state_for_as_long() {
+    use tower_cx::share::LocalPauseShare;
+    let share = LocalPauseShare::new();
+    let (a_events, b_events): (Events, Events) = Default::default();
+    let a = layer(&a_events)
+        .share_state(share.clone())
+        .layer(Upstream::always(Answer::Status(503)));
+    let b_layer = layer(&b_events).share_state(share.clone());
+    let b_handle = b_layer.handle();
+    let b_upstream = Upstream::always(Answer::Status(200));
+    let b = b_layer.layer(b_upstream.clone());
+    // b joins the share with its first request
+    assert_eq!(send(&b).await.unwrap().status(), StatusCode::OK);
+    for _ in 0..3 {
+        assert_eq!(
+            send(&a).await.unwrap().status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    assert_eq!(
+        reasons(&b_events),
+        [("closed", "open", TransitionReason::Shared)]
+    );
+    assert_eq!(open_error(send(&b).await).retry_in(), Some(secs(5)));
+    assert_eq!(b_upstream.arrivals().len(), 1, "b failed fast");
+    assert_eq!(b_handle.counts().trips, 0, "b did not trip by itself");
+    // after the shared open time, b probes its (healthy) upstream itself
+    advance(secs(5)).await;
+    assert_eq!(send(&b).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(b_handle.state(), BreakerState::Closed);
+    // and a shared open never travels back to the breaker that tripped
+    assert_eq!(
+        reasons(&a_events),
+        [("closed", "open", TransitionReason::ConsecutiveFailures),]
+    );
+}

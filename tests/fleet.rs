@@ -337,11 +337,13 @@ async fn a_rate_limit_seen_by_one_member_pauses_the_others() {
     assert!(ok >= 16, "the fleet used the windows it had: {reports:?}");
     let informed = reports.iter().filter(|(_, received)| *received > 0).count();
     assert!(informed >= 2, "members were paused by others: {reports:?}");
-    assert!(events
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|e| matches!(e, FleetEvent::GateReceived { .. })));
+    assert!(events.lock().unwrap().iter().any(|e| matches!(
+        e,
+        FleetEvent::PauseReceived {
+            component: "gate",
+            ..
+        }
+    )));
 }
 
 #[tokio::test]
@@ -534,4 +536,86 @@ async fn requests_keep_succeeding_while_redis_is_down_and_shared_state_resumes()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(restored, "{:?}", events.lock().unwrap());
+}
+
+#[tokio::test]
+async fn a_breaker_tripping_on_one_member_opens_the_breakers_of_the_fleet() {
+    use tower_cx::breaker::{BreakerState, CircuitBreakerLayer};
+    use tower_cx::error::CircuitOpen;
+
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    let (url, prefix) = (redis.url(), prefix("breaker"));
+    let events: Events = Arc::default();
+    // Three members, each with its own Redis connection and breaker; the
+    // upstream of the first fails, the others' is healthy.
+    let members: Vec<_> = (0..3)
+        .map(|i| {
+            let layer = CircuitBreakerLayer::new()
+                .consecutive_failures(2)
+                .share_state(fleet(&url, &prefix, &events).breaker("upstream"));
+            let handle = layer.handle();
+            let status = if i == 0 { 503 } else { 200 };
+            let service = tower::Layer::layer(
+                &layer,
+                tower::service_fn(move |_req: Request<Body>| async move {
+                    Ok::<_, tower_cx::error::BoxError>(
+                        http::Response::builder().status(status).body(()).unwrap(),
+                    )
+                }),
+            );
+            (service, handle)
+        })
+        .collect();
+    // Every member joins with a first request (the others succeed).
+    for (service, _) in &members[1..] {
+        let response = service.clone().oneshot(Request::new(Body::empty())).await;
+        assert_eq!(response.unwrap().status(), StatusCode::OK);
+    }
+    // No wait for the subscriptions: a member that subscribes after the
+    // trip finds it in the key, which expires with the open time.
+    let (failing, failing_handle) = &members[0];
+    for _ in 0..2 {
+        let response = failing.clone().oneshot(Request::new(Body::empty())).await;
+        assert_eq!(response.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert!(matches!(failing_handle.state(), BreakerState::Open { .. }));
+    // The others hear of it and fail fast, without a failure of their own.
+    for (service, handle) in &members[1..] {
+        let mut open = false;
+        for _ in 0..200 {
+            open = matches!(handle.state(), BreakerState::Open { .. });
+            if open {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(open, "{:?}", handle.state());
+        let refused = service
+            .clone()
+            .oneshot(Request::new(Body::empty()))
+            .await
+            .unwrap_err();
+        assert!(refused.downcast_ref::<CircuitOpen>().is_some());
+        assert_eq!(handle.counts().trips, 0);
+        assert_eq!(handle.counts().failures, 0);
+    }
+    let received = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                FleetEvent::PauseReceived {
+                    component: "breaker",
+                    ..
+                }
+            )
+        })
+        .count();
+    // (a member subscribing just then may hear it twice: from the key and
+    // from the channel; a pause is idempotent)
+    assert!(received >= 2, "each other member heard it");
 }

@@ -541,9 +541,9 @@ async fn two_limiters_sharing_a_pacer_send_at_one_rate_together() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hint_seen_by_one_limiter_closes_the_gate_of_every_limiter_sharing_it() {
-    use tower_cx::priority::LocalGateShare;
+    use tower_cx::share::LocalPauseShare;
     let upstream = Upstream::new();
-    let share = LocalGateShare::new();
+    let share = LocalPauseShare::new();
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
     let a_layer = PriorityLimitLayer::new(4).share_gate(share.clone());

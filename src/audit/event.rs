@@ -208,7 +208,7 @@ pub enum EventKind {
     /// `-`).
     #[serde(rename = "fleet.degraded")]
     FleetDegraded {
-        /// `token`, `gate` or `pacer`.
+        /// `token`, `gate`, `breaker` or `pacer`.
         component: &'static str,
         /// Why (the kind of failure; never a URL or a secret).
         reason: String,
@@ -216,7 +216,7 @@ pub enum EventKind {
     /// Shared fleet state is reachable again and used.
     #[serde(rename = "fleet.restored")]
     FleetRestored {
-        /// `token`, `gate` or `pacer`.
+        /// `token`, `gate`, `breaker` or `pacer`.
         component: &'static str,
     },
 }

@@ -7,6 +7,7 @@ use tower::Layer;
 use super::state::{Breaker, BreakerEvent, CircuitBreakerHandle, Config};
 use super::CircuitBreaker;
 use crate::backoff::{Backoff, SharedRng};
+use crate::share::PauseShare;
 
 /// Applies [`CircuitBreaker`] to services. Every service made by one layer
 /// shares one breaker; [`handle`](Self::handle) reaches it.
@@ -38,7 +39,7 @@ impl CircuitBreakerLayer {
 
     fn from_config(config: Config) -> Self {
         Self {
-            breaker: Arc::new(Breaker::new(config)),
+            breaker: Breaker::new(config),
         }
     }
 
@@ -107,6 +108,15 @@ impl CircuitBreakerLayer {
         F: Fn(&BreakerEvent) + Send + Sync + 'static,
     {
         self.with(|c| c.on_event = Some(Arc::new(handler)))
+    }
+
+    /// Share trips with other breakers (in this process with
+    /// [`LocalPauseShare`](crate::share::LocalPauseShare), or across a fleet
+    /// through Redis): when one trips, the others open for the same time,
+    /// then each probes the upstream on its own.
+    pub fn share_state(self, share: impl PauseShare) -> Self {
+        let share: Arc<dyn PauseShare> = Arc::new(share);
+        self.with(|c| c.share = Some(share))
     }
 
     /// A handle on the shared breaker.

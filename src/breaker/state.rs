@@ -2,13 +2,14 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::backoff::{Backoff, BackoffState, Jitter, SharedRng};
 use crate::error::CircuitOpen;
+use crate::share::{Pausable, PauseShare, PauseTarget};
 
 /// The state of a circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,10 @@ pub enum TransitionReason {
     Isolated,
     /// [`CircuitBreakerHandle::reset`] was called.
     Reset,
+    /// Another breaker sharing this one's state (see
+    /// [`CircuitBreakerLayer::share_state`](super::CircuitBreakerLayer::share_state))
+    /// tripped.
+    Shared,
 }
 
 /// Counts kept by the breaker.
@@ -102,6 +107,7 @@ pub(crate) struct Config {
     pub(crate) count_429: bool,
     pub(crate) rng: SharedRng,
     pub(crate) on_event: Option<EventHandler>,
+    pub(crate) share: Option<Arc<dyn PauseShare>>,
 }
 
 impl Default for Config {
@@ -122,6 +128,7 @@ impl Default for Config {
             count_429: false,
             rng: SharedRng::from_os(),
             on_event: None,
+            share: None,
         }
     }
 }
@@ -158,6 +165,9 @@ struct Inner {
     /// Transitions to report once the lock is released (a callback must
     /// be free to call the handle).
     pending: Vec<BreakerEvent>,
+    /// A trip to announce to the breakers sharing this one's state, once
+    /// the lock is released.
+    announce: Option<Duration>,
 }
 
 /// How a request was let through.
@@ -172,11 +182,18 @@ pub(crate) struct Breaker {
     pub(crate) config: Config,
     closed: AtomicBool,
     inner: Mutex<Inner>,
+    me: Weak<Breaker>,
+    /// A process-unique id (for state sharing).
+    id: u64,
+    subscribed: AtomicBool,
 }
 
 impl Breaker {
-    pub(crate) fn new(config: Config) -> Self {
-        Self {
+    pub(crate) fn new(config: Config) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            id: crate::share::next_id(),
+            subscribed: AtomicBool::new(false),
             config,
             closed: AtomicBool::new(true),
             inner: Mutex::new(Inner {
@@ -191,8 +208,9 @@ impl Breaker {
                 round: 0,
                 counts: BreakerCounts::default(),
                 pending: Vec::new(),
+                announce: None,
             }),
-        }
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -213,7 +231,11 @@ impl Breaker {
     /// are also returned, for the request that caused them.
     fn unlock(&self, mut inner: MutexGuard<'_, Inner>) -> Vec<BreakerEvent> {
         let events = std::mem::take(&mut inner.pending);
+        let announce = inner.announce.take();
         drop(inner);
+        if let (Some(open_for), Some(share)) = (announce, &self.config.share) {
+            share.announce(self.id, open_for);
+        }
         if let Some(handler) = &self.config.on_event {
             for event in &events {
                 handler(event);
@@ -224,6 +246,9 @@ impl Breaker {
 
     /// Let a request through, or refuse it.
     pub(crate) fn admit(&self) -> (Result<Admission, CircuitOpen>, Vec<BreakerEvent>) {
+        if let Some(share) = &self.config.share {
+            self.subscribe(share.as_ref());
+        }
         if self.closed.load(Ordering::Acquire) {
             return (Ok(Admission::Closed), Vec::new());
         }
@@ -244,6 +269,16 @@ impl Breaker {
             inner.counts.rejected += 1;
         }
         (result, self.unlock(inner))
+    }
+
+    /// Subscribe to the shared state once, from inside the runtime.
+    #[cold]
+    fn subscribe(&self, share: &dyn PauseShare) {
+        if !self.subscribed.load(Ordering::Relaxed) && !self.subscribed.swap(true, Ordering::AcqRel)
+        {
+            let me: Weak<dyn Pausable> = self.me.clone();
+            share.subscribe(PauseTarget::new(me, self.id));
+        }
     }
 
     /// Move Open to HalfOpen once its time has come.
@@ -373,6 +408,9 @@ impl Breaker {
         inner.counts.consecutive_failures = 0;
         inner.buckets = [Bucket::default(); BUCKETS];
         self.closed.store(false, Ordering::Release);
+        if reason != TransitionReason::Shared {
+            inner.announce = Some(open_for);
+        }
         self.emit(
             inner,
             from,
@@ -402,6 +440,40 @@ impl Breaker {
             Phase::HalfOpen => BreakerState::HalfOpen,
             Phase::Isolated => BreakerState::Isolated,
         }
+    }
+}
+
+impl Pausable for Breaker {
+    /// Another breaker tripped: open this one for as long, unless it is
+    /// already open longer or isolated. Its own trip count does not grow.
+    fn pause_from_share(&self, pause: Duration) {
+        let now = Instant::now();
+        let Some(until) = now.checked_add(pause) else {
+            return;
+        };
+        let mut inner = self.lock();
+        let from = self.public_state(&inner, now);
+        match inner.phase {
+            Phase::Isolated => {}
+            Phase::Open { until: current } if current >= until => {}
+            Phase::Open { .. } => inner.phase = Phase::Open { until },
+            Phase::Closed | Phase::HalfOpen => {
+                inner.phase = Phase::Open { until };
+                // probes of a half-open round in flight no longer count
+                inner.round += 1;
+                inner.probes_in_flight = 0;
+                inner.consecutive = 0;
+                inner.counts.consecutive_failures = 0;
+                self.closed.store(false, Ordering::Release);
+                self.emit(
+                    &mut inner,
+                    from,
+                    BreakerState::Open { retry_in: pause },
+                    TransitionReason::Shared,
+                );
+            }
+        }
+        self.unlock(inner);
     }
 }
 

@@ -6,15 +6,17 @@
 //!   short Redis lock with expiry); the others read the new token; it is
 //!   stored with a TTL matching its lifetime. If the lock holder dies,
 //!   another instance takes over once the lock expires.
-//! - [`RedisGateShare`]: a server hint seen by any instance closes the rate
-//!   gate of all of them (a key with expiry, plus pub/sub so that waiters do
-//!   not poll).
+//! - [`RedisPauseShare`] from [`RedisFleet::gate`]: a server hint seen by
+//!   any instance closes the rate gate of all of them (a key with expiry,
+//!   plus pub/sub so that waiters do not poll).
+//! - [`RedisPauseShare`] from [`RedisFleet::breaker`] (optional): a breaker
+//!   that trips on one instance opens every instance's breaker.
 //! - [`RedisPacer`]: a fleet-wide pacing schedule (GCRA, atomic in a Lua
 //!   script on the Redis clock), used by the priority limiter.
 //!
 //! Each piece plugs into the same trait as its in-memory counterpart
 //! ([`TokenSource`](crate::auth::TokenSource),
-//! [`GateShare`](crate::priority::GateShare),
+//! [`PauseShare`](crate::share::PauseShare),
 //! [`Pacer`](crate::priority::Pacer)). When Redis is unreachable, each
 //! instance falls back to its local state and requests keep flowing; a
 //! [`FleetEvent`] (and, through [`RedisFleet::audit_to`], an audit event)
@@ -46,8 +48,8 @@
 //! # }
 //! ```
 
-mod gate;
 mod pacer;
+mod pause;
 mod token;
 
 use std::fmt;
@@ -58,8 +60,8 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::Instant;
 
-pub use gate::RedisGateShare;
 pub use pacer::RedisPacer;
+pub use pause::RedisPauseShare;
 pub use token::SharedTokenSource;
 
 use crate::audit::{AuditEmitter, AuditLayer, EventKind};
@@ -70,8 +72,8 @@ use crate::error::ConfigError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FleetEvent {
-    /// Redis could not be used for `component` (`token`, `gate` or
-    /// `pacer`): this instance goes on with its local state.
+    /// Redis could not be used for `component` (`token`, `gate`,
+    /// `breaker` or `pacer`): this instance goes on with its local state.
     Degraded {
         /// The part that fell back.
         component: &'static str,
@@ -91,8 +93,11 @@ pub enum FleetEvent {
     /// A refresh lock expired without a new token (its holder died): this
     /// instance took over.
     LockTakenOver,
-    /// Another instance announced a closed rate gate.
-    GateReceived {
+    /// Another instance announced a pause: a closed rate gate
+    /// (`component` is `gate`) or a tripped breaker (`breaker`).
+    PauseReceived {
+        /// `gate` or `breaker`.
+        component: &'static str,
         /// For how long.
         for_: Duration,
     },
@@ -252,9 +257,16 @@ impl RedisFleet {
     }
 
     /// The fleet's rate gate called `name` (use one per vendor limit, e.g.
-    /// per OAuth client).
-    pub fn gate(&self, name: &str) -> RedisGateShare {
-        RedisGateShare::new(self.clone(), name)
+    /// per OAuth client), for
+    /// [`PriorityLimitLayer::share_gate`](crate::priority::PriorityLimitLayer::share_gate).
+    pub fn gate(&self, name: &str) -> RedisPauseShare {
+        RedisPauseShare::new(self.clone(), "gate", name)
+    }
+
+    /// The fleet's breaker state called `name` (one per upstream), for
+    /// [`CircuitBreakerLayer::share_state`](crate::breaker::CircuitBreakerLayer::share_state).
+    pub fn breaker(&self, name: &str) -> RedisPauseShare {
+        RedisPauseShare::new(self.clone(), "breaker", name)
     }
 
     /// A fleet-wide pacing schedule called `name`: `requests` per `per` for

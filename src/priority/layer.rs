@@ -5,9 +5,10 @@ use std::time::Duration;
 use tower::Layer;
 
 use super::limiter::{Config, Limiter, LimiterEvent, PriorityLimitHandle};
-use super::shared::{GateShare, Pacer};
+use super::shared::Pacer;
 use super::PriorityLimit;
 use crate::retry_after::Clock;
+use crate::share::PauseShare;
 
 /// Applies [`PriorityLimit`] to services. Every service made by one layer
 /// shares one limiter (permits, queue, gate, pacing);
@@ -79,10 +80,10 @@ impl PriorityLimitLayer {
     }
 
     /// Share rate-gate closures with other limiters (in this process with
-    /// [`LocalGateShare`](super::LocalGateShare), or across a fleet through
-    /// Redis): a server hint seen by any of them closes every gate.
-    pub fn share_gate(self, share: impl GateShare) -> Self {
-        let share: Arc<dyn GateShare> = Arc::new(share);
+    /// [`LocalPauseShare`](crate::share::LocalPauseShare), or across a fleet
+    /// through Redis): a server hint seen by any of them closes every gate.
+    pub fn share_gate(self, share: impl PauseShare) -> Self {
+        let share: Arc<dyn PauseShare> = Arc::new(share);
         self.with(|c| c.gate_share = Some(share))
     }
 

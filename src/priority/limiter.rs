@@ -3,17 +3,18 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::shared::{GateShare, Pacer, SharedGateHandle};
+use super::shared::Pacer;
 use super::Priority;
 use crate::error::{OverloadReason, Overloaded};
 use crate::retry_after::{Clock, HintSource, SystemClock};
+use crate::share::{Pausable, PauseShare, PauseTarget};
 
 /// Something the limiter did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub enum LimiterEvent {
         source: HintSource,
     },
     /// Another limiter sharing this one's gate (see
-    /// [`GateShare`](super::GateShare)) saw a server hint: the gate is closed
+    /// [`PauseShare`](crate::share::PauseShare)) saw a server hint: the gate is closed
     /// for `for_`.
     GateClosedElsewhere {
         /// How long the gate stays closed from now.
@@ -60,7 +61,7 @@ pub(crate) struct Config {
     /// A pacer outside the limiter (replaces `pacing`).
     pub(crate) pacer: Option<Arc<dyn Pacer>>,
     /// Where gate closures are shared with other limiters.
-    pub(crate) gate_share: Option<Arc<dyn GateShare>>,
+    pub(crate) gate_share: Option<Arc<dyn PauseShare>>,
 }
 
 impl Config {
@@ -135,8 +136,6 @@ pub(crate) struct Limiter {
     subscribed: AtomicBool,
 }
 
-static NEXT_LIMITER_ID: AtomicU64 = AtomicU64::new(1);
-
 /// What an arrival gets.
 pub(crate) enum Admission {
     Permit(Permit),
@@ -160,7 +159,7 @@ impl Limiter {
                 events: Vec::new(),
             }),
             me: me.clone(),
-            id: NEXT_LIMITER_ID.fetch_add(1, Ordering::Relaxed),
+            id: crate::share::next_id(),
             subscribed: AtomicBool::new(false),
             config,
         })
@@ -434,13 +433,11 @@ impl Limiter {
 
     /// Subscribe to the gate share once, from inside the runtime.
     #[cold]
-    fn subscribe(&self, share: &dyn GateShare) {
+    fn subscribe(&self, share: &dyn PauseShare) {
         if !self.subscribed.load(Ordering::Relaxed) && !self.subscribed.swap(true, Ordering::AcqRel)
         {
-            share.subscribe(SharedGateHandle {
-                limiter: self.me.clone(),
-                id: self.id,
-            });
+            let me: Weak<dyn Pausable> = self.me.clone();
+            share.subscribe(PauseTarget::new(me, self.id));
         }
     }
 
@@ -454,11 +451,6 @@ impl Limiter {
             }
         }
         closed
-    }
-
-    /// Close the gate for `wait` because another limiter saw a hint.
-    pub(crate) fn close_gate_shared(&self, wait: Duration) -> bool {
-        self.close_gate_with(wait, None)
     }
 
     /// Close the gate until `now + wait` (never shortening it).
@@ -632,6 +624,13 @@ impl Drop for Ticket {
         if !self.used {
             self.limiter.leave(self);
         }
+    }
+}
+
+impl Pausable for Limiter {
+    /// Another limiter saw a hint: close this gate too.
+    fn pause_from_share(&self, pause: Duration) {
+        self.close_gate_with(pause, None);
     }
 }
 

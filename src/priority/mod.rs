@@ -49,8 +49,9 @@
 //!   default: a daily cap, not pacing) does not close the gate.
 //! - Pacing (optional) spaces dispatches evenly to stay under a known vendor
 //!   limit. A [`Pacer`] shares one rate between limiters (or, with the
-//!   `redis` feature, a fleet of processes), and a [`GateShare`] spreads gate
-//!   closures between them.
+//!   `redis` feature, a fleet of processes), and a
+//!   [`PauseShare`](crate::share::PauseShare) spreads gate closures between
+//!   them.
 //! - First come, first served holds among waiters. A request arriving at the
 //!   very instant a permit frees up, before it saw the queue, may take that
 //!   permit ahead of a waiter (who then gets the next one): the price of a
@@ -78,7 +79,7 @@ pub use future::ResponseFuture;
 pub use layer::PriorityLimitLayer;
 pub use limiter::{LimiterEvent, LimiterStatus, PriorityLimitHandle};
 pub use service::PriorityLimit;
-pub use shared::{GateShare, LocalGateShare, LocalPacer, Pacer, PacerFuture, SharedGateHandle};
+pub use shared::{LocalPacer, Pacer, PacerFuture};
 
 /// A request's priority, read from its extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

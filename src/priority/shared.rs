@@ -1,6 +1,6 @@
-//! Pacing and rate-gate state that can live outside one limiter: shared by
-//! several limiters in a process, or by a fleet of processes (see the
-//! `fleet` module with the `redis` feature).
+//! Pacing that can live outside one limiter: shared by several limiters in
+//! a process, or by a fleet of processes (see the `fleet` module with the
+//! `redis` feature).
 //!
 //! ```
 //! use std::time::Duration;
@@ -24,12 +24,10 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
-
-use super::limiter::Limiter;
 
 /// The future of a [`Pacer`] reservation: how long to wait before sending.
 pub type PacerFuture = Pin<Box<dyn Future<Output = Duration> + Send + 'static>>;
@@ -106,101 +104,6 @@ impl fmt::Debug for LocalPacer {
         f.debug_struct("LocalPacer")
             .field("interval", &self.interval)
             .field("tolerance", &self.tolerance)
-            .finish()
-    }
-}
-
-/// Spreads rate-gate closures between limiters: a server's "wait N seconds"
-/// seen by one closes the gate of all of them.
-///
-/// A limiter calls [`announce`](Self::announce) when a server hint closes its
-/// own gate, and [`subscribe`](Self::subscribe) once (lazily, on its first
-/// request, inside the runtime) to receive the closures announced by others.
-pub trait GateShare: Send + Sync + 'static {
-    /// The gate of the limiter with id `from` (see [`SharedGateHandle::id`])
-    /// was closed by a server hint for `wait`.
-    fn announce(&self, from: u64, wait: Duration);
-    /// Deliver closures announced elsewhere to `gate` for as long as the
-    /// gate's limiter lives.
-    fn subscribe(&self, gate: SharedGateHandle);
-}
-
-/// What a [`GateShare`] delivers closures to: a weak handle on one
-/// limiter's gate. Closing it through this handle does not announce again.
-#[derive(Clone)]
-pub struct SharedGateHandle {
-    pub(crate) limiter: Weak<Limiter>,
-    pub(crate) id: u64,
-}
-
-impl SharedGateHandle {
-    /// Close the gate for `wait` (never shortening it). Returns false once
-    /// the limiter is gone: the subscription can end.
-    pub fn close(&self, wait: Duration) -> bool {
-        match self.limiter.upgrade() {
-            Some(limiter) => {
-                limiter.close_gate_shared(wait);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Whether the limiter still exists.
-    pub fn is_alive(&self) -> bool {
-        self.limiter.strong_count() > 0
-    }
-
-    /// A process-unique id of the limiter, to recognise its own
-    /// announcements coming back.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-}
-
-impl fmt::Debug for SharedGateHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SharedGateHandle")
-            .field("id", &self.id)
-            .field("alive", &self.is_alive())
-            .finish()
-    }
-}
-
-/// An in-memory [`GateShare`] for limiters in one process (for example one
-/// per API host that all count against the same vendor limit). Clones share.
-#[derive(Clone, Default)]
-pub struct LocalGateShare {
-    gates: Arc<Mutex<Vec<SharedGateHandle>>>,
-}
-
-impl LocalGateShare {
-    /// A share with no limiter yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
-
-impl GateShare for LocalGateShare {
-    fn announce(&self, from: u64, wait: Duration) {
-        let gates = self.gates.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for gate in gates.iter().filter(|g| g.id() != from) {
-            gate.close(wait);
-        }
-    }
-
-    fn subscribe(&self, gate: SharedGateHandle) {
-        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-        gates.retain(SharedGateHandle::is_alive);
-        gates.push(gate);
-    }
-}
-
-impl fmt::Debug for LocalGateShare {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let gates = self.gates.lock().unwrap_or_else(|e| e.into_inner()).len();
-        f.debug_struct("LocalGateShare")
-            .field("gates", &gates)
             .finish()
     }
 }

@@ -1,4 +1,5 @@
-//! One rate gate for the fleet: a key with expiry plus pub/sub.
+//! Fleet-wide pauses (a closed rate gate, an open breaker): a key with
+//! expiry plus pub/sub.
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -7,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::{FleetEvent, RedisDown, RedisFleet};
-use crate::priority::{GateShare, SharedGateHandle};
+use crate::share::{PauseShare, PauseTarget};
 
 /// Sets the gate key unless it is already closed for longer, and tells the
 /// fleet. ARGV: wait in ms, the message.
@@ -20,37 +21,46 @@ if left < tonumber(ARGV[1]) then
 end
 return 0";
 
-/// A [`GateShare`] through Redis: a server hint seen by any instance
-/// closes the rate gate of every instance until it passes. Made by
-/// [`RedisFleet::gate`]; give it to
-/// [`PriorityLimitLayer::share_gate`](crate::priority::PriorityLimitLayer::share_gate).
+/// A [`PauseShare`] through Redis.
 ///
-/// An announcement sets a key that expires with the wait (so an instance
-/// that starts, or reconnects, during the wait finds the gate closed) and
-/// publishes it; each instance listens on the channel, so waiting costs no
-/// polling. Limiters of this process that share the same value are closed
-/// directly. Without Redis, each instance keeps its own gate.
+/// - Made by [`RedisFleet::gate`] for
+///   [`PriorityLimitLayer::share_gate`](crate::priority::PriorityLimitLayer::share_gate):
+///   a server hint seen by any instance closes the rate gate of every
+///   instance until it passes.
+/// - Made by [`RedisFleet::breaker`] for
+///   [`CircuitBreakerLayer::share_state`](crate::breaker::CircuitBreakerLayer::share_state):
+///   a breaker that trips on one instance opens the breakers of all of them
+///   for the same time; each then probes on its own.
+///
+/// An announcement sets a key that expires with the pause (so an instance
+/// that starts, or reconnects, during it finds it) and publishes it; each
+/// instance listens on the channel, so waiting costs no polling. Members of
+/// this process that share the same value are paused directly. Without
+/// Redis, each instance keeps its own state.
 #[derive(Clone)]
-pub struct RedisGateShare {
+pub struct RedisPauseShare {
     inner: Arc<Inner>,
 }
 
 struct Inner {
     fleet: RedisFleet,
+    /// `gate` or `breaker`, for events.
+    component: &'static str,
     key: String,
     channel: String,
     /// Tells this process's own announcements apart.
     instance: String,
     announce: redis::Script,
-    gates: Mutex<Vec<SharedGateHandle>>,
+    gates: Mutex<Vec<PauseTarget>>,
     listening: Mutex<bool>,
 }
 
-impl RedisGateShare {
-    pub(crate) fn new(fleet: RedisFleet, name: &str) -> Self {
-        let key = fleet.key("gate", name);
+impl RedisPauseShare {
+    pub(crate) fn new(fleet: RedisFleet, component: &'static str, name: &str) -> Self {
+        let key = fleet.key(component, name);
         Self {
             inner: Arc::new(Inner {
+                component,
                 channel: format!("{key}:closed"),
                 key,
                 fleet,
@@ -64,9 +74,9 @@ impl RedisGateShare {
 }
 
 impl Inner {
-    fn gates(&self) -> Vec<SharedGateHandle> {
+    fn gates(&self) -> Vec<PauseTarget> {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-        gates.retain(SharedGateHandle::is_alive);
+        gates.retain(PauseTarget::is_alive);
         gates.clone()
     }
 
@@ -74,7 +84,7 @@ impl Inner {
     fn close_local(&self, wait: Duration, except: Option<u64>) {
         for gate in self.gates() {
             if Some(gate.id()) != except {
-                gate.close(wait);
+                gate.pause(wait);
             }
         }
     }
@@ -116,7 +126,7 @@ impl Inner {
             match self.listen_once().await {
                 Ok(()) => continue,
                 Err(down) => {
-                    self.fleet.degraded("gate", &down);
+                    self.fleet.degraded(self.component, &down);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -146,10 +156,15 @@ impl Inner {
                 |mut conn| async move { redis::cmd("PTTL").arg(&key).query_async(&mut conn).await },
             )
             .await?;
-        self.fleet.restored("gate");
+        self.fleet.restored(self.component);
         if let Ok(left) = u64::try_from(left) {
             if left > 0 {
-                self.close_local(Duration::from_millis(left), None);
+                let wait = Duration::from_millis(left);
+                self.fleet.emit(FleetEvent::PauseReceived {
+                    component: self.component,
+                    for_: wait,
+                });
+                self.close_local(wait, None);
             }
         }
         let mut messages = pubsub.into_on_message();
@@ -167,7 +182,10 @@ impl Inner {
                 continue;
             };
             let wait = Duration::from_millis(wait_ms);
-            self.fleet.emit(FleetEvent::GateReceived { for_: wait });
+            self.fleet.emit(FleetEvent::PauseReceived {
+                component: self.component,
+                for_: wait,
+            });
             self.close_local(wait, None);
             if self.gates().is_empty() {
                 return Ok(());
@@ -177,7 +195,7 @@ impl Inner {
     }
 }
 
-impl GateShare for RedisGateShare {
+impl PauseShare for RedisPauseShare {
     fn announce(&self, from: u64, wait: Duration) {
         // Limiters of this process sharing this value close directly.
         self.inner.close_local(wait, Some(from));
@@ -187,13 +205,13 @@ impl GateShare for RedisGateShare {
         let inner = self.inner.clone();
         runtime.spawn(async move {
             match inner.publish(wait).await {
-                Ok(()) => inner.fleet.restored("gate"),
-                Err(down) => inner.fleet.degraded("gate", &down),
+                Ok(()) => inner.fleet.restored(inner.component),
+                Err(down) => inner.fleet.degraded(inner.component, &down),
             }
         });
     }
 
-    fn subscribe(&self, gate: SharedGateHandle) {
+    fn subscribe(&self, gate: PauseTarget) {
         let mut listening = self
             .inner
             .listening
@@ -213,9 +231,9 @@ impl GateShare for RedisGateShare {
     }
 }
 
-impl fmt::Debug for RedisGateShare {
+impl fmt::Debug for RedisPauseShare {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisGateShare")
+        f.debug_struct("RedisPauseShare")
             .field("key", &self.inner.key)
             .finish_non_exhaustive()
     }

@@ -1,0 +1,156 @@
+//! "Stop for a while" signals shared between layers: a rate gate closed by
+//! a server hint, a circuit breaker that tripped. One limiter or breaker
+//! announces; every other one subscribed to the same share pauses too. In
+//! one process with [`LocalPauseShare`]; across a fleet through Redis with
+//! the `redis` feature (`fleet::RedisFleet::gate` and `::breaker`).
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use tower_cx::breaker::CircuitBreakerLayer;
+//! use tower_cx::priority::PriorityLimitLayer;
+//! use tower_cx::share::LocalPauseShare;
+//!
+//! // Two stacks calling the same vendor (say, two API hosts of one
+//! // account): a 429 seen by either pauses both, and so does an upstream
+//! // outage found by either breaker.
+//! let gates = LocalPauseShare::new();
+//! let breakers = LocalPauseShare::new();
+//! let limiter_a = PriorityLimitLayer::new(8).share_gate(gates.clone());
+//! let limiter_b = PriorityLimitLayer::new(8).share_gate(gates);
+//! let breaker_a = CircuitBreakerLayer::new().share_state(breakers.clone());
+//! let breaker_b = CircuitBreakerLayer::new().share_state(breakers);
+//! # let _ = (limiter_a, limiter_b, breaker_a, breaker_b);
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// Spreads pauses between limiters (closed rate gates) or breakers (open
+/// circuits).
+///
+/// A limiter or breaker calls [`announce`](Self::announce) when it pauses
+/// on its own (a server hint, a trip), and [`subscribe`](Self::subscribe)
+/// once (lazily, on its first request, inside the runtime) to receive the
+/// pauses announced by the others.
+pub trait PauseShare: Send + Sync + 'static {
+    /// The member with id `from` (see [`PauseTarget::id`]) paused for
+    /// `pause`.
+    fn announce(&self, from: u64, pause: Duration);
+    /// Deliver pauses announced elsewhere to `target` for as long as it
+    /// lives.
+    fn subscribe(&self, target: PauseTarget);
+}
+
+impl<P: PauseShare + ?Sized> PauseShare for Arc<P> {
+    fn announce(&self, from: u64, pause: Duration) {
+        (**self).announce(from, pause)
+    }
+
+    fn subscribe(&self, target: PauseTarget) {
+        (**self).subscribe(target)
+    }
+}
+
+/// Something that can be paused from outside: a limiter's gate, a breaker.
+pub(crate) trait Pausable: Send + Sync + 'static {
+    /// Pause for `pause` because another member announced it (never
+    /// shortening a longer pause, never announcing again).
+    fn pause_from_share(&self, pause: Duration);
+}
+
+/// What a [`PauseShare`] delivers pauses to: a weak handle on one limiter's
+/// gate or one breaker. Pausing through it does not announce again.
+#[derive(Clone)]
+pub struct PauseTarget {
+    target: Weak<dyn Pausable>,
+    id: u64,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A process-unique id for a pausable member.
+pub(crate) fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+impl PauseTarget {
+    pub(crate) fn new(target: Weak<dyn Pausable>, id: u64) -> Self {
+        Self { target, id }
+    }
+
+    /// Pause for `pause` (never shortening a longer pause). Returns false
+    /// once the member is gone: the subscription can end.
+    pub fn pause(&self, pause: Duration) -> bool {
+        match self.target.upgrade() {
+            Some(target) => {
+                target.pause_from_share(pause);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the member still exists.
+    pub fn is_alive(&self) -> bool {
+        self.target.strong_count() > 0
+    }
+
+    /// A process-unique id of the member, to recognise its own
+    /// announcements.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl fmt::Debug for PauseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PauseTarget")
+            .field("id", &self.id)
+            .field("alive", &self.is_alive())
+            .finish()
+    }
+}
+
+/// An in-memory [`PauseShare`] for members of one process. Clones share.
+#[derive(Clone, Default)]
+pub struct LocalPauseShare {
+    targets: Arc<Mutex<Vec<PauseTarget>>>,
+}
+
+impl LocalPauseShare {
+    /// A share with no member yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl PauseShare for LocalPauseShare {
+    fn announce(&self, from: u64, pause: Duration) {
+        let targets = self
+            .targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for target in targets.iter().filter(|t| t.id() != from) {
+            target.pause(pause);
+        }
+    }
+
+    fn subscribe(&self, target: PauseTarget) {
+        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        targets.retain(PauseTarget::is_alive);
+        targets.push(target);
+    }
+}
+
+impl fmt::Debug for LocalPauseShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.targets.lock().unwrap_or_else(|e| e.into_inner()).len();
+        f.debug_struct("LocalPauseShare")
+            .field("members", &n)
+            .finish()
+    }
+}
