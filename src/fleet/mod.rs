@@ -15,7 +15,7 @@
 //!   script on the Redis clock), used by the priority limiter.
 //!
 //! Each piece plugs into the same trait as its in-memory counterpart
-//! ([`TokenSource`](crate::auth::TokenSource),
+//! ([`TokenSource`],
 //! [`PauseShare`](crate::share::PauseShare),
 //! [`Pacer`](crate::priority::Pacer)). When Redis is unreachable, each
 //! instance falls back to its local state and requests keep flowing; a
