@@ -483,9 +483,15 @@ async fn requests_keep_succeeding_while_redis_is_down_and_shared_state_resumes()
     let mock = MockServer::start().await.unwrap();
     let upstream = Upstream::of(&mock);
     let events: Events = Arc::default();
+    let audited: Arc<Mutex<Vec<String>>> = Arc::default();
+    let lines = audited.clone();
+    let audit = tower_cx::audit::AuditLayer::new(tower_cx::audit::callback(move |event| {
+        lines.lock().unwrap().push(event.to_json())
+    }));
     let fleet = fleet(&redis.url(), &prefix("down"), &events)
         .op_timeout(Duration::from_millis(200))
-        .retry_redis_after(Duration::from_millis(200));
+        .retry_redis_after(Duration::from_millis(200))
+        .audit_to(&audit);
     let member = member(&fleet, &upstream, Some(50));
     let call = |member: &Member| {
         let request = upstream.users();
@@ -536,6 +542,18 @@ async fn requests_keep_succeeding_while_redis_is_down_and_shared_state_resumes()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(restored, "{:?}", events.lock().unwrap());
+    // The audit stream says why, and when it ended.
+    let audited = audited.lock().unwrap();
+    assert!(
+        audited
+            .iter()
+            .any(|l| l.contains(r#""event":"fleet.degraded""#)
+                && l.contains(r#""component":"pacer""#)),
+        "{audited:?}"
+    );
+    assert!(audited
+        .iter()
+        .any(|l| l.contains(r#""event":"fleet.restored""#)));
 }
 
 #[tokio::test]
