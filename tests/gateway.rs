@@ -57,6 +57,28 @@ async fn start_gateway(args: &[&str], secret: &str, audit: &std::path::Path) -> 
     (child, addr)
 }
 
+/// The gateway in front of `mock`, authenticating with the mock's client id
+/// and `secret`.
+async fn gateway_for_mock(
+    mock: &MockServer,
+    extra: &[&str],
+    secret: &str,
+    audit: &std::path::Path,
+) -> (Child, String) {
+    let token_url = format!("{}/oauth/token", mock.base_url());
+    let base = mock.base_url();
+    let mut args = vec![
+        "--upstream",
+        &base,
+        "--token-url",
+        &token_url,
+        "--client-id",
+        &mock.config().client_id,
+    ];
+    args.extend_from_slice(extra);
+    start_gateway(&args, secret, audit).await
+}
+
 /// Whether `text` holds a token as the mock issues them: `mock-` and 16 hex
 /// digits.
 fn contains_mock_token(text: &str) -> bool {
@@ -78,22 +100,8 @@ async fn the_gateway_proxies_with_a_token_it_fetched_itself() {
     let mock = MockServer::start().await.unwrap();
     let config = mock.config().clone();
     let audit = audit_path("ok");
-    let token_url = format!("{}/oauth/token", mock.base_url());
-    let (_gateway, addr) = start_gateway(
-        &[
-            "--upstream",
-            &mock.base_url(),
-            "--token-url",
-            &token_url,
-            "--client-id",
-            &config.client_id,
-            "--rate",
-            "100/1",
-        ],
-        &config.client_secret,
-        &audit,
-    )
-    .await;
+    let (_gateway, addr) =
+        gateway_for_mock(&mock, &["--rate", "100/1"], &config.client_secret, &audit).await;
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
     // The caller's own credentials are not forwarded: the mock would answer
@@ -135,20 +143,7 @@ async fn the_gateway_answers_a_typed_error_when_its_credentials_are_refused() {
     let mock = MockServer::start().await.unwrap();
     let config = mock.config().clone();
     let audit = audit_path("refused");
-    let token_url = format!("{}/oauth/token", mock.base_url());
-    let (_gateway, addr) = start_gateway(
-        &[
-            "--upstream",
-            &mock.base_url(),
-            "--token-url",
-            &token_url,
-            "--client-id",
-            &config.client_id,
-        ],
-        "not-the-secret",
-        &audit,
-    )
-    .await;
+    let (_gateway, addr) = gateway_for_mock(&mock, &[], "not-the-secret", &audit).await;
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
     let request = Request::get(format!("{addr}/api/v2/users"))
