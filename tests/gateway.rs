@@ -141,7 +141,6 @@ async fn the_gateway_proxies_with_a_token_it_fetched_itself() {
 #[tokio::test]
 async fn the_gateway_answers_a_typed_error_when_its_credentials_are_refused() {
     let mock = MockServer::start().await.unwrap();
-    let config = mock.config().clone();
     let audit = audit_path("refused");
     let (_gateway, addr) = gateway_for_mock(&mock, &[], "not-the-secret", &audit).await;
 
