@@ -28,7 +28,13 @@
 //! - [`classify`]: which responses and errors are worth another attempt.
 //! - [`body`]: replayable request bodies.
 //! - [`error`]: the typed errors the crate creates.
-//! - [`genesys`]: Genesys Cloud regions.
+//! - [`genesys`]: Genesys Cloud regions and a typed client (data actions,
+//!   analytics jobs, entity listings, errors).
+//! - [`cxone`]: NICE CXone discovery and a typed client (data-extraction
+//!   jobs with re-runs, completed contacts, errors).
+//! - [`jobs`]: the submit-then-poll runner both clients use.
+//! - [`vendor`]: what the clients share (transport, body limits, retry
+//!   rules by error code).
 //!
 //! ```
 //! use std::time::Duration;
@@ -67,10 +73,12 @@ pub mod backoff;
 pub mod body;
 pub mod breaker;
 pub mod classify;
+pub mod cxone;
 pub mod error;
 #[cfg(feature = "redis")]
 pub mod fleet;
 pub mod genesys;
+pub mod jobs;
 #[cfg(feature = "mock")]
 pub mod mock;
 pub mod priority;
@@ -78,3 +86,4 @@ pub mod retry;
 pub mod retry_after;
 pub mod share;
 pub mod stack;
+pub mod vendor;

@@ -1,11 +1,35 @@
-//! Genesys Cloud: regions and their hosts.
+//! Genesys Cloud: regions, a typed client for data actions, analytics jobs
+//! and entity listings, and the platform's errors.
 //!
 //! ```
-//! use tower_cx::genesys::Region;
+//! use futures_util::TryStreamExt;
+//! use serde_json::{json, Value};
+//! use tower_cx::genesys::GenesysClient;
+//! use tower_cx::mock::MockServer;
+//! use tower_cx::stack::Stack;
 //!
-//! assert_eq!(Region::UsEast1.token_url(), "https://login.mypurecloud.com/oauth/token");
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower_cx::error::BoxError> {
+//! let mock = MockServer::start().await?;
+//! let (region, c) = (mock.genesys_region(), mock.config().clone());
+//! let stack = Stack::genesys(&region, c.client_id, c.client_secret)?.build();
+//! let genesys = GenesysClient::new(stack, &region);
+//!
+//! let output: Value = genesys.data_actions().execute("lookup", &json!({"id": 7})).await?;
+//! assert_eq!(output["input"]["id"], 7);
+//!
+//! let pages: Vec<_> = genesys.list::<Value>("/api/v2/users?pageSize=100").try_collect().await?;
+//! assert_eq!(pages.iter().map(|p| p.entities.len()).sum::<usize>(), 250);
+//! # Ok(())
+//! # }
 //! ```
 
+mod analytics;
+mod client;
+mod error;
 mod region;
 
+pub use analytics::{AnalyticsJobStatus, AnalyticsJobs, ResultsPage};
+pub use client::{DataActions, EntityPage, GenesysClient, TestReport};
+pub use error::{BusinessFailure, BusinessRule, GenesysError};
 pub use region::{Region, UnknownRegion};

@@ -1,0 +1,438 @@
+//! Data-extraction jobs.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode};
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
+
+use super::client::CxoneClient;
+use super::error::CxoneError;
+use crate::body::Body;
+use crate::error::{BoxError, InsecureUrl};
+use crate::jobs::{JobFailed, JobState, JobStatus, Observation};
+use crate::retry::IDEMPOTENCY_KEY;
+use crate::retry_after::{server_hint, SystemClock};
+use crate::vendor::{
+    check_id, check_replay, copy_request, dead_letter, json_request, parse, read_limited,
+    InvalidUrl, Transport, UnexpectedBody,
+};
+
+const JOBS: &str = "/data-extraction/v1/jobs";
+
+/// NICE CXone data-extraction jobs: submit (202 with a bare JSON string id),
+/// wait (`RUNNING` -> `SUCCEEDED` / `FAILED` / `CANCELLED` / `EXPIRED`),
+/// download the result from its short-lived URL at once, and re-run a job
+/// that failed.
+///
+/// ```no_run
+/// use serde_json::json;
+/// use tower_cx::cxone::CxoneClient;
+/// use tower_cx::stack::{CxService, Stack};
+///
+/// # async fn run(stack: CxService) -> Result<(), tower_cx::error::BoxError> {
+/// let cxone = CxoneClient::new(stack, "https://api-na1.niceincontact.com");
+/// let extraction = cxone.data_extraction();
+/// let job = extraction.submit(&json!({"entityName": "contacts"})).await?;
+/// let csv = match extraction.wait(&job).await {
+///     Ok(done) => extraction.download(&done).await?,
+///     Err(_) => {
+///         let again = extraction.rerun(&job).await?;
+///         let done = extraction.wait(&again).await?;
+///         extraction.download(&done).await?
+///     }
+/// };
+/// # let _ = csv;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DataExtraction<T> {
+    pub(crate) client: CxoneClient<T>,
+}
+
+/// A submitted job, with what it takes to submit it again.
+#[derive(Debug, Clone)]
+pub struct ExtractionJob {
+    id: String,
+    body: Bytes,
+    key: String,
+    reruns: u32,
+}
+
+impl ExtractionJob {
+    /// The job id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The `Idempotency-Key` its submission carried (the same on every
+    /// attempt of that submission).
+    pub fn idempotency_key(&self) -> &str {
+        &self.key
+    }
+
+    /// How many re-runs led to this job (0 for the original).
+    pub fn reruns(&self) -> u32 {
+        self.reruns
+    }
+}
+
+/// The status body of a data-extraction job.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct ExtractionStatus {
+    /// The job id.
+    #[serde(default)]
+    pub id: String,
+    /// `RUNNING`, `SUCCEEDED`, `FAILED`, `CANCELLED` or `EXPIRED`.
+    pub status: String,
+    /// The result, when there is one.
+    pub result: Option<ExtractionResult>,
+}
+
+/// A job's result: a download URL, or an error message.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ExtractionResult {
+    /// The pre-signed download URL (it expires quickly).
+    pub url: Option<String>,
+    /// Why the job failed.
+    pub error_message: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusEnvelope {
+    job_status: ExtractionStatus,
+}
+
+/// A finished job whose result is ready to download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedExtraction {
+    /// The job id.
+    pub id: String,
+    /// The result URL (expires quickly: download it at once).
+    pub url: String,
+}
+
+/// Why a job cannot be re-run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RerunRefusal {
+    /// It is still queued or running.
+    NotFinished,
+    /// It succeeded: download its result instead.
+    Succeeded,
+    /// It was cancelled on purpose.
+    Cancelled,
+    /// It was re-run the maximum number of times already.
+    TooManyReruns,
+}
+
+/// A job that cannot be re-run, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotRerunnable {
+    job_id: String,
+    reason: RerunRefusal,
+    reruns: u32,
+}
+
+impl NotRerunnable {
+    /// The job id.
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+
+    /// Why.
+    pub fn reason(&self) -> RerunRefusal {
+        self.reason
+    }
+}
+
+impl fmt::Display for NotRerunnable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match self.reason {
+            RerunRefusal::NotFinished => "it has not finished",
+            RerunRefusal::Succeeded => "it succeeded",
+            RerunRefusal::Cancelled => "it was cancelled",
+            RerunRefusal::TooManyReruns => "it was re-run too many times",
+        };
+        write!(
+            f,
+            "job {} cannot be re-run: {why} ({} re-runs so far)",
+            self.job_id, self.reruns
+        )
+    }
+}
+
+impl StdError for NotRerunnable {}
+
+/// A job's result URL expired before it could be downloaded, even after
+/// reading a fresh one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultExpired {
+    job_id: String,
+}
+
+impl ResultExpired {
+    /// The job id.
+    pub fn job_id(&self) -> &str {
+        &self.job_id
+    }
+}
+
+impl fmt::Display for ResultExpired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the result URL of job {} expired", self.job_id)
+    }
+}
+
+impl StdError for ResultExpired {}
+
+fn job_state(status: &str) -> JobState {
+    match status {
+        "SUCCEEDED" => JobState::Succeeded,
+        "FAILED" => JobState::Failed,
+        "CANCELLED" => JobState::Cancelled,
+        "EXPIRED" => JobState::Expired,
+        "QUEUED" | "PENDING" => JobState::Queued,
+        _ => JobState::Running,
+    }
+}
+
+impl<T: Transport> DataExtraction<T> {
+    async fn submit_bytes(
+        &self,
+        body: Bytes,
+        key: String,
+        reruns: u32,
+    ) -> Result<ExtractionJob, BoxError> {
+        let mut request = json_request(Method::POST, self.client.url(JOBS), Some(body.to_vec()))?;
+        request
+            .headers_mut()
+            .insert(IDEMPOTENCY_KEY, HeaderValue::from_str(&key)?);
+        let response = self.client.call(request, true).await?;
+        let id: String = parse(response, "a job id (a JSON string)")?;
+        check_id("job id", &id)?;
+        Ok(ExtractionJob {
+            id,
+            body,
+            key,
+            reruns,
+        })
+    }
+
+    /// Submit a job definition (202 with the job id).
+    pub async fn submit<B: Serialize + ?Sized>(
+        &self,
+        definition: &B,
+    ) -> Result<ExtractionJob, BoxError> {
+        let body = Bytes::from(serde_json::to_vec(definition)?);
+        let key = crate::retry::new_idempotency_key()
+            .to_str()
+            .map(str::to_owned)
+            .unwrap_or_default();
+        self.submit_bytes(body, key, 0).await
+    }
+
+    /// Read the job's status once; a 429 or 503 comes back as
+    /// [`Observation::Wait`] with the server's hint.
+    pub async fn observe(&self, job_id: &str) -> Result<Observation<ExtractionStatus>, BoxError> {
+        check_id("job id", job_id)?;
+        let request = json_request(
+            Method::GET,
+            self.client.url(&format!("{JOBS}/{job_id}")),
+            None,
+        )?;
+        let response = self.client.transport.send(request).await?;
+        let (parts, body) = response.into_parts();
+        let limits = self.client.limits;
+        if matches!(parts.status.as_u16(), 429 | 503) {
+            let _ = read_limited(parts.status, body, limits.errors).await;
+            let hint = server_hint(&parts.headers, &SystemClock).hint;
+            return Ok(Observation::Wait(hint.map(|h| h.delay)));
+        }
+        let limit = if parts.status.is_success() {
+            limits.results
+        } else {
+            limits.errors
+        };
+        let bytes = read_limited(parts.status, body, limit).await?;
+        if !parts.status.is_success() {
+            return Err(CxoneError::from_response(parts.status, &parts.headers, &bytes).into());
+        }
+        let envelope: StatusEnvelope = serde_json::from_slice(&bytes).map_err(|e| {
+            UnexpectedBody::new(
+                "a data-extraction job status",
+                parts.status,
+                &bytes,
+                Some(e),
+            )
+        })?;
+        let status = envelope.job_status;
+        let message = status.result.as_ref().and_then(|r| r.error_message.clone());
+        Ok(Observation::Status(
+            JobStatus::new(job_state(&status.status), status.status.clone(), status)
+                .message(message),
+        ))
+    }
+
+    /// Wait until the job succeeds; its result URL. `FAILED`, `CANCELLED`
+    /// and `EXPIRED` end in [`JobFailed`]; a failed job is dead-lettered with
+    /// its submission.
+    pub async fn wait(&self, job: &ExtractionJob) -> Result<FinishedExtraction, BoxError> {
+        let outcome = self.wait_id(&job.id).await;
+        if let Err(error) = &outcome {
+            if error.is::<JobFailed>() {
+                let mut request =
+                    json_request(Method::POST, self.client.url(JOBS), Some(job.body.to_vec()))?;
+                if let Ok(key) = HeaderValue::from_str(&job.key) {
+                    request.headers_mut().insert(IDEMPOTENCY_KEY, key);
+                }
+                dead_letter(
+                    self.client.dead_letters.as_ref(),
+                    copy_request(&request),
+                    1,
+                    error,
+                );
+            }
+        }
+        outcome
+    }
+
+    async fn wait_id(&self, job_id: &str) -> Result<FinishedExtraction, BoxError> {
+        let status = self
+            .client
+            .runner
+            .run(job_id, || self.observe(job_id))
+            .await?;
+        if status.state != JobState::Succeeded {
+            return Err(JobFailed::new("NICE CXone data-extraction", job_id, &status).into());
+        }
+        finished(job_id, status.detail)
+    }
+
+    /// Download a finished job's result through the download service (no
+    /// bearer token), within the result size limit. A URL that expired
+    /// (403, 404 or 410) is replaced by a fresh one read from the job once;
+    /// then [`ResultExpired`].
+    pub async fn download(&self, job: &FinishedExtraction) -> Result<Bytes, BoxError> {
+        match self.fetch(&job.url).await? {
+            Some(bytes) => Ok(bytes),
+            None => {
+                let fresh = match self.observe(&job.id).await? {
+                    Observation::Status(status) if status.state == JobState::Succeeded => {
+                        finished(&job.id, status.detail)?
+                    }
+                    _ => {
+                        return Err(ResultExpired {
+                            job_id: job.id.clone(),
+                        }
+                        .into())
+                    }
+                };
+                self.fetch(&fresh.url).await?.ok_or_else(|| {
+                    ResultExpired {
+                        job_id: job.id.clone(),
+                    }
+                    .into()
+                })
+            }
+        }
+    }
+
+    /// `None` when the link expired.
+    async fn fetch(&self, url: &str) -> Result<Option<Bytes>, BoxError> {
+        let uri: http::Uri = url.parse().map_err(|_| InvalidUrl::new(url, "not a URL"))?;
+        InsecureUrl::check(&uri)?;
+        let request = Request::get(uri).body(Body::empty())?;
+        let response = self.client.downloads.clone().oneshot(request).await?;
+        let (parts, body) = response.into_parts();
+        if matches!(parts.status.as_u16(), 403 | 404 | 410) {
+            let _ = read_limited(parts.status, body, self.client.limits.errors).await;
+            return Ok(None);
+        }
+        if !parts.status.is_success() {
+            let bytes = read_limited(parts.status, body, self.client.limits.errors).await?;
+            return Err(CxoneError::from_response(parts.status, &parts.headers, &bytes).into());
+        }
+        Ok(Some(
+            read_limited(parts.status, body, self.client.limits.results).await?,
+        ))
+    }
+
+    /// Submit, wait and download.
+    pub async fn run<B: Serialize + ?Sized>(&self, definition: &B) -> Result<Bytes, BoxError> {
+        let job = self.submit(definition).await?;
+        let done = self.wait(&job).await?;
+        self.download(&done).await
+    }
+
+    /// Submit a failed or expired job again. The re-submission's
+    /// `Idempotency-Key` is derived from the original's and the re-run
+    /// number, so every attempt of this re-run (the stack's retries, or a
+    /// re-run repeated after a crash) carries the same key and is applied
+    /// once. Refused with [`NotRerunnable`] when the job is still running,
+    /// succeeded, was cancelled, or was re-run too often.
+    pub async fn rerun(&self, job: &ExtractionJob) -> Result<ExtractionJob, BoxError> {
+        let refuse = |reason| NotRerunnable {
+            job_id: job.id.clone(),
+            reason,
+            reruns: job.reruns,
+        };
+        if job.reruns >= self.client.max_reruns {
+            return Err(refuse(RerunRefusal::TooManyReruns).into());
+        }
+        let state = loop {
+            match self.observe(&job.id).await? {
+                Observation::Status(status) => break status.state,
+                Observation::Wait(hint) => {
+                    tokio::time::sleep(hint.unwrap_or(std::time::Duration::from_secs(1))).await
+                }
+            }
+        };
+        match state {
+            JobState::Failed | JobState::Expired => {}
+            JobState::Succeeded => return Err(refuse(RerunRefusal::Succeeded).into()),
+            JobState::Cancelled => return Err(refuse(RerunRefusal::Cancelled).into()),
+            _ => return Err(refuse(RerunRefusal::NotFinished).into()),
+        }
+        let base = job.key.split(".rerun.").next().unwrap_or(&job.key);
+        let key = format!("{base}.rerun.{}", job.reruns + 1);
+        self.submit_bytes(job.body.clone(), key, job.reruns + 1)
+            .await
+    }
+
+    /// Submit a dead letter's request again (same body and key); the new
+    /// job.
+    pub async fn replay(&self, request: Request<Body>) -> Result<ExtractionJob, BoxError> {
+        let request = check_replay(&self.client.base, request)?;
+        let key = request
+            .headers()
+            .get(IDEMPOTENCY_KEY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = request
+            .body()
+            .as_bytes()
+            .cloned()
+            .ok_or_else(|| -> BoxError { "a dead letter's body must be buffered".into() })?;
+        self.submit_bytes(body, key, 0).await
+    }
+}
+
+fn finished(job_id: &str, status: ExtractionStatus) -> Result<FinishedExtraction, BoxError> {
+    let url = status
+        .result
+        .and_then(|r| r.url)
+        .ok_or_else(|| UnexpectedBody::new("a result URL", StatusCode::OK, b"", None))?;
+    Ok(FinishedExtraction {
+        id: job_id.to_owned(),
+        url,
+    })
+}

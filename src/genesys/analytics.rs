@@ -1,0 +1,219 @@
+//! Analytics conversation-details jobs.
+
+use futures_util::Stream;
+use http::{Method, Request, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::client::{parse, GenesysClient};
+use super::error::GenesysError;
+use crate::body::Body;
+use crate::error::BoxError;
+use crate::jobs::{JobFailed, JobState, JobStatus, Observation};
+use crate::retry_after::{server_hint, SystemClock};
+use crate::vendor::{check_id, copy_request, dead_letter, read_limited, Transport, UnexpectedBody};
+
+const JOBS: &str = "/api/v2/analytics/conversations/details/jobs";
+
+/// Analytics conversation-details jobs: submit a query, wait for it, read
+/// the results page by page.
+///
+/// ```no_run
+/// use futures_util::TryStreamExt;
+/// use serde_json::json;
+/// use tower_cx::genesys::{GenesysClient, Region};
+/// use tower_cx::stack::Stack;
+///
+/// # async fn run() -> Result<(), tower_cx::error::BoxError> {
+/// let region = Region::UsEast1;
+/// let genesys = GenesysClient::new(Stack::genesys(&region, "id", "secret")?.build(), &region);
+/// let jobs = genesys.analytics();
+/// let job_id = jobs.run(&json!({"interval": "2026-11-01T00:00:00Z/2026-11-02T00:00:00Z"})).await?;
+/// let pages: Vec<_> = jobs.results(&job_id).try_collect().await?;
+/// println!("{} pages", pages.len());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AnalyticsJobs<T> {
+    pub(crate) client: GenesysClient<T>,
+}
+
+/// The status body of an analytics job.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct AnalyticsJobStatus {
+    /// `QUEUED`, `PENDING`, `FULFILLED`, `FAILED`, `CANCELLED` or `EXPIRED`.
+    pub state: String,
+    /// Why it failed.
+    pub error_message: Option<String>,
+    /// When it was submitted.
+    pub submission_date: Option<String>,
+    /// When its results expire.
+    pub expiration_date: Option<String>,
+}
+
+/// One page of an analytics job's results.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct ResultsPage {
+    /// The conversations on this page.
+    #[serde(default)]
+    pub conversations: Vec<Value>,
+    /// The cursor of the next page; `None` on the last page.
+    pub cursor: Option<String>,
+    /// Up to when the data is complete.
+    pub data_availability_date: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Submitted {
+    job_id: String,
+}
+
+/// The common state of a Genesys job state name.
+pub(crate) fn job_state(state: &str) -> JobState {
+    match state {
+        "QUEUED" => JobState::Queued,
+        "FULFILLED" => JobState::Succeeded,
+        "FAILED" => JobState::Failed,
+        "CANCELLED" => JobState::Cancelled,
+        "EXPIRED" => JobState::Expired,
+        _ => JobState::Running,
+    }
+}
+
+impl<T: Transport> AnalyticsJobs<T> {
+    fn submit_request<Q: Serialize + ?Sized>(&self, query: &Q) -> Result<Request<Body>, BoxError> {
+        let body = serde_json::to_vec(query)?;
+        self.client
+            .json_request(Method::POST, self.client.url(JOBS), Some(body))
+    }
+
+    async fn submit_with(&self, request: Request<Body>, letter: bool) -> Result<String, BoxError> {
+        let response = self.client.call(request, false, letter).await?;
+        let submitted: Submitted = parse(response, "an analytics job id")?;
+        check_id("job id", &submitted.job_id)?;
+        Ok(submitted.job_id)
+    }
+
+    /// Submit a query; the job id.
+    pub async fn submit<Q: Serialize + ?Sized>(&self, query: &Q) -> Result<String, BoxError> {
+        let request = self.submit_request(query)?;
+        self.submit_with(request, false).await
+    }
+
+    /// Read the job's status once. A 429 or 503 comes back as
+    /// [`Observation::Wait`] with the server's hint.
+    pub async fn observe(&self, job_id: &str) -> Result<Observation<AnalyticsJobStatus>, BoxError> {
+        check_id("job id", job_id)?;
+        let request = self.client.json_request(
+            Method::GET,
+            self.client.url(&format!("{JOBS}/{job_id}")),
+            None,
+        )?;
+        let response = self.client.transport.send(request).await?;
+        let (parts, body) = response.into_parts();
+        let limits = self.client.limits;
+        if matches!(parts.status.as_u16(), 429 | 503) {
+            let _ = read_limited(parts.status, body, limits.errors).await;
+            let hint = server_hint(&parts.headers, &SystemClock).hint;
+            return Ok(Observation::Wait(hint.map(|h| h.delay)));
+        }
+        let limit = if parts.status.is_success() {
+            limits.results
+        } else {
+            limits.errors
+        };
+        let bytes = read_limited(parts.status, body, limit).await?;
+        if !parts.status.is_success() {
+            return Err(GenesysError::from_body(parts.status, &parts.headers, &bytes).into());
+        }
+        let status: AnalyticsJobStatus = serde_json::from_slice(&bytes).map_err(|e| {
+            UnexpectedBody::new("an analytics job status", parts.status, &bytes, Some(e))
+        })?;
+        let message = status.error_message.clone();
+        Ok(Observation::Status(
+            JobStatus::new(job_state(&status.state), status.state.clone(), status).message(message),
+        ))
+    }
+
+    /// Wait until the job is `FULFILLED`; its last status. `FAILED`,
+    /// `CANCELLED` and `EXPIRED` end in [`JobFailed`] (a `FAILED` without
+    /// a message is re-read once first).
+    pub async fn wait(&self, job_id: &str) -> Result<JobStatus<AnalyticsJobStatus>, BoxError> {
+        let status = self
+            .client
+            .runner
+            .run(job_id, || self.observe(job_id))
+            .await?;
+        if status.state == JobState::Succeeded {
+            Ok(status)
+        } else {
+            Err(JobFailed::new("Genesys Cloud analytics", job_id, &status).into())
+        }
+    }
+
+    /// Submit and wait; the id of the fulfilled job. A job that fails is
+    /// dead-lettered with its submission, for [`replay`](Self::replay).
+    pub async fn run<Q: Serialize + ?Sized>(&self, query: &Q) -> Result<String, BoxError> {
+        let request = self.submit_request(query)?;
+        self.run_request(request).await
+    }
+
+    /// Submit a dead letter's submission again, and wait.
+    pub async fn replay(&self, request: Request<Body>) -> Result<String, BoxError> {
+        let request = self.client.check_replay(request)?;
+        self.run_request(request).await
+    }
+
+    async fn run_request(&self, request: Request<Body>) -> Result<String, BoxError> {
+        let copy = copy_request(&request);
+        let job_id = self.submit_with(request, true).await?;
+        match self.wait(&job_id).await {
+            Ok(_) => Ok(job_id),
+            Err(error) => {
+                dead_letter(self.client.dead_letters.as_ref(), copy, 1, &error);
+                Err(error)
+            }
+        }
+    }
+
+    /// The results of a fulfilled job, page by page, following `cursor`.
+    pub fn results(
+        &self,
+        job_id: &str,
+    ) -> impl Stream<Item = Result<ResultsPage, BoxError>> + Send + 'static {
+        let client = self.client.clone();
+        let checked = check_id("job id", job_id).map(|()| job_id.to_owned());
+        futures_util::stream::try_unfold(Some((checked, None::<String>)), move |state| {
+            let client = client.clone();
+            async move {
+                let Some((job_id, cursor)) = state else {
+                    return Ok(None);
+                };
+                let job_id = job_id?;
+                let mut url = client.url(&format!("{JOBS}/{job_id}/results"));
+                if let Some(cursor) = &cursor {
+                    url.push_str("?cursor=");
+                    url.extend(form_urlencoded::byte_serialize(cursor.as_bytes()));
+                }
+                let page: ResultsPage = client.get_json(url, "an analytics results page").await?;
+                if page.cursor.is_some() && page.cursor == cursor {
+                    return Err(UnexpectedBody::new(
+                        "a new cursor",
+                        StatusCode::OK,
+                        b"the same cursor again",
+                        None,
+                    )
+                    .into());
+                }
+                let next = page.cursor.clone().map(|c| (Ok(job_id), Some(c)));
+                Ok(Some((page, next)))
+            }
+        })
+    }
+}

@@ -1,0 +1,460 @@
+//! The Genesys Cloud client, data actions and entity listings.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream;
+use http::{Method, Request, Response};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::analytics::AnalyticsJobs;
+use super::error::{BusinessRule, GenesysError};
+use super::Region;
+use crate::audit::DeadLetterSink;
+use crate::backoff::Backoff;
+use crate::body::Body;
+use crate::error::BoxError;
+use crate::jobs::JobRunner;
+use crate::retry::RetryLayer;
+pub(crate) use crate::vendor::parse;
+use crate::vendor::{
+    check_id, check_replay, json_request, resolve_link, BodyLimits, Call, Decoder, InvalidUrl,
+    RetryRules, Transport,
+};
+
+/// A typed Genesys Cloud client over any [`Transport`] (usually the
+/// canonical stack from [`Stack::genesys`](crate::stack::Stack::genesys)).
+///
+/// Cloning is cheap; clones share the configuration.
+///
+/// Two retry loops cooperate: the stack below retries what the status and
+/// headers reveal (429 with `Retry-After`, 5xx, timeouts, resets); the
+/// client retries what only the body reveals (a data action whose remote
+/// endpoint failed inside a 400, a business error inside a 200), with the
+/// crate's [`RetryLayer`] classified by [`RetryRules`]. Every client attempt
+/// of one call carries the same `Idempotency-Key`.
+#[derive(Clone)]
+pub struct GenesysClient<T> {
+    pub(crate) transport: T,
+    pub(crate) base: Arc<str>,
+    pub(crate) limits: BodyLimits,
+    pub(crate) rules: RetryRules,
+    pub(crate) retry: RetryLayer,
+    pub(crate) business: Option<BusinessRule>,
+    pub(crate) dead_letters: Option<Arc<dyn DeadLetterSink>>,
+    pub(crate) runner: JobRunner,
+}
+
+impl<T: Transport> GenesysClient<T> {
+    /// A client for `region`'s API host.
+    pub fn new(transport: T, region: &Region) -> Self {
+        Self::with_base_url(transport, region.api_base())
+    }
+
+    /// A client for an explicit API base URL (`https://api.mypurecloud.ie`,
+    /// or a mock's `http://127.0.0.1:PORT`).
+    pub fn with_base_url(transport: T, base_url: impl Into<String>) -> Self {
+        let base: String = base_url.into();
+        Self {
+            transport,
+            base: base.trim_end_matches('/').into(),
+            limits: BodyLimits::default(),
+            rules: RetryRules::genesys(),
+            retry: RetryLayer::new()
+                .max_attempts(3)
+                .backoff(Backoff::exponential(Duration::from_secs(1))),
+            business: None,
+            dead_letters: None,
+            runner: JobRunner::new(),
+        }
+    }
+
+    /// Body size limits (default 16 MiB for results, 64 KiB for errors).
+    pub fn limits(mut self, limits: BodyLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Which errors the client retries (default [`RetryRules::genesys`]).
+    pub fn retry_rules(mut self, rules: RetryRules) -> Self {
+        self.rules = rules;
+        self
+    }
+
+    /// The client's retry layer (default: 3 attempts, backoff from 1 s).
+    /// Its classifier is replaced by the [`RetryRules`].
+    pub fn retry(mut self, retry: RetryLayer) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Look for business errors in data action outputs.
+    pub fn business_rule(mut self, rule: BusinessRule) -> Self {
+        self.business = Some(rule);
+        self
+    }
+
+    /// Where data actions and jobs that fail for good go, with a request
+    /// that re-runs them ([`DataActions::replay`], [`AnalyticsJobs::replay`]).
+    pub fn dead_letters(mut self, sink: impl DeadLetterSink) -> Self {
+        self.dead_letters = Some(Arc::new(sink));
+        self
+    }
+
+    /// The runner that waits for analytics jobs.
+    pub fn job_runner(mut self, runner: JobRunner) -> Self {
+        self.runner = runner;
+        self
+    }
+
+    /// The API base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// Data actions.
+    pub fn data_actions(&self) -> DataActions<T> {
+        DataActions {
+            client: self.clone(),
+        }
+    }
+
+    /// Analytics conversation-details jobs.
+    pub fn analytics(&self) -> AnalyticsJobs<T> {
+        AnalyticsJobs {
+            client: self.clone(),
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn decoder(business: Option<BusinessRule>) -> Decoder {
+        Arc::new(move |status, headers, bytes: Bytes| {
+            if !status.is_success() {
+                return Err(GenesysError::from_body(status, headers, &bytes).into());
+            }
+            if let Some(rule) = &business {
+                if let Ok(output) = serde_json::from_slice::<Value>(&bytes) {
+                    if let Some(failure) = rule.check(&output) {
+                        return Err(GenesysError::business(failure, output).into());
+                    }
+                }
+            }
+            Ok(bytes)
+        })
+    }
+
+    /// Send through the client's retry layer; dead-letter a final failure
+    /// when `letter` is set.
+    pub(crate) async fn call(
+        &self,
+        request: Request<Body>,
+        business: bool,
+        letter: bool,
+    ) -> Result<Response<Bytes>, BoxError> {
+        Call {
+            transport: &self.transport,
+            limits: self.limits,
+            retry: &self.retry,
+            rules: &self.rules,
+            decoder: Self::decoder(if business {
+                self.business.clone()
+            } else {
+                None
+            }),
+            dead_letters: if letter {
+                self.dead_letters.as_ref()
+            } else {
+                None
+            },
+        }
+        .send(request)
+        .await
+    }
+
+    /// A JSON request with a fresh idempotency key for POSTs.
+    pub(crate) fn json_request(
+        &self,
+        method: Method,
+        url: String,
+        body: Option<Vec<u8>>,
+    ) -> Result<Request<Body>, BoxError> {
+        json_request(method, url, body)
+    }
+
+    /// GET a JSON document, typed.
+    pub(crate) async fn get_json<O: DeserializeOwned>(
+        &self,
+        url: String,
+        what: &'static str,
+    ) -> Result<O, BoxError> {
+        let request = self.json_request(Method::GET, url, None)?;
+        let response = self.call(request, false, false).await?;
+        parse(response, what)
+    }
+
+    /// Every page of an entity listing (`/api/v2/users`, `/api/v2/routing/queues?pageSize=100`, ...),
+    /// following `nextUri` (or `pageNumber` up to `pageCount`).
+    ///
+    /// A `nextUri` pointing to another host is refused with
+    /// [`InvalidUrl`]: the bearer token never leaves the API host.
+    pub fn list<E>(
+        &self,
+        path_and_query: &str,
+    ) -> impl Stream<Item = Result<EntityPage<E>, BoxError>> + Send + 'static
+    where
+        E: DeserializeOwned + Send + 'static,
+    {
+        let first = resolve_link(&self.base, path_and_query);
+        let client = self.clone();
+        futures_util::stream::try_unfold(Some(first), move |next| {
+            let client = client.clone();
+            async move {
+                let Some(url) = next else { return Ok(None) };
+                let url = url?;
+                let page: EntityPage<E> = client.get_json(url.clone(), "an entity listing").await?;
+                let next = page.next_link(&client.base, &url)?;
+                Ok(Some((page, next.map(Ok::<_, InvalidUrl>))))
+            }
+        })
+    }
+}
+
+impl<T> fmt::Debug for GenesysClient<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenesysClient")
+            .field("base", &self.base)
+            .field("limits", &self.limits)
+            .field("rules", &self.rules)
+            .field("business", &self.business)
+            .field("dead_letters", &self.dead_letters.is_some())
+            .field("runner", &self.runner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One page of a Genesys Cloud entity listing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct EntityPage<E> {
+    /// The entities.
+    #[serde(default = "Vec::new")]
+    pub entities: Vec<E>,
+    /// This page's number (1-based).
+    pub page_number: Option<u64>,
+    /// The page size.
+    pub page_size: Option<u64>,
+    /// The number of pages.
+    pub page_count: Option<u64>,
+    /// The number of entities.
+    pub total: Option<u64>,
+    /// The next page, if any.
+    pub next_uri: Option<String>,
+}
+
+impl<E> EntityPage<E> {
+    /// The next page's URL: `nextUri`, else `pageNumber + 1` while below
+    /// `pageCount`; `None` on the last page.
+    fn next_link(&self, base: &str, current: &str) -> Result<Option<String>, InvalidUrl> {
+        if let Some(next) = self.next_uri.as_deref().filter(|n| !n.is_empty()) {
+            let next = resolve_link(base, next)?;
+            if next == current {
+                return Err(InvalidUrl::new(&next, "nextUri points to the same page"));
+            }
+            return Ok(Some(next));
+        }
+        match (self.page_number, self.page_count) {
+            (Some(number), Some(count)) if number < count && !self.entities.is_empty() => {
+                Ok(Some(with_page_number(current, number + 1)))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// `url` with its `pageNumber` query parameter set to `page`.
+fn with_page_number(url: &str, page: u64) -> String {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k != "pageNumber" {
+            out.append_pair(&k, &v);
+        }
+    }
+    out.append_pair("pageNumber", &page.to_string());
+    format!("{path}?{}", out.finish())
+}
+
+/// Genesys Cloud data actions: `POST /api/v2/integrations/actions/{id}/execute`
+/// and `/test`.
+///
+/// ```no_run
+/// use serde_json::{json, Value};
+/// use tower_cx::genesys::{GenesysClient, Region};
+/// use tower_cx::stack::Stack;
+///
+/// # async fn run() -> Result<(), tower_cx::error::BoxError> {
+/// let region = Region::EuWest1;
+/// let stack = Stack::genesys(&region, "client-id", "client-secret")?.build();
+/// let genesys = GenesysClient::new(stack, &region);
+/// let output: Value = genesys
+///     .data_actions()
+///     .execute("custom_-_1234", &json!({"customerId": "42"}))
+///     .await?;
+/// # let _ = output;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DataActions<T> {
+    client: GenesysClient<T>,
+}
+
+impl<T: Transport> DataActions<T> {
+    fn request<I: Serialize + ?Sized>(
+        &self,
+        action_id: &str,
+        verb: &str,
+        input: &I,
+    ) -> Result<Request<Body>, BoxError> {
+        check_id("data action id", action_id)?;
+        let body = serde_json::to_vec(input)?;
+        let url = self
+            .client
+            .url(&format!("/api/v2/integrations/actions/{action_id}/{verb}"));
+        self.client.json_request(Method::POST, url, Some(body))
+    }
+
+    /// Execute the action with `input`; its output, typed. Errors: a
+    /// [`GenesysError`] (the platform's, or a business error), after the
+    /// client's retries; failures are dead-lettered.
+    pub async fn execute<I, O>(&self, action_id: &str, input: &I) -> Result<O, BoxError>
+    where
+        I: Serialize + ?Sized,
+        O: DeserializeOwned,
+    {
+        let request = self.request(action_id, "execute", input)?;
+        let response = self.client.call(request, true, true).await?;
+        parse(response, "the data action's output")
+    }
+
+    /// Run the action's test endpoint: every step's result, the final
+    /// result or the error. Not retried by body, not dead-lettered.
+    pub async fn test<I>(&self, action_id: &str, input: &I) -> Result<TestReport, BoxError>
+    where
+        I: Serialize + ?Sized,
+    {
+        let request = self.request(action_id, "test", input)?;
+        let response = self.client.call(request, false, false).await?;
+        parse(response, "a data action test report")
+    }
+
+    /// Send a dead letter's request again (same body, same
+    /// `Idempotency-Key`) through the client's retries. The request must
+    /// target this client's API host.
+    pub async fn replay<O: DeserializeOwned>(&self, request: Request<Body>) -> Result<O, BoxError> {
+        let request = self.client.check_replay(request)?;
+        let response = self.client.call(request, true, true).await?;
+        parse(response, "the data action's output")
+    }
+}
+
+impl<T> GenesysClient<T> {
+    /// A dead letter's request, checked to target this client's API host.
+    pub(crate) fn check_replay(&self, request: Request<Body>) -> Result<Request<Body>, BoxError> {
+        check_replay(&self.base, request)
+    }
+}
+
+/// What a data action's `/test` endpoint reports.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct TestReport {
+    /// Whether the action would have succeeded.
+    #[serde(default)]
+    pub success: bool,
+    /// Each step (`step`, `name`, `success`, `result`, `error`).
+    #[serde(default)]
+    pub operations: Vec<Value>,
+    /// The translated output, when it succeeded.
+    pub final_result: Option<Value>,
+    /// The error body, when it failed.
+    pub error: Option<Value>,
+}
+
+impl TestReport {
+    /// The failure as a [`GenesysError`], if the test failed.
+    pub fn error(&self) -> Option<GenesysError> {
+        if self.success {
+            return None;
+        }
+        let body = self
+            .error
+            .as_ref()
+            .map(Value::to_string)
+            .unwrap_or_default();
+        let status = self
+            .error
+            .as_ref()
+            .and_then(|e| e.get("status"))
+            .and_then(Value::as_u64)
+            .and_then(|s| http::StatusCode::from_u16(u16::try_from(s).ok()?).ok())
+            .unwrap_or(http::StatusCode::BAD_REQUEST);
+        Some(GenesysError::from_body(
+            status,
+            &http::HeaderMap::new(),
+            body.as_bytes(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_number_replaces_the_old_one_and_keeps_the_rest() {
+        assert_eq!(
+            with_page_number("http://h/api/v2/users?pageSize=10&pageNumber=2", 3),
+            "http://h/api/v2/users?pageSize=10&pageNumber=3"
+        );
+        assert_eq!(
+            with_page_number("http://h/api/v2/users", 2),
+            "http://h/api/v2/users?pageNumber=2"
+        );
+    }
+
+    #[test]
+    fn next_uri_on_another_host_is_refused() {
+        let page = EntityPage::<Value> {
+            entities: vec![],
+            page_number: Some(1),
+            page_size: None,
+            page_count: Some(2),
+            total: None,
+            next_uri: Some("https://evil.example/api/v2/users?pageNumber=2".into()),
+        };
+        let err = page
+            .next_link("https://api.mypurecloud.com", "x")
+            .unwrap_err();
+        assert_eq!(err.reason(), "not on the API host");
+        let page = EntityPage::<Value> {
+            next_uri: Some("/api/v2/users?pageNumber=2".into()),
+            ..page
+        };
+        assert_eq!(
+            page.next_link("https://api.mypurecloud.com", "x")
+                .unwrap()
+                .unwrap(),
+            "https://api.mypurecloud.com/api/v2/users?pageNumber=2"
+        );
+    }
+}

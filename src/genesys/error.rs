@@ -1,0 +1,341 @@
+//! Genesys Cloud errors.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, StatusCode};
+use serde_json::Value;
+
+/// An error reported by Genesys Cloud: a non-2xx answer with the platform's
+/// error body (`message`, `code`, `status`, `contextId`,
+/// `details[].errorCode`, nested `errors`), or a business error found in a
+/// 200's output by a [`BusinessRule`].
+///
+/// ```
+/// use http::{HeaderMap, StatusCode};
+/// use tower_cx::genesys::GenesysError;
+///
+/// let body = br#"{"message":"There was an issue validating the credentials.",
+///   "code":"bad.request","status":400,"contextId":"ctx-1",
+///   "details":[{"errorCode":"ACTION.AUTHENTICATION"}],
+///   "errors":[{"errorCode":"INVALID_CREDENTIALS","status":401,"userMessage":"denied"}]}"#;
+/// let err = GenesysError::from_body(StatusCode::BAD_REQUEST, &HeaderMap::new(), body);
+/// assert_eq!(err.code(), Some("bad.request"));
+/// assert_eq!(err.context_id(), Some("ctx-1"));
+/// assert_eq!(err.detail_codes().collect::<Vec<_>>(), ["ACTION.AUTHENTICATION"]);
+/// assert_eq!(err.errors()[0].status(), StatusCode::UNAUTHORIZED);
+/// assert!(err.codes().any(|c| c == "INVALID_CREDENTIALS"));
+/// assert!(err.to_string().contains("ACTION.AUTHENTICATION"));
+/// ```
+#[derive(Debug, Clone)]
+pub struct GenesysError {
+    status: StatusCode,
+    message: String,
+    code: Option<String>,
+    context_id: Option<String>,
+    correlation_id: Option<String>,
+    details: Vec<String>,
+    errors: Vec<GenesysError>,
+    retry_after: Option<Duration>,
+    business: Option<Arc<Value>>,
+}
+
+impl GenesysError {
+    /// Build the error from an error response's status, headers and body.
+    /// A body that is not the platform's JSON keeps its first 200 characters
+    /// as the message.
+    pub fn from_body(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Self {
+        let mut error = match serde_json::from_slice::<Value>(body) {
+            Ok(value) if value.is_object() => Self::from_value(status, &value),
+            _ => Self::bare(status, crate::vendor::snippet(body)),
+        };
+        error.correlation_id = header(headers, "inin-correlation-id");
+        error.retry_after = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| crate::retry_after::parse_retry_after(v, SystemTime::now()).ok());
+        error
+    }
+
+    fn bare(status: StatusCode, message: String) -> Self {
+        Self {
+            status,
+            message,
+            code: None,
+            context_id: None,
+            correlation_id: None,
+            details: Vec::new(),
+            errors: Vec::new(),
+            retry_after: None,
+            business: None,
+        }
+    }
+
+    fn from_value(status: StatusCode, value: &Value) -> Self {
+        let text = |keys: &[&str]| {
+            keys.iter()
+                .find_map(|k| value.get(*k).and_then(Value::as_str))
+                .map(str::to_owned)
+        };
+        let status = value
+            .get("status")
+            .and_then(Value::as_u64)
+            .and_then(|s| u16::try_from(s).ok())
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(status);
+        let details = value
+            .get("details")
+            .and_then(Value::as_array)
+            .map(|d| {
+                d.iter()
+                    .filter_map(|d| d.get("errorCode").and_then(Value::as_str))
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let errors = value
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|e| {
+                e.iter()
+                    .filter(|e| e.is_object())
+                    .take(16)
+                    .map(|e| Self::from_value(status, e))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            status,
+            message: text(&["message", "userMessage"]).unwrap_or_default(),
+            code: text(&["code", "errorCode"]),
+            context_id: text(&["contextId", "correlationId"]),
+            correlation_id: None,
+            details,
+            errors,
+            retry_after: None,
+            business: None,
+        }
+    }
+
+    /// A business error: a 200 whose output a [`BusinessRule`] rejected.
+    pub fn business(failure: BusinessFailure, output: Value) -> Self {
+        let mut error = Self::bare(StatusCode::OK, failure.message);
+        error.code = Some(failure.code);
+        error.business = Some(Arc::new(output));
+        error
+    }
+
+    /// The HTTP status (from the body's `status` when present).
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The error code (`bad.request`, `too.many.requests.retry.after`, ...).
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
+
+    /// The `contextId` to quote to Genesys support.
+    pub fn context_id(&self) -> Option<&str> {
+        self.context_id.as_deref()
+    }
+
+    /// The `ININ-Correlation-Id` response header.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.correlation_id.as_deref()
+    }
+
+    /// The `details[].errorCode` values (`ACTION.REMOTE_ENDPOINT`, ...).
+    pub fn detail_codes(&self) -> impl Iterator<Item = &str> {
+        self.details.iter().map(String::as_str)
+    }
+
+    /// The nested `errors` (a data action's remote endpoint failure).
+    pub fn errors(&self) -> &[GenesysError] {
+        &self.errors
+    }
+
+    /// Every code: `code`, the detail codes, then the nested errors' codes.
+    pub fn codes(&self) -> impl Iterator<Item = &str> {
+        let mut all = Vec::new();
+        self.collect_codes(&mut all);
+        all.into_iter()
+    }
+
+    fn collect_codes<'a>(&'a self, all: &mut Vec<&'a str>) {
+        all.extend(self.code.as_deref());
+        all.extend(self.detail_codes());
+        for nested in &self.errors {
+            nested.collect_codes(all);
+        }
+    }
+
+    /// The status of the remote endpoint (the first nested error's status).
+    pub fn remote_status(&self) -> Option<StatusCode> {
+        self.errors.first().map(|e| e.status)
+    }
+
+    /// Whether the failure was the remote side's: the remote endpoint
+    /// answered 5xx, 408 or 429 (or, without nested errors, this error's
+    /// own status is one of those).
+    pub fn remote_failed(&self) -> bool {
+        let status = self.remote_status().unwrap_or(self.status);
+        status.is_server_error() || matches!(status.as_u16(), 408 | 429)
+    }
+
+    /// The server's `Retry-After`, if it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// Whether this is a business error found in a 200.
+    pub fn is_business(&self) -> bool {
+        self.business.is_some()
+    }
+
+    /// The rejected output of a business error.
+    pub fn output(&self) -> Option<&Value> {
+        self.business.as_deref()
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(128).collect())
+}
+
+impl fmt::Display for GenesysError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_business() {
+            write!(f, "Genesys Cloud business error")?;
+        } else {
+            write!(f, "Genesys Cloud error {}", self.status.as_u16())?;
+        }
+        if let Some(code) = &self.code {
+            write!(f, " {code}")?;
+        }
+        if !self.details.is_empty() {
+            write!(f, " [{}]", self.details.join(", "))?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        if let Some(remote) = self.remote_status() {
+            write!(f, " (remote {})", remote.as_u16())?;
+        }
+        if let Some(context) = &self.context_id {
+            write!(f, " (contextId {context})")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for GenesysError {}
+
+/// What a [`BusinessRule`] found wrong in a 200's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusinessFailure {
+    /// A code the [`RetryRules`](crate::vendor::RetryRules) can match.
+    pub code: String,
+    /// A human-readable message.
+    pub message: String,
+}
+
+/// A predicate over a successful JSON output that reports a failure hidden
+/// in it (`{"success": false, ...}`), turning the 200 into a
+/// [`GenesysError`] (or [`CxoneError`](crate::cxone::CxoneError)) that the
+/// client's retry rules then classify.
+///
+/// ```
+/// use serde_json::json;
+/// use tower_cx::genesys::BusinessRule;
+///
+/// let rule = BusinessRule::success_flag();
+/// assert!(rule.check(&json!({"success": true})).is_none());
+/// let failure = rule.check(&json!({"success": false, "code": "LOCKED", "error": "busy"})).unwrap();
+/// assert_eq!((failure.code.as_str(), failure.message.as_str()), ("LOCKED", "busy"));
+/// ```
+#[derive(Clone)]
+pub struct BusinessRule {
+    check: Arc<dyn Fn(&Value) -> Option<BusinessFailure> + Send + Sync>,
+}
+
+impl BusinessRule {
+    /// A rule from a closure.
+    pub fn new<F>(check: F) -> Self
+    where
+        F: Fn(&Value) -> Option<BusinessFailure> + Send + Sync + 'static,
+    {
+        Self {
+            check: Arc::new(check),
+        }
+    }
+
+    /// `{"success": false}` is a failure; its code is the output's `code`
+    /// or `errorCode` (else `business.error`), its message the output's
+    /// `error` or `message`.
+    pub fn success_flag() -> Self {
+        Self::new(|output| {
+            if output.get("success").and_then(Value::as_bool) != Some(false) {
+                return None;
+            }
+            let text = |keys: &[&str]| {
+                keys.iter()
+                    .find_map(|k| output.get(*k).and_then(Value::as_str))
+                    .map(str::to_owned)
+            };
+            Some(BusinessFailure {
+                code: text(&["code", "errorCode"]).unwrap_or_else(|| "business.error".into()),
+                message: text(&["error", "message"]).unwrap_or_default(),
+            })
+        })
+    }
+
+    /// Apply the rule.
+    pub fn check(&self, output: &Value) -> Option<BusinessFailure> {
+        (self.check)(output)
+    }
+}
+
+impl fmt::Debug for BusinessRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BusinessRule").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_json_body_keeps_its_start_as_the_message() {
+        let mut headers = HeaderMap::new();
+        headers.insert("inin-correlation-id", "corr-9".parse().unwrap());
+        headers.insert("retry-after", "7".parse().unwrap());
+        let err = GenesysError::from_body(StatusCode::BAD_GATEWAY, &headers, b"<html>bad gateway");
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(err.message(), "<html>bad gateway");
+        assert_eq!(err.correlation_id(), Some("corr-9"));
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+        assert!(err.remote_failed());
+    }
+
+    #[test]
+    fn the_rate_limit_body_parses() {
+        let body = br#"{"message":"Rate limit exceeded the maximum. Retry the request in [5] seconds","code":"too.many.requests.retry.after","status":429,"contextId":"c"}"#;
+        let err = GenesysError::from_body(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), body);
+        assert_eq!(err.code(), Some("too.many.requests.retry.after"));
+        assert_eq!(
+            err.to_string(),
+            "Genesys Cloud error 429 too.many.requests.retry.after: Rate limit exceeded the maximum. Retry the request in [5] seconds (contextId c)"
+        );
+    }
+}
