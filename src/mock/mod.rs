@@ -21,12 +21,17 @@
 //!
 //! - Genesys: `POST /oauth/token` (Basic client credentials), `GET
 //!   /api/v2/users` (`entities`/`pageNumber`/`pageCount`/`nextUri`), `POST
-//!   /api/v2/integrations/actions/{id}/execute` (echoes its input), and the
+//!   /api/v2/integrations/actions/{id}/execute` (echoes its input), `POST
+//!   .../actions/{id}/test` (step report; ids starting `fail-` fail), and the
 //!   analytics conversation-details jobs (`QUEUED` -> `PENDING` ->
-//!   `FULFILLED`, then cursor-paged results).
+//!   `FULFILLED` by default, any states with a [`JobScript`], then
+//!   cursor-paged results).
 //! - CXone: `/.well-known/openid-configuration`,
 //!   `/.well-known/cxone-configuration?tenantId=`, `POST /auth/token` (access
-//!   key flavour), data-extraction jobs (`RUNNING` -> `SUCCEEDED`), and
+//!   key flavour), data-extraction jobs (`RUNNING` -> `SUCCEEDED` by
+//!   default, any states with a [`JobScript`]) whose result URL
+//!   (`/files/...?sig=`, no token needed) expires after
+//!   [`MockConfig::result_url_ttl`], and
 //!   `GET /incontactapi/services/v{N}.0/contacts/completed` (paged, 204 at
 //!   the end).
 //! - Every API call needs a valid bearer token (401 otherwise) and is rate
@@ -36,4 +41,4 @@
 
 mod server;
 
-pub use server::{Fault, MockConfig, MockCounters, MockServer};
+pub use server::{Fault, JobScript, MockConfig, MockCounters, MockServer};

@@ -42,6 +42,8 @@ pub struct MockConfig {
     /// were in flight before the client could know: answered 429, not
     /// counted as violations. Default 100 ms.
     pub in_flight_grace: Duration,
+    /// How long a CXone data-extraction result URL stays valid. Default 60 s.
+    pub result_url_ttl: Duration,
 }
 
 impl Default for MockConfig {
@@ -57,6 +59,7 @@ impl Default for MockConfig {
             users: 250,
             contacts: 120,
             in_flight_grace: Duration::from_millis(100),
+            result_url_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -81,6 +84,56 @@ pub enum Fault {
     BusinessError200,
     /// A data action failure: 400 with `details[].errorCode` set to this.
     DataActionError(String),
+    /// A data action whose remote endpoint answered this status: 400 with
+    /// `details[].errorCode` `ACTION.REMOTE_ENDPOINT` and the remote status
+    /// in the nested `errors`, as Genesys Cloud reports it.
+    RemoteEndpoint(u16),
+    /// A CXone-style error: this status, an empty body and the text in the
+    /// `icStatusDescription` header.
+    IcStatus(u16, String),
+    /// This status with this body (`content-type: application/json`).
+    Body(u16, String),
+}
+
+/// The states a mock job goes through, one per status read; the last one
+/// repeats. Each state may carry an error message (`""`: none).
+///
+/// ```
+/// use tower_cx::mock::JobScript;
+///
+/// let script = JobScript::new([("QUEUED", ""), ("FAILED", ""), ("FAILED", "disk full")]);
+/// assert_eq!(script.len(), 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JobScript {
+    steps: Vec<(String, String)>,
+}
+
+impl JobScript {
+    /// A script of `(state, errorMessage)` steps.
+    pub fn new<'a>(steps: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self {
+            steps: steps
+                .into_iter()
+                .map(|(s, m)| (s.to_owned(), m.to_owned()))
+                .collect(),
+        }
+    }
+
+    /// The number of steps.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether the script has no steps (the default states apply).
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    fn step(&self, poll: u32) -> Option<&(String, String)> {
+        let i = (poll.max(1) as usize - 1).min(self.steps.len().checked_sub(1)?);
+        self.steps.get(i)
+    }
 }
 
 /// What the mock counted.
@@ -102,6 +155,9 @@ pub struct MockCounters {
     pub retry_after_violations: u64,
     /// POSTs whose `Idempotency-Key` had already been applied successfully.
     pub duplicate_idempotency_keys: u64,
+    /// Result downloads that carried an `Authorization` header (a token
+    /// sent to the file host: must stay zero).
+    pub credentials_sent_to_files: u64,
 }
 
 struct TokenState {
@@ -120,9 +176,19 @@ struct State {
     faults: VecDeque<(Option<String>, Fault, usize)>,
     counters: MockCounters,
     applied_keys: HashSet<String>,
-    genesys_jobs: HashMap<String, u32>,
-    cxone_jobs: HashMap<String, u32>,
+    genesys_jobs: HashMap<String, MockJob>,
+    cxone_jobs: HashMap<String, MockJob>,
+    genesys_scripts: VecDeque<JobScript>,
+    cxone_scripts: VecDeque<JobScript>,
+    files: HashMap<String, (String, Instant)>,
+    keys_seen: Vec<(String, String)>,
     next_id: u64,
+}
+
+#[derive(Default)]
+struct MockJob {
+    polls: u32,
+    script: Option<JobScript>,
 }
 
 struct Shared {
@@ -213,6 +279,33 @@ impl MockServer {
             .push_back((path_prefix.map(str::to_owned), fault, times));
     }
 
+    /// The next Genesys analytics job follows `script` (state names
+    /// `QUEUED`, `PENDING`, `FULFILLED`, `FAILED`, `CANCELLED`, `EXPIRED`).
+    /// Scripts queue up, one per submitted job; without one a job reads
+    /// `QUEUED`, `PENDING`, then `FULFILLED`.
+    pub fn script_genesys_job(&self, script: JobScript) {
+        self.shared.lock().genesys_scripts.push_back(script);
+    }
+
+    /// The next CXone data-extraction job follows `script` (`RUNNING`,
+    /// `SUCCEEDED`, `FAILED`, `CANCELLED`, `EXPIRED`). Without one a job
+    /// reads `RUNNING` twice, then `SUCCEEDED`.
+    pub fn script_cxone_job(&self, script: JobScript) {
+        self.shared.lock().cxone_scripts.push_back(script);
+    }
+
+    /// Every `Idempotency-Key` sent on a POST whose path starts with
+    /// `path_prefix`, in order, faulted attempts included.
+    pub fn idempotency_keys(&self, path_prefix: &str) -> Vec<String> {
+        self.shared
+            .lock()
+            .keys_seen
+            .iter()
+            .filter(|(path, _)| path.starts_with(path_prefix))
+            .map(|(_, key)| key.clone())
+            .collect()
+    }
+
     /// A snapshot of the counters.
     pub fn counters(&self) -> MockCounters {
         self.shared.lock().counters.clone()
@@ -272,6 +365,15 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
         counters.total_requests += 1;
         *counters.requests.entry(path.clone()).or_default() += 1;
         counters.peak_concurrency = counters.peak_concurrency.max(now_in_flight);
+        if request.method() == Method::POST {
+            if let Some(key) = request
+                .headers()
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+            {
+                state.keys_seen.push((path.clone(), key.to_owned()));
+            }
+        }
         let index = state.faults.iter().position(|(prefix, _, left)| {
             *left > 0 && prefix.as_deref().is_none_or(|p| path.starts_with(p))
         });
@@ -344,6 +446,30 @@ fn fault_response(fault: &Fault) -> Response<Full<Bytes>> {
             })
             .to_string(),
         ),
+        Fault::RemoteEndpoint(remote) => json(
+            400,
+            serde_json::json!({
+                "message": "REST call for action execute failed. Message: Request to backend service failed.",
+                "code": "bad.request", "status": 400, "contextId": "mock-context",
+                "details": [{"errorCode": "ACTION.REMOTE_ENDPOINT"}],
+                "errors": [{
+                    "message": format!("Response from web service: status {remote}"),
+                    "code": "REMOTE_ERROR", "status": remote, "details": [], "errors": []
+                }]
+            })
+            .to_string(),
+        ),
+        Fault::IcStatus(status, description) => {
+            let mut response = Response::builder()
+                .status(*status)
+                .body(Full::new(Bytes::new()))
+                .expect("valid response");
+            if let Ok(value) = description.parse() {
+                response.headers_mut().insert("icStatusDescription", value);
+            }
+            response
+        }
+        Fault::Body(status, body) => json(*status, body.clone()),
         Fault::Delay(_) | Fault::Reset => genesys_error(500, "mock.fault", "unreachable"),
     }
 }
@@ -370,12 +496,46 @@ fn route(shared: &Shared, request: &Request<Bytes>) -> Response<Full<Bytes>> {
             })
             .to_string(),
         ),
+        (&Method::GET, p) if p.starts_with("/files/") => file(shared, request),
         (&Method::GET, "/.well-known/cxone-configuration") => json(
             200,
             serde_json::json!({ "area": "na1", "api_endpoint": shared.base }).to_string(),
         ),
         _ => api(shared, request),
     }
+}
+
+/// A pre-signed result download: no bearer token, a signature that expires.
+fn file(shared: &Shared, request: &Request<Bytes>) -> Response<Full<Bytes>> {
+    let mut state = shared.lock();
+    if request.headers().contains_key("authorization") {
+        state.counters.credentials_sent_to_files += 1;
+    }
+    let sig = query(request).remove("sig").unwrap_or_default();
+    let denied = |message: &str| {
+        Response::builder()
+            .status(403)
+            .header("content-type", "application/xml")
+            .body(Full::new(Bytes::from(format!(
+                "<Error><Code>AccessDenied</Code><Message>{message}</Message></Error>"
+            ))))
+            .expect("valid response")
+    };
+    let Some((id, expires)) = state.files.get(&sig).cloned() else {
+        return denied("Invalid signature");
+    };
+    if Instant::now() >= expires || !request.uri().path().contains(&id) {
+        return denied("Request has expired");
+    }
+    let mut csv = String::from("contactId,agentId,skill\n");
+    for i in 0..5 {
+        csv.push_str(&format!("{i},agent-{i},skill-{}\n", i % 2));
+    }
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/csv")
+        .body(Full::new(Bytes::from(csv)))
+        .expect("valid response")
 }
 
 fn basic_credentials(request: &Request<Bytes>) -> Option<(String, String)> {
@@ -573,6 +733,35 @@ fn endpoint(shared: &Shared, state: &mut State, request: &Request<Bytes>) -> Res
             }
             json(200, body.to_string())
         }
+        (&Method::POST, ["api", "v2", "integrations", "actions", id, "test"]) => {
+            let input: serde_json::Value =
+                serde_json::from_slice(request.body()).unwrap_or_default();
+            let body = if id.starts_with("fail-") {
+                serde_json::json!({
+                    "success": false,
+                    "operations": [
+                        {"step": 1, "name": "Resolve request", "success": true},
+                        {"step": 2, "name": "Execute", "success": false}
+                    ],
+                    "error": {
+                        "message": "Request to backend service failed.", "code": "bad.request",
+                        "status": 400, "details": [{"errorCode": "ACTION.REMOTE_ENDPOINT"}],
+                        "errors": [{"message": "upstream down", "status": 503}]
+                    }
+                })
+            } else {
+                serde_json::json!({
+                    "success": true,
+                    "operations": [
+                        {"step": 1, "name": "Resolve request", "success": true},
+                        {"step": 2, "name": "Execute", "success": true},
+                        {"step": 3, "name": "Resolve translation map", "success": true}
+                    ],
+                    "finalResult": { "ok": true, "input": input }
+                })
+            };
+            json(200, body.to_string())
+        }
         (&Method::POST, ["api", "v2", "integrations", "actions", _id, "execute"]) => {
             let input: serde_json::Value =
                 serde_json::from_slice(request.body()).unwrap_or_default();
@@ -584,20 +773,33 @@ fn endpoint(shared: &Shared, state: &mut State, request: &Request<Bytes>) -> Res
         (&Method::POST, ["api", "v2", "analytics", "conversations", "details", "jobs"]) => {
             state.next_id += 1;
             let id = format!("job-{}", state.next_id);
-            state.genesys_jobs.insert(id.clone(), 0);
+            let script = state.genesys_scripts.pop_front();
+            state
+                .genesys_jobs
+                .insert(id.clone(), MockJob { polls: 0, script });
             json(202, serde_json::json!({ "jobId": id }).to_string())
         }
         (&Method::GET, ["api", "v2", "analytics", "conversations", "details", "jobs", id]) => {
-            let Some(polls) = state.genesys_jobs.get_mut(*id) else {
+            let Some(job) = state.genesys_jobs.get_mut(*id) else {
                 return genesys_error(404, "not.found", "job not found");
             };
-            *polls += 1;
-            let status = match *polls {
-                1 => "QUEUED",
-                2 => "PENDING",
-                _ => "FULFILLED",
+            job.polls += 1;
+            let (status, message) = match job.script.as_ref().and_then(|s| s.step(job.polls)) {
+                Some((status, message)) => (status.clone(), message.clone()),
+                None => {
+                    let status = match job.polls {
+                        1 => "QUEUED",
+                        2 => "PENDING",
+                        _ => "FULFILLED",
+                    };
+                    (status.to_owned(), String::new())
+                }
             };
-            json(200, serde_json::json!({ "state": status }).to_string())
+            let mut body = serde_json::json!({ "state": status, "submissionDate": "2026-11-22T10:00:00Z" });
+            if status == "FAILED" {
+                body["errorMessage"] = message.into();
+            }
+            json(200, body.to_string())
         }
         (
             &Method::GET,
@@ -616,19 +818,34 @@ fn endpoint(shared: &Shared, state: &mut State, request: &Request<Bytes>) -> Res
         (&Method::POST, ["data-extraction", "v1", "jobs"]) => {
             state.next_id += 1;
             let id = format!("dx-{}", state.next_id);
-            state.cxone_jobs.insert(id.clone(), 0);
+            let script = state.cxone_scripts.pop_front();
+            state
+                .cxone_jobs
+                .insert(id.clone(), MockJob { polls: 0, script });
             json(202, serde_json::Value::String(id).to_string())
         }
         (&Method::GET, ["data-extraction", "v1", "jobs", id]) => {
-            let Some(polls) = state.cxone_jobs.get_mut(*id) else {
+            let Some(job) = state.cxone_jobs.get_mut(*id) else {
                 return json(404, r#"{"error":"job not found"}"#);
             };
-            *polls += 1;
-            let body = if *polls < 3 {
-                serde_json::json!({ "jobStatus": { "id": id, "status": "RUNNING" } })
-            } else {
-                serde_json::json!({ "jobStatus": { "id": id, "status": "SUCCEEDED",
-                    "result": { "url": format!("{}/files/{id}.csv", shared.base) } } })
+            job.polls += 1;
+            let (status, message) = match job.script.as_ref().and_then(|s| s.step(job.polls)) {
+                Some((status, message)) => (status.clone(), message.clone()),
+                None if job.polls < 3 => ("RUNNING".to_owned(), String::new()),
+                None => ("SUCCEEDED".to_owned(), String::new()),
+            };
+            let body = match status.as_str() {
+                "SUCCEEDED" => {
+                    state.next_id += 1;
+                    let sig = format!("sig-{:x}-{}", rand::random::<u32>(), state.next_id);
+                    let expires = Instant::now() + config.result_url_ttl;
+                    state.files.insert(sig.clone(), ((*id).to_owned(), expires));
+                    serde_json::json!({ "jobStatus": { "id": id, "status": status,
+                        "result": { "url": format!("{}/files/{id}.csv?sig={sig}", shared.base) } } })
+                }
+                "FAILED" => serde_json::json!({ "jobStatus": { "id": id, "status": status,
+                    "result": { "errorMessage": message } } }),
+                _ => serde_json::json!({ "jobStatus": { "id": id, "status": status } }),
             };
             json(200, body.to_string())
         }
