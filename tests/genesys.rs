@@ -1,0 +1,350 @@
+//! The typed Genesys Cloud client against the embedded mock, over the
+//! canonical stack and real loopback TCP.
+#![cfg(feature = "mock")]
+
+use std::error::Error as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tower_cx::audit::{dead_letter_fn, DeadLetter};
+use tower_cx::backoff::Backoff;
+use tower_cx::genesys::{BusinessRule, GenesysClient, GenesysError};
+use tower_cx::mock::{Fault, MockServer};
+use tower_cx::retry::{RetryLayer, IDEMPOTENCY_KEY};
+use tower_cx::stack::{CxService, Stack};
+use tower_cx::vendor::{BodyLimits, BodyTooLarge, InvalidArgument, RetryRules, Rule};
+
+const EXECUTE: &str = "/api/v2/integrations/actions/lookup/execute";
+
+fn fast() -> RetryLayer {
+    RetryLayer::new()
+        .backoff(Backoff::constant(Duration::from_millis(1)))
+        .auto_idempotency_key(true)
+}
+
+/// The canonical stack against the mock; `attempts` for its retry layer.
+fn stack(mock: &MockServer, attempts: u32) -> CxService {
+    let c = mock.config().clone();
+    Stack::genesys(&mock.genesys_region(), c.client_id, c.client_secret)
+        .unwrap()
+        .retry(fast().max_attempts(attempts))
+        .build()
+}
+
+fn client(mock: &MockServer) -> GenesysClient<CxService> {
+    GenesysClient::new(stack(mock, 4), &mock.genesys_region()).retry(fast().max_attempts(3))
+}
+
+type Letters = Arc<Mutex<Vec<DeadLetter>>>;
+
+fn with_letters(client: GenesysClient<CxService>) -> (GenesysClient<CxService>, Letters) {
+    let letters: Letters = Arc::default();
+    let sink = letters.clone();
+    let client = client.dead_letters(dead_letter_fn(move |l| sink.lock().unwrap().push(l)));
+    (client, letters)
+}
+
+fn genesys_error(err: &tower_cx::error::BoxError) -> &GenesysError {
+    err.downcast_ref::<GenesysError>()
+        .unwrap_or_else(|| panic!("not a GenesysError: {err:?}"))
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct Echo {
+    ok: bool,
+    input: Value,
+}
+
+#[tokio::test]
+async fn execute_returns_the_typed_output_with_an_idempotency_key() {
+    let mock = MockServer::start().await.unwrap();
+    let genesys = client(&mock);
+    let out: Echo = genesys
+        .data_actions()
+        .execute("lookup", &json!({"customerId": "42"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        Echo {
+            ok: true,
+            input: json!({"customerId": "42"})
+        }
+    );
+    assert_eq!(mock.idempotency_keys(EXECUTE).len(), 1);
+}
+
+#[tokio::test]
+async fn a_remote_5xx_inside_a_400_is_retried_with_the_same_key() {
+    let mock = MockServer::start().await.unwrap();
+    mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(503), 2);
+    let out: Value = client(&mock)
+        .data_actions()
+        .execute("lookup", &json!({"n": 1}))
+        .await
+        .unwrap();
+    assert_eq!(out["input"]["n"], 1);
+    let keys = mock.idempotency_keys(EXECUTE);
+    assert_eq!(keys.len(), 3, "two failures, one success");
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+    assert_eq!(mock.counters().duplicate_idempotency_keys, 0);
+}
+
+#[tokio::test]
+async fn a_remote_4xx_and_an_authentication_failure_are_final() {
+    let mock = MockServer::start().await.unwrap();
+    mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(404), 1);
+    let err = client(&mock)
+        .data_actions()
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err();
+    let e = genesys_error(&err);
+    assert_eq!(e.remote_status().map(|s| s.as_u16()), Some(404));
+    assert_eq!(mock.counters().requests[EXECUTE], 1);
+
+    mock.fault(
+        Some(EXECUTE),
+        Fault::DataActionError("ACTION.AUTHENTICATION".into()),
+        1,
+    );
+    let err = client(&mock)
+        .data_actions()
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err();
+    let e = genesys_error(&err);
+    assert_eq!(e.status().as_u16(), 400);
+    assert_eq!(e.code(), Some("bad.request"));
+    assert_eq!(e.context_id(), Some("mock-context"));
+    assert_eq!(
+        e.detail_codes().collect::<Vec<_>>(),
+        ["ACTION.AUTHENTICATION"]
+    );
+    assert_eq!(mock.counters().requests[EXECUTE], 2, "no retry");
+}
+
+#[tokio::test]
+async fn a_failure_after_retries_is_dead_lettered_and_replays_with_its_key() {
+    let mock = MockServer::start().await.unwrap();
+    mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(502), 3);
+    let (genesys, letters) = with_letters(client(&mock));
+    let err = genesys
+        .data_actions()
+        .execute::<_, Value>("lookup", &json!({"order": 9}))
+        .await
+        .unwrap_err();
+    assert_eq!(genesys_error(&err).remote_status().unwrap().as_u16(), 502);
+    let letter = letters.lock().unwrap().pop().expect("one dead letter");
+    assert!(letters.lock().unwrap().is_empty());
+    assert_eq!(letter.attempts, 3);
+    assert_eq!(letter.last_status, Some(400));
+    assert_eq!(letter.error_code, "REMOTE_ERROR");
+    let request = letter.request.expect("a replayable request");
+    assert!(!request.headers().contains_key("authorization"));
+    let key = request.headers()[IDEMPOTENCY_KEY].to_str().unwrap().to_owned();
+    assert_eq!(letter.correlation_id, key);
+    let body: Value = serde_json::from_slice(request.body().as_bytes().unwrap()).unwrap();
+    assert_eq!(body, json!({"order": 9}));
+
+    // later, the remote endpoint is back: re-run it
+    let out: Value = genesys.data_actions().replay(request).await.unwrap();
+    assert_eq!(out["input"]["order"], 9);
+    let keys = mock.idempotency_keys(EXECUTE);
+    assert_eq!(keys.len(), 4);
+    assert!(keys.iter().all(|k| *k == key));
+    assert!(letters.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn replay_refuses_a_request_for_another_host() {
+    let mock = MockServer::start().await.unwrap();
+    let request = http::Request::post("https://elsewhere.example/api/v2/integrations/actions/a/execute")
+        .body(tower_cx::body::Body::from("{}"))
+        .unwrap();
+    let err = client(&mock)
+        .data_actions()
+        .replay::<Value>(request)
+        .await
+        .unwrap_err();
+    assert!(err.is::<tower_cx::vendor::InvalidUrl>(), "{err}");
+    assert_eq!(mock.counters().total_requests, 0);
+}
+
+#[tokio::test]
+async fn a_business_error_in_a_200_follows_the_retry_rules() {
+    let mock = MockServer::start().await.unwrap();
+    // final by default: one attempt, typed, with the output kept
+    mock.fault(Some(EXECUTE), Fault::BusinessError200, 1);
+    let (genesys, letters) = with_letters(client(&mock).business_rule(BusinessRule::success_flag()));
+    let err = genesys
+        .data_actions()
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err();
+    let e = genesys_error(&err);
+    assert!(e.is_business());
+    assert_eq!(e.code(), Some("business.error"));
+    assert_eq!(e.message(), "mock business error");
+    assert_eq!(e.output().unwrap()["success"], false);
+    assert_eq!(mock.counters().requests[EXECUTE], 1);
+    assert_eq!(letters.lock().unwrap().len(), 1);
+
+    // made retryable by configuration: the next attempt succeeds
+    mock.fault(Some(EXECUTE), Fault::BusinessError200, 1);
+    let genesys = genesys.retry_rules(RetryRules::genesys().business(Rule::Retry));
+    let out: Value = genesys
+        .data_actions()
+        .execute("lookup", &json!({"x": 1}))
+        .await
+        .unwrap();
+    assert_eq!(out["input"]["x"], 1);
+    assert_eq!(mock.counters().requests[EXECUTE], 3);
+}
+
+#[tokio::test]
+async fn the_test_endpoint_reports_each_step() {
+    let mock = MockServer::start().await.unwrap();
+    let actions = client(&mock).data_actions();
+    let report = actions.test("lookup", &json!({"id": 3})).await.unwrap();
+    assert!(report.success);
+    assert_eq!(report.operations.len(), 3);
+    assert_eq!(report.final_result.as_ref().unwrap()["input"]["id"], 3);
+    assert!(report.error().is_none());
+
+    let report = actions.test("fail-lookup", &json!({})).await.unwrap();
+    assert!(!report.success);
+    let error = report.error().unwrap();
+    assert_eq!(
+        error.detail_codes().collect::<Vec<_>>(),
+        ["ACTION.REMOTE_ENDPOINT"]
+    );
+    assert_eq!(error.remote_status().unwrap().as_u16(), 503);
+}
+
+#[tokio::test]
+async fn error_shapes_are_typed() {
+    let mock = MockServer::start().await.unwrap();
+    // nothing retries, so the client sees each shape
+    let genesys = GenesysClient::new(stack(&mock, 1), &mock.genesys_region())
+        .retry(RetryLayer::new().max_attempts(1));
+    let actions = genesys.data_actions();
+
+    mock.fault(Some(EXECUTE), Fault::Body(502, "<html>Bad Gateway</html>".into()), 1);
+    let err = actions.execute::<_, Value>("lookup", &json!({})).await.unwrap_err();
+    let e = genesys_error(&err);
+    assert_eq!((e.status().as_u16(), e.message()), (502, "<html>Bad Gateway</html>"));
+
+    mock.fault(
+        Some(EXECUTE),
+        Fault::Body(
+            400,
+            json!({"message":"outer","code":"bad.request","status":400,
+                "errors":[{"message":"inner","code":"inner.code","status":422,
+                    "errors":[{"errorCode":"DEEPEST","status":500}]}]})
+            .to_string(),
+        ),
+        1,
+    );
+    let err = actions.execute::<_, Value>("lookup", &json!({})).await.unwrap_err();
+    let e = genesys_error(&err);
+    assert_eq!(
+        e.codes().collect::<Vec<_>>(),
+        ["bad.request", "inner.code", "DEEPEST"]
+    );
+    assert_eq!(e.errors()[0].errors()[0].status().as_u16(), 500);
+
+    // a 200 that is not JSON
+    mock.fault(Some(EXECUTE), Fault::Body(200, "not json".into()), 1);
+    let err = actions.execute::<_, Value>("lookup", &json!({})).await.unwrap_err();
+    let e = err.downcast_ref::<tower_cx::vendor::UnexpectedBody>().unwrap();
+    assert_eq!(e.snippet(), "not json");
+    assert!(e.source().is_some());
+
+    // last: the 429 closes the stack's rate gate for 5 s
+    mock.fault(Some(EXECUTE), Fault::RetryAfterSecs(5), 1);
+    let err = actions.execute::<_, Value>("lookup", &json!({})).await.unwrap_err();
+    let e = genesys_error(&err);
+    assert_eq!(e.status().as_u16(), 429);
+    assert_eq!(e.code(), Some("too.many.requests.retry.after"));
+    assert_eq!(e.retry_after(), Some(Duration::from_secs(5)));
+}
+
+#[tokio::test]
+async fn bodies_over_the_limits_are_typed_errors() {
+    let mock = MockServer::start().await.unwrap();
+    let genesys = client(&mock).limits(BodyLimits {
+        results: 1024,
+        errors: 256,
+    });
+    let big = json!({"blob": "x".repeat(2000)}).to_string();
+    mock.fault(Some(EXECUTE), Fault::Body(200, big.clone()), 1);
+    let err = genesys
+        .data_actions()
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err();
+    let e = err.downcast_ref::<BodyTooLarge>().expect("BodyTooLarge");
+    assert_eq!((e.limit(), e.status().as_u16()), (1024, 200));
+
+    mock.fault(Some(EXECUTE), Fault::Body(400, big), 1);
+    let err = genesys
+        .data_actions()
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(err.downcast_ref::<BodyTooLarge>().unwrap().limit(), 256);
+}
+
+#[tokio::test]
+async fn a_bad_action_id_is_refused_before_sending() {
+    let mock = MockServer::start().await.unwrap();
+    for id in ["", "../users", "a/b", "a?b"] {
+        let err = client(&mock)
+            .data_actions()
+            .execute::<_, Value>(id, &json!({}))
+            .await
+            .unwrap_err();
+        assert!(err.is::<InvalidArgument>(), "{id}: {err}");
+    }
+    assert_eq!(mock.counters().total_requests, 0);
+}
+
+#[tokio::test]
+async fn entity_listings_stream_every_page_to_the_end() {
+    let mock = MockServer::start().await.unwrap();
+    mock.fault(Some("/api/v2/users"), Fault::Status(503), 1);
+    let pages: Vec<_> = client(&mock)
+        .list::<Value>("/api/v2/users?pageSize=100")
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(pages.len(), 3);
+    assert_eq!(
+        pages.iter().map(|p| p.page_number.unwrap()).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(pages.iter().map(|p| p.entities.len()).sum::<usize>(), 250);
+    assert_eq!(pages[2].entities[49]["id"], "user-249");
+    assert!(pages[2].next_uri.is_none());
+    assert_eq!(mock.counters().requests["/api/v2/users"], 4);
+}
+
+#[tokio::test]
+async fn a_listing_error_ends_the_stream_with_a_typed_error() {
+    let mock = MockServer::start().await.unwrap();
+    let genesys = GenesysClient::new(stack(&mock, 1), &mock.genesys_region());
+    mock.fault(Some("/api/v2/users"), Fault::Status(403), 1);
+    let mut pages = Box::pin(genesys.list::<Value>("/api/v2/users"));
+    let err = pages.try_next().await.unwrap_err();
+    assert_eq!(genesys_error(&err).status().as_u16(), 403);
+    // an answer from the API carries the platform's correlation id
+    let mut pages = Box::pin(genesys.list::<Value>("/api/v2/no-such-thing"));
+    let err = pages.try_next().await.unwrap_err();
+    let e = genesys_error(&err);
+    assert_eq!((e.status().as_u16(), e.code()), (404, Some("not.found")));
+    assert!(e.correlation_id().unwrap().starts_with("mock-corr-"));
+}
