@@ -1,0 +1,226 @@
+//! The shared job runner driving Genesys Cloud analytics jobs against the
+//! embedded mock, on paused time: every state, exact poll times, a 429
+//! while polling, a job that outlives its token, cancellation.
+#![cfg(feature = "mock")]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use serde_json::json;
+use tokio::time::Instant;
+use tower_cx::audit::{dead_letter_fn, DeadLetter};
+use tower_cx::backoff::{Backoff, Jitter};
+use tower_cx::genesys::GenesysClient;
+use tower_cx::jobs::{JobFailed, JobProgress, JobRunner, JobState, JobTimedOut};
+use tower_cx::mock::{Fault, JobScript, MockConfig, MockServer};
+use tower_cx::retry::RetryLayer;
+use tower_cx::stack::{CxService, Stack};
+
+const JOBS: &str = "/api/v2/analytics/conversations/details/jobs";
+
+/// 2 s doubling to 30 s, no jitter: exact poll times.
+fn exact_runner() -> JobRunner {
+    JobRunner::new().backoff(
+        Backoff::exponential(Duration::from_secs(2))
+            .max_delay(Duration::from_secs(30))
+            .jitter(Jitter::None),
+    )
+}
+
+fn stack(mock: &MockServer, attempts: u32) -> CxService {
+    let c = mock.config().clone();
+    Stack::genesys(&mock.genesys_region(), c.client_id, c.client_secret)
+        .unwrap()
+        .retry(
+            RetryLayer::new()
+                .max_attempts(attempts)
+                .auto_idempotency_key(true),
+        )
+        .build()
+}
+
+type Seen = Arc<Mutex<Vec<JobProgress>>>;
+
+fn client(mock: &MockServer, attempts: u32) -> (GenesysClient<CxService>, Seen) {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let runner = exact_runner().on_progress(move |p| sink.lock().unwrap().push(p.clone()));
+    let client = GenesysClient::new(stack(mock, attempts), &mock.genesys_region()).job_runner(runner);
+    (client, seen)
+}
+
+fn timeline(seen: &Seen) -> Vec<(String, u64)> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|p| (p.vendor_state.clone(), p.elapsed.as_secs()))
+        .collect()
+}
+
+fn at(states: &[(&str, u64)]) -> Vec<(String, u64)> {
+    states.iter().map(|(s, t)| (s.to_string(), *t)).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fulfilled_job_then_its_results_to_the_last_cursor() {
+    let mock = MockServer::start().await.unwrap();
+    let (genesys, seen) = client(&mock, 4);
+    let jobs = genesys.analytics();
+    let started = Instant::now();
+    let job_id = jobs.run(&json!({"interval": "x/y"})).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(14));
+    assert_eq!(
+        timeline(&seen),
+        at(&[("QUEUED", 2), ("PENDING", 6), ("FULFILLED", 14)])
+    );
+    let pages: Vec<_> = jobs.results(&job_id).try_collect().await.unwrap();
+    assert_eq!(pages.len(), 2);
+    assert_eq!(pages[0].cursor.as_deref(), Some("mock-cursor"));
+    assert!(pages[1].cursor.is_none());
+    assert_eq!(pages.iter().map(|p| p.conversations.len()).sum::<usize>(), 6);
+    let results = format!("{JOBS}/{job_id}/results");
+    assert_eq!(mock.counters().requests[&results], 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_cancelled_and_expired_jobs_are_typed_failures() {
+    let mock = MockServer::start().await.unwrap();
+    let (genesys, _) = client(&mock, 4);
+    for (state, message, expected) in [
+        ("FAILED", "query too large", JobState::Failed),
+        ("CANCELLED", "", JobState::Cancelled),
+        ("EXPIRED", "", JobState::Expired),
+    ] {
+        mock.script_genesys_job(JobScript::new([("QUEUED", ""), (state, message)]));
+        let err = genesys.analytics().run(&json!({})).await.unwrap_err();
+        let failed = err.downcast_ref::<JobFailed>().expect("JobFailed");
+        assert_eq!(failed.state(), expected);
+        assert_eq!(failed.vendor_state(), state);
+        assert_eq!(failed.message(), (!message.is_empty()).then_some(message));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_without_a_message_is_read_again_once_before_it_is_reported() {
+    let mock = MockServer::start().await.unwrap();
+    let (genesys, seen) = client(&mock, 4);
+    mock.script_genesys_job(JobScript::new([
+        ("QUEUED", ""),
+        ("FAILED", ""),
+        ("FAILED", "disk full"),
+    ]));
+    let err = genesys.analytics().run(&json!({})).await.unwrap_err();
+    assert_eq!(err.downcast_ref::<JobFailed>().unwrap().message(), Some("disk full"));
+    // the re-read comes 2 s after the bare FAILED
+    assert_eq!(
+        timeline(&seen),
+        at(&[("QUEUED", 2), ("FAILED", 6), ("FAILED", 8)])
+    );
+
+    // a FAILED that turns out to be a glitch: the re-read says FULFILLED
+    seen.lock().unwrap().clear();
+    mock.script_genesys_job(JobScript::new([("FAILED", ""), ("FULFILLED", "")]));
+    genesys.analytics().run(&json!({})).await.unwrap();
+    assert_eq!(timeline(&seen), at(&[("FAILED", 2), ("FULFILLED", 4)]));
+
+    // still no message after the re-read: reported as it is
+    mock.script_genesys_job(JobScript::new([("FAILED", "")]));
+    let err = genesys.analytics().run(&json!({})).await.unwrap_err();
+    let failed = err.downcast_ref::<JobFailed>().unwrap();
+    assert_eq!((failed.state(), failed.message()), (JobState::Failed, None));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_while_polling_is_waited_out_as_the_server_asks() {
+    let mock = MockServer::start().await.unwrap();
+    // one attempt in the stack: the runner itself sees the 429
+    let (genesys, seen) = client(&mock, 1);
+    let jobs = genesys.analytics();
+    let job_id = jobs.submit(&json!({})).await.unwrap();
+    mock.fault(Some(&format!("{JOBS}/{job_id}")), Fault::RetryAfterSecs(7), 1);
+    jobs.wait(&job_id).await.unwrap();
+    // 2 s: 429 (wait 7 s); 9 s: QUEUED; +4 s: PENDING; +8 s: FULFILLED
+    assert_eq!(
+        timeline(&seen),
+        at(&[("QUEUED", 9), ("PENDING", 13), ("FULFILLED", 21)])
+    );
+    assert_eq!(mock.counters().retry_after_violations, 0);
+
+    // through the full stack the retry layer honours it instead
+    seen.lock().unwrap().clear();
+    let (genesys, seen) = client(&mock, 4);
+    let jobs = genesys.analytics();
+    let job_id = jobs.submit(&json!({})).await.unwrap();
+    mock.fault(Some(&format!("{JOBS}/{job_id}")), Fault::RetryAfterSecs(7), 1);
+    jobs.wait(&job_id).await.unwrap();
+    let timeline = timeline(&seen);
+    assert_eq!(timeline[0].0, "QUEUED");
+    assert!(timeline[0].1 >= 9, "{timeline:?}");
+    assert_eq!(mock.counters().retry_after_violations, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_longer_than_the_token_lifetime_never_notices() {
+    let mock = MockServer::start_with(MockConfig {
+        token_lifetime: Duration::from_secs(60),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let (genesys, seen) = client(&mock, 4);
+    // 12 status reads: 2+4+8+16 + 8*30 = 270 s, four and a half token lifetimes
+    let mut script = vec![("PENDING", ""); 11];
+    script.push(("FULFILLED", ""));
+    mock.script_genesys_job(JobScript::new(script));
+    let job_id = genesys.analytics().run(&json!({})).await.unwrap();
+    assert_eq!(seen.lock().unwrap().last().unwrap().elapsed, Duration::from_secs(270));
+    let pages: Vec<_> = genesys.analytics().results(&job_id).try_collect().await.unwrap();
+    assert_eq!(pages.len(), 2);
+    let counters = mock.counters();
+    assert!(counters.tokens_issued >= 4, "{counters:?}");
+    assert_eq!(counters.expired_token_requests, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_maximum_wait_ends_with_a_typed_timeout_and_a_dead_letter() {
+    let mock = MockServer::start().await.unwrap();
+    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
+    let sink = letters.clone();
+    let genesys = GenesysClient::new(stack(&mock, 4), &mock.genesys_region())
+        .job_runner(exact_runner().max_wait(Duration::from_secs(60)))
+        .dead_letters(dead_letter_fn(move |l| sink.lock().unwrap().push(l)));
+    mock.script_genesys_job(JobScript::new([("PENDING", "")]));
+    let started = Instant::now();
+    let err = genesys.analytics().run(&json!({"q": 1})).await.unwrap_err();
+    let timed_out = err.downcast_ref::<JobTimedOut>().unwrap();
+    assert_eq!(timed_out.last_state(), Some(JobState::Running));
+    // polls at 2, 6, 14, 30 and 60 s; the next (30 s later) would pass 60 s
+    assert_eq!(started.elapsed(), Duration::from_secs(60));
+    let letter = letters.lock().unwrap().pop().unwrap();
+    let request = letter.request.unwrap();
+    assert_eq!(request.uri().path(), JOBS);
+    assert_eq!(request.body().as_bytes().unwrap().as_ref(), br#"{"q":1}"#);
+
+    // re-run from the dead letter: a new job, fulfilled this time
+    let genesys = genesys.job_runner(exact_runner());
+    let job_id = genesys.analytics().replay(request).await.unwrap();
+    assert!(job_id.starts_with("job-"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_wait_stops_polling() {
+    let mock = MockServer::start().await.unwrap();
+    let (genesys, seen) = client(&mock, 4);
+    mock.script_genesys_job(JobScript::new([("PENDING", "")]));
+    let jobs = genesys.analytics();
+    let job_id = jobs.submit(&json!({})).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(20), jobs.wait(&job_id)).await;
+    assert!(waited.is_err(), "still pending");
+    let status_path = format!("{JOBS}/{job_id}");
+    let polls = mock.counters().requests[&status_path];
+    assert_eq!(polls, 3, "at 2, 6 and 14 s");
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(mock.counters().requests[&status_path], polls);
+    assert_eq!(seen.lock().unwrap().len(), 3);
+}
