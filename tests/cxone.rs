@@ -1,0 +1,283 @@
+//! The typed NICE CXone client against the embedded mock: discovery,
+//! data-extraction jobs in every state with downloads and re-runs,
+//! completed contacts, errors.
+#![cfg(feature = "mock")]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use serde_json::{json, Value};
+use tower_cx::audit::{dead_letter_fn, DeadLetter};
+use tower_cx::backoff::{Backoff, Jitter};
+use tower_cx::cxone::{
+    discover, CxoneClient, CxoneError, NotRerunnable, RerunRefusal, ResultExpired,
+};
+use tower_cx::error::InsecureUrl;
+use tower_cx::jobs::{JobFailed, JobRunner, JobState};
+use tower_cx::mock::{Fault, JobScript, MockConfig, MockServer};
+use tower_cx::retry::RetryLayer;
+use tower_cx::stack::{CxService, Stack};
+
+const JOBS: &str = "/data-extraction/v1/jobs";
+const CONTACTS: &str = "/incontactapi/services/v31.0/contacts/completed";
+
+fn runner() -> JobRunner {
+    JobRunner::new().backoff(
+        Backoff::exponential(Duration::from_secs(2))
+            .max_delay(Duration::from_secs(30))
+            .jitter(Jitter::None),
+    )
+}
+
+fn stack(mock: &MockServer, attempts: u32) -> CxService {
+    let c = mock.config().clone();
+    Stack::cxone(
+        &mock.cxone_token_url(),
+        c.client_id,
+        c.client_secret,
+        c.access_key_id,
+        c.access_key_secret,
+    )
+    .unwrap()
+    .retry(
+        RetryLayer::new()
+            .max_attempts(attempts)
+            .backoff(Backoff::constant(Duration::from_millis(1)))
+            .auto_idempotency_key(true),
+    )
+    .build()
+}
+
+type Letters = Arc<Mutex<Vec<DeadLetter>>>;
+
+fn client(mock: &MockServer) -> (CxoneClient<CxService>, Letters) {
+    let letters: Letters = Arc::default();
+    let sink = letters.clone();
+    let client = CxoneClient::new(stack(mock, 4), &mock.base_url())
+        .job_runner(runner())
+        .dead_letters(dead_letter_fn(move |l| sink.lock().unwrap().push(l)));
+    (client, letters)
+}
+
+#[tokio::test]
+async fn discovery_finds_the_area_api_endpoint_and_token_endpoint() {
+    let mock = MockServer::start().await.unwrap();
+    let tenant = discover(&Stack::new().build(), &mock.base_url(), "tenant-1")
+        .await
+        .unwrap();
+    assert_eq!(tenant.area, "na1");
+    assert_eq!(tenant.api_endpoint, mock.base_url());
+    assert_eq!(tenant.token_endpoint, mock.cxone_token_url());
+    let err = discover(&Stack::new().build(), &mock.base_url(), "a/b")
+        .await
+        .unwrap_err();
+    assert!(err.is::<tower_cx::vendor::InvalidArgument>());
+}
+
+#[tokio::test]
+async fn discovery_refuses_a_plain_http_api_endpoint_off_loopback() {
+    // a discovery server (a custom one here) that points to plain HTTP
+    let server = tower::service_fn(|req: http::Request<tower_cx::body::Body>| async move {
+        let body = if req.uri().path().ends_with("openid-configuration") {
+            json!({"token_endpoint": "https://login.example/auth/token"})
+        } else {
+            json!({"area": "na1", "api_endpoint": "http://api.example"})
+        };
+        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+            bytes::Bytes::from(body.to_string()),
+        )))
+    });
+    let err = discover(&server, "https://cxone.example", "t").await.unwrap_err();
+    assert!(err.is::<InsecureUrl>(), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_runs_and_its_result_is_downloaded_without_the_token() {
+    let mock = MockServer::start().await.unwrap();
+    let (cxone, _) = client(&mock);
+    let extraction = cxone.data_extraction();
+    let job = extraction.submit(&json!({"entityName": "contacts"})).await.unwrap();
+    assert!(job.id().starts_with("dx-"));
+    let started = tokio::time::Instant::now();
+    let done = extraction.wait(&job).await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(14), "RUNNING, RUNNING, SUCCEEDED");
+    let csv = extraction.download(&done).await.unwrap();
+    let text = std::str::from_utf8(&csv).unwrap();
+    assert!(text.starts_with("contactId,agentId,skill\n"));
+    assert_eq!(text.lines().count(), 6);
+    assert_eq!(mock.counters().credentials_sent_to_files, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_result_url_is_replaced_once_then_reported() {
+    let mock = MockServer::start_with(MockConfig {
+        result_url_ttl: Duration::from_secs(5),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let (cxone, _) = client(&mock);
+    let extraction = cxone.data_extraction();
+    let job = extraction.submit(&json!({})).await.unwrap();
+    let done = extraction.wait(&job).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // expired: the client reads the job again for a fresh URL
+    let csv = extraction.download(&done).await.unwrap();
+    assert!(!csv.is_empty());
+
+    let mock = MockServer::start_with(MockConfig {
+        result_url_ttl: Duration::ZERO,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let (cxone, _) = client(&mock);
+    let extraction = cxone.data_extraction();
+    let job = extraction.submit(&json!({})).await.unwrap();
+    let done = extraction.wait(&job).await.unwrap();
+    let err = extraction.download(&done).await.unwrap_err();
+    assert_eq!(err.downcast_ref::<ResultExpired>().unwrap().job_id(), job.id());
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_terminal_state_is_typed() {
+    let mock = MockServer::start().await.unwrap();
+    let (cxone, letters) = client(&mock);
+    let extraction = cxone.data_extraction();
+    for (state, message, expected) in [
+        ("FAILED", "quota exceeded", JobState::Failed),
+        ("CANCELLED", "", JobState::Cancelled),
+        ("EXPIRED", "", JobState::Expired),
+    ] {
+        mock.script_cxone_job(JobScript::new([("RUNNING", ""), (state, message)]));
+        let job = extraction.submit(&json!({"state": state})).await.unwrap();
+        let err = extraction.wait(&job).await.unwrap_err();
+        let failed = err.downcast_ref::<JobFailed>().unwrap();
+        assert_eq!((failed.state(), failed.vendor_state()), (expected, state));
+        assert_eq!(failed.message(), (!message.is_empty()).then_some(message));
+    }
+    // each failed job was dead-lettered with its submission
+    let letters = letters.lock().unwrap();
+    assert_eq!(letters.len(), 3);
+    let body: Value =
+        serde_json::from_slice(letters[1].request.as_ref().unwrap().body().as_bytes().unwrap())
+            .unwrap();
+    assert_eq!(body, json!({"state": "CANCELLED"}));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_job_is_rerun_with_one_key_across_attempts() {
+    let mock = MockServer::start().await.unwrap();
+    let (cxone, letters) = client(&mock);
+    let extraction = cxone.data_extraction();
+    mock.script_cxone_job(JobScript::new([("RUNNING", ""), ("FAILED", "worker lost")]));
+    let job = extraction.submit(&json!({"entityName": "agents"})).await.unwrap();
+    let err = extraction.wait(&job).await.unwrap_err();
+    assert_eq!(err.downcast_ref::<JobFailed>().unwrap().message(), Some("worker lost"));
+    assert_eq!(letters.lock().unwrap().len(), 1);
+
+    // the re-run reads the job's state (a 502, retried), then submits
+    // again (a 502 on the first attempt: the stack retries it)
+    mock.fault(Some(JOBS), Fault::Status(502), 2);
+    let again = extraction.rerun(&job).await.unwrap();
+    assert_ne!(again.id(), job.id());
+    assert_eq!(again.reruns(), 1);
+    let expected_key = format!("{}.rerun.1", job.idempotency_key());
+    assert_eq!(again.idempotency_key(), expected_key);
+    let keys = mock.idempotency_keys(JOBS);
+    assert_eq!(
+        keys,
+        [job.idempotency_key().to_owned(), expected_key.clone(), expected_key]
+    );
+    assert_eq!(mock.counters().duplicate_idempotency_keys, 0);
+    let done = extraction.wait(&again).await.unwrap();
+    assert!(!extraction.download(&done).await.unwrap().is_empty());
+
+    // a succeeded job is not re-run
+    let err = extraction.rerun(&again).await.unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<NotRerunnable>().unwrap().reason(),
+        RerunRefusal::Succeeded
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn jobs_that_cannot_be_rerun_say_why() {
+    let mock = MockServer::start().await.unwrap();
+    let (cxone, _) = client(&mock);
+    let extraction = cxone.data_extraction();
+    let reason = |err: tower_cx::error::BoxError| err.downcast_ref::<NotRerunnable>().unwrap().reason();
+
+    mock.script_cxone_job(JobScript::new([("CANCELLED", "")]));
+    let job = extraction.submit(&json!({})).await.unwrap();
+    assert_eq!(reason(extraction.rerun(&job).await.unwrap_err()), RerunRefusal::Cancelled);
+
+    mock.script_cxone_job(JobScript::new([("RUNNING", "")]));
+    let job = extraction.submit(&json!({})).await.unwrap();
+    assert_eq!(reason(extraction.rerun(&job).await.unwrap_err()), RerunRefusal::NotFinished);
+
+    // failing again and again: at most one re-run with max_reruns(1)
+    let extraction = cxone.clone().max_reruns(1).data_extraction();
+    mock.script_cxone_job(JobScript::new([("FAILED", "x")]));
+    mock.script_cxone_job(JobScript::new([("EXPIRED", "")]));
+    let job = extraction.submit(&json!({})).await.unwrap();
+    let again = extraction.rerun(&job).await.unwrap();
+    let err = extraction.rerun(&again).await.unwrap_err();
+    assert_eq!(reason(err), RerunRefusal::TooManyReruns);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_resubmits_with_its_key() {
+    let mock = MockServer::start().await.unwrap();
+    let (cxone, letters) = client(&mock);
+    let extraction = cxone.data_extraction();
+    mock.script_cxone_job(JobScript::new([("FAILED", "boom")]));
+    let job = extraction.submit(&json!({"n": 1})).await.unwrap();
+    extraction.wait(&job).await.unwrap_err();
+    let letter = letters.lock().unwrap().pop().unwrap();
+    let replayed = extraction.replay(letter.request.unwrap()).await.unwrap();
+    assert_eq!(replayed.idempotency_key(), job.idempotency_key());
+    extraction.wait(&replayed).await.unwrap();
+}
+
+#[tokio::test]
+async fn completed_contacts_page_until_204() {
+    let mock = MockServer::start().await.unwrap();
+    let (cxone, _) = client(&mock);
+    let pages: Vec<_> = cxone
+        .completed_contacts(&[("top", "50"), ("startDate", "2026-11-01T00:00:00Z")])
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        pages.iter().map(|p| p.completed_contacts.len()).collect::<Vec<_>>(),
+        [50, 50, 20]
+    );
+    assert_eq!(pages[2].completed_contacts[19]["contactId"], 119);
+    assert_eq!(pages[0].total_records, Some(120));
+    // three pages and the 204 that ends them
+    assert_eq!(mock.counters().requests[CONTACTS], 4);
+}
+
+#[tokio::test]
+async fn errors_come_from_the_body_or_the_ic_status_description_header() {
+    let mock = MockServer::start().await.unwrap();
+    let cxone = CxoneClient::new(stack(&mock, 1), &mock.base_url());
+    mock.fault(Some(CONTACTS), Fault::IcStatus(400, "Invalid startDate".into()), 1);
+    let err = cxone.completed_contacts(&[]).try_collect::<Vec<_>>().await.unwrap_err();
+    let e = err.downcast_ref::<CxoneError>().unwrap();
+    assert_eq!(e.status().as_u16(), 400);
+    assert_eq!(e.ic_status_description(), Some("Invalid startDate"));
+    assert_eq!(e.message(), "Invalid startDate");
+
+    mock.fault(
+        Some(CONTACTS),
+        Fault::Body(403, r#"{"error":"forbidden","error_description":"missing scope"}"#.into()),
+        1,
+    );
+    let err = cxone.completed_contacts(&[]).try_collect::<Vec<_>>().await.unwrap_err();
+    let e = err.downcast_ref::<CxoneError>().unwrap();
+    assert_eq!((e.code(), e.message()), (Some("forbidden"), "missing scope"));
+    assert_eq!(e.to_string(), "NICE CXone error 403: missing scope");
+}
