@@ -177,9 +177,8 @@ async fn a_failed_job_is_rerun_with_one_key_across_attempts() {
     assert_eq!(err.downcast_ref::<JobFailed>().unwrap().message(), Some("worker lost"));
     assert_eq!(letters.lock().unwrap().len(), 1);
 
-    // the re-run reads the job's state (a 502, retried), then submits
-    // again (a 502 on the first attempt: the stack retries it)
-    mock.fault(Some(JOBS), Fault::Status(502), 2);
+    // the re-run's first attempt hits a 502: the stack retries it
+    mock.fault_on(http::Method::POST, JOBS, Fault::Status(502), 1);
     let again = extraction.rerun(&job).await.unwrap();
     assert_ne!(again.id(), job.id());
     assert_eq!(again.reruns(), 1);

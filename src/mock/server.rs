@@ -173,7 +173,7 @@ struct TokenState {
 #[derive(Default)]
 struct State {
     tokens: HashMap<String, TokenState>,
-    faults: VecDeque<(Option<String>, Fault, usize)>,
+    faults: VecDeque<(Option<Method>, Option<String>, Fault, usize)>,
     counters: MockCounters,
     applied_keys: HashSet<String>,
     genesys_jobs: HashMap<String, MockJob>,
@@ -276,7 +276,17 @@ impl MockServer {
         self.shared
             .lock()
             .faults
-            .push_back((path_prefix.map(str::to_owned), fault, times));
+            .push_back((None, path_prefix.map(str::to_owned), fault, times));
+    }
+
+    /// Like [`fault`](Self::fault), for requests with this method only.
+    pub fn fault_on(&self, method: Method, path_prefix: &str, fault: Fault, times: usize) {
+        self.shared.lock().faults.push_back((
+            Some(method),
+            Some(path_prefix.to_owned()),
+            fault,
+            times,
+        ));
     }
 
     /// The next Genesys analytics job follows `script` (state names
@@ -374,14 +384,17 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
                 state.keys_seen.push((path.clone(), key.to_owned()));
             }
         }
-        let index = state.faults.iter().position(|(prefix, _, left)| {
-            *left > 0 && prefix.as_deref().is_none_or(|p| path.starts_with(p))
+        let method = request.method();
+        let index = state.faults.iter().position(|(only, prefix, _, left)| {
+            *left > 0
+                && only.as_ref().is_none_or(|m| m == method)
+                && prefix.as_deref().is_none_or(|p| path.starts_with(p))
         });
         index.map(|i| {
             let entry = &mut state.faults[i];
-            entry.2 -= 1;
-            let fault = entry.1.clone();
-            if entry.2 == 0 {
+            entry.3 -= 1;
+            let fault = entry.2.clone();
+            if entry.3 == 0 {
                 state.faults.remove(i);
             }
             fault
