@@ -660,7 +660,12 @@ fn error_status_and_code(error: &(dyn StdError + 'static)) -> (Option<u16>, Stri
     let mut current = Some(error);
     while let Some(err) = current {
         if let Some(e) = err.downcast_ref::<GenesysError>() {
-            let code = e.codes().last().unwrap_or("genesys_error").to_owned();
+            let code = e
+                .detail_codes()
+                .next()
+                .or(e.code())
+                .unwrap_or("genesys_error")
+                .to_owned();
             return (Some(e.status().as_u16()), code);
         }
         if let Some(e) = err.downcast_ref::<CxoneError>() {

@@ -88,7 +88,9 @@ async fn discovery_refuses_a_plain_http_api_endpoint_off_loopback() {
             bytes::Bytes::from(body.to_string()),
         )))
     });
-    let err = discover(&server, "https://cxone.example", "t").await.unwrap_err();
+    let err = discover(&server, "https://cxone.example", "t")
+        .await
+        .unwrap_err();
     assert!(err.is::<InsecureUrl>(), "{err}");
 }
 
@@ -97,11 +99,18 @@ async fn a_job_runs_and_its_result_is_downloaded_without_the_token() {
     let mock = MockServer::start().await.unwrap();
     let (cxone, _) = client(&mock);
     let extraction = cxone.data_extraction();
-    let job = extraction.submit(&json!({"entityName": "contacts"})).await.unwrap();
+    let job = extraction
+        .submit(&json!({"entityName": "contacts"}))
+        .await
+        .unwrap();
     assert!(job.id().starts_with("dx-"));
     let started = tokio::time::Instant::now();
     let done = extraction.wait(&job).await.unwrap();
-    assert_eq!(started.elapsed(), Duration::from_secs(14), "RUNNING, RUNNING, SUCCEEDED");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(14),
+        "RUNNING, RUNNING, SUCCEEDED"
+    );
     let csv = extraction.download(&done).await.unwrap();
     let text = std::str::from_utf8(&csv).unwrap();
     assert!(text.starts_with("contactId,agentId,skill\n"));
@@ -137,7 +146,10 @@ async fn an_expired_result_url_is_replaced_once_then_reported() {
     let job = extraction.submit(&json!({})).await.unwrap();
     let done = extraction.wait(&job).await.unwrap();
     let err = extraction.download(&done).await.unwrap_err();
-    assert_eq!(err.downcast_ref::<ResultExpired>().unwrap().job_id(), job.id());
+    assert_eq!(
+        err.downcast_ref::<ResultExpired>().unwrap().job_id(),
+        job.id()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -160,9 +172,16 @@ async fn every_terminal_state_is_typed() {
     // each failed job was dead-lettered with its submission
     let letters = letters.lock().unwrap();
     assert_eq!(letters.len(), 3);
-    let body: Value =
-        serde_json::from_slice(letters[1].request.as_ref().unwrap().body().as_bytes().unwrap())
-            .unwrap();
+    let body: Value = serde_json::from_slice(
+        letters[1]
+            .request
+            .as_ref()
+            .unwrap()
+            .body()
+            .as_bytes()
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(body, json!({"state": "CANCELLED"}));
 }
 
@@ -172,9 +191,15 @@ async fn a_failed_job_is_rerun_with_one_key_across_attempts() {
     let (cxone, letters) = client(&mock);
     let extraction = cxone.data_extraction();
     mock.script_cxone_job(JobScript::new([("RUNNING", ""), ("FAILED", "worker lost")]));
-    let job = extraction.submit(&json!({"entityName": "agents"})).await.unwrap();
+    let job = extraction
+        .submit(&json!({"entityName": "agents"}))
+        .await
+        .unwrap();
     let err = extraction.wait(&job).await.unwrap_err();
-    assert_eq!(err.downcast_ref::<JobFailed>().unwrap().message(), Some("worker lost"));
+    assert_eq!(
+        err.downcast_ref::<JobFailed>().unwrap().message(),
+        Some("worker lost")
+    );
     assert_eq!(letters.lock().unwrap().len(), 1);
 
     // the re-run's first attempt hits a 502: the stack retries it
@@ -187,7 +212,11 @@ async fn a_failed_job_is_rerun_with_one_key_across_attempts() {
     let keys = mock.idempotency_keys(JOBS);
     assert_eq!(
         keys,
-        [job.idempotency_key().to_owned(), expected_key.clone(), expected_key]
+        [
+            job.idempotency_key().to_owned(),
+            expected_key.clone(),
+            expected_key
+        ]
     );
     assert_eq!(mock.counters().duplicate_idempotency_keys, 0);
     let done = extraction.wait(&again).await.unwrap();
@@ -206,15 +235,22 @@ async fn jobs_that_cannot_be_rerun_say_why() {
     let mock = MockServer::start().await.unwrap();
     let (cxone, _) = client(&mock);
     let extraction = cxone.data_extraction();
-    let reason = |err: tower_cx::error::BoxError| err.downcast_ref::<NotRerunnable>().unwrap().reason();
+    let reason =
+        |err: tower_cx::error::BoxError| err.downcast_ref::<NotRerunnable>().unwrap().reason();
 
     mock.script_cxone_job(JobScript::new([("CANCELLED", "")]));
     let job = extraction.submit(&json!({})).await.unwrap();
-    assert_eq!(reason(extraction.rerun(&job).await.unwrap_err()), RerunRefusal::Cancelled);
+    assert_eq!(
+        reason(extraction.rerun(&job).await.unwrap_err()),
+        RerunRefusal::Cancelled
+    );
 
     mock.script_cxone_job(JobScript::new([("RUNNING", "")]));
     let job = extraction.submit(&json!({})).await.unwrap();
-    assert_eq!(reason(extraction.rerun(&job).await.unwrap_err()), RerunRefusal::NotFinished);
+    assert_eq!(
+        reason(extraction.rerun(&job).await.unwrap_err()),
+        RerunRefusal::NotFinished
+    );
 
     // failing again and again: at most one re-run with max_reruns(1)
     let extraction = cxone.clone().max_reruns(1).data_extraction();
@@ -250,7 +286,10 @@ async fn completed_contacts_page_until_204() {
         .await
         .unwrap();
     assert_eq!(
-        pages.iter().map(|p| p.completed_contacts.len()).collect::<Vec<_>>(),
+        pages
+            .iter()
+            .map(|p| p.completed_contacts.len())
+            .collect::<Vec<_>>(),
         [50, 50, 20]
     );
     assert_eq!(pages[2].completed_contacts[19]["contactId"], 119);
@@ -263,8 +302,16 @@ async fn completed_contacts_page_until_204() {
 async fn errors_come_from_the_body_or_the_ic_status_description_header() {
     let mock = MockServer::start().await.unwrap();
     let cxone = CxoneClient::new(stack(&mock, 1), &mock.base_url());
-    mock.fault(Some(CONTACTS), Fault::IcStatus(400, "Invalid startDate".into()), 1);
-    let err = cxone.completed_contacts(&[]).try_collect::<Vec<_>>().await.unwrap_err();
+    mock.fault(
+        Some(CONTACTS),
+        Fault::IcStatus(400, "Invalid startDate".into()),
+        1,
+    );
+    let err = cxone
+        .completed_contacts(&[])
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
     let e = err.downcast_ref::<CxoneError>().unwrap();
     assert_eq!(e.status().as_u16(), 400);
     assert_eq!(e.ic_status_description(), Some("Invalid startDate"));
@@ -272,11 +319,21 @@ async fn errors_come_from_the_body_or_the_ic_status_description_header() {
 
     mock.fault(
         Some(CONTACTS),
-        Fault::Body(403, r#"{"error":"forbidden","error_description":"missing scope"}"#.into()),
+        Fault::Body(
+            403,
+            r#"{"error":"forbidden","error_description":"missing scope"}"#.into(),
+        ),
         1,
     );
-    let err = cxone.completed_contacts(&[]).try_collect::<Vec<_>>().await.unwrap_err();
+    let err = cxone
+        .completed_contacts(&[])
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
     let e = err.downcast_ref::<CxoneError>().unwrap();
-    assert_eq!((e.code(), e.message()), (Some("forbidden"), "missing scope"));
+    assert_eq!(
+        (e.code(), e.message()),
+        (Some("forbidden"), "missing scope")
+    );
     assert_eq!(e.to_string(), "NICE CXone error 403: missing scope");
 }

@@ -142,10 +142,13 @@ async fn a_failure_after_retries_is_dead_lettered_and_replays_with_its_key() {
     assert!(letters.lock().unwrap().is_empty());
     assert_eq!(letter.attempts, 3);
     assert_eq!(letter.last_status, Some(400));
-    assert_eq!(letter.error_code, "REMOTE_ERROR");
+    assert_eq!(letter.error_code, "ACTION.REMOTE_ENDPOINT");
     let request = letter.request.expect("a replayable request");
     assert!(!request.headers().contains_key("authorization"));
-    let key = request.headers()[IDEMPOTENCY_KEY].to_str().unwrap().to_owned();
+    let key = request.headers()[IDEMPOTENCY_KEY]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(letter.correlation_id, key);
     let body: Value = serde_json::from_slice(request.body().as_bytes().unwrap()).unwrap();
     assert_eq!(body, json!({"order": 9}));
@@ -162,9 +165,10 @@ async fn a_failure_after_retries_is_dead_lettered_and_replays_with_its_key() {
 #[tokio::test]
 async fn replay_refuses_a_request_for_another_host() {
     let mock = MockServer::start().await.unwrap();
-    let request = http::Request::post("https://elsewhere.example/api/v2/integrations/actions/a/execute")
-        .body(tower_cx::body::Body::from("{}"))
-        .unwrap();
+    let request =
+        http::Request::post("https://elsewhere.example/api/v2/integrations/actions/a/execute")
+            .body(tower_cx::body::Body::from("{}"))
+            .unwrap();
     let err = client(&mock)
         .data_actions()
         .replay::<Value>(request)
@@ -179,7 +183,8 @@ async fn a_business_error_in_a_200_follows_the_retry_rules() {
     let mock = MockServer::start().await.unwrap();
     // final by default: one attempt, typed, with the output kept
     mock.fault(Some(EXECUTE), Fault::BusinessError200, 1);
-    let (genesys, letters) = with_letters(client(&mock).business_rule(BusinessRule::success_flag()));
+    let (genesys, letters) =
+        with_letters(client(&mock).business_rule(BusinessRule::success_flag()));
     let err = genesys
         .data_actions()
         .execute::<_, Value>("lookup", &json!({}))
@@ -233,10 +238,20 @@ async fn error_shapes_are_typed() {
         .retry(RetryLayer::new().max_attempts(1));
     let actions = genesys.data_actions();
 
-    mock.fault(Some(EXECUTE), Fault::Body(502, "<html>Bad Gateway</html>".into()), 1);
-    let err = actions.execute::<_, Value>("lookup", &json!({})).await.unwrap_err();
+    mock.fault(
+        Some(EXECUTE),
+        Fault::Body(502, "<html>Bad Gateway</html>".into()),
+        1,
+    );
+    let err = actions
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err();
     let e = genesys_error(&err);
-    assert_eq!((e.status().as_u16(), e.message()), (502, "<html>Bad Gateway</html>"));
+    assert_eq!(
+        (e.status().as_u16(), e.message()),
+        (502, "<html>Bad Gateway</html>")
+    );
 
     mock.fault(
         Some(EXECUTE),
@@ -249,7 +264,10 @@ async fn error_shapes_are_typed() {
         ),
         1,
     );
-    let err = actions.execute::<_, Value>("lookup", &json!({})).await.unwrap_err();
+    let err = actions
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err();
     let e = genesys_error(&err);
     assert_eq!(
         e.codes().collect::<Vec<_>>(),
@@ -259,14 +277,22 @@ async fn error_shapes_are_typed() {
 
     // a 200 that is not JSON
     mock.fault(Some(EXECUTE), Fault::Body(200, "not json".into()), 1);
-    let err = actions.execute::<_, Value>("lookup", &json!({})).await.unwrap_err();
-    let e = err.downcast_ref::<tower_cx::vendor::UnexpectedBody>().unwrap();
+    let err = actions
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err();
+    let e = err
+        .downcast_ref::<tower_cx::vendor::UnexpectedBody>()
+        .unwrap();
     assert_eq!(e.snippet(), "not json");
     assert!(e.source().is_some());
 
     // last: the 429 closes the stack's rate gate for 5 s
     mock.fault(Some(EXECUTE), Fault::RetryAfterSecs(5), 1);
-    let err = actions.execute::<_, Value>("lookup", &json!({})).await.unwrap_err();
+    let err = actions
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err();
     let e = genesys_error(&err);
     assert_eq!(e.status().as_u16(), 429);
     assert_eq!(e.code(), Some("too.many.requests.retry.after"));
@@ -324,7 +350,10 @@ async fn entity_listings_stream_every_page_to_the_end() {
         .unwrap();
     assert_eq!(pages.len(), 3);
     assert_eq!(
-        pages.iter().map(|p| p.page_number.unwrap()).collect::<Vec<_>>(),
+        pages
+            .iter()
+            .map(|p| p.page_number.unwrap())
+            .collect::<Vec<_>>(),
         [1, 2, 3]
     );
     assert_eq!(pages.iter().map(|p| p.entities.len()).sum::<usize>(), 250);

@@ -46,7 +46,8 @@ fn client(mock: &MockServer, attempts: u32) -> (GenesysClient<CxService>, Seen) 
     let seen: Seen = Arc::default();
     let sink = seen.clone();
     let runner = exact_runner().on_progress(move |p| sink.lock().unwrap().push(p.clone()));
-    let client = GenesysClient::new(stack(mock, attempts), &mock.genesys_region()).job_runner(runner);
+    let client =
+        GenesysClient::new(stack(mock, attempts), &mock.genesys_region()).job_runner(runner);
     (client, seen)
 }
 
@@ -78,7 +79,10 @@ async fn a_fulfilled_job_then_its_results_to_the_last_cursor() {
     assert_eq!(pages.len(), 2);
     assert_eq!(pages[0].cursor.as_deref(), Some("mock-cursor"));
     assert!(pages[1].cursor.is_none());
-    assert_eq!(pages.iter().map(|p| p.conversations.len()).sum::<usize>(), 6);
+    assert_eq!(
+        pages.iter().map(|p| p.conversations.len()).sum::<usize>(),
+        6
+    );
     let results = format!("{JOBS}/{job_id}/results");
     assert_eq!(mock.counters().requests[&results], 2);
 }
@@ -111,7 +115,10 @@ async fn a_failed_without_a_message_is_read_again_once_before_it_is_reported() {
         ("FAILED", "disk full"),
     ]));
     let err = genesys.analytics().run(&json!({})).await.unwrap_err();
-    assert_eq!(err.downcast_ref::<JobFailed>().unwrap().message(), Some("disk full"));
+    assert_eq!(
+        err.downcast_ref::<JobFailed>().unwrap().message(),
+        Some("disk full")
+    );
     // the re-read comes 2 s after the bare FAILED
     assert_eq!(
         timeline(&seen),
@@ -138,7 +145,11 @@ async fn a_429_while_polling_is_waited_out_as_the_server_asks() {
     let (genesys, seen) = client(&mock, 1);
     let jobs = genesys.analytics();
     let job_id = jobs.submit(&json!({})).await.unwrap();
-    mock.fault(Some(&format!("{JOBS}/{job_id}")), Fault::RetryAfterSecs(7), 1);
+    mock.fault(
+        Some(&format!("{JOBS}/{job_id}")),
+        Fault::RetryAfterSecs(7),
+        1,
+    );
     jobs.wait(&job_id).await.unwrap();
     // 2 s: 429 (wait 7 s); 9 s: QUEUED; +4 s: PENDING; +8 s: FULFILLED
     assert_eq!(
@@ -152,7 +163,11 @@ async fn a_429_while_polling_is_waited_out_as_the_server_asks() {
     let (genesys, seen) = client(&mock, 4);
     let jobs = genesys.analytics();
     let job_id = jobs.submit(&json!({})).await.unwrap();
-    mock.fault(Some(&format!("{JOBS}/{job_id}")), Fault::RetryAfterSecs(7), 1);
+    mock.fault(
+        Some(&format!("{JOBS}/{job_id}")),
+        Fault::RetryAfterSecs(7),
+        1,
+    );
     jobs.wait(&job_id).await.unwrap();
     let timeline = timeline(&seen);
     assert_eq!(timeline[0].0, "QUEUED");
@@ -174,8 +189,16 @@ async fn a_job_longer_than_the_token_lifetime_never_notices() {
     script.push(("FULFILLED", ""));
     mock.script_genesys_job(JobScript::new(script));
     let job_id = genesys.analytics().run(&json!({})).await.unwrap();
-    assert_eq!(seen.lock().unwrap().last().unwrap().elapsed, Duration::from_secs(270));
-    let pages: Vec<_> = genesys.analytics().results(&job_id).try_collect().await.unwrap();
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap().elapsed,
+        Duration::from_secs(270)
+    );
+    let pages: Vec<_> = genesys
+        .analytics()
+        .results(&job_id)
+        .try_collect()
+        .await
+        .unwrap();
     assert_eq!(pages.len(), 2);
     let counters = mock.counters();
     assert!(counters.tokens_issued >= 4, "{counters:?}");

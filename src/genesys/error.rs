@@ -265,8 +265,10 @@ pub struct BusinessFailure {
 /// ```
 #[derive(Clone)]
 pub struct BusinessRule {
-    check: Arc<dyn Fn(&Value) -> Option<BusinessFailure> + Send + Sync>,
+    check: Arc<BusinessCheck>,
 }
+
+type BusinessCheck = dyn Fn(&Value) -> Option<BusinessFailure> + Send + Sync;
 
 impl BusinessRule {
     /// A rule from a closure.

@@ -808,7 +808,8 @@ fn endpoint(shared: &Shared, state: &mut State, request: &Request<Bytes>) -> Res
                     (status.to_owned(), String::new())
                 }
             };
-            let mut body = serde_json::json!({ "state": status, "submissionDate": "2026-11-22T10:00:00Z" });
+            let mut body =
+                serde_json::json!({ "state": status, "submissionDate": "2026-11-22T10:00:00Z" });
             if status == "FAILED" {
                 body["errorMessage"] = message.into();
             }
