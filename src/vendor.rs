@@ -327,11 +327,13 @@ pub enum Rule {
 /// 400, a business error inside a 200). Turn it on when the client runs
 /// over a bare HTTP client.
 ///
-/// As a [`Classify`] implementation it plugs into a
-/// [`RetryLayer`](crate::retry::RetryLayer): `classify_error` finds a
+/// It is the [`Classify`] of the clients' own
+/// [`RetryLayer`](crate::retry::RetryLayer), which wraps a service that
+/// turns vendor failures into typed errors: `classify_error` finds a
 /// [`GenesysError`] or [`CxoneError`] in the error's source chain; any
-/// other error (a timeout, a refused connection) is final, since the stack
-/// below already retried it.
+/// other error (a timeout, a refused connection) is final there, since the
+/// stack below already retried it. (In a transport-level retry layer, use
+/// the default classifier instead.)
 #[derive(Debug, Clone, Default)]
 pub struct RetryRules {
     codes: HashMap<String, Rule>,
@@ -453,9 +455,10 @@ impl RetryRules {
 }
 
 impl Classify for RetryRules {
-    /// Responses reaching this classifier were decoded as successes.
-    fn classify_response(&self, _status: StatusCode, _headers: &HeaderMap) -> Class {
-        Class::Success
+    /// The default status table (in the clients, only decoded successes
+    /// reach it: failures arrive as typed errors).
+    fn classify_response(&self, status: StatusCode, _headers: &HeaderMap) -> Class {
+        classify_status(status)
     }
 
     fn classify_error(&self, error: &(dyn StdError + 'static)) -> Class {
