@@ -560,6 +560,11 @@ where
         let counter = AttemptCounter::default();
         request.extensions_mut().insert(counter.clone());
         let copy = self.dead_letters.and_then(|_| copy_request(&request));
+        if self.dead_letters.is_some() {
+            request
+                .extensions_mut()
+                .insert(crate::audit::DeadLettersHandled);
+        }
         let decode = Decode {
             transport: self.transport.clone(),
             limits: self.limits,

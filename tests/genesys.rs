@@ -377,3 +377,43 @@ async fn a_listing_error_ends_the_stream_with_a_typed_error() {
     assert_eq!((e.status().as_u16(), e.code()), (404, Some("not.found")));
     assert!(e.correlation_id().unwrap().starts_with("mock-corr-"));
 }
+
+#[tokio::test]
+async fn one_dead_letter_per_failed_action_when_the_audit_layer_shares_the_sink() {
+    let mock = MockServer::start().await.unwrap();
+    let letters: Letters = Arc::default();
+    let sink = letters.clone();
+    let sink = Arc::new(move |l: DeadLetter| sink.lock().unwrap().push(l));
+    let c = mock.config().clone();
+    let audit_sink = sink.clone();
+    let stack = Stack::genesys(&mock.genesys_region(), c.client_id, c.client_secret)
+        .unwrap()
+        .retry(fast().max_attempts(1))
+        .audit(
+            tower_cx::audit::AuditLayer::new(tower_cx::audit::NoopSink)
+                .dead_letters(dead_letter_fn(move |l| audit_sink(l))),
+        )
+        .build();
+    let genesys = GenesysClient::new(stack, &mock.genesys_region())
+        .retry(fast().max_attempts(3))
+        .dead_letters(dead_letter_fn(move |l| sink(l)));
+    mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(503), 3);
+    genesys
+        .data_actions()
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err();
+    {
+        let letters = letters.lock().unwrap();
+        assert_eq!(letters.len(), 1, "the client's, not one per attempt");
+        assert_eq!(letters[0].error_code, "ACTION.REMOTE_ENDPOINT");
+        assert_eq!(letters[0].attempts, 3);
+    }
+    // a listing is not the client's to dead-letter: the audit layer does
+    mock.fault(Some("/api/v2/users"), Fault::Status(500), 1);
+    let mut pages = Box::pin(genesys.list::<Value>("/api/v2/users"));
+    pages.try_next().await.unwrap_err();
+    let letters = letters.lock().unwrap();
+    assert_eq!(letters.len(), 2);
+    assert_eq!(letters[1].last_status, Some(500));
+}

@@ -111,7 +111,7 @@ pub use redact::{is_secret_key, redact_json, redact_uri, REDACTED};
 pub use service::Audit;
 pub use sink::{
     callback, dead_letter_fn, AuditSink, CallbackSink, DeadLetter, DeadLetterFn, DeadLetterSink,
-    FanOut, JsonLinesDeadLetters, JsonLinesSink, NoopSink, TracingSink,
+    DeadLettersHandled, FanOut, JsonLinesDeadLetters, JsonLinesSink, NoopSink, TracingSink,
 };
 pub use stats::{AuditStats, StatsSnapshot};
 pub use webhook::{WebhookSink, WebhookSinkBuilder};

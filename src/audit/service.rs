@@ -9,6 +9,7 @@ use tower::Service;
 use super::event::EventKind;
 use super::future::ResponseFuture;
 use super::redact::{is_secret_key, redact_json, redact_uri, strip_userinfo};
+use super::sink::DeadLettersHandled;
 use super::{AuditLayer, AuditRecord};
 use crate::body::{try_clone_request, Body, ReplayBody};
 use crate::error::BoxError;
@@ -136,8 +137,13 @@ where
             );
         }
         request.extensions_mut().insert(record.clone());
-        let copy = layer
+        // the caller dead-letters this request itself (a typed client,
+        // after its own retries)
+        let dead_letters = layer
             .dead_letters
+            .clone()
+            .filter(|_| request.extensions().get::<DeadLettersHandled>().is_none());
+        let copy = dead_letters
             .as_ref()
             .and_then(|_| try_clone_request(&request))
             .map(|copy| {
@@ -148,7 +154,7 @@ where
                 Box::new(Request::from_parts(parts, body.into()))
             });
         let future = self.inner.call(request);
-        ResponseFuture::new(future, record, layer.dead_letters.clone(), copy)
+        ResponseFuture::new(future, record, dead_letters, copy)
     }
 }
 

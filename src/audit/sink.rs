@@ -352,6 +352,12 @@ pub struct DeadLetter {
     pub request: Option<Request<Body>>,
 }
 
+/// A request extension: the caller dead-letters this request itself (the
+/// typed vendor clients do, once per logical call after their own
+/// retries), so the audit layer does not.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeadLettersHandled;
+
 /// Receives [`DeadLetter`]s.
 pub trait DeadLetterSink: Send + Sync + 'static {
     /// Keep the dead letter. Called once per failed request; return quickly.

@@ -185,7 +185,10 @@ impl<T: Transport> CxoneClient<T> {
         self
     }
 
-    /// Where jobs that fail for good go, with their submission.
+    /// Where jobs that fail for good go, with their submission (the
+    /// client's requests carry
+    /// [`DeadLettersHandled`](crate::audit::DeadLettersHandled), so an audit
+    /// layer below that shares the sink does not letter them again).
     pub fn dead_letters(mut self, sink: impl DeadLetterSink) -> Self {
         self.dead_letters = Some(Arc::new(sink));
         self

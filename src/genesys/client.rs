@@ -98,8 +98,12 @@ impl<T: Transport> GenesysClient<T> {
         self
     }
 
-    /// Where data actions and jobs that fail for good go, with a request
-    /// that re-runs them ([`DataActions::replay`], [`AnalyticsJobs::replay`]).
+    /// Where data actions and jobs that fail for good go, once per logical
+    /// call after the client's retries, with a request that re-runs them
+    /// ([`DataActions::replay`], [`AnalyticsJobs::replay`]). The client's
+    /// requests carry [`DeadLettersHandled`](crate::audit::DeadLettersHandled),
+    /// so an audit layer below that shares the sink does not letter each
+    /// attempt again.
     pub fn dead_letters(mut self, sink: impl DeadLetterSink) -> Self {
         self.dead_letters = Some(Arc::new(sink));
         self
