@@ -337,3 +337,20 @@ async fn errors_come_from_the_body_or_the_ic_status_description_header() {
     );
     assert_eq!(e.to_string(), "NICE CXone error 403: missing scope");
 }
+
+#[tokio::test]
+async fn a_business_error_in_a_200_is_a_typed_cxone_error() {
+    let mock = MockServer::start().await.unwrap();
+    let cxone = CxoneClient::new(stack(&mock, 4), &mock.base_url())
+        .business_rule(tower_cx::genesys::BusinessRule::success_flag());
+    mock.fault(Some(CONTACTS), Fault::BusinessError200, 1);
+    let err = cxone
+        .completed_contacts(&[])
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap_err();
+    let e = err.downcast_ref::<CxoneError>().unwrap();
+    assert!(e.is_business());
+    assert_eq!(e.message(), "mock business error");
+    assert_eq!(mock.counters().requests[CONTACTS], 1, "final by default");
+}

@@ -417,3 +417,28 @@ async fn one_dead_letter_per_failed_action_when_the_audit_layer_shares_the_sink(
     assert_eq!(letters.len(), 2);
     assert_eq!(letters[1].last_status, Some(500));
 }
+
+#[tokio::test]
+async fn a_listing_without_next_uri_follows_page_number_up_to_page_count() {
+    let mock = MockServer::start().await.unwrap();
+    // the first page names no nextUri: the client asks for pageNumber=2
+    mock.fault(
+        Some("/api/v2/users"),
+        Fault::Body(
+            200,
+            json!({"entities": [{"id": "first"}], "pageNumber": 1, "pageSize": 100, "pageCount": 3})
+                .to_string(),
+        ),
+        1,
+    );
+    let pages: Vec<_> = client(&mock)
+        .list::<Value>("/api/v2/users?pageSize=100")
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(pages.len(), 3);
+    assert_eq!(pages[0].entities[0]["id"], "first");
+    assert_eq!(pages[1].page_number, Some(2));
+    assert_eq!(pages[1].entities[0]["id"], "user-100");
+    assert_eq!(pages[1].page_size, Some(100), "pageSize kept");
+}

@@ -101,9 +101,11 @@ where
 /// ```
 /// use futures_util::TryStreamExt;
 /// use tower_cx::cxone::{discover, CxoneClient};
+/// # #[cfg(feature = "mock")]
 /// use tower_cx::mock::MockServer;
 /// use tower_cx::stack::Stack;
 ///
+/// # #[cfg(feature = "mock")]
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), tower_cx::error::BoxError> {
 /// let mock = MockServer::start().await?;
@@ -116,6 +118,8 @@ where
 /// assert_eq!(pages.iter().map(|p| p.completed_contacts.len()).sum::<usize>(), 120);
 /// # Ok(())
 /// # }
+/// # #[cfg(not(feature = "mock"))]
+/// # fn main() {}
 /// ```
 #[derive(Clone)]
 pub struct CxoneClient<T> {

@@ -3,9 +3,11 @@
 //!
 //! ```
 //! use tower_cx::cxone::{discover, CxoneClient};
+//! # #[cfg(feature = "mock")]
 //! use tower_cx::mock::MockServer;
 //! use tower_cx::stack::Stack;
 //!
+//! # #[cfg(feature = "mock")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower_cx::error::BoxError> {
 //! let mock = MockServer::start().await?;
@@ -20,6 +22,8 @@
 //! # let _ = csv;
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "mock"))]
+//! # fn main() {}
 //! ```
 
 mod client;

@@ -5,9 +5,11 @@
 //! use futures_util::TryStreamExt;
 //! use serde_json::{json, Value};
 //! use tower_cx::genesys::GenesysClient;
+//! # #[cfg(feature = "mock")]
 //! use tower_cx::mock::MockServer;
 //! use tower_cx::stack::Stack;
 //!
+//! # #[cfg(feature = "mock")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower_cx::error::BoxError> {
 //! let mock = MockServer::start().await?;
@@ -22,6 +24,8 @@
 //! assert_eq!(pages.iter().map(|p| p.entities.len()).sum::<usize>(), 250);
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "mock"))]
+//! # fn main() {}
 //! ```
 
 mod analytics;
