@@ -139,7 +139,8 @@ pub enum Observation<T> {
     /// The job's status.
     Status(JobStatus<T>),
     /// The server asked to wait (a 429 or 503) this long (`None`: no usable
-    /// hint, the runner's own interval applies).
+    /// hint, the runner's own interval applies). The runner waits at least
+    /// its base interval.
     Wait(Option<Duration>),
 }
 
@@ -280,7 +281,9 @@ impl JobRunner {
             })?;
             let status = match observation {
                 Observation::Wait(hint) => {
-                    next = hint;
+                    // never faster than the base interval: a `Retry-After: 0`
+                    // loop must not become a hot loop
+                    next = hint.map(|d| d.max(self.backoff.base_delay()));
                     continue;
                 }
                 Observation::Status(status) => status,
@@ -513,6 +516,27 @@ mod tests {
         assert_eq!(done.message.as_deref(), Some("disk full"));
         let last = progress.borrow().clone().unwrap();
         assert_eq!((last.polls, last.elapsed), (2, Duration::from_secs(11)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_server_wait_is_no_hot_loop() {
+        let start = Instant::now();
+        let mut at = Vec::new();
+        let mut n = 0;
+        exact()
+            .run("j", || {
+                n += 1;
+                at.push(start.elapsed().as_secs());
+                let observation = if n < 3 {
+                    Observation::Wait(Some(Duration::ZERO))
+                } else {
+                    Observation::Status(JobStatus::new(JobState::Succeeded, "DONE", ()))
+                };
+                async move { Ok(observation) }
+            })
+            .await
+            .unwrap();
+        assert_eq!(at, [2, 4, 6]);
     }
 
     #[tokio::test(start_paused = true)]

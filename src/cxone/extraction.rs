@@ -387,11 +387,22 @@ impl<T: Transport> DataExtraction<T> {
         if job.reruns >= self.client.max_reruns {
             return Err(refuse(RerunRefusal::TooManyReruns).into());
         }
+        let mut waits = 0;
         let state = loop {
             match self.observe(&job.id).await? {
                 Observation::Status(status) => break status.state,
-                Observation::Wait(hint) => {
-                    tokio::time::sleep(hint.unwrap_or(std::time::Duration::from_secs(1))).await
+                Observation::Wait(hint) if waits < 3 => {
+                    waits += 1;
+                    let wait = hint.unwrap_or(std::time::Duration::from_secs(1));
+                    tokio::time::sleep(wait.max(std::time::Duration::from_secs(1))).await
+                }
+                Observation::Wait(_) => {
+                    return Err(CxoneError::from_response(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        &http::HeaderMap::new(),
+                        b"",
+                    )
+                    .into())
                 }
             }
         };
