@@ -41,4 +41,4 @@
 
 mod server;
 
-pub use server::{Fault, JobScript, MockConfig, MockCounters, MockServer};
+pub use server::{Fault, JobScript, MockConfig, MockCounters, MockServer, RandomFaults};

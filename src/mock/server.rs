@@ -11,6 +11,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -44,6 +46,61 @@ pub struct MockConfig {
     pub in_flight_grace: Duration,
     /// How long a CXone data-extraction result URL stays valid. Default 60 s.
     pub result_url_ttl: Duration,
+    /// Faults drawn at random for some requests, after the scripted ones
+    /// (default none).
+    pub random_faults: Option<RandomFaults>,
+}
+
+/// Faults drawn at random, from a seeded RNG so that a run can be repeated,
+/// for the requests whose path starts with `path_prefix`. Scripted faults
+/// ([`MockServer::fault`]) are served first.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_cx::mock::{Fault, RandomFaults};
+///
+/// let faults = RandomFaults::new(7, "/api/")
+///     .with(Fault::Status(503), 0.10)
+///     .with(Fault::Reset, 0.02)
+///     .with(Fault::Delay(Duration::from_secs(30)), 0.01);
+/// assert_eq!(faults.faults.len(), 3);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct RandomFaults {
+    /// The RNG seed.
+    pub seed: u64,
+    /// Only requests whose path starts with this are faulted.
+    pub path_prefix: String,
+    /// Each fault with its probability per request (together at most 1).
+    pub faults: Vec<(Fault, f64)>,
+}
+
+impl RandomFaults {
+    /// No faults yet, for paths under `path_prefix`, drawn from `seed`.
+    pub fn new(seed: u64, path_prefix: impl Into<String>) -> Self {
+        Self {
+            seed,
+            path_prefix: path_prefix.into(),
+            faults: Vec::new(),
+        }
+    }
+
+    /// Add `fault` with `probability` per request.
+    pub fn with(mut self, fault: Fault, probability: f64) -> Self {
+        self.faults.push((fault, probability));
+        self
+    }
+
+    fn draw(&self, rng: &mut StdRng) -> Option<Fault> {
+        let mut roll: f64 = rng.random();
+        for (fault, probability) in &self.faults {
+            if roll < *probability {
+                return Some(fault.clone());
+            }
+            roll -= probability;
+        }
+        None
+    }
 }
 
 impl Default for MockConfig {
@@ -60,6 +117,7 @@ impl Default for MockConfig {
             contacts: 120,
             in_flight_grace: Duration::from_millis(100),
             result_url_ttl: Duration::from_secs(60),
+            random_faults: None,
         }
     }
 }
@@ -158,6 +216,10 @@ pub struct MockCounters {
     /// Result downloads that carried an `Authorization` header (a token
     /// sent to the file host: must stay zero).
     pub credentials_sent_to_files: u64,
+    /// Distinct `Idempotency-Key`s of POSTs applied (each one once).
+    pub idempotency_keys_applied: u64,
+    /// Faults drawn by [`MockConfig::random_faults`], by kind.
+    pub random_faults: BTreeMap<String, u64>,
 }
 
 struct TokenState {
@@ -183,6 +245,7 @@ struct State {
     files: HashMap<String, (String, Instant)>,
     keys_seen: Vec<(String, String)>,
     next_id: u64,
+    rng: Option<StdRng>,
 }
 
 #[derive(Default)]
@@ -221,10 +284,17 @@ impl MockServer {
     pub async fn start_with(config: MockConfig) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let state = State {
+            rng: config
+                .random_faults
+                .as_ref()
+                .map(|r| StdRng::seed_from_u64(r.seed)),
+            ..State::default()
+        };
         let shared = Arc::new(Shared {
             config,
             base: format!("http://{addr}"),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             in_flight: AtomicU64::new(0),
         });
         let serving = shared.clone();
@@ -390,7 +460,7 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
                 && only.as_ref().is_none_or(|m| m == method)
                 && prefix.as_deref().is_none_or(|p| path.starts_with(p))
         });
-        index.map(|i| {
+        let scripted = index.map(|i| {
             let entry = &mut state.faults[i];
             entry.3 -= 1;
             let fault = entry.2.clone();
@@ -398,7 +468,8 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
                 state.faults.remove(i);
             }
             fault
-        })
+        });
+        scripted.or_else(|| random_fault(&shared.config, &mut state, &path))
     };
     let (parts, body) = request.into_parts();
     let body = body
@@ -421,6 +492,20 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> Answer {
     }
     let response = route(&shared, &request);
     Ok(response)
+}
+
+fn random_fault(config: &MockConfig, state: &mut State, path: &str) -> Option<Fault> {
+    let random = config.random_faults.as_ref()?;
+    if !path.starts_with(random.path_prefix.as_str()) {
+        return None;
+    }
+    let fault = random.draw(state.rng.as_mut()?)?;
+    *state
+        .counters
+        .random_faults
+        .entry(format!("{fault:?}"))
+        .or_default() += 1;
+    Some(fault)
 }
 
 fn fault_response(fault: &Fault) -> Response<Full<Bytes>> {
@@ -683,7 +768,9 @@ fn api(shared: &Shared, request: &Request<Bytes>) -> Response<Full<Bytes>> {
                 .get("idempotency-key")
                 .and_then(|v| v.to_str().ok())
             {
-                if !state.applied_keys.insert(key.to_owned()) {
+                if state.applied_keys.insert(key.to_owned()) {
+                    state.counters.idempotency_keys_applied += 1;
+                } else {
                     state.counters.duplicate_idempotency_keys += 1;
                 }
             }
