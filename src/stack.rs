@@ -55,7 +55,7 @@ pub struct Stack {
     retry: RetryLayer,
     breaker: CircuitBreakerLayer,
     limiter: PriorityLimitLayer,
-    tokens: Option<TokenCache>,
+    bearer: Option<BearerLayer>,
     timeout: Duration,
 }
 
@@ -69,21 +69,26 @@ impl Stack {
             retry: RetryLayer::new().auto_idempotency_key(true),
             breaker: CircuitBreakerLayer::new(),
             limiter: PriorityLimitLayer::new(16),
-            tokens: None,
+            bearer: None,
             timeout: Duration::from_secs(30),
         }
     }
 
     /// Genesys Cloud: client credentials against the region's login host,
-    /// and pacing at 300 requests per 60 s (the per-token API limit).
+    /// the token sent to the region's API origin only, and pacing at 300
+    /// requests per 60 s (the per-token API limit).
     pub fn genesys(
         region: &Region,
         client_id: impl Into<String>,
         client_secret: impl Into<Secret>,
     ) -> Result<Self, TokenError> {
         let credentials = ClientCredentials::genesys(region, client_id, client_secret)?;
+        let api = region.api_base();
+        let bearer = BearerLayer::new(TokenCache::new(credentials))
+            .allow_origin(&api)
+            .map_err(|_| TokenError::invalid_url(&api))?;
         Ok(Self::new()
-            .bearer(TokenCache::new(credentials))
+            .bearer_layer(bearer)
             .limiter(PriorityLimitLayer::new(16).pacing(300, Duration::from_secs(60))))
     }
 
@@ -130,9 +135,17 @@ impl Stack {
         self
     }
 
-    /// Authenticate with bearer tokens from `tokens`.
+    /// Authenticate with bearer tokens from `tokens`, sent to any origin
+    /// (see [`bearer_layer`](Self::bearer_layer) to restrict them).
     pub fn bearer(mut self, tokens: TokenCache) -> Self {
-        self.tokens = Some(tokens);
+        self.bearer = Some(BearerLayer::new(tokens));
+        self
+    }
+
+    /// Authenticate with this bearer layer (e.g. one restricted to the API
+    /// origin with [`BearerLayer::allow_origin`]).
+    pub fn bearer_layer(mut self, bearer: BearerLayer) -> Self {
+        self.bearer = Some(bearer);
         self
     }
 
@@ -148,7 +161,7 @@ impl Stack {
             stats: self.audit.stats_handle(),
             breaker: self.breaker.handle(),
             limiter: self.limiter.handle(),
-            tokens: self.tokens.clone(),
+            tokens: self.bearer.as_ref().map(|b| b.cache().clone()),
         }
     }
 
@@ -172,8 +185,8 @@ impl Stack {
         let lower = ServiceBuilder::new()
             .layer(TimeoutLayer::new(self.timeout))
             .service(client);
-        let lower: CxService = match self.tokens {
-            Some(tokens) => BoxCloneSyncService::new(BearerLayer::new(tokens).layer(lower)),
+        let lower: CxService = match self.bearer {
+            Some(bearer) => BoxCloneSyncService::new(bearer.layer(lower)),
             None => BoxCloneSyncService::new(lower),
         };
         let stack = ServiceBuilder::new()
@@ -199,7 +212,7 @@ impl fmt::Debug for Stack {
             .field("retry", &self.retry)
             .field("breaker", &self.breaker)
             .field("limiter", &self.limiter)
-            .field("tokens", &self.tokens)
+            .field("bearer", &self.bearer)
             .field("timeout", &self.timeout)
             .finish()
     }

@@ -102,6 +102,21 @@ where
         }
     }
 
+    /// Sent without a token: the response, a 401 included, is the answer.
+    pub(crate) fn passthrough(future: S::Future) -> Self {
+        Self {
+            state: State::Called { future },
+            service: None,
+            cache: None,
+            request: None,
+            replay_on_401: false,
+            replayed: true,
+            token_id: 0,
+            audit: None,
+            acquiring_since: None,
+        }
+    }
+
     pub(crate) fn failed(error: BoxError) -> Self {
         Self {
             state: State::Failed { error: Some(error) },

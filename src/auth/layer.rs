@@ -1,6 +1,10 @@
+use std::sync::Arc;
+
 use tower::Layer;
 
+use super::origin::Origin;
 use super::{Bearer, TokenCache};
+use crate::error::ConfigError;
 
 /// Applies [`Bearer`] to a service: every request gets
 /// `Authorization: Bearer ...` from the shared [`TokenCache`].
@@ -8,6 +12,7 @@ use super::{Bearer, TokenCache};
 pub struct BearerLayer {
     cache: TokenCache,
     replay_on_401: bool,
+    origins: Arc<[Origin]>,
 }
 
 impl BearerLayer {
@@ -16,7 +21,35 @@ impl BearerLayer {
         Self {
             cache,
             replay_on_401: true,
+            origins: Arc::from([]),
         }
+    }
+
+    /// Attach the token only to requests for this origin (and any others
+    /// allowed the same way): `scheme://host[:port]`, a path is ignored.
+    /// Requests to other origins pass through untouched, without a token.
+    /// Fails with [`ConfigError`] (setting `origin`) for a URL that is not
+    /// absolute.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use tower_cx::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
+    ///
+    /// # fn main() -> Result<(), tower_cx::error::ConfigError> {
+    /// let cache = TokenCache::new(source_fn(|| async {
+    ///     Ok::<_, TokenError>(Token::new("tok", Duration::from_secs(3600)))
+    /// }));
+    /// let layer = BearerLayer::new(cache).allow_origin("https://api.mypurecloud.ie")?;
+    /// # let _ = layer;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn allow_origin(mut self, url: &str) -> Result<Self, ConfigError> {
+        let origin = Origin::parse(url)?;
+        let mut origins = self.origins.to_vec();
+        origins.push(origin);
+        self.origins = origins.into();
+        Ok(self)
     }
 
     /// On a 401, refresh the token and send the request once more (default
@@ -37,6 +70,8 @@ impl<S> Layer<S> for BearerLayer {
     type Service = Bearer<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Bearer::new(inner, self.cache.clone()).replay_on_401(self.replay_on_401)
+        let mut bearer = Bearer::new(inner, self.cache.clone()).replay_on_401(self.replay_on_401);
+        bearer.origins = self.origins.clone();
+        bearer
     }
 }

@@ -47,12 +47,22 @@
 //! - Requests to `http://` hosts other than loopback fail with
 //!   [`InsecureUrl`](crate::error::InsecureUrl): credentials never travel in
 //!   clear text.
+//! - With [`allow_origin`](BearerLayer::allow_origin), the token is attached
+//!   only to requests whose origin (scheme, host, port) is one of the
+//!   allowed ones; a request to any other origin (a presigned download URL,
+//!   a `nextUri` pointing elsewhere) passes through without a token and
+//!   without 401 handling. [`Stack::genesys`](crate::stack::Stack::genesys)
+//!   allows the region's API origin only. Without `allow_origin`, every
+//!   absolute origin gets the token (a relative URI is always taken as the
+//!   API's). This crate never follows redirects, so a token is never
+//!   carried to another host by one.
 //! - See [`TokenCache`] for refresh-ahead, single flight and stale-token rules,
 //!   and [`ClientCredentials`] for the Genesys Cloud and NICE CXone flavours.
 
 mod cache;
 mod future;
 mod layer;
+mod origin;
 mod service;
 mod source;
 mod token;

@@ -1,3 +1,4 @@
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::AUTHORIZATION;
@@ -5,6 +6,7 @@ use http::{Request, Response};
 use tower::Service;
 
 use super::future::ResponseFuture;
+use super::origin::Origin;
 use super::{BearerLayer, TokenCache};
 use crate::audit::AuditRecord;
 use crate::body::{try_clone_request, ReplayBody};
@@ -19,6 +21,7 @@ pub struct Bearer<S> {
     inner: S,
     cache: TokenCache,
     replay_on_401: bool,
+    pub(super) origins: Arc<[Origin]>,
 }
 
 impl<S> Bearer<S> {
@@ -28,6 +31,7 @@ impl<S> Bearer<S> {
             inner,
             cache,
             replay_on_401: true,
+            origins: Arc::from([]),
         }
     }
 
@@ -73,11 +77,19 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut service = std::mem::replace(&mut self.inner, clone);
+        if !self.origins.is_empty() {
+            if let Some(origin) = Origin::of(request.uri()) {
+                if !self.origins.contains(&origin) {
+                    // not the API: no token, no 401 handling
+                    return ResponseFuture::passthrough(service.call(request));
+                }
+            }
+        }
         if let Err(insecure) = InsecureUrl::check(request.uri()) {
             return ResponseFuture::failed(insecure.into());
         }
-        let clone = self.inner.clone();
-        let mut service = std::mem::replace(&mut self.inner, clone);
         let cache = self.cache.clone();
         let audit = request.extensions().get::<AuditRecord>().cloned();
         match cache.fresh() {

@@ -10,15 +10,14 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, Uri};
-use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
 use super::token::{parse_token_response, LifetimePolicy, Secret, Token, TokenError};
 use crate::backoff::Backoff;
-use crate::body::Body;
-use crate::error::{BoxError, InsecureUrl};
+use crate::body::{read_limited, Body};
+use crate::error::{BodyTooLarge, BoxError, InsecureUrl};
 use crate::retry::{RetryBudget, RetryLayer, RetryOverride};
 
 /// The future a [`TokenSource`] returns.
@@ -126,6 +125,7 @@ pub struct ClientCredentials {
     lifetime: LifetimePolicy,
     client: TokenHttpClient,
     retry: RetryLayer,
+    timeout: Duration,
 }
 
 impl ClientCredentials {
@@ -159,6 +159,7 @@ impl ClientCredentials {
                 .deadline(Duration::from_secs(20))
                 .backoff(Backoff::exponential(Duration::from_millis(500)))
                 .budget(RetryBudget::unlimited()),
+            timeout: Duration::from_secs(10),
         })
     }
 
@@ -246,6 +247,14 @@ impl ClientCredentials {
         self
     }
 
+    /// The timeout of each token request attempt (default 10 s): a token
+    /// endpoint that accepts the connection and never answers costs this
+    /// long per attempt, then the retry policy decides.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// The token URL.
     pub fn token_url(&self) -> &Uri {
         &self.token_url
@@ -301,13 +310,16 @@ impl TokenSource for ClientCredentials {
         let client = self.client.clone();
         // Boxed so the future below names no generic bounds (which trips the
         // compiler's `Send` inference for async blocks).
+        let client = tower::timeout::TimeoutLayer::new(self.timeout).layer(client);
         let client: TokenHttpClient = BoxCloneSyncService::new(self.retry.layer(client));
         let policy = self.lifetime;
         Box::pin(async move {
-            let response = client
-                .oneshot(request?)
-                .await
-                .map_err(TokenError::transport)?;
+            let response = client.oneshot(request?).await.map_err(|error| {
+                match error.downcast::<BodyTooLarge>() {
+                    Ok(too_large) => TokenError::BodyTooLarge(*too_large),
+                    Err(error) => TokenError::transport(error),
+                }
+            })?;
             let received_at = Instant::now();
             let content_type = response
                 .headers()
@@ -377,7 +389,8 @@ pub(crate) fn hyper_client() -> hyper_util::client::legacy::Client<Connector, Bo
 }
 
 /// Box `client` as a [`TokenHttpClient`], collecting (at most 64 KiB of)
-/// each response body.
+/// each response body: a longer body fails with
+/// [`BodyTooLarge`](crate::error::BodyTooLarge).
 pub fn box_client<S, B>(client: S) -> TokenHttpClient
 where
     S: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
@@ -391,10 +404,7 @@ where
         .map_err(Into::into)
         .and_then(|response: Response<B>| async move {
             let (parts, body) = response.into_parts();
-            let bytes = Limited::new(body, MAX_TOKEN_BODY)
-                .collect()
-                .await?
-                .to_bytes();
+            let bytes = read_limited(body, MAX_TOKEN_BODY).await?;
             Ok::<_, BoxError>(Response::from_parts(parts, bytes))
         });
     BoxCloneSyncService::new(collecting)

@@ -9,7 +9,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::error::{BoxError, InsecureUrl};
+use crate::error::{BodyTooLarge, BoxError, InsecureUrl};
 
 /// A secret string (client secret, access key secret, access token) whose
 /// `Debug` and `Display` print a placeholder, never the value.
@@ -191,6 +191,8 @@ pub enum TokenError {
         /// The `token_type` received.
         token_type: String,
     },
+    /// The token response body was longer than the limit read (64 KiB).
+    BodyTooLarge(BodyTooLarge),
     /// The token request failed before a response (after its retries).
     Transport(Arc<dyn StdError + Send + Sync>),
     /// The token URL would send credentials over plain HTTP.
@@ -271,6 +273,7 @@ impl fmt::Display for TokenError {
             }
             TokenError::Transport(error) => write!(f, "token request failed: {error}"),
             TokenError::Insecure(error) => error.fmt(f),
+            TokenError::BodyTooLarge(error) => write!(f, "token response refused: {error}"),
             TokenError::InvalidUrl { url } => write!(f, "invalid token URL {url:?}: not absolute"),
             TokenError::AlreadyExpired => {
                 f.write_str("the token source returned a token that had already expired")
@@ -287,6 +290,7 @@ impl StdError for TokenError {
         match self {
             TokenError::Transport(error) => Some(error.as_ref()),
             TokenError::Insecure(error) => Some(error),
+            TokenError::BodyTooLarge(error) => Some(error),
             TokenError::Unavailable { cause } => Some(cause.as_ref()),
             _ => None,
         }
