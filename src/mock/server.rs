@@ -386,6 +386,11 @@ impl MockServer {
             .collect()
     }
 
+    /// Drop every scripted fault not yet served (the random ones stay).
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
     /// A snapshot of the counters.
     pub fn counters(&self) -> MockCounters {
         self.shared.lock().counters.clone()
