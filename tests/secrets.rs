@@ -1,0 +1,512 @@
+//! Secrets: a full scenario against the embedded mock (token fetch, refresh,
+//! a 401 and its replay, retries, a failed token refresh, dead letters, an
+//! insecure URL) with every audit sink attached (JSON lines, callback,
+//! tracing, a webhook to a loopback server, JSON-lines dead letters) and
+//! every event hook, capturing every `Debug`, `Display`, error message,
+//! audit line and tracing line: neither the client secret nor any issued
+//! token appears anywhere.
+//!
+//! Also: credentials are refused over plain HTTP to non-loopback hosts, and
+//! the bearer token is never sent to another origin than the API's.
+#![cfg(feature = "mock")]
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tower::{service_fn, ServiceExt};
+use tower_cx::audit::{
+    callback, dead_letter_fn, AuditLayer, DeadLetter, FanOut, JsonLinesDeadLetters, JsonLinesSink,
+    TracingSink, WebhookSink,
+};
+use tower_cx::auth::{BearerLayer, ClientCredentials, TokenCache, TokenError};
+use tower_cx::backoff::Backoff;
+use tower_cx::body::Body;
+use tower_cx::breaker::CircuitBreakerLayer;
+use tower_cx::error::{BoxError, InsecureUrl};
+use tower_cx::mock::{Fault, MockConfig, MockServer};
+use tower_cx::priority::PriorityLimitLayer;
+use tower_cx::retry::RetryLayer;
+use tower_cx::stack::Stack;
+
+const CLIENT_SECRET: &str = "cs-9f8e7d6c5b4a39281706f5e4d3c2b1a0";
+
+/// Everything the scenario printed, logged or recorded.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Capture {
+    fn push(&self, text: impl AsRef<str>) {
+        let mut buffer = self.0.lock().unwrap();
+        buffer.extend_from_slice(text.as_ref().as_bytes());
+        buffer.push(b'\n');
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Capture {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Every error in the chain, with `Display` and `Debug`.
+fn describe(error: &BoxError) -> String {
+    let mut out = format!("{error} | {error:?}");
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(&format!(" | caused by {e} | {e:?}"));
+        source = e.source();
+    }
+    out
+}
+
+/// A loopback server that records the `Authorization` header of each
+/// request (or `-` when there is none) and answers `status`.
+async fn recording_server(status: StatusCode) -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let record = record.clone();
+                    async move {
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .map_or("-".to_owned(), |v| v.to_str().unwrap_or("?").to_owned());
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        record
+                            .lock()
+                            .unwrap()
+                            .push(format!("{auth} {}", String::from_utf8_lossy(&body)));
+                        let mut response = Response::new(Full::new(Bytes::new()));
+                        *response.status_mut() = status;
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_secret_or_token_appears_in_any_output() {
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let capture = capture.clone();
+            move || capture.clone()
+        })
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mock = MockServer::start_with(MockConfig {
+        client_secret: CLIENT_SECRET.into(),
+        token_lifetime: Duration::from_secs(5),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let c = mock.config().clone();
+    let (webhook_url, webhook_seen) = recording_server(StatusCode::OK).await;
+
+    // the token client records every token the endpoint issues
+    let issued: Arc<Mutex<Vec<String>>> = Arc::default();
+    let http = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let token_client = {
+        let issued = issued.clone();
+        let http = http.clone();
+        service_fn(move |request: Request<Body>| {
+            let issued = issued.clone();
+            let http = http.clone();
+            async move {
+                let (parts, body) = http.request(request).await?.into_parts();
+                let bytes = body.collect().await?.to_bytes();
+                if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                    if let Some(token) = json["access_token"].as_str() {
+                        issued.lock().unwrap().push(token.to_owned());
+                    }
+                }
+                Ok::<_, BoxError>(Response::from_parts(parts, Full::new(bytes)))
+            }
+        })
+    };
+    let credentials =
+        ClientCredentials::genesys(&mock.genesys_region(), c.client_id.clone(), CLIENT_SECRET)
+            .unwrap()
+            .http_client(token_client)
+            .retry(
+                RetryLayer::new()
+                    .max_attempts(2)
+                    .backoff(Backoff::constant(Duration::from_millis(10))),
+            );
+    capture.push(format!("{credentials:?}"));
+
+    // every sink and every hook writes into the capture
+    let json_lines = JsonLinesSink::new(capture.clone());
+    let webhook = WebhookSink::builder(&format!("{webhook_url}/audit"))
+        .unwrap()
+        .flush_interval(Duration::from_millis(100))
+        .build();
+    let sinks = FanOut::new()
+        .with(json_lines.clone())
+        .with(TracingSink)
+        .with(webhook.clone())
+        .with({
+            let capture = capture.clone();
+            callback(move |event| capture.push(format!("{} {event:?}", event.to_json())))
+        });
+    let dead_letters = FanOut::new();
+    let _ = dead_letters;
+    let letters_file = Capture::default();
+    let letters = {
+        let capture = capture.clone();
+        let file = JsonLinesDeadLetters::new(letters_file.clone());
+        dead_letter_fn(move |letter: DeadLetter| {
+            capture.push(format!("{letter:?}"));
+            capture.push(format!(
+                "{:?}",
+                letter.request.as_ref().map(|r| r.headers())
+            ));
+            tower_cx::audit::DeadLetterSink::dead_letter(&file, letter);
+        })
+    };
+    let tokens = TokenCache::builder(credentials)
+        .on_event({
+            let capture = capture.clone();
+            move |event| capture.push(format!("{event:?}"))
+        })
+        .build();
+    let bearer = BearerLayer::new(tokens.clone())
+        .allow_origin(&mock.base_url())
+        .unwrap();
+    let stack = Stack::new()
+        .audit(
+            AuditLayer::new(sinks)
+                .record_bodies(true)
+                .dead_letters(letters),
+        )
+        .retry(
+            RetryLayer::new()
+                .max_attempts(3)
+                .backoff(Backoff::constant(Duration::from_millis(50)))
+                .auto_idempotency_key(true)
+                .on_event({
+                    let capture = capture.clone();
+                    move |event| capture.push(format!("{event:?}"))
+                }),
+        )
+        .breaker(CircuitBreakerLayer::new().on_event({
+            let capture = capture.clone();
+            move |event| capture.push(format!("{event:?}"))
+        }))
+        .limiter(PriorityLimitLayer::new(4).on_event({
+            let capture = capture.clone();
+            move |event| capture.push(format!("{event:?}"))
+        }))
+        .bearer_layer(bearer)
+        .timeout(Duration::from_secs(5));
+    capture.push(format!("{stack:?}"));
+    let handles = stack.handles();
+    // the API client records the Authorization values it sends
+    let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+    let api_client = {
+        let sent = sent.clone();
+        service_fn(move |request: Request<Body>| {
+            if let Some(auth) = request.headers().get("authorization") {
+                sent.lock().unwrap().push(
+                    auth.to_str()
+                        .unwrap()
+                        .trim_start_matches("Bearer ")
+                        .to_owned(),
+                );
+            }
+            http.request(request)
+        })
+    };
+    let client = stack.build_with(api_client);
+
+    let base = mock.base_url();
+    let send = |request: Request<Body>| {
+        let client = client.clone();
+        let capture = capture.clone();
+        async move {
+            capture.push(format!("{request:?}"));
+            match client.oneshot(request).await {
+                Ok(response) => {
+                    capture.push(format!("{response:?}"));
+                    let status = response.status();
+                    let body = response.into_body().collect().await.unwrap().to_bytes();
+                    capture.push(String::from_utf8_lossy(&body));
+                    Ok(status)
+                }
+                Err(error) => {
+                    capture.push(describe(&error));
+                    Err(error)
+                }
+            }
+        }
+    };
+    let users = || {
+        Request::get(format!("{base}/api/v2/users"))
+            .body(Body::empty())
+            .unwrap()
+    };
+
+    // 1. first token
+    assert_eq!(send(users()).await.unwrap(), StatusCode::OK);
+    // 2. a 401: the token is dropped, a new one fetched, the request replayed
+    mock.fault(Some("/api/v2/users"), Fault::Status(401), 1);
+    assert_eq!(send(users()).await.unwrap(), StatusCode::OK);
+    // 3. retries through 503s
+    mock.fault(Some("/api/v2/users"), Fault::Status(503), 2);
+    assert_eq!(send(users()).await.unwrap(), StatusCode::OK);
+    // 4. the token expires: refreshed
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(send(users()).await.unwrap(), StatusCode::OK);
+    // 5. a final error and exhausted retries: dead letters
+    mock.fault(
+        Some("/api/v2/integrations"),
+        Fault::DataActionError("ACTION.REMOTE_ENDPOINT".into()),
+        1,
+    );
+    let action = format!("{base}/api/v2/integrations/actions/a1/execute");
+    let post = |body: &str| {
+        Request::post(action.clone())
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    assert_eq!(
+        send(post(r#"{"customer":1}"#)).await.unwrap(),
+        StatusCode::BAD_REQUEST
+    );
+    mock.fault(Some("/api/v2/users"), Fault::Status(503), 3);
+    assert_eq!(
+        send(users()).await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // 6. the token endpoint fails while the token has expired: typed errors
+    mock.fault(Some("/oauth/token"), Fault::Status(500), usize::MAX);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let error = send(users()).await.unwrap_err();
+    assert!(error.is::<TokenError>(), "{error}");
+    mock.clear_faults();
+    mock.fault(Some("/oauth/token"), Fault::Status(401), usize::MAX);
+    let refused = tokens.refresh().await.unwrap_err();
+    capture.push(format!("{refused} {refused:?}"));
+    let _ = send(users()).await;
+    mock.clear_faults();
+    // 7. a plain-HTTP URL to a remote host: refused before anything is sent
+    let bare_bearer = BearerLayer::new(tokens.clone());
+    let insecure = tower::Layer::layer(
+        &bare_bearer,
+        service_fn(|_req: Request<Body>| async { Ok::<_, BoxError>(Response::new(())) }),
+    )
+    .oneshot(
+        Request::get("http://api.example.com/x")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert!(insecure.is::<InsecureUrl>());
+    capture.push(describe(&insecure));
+    // recover, and one more to a different origin: sent without a token
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(send(users()).await.unwrap(), StatusCode::OK);
+    assert_eq!(
+        send(
+            Request::get(format!("{webhook_url}/elsewhere"))
+                .body(Body::empty())
+                .unwrap()
+        )
+        .await
+        .unwrap(),
+        StatusCode::OK
+    );
+
+    // drain every sink
+    json_lines.flush();
+    webhook.flush().await;
+    webhook.flush().await;
+    capture.push(format!(
+        "{handles:?} {:?} {:?}",
+        handles.stats.snapshot(),
+        tokens.status()
+    ));
+    capture.push(format!("{tokens:?} {webhook:?} {json_lines:?}"));
+    capture.push(letters_file.text());
+    for line in webhook_seen.lock().unwrap().iter() {
+        capture.push(line);
+    }
+
+    let text = capture.text();
+    let issued = issued.lock().unwrap().clone();
+    let sent = sent.lock().unwrap().clone();
+    // the scenario did what it says: several tokens, all used, every sink fed
+    assert!(issued.len() >= 3, "tokens issued: {}", issued.len());
+    assert!(sent.iter().all(|t| issued.contains(t)));
+    assert!(webhook.delivered() > 0);
+    for expected in [
+        "\"event\":\"request.finished\"",
+        "\"event\":\"token.invalidated\"",
+        "\"event\":\"retry.scheduled\"",
+        "event=\"request.started\"",
+        "\"error_code\":\"http_error\"",
+        "TokenRefreshed",
+        "refusing to send credentials",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in the capture");
+    }
+    // the request to another origin carried no token
+    let elsewhere = webhook_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("- "))
+        .count();
+    assert!(elsewhere >= 1);
+    assert!(webhook_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|line| !line.starts_with("Bearer")));
+
+    // and the point: no secret anywhere
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{}:{CLIENT_SECRET}", c.client_id));
+    let mut secrets = vec![CLIENT_SECRET.to_owned(), basic];
+    secrets.extend(issued);
+    for secret in &secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "a secret leaked into the output ({} bytes captured)",
+            text.len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn credentials_are_refused_over_plain_http_to_remote_hosts() {
+    for url in [
+        "http://login.mypurecloud.com/oauth/token",
+        "http://10.1.2.3/oauth/token",
+        "HTTP://login.example.com/",
+    ] {
+        let error = ClientCredentials::new(url, "id", CLIENT_SECRET).unwrap_err();
+        assert!(matches!(error, TokenError::Insecure(_)), "{url}: {error:?}");
+        assert!(!format!("{error} {error:?}").contains(CLIENT_SECRET));
+    }
+    for url in [
+        "http://127.0.0.1:1/token",
+        "http://localhost/token",
+        "http://[::1]/token",
+    ] {
+        assert!(
+            ClientCredentials::new(url, "id", CLIENT_SECRET).is_ok(),
+            "{url}"
+        );
+    }
+    // the bearer layer refuses to attach a token to a remote plain-HTTP URL,
+    // and nothing reaches the inner service
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let tokens = TokenCache::new(tower_cx::auth::source_fn(|| async {
+        Ok::<_, TokenError>(tower_cx::auth::Token::new(
+            "tok-never-sent",
+            Duration::from_secs(60),
+        ))
+    }));
+    let service = tower::Layer::layer(
+        &BearerLayer::new(tokens),
+        service_fn(move |_req: Request<Body>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, BoxError>(Response::new(())) }
+        }),
+    );
+    let error = service
+        .oneshot(
+            Request::get("http://api.example.com/")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.downcast_ref::<InsecureUrl>().unwrap().host(),
+        "api.example.com"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn the_token_goes_to_the_api_origin_only() {
+    let mock = MockServer::start().await.unwrap();
+    let c = mock.config().clone();
+    let (other, seen) = recording_server(StatusCode::UNAUTHORIZED).await;
+    // Stack::genesys allows the region's API origin only
+    let stack = Stack::genesys(&mock.genesys_region(), c.client_id, c.client_secret).unwrap();
+    let tokens = stack.handles().tokens.unwrap();
+    let client = stack.build();
+    let get = |url: String| {
+        client
+            .clone()
+            .oneshot(Request::get(url).body(Body::empty()).unwrap())
+    };
+    assert_eq!(
+        get(format!("{}/api/v2/users", mock.base_url()))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    // another origin (same host, other port) answering 401: no token sent,
+    // no refresh, the 401 returned as it is
+    let response = get(format!("{other}/download/file.csv")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(seen.lock().unwrap().as_slice(), ["- "]);
+    assert_eq!(tokens.status().refresh_count, 1);
+    assert_eq!(mock.counters().tokens_issued, 1);
+
+    // without allow_origin the bearer layer sends its token everywhere: a
+    // user who calls several hosts sets the origins
+    let open = tower::Layer::layer(
+        &BearerLayer::new(tokens.clone()),
+        Client::builder(TokioExecutor::new()).build_http::<Body>(),
+    );
+    open.oneshot(
+        Request::get(format!("{other}/x"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(seen.lock().unwrap()[1].starts_with("Bearer "));
+}
