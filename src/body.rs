@@ -259,6 +259,43 @@ impl<D, E> ReplayBody for http_body_util::combinators::BoxBody<D, E> {
     }
 }
 
+/// The default limit of [`read_limited`] for the JSON bodies the crate
+/// reads: 4 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Collect `body` into [`Bytes`], reading at most `limit` bytes: a longer
+/// body fails with [`BodyTooLarge`](crate::error::BodyTooLarge) as soon as
+/// the limit is passed (the rest is never read); a body error is returned as
+/// it is.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use tower_cx::body::read_limited;
+/// use tower_cx::error::BodyTooLarge;
+///
+/// let small = http_body_util::Full::new(bytes::Bytes::from_static(b"{}"));
+/// assert_eq!(read_limited(small, 16).await.unwrap(), "{}");
+///
+/// let big = http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 17]));
+/// let err = read_limited(big, 16).await.unwrap_err();
+/// assert_eq!(err.downcast_ref::<BodyTooLarge>().unwrap().limit(), 16);
+/// # }
+/// ```
+pub async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, crate::error::BoxError>
+where
+    B: http_body::Body,
+    B::Error: Into<crate::error::BoxError>,
+{
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(Box::new(crate::error::BodyTooLarge::new(limit)))
+        }
+        Err(error) => Err(error),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,42 +364,5 @@ mod tests {
     fn streaming_request_is_not_cloned() {
         let req = Request::new(Body::from_stream(http_body_util::Empty::<Bytes>::new()));
         assert!(try_clone_request(&req).is_none());
-    }
-}
-
-/// The default limit of [`read_limited`] for the JSON bodies the crate
-/// reads: 4 MiB.
-pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
-
-/// Collect `body` into [`Bytes`], reading at most `limit` bytes: a longer
-/// body fails with [`BodyTooLarge`](crate::error::BodyTooLarge) as soon as
-/// the limit is passed (the rest is never read); a body error is returned as
-/// it is.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// use tower_cx::body::read_limited;
-/// use tower_cx::error::BodyTooLarge;
-///
-/// let small = http_body_util::Full::new(bytes::Bytes::from_static(b"{}"));
-/// assert_eq!(read_limited(small, 16).await.unwrap(), "{}");
-///
-/// let big = http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 17]));
-/// let err = read_limited(big, 16).await.unwrap_err();
-/// assert_eq!(err.downcast_ref::<BodyTooLarge>().unwrap().limit(), 16);
-/// # }
-/// ```
-pub async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, crate::error::BoxError>
-where
-    B: http_body::Body,
-    B::Error: Into<crate::error::BoxError>,
-{
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(Box::new(crate::error::BodyTooLarge::new(limit)))
-        }
-        Err(error) => Err(error),
     }
 }
