@@ -19,10 +19,11 @@
 //!
 //! Any other body type can take part by implementing [`ReplayBody`].
 //!
-//! Response bodies the crate reads itself (token responses, vendor JSON,
-//! error bodies) go through [`read_limited`]: a server sending an endless
-//! body gets a [`BodyTooLarge`](crate::error::BodyTooLarge) error, and never
-//! more than the limit is buffered.
+//! Response bodies are read with a size limit ([`read_limited`] here, the
+//! same reader the crate uses for token responses, vendor JSON and error
+//! bodies): a server sending an endless body gets a
+//! [`BodyTooLarge`](crate::error::BodyTooLarge) error, and never more than
+//! the limit is buffered.
 
 use std::fmt;
 use std::pin::Pin;
@@ -259,41 +260,36 @@ impl<D, E> ReplayBody for http_body_util::combinators::BoxBody<D, E> {
     }
 }
 
-/// The default limit of [`read_limited`] for the JSON bodies the crate
-/// reads: 4 MiB.
-pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
-
-/// Collect `body` into [`Bytes`], reading at most `limit` bytes: a longer
-/// body fails with [`BodyTooLarge`](crate::error::BodyTooLarge) as soon as
-/// the limit is passed (the rest is never read); a body error is returned as
-/// it is.
+/// Collect the body of `response`, reading at most `limit` bytes: a longer
+/// body fails with [`BodyTooLarge`](crate::error::BodyTooLarge) (carrying
+/// the limit and the response status) as soon as the limit is passed, and
+/// the rest is never read; a body error is returned as it is.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
+/// use http::Response;
 /// use tower_cx::body::read_limited;
 /// use tower_cx::error::BodyTooLarge;
 ///
-/// let small = http_body_util::Full::new(bytes::Bytes::from_static(b"{}"));
+/// let small = Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")));
 /// assert_eq!(read_limited(small, 16).await.unwrap(), "{}");
 ///
-/// let big = http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 17]));
+/// let big = Response::new(http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 17])));
 /// let err = read_limited(big, 16).await.unwrap_err();
 /// assert_eq!(err.downcast_ref::<BodyTooLarge>().unwrap().limit(), 16);
 /// # }
 /// ```
-pub async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, crate::error::BoxError>
+pub async fn read_limited<B>(
+    response: http::Response<B>,
+    limit: usize,
+) -> Result<Bytes, crate::error::BoxError>
 where
     B: http_body::Body,
     B::Error: Into<crate::error::BoxError>,
 {
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            Err(Box::new(crate::error::BodyTooLarge::new(limit)))
-        }
-        Err(error) => Err(error),
-    }
+    let status = response.status();
+    crate::vendor::read_limited(status, response.into_body(), limit).await
 }
 
 #[cfg(test)]

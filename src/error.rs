@@ -206,37 +206,9 @@ mod insecure_tests {
     }
 }
 
-/// A response body was longer than the limit the crate reads; reading
-/// stopped at the limit and the rest was never buffered. An endless body
-/// costs at most `limit` bytes of memory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BodyTooLarge {
-    limit: usize,
-}
-
-impl BodyTooLarge {
-    /// The body was longer than `limit` bytes.
-    pub fn new(limit: usize) -> Self {
-        Self { limit }
-    }
-
-    /// The limit, in bytes.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-}
-
-impl fmt::Display for BodyTooLarge {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "response body longer than {} bytes: not read further",
-            self.limit
-        )
-    }
-}
-
-impl StdError for BodyTooLarge {}
+/// A response body was longer than the limit the crate reads (token
+/// responses, vendor JSON, error bodies): reading stopped at the limit.
+pub use crate::vendor::BodyTooLarge;
 
 /// The circuit breaker is open (or half-open with its probes busy, or
 /// isolated by hand): the request was not sent.

@@ -16,7 +16,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::token::{parse_token_response, LifetimePolicy, Secret, Token, TokenError};
 use crate::backoff::Backoff;
-use crate::body::{read_limited, Body};
+use crate::body::Body;
 use crate::error::{BodyTooLarge, BoxError, InsecureUrl};
 use crate::retry::{RetryBudget, RetryLayer, RetryOverride};
 
@@ -404,7 +404,7 @@ where
         .map_err(Into::into)
         .and_then(|response: Response<B>| async move {
             let (parts, body) = response.into_parts();
-            let bytes = read_limited(body, MAX_TOKEN_BODY).await?;
+            let bytes = crate::vendor::read_limited(parts.status, body, MAX_TOKEN_BODY).await?;
             Ok::<_, BoxError>(Response::from_parts(parts, bytes))
         });
     BoxCloneSyncService::new(collecting)
