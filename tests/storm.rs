@@ -1,0 +1,118 @@
+//! The retry storm of `examples/storm.rs`, scaled down: the structural
+//! properties the tower-cx stack promises under pushback, exact under paused
+//! time.
+
+#[path = "support/storm_sim.rs"]
+mod storm_sim;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use storm_sim::{request, run, Report, Scenario, SimApi, Strategy};
+
+/// 40 clients against C = 20 requests per second, 120 % of capacity on
+/// average and 6 times it at the start of each period.
+fn quick() -> Scenario {
+    Scenario {
+        capacity: 20,
+        clients: 40,
+        bursts: 4,
+        burst_size: 3,
+        period: Duration::from_secs(5),
+        spread: Duration::from_secs(1),
+        latency: Duration::from_millis(20),
+        seed: 11,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_api_counts_requests_sent_inside_an_announced_window() {
+    let scenario = Scenario {
+        capacity: 1,
+        ..quick()
+    };
+    let origin = Instant::now();
+    let api = SimApi::new(&scenario, origin);
+
+    tokio::time::advance(Duration::from_millis(200)).await;
+    let first = api.clone().oneshot(request()).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    // over capacity: 429 with the whole seconds left in the window (0.78 s)
+    let limited = api.clone().oneshot(request()).await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers()["retry-after"], "1");
+    assert_eq!(api.counters(), (2, 0, 1));
+
+    // announced at 0.22 s until 1.22 s: a request at 1.1 s is inside it,
+    // although the API's own window has reset and it is accepted
+    tokio::time::advance(Duration::from_millis(860)).await;
+    let inside = api.clone().oneshot(request()).await.unwrap();
+    assert_eq!(inside.status(), StatusCode::OK);
+    assert_eq!(api.counters(), (3, 1, 1));
+
+    tokio::time::advance(Duration::from_millis(200)).await;
+    api.clone().oneshot(request()).await.unwrap();
+    assert_eq!(api.counters(), (4, 1, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_in_flight_when_a_429_arrives_are_not_counted() {
+    let scenario = Scenario {
+        capacity: 1,
+        ..quick()
+    };
+    let api = SimApi::new(&scenario, Instant::now());
+    // three requests sent at once: one accepted, two limited; none of them
+    // could know of the others' 429s
+    let (a, b, c) = tokio::join!(
+        api.clone().oneshot(request()),
+        api.clone().oneshot(request()),
+        api.clone().oneshot(request()),
+    );
+    let statuses = [a, b, c].map(|r| r.unwrap().status().as_u16());
+    assert_eq!(statuses, [200, 429, 429]);
+    assert_eq!(api.counters(), (3, 0, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn tower_cx_rides_out_the_storm_without_a_request_inside_a_window() {
+    let scenario = quick();
+    let report = run(&scenario, Strategy::TowerCx).await;
+    println!("{}\n{report}", Report::table_header());
+    assert_eq!(report.in_window, 0, "{report}");
+    assert_eq!(report.successes, scenario.requests(), "{report}");
+    assert!(report.goodput() >= 0.95, "{report}");
+    assert!(report.attempts_per_success() <= 1.15, "{report}");
+    // every request is served, so the tail is bounded by the backlog
+    assert!(report.p99.is_some(), "{report}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_naive_loop_and_tower_retry_do_worse_on_every_structural_column() {
+    let scenario = quick();
+    let ours = run(&scenario, Strategy::TowerCx).await;
+    for strategy in [Strategy::Naive, Strategy::TowerRetry] {
+        let theirs = run(&scenario, strategy).await;
+        println!("{theirs}");
+        assert!(theirs.in_window > 0, "{theirs}");
+        assert!(
+            theirs.attempts_per_success() > ours.attempts_per_success(),
+            "{theirs}"
+        );
+        assert!(theirs.successes < ours.successes, "{theirs}");
+        assert!(theirs.p99.is_none(), "more than 1 % failed: {theirs}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_is_deterministic() {
+    let scenario = quick();
+    for strategy in Strategy::ALL {
+        let first = run(&scenario, strategy).await;
+        let second = run(&scenario, strategy).await;
+        assert_eq!(first, second);
+    }
+}
