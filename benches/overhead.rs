@@ -12,7 +12,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, Response};
 use std::time::Duration;
 use tower::retry::budget::{Budget, TpsBudget};
-use tower::{service_fn, BoxError, Layer, Service};
+use tower::timeout::TimeoutLayer;
+use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder};
 
 use tower_cx::audit::{AuditLayer, JsonLinesSink, NoopSink};
 use tower_cx::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
@@ -229,5 +230,59 @@ fn audit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, retry, bearer, breaker, limiter, audit);
+/// The whole canonical stack (audit with a no-op sink, retry, breaker,
+/// limiter, bearer with a cached token, per-attempt timeout) against the
+/// same job done with tower's and tower-http's built-ins (retry with a
+/// `TpsBudget`, concurrency limit, static bearer, timeout).
+fn stack(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let cache = TokenCache::new(source_fn(|| async {
+        Ok::<_, TokenError>(Token::new("bench-token", Duration::from_secs(86_400)))
+    }));
+    runtime.block_on(cache.refresh()).unwrap();
+
+    let mut group = c.benchmark_group("stack");
+    let mut bare = upstream();
+    group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
+
+    let mut ours = ServiceBuilder::new()
+        .layer(AuditLayer::new(NoopSink))
+        .layer(RetryLayer::new())
+        .layer(CircuitBreakerLayer::new())
+        .layer(PriorityLimitLayer::new(16))
+        .layer(BearerLayer::new(cache.clone()))
+        .layer(TimeoutLayer::new(Duration::from_secs(30)))
+        .service(upstream());
+    group.bench_function("tower-cx canonical stack", |b| b.iter(|| drive(&mut ours)));
+
+    let mut ours_no_timeout = ServiceBuilder::new()
+        .layer(AuditLayer::new(NoopSink))
+        .layer(RetryLayer::new())
+        .layer(CircuitBreakerLayer::new())
+        .layer(PriorityLimitLayer::new(16))
+        .layer(BearerLayer::new(cache.clone()))
+        .service(upstream());
+    group.bench_function("tower-cx canonical stack without timeout", |b| {
+        b.iter(|| drive(&mut ours_no_timeout))
+    });
+
+    let mut peer = ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(PeerPolicy {
+            budget: std::sync::Arc::new(TpsBudget::default()),
+        }))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(16))
+        .layer(AddAuthorizationLayer::bearer("bench-token"))
+        .layer(TimeoutLayer::new(Duration::from_secs(30)))
+        .service(upstream());
+    group.bench_function("tower built-ins (retry, limit, auth, timeout)", |b| {
+        b.iter(|| drive(&mut peer))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, retry, bearer, breaker, limiter, audit, stack);
 criterion_main!(benches);
