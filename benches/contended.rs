@@ -6,6 +6,7 @@
 //! Run: `cargo bench --bench contended`
 
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, Response};
@@ -68,20 +69,39 @@ fn contended(c: &mut Criterion) {
     let mut group = c.benchmark_group("limiter contended (1000 tasks, limit 16)");
     group.throughput(criterion::Throughput::Elements(1000));
     let tower_limit = tower::limit::ConcurrencyLimit::new(yielding_upstream(), 16);
-    group.bench_function("tower ConcurrencyLimit", |b| {
-        b.iter(|| hammer(&runtime, &tower_limit))
-    });
     let ours = PriorityLimitLayer::new(16)
         .max_queue(2000)
         .layer(yielding_upstream());
+    // Paired: each iteration runs both limiters, alternating which goes
+    // first, and times one, so both see the same load from other processes.
+    let paired = |ours_timed: bool, iters: u64| -> Duration {
+        let mut timed = Duration::ZERO;
+        for i in 0..iters {
+            for ours_turn in [i % 2 == 0, i % 2 == 1] {
+                let started = Instant::now();
+                if ours_turn {
+                    hammer(&runtime, &ours);
+                } else {
+                    hammer(&runtime, &tower_limit);
+                }
+                if ours_turn == ours_timed {
+                    timed += started.elapsed();
+                }
+            }
+        }
+        timed
+    };
+    group.bench_function("tower ConcurrencyLimit", |b| {
+        b.iter_custom(|iters| paired(false, iters))
+    });
     group.bench_function("tower-cx PriorityLimitLayer", |b| {
-        b.iter(|| hammer(&runtime, &ours))
+        b.iter_custom(|iters| paired(true, iters))
     });
     let no_aging = PriorityLimitLayer::new(16)
         .max_queue(2000)
         .aging(None)
         .layer(yielding_upstream());
-    group.bench_function("tower-cx PriorityLimitLayer (no aging)", |b| {
+    group.bench_function("tower-cx PriorityLimitLayer (no aging, unpaired)", |b| {
         b.iter(|| hammer(&runtime, &no_aging))
     });
     group.finish();

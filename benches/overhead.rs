@@ -1,6 +1,11 @@
 //! Happy-path overhead of each layer over a ready in-memory service, side by
 //! side with the nearest peer doing the same job.
 //!
+//! `bare service` is the absolute time of a call (building the request
+//! included); every other entry is the time a layer *adds* to it, measured
+//! paired with the bare service (see [`added`]) so that load from other
+//! processes on the machine cancels out.
+//!
 //! Run: `cargo bench --bench overhead`
 
 use std::future::{ready, Future, Ready};
@@ -10,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, Response};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::timeout::TimeoutLayer;
 use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder};
@@ -62,6 +67,37 @@ where
     black_box(response);
 }
 
+/// The time `layered` adds per request over `bare`, measured paired:
+/// blocks of 64 calls of each, alternating, so that both see the same load
+/// from whatever else runs on the machine; criterion sees the difference.
+fn added<S, T>(b: &mut criterion::Bencher<'_>, layered: &mut S, bare: &mut T)
+where
+    S: Service<Request<Body>, Response = Response<()>>,
+    S::Error: std::fmt::Debug,
+    T: Service<Request<Body>, Response = Response<()>>,
+    T::Error: std::fmt::Debug,
+{
+    b.iter_custom(|iters| {
+        let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
+        let mut left = iters;
+        while left > 0 {
+            let n = left.min(64);
+            let started = Instant::now();
+            for _ in 0..n {
+                drive(layered);
+            }
+            with += started.elapsed();
+            let started = Instant::now();
+            for _ in 0..n {
+                drive(bare);
+            }
+            without += started.elapsed();
+            left -= n;
+        }
+        with.saturating_sub(without)
+    })
+}
+
 /// tower's retry with the same job on the happy path: clone the request for
 /// a replay, deposit in a `TpsBudget`, retry 5xx while the budget allows.
 #[derive(Clone)]
@@ -103,7 +139,7 @@ fn retry(c: &mut Criterion) {
     group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
 
     let mut ours = RetryLayer::new().layer(upstream());
-    group.bench_function("tower-cx RetryLayer", |b| b.iter(|| drive(&mut ours)));
+    group.bench_function("tower-cx RetryLayer", |b| added(b, &mut ours, &mut bare));
 
     // The request clone both retry layers make for a replay, measured alone:
     // most of what either adds on the happy path.
@@ -118,7 +154,9 @@ fn retry(c: &mut Criterion) {
         },
         upstream(),
     );
-    group.bench_function("tower::retry (TpsBudget)", |b| b.iter(|| drive(&mut peer)));
+    group.bench_function("tower::retry (TpsBudget)", |b| {
+        added(b, &mut peer, &mut bare)
+    });
     group.finish();
 }
 
@@ -139,19 +177,19 @@ fn bearer(c: &mut Criterion) {
 
     let mut ours = BearerLayer::new(cache.clone()).layer(upstream());
     group.bench_function("tower-cx BearerLayer (cached token, 401 replay on)", |b| {
-        b.iter(|| drive(&mut ours))
+        added(b, &mut ours, &mut bare)
     });
 
     let mut no_replay = BearerLayer::new(cache.clone())
         .replay_on_401(false)
         .layer(upstream());
     group.bench_function("tower-cx BearerLayer (cached token, 401 replay off)", |b| {
-        b.iter(|| drive(&mut no_replay))
+        added(b, &mut no_replay, &mut bare)
     });
 
     let mut peer = AddAuthorizationLayer::bearer("bench-token").layer(upstream());
     group.bench_function("tower-http AddAuthorization (static bearer)", |b| {
-        b.iter(|| drive(&mut peer))
+        added(b, &mut peer, &mut bare)
     });
     group.finish();
 }
@@ -167,7 +205,7 @@ fn breaker(c: &mut Criterion) {
     group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
     let mut ours = CircuitBreakerLayer::new().layer(upstream());
     group.bench_function("tower-cx CircuitBreakerLayer (closed)", |b| {
-        b.iter(|| drive(&mut ours))
+        added(b, &mut ours, &mut bare)
     });
     let mut peer = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
         .failure_rate_threshold(0.5)
@@ -175,7 +213,7 @@ fn breaker(c: &mut Criterion) {
         .unwrap()
         .layer(upstream());
     group.bench_function("tower-resilience CircuitBreaker (closed)", |b| {
-        b.iter(|| drive(&mut peer))
+        added(b, &mut peer, &mut bare)
     });
     group.finish();
 }
@@ -191,11 +229,11 @@ fn limiter(c: &mut Criterion) {
     group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
     let mut ours = PriorityLimitLayer::new(16).layer(upstream());
     group.bench_function("tower-cx PriorityLimitLayer (uncontended)", |b| {
-        b.iter(|| drive(&mut ours))
+        added(b, &mut ours, &mut bare)
     });
     let mut tower_limit = tower::limit::ConcurrencyLimit::new(upstream(), 16);
     group.bench_function("tower ConcurrencyLimit (uncontended)", |b| {
-        b.iter(|| drive(&mut tower_limit))
+        added(b, &mut tower_limit, &mut bare)
     });
     let mut bulkhead = tower_resilience::bulkhead::BulkheadLayer::builder()
         .max_concurrent_calls(16)
@@ -204,7 +242,7 @@ fn limiter(c: &mut Criterion) {
         .unwrap()
         .layer(upstream());
     group.bench_function("tower-resilience Bulkhead (uncontended)", |b| {
-        b.iter(|| drive(&mut bulkhead))
+        added(b, &mut bulkhead, &mut bare)
     });
     group.finish();
 }
@@ -220,12 +258,12 @@ fn audit(c: &mut Criterion) {
     group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
     let mut noop = AuditLayer::new(NoopSink).layer(upstream());
     group.bench_function("tower-cx AuditLayer (no-op sink)", |b| {
-        b.iter(|| drive(&mut noop))
+        added(b, &mut noop, &mut bare)
     });
     let mut lines =
         AuditLayer::new(JsonLinesSink::with_capacity(std::io::sink(), 1 << 20)).layer(upstream());
     group.bench_function("tower-cx AuditLayer (JSON lines to io::sink)", |b| {
-        b.iter(|| drive(&mut lines))
+        added(b, &mut lines, &mut bare)
     });
     group.finish();
 }
@@ -257,7 +295,9 @@ fn stack(c: &mut Criterion) {
         .layer(BearerLayer::new(cache.clone()))
         .layer(TimeoutLayer::new(Duration::from_secs(30)))
         .service(upstream());
-    group.bench_function("tower-cx canonical stack", |b| b.iter(|| drive(&mut ours)));
+    group.bench_function("tower-cx canonical stack", |b| {
+        added(b, &mut ours, &mut bare)
+    });
 
     let mut ours_no_timeout = ServiceBuilder::new()
         .layer(AuditLayer::new(NoopSink))
@@ -267,7 +307,7 @@ fn stack(c: &mut Criterion) {
         .layer(BearerLayer::new(cache.clone()))
         .service(upstream());
     group.bench_function("tower-cx canonical stack without timeout", |b| {
-        b.iter(|| drive(&mut ours_no_timeout))
+        added(b, &mut ours_no_timeout, &mut bare)
     });
 
     let mut peer = ServiceBuilder::new()
@@ -279,7 +319,7 @@ fn stack(c: &mut Criterion) {
         .layer(TimeoutLayer::new(Duration::from_secs(30)))
         .service(upstream());
     group.bench_function("tower built-ins (retry, limit, auth, timeout)", |b| {
-        b.iter(|| drive(&mut peer))
+        added(b, &mut peer, &mut bare)
     });
     group.finish();
 }
