@@ -147,7 +147,7 @@ where
                             // in its `ReplayBody` impl, reported, not hidden.
                             "request body could not be replayed for a retry".into()
                         })?;
-                    this.attempts.attempt_started();
+                    this.attempts.attempt_started(Instant::now());
                     let future = this.service.call(request);
                     this.state.set(State::Called { future });
                 }

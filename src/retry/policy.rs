@@ -231,12 +231,13 @@ impl Attempts {
         self
     }
 
-    /// An attempt is handed to the inner service.
-    pub(crate) fn attempt_started(&mut self) {
+    /// An attempt is handed to the inner service at `now` (the caller's
+    /// clock reading, so the first attempt costs no second one).
+    pub(crate) fn attempt_started(&mut self, now: Instant) {
         if let Some(audit) = &self.audit {
             audit.attempt_started();
             audit.publish(Some(self.attempt), AuditKind::AttemptStarted {});
-            self.attempt_started = Some(Instant::now());
+            self.attempt_started = Some(now);
         }
     }
 

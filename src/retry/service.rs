@@ -107,7 +107,7 @@ where
         let audit = request.extensions().get::<AuditRecord>().cloned();
         let mut attempts =
             Attempts::new(config, overrides, idempotent, template.is_some(), now).with_audit(audit);
-        attempts.attempt_started();
+        attempts.attempt_started(now);
 
         // Call the service that was driven to readiness; keep a fresh clone.
         let clone = self.inner.clone();
