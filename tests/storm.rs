@@ -91,7 +91,7 @@ async fn tower_cx_rides_out_the_storm_without_a_request_inside_a_window() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_naive_loop_and_tower_retry_do_worse_on_every_structural_column() {
+async fn the_naive_loop_and_tower_retry_need_more_attempts_serve_fewer_and_ignore_windows() {
     let scenario = quick();
     let ours = run(&scenario, Strategy::TowerCx).await;
     for strategy in [Strategy::Naive, Strategy::TowerRetry] {
