@@ -573,3 +573,32 @@ async fn a_hint_seen_by_one_limiter_closes_the_gate_of_every_limiter_sharing_it(
     let seen = upstream.seen();
     assert_eq!(seen.last().unwrap(), &("b1".to_string(), secs(3)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_granted_just_before_the_gate_closed_waits_for_it() {
+    let upstream = Upstream::new();
+    let service = PriorityLimitLayer::new(2).layer(upstream.clone());
+    // Two in flight end at the same instant: one frees a permit for the
+    // waiter, the other brings a 429 that closes the gate for 3 s.
+    let ok = spawn(&service, req("ok", Normal, 10));
+    let mut throttled = req("throttled", Normal, 10);
+    throttled
+        .headers_mut()
+        .insert("x-status", "429".parse().unwrap());
+    throttled
+        .headers_mut()
+        .insert("x-retry-after", "3".parse().unwrap());
+    let throttled = spawn(&service, throttled);
+    settle().await;
+    let waiter = spawn(&service, req("waiter", Normal, 0));
+    settle().await;
+    ok.await.unwrap().unwrap();
+    throttled.await.unwrap().unwrap();
+    waiter.await.unwrap().unwrap();
+    let seen = upstream.seen();
+    assert_eq!(
+        seen.last().unwrap(),
+        &("waiter".to_string(), Duration::from_millis(3010)),
+        "sent when the gate reopened, not into the wait: {seen:?}"
+    );
+}

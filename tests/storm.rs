@@ -116,3 +116,13 @@ async fn a_run_is_deterministic() {
         assert_eq!(first, second);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn without_pacing_the_shared_gate_alone_keeps_every_request_out_of_the_windows() {
+    let scenario = quick();
+    let report = run(&scenario, Strategy::TowerCxNoPacing).await;
+    println!("{}\n{report}", Report::table_header());
+    // (it discovers the limit by 429s, so more attempts than with pacing,
+    // but none of them inside an announced wait)
+    assert_eq!(report.in_window, 0, "{report}");
+}

@@ -190,6 +190,18 @@ where
                     this.state.set(State::Ready { permit });
                 }
                 StateProj::Ready { permit } => {
+                    // Granted, but the gate closed before this task ran (a
+                    // 429 elsewhere): keep the permit and wait for the gate,
+                    // never send into an announced wait.
+                    let closed = permit
+                        .as_ref()
+                        .and_then(|p| p.limiter().gate_closed_until());
+                    if let Some(until) = closed {
+                        let wait = Box::pin(tokio::time::sleep_until(until));
+                        let permit = permit.take();
+                        this.state.set(State::Pacing { wait, permit });
+                        continue;
+                    }
                     let Some(pending) = this.pending.as_mut() else {
                         return Poll::Ready(Err(DONE.into()));
                     };

@@ -431,6 +431,15 @@ impl Limiter {
         self.unlock(state);
     }
 
+    /// When the rate gate reopens, if it is closed now.
+    pub(crate) fn gate_closed_until(&self) -> Option<Instant> {
+        if !self.slow.load(Ordering::Acquire) {
+            return None;
+        }
+        let until = self.lock().gate_until?;
+        (Instant::now() < until).then_some(until)
+    }
+
     /// Subscribe to the gate share once, from inside the runtime.
     #[cold]
     fn subscribe(&self, share: &dyn PauseShare) {
