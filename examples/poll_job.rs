@@ -184,7 +184,10 @@ async fn cxone(mock: Option<&MockServer>) -> Result<(), BoxError> {
     println!("   tenant in area {} at {}", found.area, found.api_endpoint);
     let (runner, progress) = runner(mock.is_some()).watch();
     let printer = show(progress);
-    let stack = Stack::cxone(&found.token_endpoint, id, secret, key_id, key_secret)?.build();
+    // the token goes to the discovered API endpoint only
+    let stack = Stack::cxone(&found.token_endpoint, id, secret, key_id, key_secret)?
+        .allow_origin(&found.api_endpoint)?
+        .build();
     let file = {
         let cxone = CxoneClient::new(stack, &found.api_endpoint).job_runner(runner);
         let extraction = cxone.data_extraction();

@@ -39,7 +39,7 @@ use crate::audit::{AuditLayer, AuditStats, NoopSink};
 use crate::auth::{BearerLayer, ClientCredentials, Secret, TokenCache, TokenError};
 use crate::body::Body;
 use crate::breaker::{CircuitBreakerHandle, CircuitBreakerLayer};
-use crate::error::BoxError;
+use crate::error::{BoxError, ConfigError};
 use crate::genesys::Region;
 use crate::priority::{PriorityLimitHandle, PriorityLimitLayer};
 use crate::retry::RetryLayer;
@@ -147,6 +147,20 @@ impl Stack {
     pub fn bearer_layer(mut self, bearer: BearerLayer) -> Self {
         self.bearer = Some(bearer);
         self
+    }
+
+    /// Send the token only to requests for `url`'s origin (repeat for
+    /// several), e.g. the CXone API endpoint found by
+    /// [`discover`](crate::cxone::discover): a request anywhere else goes out
+    /// without it. Fails without a bearer layer, or for a URL that is not
+    /// absolute.
+    pub fn allow_origin(mut self, url: &str) -> Result<Self, ConfigError> {
+        let bearer = self
+            .bearer
+            .take()
+            .ok_or_else(|| ConfigError::new("allow_origin", "the stack has no bearer layer"))?;
+        self.bearer = Some(bearer.allow_origin(url)?);
+        Ok(self)
     }
 
     /// The timeout of each attempt.

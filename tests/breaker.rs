@@ -599,3 +599,55 @@ async fn a_trip_opens_every_breaker_sharing_the_state_for_as_long() {
         [("closed", "open", TransitionReason::ConsecutiveFailures),]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_the_breaker_does_not_use_up_attempts() {
+    let breaker = CircuitBreakerLayer::new()
+        .consecutive_failures(1)
+        .open_duration(Backoff::constant(secs(2)));
+    let upstream = Upstream::new(vec![Answer::Status(503)], Answer::Status(200));
+    // two attempts: the 503, then the one after the breaker's wait; the
+    // refusal in between was never sent and does not count
+    let retry = RetryLayer::new()
+        .max_attempts(2)
+        .backoff(Backoff::constant(ms(500)))
+        .budget(RetryBudget::unlimited())
+        .hint_jitter(0.0, Duration::ZERO);
+    let service = retry.layer(breaker.layer(upstream.clone()));
+    let response = service
+        .oneshot(
+            Request::get("http://127.0.0.1/")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(upstream.arrivals(), [secs(0), secs(2)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_that_stays_open_still_ends_the_request() {
+    let breaker = CircuitBreakerLayer::new()
+        .consecutive_failures(1)
+        .open_duration(Backoff::constant(secs(2)));
+    // every probe fails: the breaker reopens each time
+    let upstream = Upstream::always(Answer::Status(503));
+    let retry = RetryLayer::new()
+        .max_attempts(3)
+        .backoff(Backoff::constant(ms(500)))
+        .budget(RetryBudget::unlimited())
+        .hint_jitter(0.0, Duration::ZERO);
+    let service = retry.layer(breaker.layer(upstream.clone()));
+    let result = service
+        .oneshot(
+            Request::get("http://127.0.0.1/")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    // 3 real attempts (each a 503 that reopens the breaker), each followed
+    // by a refused try that waits for the probe time
+    assert_eq!(result.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(upstream.arrivals(), [secs(0), secs(2), secs(4)]);
+}

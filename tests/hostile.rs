@@ -284,3 +284,73 @@ proptest! {
         }
     }
 }
+
+/// Vendor error bodies: arbitrary bytes, and JSON of the right shape with
+/// hostile values (wrong types, huge strings, deep `errors` nesting).
+fn vendor_body() -> impl Strategy<Value = Vec<u8>> {
+    let text = prop_oneof![
+        "[a-zA-Z0-9 .]{0,40}".prop_map(serde_json::Value::String),
+        any::<i64>().prop_map(serde_json::Value::from),
+        Just(serde_json::Value::Null),
+        Just(serde_json::Value::Bool(true)),
+        (1usize..5000).prop_map(|n| serde_json::Value::String("x".repeat(n))),
+    ];
+    let json = (
+        text.clone(),
+        text.clone(),
+        text.clone(),
+        proptest::collection::vec(text.clone(), 0..4),
+        0usize..40,
+        0usize..300,
+    )
+        .prop_map(|(message, code, status, details, depth, width)| {
+            let mut errors = serde_json::json!([]);
+            for _ in 0..depth {
+                errors = serde_json::json!([{ "message": "nested", "errors": errors }]);
+            }
+            let wide: Vec<_> = (0..width).map(|i| serde_json::json!({ "code": i })).collect();
+            serde_json::to_vec(&serde_json::json!({
+                "message": message,
+                "code": code,
+                "status": status,
+                "contextId": "ctx",
+                "details": details.into_iter().map(|d| serde_json::json!({ "errorCode": d })).collect::<Vec<_>>(),
+                "errors": if width > 0 { serde_json::Value::Array(wide) } else { errors },
+                "error_description": "denied",
+            }))
+            .unwrap()
+        });
+    prop_oneof![proptest::collection::vec(any::<u8>(), 0..512), json]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn vendor_error_bodies_never_panic_and_stay_bounded(
+        body in vendor_body(),
+        status in 400u16..600,
+        ic in proptest::collection::vec(any::<u8>(), 0..200),
+        retry_after in header_bytes(),
+    ) {
+        use tower_cx::cxone::{CxoneError, IC_STATUS_DESCRIPTION};
+        use tower_cx::genesys::GenesysError;
+
+        let status = StatusCode::from_u16(status).unwrap();
+        let mut headers = HeaderMap::new();
+        if let Some(v) = value(&ic) {
+            headers.insert(IC_STATUS_DESCRIPTION, v);
+        }
+        if let Some(v) = value(&retry_after) {
+            headers.insert(http::header::RETRY_AFTER, v);
+        }
+        let genesys = GenesysError::from_body(status, &headers, &body);
+        prop_assert_eq!(genesys.status(), status);
+        let _ = (genesys.codes().count(), genesys.remote_status(), genesys.retry_after());
+        prop_assert!(genesys.to_string().len() < 64 * 1024, "{}", genesys.to_string().len());
+        let cxone = CxoneError::from_response(status, &headers, &body);
+        prop_assert_eq!(cxone.status(), status);
+        let _ = (cxone.codes().count(), cxone.retry_after());
+        prop_assert!(cxone.to_string().len() < 64 * 1024, "{}", cxone.to_string().len());
+    }
+}

@@ -224,3 +224,33 @@ async fn a_token_lifetime_shorter_than_the_run_never_sends_an_expired_token() {
         "a 3 s token over 20 s is refreshed at least 6 times: {counters:?}"
     );
 }
+
+/// `allow_origin` on the stack: the token goes to the API origin only; a
+/// request for another host goes out without it (and is not replayed).
+#[tokio::test]
+async fn the_stack_sends_its_token_only_to_the_allowed_origin() {
+    use tower_cx::auth::{ClientCredentials, TokenCache};
+
+    let (api, _) = serve().await;
+    let (elsewhere, _) = serve().await;
+    let credentials =
+        ClientCredentials::new(&format!("{api}/oauth/token"), "id", "secret").unwrap();
+    let client = Stack::new()
+        .bearer(TokenCache::new(credentials))
+        .allow_origin(&api)
+        .unwrap()
+        .build();
+    let get = |base: &str| {
+        Request::get(format!("{base}/api/v2/users/me"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let response = client.clone().oneshot(get(&api)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // the other server would accept the same token: it is simply not sent
+    let response = client.clone().oneshot(get(&elsewhere)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    let err = Stack::new().allow_origin(&api).unwrap_err();
+    assert_eq!(err.setting(), "allow_origin");
+}

@@ -14,7 +14,7 @@ use crate::audit::{AuditRecord, EventKind as AuditKind};
 use crate::backoff::{between, Backoff, BackoffState, SharedRng};
 use crate::classify::{Class, Classify, DefaultClassifier, FailureKind};
 use crate::error::{BoxError, RetryDeadlineExceeded};
-use crate::retry_after::{server_hint, Clock, ServerHint, SystemClock};
+use crate::retry_after::{server_hint, Clock, HintSource, ServerHint, SystemClock};
 
 /// The `Idempotency-Key` header.
 pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -190,6 +190,10 @@ pub(crate) struct Attempts {
     audit: Option<AuditRecord>,
     /// When the current attempt started (only tracked for the audit).
     attempt_started: Option<Instant>,
+    /// Refusals by an open or half-open breaker waited out so far: they
+    /// were never sent, so up to `max_attempts` of them do not use up an
+    /// attempt.
+    breaker_waits: u32,
 }
 
 impl Attempts {
@@ -222,6 +226,7 @@ impl Attempts {
             replayable,
             audit: None,
             attempt_started: None,
+            breaker_waits: 0,
         }
     }
 
@@ -308,7 +313,13 @@ impl Attempts {
             }
             Class::Fatal(_) => return give_up(GiveUpReason::Fatal),
         };
-        if self.attempt >= self.max_attempts {
+        // A breaker refusal was never sent and says when to come back:
+        // waiting for it does not use up an attempt (up to `max_attempts`
+        // such waits, so a flapping breaker cannot hold a request forever).
+        let breaker_wait = kind == FailureKind::NotSent
+            && error_hint.is_some_and(|h| h.source == HintSource::CircuitBreaker)
+            && self.breaker_waits < self.max_attempts;
+        if self.attempt >= self.max_attempts && !breaker_wait {
             return give_up(GiveUpReason::AttemptsExhausted);
         }
         if !self.replayable {
@@ -358,10 +369,15 @@ impl Attempts {
                 (delay, DelaySource::Backoff)
             }
         };
-        if !config.budget.withdraw(now) {
+        // (nothing reaches the server on a breaker wait: no budget needed)
+        if !breaker_wait && !config.budget.withdraw(now) {
             return give_up(GiveUpReason::BudgetExhausted);
         }
         emit(RetryEventKind::RetryScheduled { delay, source });
+        if breaker_wait {
+            self.breaker_waits += 1;
+            self.max_attempts = self.max_attempts.saturating_add(1);
+        }
         self.attempt += 1;
         Decision::Retry(delay)
     }
