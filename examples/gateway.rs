@@ -286,7 +286,8 @@ async fn run() -> Result<(), BoxError> {
             Some(fleet) => TokenCache::new(fleet.client_credentials(credentials)),
             _ => TokenCache::new(credentials),
         };
-        stack = stack.bearer(tokens);
+        // the token goes to the upstream's origin and nowhere else
+        stack = stack.bearer(tokens).allow_origin(&upstream.to_string())?;
     }
     let _ = &shared_name;
     let handles = stack.handles();
