@@ -42,6 +42,7 @@ use crate::classify::{classify_status, Class, Classify, FailureKind};
 use crate::cxone::CxoneError;
 use crate::error::BoxError;
 use crate::genesys::GenesysError;
+use crate::retry_after::{server_hint, SystemClock};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -296,6 +297,40 @@ where
             Err(BodyTooLarge { limit, status }.into())
         }
         Err(error) => Err(error),
+    }
+}
+
+/// One read of a job's status by a vendor client.
+pub(crate) enum StatusRead {
+    /// 429 or 503: poll again after the server's hint (if it gave one).
+    Wait(Option<std::time::Duration>),
+    /// A success, its body read within the results limit.
+    Body(StatusCode, Bytes),
+    /// An error answer, its body read within the errors limit, for the
+    /// vendor's typed error.
+    Failed(http::response::Parts, Bytes),
+}
+
+/// Send a status request and read the answer within `limits`.
+pub(crate) async fn read_status<T: Transport>(
+    transport: &T,
+    request: Request<Body>,
+    limits: BodyLimits,
+) -> Result<StatusRead, BoxError> {
+    let response = transport.send(request).await?;
+    let (parts, body) = response.into_parts();
+    if matches!(parts.status.as_u16(), 429 | 503) {
+        // drain what fits, so that the connection can be reused
+        let _ = read_limited(parts.status, body, limits.errors).await;
+        let hint = server_hint(&parts.headers, &SystemClock).hint;
+        return Ok(StatusRead::Wait(hint.map(|h| h.delay)));
+    }
+    if parts.status.is_success() {
+        let bytes = read_limited(parts.status, body, limits.results).await?;
+        Ok(StatusRead::Body(parts.status, bytes))
+    } else {
+        let bytes = read_limited(parts.status, body, limits.errors).await?;
+        Ok(StatusRead::Failed(parts, bytes))
     }
 }
 

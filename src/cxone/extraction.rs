@@ -14,10 +14,9 @@ use crate::body::Body;
 use crate::error::{BoxError, InsecureUrl};
 use crate::jobs::{JobFailed, JobState, JobStatus, Observation};
 use crate::retry::IDEMPOTENCY_KEY;
-use crate::retry_after::{server_hint, SystemClock};
 use crate::vendor::{
     check_id, check_replay, copy_request, dead_letter, json_request, parse, read_limited,
-    InvalidUrl, Transport, UnexpectedBody,
+    read_status, InvalidUrl, StatusRead, Transport, UnexpectedBody,
 };
 
 const JOBS: &str = "/data-extraction/v1/jobs";
@@ -248,30 +247,18 @@ impl<T: Transport> DataExtraction<T> {
             self.client.url(&format!("{JOBS}/{job_id}")),
             None,
         )?;
-        let response = self.client.transport.send(request).await?;
-        let (parts, body) = response.into_parts();
-        let limits = self.client.limits;
-        if matches!(parts.status.as_u16(), 429 | 503) {
-            let _ = read_limited(parts.status, body, limits.errors).await;
-            let hint = server_hint(&parts.headers, &SystemClock).hint;
-            return Ok(Observation::Wait(hint.map(|h| h.delay)));
-        }
-        let limit = if parts.status.is_success() {
-            limits.results
-        } else {
-            limits.errors
-        };
-        let bytes = read_limited(parts.status, body, limit).await?;
-        if !parts.status.is_success() {
-            return Err(CxoneError::from_response(parts.status, &parts.headers, &bytes).into());
-        }
+        let (http_status, bytes) =
+            match read_status(&self.client.transport, request, self.client.limits).await? {
+                StatusRead::Wait(hint) => return Ok(Observation::Wait(hint)),
+                StatusRead::Body(status, bytes) => (status, bytes),
+                StatusRead::Failed(parts, bytes) => {
+                    return Err(
+                        CxoneError::from_response(parts.status, &parts.headers, &bytes).into(),
+                    )
+                }
+            };
         let envelope: StatusEnvelope = serde_json::from_slice(&bytes).map_err(|e| {
-            UnexpectedBody::new(
-                "a data-extraction job status",
-                parts.status,
-                &bytes,
-                Some(e),
-            )
+            UnexpectedBody::new("a data-extraction job status", http_status, &bytes, Some(e))
         })?;
         let status = envelope.job_status;
         let message = status.result.as_ref().and_then(|r| r.error_message.clone());

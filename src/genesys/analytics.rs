@@ -10,8 +10,9 @@ use super::error::GenesysError;
 use crate::body::Body;
 use crate::error::BoxError;
 use crate::jobs::{JobFailed, JobState, JobStatus, Observation};
-use crate::retry_after::{server_hint, SystemClock};
-use crate::vendor::{check_id, copy_request, dead_letter, read_limited, Transport, UnexpectedBody};
+use crate::vendor::{
+    check_id, copy_request, dead_letter, read_status, StatusRead, Transport, UnexpectedBody,
+};
 
 const JOBS: &str = "/api/v2/analytics/conversations/details/jobs";
 
@@ -115,25 +116,18 @@ impl<T: Transport> AnalyticsJobs<T> {
             self.client.url(&format!("{JOBS}/{job_id}")),
             None,
         )?;
-        let response = self.client.transport.send(request).await?;
-        let (parts, body) = response.into_parts();
-        let limits = self.client.limits;
-        if matches!(parts.status.as_u16(), 429 | 503) {
-            let _ = read_limited(parts.status, body, limits.errors).await;
-            let hint = server_hint(&parts.headers, &SystemClock).hint;
-            return Ok(Observation::Wait(hint.map(|h| h.delay)));
-        }
-        let limit = if parts.status.is_success() {
-            limits.results
-        } else {
-            limits.errors
-        };
-        let bytes = read_limited(parts.status, body, limit).await?;
-        if !parts.status.is_success() {
-            return Err(GenesysError::from_body(parts.status, &parts.headers, &bytes).into());
-        }
+        let (http_status, bytes) =
+            match read_status(&self.client.transport, request, self.client.limits).await? {
+                StatusRead::Wait(hint) => return Ok(Observation::Wait(hint)),
+                StatusRead::Body(status, bytes) => (status, bytes),
+                StatusRead::Failed(parts, bytes) => {
+                    return Err(
+                        GenesysError::from_body(parts.status, &parts.headers, &bytes).into(),
+                    )
+                }
+            };
         let status: AnalyticsJobStatus = serde_json::from_slice(&bytes).map_err(|e| {
-            UnexpectedBody::new("an analytics job status", parts.status, &bytes, Some(e))
+            UnexpectedBody::new("an analytics job status", http_status, &bytes, Some(e))
         })?;
         let message = status.error_message.clone();
         Ok(Observation::Status(
