@@ -281,6 +281,59 @@ pub(crate) fn resolve_link(base: &str, link: &str) -> Result<String, InvalidUrl>
     }
 }
 
+/// The builder methods both vendor clients share: the same fields with the
+/// same meaning, documented once.
+macro_rules! shared_client_settings {
+    (rules: $rules:literal, jobs: $jobs:literal) => {
+        /// Body size limits (default 16 MiB for results, 64 KiB for errors).
+        pub fn limits(mut self, limits: $crate::vendor::BodyLimits) -> Self {
+            self.limits = limits;
+            self
+        }
+
+        #[doc = concat!(
+                    "Which errors the client retries (default [`RetryRules::", $rules,
+                    "`](crate::vendor::RetryRules::", $rules, "))."
+                )]
+        pub fn retry_rules(mut self, rules: $crate::vendor::RetryRules) -> Self {
+            self.rules = rules;
+            self
+        }
+
+        /// The client's retry layer (default: 3 attempts, backoff from 1 s).
+        /// Its classifier is replaced by the client's retry rules.
+        pub fn retry(mut self, retry: $crate::retry::RetryLayer) -> Self {
+            self.retry = retry;
+            self
+        }
+
+        /// Look for business errors in 200 outputs (e.g. `{"success":
+        /// false}`); they are classified by the same retry rules.
+        pub fn business_rule(mut self, rule: $crate::genesys::BusinessRule) -> Self {
+            self.business = Some(rule);
+            self
+        }
+
+        /// Where calls and jobs that fail for good go, once per logical
+        /// call after the client's retries, with a request that re-runs
+        /// them. The client's requests carry
+        /// [`DeadLettersHandled`](crate::audit::DeadLettersHandled), so an
+        /// audit layer below that shares the sink does not letter each
+        /// attempt again.
+        pub fn dead_letters(mut self, sink: impl $crate::audit::DeadLetterSink) -> Self {
+            self.dead_letters = Some(::std::sync::Arc::new(sink));
+            self
+        }
+
+        #[doc = concat!("The runner that waits for ", $jobs, ".")]
+        pub fn job_runner(mut self, runner: $crate::jobs::JobRunner) -> Self {
+            self.runner = runner;
+            self
+        }
+    };
+}
+pub(crate) use shared_client_settings;
+
 /// Read a whole body, failing with [`BodyTooLarge`] past `limit` bytes.
 pub(crate) async fn read_limited<B>(
     status: StatusCode,

@@ -164,45 +164,7 @@ impl<T: Transport> CxoneClient<T> {
         self
     }
 
-    /// Body size limits (default 16 MiB for results, 64 KiB for errors).
-    pub fn limits(mut self, limits: BodyLimits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// Which errors the client retries (default [`RetryRules::cxone`]).
-    pub fn retry_rules(mut self, rules: RetryRules) -> Self {
-        self.rules = rules;
-        self
-    }
-
-    /// The client's retry layer (default: 3 attempts, backoff from 1 s).
-    /// Its classifier is replaced by the [`RetryRules`].
-    pub fn retry(mut self, retry: RetryLayer) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// Look for business errors in 200 outputs.
-    pub fn business_rule(mut self, rule: BusinessRule) -> Self {
-        self.business = Some(rule);
-        self
-    }
-
-    /// Where jobs that fail for good go, with their submission (the
-    /// client's requests carry
-    /// [`DeadLettersHandled`](crate::audit::DeadLettersHandled), so an audit
-    /// layer below that shares the sink does not letter them again).
-    pub fn dead_letters(mut self, sink: impl DeadLetterSink) -> Self {
-        self.dead_letters = Some(Arc::new(sink));
-        self
-    }
-
-    /// The runner that waits for data-extraction jobs.
-    pub fn job_runner(mut self, runner: JobRunner) -> Self {
-        self.runner = runner;
-        self
-    }
+    crate::vendor::shared_client_settings!(rules: "cxone", jobs: "data-extraction jobs");
 
     /// The service that downloads job results from their (pre-signed)
     /// URLs. It must not add the bearer token: the URL is another host.

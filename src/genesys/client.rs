@@ -73,47 +73,7 @@ impl<T: Transport> GenesysClient<T> {
         }
     }
 
-    /// Body size limits (default 16 MiB for results, 64 KiB for errors).
-    pub fn limits(mut self, limits: BodyLimits) -> Self {
-        self.limits = limits;
-        self
-    }
-
-    /// Which errors the client retries (default [`RetryRules::genesys`]).
-    pub fn retry_rules(mut self, rules: RetryRules) -> Self {
-        self.rules = rules;
-        self
-    }
-
-    /// The client's retry layer (default: 3 attempts, backoff from 1 s).
-    /// Its classifier is replaced by the [`RetryRules`].
-    pub fn retry(mut self, retry: RetryLayer) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// Look for business errors in data action outputs.
-    pub fn business_rule(mut self, rule: BusinessRule) -> Self {
-        self.business = Some(rule);
-        self
-    }
-
-    /// Where data actions and jobs that fail for good go, once per logical
-    /// call after the client's retries, with a request that re-runs them
-    /// ([`DataActions::replay`], [`AnalyticsJobs::replay`]). The client's
-    /// requests carry [`DeadLettersHandled`](crate::audit::DeadLettersHandled),
-    /// so an audit layer below that shares the sink does not letter each
-    /// attempt again.
-    pub fn dead_letters(mut self, sink: impl DeadLetterSink) -> Self {
-        self.dead_letters = Some(Arc::new(sink));
-        self
-    }
-
-    /// The runner that waits for analytics jobs.
-    pub fn job_runner(mut self, runner: JobRunner) -> Self {
-        self.runner = runner;
-        self
-    }
+    crate::vendor::shared_client_settings!(rules: "genesys", jobs: "analytics jobs");
 
     /// The API base URL.
     pub fn base_url(&self) -> &str {
