@@ -292,9 +292,9 @@ macro_rules! shared_client_settings {
         }
 
         #[doc = concat!(
-                    "Which errors the client retries (default [`RetryRules::", $rules,
-                    "`](crate::vendor::RetryRules::", $rules, "))."
-                )]
+                            "Which errors the client retries (default [`RetryRules::", $rules,
+                            "`](crate::vendor::RetryRules::", $rules, "))."
+                        )]
         pub fn retry_rules(mut self, rules: $crate::vendor::RetryRules) -> Self {
             self.rules = rules;
             self
@@ -577,6 +577,31 @@ impl AttemptCounter {
 /// A decoder turns a vendor response into `Ok(body)` or a typed error.
 pub(crate) type Decoder =
     Arc<dyn Fn(StatusCode, &HeaderMap, Bytes) -> Result<Bytes, BoxError> + Send + Sync>;
+
+/// A decoder for one vendor: an error status becomes `failed(..)`, a 200
+/// that `business` flags becomes `business_error(..)`, anything else passes.
+pub(crate) fn decoder<E>(
+    business: Option<crate::genesys::BusinessRule>,
+    failed: fn(StatusCode, &HeaderMap, &[u8]) -> E,
+    business_error: fn(crate::genesys::BusinessFailure, serde_json::Value) -> E,
+) -> Decoder
+where
+    E: Into<BoxError> + 'static,
+{
+    Arc::new(move |status, headers, bytes: Bytes| {
+        if !status.is_success() {
+            return Err(failed(status, headers, &bytes).into());
+        }
+        if let Some(rule) = &business {
+            if let Ok(output) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+                if let Some(failure) = rule.check(&output) {
+                    return Err(business_error(failure, output).into());
+                }
+            }
+        }
+        Ok(bytes)
+    })
+}
 
 /// The service the client's retry layer wraps: sends through the transport,
 /// reads the body within the limits, decodes vendor errors.

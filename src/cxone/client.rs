@@ -197,19 +197,7 @@ impl<T: Transport> CxoneClient<T> {
     }
 
     fn decoder(business: Option<BusinessRule>) -> Decoder {
-        Arc::new(move |status, headers, bytes: Bytes| {
-            if !status.is_success() {
-                return Err(CxoneError::from_response(status, headers, &bytes).into());
-            }
-            if let Some(rule) = &business {
-                if let Ok(output) = serde_json::from_slice::<Value>(&bytes) {
-                    if let Some(failure) = rule.check(&output) {
-                        return Err(CxoneError::business(failure, output).into());
-                    }
-                }
-            }
-            Ok(bytes)
-        })
+        crate::vendor::decoder(business, CxoneError::from_response, CxoneError::business)
     }
 
     pub(crate) async fn call(

@@ -99,19 +99,7 @@ impl<T: Transport> GenesysClient<T> {
     }
 
     fn decoder(business: Option<BusinessRule>) -> Decoder {
-        Arc::new(move |status, headers, bytes: Bytes| {
-            if !status.is_success() {
-                return Err(GenesysError::from_body(status, headers, &bytes).into());
-            }
-            if let Some(rule) = &business {
-                if let Ok(output) = serde_json::from_slice::<Value>(&bytes) {
-                    if let Some(failure) = rule.check(&output) {
-                        return Err(GenesysError::business(failure, output).into());
-                    }
-                }
-            }
-            Ok(bytes)
-        })
+        crate::vendor::decoder(business, GenesysError::from_body, GenesysError::business)
     }
 
     /// Send through the client's retry layer; dead-letter a final failure
