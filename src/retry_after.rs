@@ -39,16 +39,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use http::header::RETRY_AFTER;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Name of the `RateLimit` header field.
-const RATELIMIT: &str = "ratelimit";
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// Name of the Genesys header holding the number of requests made in the window.
-const GENESYS_COUNT: &str = "inin-ratelimit-count";
+const GENESYS_COUNT: HeaderName = HeaderName::from_static("inin-ratelimit-count");
 /// Name of the Genesys header holding the number of requests allowed in the window.
-const GENESYS_ALLOWED: &str = "inin-ratelimit-allowed";
+const GENESYS_ALLOWED: HeaderName = HeaderName::from_static("inin-ratelimit-allowed");
 /// Name of the Genesys header holding the seconds until the window resets.
-const GENESYS_RESET: &str = "inin-ratelimit-reset";
+const GENESYS_RESET: HeaderName = HeaderName::from_static("inin-ratelimit-reset");
 
 /// Wall clock, injectable so HTTP-date tests are exact.
 pub trait Clock: Send + Sync + 'static {
@@ -298,8 +298,8 @@ pub fn parse_ratelimit(value: &HeaderValue) -> Result<Option<Duration>, Malforme
 /// non-negative integer, or when the limit is reached but the reset header is
 /// missing.
 pub fn parse_genesys(headers: &HeaderMap) -> Result<Option<Duration>, MalformedHint> {
-    let count = headers.get(GENESYS_COUNT);
-    let allowed = headers.get(GENESYS_ALLOWED);
+    let count = headers.get(&GENESYS_COUNT);
+    let allowed = headers.get(&GENESYS_ALLOWED);
     let bad = |raw: &[u8], reason| MalformedHint::new(HintSource::GenesysReset, raw, reason);
     let (count, allowed) = match (count, allowed) {
         (None, None) => return Ok(None),
@@ -332,7 +332,7 @@ pub fn parse_genesys(headers: &HeaderMap) -> Result<Option<Duration>, MalformedH
     if count < allowed {
         return Ok(None);
     }
-    let Some(reset) = headers.get(GENESYS_RESET) else {
+    let Some(reset) = headers.get(&GENESYS_RESET) else {
         return Err(bad(
             b"",
             "limit reached but inin-ratelimit-reset is missing",
@@ -372,11 +372,16 @@ impl HintReport {
 /// once, its first value is used. `clock` supplies "now" for HTTP-dates.
 pub fn server_hint(headers: &HeaderMap, clock: &dyn Clock) -> HintReport {
     let mut report = HintReport::default();
+    // most responses carry no hint at all; a response without headers
+    // certainly does not (the common case for in-process services)
+    if headers.is_empty() {
+        return report;
+    }
     if let Some(value) = headers.get(RETRY_AFTER) {
         let parsed = parse_retry_after(value, clock.now()).map(Some);
         report.offer(HintSource::RetryAfter, parsed);
     }
-    if let Some(value) = headers.get(RATELIMIT) {
+    if let Some(value) = headers.get(&RATELIMIT) {
         report.offer(HintSource::RateLimit, parse_ratelimit(value));
     }
     report.offer(HintSource::GenesysReset, parse_genesys(headers));
@@ -1209,7 +1214,7 @@ mod tests {
             }
             let mut headers = HeaderMap::new();
             for name in [
-                RETRY_AFTER.as_str(),
+                RETRY_AFTER,
                 RATELIMIT,
                 GENESYS_COUNT,
                 GENESYS_ALLOWED,
