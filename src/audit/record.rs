@@ -2,8 +2,10 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use http::HeaderValue;
 
 use tokio::time::Instant;
 
@@ -21,9 +23,16 @@ pub struct AuditRecord {
 }
 
 struct Inner {
-    correlation_id: Arc<str>,
+    /// The id as sent in the correlation header (visible ASCII, checked by
+    /// the audit layer); the `Arc<str>` events carry is made from it only
+    /// once an event is built, so a sink that records nothing never pays
+    /// for it.
+    correlation_id: HeaderValue,
+    correlation_arc: OnceLock<Arc<str>>,
     started: Instant,
     sink: Arc<dyn AuditSink>,
+    /// `sink.enabled()`, asked once per request.
+    enabled: bool,
     stats: AuditStats,
     attempts: AtomicU32,
     backoff_ns: AtomicU64,
@@ -39,15 +48,18 @@ pub(crate) struct Timings {
 
 impl AuditRecord {
     pub(crate) fn new(
-        correlation_id: Arc<str>,
+        correlation_id: HeaderValue,
         sink: Arc<dyn AuditSink>,
+        enabled: bool,
         stats: AuditStats,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 correlation_id,
+                correlation_arc: OnceLock::new(),
                 started: Instant::now(),
                 sink,
+                enabled,
                 stats,
                 attempts: AtomicU32::new(0),
                 backoff_ns: AtomicU64::new(0),
@@ -58,7 +70,8 @@ impl AuditRecord {
 
     /// The logical request's correlation id.
     pub fn correlation_id(&self) -> &str {
-        &self.inner.correlation_id
+        // the audit layer only makes ids of visible ASCII
+        self.inner.correlation_id.to_str().unwrap_or("-")
     }
 
     /// When the request entered the audit layer.
@@ -68,10 +81,14 @@ impl AuditRecord {
 
     /// Publish an event about this request (to the sink, and the stats).
     pub fn publish(&self, attempt: Option<u32>, kind: EventKind) {
-        self.inner.stats.observe(&kind);
-        if self.inner.sink.enabled() {
-            let event = AuditEvent::new(self.inner.correlation_id.clone(), attempt, kind);
-            self.inner.sink.record(&event);
+        let inner = &self.inner;
+        inner.stats.observe(&kind);
+        if inner.enabled {
+            let id = inner
+                .correlation_arc
+                .get_or_init(|| Arc::from(self.correlation_id()))
+                .clone();
+            inner.sink.record(&AuditEvent::new(id, attempt, kind));
         }
     }
 
@@ -109,7 +126,7 @@ impl AuditRecord {
 impl fmt::Debug for AuditRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AuditRecord")
-            .field("correlation_id", &self.inner.correlation_id)
+            .field("correlation_id", &self.correlation_id())
             .finish_non_exhaustive()
     }
 }

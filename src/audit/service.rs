@@ -1,5 +1,4 @@
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
@@ -56,41 +55,72 @@ const INCOMING_IDS: [HeaderName; 2] = [
 
 /// A fresh correlation id in UUID layout: 64 random bits drawn once per
 /// process, then a counter. Unique within the process, unlikely to collide
-/// across processes, and cheap (no random draw per request).
-fn new_correlation_id() -> Arc<str> {
+/// across processes, and cheap (no random draw per request; the random half
+/// is formatted once; one allocation).
+fn new_correlation_id() -> HeaderValue {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
-    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static PREFIX: OnceLock<[u8; 19]> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(rand::random);
+    let prefix = PREFIX.get_or_init(|| {
+        // `xxxxxxxx-xxxx-xxxx-`: the random 64 bits
+        let mut text = [b'-'; 19];
+        hex_into(&rand::random::<u64>().to_be_bytes(), &mut text, &[4, 6]);
+        text
+    });
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&prefix.to_be_bytes());
-    bytes[8..].copy_from_slice(&count.to_be_bytes());
     let mut text = [b'-'; 36];
+    text[..19].copy_from_slice(prefix);
+    // `xxxx-xxxxxxxxxxxx`: the counter
+    hex_into(&count.to_be_bytes(), &mut text[19..], &[2]);
+    // owned by one shared allocation: the header and the record each keep
+    // a reference, and cloning it allocates nothing
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)).unwrap_or(
+        HeaderValue::from_static("00000000-0000-0000-0000-000000000000"),
+    )
+}
+
+/// Lower-case hex of `bytes` into `out`, skipping one position (a dash
+/// already there) before each byte index in `dashes`.
+fn hex_into(bytes: &[u8], out: &mut [u8], dashes: &[usize]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut at = 0;
     for (i, byte) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            at += 1; // keep the dash
+        if dashes.contains(&i) {
+            at += 1;
         }
-        text[at] = HEX[usize::from(byte >> 4)];
-        text[at + 1] = HEX[usize::from(byte & 0x0f)];
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0x0f)];
         at += 2;
     }
-    Arc::from(std::str::from_utf8(&text).unwrap_or("00000000-0000-0000-0000-000000000000"))
 }
 
 /// A correlation id from the request, if it carries a sane one.
-fn incoming_id(headers: &HeaderMap) -> Option<Arc<str>> {
-    if headers.is_empty() {
+fn incoming_id(headers: &HeaderMap) -> Option<HeaderValue> {
+    // one pass over the (usually few) names is cheaper than hashing each
+    // candidate name, and most requests carry none
+    if !headers.keys().any(|name| INCOMING_IDS.contains(name)) {
         return None;
     }
     INCOMING_IDS.iter().find_map(|name| {
-        let value = headers.get(name)?.to_str().ok()?.trim();
-        let sane =
-            !value.is_empty() && value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic());
-        sane.then(|| Arc::from(value))
+        let value = headers.get(name)?;
+        let text = value.to_str().ok()?;
+        let trimmed = text.trim();
+        let sane = !trimmed.is_empty()
+            && trimmed.len() <= 128
+            && trimmed.bytes().all(|b| b.is_ascii_graphic());
+        if !sane {
+            return None;
+        }
+        if trimmed.len() == text.len() {
+            // a fresh value, as before: not marked sensitive even if the
+            // incoming header was
+            let mut id = value.clone();
+            id.set_sensitive(false);
+            Some(id)
+        } else {
+            HeaderValue::from_str(trimmed).ok()
+        }
     })
 }
 
@@ -111,11 +141,17 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let layer = &self.layer;
         let correlation_id = incoming_id(request.headers()).unwrap_or_else(new_correlation_id);
-        if let Ok(value) = HeaderValue::from_str(&correlation_id) {
-            request.headers_mut().insert(layer.header.clone(), value);
-        }
-        let record = AuditRecord::new(correlation_id, layer.sink.clone(), layer.stats.clone());
-        if layer.sink.enabled() {
+        request
+            .headers_mut()
+            .insert(layer.header.clone(), correlation_id.clone());
+        let enabled = layer.sink.enabled();
+        let record = AuditRecord::new(
+            correlation_id,
+            layer.sink.clone(),
+            enabled,
+            layer.stats.clone(),
+        );
+        if enabled {
             let priority = request.extensions().get::<Priority>().map(|p| p.as_str());
             let body = if layer.record_bodies {
                 request
