@@ -1069,3 +1069,85 @@ fn dropping_the_json_lines_sink_writes_every_event_first() {
         .expect("the writer ends once the sink is gone");
     assert_eq!(String::from_utf8(written).unwrap().lines().count(), 10);
 }
+
+/// A sink that records nothing makes the layer skip building events; the
+/// stats must not notice: the same traffic gives the same snapshot as with a
+/// recording sink (successes, HTTP errors, retries, attempts,
+/// cancellations and latency percentiles).
+#[tokio::test(start_paused = true)]
+async fn a_no_op_sink_keeps_the_same_stats_as_a_recording_one() {
+    async fn run(layer: AuditLayer) -> tower_cx::audit::StatsSnapshot {
+        let stats = layer.stats_handle();
+        let service = ServiceBuilder::new()
+            .layer(layer)
+            .layer(retry().max_attempts(2))
+            .layer(CircuitBreakerLayer::new())
+            .service(Upstream::new(vec![
+                Answer::Slow(200, Duration::from_millis(10)),
+                Answer::Status(503),
+                Answer::Slow(200, Duration::from_millis(30)),
+                Answer::Status(404),
+                Answer::Slow(200, Duration::from_secs(60)),
+            ]));
+        for _ in 0..3 {
+            service.clone().oneshot(get()).await.unwrap();
+        }
+        let cancelled =
+            tokio::time::timeout(Duration::from_secs(1), service.clone().oneshot(get())).await;
+        assert!(cancelled.is_err());
+        stats.snapshot()
+    }
+    let recorded = run(audit(&Events::default())).await;
+    let noop = run(AuditLayer::new(tower_cx::audit::NoopSink)).await;
+    assert_eq!(noop, recorded);
+    assert_eq!(
+        (
+            noop.requests,
+            noop.successes,
+            noop.http_errors,
+            noop.cancelled
+        ),
+        (3, 2, 1, 1)
+    );
+    assert_eq!((noop.attempts, noop.retries), (5, 1));
+    // 10 ms; 503, 500 ms backoff, 30 ms (530 ms, whose histogram bucket
+    // starts at 529.92); 404 at once
+    assert_eq!((noop.p50_ms, noop.p99_ms), (10.0, 529.92));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_incoming_correlation_id_is_trimmed_and_sent_upstream_with_a_no_op_sink() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let upstream = {
+        let seen = seen.clone();
+        tower::service_fn(move |req: Request<Body>| {
+            seen.lock().unwrap().push(
+                req.headers()
+                    .get("x-correlation-id")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            );
+            async { Ok::<_, BoxError>(Response::new(())) }
+        })
+    };
+    let service = AuditLayer::new(tower_cx::audit::NoopSink).layer(upstream);
+    let request = Request::get("https://x/")
+        .header("x-request-id", " req-7 ")
+        .header("inin-correlation-id", "other")
+        .body(Body::empty())
+        .unwrap();
+    service.clone().oneshot(request).await.unwrap();
+    service.clone().oneshot(get()).await.unwrap();
+    service.oneshot(get()).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].as_deref(), Some("req-7"));
+    let (first, second) = (seen[1].clone().unwrap(), seen[2].clone().unwrap());
+    for id in [&first, &second] {
+        assert_eq!(id.len(), 36);
+        let dashes: Vec<usize> = id.match_indices('-').map(|(i, _)| i).collect();
+        assert_eq!(dashes, [8, 13, 18, 23]);
+        assert!(id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
+    }
+    // same process prefix, a new counter
+    assert_eq!(first[..19], second[..19]);
+    assert_ne!(first, second);
+}

@@ -70,6 +70,11 @@ impl Finisher {
             (0, _, _) => 1,
             (n, _, _) => n,
         };
+        if !record.enabled() {
+            // no sink wants the event: count what it would have counted
+            record.stats().finished(outcome, error_kind, ms(total));
+            return attempts;
+        }
         let waiting = timings.backoff + timings.queue;
         record.publish(
             None,

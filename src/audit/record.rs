@@ -118,6 +118,11 @@ impl AuditRecord {
         self.inner.queue_ns.fetch_add(nanos, Ordering::Relaxed);
     }
 
+    /// Whether the sink wants events (asked once, when the record was made).
+    pub(crate) fn enabled(&self) -> bool {
+        self.inner.enabled
+    }
+
     pub(crate) fn stats(&self) -> &AuditStats {
         &self.inner.stats
     }

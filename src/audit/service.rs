@@ -64,15 +64,19 @@ fn new_correlation_id() -> HeaderValue {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| {
         // `xxxxxxxx-xxxx-xxxx-`: the random 64 bits
+        let hex = hex16(rand::random());
         let mut text = [b'-'; 19];
-        hex_into(&rand::random::<u64>().to_be_bytes(), &mut text, &[4, 6]);
+        text[..8].copy_from_slice(&hex[..8]);
+        text[9..13].copy_from_slice(&hex[8..12]);
+        text[14..18].copy_from_slice(&hex[12..]);
         text
     });
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // `xxxx-xxxxxxxxxxxx`: the counter
+    let hex = hex16(COUNTER.fetch_add(1, Ordering::Relaxed));
     let mut text = [b'-'; 36];
     text[..19].copy_from_slice(prefix);
-    // `xxxx-xxxxxxxxxxxx`: the counter
-    hex_into(&count.to_be_bytes(), &mut text[19..], &[2]);
+    text[19..23].copy_from_slice(&hex[..4]);
+    text[24..].copy_from_slice(&hex[4..]);
     // owned by one shared allocation: the header and the record each keep
     // a reference, and cloning it allocates nothing
     HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)).unwrap_or(
@@ -80,19 +84,14 @@ fn new_correlation_id() -> HeaderValue {
     )
 }
 
-/// Lower-case hex of `bytes` into `out`, skipping one position (a dash
-/// already there) before each byte index in `dashes`.
-fn hex_into(bytes: &[u8], out: &mut [u8], dashes: &[usize]) {
+/// `value` as 16 lower-case hex digits, most significant first.
+fn hex16(value: u64) -> [u8; 16] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut at = 0;
-    for (i, byte) in bytes.iter().enumerate() {
-        if dashes.contains(&i) {
-            at += 1;
-        }
-        out[at] = HEX[usize::from(byte >> 4)];
-        out[at + 1] = HEX[usize::from(byte & 0x0f)];
-        at += 2;
+    let mut out = [0u8; 16];
+    for (i, digit) in out.iter_mut().enumerate() {
+        *digit = HEX[((value >> (60 - 4 * i)) & 0xf) as usize];
     }
+    out
 }
 
 /// A correlation id from the request, if it carries a sane one.

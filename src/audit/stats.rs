@@ -158,35 +158,43 @@ impl AuditStats {
                 error_kind,
                 total_ms,
                 ..
-            } => {
-                if *outcome == "cancelled" {
-                    bump(&c.cancelled);
-                    return;
-                }
-                bump(&c.requests);
-                match *outcome {
-                    "success" => bump(&c.successes),
-                    "http_error" => bump(&c.http_errors),
-                    _ => {
-                        bump(&c.errors);
-                        match *error_kind {
-                            Some("timeout") => bump(&c.timeouts),
-                            Some("connect") => bump(&c.connect_errors),
-                            Some("not_sent") => bump(&c.not_sent),
-                            _ => {}
-                        }
-                    }
-                }
-                let micros = (total_ms * 1000.0).round().clamp(1.0, 3_600_000_000.0) as u64;
-                let mut histogram = self
-                    .inner
-                    .latency_us
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                let _ = histogram.record(micros);
-            }
+            } => self.finished(outcome, *error_kind, *total_ms),
             _ => {}
         }
+    }
+
+    /// What observing a `request.finished` event with these fields counts
+    /// (called directly when no sink wants the event).
+    pub(crate) fn finished(&self, outcome: &str, error_kind: Option<&str>, total_ms: f64) {
+        let c = &self.inner.counters;
+        let bump = |n: &AtomicU64| {
+            n.fetch_add(1, Ordering::Relaxed);
+        };
+        if outcome == "cancelled" {
+            bump(&c.cancelled);
+            return;
+        }
+        bump(&c.requests);
+        match outcome {
+            "success" => bump(&c.successes),
+            "http_error" => bump(&c.http_errors),
+            _ => {
+                bump(&c.errors);
+                match error_kind {
+                    Some("timeout") => bump(&c.timeouts),
+                    Some("connect") => bump(&c.connect_errors),
+                    Some("not_sent") => bump(&c.not_sent),
+                    _ => {}
+                }
+            }
+        }
+        let micros = (total_ms * 1000.0).round().clamp(1.0, 3_600_000_000.0) as u64;
+        let mut histogram = self
+            .inner
+            .latency_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let _ = histogram.record(micros);
     }
 
     pub(crate) fn count_dead_letter(&self) {
