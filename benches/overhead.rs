@@ -8,54 +8,28 @@
 //!
 //! Run: `cargo bench --bench overhead`
 
-use std::future::{ready, Future, Ready};
+use std::future::{ready, Ready};
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, Response};
 use std::time::{Duration, Instant};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::timeout::TimeoutLayer;
-use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder};
+use tower::{BoxError, Layer, Service, ServiceBuilder};
 
 use tower_cx::audit::{AuditLayer, JsonLinesSink, NoopSink};
-use tower_cx::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
+use tower_cx::auth::BearerLayer;
 use tower_cx::body::{try_clone_request, Body};
 use tower_cx::breaker::CircuitBreakerLayer;
 use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::RetryLayer;
 use tower_http::auth::AddAuthorizationLayer;
 
-/// Poll a future that is ready at once (every service here is), without an
-/// executor in the measurement.
-fn now<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("the benchmarked service is always ready"),
-    }
-}
+#[path = "support/inmem.rs"]
+mod inmem;
 
-fn request() -> Request<Body> {
-    Request::get("https://api.mypurecloud.com/api/v2/users")
-        .header("accept", "application/json")
-        .body(Body::empty())
-        .unwrap()
-}
-
-fn upstream() -> impl Service<
-    Request<Body>,
-    Response = Response<()>,
-    Error = BoxError,
-    Future = Ready<Result<Response<()>, BoxError>>,
-> + Clone {
-    service_fn(|_req: Request<Body>| ready(Ok::<_, BoxError>(Response::new(()))))
-}
+use inmem::{cached_token, canonical_stack, now, request, runtime, upstream};
 
 fn drive<S>(service: &mut S)
 where
@@ -129,10 +103,7 @@ impl tower::retry::Policy<Request<Body>, Response<()>, BoxError> for PeerPolicy 
 }
 
 fn retry(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let _guard = runtime.enter();
 
     let mut group = c.benchmark_group("retry");
@@ -162,15 +133,9 @@ fn retry(c: &mut Criterion) {
 }
 
 fn bearer(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let _guard = runtime.enter();
-    let cache = TokenCache::new(source_fn(|| async {
-        Ok::<_, TokenError>(Token::new("bench-token", Duration::from_secs(86_400)))
-    }));
-    runtime.block_on(cache.refresh()).unwrap();
+    let cache = cached_token(&runtime);
 
     let mut group = c.benchmark_group("bearer");
     let mut bare = upstream();
@@ -196,10 +161,7 @@ fn bearer(c: &mut Criterion) {
 }
 
 fn breaker(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let _guard = runtime.enter();
     let mut group = c.benchmark_group("breaker");
     let mut bare = upstream();
@@ -220,10 +182,7 @@ fn breaker(c: &mut Criterion) {
 }
 
 fn limiter(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let _guard = runtime.enter();
     let mut group = c.benchmark_group("limiter");
     let mut bare = upstream();
@@ -249,10 +208,7 @@ fn limiter(c: &mut Criterion) {
 }
 
 fn audit(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let _guard = runtime.enter();
     let mut group = c.benchmark_group("audit");
     let mut bare = upstream();
@@ -274,39 +230,20 @@ fn audit(c: &mut Criterion) {
 /// same job done with tower's and tower-http's built-ins (retry with a
 /// `TpsBudget`, concurrency limit, static bearer, timeout).
 fn stack(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let _guard = runtime.enter();
-    let cache = TokenCache::new(source_fn(|| async {
-        Ok::<_, TokenError>(Token::new("bench-token", Duration::from_secs(86_400)))
-    }));
-    runtime.block_on(cache.refresh()).unwrap();
+    let cache = cached_token(&runtime);
 
     let mut group = c.benchmark_group("stack");
     let mut bare = upstream();
     group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
 
-    let mut ours = ServiceBuilder::new()
-        .layer(AuditLayer::new(NoopSink))
-        .layer(RetryLayer::new())
-        .layer(CircuitBreakerLayer::new())
-        .layer(PriorityLimitLayer::new(16))
-        .layer(BearerLayer::new(cache.clone()))
-        .layer(TimeoutLayer::new(Duration::from_secs(30)))
-        .service(upstream());
+    let mut ours = canonical_stack(cache.clone(), true);
     group.bench_function("tower-cx canonical stack", |b| {
         added(b, &mut ours, &mut bare)
     });
 
-    let mut ours_no_timeout = ServiceBuilder::new()
-        .layer(AuditLayer::new(NoopSink))
-        .layer(RetryLayer::new())
-        .layer(CircuitBreakerLayer::new())
-        .layer(PriorityLimitLayer::new(16))
-        .layer(BearerLayer::new(cache.clone()))
-        .service(upstream());
+    let mut ours_no_timeout = canonical_stack(cache.clone(), false);
     group.bench_function("tower-cx canonical stack without timeout", |b| {
         added(b, &mut ours_no_timeout, &mut bare)
     });
