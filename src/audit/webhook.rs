@@ -11,7 +11,7 @@ use http::header::CONTENT_TYPE;
 use http::{Method, Request, Response, Uri};
 use tokio::sync::{watch, Notify};
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 
 use super::event::AuditEvent;
 use super::sink::AuditSink;
@@ -19,6 +19,7 @@ use crate::auth::box_client;
 use crate::body::Body;
 use crate::error::{BoxError, ConfigError};
 use crate::retry::{RetryBudget, RetryLayer};
+use crate::vendor::Transport;
 
 type Client = BoxCloneSyncService<Request<Body>, Response<Bytes>, BoxError>;
 
@@ -171,15 +172,7 @@ impl WebhookSinkBuilder {
     }
 
     /// Send with `client` instead of the built-in hyper client.
-    pub fn http_client<S, B>(mut self, client: S) -> Self
-    where
-        S: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
-    {
+    pub fn http_client(mut self, client: impl Transport) -> Self {
         self.client = Some(box_client(client));
         self
     }

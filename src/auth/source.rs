@@ -12,13 +12,14 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, Uri};
 use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 
 use super::token::{parse_token_response, LifetimePolicy, Secret, Token, TokenError};
 use crate::backoff::Backoff;
 use crate::body::Body;
 use crate::error::{BodyTooLarge, BoxError, InsecureUrl};
 use crate::retry::{RetryBudget, RetryLayer, RetryOverride};
+use crate::vendor::Transport;
 
 /// The future a [`TokenSource`] returns.
 pub type TokenFuture = Pin<Box<dyn Future<Output = Result<Token, TokenError>> + Send + 'static>>;
@@ -234,15 +235,7 @@ impl ClientCredentials {
     /// Send token requests with `client` (a proxy, custom TLS, or a test
     /// double). By default a hyper-util client is used that speaks HTTPS
     /// with the `tls` feature (on by default), plain HTTP only without it.
-    pub fn http_client<S, B>(mut self, client: S) -> Self
-    where
-        S: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError>,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<BoxError>,
-    {
+    pub fn http_client(mut self, client: impl Transport) -> Self {
         self.client = box_client(client);
         self
     }
@@ -391,21 +384,13 @@ pub(crate) fn hyper_client() -> hyper_util::client::legacy::Client<Connector, Bo
 /// Box `client` as a [`TokenHttpClient`], collecting (at most 64 KiB of)
 /// each response body: a longer body fails with
 /// [`BodyTooLarge`](crate::error::BodyTooLarge).
-pub fn box_client<S, B>(client: S) -> TokenHttpClient
-where
-    S: Service<Request<Body>, Response = Response<B>> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
-    let collecting = client
-        .map_err(Into::into)
-        .and_then(|response: Response<B>| async move {
-            let (parts, body) = response.into_parts();
+pub fn box_client(client: impl Transport) -> TokenHttpClient {
+    BoxCloneSyncService::new(tower::service_fn(move |request: Request<Body>| {
+        let sent = client.send(request);
+        async move {
+            let (parts, body) = sent.await?.into_parts();
             let bytes = crate::vendor::read_limited(parts.status, body, MAX_TOKEN_BODY).await?;
             Ok::<_, BoxError>(Response::from_parts(parts, bytes))
-        });
-    BoxCloneSyncService::new(collecting)
+        }
+    }))
 }
