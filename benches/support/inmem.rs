@@ -1,0 +1,85 @@
+//! The in-memory fixtures shared by `benches/overhead.rs` and
+//! `examples/profile_stack.rs` (included with `#[path]`): a ready upstream,
+//! the request every call sends, a poll without an executor, a cached
+//! token, and the canonical stack.
+
+use std::future::{ready, Future, Ready};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tower::timeout::TimeoutLayer;
+use tower::{service_fn, BoxError, Service, ServiceBuilder};
+use tower_cx::audit::{AuditLayer, NoopSink};
+use tower_cx::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
+use tower_cx::body::Body;
+use tower_cx::breaker::CircuitBreakerLayer;
+use tower_cx::priority::PriorityLimitLayer;
+use tower_cx::retry::RetryLayer;
+
+/// Poll a future that is ready at once (every service here is), without an
+/// executor in the measurement.
+pub fn now<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the measured service is always ready"),
+    }
+}
+
+/// The request every call sends.
+pub fn request() -> Request<Body> {
+    Request::get("https://api.mypurecloud.com/api/v2/users")
+        .header("accept", "application/json")
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// A ready upstream answering at once.
+pub fn upstream() -> impl Service<
+    Request<Body>,
+    Response = Response<()>,
+    Error = BoxError,
+    Future = Ready<Result<Response<()>, BoxError>>,
+> + Clone {
+    service_fn(|_req: Request<Body>| ready(Ok::<_, BoxError>(Response::new(()))))
+}
+
+/// A current-thread runtime with the time driver (the layers arm timers).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// A token cache holding a day-long token already.
+pub fn cached_token(runtime: &tokio::runtime::Runtime) -> TokenCache {
+    let _guard = runtime.enter();
+    let cache = TokenCache::new(source_fn(|| async {
+        Ok::<_, TokenError>(Token::new("bench-token", Duration::from_secs(86_400)))
+    }));
+    runtime.block_on(cache.refresh()).unwrap();
+    cache
+}
+
+/// The canonical stack (audit with a no-op sink, retry, breaker, limiter,
+/// bearer with a cached token, and the per-attempt timeout unless
+/// `timeout` is false) over [`upstream`].
+pub fn canonical_stack(
+    cache: TokenCache,
+    timeout: bool,
+) -> impl Service<Request<Body>, Response = Response<()>, Error = BoxError> {
+    ServiceBuilder::new()
+        .layer(AuditLayer::new(NoopSink))
+        .layer(RetryLayer::new())
+        .layer(CircuitBreakerLayer::new())
+        .layer(PriorityLimitLayer::new(16))
+        .layer(BearerLayer::new(cache))
+        .option_layer(timeout.then(|| TimeoutLayer::new(Duration::from_secs(30))))
+        .service(upstream())
+}
