@@ -200,6 +200,11 @@ impl Stack {
             .layer(TimeoutLayer::new(self.timeout))
             .service(client);
         let lower: CxService = match self.bearer {
+            // the retry layer keeps a copy of each request anyway and
+            // replays a rejected token from it: one copy, not two
+            Some(bearer) if self.retry.replays_rejected_token() => {
+                BoxCloneSyncService::new(bearer.replay_on_401(false).layer(lower))
+            }
             Some(bearer) => BoxCloneSyncService::new(bearer.layer(lower)),
             None => BoxCloneSyncService::new(lower),
         };

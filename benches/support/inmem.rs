@@ -69,7 +69,8 @@ pub fn cached_token(runtime: &tokio::runtime::Runtime) -> TokenCache {
 
 /// The canonical stack (audit with a no-op sink, retry, breaker, limiter,
 /// bearer with a cached token, and the per-attempt timeout unless
-/// `timeout` is false) over [`upstream`].
+/// `timeout` is false) over [`upstream`], composed as
+/// [`tower_cx::stack::Stack`] composes it.
 pub fn canonical_stack(
     cache: TokenCache,
     timeout: bool,
@@ -79,7 +80,8 @@ pub fn canonical_stack(
         .layer(RetryLayer::new())
         .layer(CircuitBreakerLayer::new())
         .layer(PriorityLimitLayer::new(16))
-        .layer(BearerLayer::new(cache))
+        // as `Stack` builds it: the retry layer replays a rejected token
+        .layer(BearerLayer::new(cache).replay_on_401(false))
         .option_layer(timeout.then(|| TimeoutLayer::new(Duration::from_secs(30))))
         .service(upstream())
 }

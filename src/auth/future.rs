@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 use tower::Service;
 
 use super::cache::{AuthEvent, Issued};
-use super::{TokenCache, TokenError};
+use super::{TokenCache, TokenError, TokenRejected};
 use crate::audit::{ms, AuditRecord, EventKind as AuditKind};
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::BoxError;
@@ -58,7 +58,7 @@ where
 {
     pub(crate) fn called(
         future: S::Future,
-        service: S,
+        service: Option<S>,
         cache: TokenCache,
         template: Option<Request<B>>,
         token_id: u64,
@@ -66,7 +66,7 @@ where
     ) -> Self {
         Self {
             state: State::Called { future },
-            service: Some(service),
+            service,
             cache: Some(cache),
             request: template,
             replay_on_401: true,
@@ -210,15 +210,20 @@ where
                     this.state.set(State::Called { future });
                 }
                 StateProj::Called { future } => {
-                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
                     if response.status() != StatusCode::UNAUTHORIZED || *this.replayed {
                         return Poll::Ready(Ok(response));
                     }
-                    let (Some(cache), Some(_)) = (this.cache.as_ref(), this.request.as_ref())
-                    else {
-                        // no replayable copy: the 401 is the answer
+                    let (Some(cache), Some(_), Some(_)) = (
+                        this.cache.as_ref(),
+                        this.request.as_ref(),
+                        this.service.as_ref(),
+                    ) else {
+                        // no replay of our own: the 401 is the answer, marked
+                        // so that a layer above may replay it
                         if let Some(cache) = this.cache.as_ref() {
                             cache.invalidate(*this.token_id, StatusCode::UNAUTHORIZED);
+                            response.extensions_mut().insert(TokenRejected);
                         }
                         if let Some(audit) = this.audit.as_ref() {
                             audit.publish(None, AuditKind::TokenInvalidated { status: 401 });

@@ -70,7 +70,7 @@ mod token;
 pub use cache::{AuthEvent, TokenCache, TokenCacheBuilder, TokenStatus};
 pub use future::ResponseFuture;
 pub use layer::BearerLayer;
-pub use service::Bearer;
+pub use service::{Bearer, TokenRejected};
 pub use source::{
     box_client, source_fn, ClientAuth, ClientCredentials, SourceFn, TokenFuture, TokenHttpClient,
     TokenSource, CXONE_TOKEN_URL,

@@ -12,6 +12,25 @@ use crate::audit::AuditRecord;
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::{BoxError, InsecureUrl};
 
+/// Marks a `401` response whose token the [`Bearer`] layer has just dropped
+/// from the cache without replaying the request itself (its replay is off,
+/// or the body cannot be sent again): a layer above, typically the
+/// [`RetryLayer`](crate::retry::RetryLayer), may send the request once more
+/// and it will carry a fresh token.
+///
+/// Found in the response's extensions.
+///
+/// ```
+/// use tower_cx::auth::TokenRejected;
+///
+/// let mut response = http::Response::new(());
+/// assert!(response.extensions().get::<TokenRejected>().is_none());
+/// response.extensions_mut().insert(TokenRejected);
+/// assert!(response.extensions().get::<TokenRejected>().is_some());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenRejected;
+
 /// Injects `Authorization: Bearer ...` at call time; on a 401 drops the
 /// token the request carried, gets a fresh one and replays the request once.
 ///
@@ -77,13 +96,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut service = std::mem::replace(&mut self.inner, clone);
         if !self.origins.is_empty() {
             if let Some(origin) = Origin::of(request.uri()) {
                 if !self.origins.contains(&origin) {
                     // not the API: no token, no 401 handling
-                    return ResponseFuture::passthrough(service.call(request));
+                    return ResponseFuture::passthrough(self.inner.call(request));
                 }
             }
         }
@@ -93,18 +110,27 @@ where
         let cache = self.cache.clone();
         let audit = request.extensions().get::<AuditRecord>().cloned();
         match cache.fresh() {
-            // Hot path: a valid cached token, no waiting, no allocation.
-            Some(token) => {
-                let template = if self.replay_on_401 {
-                    try_clone_request(&request)
-                } else {
-                    None
-                };
+            // Hot path: a valid cached token, no waiting. The service is
+            // kept (a clone of the ready one) only for a replay of our own.
+            Some(token) if self.replay_on_401 => {
+                let template = try_clone_request(&request);
                 request.headers_mut().insert(AUTHORIZATION, token.header);
+                let clone = self.inner.clone();
+                let mut service = std::mem::replace(&mut self.inner, clone);
                 let future = service.call(request);
+                let service = template.is_some().then_some(service);
                 ResponseFuture::called(future, service, cache, template, token.id, audit)
             }
-            None => ResponseFuture::acquiring(service, cache, request, self.replay_on_401, audit),
+            Some(token) => {
+                request.headers_mut().insert(AUTHORIZATION, token.header);
+                let future = self.inner.call(request);
+                ResponseFuture::called(future, None, cache, None, token.id, audit)
+            }
+            None => {
+                let clone = self.inner.clone();
+                let service = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::acquiring(service, cache, request, self.replay_on_401, audit)
+            }
         }
     }
 }

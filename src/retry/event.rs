@@ -58,11 +58,15 @@ pub enum DelaySource {
     VendorHeader,
     /// The circuit breaker's time until its next probe.
     CircuitBreaker,
+    /// No wait: the bearer layer below dropped a token the server rejected
+    /// with a `401` ([`TokenRejected`](crate::auth::TokenRejected)), and the
+    /// request is sent once more with a fresh one.
+    TokenRejected,
 }
 
 impl DelaySource {
     /// A short stable name: `backoff`, `retry-after`, `ratelimit`,
-    /// `vendor-header`, `circuit-breaker`.
+    /// `vendor-header`, `circuit-breaker`, `token-rejected`.
     pub fn as_str(&self) -> &'static str {
         match self {
             DelaySource::Backoff => "backoff",
@@ -70,6 +74,7 @@ impl DelaySource {
             DelaySource::RateLimit => "ratelimit",
             DelaySource::VendorHeader => "vendor-header",
             DelaySource::CircuitBreaker => "circuit-breaker",
+            DelaySource::TokenRejected => "token-rejected",
         }
     }
 }

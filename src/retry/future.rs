@@ -4,12 +4,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
 use tower::Service;
 
 use super::policy::{Attempts, Config, Decision, IDEMPOTENCY_KEY};
+use crate::auth::TokenRejected;
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::{BoxError, CircuitOpen};
 use crate::retry_after::{HintSource, ServerHint};
@@ -88,14 +89,24 @@ where
                             let class = config
                                 .classifier
                                 .classify_response(response.status(), response.headers());
-                            this.attempts.decide(
-                                config,
-                                Some(response.status()),
-                                Some(response.headers()),
-                                class,
-                                None,
-                                keyed,
-                            )
+                            let token_replay = if response.status() == StatusCode::UNAUTHORIZED
+                                && response.extensions().get::<TokenRejected>().is_some()
+                            {
+                                this.attempts
+                                    .token_rejected(config, response.status(), class)
+                            } else {
+                                None
+                            };
+                            token_replay.unwrap_or_else(|| {
+                                this.attempts.decide(
+                                    config,
+                                    Some(response.status()),
+                                    Some(response.headers()),
+                                    class,
+                                    None,
+                                    keyed,
+                                )
+                            })
                         }
                         Err(error) => {
                             let class = config.classifier.classify_error(error.as_ref());

@@ -103,6 +103,24 @@ impl RetryLayer {
         self
     }
 
+    /// Send a request once more, at once, when the bearer layer below
+    /// rejected its token: a `401` marked
+    /// [`TokenRejected`](crate::auth::TokenRejected) (default on). This is
+    /// the bearer's own 401 replay done from here, where a copy of the
+    /// request is kept anyway: under a retry layer, build the bearer with
+    /// [`replay_on_401(false)`](crate::auth::BearerLayer::replay_on_401)
+    /// and each request is copied once instead of twice
+    /// ([`Stack`](crate::stack::Stack) does). Once per logical request,
+    /// whatever its method; it uses neither an attempt nor the budget.
+    pub fn replay_rejected_token(mut self, enabled: bool) -> Self {
+        self.config.replay_rejected_token = enabled;
+        self
+    }
+
+    pub(crate) fn replays_rejected_token(&self) -> bool {
+        self.config.replay_rejected_token
+    }
+
     /// Receive every [`RetryEvent`]. The callback runs on the request path:
     /// keep it short and non-blocking.
     pub fn on_event<F>(mut self, handler: F) -> Self
@@ -134,6 +152,7 @@ impl fmt::Debug for RetryLayer {
             .field("hint_jitter_max", &c.hint_jitter_max)
             .field("budget", &c.budget)
             .field("auto_idempotency_key", &c.auto_idempotency_key)
+            .field("replay_rejected_token", &c.replay_rejected_token)
             .finish_non_exhaustive()
     }
 }

@@ -33,6 +33,7 @@ pub(crate) struct Config {
     pub(crate) rng: SharedRng,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) auto_idempotency_key: bool,
+    pub(crate) replay_rejected_token: bool,
     pub(crate) on_event: Option<EventHandler>,
 }
 
@@ -50,6 +51,7 @@ impl Default for Config {
             rng: SharedRng::from_os(),
             clock: Arc::new(SystemClock),
             auto_idempotency_key: false,
+            replay_rejected_token: true,
             on_event: None,
         }
     }
@@ -194,6 +196,8 @@ pub(crate) struct Attempts {
     /// were never sent, so up to `max_attempts` of them do not use up an
     /// attempt.
     breaker_waits: u32,
+    /// Whether the request was already sent again after a rejected token.
+    token_replayed: bool,
 }
 
 impl Attempts {
@@ -227,6 +231,7 @@ impl Attempts {
             audit: None,
             attempt_started: None,
             breaker_waits: 0,
+            token_replayed: false,
         }
     }
 
@@ -288,15 +293,8 @@ impl Attempts {
     ) -> Decision {
         let attempt = self.attempt;
         let latency = self.attempt_started.map(|at| at.elapsed());
-        let audit = self.audit.clone();
-        let emit = |kind: RetryEventKind| {
-            if let Some(audit) = &audit {
-                publish_to_audit(audit, attempt, &kind, latency.unwrap_or_default());
-            }
-            if let Some(handler) = &config.on_event {
-                handler(&RetryEvent { attempt, kind });
-            }
-        };
+        let audit = self.audit.as_ref();
+        let emit = |kind: RetryEventKind| emit_event(config, audit, attempt, latency, kind);
         emit(RetryEventKind::AttemptFinished { status, class });
         let give_up = |reason: GiveUpReason| {
             emit(RetryEventKind::GaveUp(reason));
@@ -380,6 +378,70 @@ impl Attempts {
         }
         self.attempt += 1;
         Decision::Retry(delay)
+    }
+}
+
+impl Attempts {
+    /// The bearer layer below dropped the token a `401` rejected
+    /// ([`TokenRejected`](crate::auth::TokenRejected)): send the request once
+    /// more, at once, with a fresh token. Like the bearer's own replay, this
+    /// happens once per logical request, whatever the method (the server
+    /// refused the request before acting on it), and uses neither an
+    /// attempt nor the retry budget. `None` when it does not apply: the
+    /// layer's replay is off, the body cannot be replayed, or the request
+    /// was replayed for a rejected token already.
+    pub(crate) fn token_rejected(
+        &mut self,
+        config: &Config,
+        status: StatusCode,
+        class: Class,
+    ) -> Option<Decision> {
+        if !config.replay_rejected_token || !self.replayable || self.token_replayed {
+            return None;
+        }
+        self.token_replayed = true;
+        let latency = self.attempt_started.map(|at| at.elapsed());
+        let audit = self.audit.as_ref();
+        let attempt = self.attempt;
+        emit_event(
+            config,
+            audit,
+            attempt,
+            latency,
+            RetryEventKind::AttemptFinished {
+                status: Some(status),
+                class,
+            },
+        );
+        emit_event(
+            config,
+            audit,
+            attempt,
+            latency,
+            RetryEventKind::RetryScheduled {
+                delay: Duration::ZERO,
+                source: DelaySource::TokenRejected,
+            },
+        );
+        self.attempt += 1;
+        self.max_attempts = self.max_attempts.saturating_add(1);
+        Some(Decision::Retry(Duration::ZERO))
+    }
+}
+
+/// Report one retry event to the audit record and the layer's handler.
+fn emit_event(
+    config: &Config,
+    audit: Option<&AuditRecord>,
+    attempt: u32,
+    latency: Option<Duration>,
+    kind: RetryEventKind,
+) {
+    if let Some(audit) = audit {
+        publish_to_audit(audit, attempt, &kind, latency.unwrap_or_default());
+    }
+    if let Some(handler) = &config.on_event {
+        handler(&RetryEvent { attempt, kind });
     }
 }
 

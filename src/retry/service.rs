@@ -95,11 +95,13 @@ where
         }
 
         let overrides = request.extensions().get::<RetryOverride>();
-        let retries_allowed = overrides
-            .and_then(|o| o.attempts())
-            .unwrap_or(config.max_attempts)
-            > 1;
-        let template = if retries_allowed {
+        // a copy is kept for a retry, or for a replay after a rejected token
+        let replays_possible = config.replay_rejected_token
+            || overrides
+                .and_then(|o| o.attempts())
+                .unwrap_or(config.max_attempts)
+                > 1;
+        let template = if replays_possible {
             try_clone_request(&request)
         } else {
             None
