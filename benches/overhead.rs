@@ -8,15 +8,12 @@
 //!
 //! Run: `cargo bench --bench overhead`
 
-use std::future::{ready, Ready};
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::{Request, Response};
 use std::time::{Duration, Instant};
-use tower::retry::budget::{Budget, TpsBudget};
-use tower::timeout::TimeoutLayer;
-use tower::{BoxError, Layer, Service, ServiceBuilder};
+use tower::{Layer, Service};
 
 use tower_cx::audit::{AuditLayer, JsonLinesSink, NoopSink};
 use tower_cx::auth::BearerLayer;
@@ -29,7 +26,9 @@ use tower_http::auth::AddAuthorizationLayer;
 #[path = "support/inmem.rs"]
 mod inmem;
 
-use inmem::{cached_token, canonical_stack, now, request, runtime, upstream};
+use inmem::{
+    cached_token, canonical_stack, now, peer_stack, request, runtime, upstream, PeerPolicy,
+};
 
 fn drive<S>(service: &mut S)
 where
@@ -73,35 +72,6 @@ where
     })
 }
 
-/// tower's retry with the same job on the happy path: clone the request for
-/// a replay, deposit in a `TpsBudget`, retry 5xx while the budget allows.
-#[derive(Clone)]
-struct PeerPolicy {
-    budget: std::sync::Arc<TpsBudget>,
-}
-
-impl tower::retry::Policy<Request<Body>, Response<()>, BoxError> for PeerPolicy {
-    type Future = Ready<()>;
-
-    fn retry(
-        &mut self,
-        _req: &mut Request<Body>,
-        result: &mut Result<Response<()>, BoxError>,
-    ) -> Option<Self::Future> {
-        match result {
-            Ok(response) if response.status().is_server_error() && self.budget.withdraw() => {
-                Some(ready(()))
-            }
-            _ => None,
-        }
-    }
-
-    fn clone_request(&mut self, req: &Request<Body>) -> Option<Request<Body>> {
-        self.budget.deposit();
-        try_clone_request(req)
-    }
-}
-
 fn retry(c: &mut Criterion) {
     let runtime = runtime();
     let _guard = runtime.enter();
@@ -120,12 +90,7 @@ fn retry(c: &mut Criterion) {
         b.iter(|| black_box(try_clone_request(&template)))
     });
 
-    let mut peer = tower::retry::Retry::new(
-        PeerPolicy {
-            budget: std::sync::Arc::new(TpsBudget::default()),
-        },
-        upstream(),
-    );
+    let mut peer = tower::retry::Retry::new(PeerPolicy::new(), upstream());
     group.bench_function("tower::retry (TpsBudget)", |b| {
         added(b, &mut peer, &mut bare)
     });
@@ -248,14 +213,7 @@ fn stack(c: &mut Criterion) {
         added(b, &mut ours_no_timeout, &mut bare)
     });
 
-    let mut peer = ServiceBuilder::new()
-        .layer(tower::retry::RetryLayer::new(PeerPolicy {
-            budget: std::sync::Arc::new(TpsBudget::default()),
-        }))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(16))
-        .layer(AddAuthorizationLayer::bearer("bench-token"))
-        .layer(TimeoutLayer::new(Duration::from_secs(30)))
-        .service(upstream());
+    let mut peer = peer_stack();
     group.bench_function("tower built-ins (retry, limit, auth, timeout)", |b| {
         added(b, &mut peer, &mut bare)
     });

@@ -11,7 +11,9 @@
 //!
 //! The difference of the two totals divided by N is what the stack adds per
 //! request. Layers: `bare`, `audit`, `retry`, `bearer`, `breaker`,
-//! `limiter`, `stack` (the default).
+//! `limiter`, `stack` (the default); the peers `peer-retry` (`tower::retry`
+//! with a `TpsBudget`) and `peer-stack` (tower's and tower-http's
+//! built-ins).
 
 use std::hint::black_box;
 
@@ -27,7 +29,9 @@ use tower_cx::retry::RetryLayer;
 #[path = "../benches/support/inmem.rs"]
 mod inmem;
 
-use inmem::{cached_token, canonical_stack, now, request, runtime, upstream};
+use inmem::{
+    cached_token, canonical_stack, now, peer_stack, request, runtime, upstream, PeerPolicy,
+};
 
 fn drive<S>(mut service: S, n: usize)
 where
@@ -54,6 +58,8 @@ fn main() {
         "bearer" => drive(BearerLayer::new(cache).layer(upstream()), n),
         "breaker" => drive(CircuitBreakerLayer::new().layer(upstream()), n),
         "limiter" => drive(PriorityLimitLayer::new(16).layer(upstream()), n),
+        "peer-retry" => drive(tower::retry::Retry::new(PeerPolicy::new(), upstream()), n),
+        "peer-stack" => drive(peer_stack(), n),
         _ => drive(canonical_stack(cache, true), n),
     }
 }

@@ -9,14 +9,16 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::{Request, Response};
+use tower::retry::budget::{Budget, TpsBudget};
 use tower::timeout::TimeoutLayer;
 use tower::{service_fn, BoxError, Service, ServiceBuilder};
 use tower_cx::audit::{AuditLayer, NoopSink};
 use tower_cx::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
-use tower_cx::body::Body;
+use tower_cx::body::{try_clone_request, Body};
 use tower_cx::breaker::CircuitBreakerLayer;
 use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::RetryLayer;
+use tower_http::auth::AddAuthorizationLayer;
 
 /// Poll a future that is ready at once (every service here is), without an
 /// executor in the measurement.
@@ -83,5 +85,55 @@ pub fn canonical_stack(
         // as `Stack` builds it: the retry layer replays a rejected token
         .layer(BearerLayer::new(cache).replay_on_401(false))
         .option_layer(timeout.then(|| TimeoutLayer::new(Duration::from_secs(30))))
+        .service(upstream())
+}
+
+/// tower's retry with the same job on the happy path: clone the request for
+/// a replay, deposit in a `TpsBudget`, retry 5xx while the budget allows.
+#[derive(Clone)]
+pub struct PeerPolicy {
+    budget: std::sync::Arc<TpsBudget>,
+}
+
+impl PeerPolicy {
+    /// A policy over a default `TpsBudget`.
+    pub fn new() -> Self {
+        Self {
+            budget: std::sync::Arc::new(TpsBudget::default()),
+        }
+    }
+}
+
+impl tower::retry::Policy<Request<Body>, Response<()>, BoxError> for PeerPolicy {
+    type Future = Ready<()>;
+
+    fn retry(
+        &mut self,
+        _req: &mut Request<Body>,
+        result: &mut Result<Response<()>, BoxError>,
+    ) -> Option<Self::Future> {
+        match result {
+            Ok(response) if response.status().is_server_error() && self.budget.withdraw() => {
+                Some(ready(()))
+            }
+            _ => None,
+        }
+    }
+
+    fn clone_request(&mut self, req: &Request<Body>) -> Option<Request<Body>> {
+        self.budget.deposit();
+        try_clone_request(req)
+    }
+}
+
+/// The same job done with tower's and tower-http's built-ins (retry with a
+/// `TpsBudget`, concurrency limit, static bearer, timeout) over
+/// [`upstream`].
+pub fn peer_stack() -> impl Service<Request<Body>, Response = Response<()>, Error = BoxError> {
+    ServiceBuilder::new()
+        .layer(tower::retry::RetryLayer::new(PeerPolicy::new()))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(16))
+        .layer(AddAuthorizationLayer::bearer("bench-token"))
+        .layer(TimeoutLayer::new(Duration::from_secs(30)))
         .service(upstream())
 }

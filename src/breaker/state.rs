@@ -320,14 +320,15 @@ impl Breaker {
             (Admission::Closed, Phase::Closed) => {
                 inner.consecutive = if failure { inner.consecutive + 1 } else { 0 };
                 inner.counts.consecutive_failures = inner.consecutive;
-                let (total, failures) = self.add_to_window(&mut inner, now, failure);
+                let window = self.add_to_window(&mut inner, now, failure);
+                let rate_exceeded = window.is_some_and(|(total, failures)| {
+                    total >= self.config.min_throughput
+                        && self.config.failure_ratio > 0.0
+                        && f64::from(failures) >= self.config.failure_ratio * f64::from(total)
+                });
                 if failure && inner.consecutive >= self.config.consecutive_failures {
                     self.trip(&mut inner, now, hint, TransitionReason::ConsecutiveFailures);
-                } else if failure
-                    && total >= self.config.min_throughput
-                    && self.config.failure_ratio > 0.0
-                    && f64::from(failures) >= self.config.failure_ratio * f64::from(total)
-                {
+                } else if rate_exceeded {
                     self.trip(&mut inner, now, hint, TransitionReason::FailureRate);
                 }
             }
@@ -361,10 +362,14 @@ impl Breaker {
         }
     }
 
-    fn add_to_window(&self, inner: &mut Inner, now: Instant, failure: bool) -> (u32, u32) {
+    /// Count an outcome in the failure-rate window; for a failure, the
+    /// window's `(total, failures)` (a success needs no sum).
+    fn add_to_window(&self, inner: &mut Inner, now: Instant, failure: bool) -> Option<(u32, u32)> {
         let bucket_len = (self.config.window / BUCKETS as u32).max(Duration::from_millis(1));
         let elapsed = now.saturating_duration_since(inner.origin);
-        let number = (elapsed.as_nanos() / bucket_len.as_nanos()) as u64;
+        // nanoseconds in a u64 last 584 years: no 128-bit division
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let number = nanos(elapsed) / nanos(bucket_len);
         let slot = &mut inner.buckets[(number % BUCKETS as u64) as usize];
         if slot.number != number {
             *slot = Bucket {
@@ -375,11 +380,13 @@ impl Breaker {
         }
         slot.total += 1;
         slot.failures += u32::from(failure);
-        inner
-            .buckets
-            .iter()
-            .filter(|b| number.saturating_sub(b.number) < BUCKETS as u64 && b.number <= number)
-            .fold((0, 0), |(t, f), b| (t + b.total, f + b.failures))
+        failure.then(|| {
+            inner
+                .buckets
+                .iter()
+                .filter(|b| number.saturating_sub(b.number) < BUCKETS as u64 && b.number <= number)
+                .fold((0, 0), |(t, f), b| (t + b.total, f + b.failures))
+        })
     }
 
     fn trip(

@@ -251,6 +251,16 @@ impl Attempts {
         }
     }
 
+    /// How long the attempt that just ended took, if a sink wants events
+    /// (only they carry it; the stats do not, so no clock is read for them).
+    fn attempt_latency(&self) -> Option<Duration> {
+        let started = self.attempt_started?;
+        self.audit
+            .as_ref()
+            .is_some_and(AuditRecord::enabled)
+            .then(|| started.elapsed())
+    }
+
     /// The instant after which no attempt starts.
     pub(crate) fn deadline_at(&self) -> Instant {
         self.deadline_at
@@ -292,7 +302,7 @@ impl Attempts {
         keyed: impl Fn() -> bool,
     ) -> Decision {
         let attempt = self.attempt;
-        let latency = self.attempt_started.map(|at| at.elapsed());
+        let latency = self.attempt_latency();
         let audit = self.audit.as_ref();
         let emit = |kind: RetryEventKind| emit_event(config, audit, attempt, latency, kind);
         emit(RetryEventKind::AttemptFinished { status, class });
@@ -400,7 +410,7 @@ impl Attempts {
             return None;
         }
         self.token_replayed = true;
-        let latency = self.attempt_started.map(|at| at.elapsed());
+        let latency = self.attempt_latency();
         let audit = self.audit.as_ref();
         let attempt = self.attempt;
         emit_event(

@@ -77,7 +77,11 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let config = &self.config;
-        let now = Instant::now();
+        let audit = request.extensions().get::<AuditRecord>().cloned();
+        // an audit layer just above read the clock a moment ago
+        let now = audit
+            .as_ref()
+            .map_or_else(Instant::now, AuditRecord::started);
         config.budget.deposit(now);
 
         let idempotent = request
@@ -106,7 +110,6 @@ where
         } else {
             None
         };
-        let audit = request.extensions().get::<AuditRecord>().cloned();
         let mut attempts =
             Attempts::new(config, overrides, idempotent, template.is_some(), now).with_audit(audit);
         attempts.attempt_started(now);
