@@ -123,7 +123,7 @@ where
                     match decision {
                         Decision::Return => return Poll::Ready(result),
                         Decision::Retry(delay) if delay.is_zero() => {
-                            let deadline = sleep_until(this.attempts.deadline_at());
+                            let deadline = sleep_until(this.attempts.deadline_at(this.config));
                             this.state.set(State::Ready { deadline });
                         }
                         Decision::Retry(delay) => {
@@ -135,7 +135,7 @@ where
                 }
                 StateProj::Backoff { sleep } => {
                     ready!(sleep.poll(cx));
-                    let deadline = sleep_until(this.attempts.deadline_at());
+                    let deadline = sleep_until(this.attempts.deadline_at(this.config));
                     this.state.set(State::Ready { deadline });
                 }
                 StateProj::Ready { deadline } => {
@@ -143,7 +143,8 @@ where
                     // full limiter) must not push an attempt past the deadline.
                     let ready = this.service.poll_ready(cx);
                     if deadline.poll(cx).is_ready()
-                        || (ready.is_ready() && Instant::now() >= this.attempts.deadline_at())
+                        || (ready.is_ready()
+                            && Instant::now() >= this.attempts.deadline_at(this.config))
                     {
                         return Poll::Ready(Err(this.attempts.deadline_passed(this.config)));
                     }

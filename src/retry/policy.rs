@@ -177,68 +177,92 @@ pub(crate) enum Decision {
     Retry(Duration),
 }
 
-/// The retry bookkeeping of one logical request.
+/// The retry bookkeeping of one logical request: a small part made for
+/// every request, and what only a retry needs ([`Retrying`]), made on the
+/// first outcome that is not a success.
 #[derive(Debug)]
 pub(crate) struct Attempts {
     pub(crate) attempt: u32,
+    /// When the logical request started: the deadline counts from here.
+    started: Instant,
+    idempotent: bool,
+    replayable: bool,
+    /// Whether the request was already sent again after a rejected token.
+    token_replayed: bool,
+    /// The request's audit record, if an audit layer is outside.
+    audit: Option<AuditRecord>,
+    /// When the current attempt started (only tracked for the audit).
+    attempt_started: Option<Instant>,
+    /// The request's [`RetryOverride`], if it has one.
+    overrides: Option<Box<RetryOverride>>,
+    retrying: Option<Box<Retrying>>,
+}
+
+/// The settings and state of a request that is being retried.
+#[derive(Debug)]
+struct Retrying {
     max_attempts: u32,
     deadline_at: Instant,
     backoff: Backoff,
     backoff_state: BackoffState,
     max_server_hint: Duration,
-    idempotent: bool,
-    replayable: bool,
-    /// The request's audit record, if an audit layer is outside.
-    audit: Option<AuditRecord>,
-    /// When the current attempt started (only tracked for the audit).
-    attempt_started: Option<Instant>,
     /// Refusals by an open or half-open breaker waited out so far: they
     /// were never sent, so up to `max_attempts` of them do not use up an
     /// attempt.
     breaker_waits: u32,
-    /// Whether the request was already sent again after a rejected token.
-    token_replayed: bool,
 }
 
-impl Attempts {
-    pub(crate) fn new(
-        config: &Config,
-        overrides: Option<&RetryOverride>,
-        idempotent: bool,
-        replayable: bool,
-        now: Instant,
-    ) -> Self {
+impl Retrying {
+    fn new(config: &Config, overrides: Option<&RetryOverride>, started: Instant) -> Self {
         let deadline = overrides
             .and_then(|o| o.deadline)
             .unwrap_or(config.deadline);
         Self {
-            attempt: 1,
             max_attempts: overrides
                 .and_then(|o| o.max_attempts)
                 .unwrap_or(config.max_attempts)
                 .max(1),
             // A deadline too far to represent is no deadline.
-            deadline_at: now
+            deadline_at: started
                 .checked_add(deadline)
-                .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30)),
+                .unwrap_or_else(|| started + Duration::from_secs(86_400 * 365 * 30)),
             backoff: overrides.and_then(|o| o.backoff).unwrap_or(config.backoff),
             backoff_state: BackoffState::default(),
             max_server_hint: overrides
                 .and_then(|o| o.max_server_hint)
                 .unwrap_or(config.max_server_hint),
+            breaker_waits: 0,
+        }
+    }
+}
+
+impl Attempts {
+    /// The bookkeeping of a request whose first attempt starts at `now`.
+    pub(crate) fn new(
+        overrides: Option<Box<RetryOverride>>,
+        idempotent: bool,
+        replayable: bool,
+        now: Instant,
+        audit: Option<AuditRecord>,
+    ) -> Self {
+        Self {
+            attempt: 1,
+            started: now,
             idempotent,
             replayable,
-            audit: None,
-            attempt_started: None,
-            breaker_waits: 0,
             token_replayed: false,
+            audit,
+            attempt_started: None,
+            overrides,
+            retrying: None,
         }
     }
 
-    /// Publish into `audit` from now on.
-    pub(crate) fn with_audit(mut self, audit: Option<AuditRecord>) -> Self {
-        self.audit = audit;
-        self
+    /// The retry state, made on first use.
+    fn retrying(&mut self, config: &Config) -> &mut Retrying {
+        let (overrides, started) = (self.overrides.as_deref(), self.started);
+        self.retrying
+            .get_or_insert_with(|| Box::new(Retrying::new(config, overrides, started)))
     }
 
     /// An attempt is handed to the inner service at `now` (the caller's
@@ -262,8 +286,8 @@ impl Attempts {
     }
 
     /// The instant after which no attempt starts.
-    pub(crate) fn deadline_at(&self) -> Instant {
-        self.deadline_at
+    pub(crate) fn deadline_at(&mut self, config: &Config) -> Instant {
+        self.retrying(config).deadline_at
     }
 
     /// The deadline passed while the next attempt waited for the service to
@@ -301,6 +325,10 @@ impl Attempts {
         error_hint: Option<ServerHint>,
         keyed: impl Fn() -> bool,
     ) -> Decision {
+        // the happy path with nobody listening: nothing to report
+        if class == Class::Success && self.audit.is_none() && config.on_event.is_none() {
+            return Decision::Return;
+        }
         let attempt = self.attempt;
         let latency = self.attempt_latency();
         let audit = self.audit.as_ref();
@@ -321,13 +349,17 @@ impl Attempts {
             }
             Class::Fatal(_) => return give_up(GiveUpReason::Fatal),
         };
+        let (overrides, started) = (self.overrides.as_deref(), self.started);
+        let r = self
+            .retrying
+            .get_or_insert_with(|| Box::new(Retrying::new(config, overrides, started)));
         // A breaker refusal was never sent and says when to come back:
         // waiting for it does not use up an attempt (up to `max_attempts`
         // such waits, so a flapping breaker cannot hold a request forever).
         let breaker_wait = kind == FailureKind::NotSent
             && error_hint.is_some_and(|h| h.source == HintSource::CircuitBreaker)
-            && self.breaker_waits < self.max_attempts;
-        if self.attempt >= self.max_attempts && !breaker_wait {
+            && r.breaker_waits < r.max_attempts;
+        if attempt >= r.max_attempts && !breaker_wait {
             return give_up(GiveUpReason::AttemptsExhausted);
         }
         if !self.replayable {
@@ -338,7 +370,7 @@ impl Attempts {
         }
 
         let now = Instant::now();
-        let remaining = self.deadline_at.saturating_duration_since(now);
+        let remaining = r.deadline_at.saturating_duration_since(now);
         let report = headers.map(|h| server_hint(h, config.clock.as_ref()));
         let mut hint = error_hint;
         if let Some(report) = report {
@@ -349,10 +381,10 @@ impl Attempts {
         }
         let (delay, source) = match hint {
             Some(hint) => {
-                if hint.delay > self.max_server_hint {
+                if hint.delay > r.max_server_hint {
                     return give_up(GiveUpReason::HintOverCap {
                         hint,
-                        cap: self.max_server_hint,
+                        cap: r.max_server_hint,
                     });
                 }
                 if hint.delay >= remaining {
@@ -368,9 +400,9 @@ impl Attempts {
                 (delay.min(latest).max(hint.delay), hint.source.into())
             }
             None => {
-                let delay =
-                    self.backoff
-                        .next_delay(self.attempt, &mut self.backoff_state, &config.rng);
+                let delay = r
+                    .backoff
+                    .next_delay(attempt, &mut r.backoff_state, &config.rng);
                 if delay >= remaining {
                     return give_up(GiveUpReason::DeadlineReached);
                 }
@@ -383,8 +415,8 @@ impl Attempts {
         }
         emit(RetryEventKind::RetryScheduled { delay, source });
         if breaker_wait {
-            self.breaker_waits += 1;
-            self.max_attempts = self.max_attempts.saturating_add(1);
+            r.breaker_waits += 1;
+            r.max_attempts = r.max_attempts.saturating_add(1);
         }
         self.attempt += 1;
         Decision::Retry(delay)
@@ -434,12 +466,14 @@ impl Attempts {
             },
         );
         self.attempt += 1;
-        self.max_attempts = self.max_attempts.saturating_add(1);
+        let retrying = self.retrying(config);
+        retrying.max_attempts = retrying.max_attempts.saturating_add(1);
         Some(Decision::Retry(Duration::ZERO))
     }
 }
 
 /// Report one retry event to the audit record and the layer's handler.
+#[inline]
 fn emit_event(
     config: &Config,
     audit: Option<&AuditRecord>,

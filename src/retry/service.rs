@@ -84,9 +84,13 @@ where
             .map_or_else(Instant::now, AuditRecord::started);
         config.budget.deposit(now);
 
-        let idempotent = request
+        // (boxed: most requests have none, and the future stays small)
+        let overrides = request
             .extensions()
             .get::<RetryOverride>()
+            .map(|o| Box::new(o.clone()));
+        let overrides_ref = overrides.as_deref();
+        let idempotent = overrides_ref
             .and_then(RetryOverride::idempotency)
             .unwrap_or_else(|| is_idempotent(request.method()));
         if config.auto_idempotency_key
@@ -98,11 +102,10 @@ where
                 .insert(IDEMPOTENCY_KEY, new_idempotency_key());
         }
 
-        let overrides = request.extensions().get::<RetryOverride>();
         // a copy is kept for a retry, or for a replay after a rejected token
         let replays_possible = config.replay_rejected_token
-            || overrides
-                .and_then(|o| o.attempts())
+            || overrides_ref
+                .and_then(RetryOverride::attempts)
                 .unwrap_or(config.max_attempts)
                 > 1;
         let template = if replays_possible {
@@ -110,8 +113,7 @@ where
         } else {
             None
         };
-        let mut attempts =
-            Attempts::new(config, overrides, idempotent, template.is_some(), now).with_audit(audit);
+        let mut attempts = Attempts::new(overrides, idempotent, template.is_some(), now, audit);
         attempts.attempt_started(now);
 
         // Call the service that was driven to readiness; keep a fresh clone.
