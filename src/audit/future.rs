@@ -72,7 +72,10 @@ impl Finisher {
         };
         if !record.enabled() {
             // no sink wants the event: count what it would have counted
-            record.stats().finished(outcome, error_kind, ms(total));
+            // whole microseconds, rounded: what `ms` keeps
+            let micros = (total.as_nanos() + 500) / 1000;
+            let micros = u64::try_from(micros).unwrap_or(u64::MAX);
+            record.stats().finished(outcome, error_kind, micros);
             return attempts;
         }
         let waiting = timings.backoff + timings.queue;

@@ -158,14 +158,17 @@ impl AuditStats {
                 error_kind,
                 total_ms,
                 ..
-            } => self.finished(outcome, *error_kind, *total_ms),
+            } => {
+                let micros = (*total_ms * 1000.0).round().clamp(0.0, u64::MAX as f64) as u64;
+                self.finished(outcome, *error_kind, micros)
+            }
             _ => {}
         }
     }
 
     /// What observing a `request.finished` event with these fields counts
     /// (called directly when no sink wants the event).
-    pub(crate) fn finished(&self, outcome: &str, error_kind: Option<&str>, total_ms: f64) {
+    pub(crate) fn finished(&self, outcome: &str, error_kind: Option<&str>, total_us: u64) {
         let c = &self.inner.counters;
         let bump = |n: &AtomicU64| {
             n.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +191,7 @@ impl AuditStats {
                 }
             }
         }
-        let micros = (total_ms * 1000.0).round().clamp(1.0, 3_600_000_000.0) as u64;
+        let micros = total_us.clamp(1, 3_600_000_000);
         let mut histogram = self
             .inner
             .latency_us

@@ -325,8 +325,12 @@ impl Attempts {
         error_hint: Option<ServerHint>,
         keyed: impl Fn() -> bool,
     ) -> Decision {
-        // the happy path with nobody listening: nothing to report
-        if class == Class::Success && self.audit.is_none() && config.on_event.is_none() {
+        // the happy path with nobody listening (the audit's stats do not
+        // count finished attempts): nothing to report
+        if class == Class::Success
+            && config.on_event.is_none()
+            && !self.audit.as_ref().is_some_and(AuditRecord::enabled)
+        {
             return Decision::Return;
         }
         let attempt = self.attempt;
