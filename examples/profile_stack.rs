@@ -11,7 +11,8 @@
 //!
 //! The difference of the two totals divided by N is what the stack adds per
 //! request. Layers: `bare`, `audit`, `retry`, `bearer`, `breaker`,
-//! `limiter`, `stack` (the default); the peers `peer-retry` (`tower::retry`
+//! `limiter`, `stack` (the default), `bearer-noreplay`; the peers
+//! `peer-auth` (tower-http's `AddAuthorization`), `peer-retry` (`tower::retry`
 //! with a `TpsBudget`) and `peer-stack` (tower's and tower-http's
 //! built-ins).
 
@@ -58,6 +59,16 @@ fn main() {
         "bearer" => drive(BearerLayer::new(cache).layer(upstream()), n),
         "breaker" => drive(CircuitBreakerLayer::new().layer(upstream()), n),
         "limiter" => drive(PriorityLimitLayer::new(16).layer(upstream()), n),
+        "bearer-noreplay" => drive(
+            BearerLayer::new(cache)
+                .replay_on_401(false)
+                .layer(upstream()),
+            n,
+        ),
+        "peer-auth" => drive(
+            tower_http::auth::AddAuthorizationLayer::bearer("bench-token").layer(upstream()),
+            n,
+        ),
         "peer-retry" => drive(tower::retry::Retry::new(PeerPolicy::new(), upstream()), n),
         "peer-stack" => drive(peer_stack(), n),
         _ => drive(canonical_stack(cache, true), n),
