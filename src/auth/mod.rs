@@ -44,6 +44,11 @@
 //!   newer token is kept), fetches a fresh one (single flight), and replays the
 //!   request once if its body is replayable; otherwise the 401 is returned.
 //!   A `403` never triggers a refresh.
+//! - Under a [`RetryLayer`](crate::retry::RetryLayer), turn the bearer's own
+//!   replay off ([`replay_on_401(false)`](BearerLayer::replay_on_401)): the
+//!   401 then comes back marked [`TokenRejected`] and the retry layer sends
+//!   the request once more from the copy it keeps anyway, so each request is
+//!   copied once instead of twice. [`Stack`](crate::stack::Stack) does this.
 //! - Requests to `http://` hosts other than loopback fail with
 //!   [`InsecureUrl`](crate::error::InsecureUrl): credentials never travel in
 //!   clear text.
