@@ -27,7 +27,8 @@ use tower_http::auth::AddAuthorizationLayer;
 mod inmem;
 
 use inmem::{
-    cached_token, canonical_stack, now, peer_stack, request, runtime, upstream, PeerPolicy,
+    cached_token, canonical_stack, now, peer_stack, request, resilience_retry, runtime, upstream,
+    PeerPolicy,
 };
 
 fn drive<S>(service: &mut S)
@@ -93,6 +94,11 @@ fn retry(c: &mut Criterion) {
     let mut peer = tower::retry::Retry::new(PeerPolicy::new(), upstream());
     group.bench_function("tower::retry (TpsBudget)", |b| {
         added(b, &mut peer, &mut bare)
+    });
+
+    let mut resilience = resilience_retry();
+    group.bench_function("tower-resilience Retry (token bucket)", |b| {
+        added(b, &mut resilience, &mut bare)
     });
     group.finish();
 }

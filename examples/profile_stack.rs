@@ -13,8 +13,8 @@
 //! request. Layers: `bare`, `audit`, `retry`, `bearer`, `breaker`,
 //! `limiter`, `stack` (the default), `bearer-noreplay`; the peers
 //! `peer-auth` (tower-http's `AddAuthorization`), `peer-retry` (`tower::retry`
-//! with a `TpsBudget`) and `peer-stack` (tower's and tower-http's
-//! built-ins).
+//! with a `TpsBudget`), `peer-resilience-retry` (tower-resilience's retry)
+//! and `peer-stack` (tower's and tower-http's built-ins).
 
 use std::hint::black_box;
 
@@ -31,7 +31,8 @@ use tower_cx::retry::RetryLayer;
 mod inmem;
 
 use inmem::{
-    cached_token, canonical_stack, now, peer_stack, request, runtime, upstream, PeerPolicy,
+    cached_token, canonical_stack, now, peer_stack, request, resilience_retry, runtime, upstream,
+    PeerPolicy,
 };
 
 fn drive<S>(mut service: S, n: usize)
@@ -71,6 +72,7 @@ fn main() {
         ),
         "peer-retry" => drive(tower::retry::Retry::new(PeerPolicy::new(), upstream()), n),
         "peer-stack" => drive(peer_stack(), n),
+        "peer-resilience-retry" => drive(resilience_retry(), n),
         _ => drive(canonical_stack(cache, true), n),
     }
 }

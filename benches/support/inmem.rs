@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::timeout::TimeoutLayer;
-use tower::{service_fn, BoxError, Service, ServiceBuilder};
+use tower::{service_fn, BoxError, Layer, Service, ServiceBuilder};
 use tower_cx::audit::{AuditLayer, NoopSink};
 use tower_cx::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
 use tower_cx::body::{try_clone_request, Body};
@@ -136,4 +136,35 @@ pub fn peer_stack() -> impl Service<Request<Body>, Response = Response<()>, Erro
         .layer(AddAuthorizationLayer::bearer("bench-token"))
         .layer(TimeoutLayer::new(Duration::from_secs(30)))
         .service(upstream())
+}
+
+/// A request tower-resilience's retry can clone (it asks for `Req: Clone`):
+/// the buffered body makes the clone a [`try_clone_request`].
+pub struct CloneableRequest(pub Request<Body>);
+
+impl Clone for CloneableRequest {
+    fn clone(&self) -> Self {
+        Self(try_clone_request(&self.0).expect("the bench's bodies are buffered"))
+    }
+}
+
+/// tower-resilience's retry doing the same job over [`upstream`]: 5xx
+/// retried, up to 4 attempts, exponential backoff, a token-bucket budget.
+pub fn resilience_retry() -> impl Service<Request<Body>, Response = Response<()>, Error = BoxError>
+{
+    use tower::ServiceExt as _;
+    let budget = tower_resilience::retry::RetryBudgetBuilder::new()
+        .token_bucket()
+        .build()
+        .expect("a valid budget");
+    let retry =
+        tower_resilience::retry::RetryLayer::<CloneableRequest, Response<()>, BoxError>::builder()
+            .max_attempts(4)
+            .exponential_backoff(Duration::from_millis(100))
+            .retry_on_response(|response: &Response<()>| response.status().is_server_error())
+            .budget(budget)
+            .build();
+    retry
+        .layer(upstream().map_request(|request: CloneableRequest| request.0))
+        .map_request(CloneableRequest)
 }
