@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::time::{advance, Instant};
+use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_cx::auth::{
     AuthEvent, Bearer, BearerLayer, ClientCredentials, LifetimeNote, TokenCache, TokenError,
@@ -589,61 +590,75 @@ async fn a_401_on_a_streaming_body_is_returned_and_the_token_dropped() {
 // ---------------------------------------------------------------- 401 replay by the retry layer
 
 type RetryEvents = Arc<Mutex<Vec<RetryEvent>>>;
+type Client = BoxCloneSyncService<Request<Body>, Response<()>, BoxError>;
 
-/// Retry over a bearer whose own replay is off, as `Stack` composes them.
-fn retry_over_bearer(
-    cache: &TokenCache,
-    api: &Api,
-    retry: RetryLayer,
-    events: &RetryEvents,
-) -> impl Service<
-    Request<Body>,
-    Response = Response<()>,
-    Error = BoxError,
-    Future = impl Future<Output = Result<Response<()>, BoxError>> + Send,
-> + Clone
-       + Send
-       + 'static {
-    let events = events.clone();
-    ServiceBuilder::new()
-        .layer(retry.on_event(move |e| events.lock().unwrap().push(e.clone())))
-        .layer(BearerLayer::new(cache.clone()).replay_on_401(false))
-        .service(api.clone())
+/// A retry layer over a bearer whose own replay is off, as `Stack`
+/// composes them, with `tok-1` cached and already revoked by the API.
+struct RetryOverBearer {
+    endpoint: TokenEndpoint,
+    auth_events: Events,
+    api: Api,
+    events: RetryEvents,
+    service: Client,
 }
 
-fn token_replays(events: &RetryEvents) -> usize {
-    events
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|e| {
-            matches!(
-                e.kind,
-                RetryEventKind::RetryScheduled { delay, source: DelaySource::TokenRejected }
-                    if delay.is_zero()
-            )
-        })
-        .count()
+impl RetryOverBearer {
+    async fn new(retry: RetryLayer, latency: Duration) -> Self {
+        let endpoint = TokenEndpoint::new();
+        let auth_events = Events::default();
+        let cache = cache(&endpoint, &auth_events);
+        let mut api = Api::new();
+        api.latency = latency;
+        let events = RetryEvents::default();
+        let service = {
+            let events = events.clone();
+            ServiceBuilder::new()
+                .layer(retry.on_event(move |e| events.lock().unwrap().push(e.clone())))
+                .layer(BearerLayer::new(cache.clone()).replay_on_401(false))
+                .service(api.clone())
+        };
+        cache.refresh().await.unwrap();
+        api.revoke("tok-1");
+        Self {
+            endpoint,
+            auth_events,
+            api,
+            events,
+            service: Client::new(service),
+        }
+    }
+
+    async fn send(&self, request: Request<Body>) -> Response<()> {
+        self.service.clone().oneshot(request).await.unwrap()
+    }
+
+    /// Replays the retry layer made for a rejected token.
+    fn token_replays(&self) -> usize {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    RetryEventKind::RetryScheduled { delay, source: DelaySource::TokenRejected }
+                        if delay.is_zero()
+                )
+            })
+            .count()
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn under_a_retry_layer_a_hundred_401s_make_one_refresh_and_one_replay_each() {
-    let endpoint = TokenEndpoint::new();
-    let auth_events = Events::default();
-    let cache = cache(&endpoint, &auth_events);
-    let mut api = Api::new();
-    api.latency = Duration::from_millis(50);
     // a budget that allows no retry at all: the replay must not need one
     let retry = RetryLayer::new().budget(RetryBudget::new(secs(10), 0, 0.0).unwrap());
-    let events = RetryEvents::default();
-    let service = retry_over_bearer(&cache, &api, retry, &events);
-    cache.refresh().await.unwrap();
-    api.revoke("tok-1");
+    let t = RetryOverBearer::new(retry, Duration::from_millis(50)).await;
     let started = Instant::now();
 
     let tasks: Vec<_> = (0..100)
         .map(|_| {
-            let service = service.clone();
+            let service = t.service.clone();
             tokio::spawn(async move { service.oneshot(get()).await })
         })
         .collect();
@@ -653,12 +668,12 @@ async fn under_a_retry_layer_a_hundred_401s_make_one_refresh_and_one_replay_each
     // 50 ms rejected, 100 ms for the token endpoint, 50 ms replayed: no
     // backoff anywhere
     assert_eq!(started.elapsed(), Duration::from_millis(200));
-    assert_eq!(endpoint.requests(), 2, "one refresh for 100 401s");
-    let tokens = api.tokens();
+    assert_eq!(t.endpoint.requests(), 2, "one refresh for 100 401s");
+    let tokens = t.api.tokens();
     assert_eq!(tokens.len(), 200, "each request sent twice, no more");
     assert_eq!(tokens.iter().filter(|t| *t == "Bearer tok-2").count(), 100);
-    assert_eq!(token_replays(&events), 100);
-    let auth_events = auth_events.lock().unwrap();
+    assert_eq!(t.token_replays(), 100);
+    let auth_events = t.auth_events.lock().unwrap();
     let count = |f: fn(&AuthEvent) -> bool| auth_events.iter().filter(|e| f(e)).count();
     assert_eq!(
         count(|e| matches!(e, AuthEvent::TokenInvalidated { .. })),
@@ -673,79 +688,49 @@ async fn under_a_retry_layer_a_hundred_401s_make_one_refresh_and_one_replay_each
 
 #[tokio::test(start_paused = true)]
 async fn under_a_retry_layer_a_post_is_replayed_after_a_401_even_without_retries() {
-    let endpoint = TokenEndpoint::new();
-    let cache = cache(&endpoint, &Events::default());
-    let api = Api::new();
-    let events = RetryEvents::default();
-    let service = retry_over_bearer(&cache, &api, RetryLayer::new().max_attempts(1), &events);
-    cache.refresh().await.unwrap();
-    api.revoke("tok-1");
+    let t = RetryOverBearer::new(RetryLayer::new().max_attempts(1), Duration::ZERO).await;
     let post = Request::post("https://api.mypurecloud.com/api/v2/x")
         .body(Body::from("{}"))
         .unwrap();
-    let response = service.oneshot(post).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(api.tokens(), ["Bearer tok-1", "Bearer tok-2"]);
-    assert_eq!(token_replays(&events), 1);
+    assert_eq!(t.send(post).await.status(), StatusCode::OK);
+    assert_eq!(t.api.tokens(), ["Bearer tok-1", "Bearer tok-2"]);
+    assert_eq!(t.token_replays(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn under_a_retry_layer_a_second_401_is_returned_not_replayed_again() {
-    let endpoint = TokenEndpoint::new();
-    let cache = cache(&endpoint, &Events::default());
-    let api = Api::new();
-    let events = RetryEvents::default();
-    let service = retry_over_bearer(&cache, &api, RetryLayer::new(), &events);
-    cache.refresh().await.unwrap();
-    api.revoke("tok-1");
-    api.revoke("tok-2");
-    let response = service.clone().oneshot(get()).await.unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(api.tokens(), ["Bearer tok-1", "Bearer tok-2"]);
-    assert_eq!(token_replays(&events), 1);
+    let t = RetryOverBearer::new(RetryLayer::new(), Duration::ZERO).await;
+    t.api.revoke("tok-2");
+    assert_eq!(t.send(get()).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(t.api.tokens(), ["Bearer tok-1", "Bearer tok-2"]);
+    assert_eq!(t.token_replays(), 1);
     // tok-2 was dropped too: the next request fetches tok-3
-    assert_eq!(
-        service.oneshot(get()).await.unwrap().status(),
-        StatusCode::OK
-    );
-    assert_eq!(endpoint.requests(), 3);
+    assert_eq!(t.send(get()).await.status(), StatusCode::OK);
+    assert_eq!(t.endpoint.requests(), 3);
 }
 
 #[tokio::test(start_paused = true)]
 async fn under_a_retry_layer_a_401_on_a_streaming_body_is_returned() {
-    let endpoint = TokenEndpoint::new();
-    let cache = cache(&endpoint, &Events::default());
-    let api = Api::new();
-    let events = RetryEvents::default();
-    let service = retry_over_bearer(&cache, &api, RetryLayer::new(), &events);
-    cache.refresh().await.unwrap();
-    api.revoke("tok-1");
+    let t = RetryOverBearer::new(RetryLayer::new(), Duration::ZERO).await;
     let body = Body::from_stream(Full::new(Bytes::from_static(b"{}")));
     let request = Request::post("https://api.mypurecloud.com/x")
         .body(body)
         .unwrap();
-    let response = service.oneshot(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(api.tokens().len(), 1, "not replayed");
-    assert_eq!(token_replays(&events), 0);
+    assert_eq!(t.send(request).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(t.api.tokens().len(), 1, "not replayed");
+    assert_eq!(t.token_replays(), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn with_both_replays_off_a_401_is_returned_and_the_token_dropped() {
-    let endpoint = TokenEndpoint::new();
-    let cache = cache(&endpoint, &Events::default());
-    let api = Api::new();
-    let events = RetryEvents::default();
     let retry = RetryLayer::new().replay_rejected_token(false);
-    let service = retry_over_bearer(&cache, &api, retry, &events);
-    cache.refresh().await.unwrap();
-    api.revoke("tok-1");
-    let response = service.clone().oneshot(get()).await.unwrap();
+    let t = RetryOverBearer::new(retry, Duration::ZERO).await;
+    let response = t.send(get()).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert!(response.extensions().get::<TokenRejected>().is_some());
-    assert_eq!(api.tokens(), ["Bearer tok-1"]);
-    service.oneshot(get()).await.unwrap();
-    assert_eq!(api.tokens().last().unwrap(), "Bearer tok-2");
+    assert_eq!(t.api.tokens(), ["Bearer tok-1"]);
+    t.send(get()).await;
+    assert_eq!(t.api.tokens().last().unwrap(), "Bearer tok-2");
 }
 
 // ---------------------------------------------------------------- token responses
