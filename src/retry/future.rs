@@ -1,7 +1,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
 
 use http::{Request, Response, StatusCode};
@@ -25,7 +25,10 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        service: S,
+        // the service for the next attempt, cloned from the spare only when
+        // a retry is due
+        service: Option<S>,
+        spare: Spare<S>,
         template: Option<Request<B>>,
         attempts: Attempts,
         config: Arc<Config>,
@@ -51,14 +54,15 @@ where
 {
     pub(crate) fn new(
         future: S::Future,
-        service: S,
+        spare: Spare<S>,
         template: Option<Request<B>>,
         attempts: Attempts,
         config: Arc<Config>,
     ) -> Self {
         Self {
             state: State::Called { future },
-            service,
+            service: None,
+            spare,
             template,
             attempts,
             config,
@@ -68,7 +72,7 @@ where
 
 impl<S, B, ResB> Future for ResponseFuture<S, B>
 where
-    S: Service<Request<B>, Response = Response<ResB>>,
+    S: Service<Request<B>, Response = Response<ResB>> + Clone,
     S::Error: Into<BoxError>,
     B: ReplayBody,
 {
@@ -141,7 +145,8 @@ where
                 StateProj::Ready { deadline } => {
                     // A service that is slow to become ready (a breaker, a
                     // full limiter) must not push an attempt past the deadline.
-                    let ready = this.service.poll_ready(cx);
+                    let service = this.service.get_or_insert_with(|| this.spare.take());
+                    let ready = service.poll_ready(cx);
                     if deadline.poll(cx).is_ready()
                         || (ready.is_ready()
                             && Instant::now() >= this.attempts.deadline_at(this.config))
@@ -160,11 +165,48 @@ where
                             "request body could not be replayed for a retry".into()
                         })?;
                     this.attempts.attempt_started(Instant::now());
-                    let future = this.service.call(request);
+                    let future = service.call(request);
                     this.state.set(State::Called { future });
                 }
             }
         }
+    }
+}
+
+/// A clone of the inner service made when the layer first needed one,
+/// shared by every clone of the [`Retry`](super::Retry) service and every
+/// response future: a request that succeeds at once takes nothing from it
+/// (one reference count), a retry takes a clone of it.
+pub(crate) struct Spare<S> {
+    service: Arc<OnceLock<Mutex<S>>>,
+}
+
+impl<S> Clone for Spare<S> {
+    fn clone(&self) -> Self {
+        Self {
+            service: self.service.clone(),
+        }
+    }
+}
+
+impl<S> Spare<S> {
+    pub(crate) fn new() -> Self {
+        Self {
+            service: Arc::new(OnceLock::new()),
+        }
+    }
+}
+
+impl<S: Clone> Spare<S> {
+    /// Keep a clone of `service` for later retries, if none is kept yet.
+    pub(crate) fn fill(&self, service: &S) {
+        self.service.get_or_init(|| Mutex::new(service.clone()));
+    }
+
+    /// A clone of the kept service (filled before any future exists).
+    fn take(&self) -> S {
+        let kept = self.service.get().expect("filled at the first call");
+        kept.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 

@@ -6,7 +6,7 @@ use http::{Method, Request, Response};
 use tokio::time::Instant;
 use tower::Service;
 
-use super::future::ResponseFuture;
+use super::future::{ResponseFuture, Spare};
 use super::policy::{is_idempotent, new_idempotency_key, Attempts, Config, IDEMPOTENCY_KEY};
 use super::{RetryLayer, RetryOverride};
 use crate::audit::AuditRecord;
@@ -19,6 +19,7 @@ use crate::error::BoxError;
 #[derive(Clone)]
 pub struct Retry<S> {
     inner: S,
+    spare: Spare<S>,
     config: Arc<Config>,
 }
 
@@ -34,7 +35,11 @@ impl<S> Retry<S> {
     }
 
     pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
-        Self { inner, config }
+        Self {
+            inner,
+            spare: Spare::new(),
+            config,
+        }
     }
 
     /// The wrapped service.
@@ -116,10 +121,12 @@ where
         let mut attempts = Attempts::new(overrides, idempotent, template.is_some(), now, audit);
         attempts.attempt_started(now);
 
-        // Call the service that was driven to readiness; keep a fresh clone.
-        let clone = self.inner.clone();
-        let mut service = std::mem::replace(&mut self.inner, clone);
-        let future = service.call(request);
-        ResponseFuture::new(future, service, template, attempts, self.config.clone())
+        // Call the service that was driven to readiness; a retry takes a
+        // clone of the spare, so a request that succeeds at once clones no
+        // service
+        self.spare.fill(&self.inner);
+        let future = self.inner.call(request);
+        let spare = self.spare.clone();
+        ResponseFuture::new(future, spare, template, attempts, self.config.clone())
     }
 }
