@@ -94,16 +94,54 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    fn new() -> Arc<Self> {
+        Arc::new(Slot {
+            state: AtomicU8::new(WAITING),
+            waker: Mutex::new(None),
+            after_gate: AtomicBool::new(false),
+        })
+    }
+
     fn settle(&self, state: u8) -> Option<Waker> {
         self.state.store(state, Ordering::Release);
         self.waker.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
+/// Wakers collected under the lock, woken once it is released. Most
+/// dispatches grant one waiter: that one is kept without allocating.
+#[derive(Default)]
+struct Wakeups {
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+impl Wakeups {
+    fn push(&mut self, waker: Waker) {
+        match self.first {
+            None => self.first = Some(waker),
+            Some(_) => self.rest.push(waker),
+        }
+    }
+}
+
+/// The current instant, read from the clock the first time it is needed
+/// (a release with only one priority waiting, no gate and no pacing needs
+/// none).
+#[derive(Default)]
+struct Now(Option<Instant>);
+
+impl Now {
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
+
 struct Entry {
     seq: u64,
     priority: Priority,
-    enqueued_at: Instant,
+    /// Set when aging or a maximum queue wait needs it.
+    enqueued_at: Option<Instant>,
     slot: Arc<Slot>,
 }
 
@@ -117,7 +155,7 @@ struct State {
     /// A timer task is armed to dispatch at this instant.
     timer_at: Option<Instant>,
     /// Wakers and events to deliver once the lock is released.
-    wake: Vec<Waker>,
+    wake: Wakeups,
     events: Vec<LimiterEvent>,
 }
 
@@ -128,6 +166,9 @@ pub(crate) struct Limiter {
     /// Set (under the lock) while anything needs the slow path: waiters in
     /// the queue, a closed gate, pacing. Cleared when none of that remains.
     slow: AtomicBool,
+    /// Mirrors `State::gate_until.is_some()` (written under the lock), so
+    /// that a granted waiter re-checks the gate without taking the lock.
+    gate_closed: AtomicBool,
     state: Mutex<State>,
     me: Weak<Limiter>,
     /// A process-unique id (for gate sharing).
@@ -148,6 +189,7 @@ impl Limiter {
         Arc::new_cyclic(|me| Self {
             in_flight: AtomicUsize::new(0),
             slow: AtomicBool::new(config.pacing.is_some()),
+            gate_closed: AtomicBool::new(false),
             state: Mutex::new(State {
                 queues: Default::default(),
                 queued: 0,
@@ -155,7 +197,7 @@ impl Limiter {
                 gate_until: None,
                 pacing_tat: None,
                 timer_at: None,
-                wake: Vec::new(),
+                wake: Wakeups::default(),
                 events: Vec::new(),
             }),
             me: me.clone(),
@@ -171,10 +213,14 @@ impl Limiter {
 
     /// Release the lock, then wake and report.
     fn unlock(&self, mut state: MutexGuard<'_, State>) {
-        let wake = std::mem::take(&mut state.wake);
+        let first = state.wake.first.take();
+        let rest = std::mem::take(&mut state.wake.rest);
         let events = std::mem::take(&mut state.events);
         drop(state);
-        for waker in wake {
+        if let Some(waker) = first {
+            waker.wake();
+        }
+        for waker in rest {
             waker.wake();
         }
         if let Some(handler) = &self.config.on_event {
@@ -212,29 +258,33 @@ impl Limiter {
                 limiter: self.clone(),
             });
         }
-        let now = Instant::now();
+        self.admit_slow(priority)
+    }
+
+    /// Admission under the lock: a permit if nothing stands in the way, else
+    /// a place in the queue (or a refusal).
+    fn admit_slow(self: &Arc<Self>, priority: Priority) -> Admission {
+        // Without pacing, the slow path nearly always means queueing: make
+        // the waiter's mailbox before taking the lock, not while holding it.
+        let mut slot = self.config.pacing.is_none().then(Slot::new);
+        let mut now = Now::default();
         let mut state = self.lock();
-        if state.queued == 0
-            && state.gate_until.is_none_or(|until| now >= until)
-            && self.config.pacing.is_none()
-            && self.try_acquire()
-        {
-            drop(state);
-            return Admission::Permit(Permit {
-                limiter: self.clone(),
-            });
-        }
-        if state.queued == 0
-            && state.gate_until.is_none_or(|until| now >= until)
-            && self.config.pacing.is_some()
-            && self.in_flight.load(Ordering::SeqCst) < self.config.max_concurrency
-            && self.take_pacing(&mut state, now)
-            && self.try_acquire()
-        {
-            drop(state);
-            return Admission::Permit(Permit {
-                limiter: self.clone(),
-            });
+        let gate_open = state.gate_until.is_none_or(|until| now.get() >= until);
+        if state.queued == 0 && gate_open {
+            let permitted = match self.config.pacing {
+                None => self.try_acquire(),
+                Some(_) => {
+                    self.in_flight.load(Ordering::SeqCst) < self.config.max_concurrency
+                        && self.take_pacing(&mut state, now.get())
+                        && self.try_acquire()
+                }
+            };
+            if permitted {
+                drop(state);
+                return Admission::Permit(Permit {
+                    limiter: self.clone(),
+                });
+            }
         }
         if state.queued >= self.config.max_queue {
             // make room by evicting the newest waiter of a lower priority
@@ -259,31 +309,33 @@ impl Limiter {
                 }
             }
         }
-        let slot = Arc::new(Slot {
-            state: AtomicU8::new(WAITING),
-            waker: Mutex::new(None),
-            after_gate: AtomicBool::new(false),
-        });
+        let slot = slot.take().unwrap_or_else(Slot::new);
+        // the enqueue time matters for aging and the maximum queue wait only
+        let enqueued_at = if self.config.aging.is_some() || self.config.max_queue_wait.is_some() {
+            Some(now.get())
+        } else {
+            None
+        };
         state.seq += 1;
         let seq = state.seq;
         state.queues[priority.index()].push_back(Entry {
             seq,
             priority,
-            enqueued_at: now,
+            enqueued_at,
             slot: slot.clone(),
         });
         state.queued += 1;
         // From here on releases take the slow path and dispatch; a permit
         // freed just before is picked up by the dispatch below.
         self.slow.store(true, Ordering::SeqCst);
-        self.dispatch(&mut state, now);
+        self.dispatch(&mut state, &mut now, false);
         self.unlock(state);
         Admission::Queued(Ticket {
             limiter: self.clone(),
             slot,
             seq,
             priority,
-            enqueued_at: now,
+            enqueued_at,
             used: false,
         })
     }
@@ -323,70 +375,102 @@ impl Limiter {
 
     /// Grant permits to waiters, best first, while capacity, the gate and
     /// pacing allow; arm a timer for when the gate or pacing will allow more.
-    fn dispatch(&self, state: &mut State, now: Instant) {
+    ///
+    /// With `spare`, the caller hands over a permit it holds (a release):
+    /// the first waiter granted takes it as it is, without the permit count
+    /// going down and up again; if nobody can take it, it is returned.
+    fn dispatch(&self, state: &mut State, now: &mut Now, mut spare: bool) {
         let mut reopened = false;
         while state.queued > 0 {
             if let Some(until) = state.gate_until {
-                if now < until {
+                if now.get() < until {
                     self.arm_timer(state, until);
-                    return;
+                    break;
                 }
-                state.gate_until = None;
+                self.set_gate(state, None);
                 reopened = true;
             }
-            if self.in_flight.load(Ordering::SeqCst) >= self.config.max_concurrency {
-                return;
+            // hold a permit for the next waiter: the spare one, or a free one
+            if !spare && !self.try_acquire() {
+                break;
             }
-            if !self.take_pacing(state, now) {
-                let at = self.pacing_ready_at(state, now);
+            spare = true;
+            if self.config.pacing.is_some() && !self.take_pacing(state, now.get()) {
+                let at = self.pacing_ready_at(state, now.get());
                 self.arm_timer(state, at);
-                return;
+                break;
             }
             let Some(index) = self.best(state, now) else {
-                return;
+                break;
             };
-            if !self.try_acquire() {
-                return;
-            }
             let Some(entry) = state.queues[index].pop_front() else {
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
-                return;
+                break;
             };
+            spare = false;
             state.queued -= 1;
             entry.slot.after_gate.store(reopened, Ordering::Relaxed);
             if let Some(waker) = entry.slot.settle(GRANTED) {
                 state.wake.push(waker);
             }
         }
+        if spare {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         self.update_slow(state, now);
     }
 
+    /// Close the gate until `until`, or open it (`None`).
+    fn set_gate(&self, state: &mut State, until: Option<Instant>) {
+        state.gate_until = until;
+        self.gate_closed.store(until.is_some(), Ordering::SeqCst);
+    }
+
     /// Leave the slow path once nothing needs it.
-    fn update_slow(&self, state: &State, now: Instant) {
+    fn update_slow(&self, state: &State, now: &mut Now) {
         let slow = state.queued > 0
-            || state.gate_until.is_some_and(|until| now < until)
-            || self.config.pacing.is_some();
-        self.slow.store(slow, Ordering::SeqCst);
+            || self.config.pacing.is_some()
+            || state.gate_until.is_some_and(|until| now.get() < until);
+        // most calls change nothing: spare the shared cache line a write
+        if self.slow.load(Ordering::SeqCst) != slow {
+            self.slow.store(slow, Ordering::SeqCst);
+        }
     }
 
     /// The queue whose head goes next: highest priority after aging, then
-    /// the earliest arrival.
-    fn best(&self, state: &State, now: Instant) -> Option<usize> {
-        let mut best: Option<(u8, std::cmp::Reverse<u64>, usize)> = None;
-        for (index, queue) in state.queues.iter().enumerate() {
-            let Some(head) = queue.front() else { continue };
+    /// the earliest arrival. With one priority waiting (the usual case) no
+    /// clock is read.
+    fn best(&self, state: &State, now: &mut Now) -> Option<usize> {
+        let mut heads = state
+            .queues
+            .iter()
+            .enumerate()
+            .filter_map(|(index, queue)| queue.front().map(|head| (index, head)));
+        let (first, head) = heads.next()?;
+        let Some(next) = heads.next() else {
+            return Some(first);
+        };
+        let aging = self.config.aging;
+        let mut level = |head: &Entry| {
             let mut level = head.priority.index() as u8;
-            if let Some(aging) = self.config.aging.filter(|a| !a.is_zero()) {
-                let waited = now.saturating_duration_since(head.enqueued_at);
-                let steps = (waited.as_nanos() / aging.as_nanos()).min(2) as u8;
-                level = (level + steps).min(2);
+            if let (Some(aging), Some(at)) = (aging, head.enqueued_at) {
+                let waited = now.get().saturating_duration_since(at);
+                if waited >= aging.saturating_mul(2) {
+                    level += 2;
+                } else if waited >= aging {
+                    level += 1;
+                }
             }
-            let key = (level, std::cmp::Reverse(head.seq), index);
-            if best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
-                best = Some(key);
+            level.min(2)
+        };
+        let key = |level: u8, head: &Entry| (level, std::cmp::Reverse(head.seq));
+        let mut best = (key(level(head), head), first);
+        for (index, head) in std::iter::once(next).chain(heads) {
+            let candidate = key(level(head), head);
+            if candidate > best.0 {
+                best = (candidate, index);
             }
         }
-        best.map(|(_, _, index)| index)
+        Some(best.1)
     }
 
     /// Make sure a dispatch runs at `at`, even if no request completes.
@@ -414,26 +498,34 @@ impl Limiter {
                 if state.timer_at == Some(at) {
                     state.timer_at = None;
                 }
-                limiter.dispatch(&mut state, Instant::now());
+                limiter.dispatch(&mut state, &mut Now::default(), false);
                 limiter.unlock(state);
             }
         });
     }
 
     fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if !self.slow.load(Ordering::SeqCst) {
+        if self.slow.load(Ordering::SeqCst) {
+            // hand the permit straight to the best waiter, if it may go
+            let mut state = self.lock();
+            self.dispatch(&mut state, &mut Now::default(), true);
+            self.unlock(state);
             return;
         }
-        let now = Instant::now();
-        let mut state = self.lock();
-        self.dispatch(&mut state, now);
-        self.unlock(state);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        // A request may have queued meanwhile, having seen every permit
+        // taken: it must not wait for the next release.
+        if self.slow.load(Ordering::SeqCst) {
+            let mut state = self.lock();
+            self.dispatch(&mut state, &mut Now::default(), false);
+            self.unlock(state);
+        }
     }
 
-    /// When the rate gate reopens, if it is closed now.
+    /// When the rate gate reopens, if it is closed now. Lock-free while the
+    /// gate is open.
     pub(crate) fn gate_closed_until(&self) -> Option<Instant> {
-        if !self.slow.load(Ordering::Acquire) {
+        if !self.gate_closed.load(Ordering::SeqCst) {
             return None;
         }
         let until = self.lock().gate_until?;
@@ -477,7 +569,7 @@ impl Limiter {
         if state.gate_until.is_some_and(|current| current >= until) {
             return false;
         }
-        state.gate_until = Some(until);
+        self.set_gate(&mut state, Some(until));
         self.slow.store(true, Ordering::SeqCst);
         if self.config.on_event.is_some() {
             state.events.push(match source {
@@ -494,7 +586,7 @@ impl Limiter {
     /// A queued request gave up (dropped, timed out): leave the queue, or
     /// hand back a permit granted in the meantime.
     fn leave(&self, ticket: &Ticket) {
-        let now = Instant::now();
+        let mut now = Now::default();
         let mut state = self.lock();
         match ticket.slot.state.load(Ordering::Acquire) {
             WAITING => {
@@ -503,12 +595,10 @@ impl Limiter {
                     queue.remove(position);
                     state.queued -= 1;
                 }
-                self.update_slow(&state, now);
+                self.update_slow(&state, &mut now);
             }
-            GRANTED => {
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
-                self.dispatch(&mut state, now);
-            }
+            // the permit it never used goes to the next waiter
+            GRANTED => self.dispatch(&mut state, &mut now, true),
             _ => {}
         }
         self.unlock(state);
@@ -560,7 +650,7 @@ pub(crate) struct Ticket {
     slot: Arc<Slot>,
     seq: u64,
     priority: Priority,
-    enqueued_at: Instant,
+    enqueued_at: Option<Instant>,
     used: bool,
 }
 
@@ -575,7 +665,10 @@ impl Ticket {
     /// Check the ticket, registering `waker` to hear of a change.
     pub(crate) fn poll_state(&mut self, waker: &Waker) -> TicketState {
         if self.slot.state.load(Ordering::Acquire) == WAITING {
-            *self.slot.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker.clone());
+            let mut registered = self.slot.waker.lock().unwrap_or_else(|e| e.into_inner());
+            if !registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                *registered = Some(waker.clone());
+            }
         }
         match self.slot.state.load(Ordering::Acquire) {
             GRANTED => {
@@ -602,7 +695,8 @@ impl Ticket {
         self.limiter
             .config
             .max_queue_wait
-            .and_then(|wait| self.enqueued_at.checked_add(wait))
+            .zip(self.enqueued_at)
+            .and_then(|(wait, at)| at.checked_add(wait))
     }
 
     /// Leave the queue after waiting too long; a permit granted meanwhile
@@ -618,7 +712,7 @@ impl Ticket {
             }
             self.slot.state.store(EVICTED, Ordering::Release);
             self.used = true;
-            limiter.update_slow(&state, Instant::now());
+            limiter.update_slow(&state, &mut Now::default());
             limiter.shed(&mut state, self.priority, OverloadReason::QueueTimeout);
             limiter.unlock(state);
             return TicketState::Shed(Overloaded::new(OverloadReason::QueueTimeout));
@@ -675,10 +769,9 @@ impl PriorityLimitHandle {
 
     /// Reopen the rate gate now and dispatch waiters.
     pub fn open_gate(&self) {
-        let now = Instant::now();
         let mut state = self.limiter.lock();
-        state.gate_until = None;
-        self.limiter.dispatch(&mut state, now);
+        self.limiter.set_gate(&mut state, None);
+        self.limiter.dispatch(&mut state, &mut Now::default(), false);
         self.limiter.unlock(state);
     }
 }
