@@ -22,10 +22,7 @@ pin_project! {
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S::Future>,
-        // the service and request of a queued call, boxed to keep the
-        // future small on the fast path
-        pending: Option<Box<(S, Option<Request<B>>)>>,
+        state: State<S, B, S::Future>,
         audit: Option<AuditRecord>,
         queued_at: Option<Instant>,
         // Whether the request took its slot from the limiter's pacer.
@@ -35,10 +32,20 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
-        Queued { ticket: Ticket, give_up: Option<Pin<Box<Sleep>>> },
-        Ready { permit: Option<Permit> },
-        Pacing { wait: Pin<Box<dyn Future<Output = ()> + Send>>, permit: Option<Permit> },
+    enum State<S, B, F> {
+        // A queued or paced call keeps its service and request in its state
+        // (no allocation): the called future takes that room afterwards.
+        Queued {
+            ticket: Ticket,
+            give_up: Option<Pin<Box<Sleep>>>,
+            pending: Option<(S, Request<B>)>,
+        },
+        Ready { permit: Option<Permit>, pending: Option<(S, Request<B>)> },
+        Pacing {
+            wait: Pin<Box<dyn Future<Output = ()> + Send>>,
+            permit: Option<Permit>,
+            pending: Option<(S, Request<B>)>,
+        },
         Called { #[pin] future: F, permit: Option<Permit> },
         Failed { error: Option<BoxError> },
     }
@@ -54,7 +61,6 @@ where
                 future,
                 permit: Some(permit),
             },
-            pending: None,
             audit,
             queued_at: None,
             paced: false,
@@ -71,8 +77,8 @@ where
         Self {
             state: State::Ready {
                 permit: Some(permit),
+                pending: Some((service, request)),
             },
-            pending: Some(Box::new((service, Some(request)))),
             audit,
             queued_at: None,
             paced: false,
@@ -89,8 +95,11 @@ where
             .give_up_at()
             .map(|at| Box::pin(tokio::time::sleep_until(at)));
         Self {
-            state: State::Queued { ticket, give_up },
-            pending: Some(Box::new((service, Some(request)))),
+            state: State::Queued {
+                ticket,
+                give_up,
+                pending: Some((service, request)),
+            },
             queued_at: audit.as_ref().map(|_| Instant::now()),
             audit,
             paced: false,
@@ -100,7 +109,6 @@ where
     pub(crate) fn failed(error: BoxError) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
-            pending: None,
             audit: None,
             queued_at: None,
             paced: false,
@@ -124,7 +132,11 @@ where
                 StateProj::Failed { error } => {
                     return Poll::Ready(Err(error.take().unwrap_or_else(|| DONE.into())));
                 }
-                StateProj::Queued { ticket, give_up } => {
+                StateProj::Queued {
+                    ticket,
+                    give_up,
+                    pending,
+                } => {
                     let mut outcome = ticket.poll_state(cx.waker());
                     if matches!(outcome, TicketState::Waiting) {
                         if let Some(sleep) = give_up.as_mut() {
@@ -145,8 +157,10 @@ where
                                 audit.add_queue(wait);
                                 audit.publish(None, AuditKind::QueueWaited { wait_ms: ms(wait) });
                             }
+                            let pending = pending.take();
                             this.state.set(State::Ready {
                                 permit: Some(permit),
+                                pending,
                             });
                         }
                         TicketState::Shed(overloaded) => {
@@ -167,7 +181,7 @@ where
                         }
                     }
                 }
-                StateProj::Ready { permit } if !*this.paced => {
+                StateProj::Ready { permit, pending } if !*this.paced => {
                     *this.paced = true;
                     let pacer = permit
                         .as_ref()
@@ -181,15 +195,25 @@ where
                             }
                         });
                         let permit = permit.take();
-                        this.state.set(State::Pacing { wait, permit });
+                        let pending = pending.take();
+                        this.state.set(State::Pacing {
+                            wait,
+                            permit,
+                            pending,
+                        });
                     }
                 }
-                StateProj::Pacing { wait, permit } => {
+                StateProj::Pacing {
+                    wait,
+                    permit,
+                    pending,
+                } => {
                     ready!(wait.as_mut().poll(cx));
                     let permit = permit.take();
-                    this.state.set(State::Ready { permit });
+                    let pending = pending.take();
+                    this.state.set(State::Ready { permit, pending });
                 }
-                StateProj::Ready { permit } => {
+                StateProj::Ready { permit, pending } => {
                     // Granted, but the gate closed before this task ran (a
                     // 429 elsewhere): keep the permit and wait for the gate,
                     // never send into an announced wait.
@@ -199,15 +223,21 @@ where
                     if let Some(until) = closed {
                         let wait = Box::pin(tokio::time::sleep_until(until));
                         let permit = permit.take();
-                        this.state.set(State::Pacing { wait, permit });
+                        let pending = pending.take();
+                        this.state.set(State::Pacing {
+                            wait,
+                            permit,
+                            pending,
+                        });
                         continue;
                     }
-                    let Some(pending) = this.pending.as_mut() else {
+                    let Some((service, _)) = pending.as_mut() else {
                         return Poll::Ready(Err(DONE.into()));
                     };
-                    let (service, request) = &mut **pending;
                     ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let request = request.take().ok_or_else(|| BoxError::from(DONE))?;
+                    let Some((mut service, request)) = pending.take() else {
+                        return Poll::Ready(Err(DONE.into()));
+                    };
                     let permit = permit.take();
                     let future = service.call(request);
                     this.state.set(State::Called { future, permit });
