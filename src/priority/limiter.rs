@@ -380,15 +380,18 @@ impl Limiter {
     /// the first waiter granted takes it as it is, without the permit count
     /// going down and up again; if nobody can take it, it is returned.
     fn dispatch(&self, state: &mut State, now: &mut Now, mut spare: bool) {
-        let mut reopened = false;
+        // a gate whose time has passed is open, waiters or not
+        let reopened = match state.gate_until {
+            Some(until) if now.get() >= until => {
+                self.set_gate(state, None);
+                true
+            }
+            _ => false,
+        };
         while state.queued > 0 {
             if let Some(until) = state.gate_until {
-                if now.get() < until {
-                    self.arm_timer(state, until);
-                    break;
-                }
-                self.set_gate(state, None);
-                reopened = true;
+                self.arm_timer(state, until);
+                break;
             }
             // hold a permit for the next waiter: the spare one, or a free one
             if !spare && !self.try_acquire() {
@@ -771,7 +774,8 @@ impl PriorityLimitHandle {
     pub fn open_gate(&self) {
         let mut state = self.limiter.lock();
         self.limiter.set_gate(&mut state, None);
-        self.limiter.dispatch(&mut state, &mut Now::default(), false);
+        self.limiter
+            .dispatch(&mut state, &mut Now::default(), false);
         self.limiter.unlock(state);
     }
 }
@@ -781,5 +785,142 @@ impl fmt::Debug for PriorityLimitHandle {
         f.debug_struct("PriorityLimitHandle")
             .field("status", &self.status())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(max: usize) -> Arc<Limiter> {
+        Limiter::new(Config::new(max))
+    }
+
+    /// Let the limiter's timer task run.
+    async fn settle() {
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn permit(admission: Admission) -> Permit {
+        match admission {
+            Admission::Permit(permit) => permit,
+            _ => panic!("expected a permit"),
+        }
+    }
+
+    fn ticket(admission: Admission) -> Ticket {
+        match admission {
+            Admission::Queued(ticket) => ticket,
+            _ => panic!("expected a place in the queue"),
+        }
+    }
+
+    fn granted(ticket: &mut Ticket) -> Option<Permit> {
+        match ticket.poll_state(Waker::noop()) {
+            TicketState::Granted(permit) => Some(permit),
+            TicketState::Waiting => None,
+            TicketState::Shed(overloaded) => panic!("shed: {overloaded}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_hands_its_permit_to_the_next_waiter() {
+        let limiter = limiter(1);
+        let first = permit(limiter.admit(Priority::Normal));
+        let mut second = ticket(limiter.admit(Priority::Normal));
+        assert!(granted(&mut second).is_none());
+        drop(first);
+        // the permit changed hands: still one in flight, nobody queued
+        assert_eq!(limiter.in_flight.load(Ordering::SeqCst), 1);
+        let second = granted(&mut second).expect("granted on release");
+        assert_eq!(limiter.snapshot().queued, [0, 0, 0]);
+        assert!(!limiter.slow.load(Ordering::SeqCst));
+        drop(second);
+        // nobody left: the permit goes back and the fast path reopens
+        assert_eq!(limiter.in_flight.load(Ordering::SeqCst), 0);
+        assert!(!limiter.slow.load(Ordering::SeqCst));
+        drop(permit(limiter.admit(Priority::Low)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_permit_nobody_may_take_goes_back() {
+        let limiter = limiter(1);
+        let first = permit(limiter.admit(Priority::Normal));
+        let mut waiter = ticket(limiter.admit(Priority::High));
+        assert!(limiter.close_gate(Duration::from_secs(2), HintSource::RetryAfter));
+        drop(first);
+        // the gate is closed: the permit is free again, the waiter waits
+        assert_eq!(limiter.in_flight.load(Ordering::SeqCst), 0);
+        assert!(granted(&mut waiter).is_none());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        settle().await;
+        let permit = granted(&mut waiter).expect("granted when the gate reopened");
+        assert!(waiter.after_gate());
+        assert_eq!(limiter.in_flight.load(Ordering::SeqCst), 1);
+        drop(permit);
+        assert_eq!(limiter.in_flight.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_granted_permit_never_used_goes_to_the_next_waiter() {
+        let limiter = limiter(1);
+        let first = permit(limiter.admit(Priority::Normal));
+        let second = ticket(limiter.admit(Priority::Normal));
+        let mut third = ticket(limiter.admit(Priority::Normal));
+        drop(first);
+        // granted, then dropped before its task ran
+        assert_eq!(second.slot.state.load(Ordering::Acquire), GRANTED);
+        drop(second);
+        assert_eq!(limiter.in_flight.load(Ordering::SeqCst), 1);
+        assert!(granted(&mut third).is_some());
+        assert_eq!(limiter.in_flight.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_flag_follows_the_gate() {
+        let limiter = limiter(4);
+        assert_eq!(limiter.gate_closed_until(), None);
+        assert!(limiter.close_gate(Duration::from_secs(3), HintSource::RetryAfter));
+        let until = Instant::now() + Duration::from_secs(3);
+        assert_eq!(limiter.gate_closed_until(), Some(until));
+        assert!(limiter.gate_closed.load(Ordering::SeqCst));
+        PriorityLimitHandle {
+            limiter: limiter.clone(),
+        }
+        .open_gate();
+        assert!(!limiter.gate_closed.load(Ordering::SeqCst));
+        assert_eq!(limiter.gate_closed_until(), None);
+        // reopened by its timer
+        assert!(limiter.close_gate(Duration::from_secs(1), HintSource::RetryAfter));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        settle().await;
+        assert_eq!(limiter.gate_closed_until(), None);
+        assert!(!limiter.gate_closed.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aging_promotes_at_exact_multiples_of_the_step() {
+        let mut config = Config::new(1);
+        config.aging = Some(Duration::from_secs(10));
+        let limiter = Limiter::new(config);
+        let busy = permit(limiter.admit(Priority::High));
+        let mut low = ticket(limiter.admit(Priority::Low));
+        tokio::time::advance(Duration::from_secs(20) - Duration::from_nanos(1)).await;
+        let mut high = ticket(limiter.admit(Priority::High));
+        let mut normal = ticket(limiter.admit(Priority::Normal));
+        let best = || limiter.best(&limiter.lock(), &mut Now::default());
+        // low has waited one step: level normal, behind high
+        assert_eq!(best(), Some(Priority::High.index()));
+        tokio::time::advance(Duration::from_nanos(1)).await;
+        // two steps: level high, and it came first
+        assert_eq!(best(), Some(Priority::Low.index()));
+        drop(busy);
+        let permit = granted(&mut low).expect("the aged request goes first");
+        assert!(granted(&mut high).is_none() && granted(&mut normal).is_none());
+        drop(permit);
+        drop(granted(&mut high).expect("then high"));
+        assert!(granted(&mut normal).is_some());
     }
 }
