@@ -52,8 +52,11 @@ pub(crate) struct Config {
     pub(crate) max_queue: usize,
     pub(crate) max_queue_wait: Option<Duration>,
     pub(crate) aging: Option<Duration>,
-    /// Pacing: one dispatch per `interval`, bursts of up to `burst`.
-    pub(crate) pacing: Option<(Duration, u32)>,
+    /// Built-in pacing.
+    pub(crate) pacing: Option<Pacing>,
+    /// Adaptive LIFO: serve the newest waiter of a priority first once its
+    /// oldest has waited this long.
+    pub(crate) lifo_after: Option<Duration>,
     /// The longest server hint that closes the gate.
     pub(crate) max_gate: Duration,
     pub(crate) clock: Arc<dyn Clock>,
@@ -72,6 +75,7 @@ impl Config {
             max_queue_wait: None,
             aging: Some(Duration::from_secs(30)),
             pacing: None,
+            lifo_after: None,
             max_gate: Duration::from_secs(180),
             clock: Arc::new(SystemClock),
             on_event: None,
@@ -79,6 +83,15 @@ impl Config {
             gate_share: None,
         }
     }
+}
+
+/// How the built-in pacing spaces dispatches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pacing {
+    /// One dispatch per `interval`, bursts of up to `burst` (GCRA).
+    Smooth { interval: Duration, burst: u32 },
+    /// At most `requests` dispatches in any `per` (a sliding window).
+    Window { requests: u32, per: Duration },
 }
 
 const WAITING: u8 = 0;
@@ -150,8 +163,12 @@ struct State {
     queued: usize,
     seq: u64,
     gate_until: Option<Instant>,
-    /// Pacing: the theoretical arrival time of the next dispatch (GCRA).
+    /// Smooth pacing: the theoretical arrival time of the next dispatch
+    /// (GCRA).
     pacing_tat: Option<Instant>,
+    /// Window pacing: the times of the dispatches in the current window,
+    /// oldest first (at most `requests` of them).
+    pacing_log: VecDeque<Instant>,
     /// A timer task is armed to dispatch at this instant.
     timer_at: Option<Instant>,
     /// Wakers and events to deliver once the lock is released.
@@ -196,6 +213,7 @@ impl Limiter {
                 seq: 0,
                 gate_until: None,
                 pacing_tat: None,
+                pacing_log: VecDeque::new(),
                 timer_at: None,
                 wake: Wakeups::default(),
                 events: Vec::new(),
@@ -311,7 +329,10 @@ impl Limiter {
         }
         let slot = slot.take().unwrap_or_else(Slot::new);
         // the enqueue time matters for aging and the maximum queue wait only
-        let enqueued_at = if self.config.aging.is_some() || self.config.max_queue_wait.is_some() {
+        let enqueued_at = if self.config.aging.is_some()
+            || self.config.max_queue_wait.is_some()
+            || self.config.lifo_after.is_some()
+        {
             Some(now.get())
         } else {
             None
@@ -348,29 +369,55 @@ impl Limiter {
 
     /// Whether pacing lets a dispatch through at `now`; takes it if so.
     fn take_pacing(&self, state: &mut State, now: Instant) -> bool {
-        let Some((interval, burst)) = self.config.pacing else {
-            return true;
-        };
-        let tat = state.pacing_tat.unwrap_or(now).max(now);
-        let tolerance = interval.saturating_mul(burst.saturating_sub(1));
-        if tat.saturating_duration_since(now) > tolerance {
-            return false;
+        match self.config.pacing {
+            None => true,
+            Some(Pacing::Smooth { interval, burst }) => {
+                let tat = state.pacing_tat.unwrap_or(now).max(now);
+                let tolerance = interval.saturating_mul(burst.saturating_sub(1));
+                if tat.saturating_duration_since(now) > tolerance {
+                    return false;
+                }
+                // an interval too long to represent is as good as forever
+                let far = Duration::from_secs(86_400 * 365 * 30);
+                state.pacing_tat = Some(tat.checked_add(interval).unwrap_or(tat + far));
+                true
+            }
+            Some(Pacing::Window { requests, per }) => {
+                // a dispatch at `s` counts until `s + per` (excluded)
+                while let Some(&sent) = state.pacing_log.front() {
+                    match sent.checked_add(per) {
+                        Some(expires) if expires <= now => state.pacing_log.pop_front(),
+                        _ => break,
+                    };
+                }
+                if state.pacing_log.len() >= requests as usize {
+                    return false;
+                }
+                state.pacing_log.push_back(now);
+                true
+            }
         }
-        // an interval too long to represent is as good as forever
-        let far = Duration::from_secs(86_400 * 365 * 30);
-        state.pacing_tat = Some(tat.checked_add(interval).unwrap_or(tat + far));
-        true
     }
 
     /// When pacing next lets a dispatch through.
     fn pacing_ready_at(&self, state: &State, now: Instant) -> Instant {
-        match (self.config.pacing, state.pacing_tat) {
-            (Some((interval, burst)), Some(tat)) => {
+        let at = match self.config.pacing {
+            Some(Pacing::Smooth { interval, burst }) => state.pacing_tat.map(|tat| {
                 let tolerance = interval.saturating_mul(burst.saturating_sub(1));
-                tat.checked_sub(tolerance).unwrap_or(now).max(now)
+                tat.checked_sub(tolerance).unwrap_or(now)
+            }),
+            Some(Pacing::Window { per, .. }) => {
+                // the oldest dispatch of the window leaves it (a window too
+                // long to represent: in 30 years)
+                let far = Duration::from_secs(86_400 * 365 * 30);
+                state
+                    .pacing_log
+                    .front()
+                    .map(|&sent| sent.checked_add(per).unwrap_or(now + far))
             }
-            _ => now,
-        }
+            None => None,
+        };
+        at.unwrap_or(now).max(now)
     }
 
     /// Grant permits to waiters, best first, while capacity, the gate and
@@ -403,10 +450,16 @@ impl Limiter {
                 self.arm_timer(state, at);
                 break;
             }
-            let Some(index) = self.best(state, now) else {
+            let Some((index, newest)) = self.best(state, now) else {
                 break;
             };
-            let Some(entry) = state.queues[index].pop_front() else {
+            let queue = &mut state.queues[index];
+            let taken = if newest {
+                queue.pop_back()
+            } else {
+                queue.pop_front()
+            };
+            let Some(entry) = taken else {
                 break;
             };
             spare = false;
@@ -439,41 +492,53 @@ impl Limiter {
         }
     }
 
-    /// The queue whose head goes next: highest priority after aging, then
-    /// the earliest arrival. With one priority waiting (the usual case) no
-    /// clock is read.
-    fn best(&self, state: &State, now: &mut Now) -> Option<usize> {
+    /// The queue whose turn it is, and whether its newest waiter goes
+    /// (adaptive LIFO) rather than its oldest.
+    ///
+    /// Between priorities: the highest level after aging (a queue ages with
+    /// its oldest waiter), then the earliest arrival. With one priority
+    /// waiting, no aging and first-come-first-served order (the usual case)
+    /// no clock is read.
+    fn best(&self, state: &State, now: &mut Now) -> Option<(usize, bool)> {
         let mut heads = state
             .queues
             .iter()
             .enumerate()
             .filter_map(|(index, queue)| queue.front().map(|head| (index, head)));
         let (first, head) = heads.next()?;
-        let Some(next) = heads.next() else {
-            return Some(first);
-        };
-        let aging = self.config.aging;
-        let mut level = |head: &Entry| {
-            let mut level = head.priority.index() as u8;
-            if let (Some(aging), Some(at)) = (aging, head.enqueued_at) {
-                let waited = now.get().saturating_duration_since(at);
-                if waited >= aging.saturating_mul(2) {
-                    level += 2;
-                } else if waited >= aging {
-                    level += 1;
+        let (index, head) = match heads.next() {
+            None => (first, head),
+            Some(next) => {
+                let aging = self.config.aging;
+                let mut level = |head: &Entry| {
+                    let mut level = head.priority.index() as u8;
+                    if let (Some(aging), Some(at)) = (aging, head.enqueued_at) {
+                        let waited = now.get().saturating_duration_since(at);
+                        if waited >= aging.saturating_mul(2) {
+                            level += 2;
+                        } else if waited >= aging {
+                            level += 1;
+                        }
+                    }
+                    level.min(2)
+                };
+                let key = |level: u8, head: &Entry| (level, std::cmp::Reverse(head.seq));
+                let mut best = (key(level(head), head), first, head);
+                for (index, head) in std::iter::once(next).chain(heads) {
+                    let candidate = key(level(head), head);
+                    if candidate > best.0 {
+                        best = (candidate, index, head);
+                    }
                 }
+                (best.1, best.2)
             }
-            level.min(2)
         };
-        let key = |level: u8, head: &Entry| (level, std::cmp::Reverse(head.seq));
-        let mut best = (key(level(head), head), first);
-        for (index, head) in std::iter::once(next).chain(heads) {
-            let candidate = key(level(head), head);
-            if candidate > best.0 {
-                best = (candidate, index);
-            }
-        }
-        Some(best.1)
+        // a standing queue serves its newest waiter first
+        let newest = match (self.config.lifo_after, head.enqueued_at) {
+            (Some(after), Some(at)) => now.get().saturating_duration_since(at) >= after,
+            _ => false,
+        };
+        Some((index, newest))
     }
 
     /// Make sure a dispatch runs at `at`, even if no request completes.
@@ -912,15 +977,70 @@ mod tests {
         let mut normal = ticket(limiter.admit(Priority::Normal));
         let best = || limiter.best(&limiter.lock(), &mut Now::default());
         // low has waited one step: level normal, behind high
-        assert_eq!(best(), Some(Priority::High.index()));
+        assert_eq!(best(), Some((Priority::High.index(), false)));
         tokio::time::advance(Duration::from_nanos(1)).await;
         // two steps: level high, and it came first
-        assert_eq!(best(), Some(Priority::Low.index()));
+        assert_eq!(best(), Some((Priority::Low.index(), false)));
         drop(busy);
         let permit = granted(&mut low).expect("the aged request goes first");
         assert!(granted(&mut high).is_none() && granted(&mut normal).is_none());
         drop(permit);
         drop(granted(&mut high).expect("then high"));
         assert!(granted(&mut normal).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn window_pacing_counts_the_last_period_exactly() {
+        let mut config = Config::new(8);
+        config.pacing = Some(Pacing::Window {
+            requests: 2,
+            per: Duration::from_secs(1),
+        });
+        let limiter = Limiter::new(config);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut state = limiter.lock();
+        assert!(limiter.take_pacing(&mut state, at(0)));
+        assert!(limiter.take_pacing(&mut state, at(300)));
+        assert!(!limiter.take_pacing(&mut state, at(999)));
+        // the first dispatch leaves the window exactly 1 s after it
+        assert_eq!(limiter.pacing_ready_at(&state, at(999)), at(1000));
+        assert!(limiter.take_pacing(&mut state, at(1000)));
+        assert!(!limiter.take_pacing(&mut state, at(1299)));
+        assert_eq!(limiter.pacing_ready_at(&state, at(1299)), at(1300));
+        assert!(limiter.take_pacing(&mut state, at(1300)));
+        assert_eq!(state.pacing_log.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn window_pacing_survives_an_unrepresentable_window() {
+        let mut config = Config::new(8);
+        config.pacing = Some(Pacing::Window {
+            requests: 1,
+            per: Duration::MAX,
+        });
+        let limiter = Limiter::new(config);
+        let now = Instant::now();
+        let mut state = limiter.lock();
+        assert!(limiter.take_pacing(&mut state, now));
+        assert!(!limiter.take_pacing(&mut state, now + Duration::from_secs(86_400)));
+        assert!(limiter.pacing_ready_at(&state, now) > now + Duration::from_secs(86_400 * 365));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_serves_its_newest_once_its_oldest_has_waited_the_threshold() {
+        let mut config = Config::new(1);
+        config.lifo_after = Some(Duration::from_secs(1));
+        config.aging = None;
+        let limiter = Limiter::new(config);
+        let _busy = permit(limiter.admit(Priority::Normal));
+        let _first = ticket(limiter.admit(Priority::Normal));
+        let _second = ticket(limiter.admit(Priority::Normal));
+        let best = || limiter.best(&limiter.lock(), &mut Now::default());
+        assert_eq!(best(), Some((Priority::Normal.index(), false)));
+        tokio::time::advance(Duration::from_secs(1) - Duration::from_nanos(1)).await;
+        assert_eq!(best(), Some((Priority::Normal.index(), false)));
+        tokio::time::advance(Duration::from_nanos(1)).await;
+        assert_eq!(best(), Some((Priority::Normal.index(), true)));
     }
 }
