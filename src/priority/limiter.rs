@@ -139,8 +139,8 @@ impl Wakeups {
 }
 
 /// The current instant, read from the clock the first time it is needed
-/// (a release with only one priority waiting, no gate and no pacing needs
-/// none).
+/// (a release with one priority waiting, no gate, no pacing and no adaptive
+/// LIFO needs none).
 #[derive(Default)]
 struct Now(Option<Instant>);
 
@@ -153,7 +153,7 @@ impl Now {
 struct Entry {
     seq: u64,
     priority: Priority,
-    /// Set when aging or a maximum queue wait needs it.
+    /// Set when aging, a maximum queue wait or adaptive LIFO needs it.
     enqueued_at: Option<Instant>,
     slot: Arc<Slot>,
 }
@@ -328,7 +328,8 @@ impl Limiter {
             }
         }
         let slot = slot.take().unwrap_or_else(Slot::new);
-        // the enqueue time matters for aging and the maximum queue wait only
+        // the enqueue time matters for aging, the maximum queue wait and
+        // adaptive LIFO only
         let enqueued_at = if self.config.aging.is_some()
             || self.config.max_queue_wait.is_some()
             || self.config.lifo_after.is_some()
