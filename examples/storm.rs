@@ -4,8 +4,10 @@
 //! accepts C = 100 requests per second and answers 429 with `Retry-After`
 //! over that. Compared: a naive per-request retry loop, `tower::retry` with
 //! tower's `ExponentialBackoff` and `TpsBudget`, and the tower-cx stack
-//! (retry + shared rate gate + budget + pacing), plus tower-cx without
-//! pacing. Paused Tokio time makes the run deterministic and quick.
+//! (retry + shared rate gate + budget + sliding-window pacing + adaptive
+//! LIFO), plus tower-cx with first-come-first-served queues (window pacing,
+//! then even pacing) and without pacing. Paused Tokio time makes the run
+//! deterministic and quick.
 //!
 //! Run: `cargo run --release --example storm`
 

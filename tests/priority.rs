@@ -602,3 +602,154 @@ async fn a_waiter_granted_just_before_the_gate_closed_waits_for_it() {
         "sent when the gate reopened, not into the wait: {seen:?}"
     );
 }
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+#[tokio::test(start_paused = true)]
+async fn window_pacing_sends_a_whole_allowance_at_once_and_never_more_in_any_window() {
+    let upstream = Upstream::new();
+    let service = PriorityLimitLayer::new(100)
+        .pacing_window(3, secs(1))
+        .layer(upstream.clone());
+    let mut tasks: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|id| spawn(&service, req(id, Normal, 0)))
+        .collect();
+    settle().await;
+    tokio::time::sleep(ms(500)).await;
+    for id in ["c", "d", "e", "f", "g", "h"] {
+        tasks.push(spawn(&service, req(id, Normal, 0)));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    // a and b go at once; c fills the allowance; d and e go the instant a
+    // and b leave the window, f the instant c leaves it, and so on
+    let expected = [
+        ("a", 0),
+        ("b", 0),
+        ("c", 500),
+        ("d", 1000),
+        ("e", 1000),
+        ("f", 1500),
+        ("g", 2000),
+        ("h", 2000),
+    ];
+    let seen = upstream.seen();
+    assert_eq!(
+        seen,
+        expected.map(|(id, at)| (id.to_owned(), ms(at))).to_vec()
+    );
+    // whatever a vendor's fixed windows are aligned to, none sees more than 3
+    for start in (0..2500).step_by(10) {
+        let window = ms(start)..ms(start + 1000);
+        let sent = seen.iter().filter(|(_, at)| window.contains(at)).count();
+        assert!(sent <= 3, "{sent} sent in {window:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_lifo_serves_the_newest_waiter_once_the_queue_has_stood() {
+    // the queue stands for 3 s behind the holder: newest first
+    let upstream = Upstream::new();
+    let service = PriorityLimitLayer::new(1)
+        .adaptive_lifo(secs(1))
+        .layer(upstream.clone());
+    let mut tasks = vec![spawn(&service, req("holder", Normal, 3000))];
+    settle().await;
+    for id in ["a", "b", "c", "d"] {
+        tasks.push(spawn(&service, req(id, Normal, 1000)));
+        settle().await;
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(upstream.order(), ["holder", "d", "c", "b", "a"]);
+
+    // a threshold longer than any wait: first come, first served
+    let upstream = Upstream::new();
+    let service = PriorityLimitLayer::new(1)
+        .adaptive_lifo(secs(10))
+        .layer(upstream.clone());
+    let mut tasks = vec![spawn(&service, req("holder", Normal, 3000))];
+    settle().await;
+    for id in ["a", "b", "c", "d"] {
+        tasks.push(spawn(&service, req(id, Normal, 1000)));
+        settle().await;
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(upstream.order(), ["holder", "a", "b", "c", "d"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_lifo_switches_when_the_oldest_waiter_reaches_the_threshold() {
+    let upstream = Upstream::new();
+    let service = PriorityLimitLayer::new(1)
+        .adaptive_lifo(secs(2))
+        .layer(upstream.clone());
+    let mut tasks = vec![spawn(&service, req("holder", Normal, 1000))];
+    settle().await;
+    for id in ["a", "b", "c", "d"] {
+        tasks.push(spawn(&service, req(id, Normal, 1000)));
+        settle().await;
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    // at 1 s the oldest (a) has waited 1 s: it goes; at 2 s the oldest (b)
+    // has waited 2 s: the newest goes from then on
+    assert_eq!(
+        upstream.seen(),
+        [
+            ("holder".to_owned(), secs(0)),
+            ("a".to_owned(), secs(1)),
+            ("d".to_owned(), secs(2)),
+            ("c".to_owned(), secs(3)),
+            ("b".to_owned(), secs(4)),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_lifo_keeps_priorities_and_aging() {
+    // priorities first, newest first within a standing priority
+    let upstream = Upstream::new();
+    let service = PriorityLimitLayer::new(1)
+        .adaptive_lifo(secs(1))
+        .aging(Some(secs(10)))
+        .layer(upstream.clone());
+    let mut tasks = vec![spawn(&service, req("holder", Normal, 5000))];
+    settle().await;
+    for (id, priority) in [("L1", Low), ("N1", Normal), ("N2", Normal), ("H1", High)] {
+        tasks.push(spawn(&service, req(id, priority, 0)));
+        settle().await;
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(upstream.order(), ["holder", "H1", "N2", "N1", "L1"]);
+
+    // a Low queue ages with its oldest waiter: after 12 s it is at the
+    // Normal level, and its waiter came before N1 (waiting 7 s)
+    let upstream = Upstream::new();
+    let service = PriorityLimitLayer::new(1)
+        .adaptive_lifo(secs(1))
+        .aging(Some(secs(10)))
+        .layer(upstream.clone());
+    let mut tasks = vec![spawn(&service, req("holder", Normal, 12_000))];
+    settle().await;
+    tasks.push(spawn(&service, req("L1", Low, 0)));
+    tokio::time::sleep(secs(5)).await;
+    for (id, priority) in [("N1", Normal), ("H1", High)] {
+        tasks.push(spawn(&service, req(id, priority, 0)));
+        settle().await;
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(upstream.order(), ["holder", "H1", "L1", "N1"]);
+}

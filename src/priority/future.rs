@@ -22,10 +22,7 @@ pin_project! {
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S::Future>,
-        // the service and request of a queued call, boxed to keep the
-        // future small on the fast path
-        pending: Option<Box<(S, Option<Request<B>>)>>,
+        state: State<S, B, S::Future>,
         audit: Option<AuditRecord>,
         queued_at: Option<Instant>,
         // Whether the request took its slot from the limiter's pacer.
@@ -35,13 +32,30 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
-        Queued { ticket: Ticket, give_up: Option<Pin<Box<Sleep>>> },
-        Ready { permit: Option<Permit> },
-        Pacing { wait: Pin<Box<dyn Future<Output = ()> + Send>>, permit: Option<Permit> },
+    enum State<S, B, F> {
+        // Not sent yet. The service and request stay where they are (no
+        // allocation, no copy) while the stage changes; the called future
+        // takes their room afterwards.
+        Waiting { stage: Stage, pending: Option<(S, Request<B>)> },
         Called { #[pin] future: F, permit: Option<Permit> },
         Failed { error: Option<BoxError> },
     }
+}
+
+/// Where a request that has not been sent yet stands.
+enum Stage {
+    /// In the queue, for a permit.
+    Queued {
+        ticket: Ticket,
+        give_up: Option<Pin<Box<Sleep>>>,
+    },
+    /// Holding a permit.
+    Ready { permit: Option<Permit> },
+    /// Holding a permit, waiting for the pacer or the rate gate.
+    Pacing {
+        wait: Pin<Box<dyn Future<Output = ()> + Send>>,
+        permit: Option<Permit>,
+    },
 }
 
 impl<S, B> ResponseFuture<S, B>
@@ -54,7 +68,6 @@ where
                 future,
                 permit: Some(permit),
             },
-            pending: None,
             audit,
             queued_at: None,
             paced: false,
@@ -69,10 +82,12 @@ where
         audit: Option<AuditRecord>,
     ) -> Self {
         Self {
-            state: State::Ready {
-                permit: Some(permit),
+            state: State::Waiting {
+                stage: Stage::Ready {
+                    permit: Some(permit),
+                },
+                pending: Some((service, request)),
             },
-            pending: Some(Box::new((service, Some(request)))),
             audit,
             queued_at: None,
             paced: false,
@@ -89,8 +104,10 @@ where
             .give_up_at()
             .map(|at| Box::pin(tokio::time::sleep_until(at)));
         Self {
-            state: State::Queued { ticket, give_up },
-            pending: Some(Box::new((service, Some(request)))),
+            state: State::Waiting {
+                stage: Stage::Queued { ticket, give_up },
+                pending: Some((service, request)),
+            },
             queued_at: audit.as_ref().map(|_| Instant::now()),
             audit,
             paced: false,
@@ -100,7 +117,6 @@ where
     pub(crate) fn failed(error: BoxError) -> Self {
         Self {
             state: State::Failed { error: Some(error) },
-            pending: None,
             audit: None,
             queued_at: None,
             paced: false,
@@ -124,94 +140,101 @@ where
                 StateProj::Failed { error } => {
                     return Poll::Ready(Err(error.take().unwrap_or_else(|| DONE.into())));
                 }
-                StateProj::Queued { ticket, give_up } => {
-                    let mut outcome = ticket.poll_state(cx.waker());
-                    if matches!(outcome, TicketState::Waiting) {
-                        if let Some(sleep) = give_up.as_mut() {
-                            if sleep.as_mut().poll(cx).is_ready() {
-                                outcome = ticket.time_out();
-                            }
-                        }
-                    }
-                    match outcome {
-                        TicketState::Waiting => return Poll::Pending,
-                        TicketState::Granted(permit) => {
-                            if let (Some(audit), Some(at)) = (this.audit.as_ref(), *this.queued_at)
-                            {
-                                if ticket.after_gate() {
-                                    audit.publish(None, AuditKind::GateOpened {});
+                StateProj::Waiting { stage, pending } => match stage {
+                    Stage::Queued { ticket, give_up } => {
+                        let mut outcome = ticket.poll_state(cx.waker());
+                        if matches!(outcome, TicketState::Waiting) {
+                            if let Some(sleep) = give_up.as_mut() {
+                                if sleep.as_mut().poll(cx).is_ready() {
+                                    outcome = ticket.time_out();
                                 }
-                                let wait = at.elapsed();
-                                audit.add_queue(wait);
-                                audit.publish(None, AuditKind::QueueWaited { wait_ms: ms(wait) });
                             }
-                            this.state.set(State::Ready {
-                                permit: Some(permit),
-                            });
                         }
-                        TicketState::Shed(overloaded) => {
-                            if let Some(audit) = this.audit.as_ref() {
-                                if let Some(at) = *this.queued_at {
-                                    audit.add_queue(at.elapsed());
+                        match outcome {
+                            TicketState::Waiting => return Poll::Pending,
+                            TicketState::Granted(permit) => {
+                                if let (Some(audit), Some(at)) =
+                                    (this.audit.as_ref(), *this.queued_at)
+                                {
+                                    if ticket.after_gate() {
+                                        audit.publish(None, AuditKind::GateOpened {});
+                                    }
+                                    let wait = at.elapsed();
+                                    audit.add_queue(wait);
+                                    audit.publish(
+                                        None,
+                                        AuditKind::QueueWaited { wait_ms: ms(wait) },
+                                    );
                                 }
-                                audit.publish(
-                                    None,
-                                    AuditKind::Shed {
-                                        reason: overloaded.reason().as_str(),
-                                    },
-                                );
+                                *stage = Stage::Ready {
+                                    permit: Some(permit),
+                                };
                             }
-                            this.state.set(State::Failed {
-                                error: Some(overloaded.into()),
-                            });
+                            TicketState::Shed(overloaded) => {
+                                if let Some(audit) = this.audit.as_ref() {
+                                    if let Some(at) = *this.queued_at {
+                                        audit.add_queue(at.elapsed());
+                                    }
+                                    audit.publish(
+                                        None,
+                                        AuditKind::Shed {
+                                            reason: overloaded.reason().as_str(),
+                                        },
+                                    );
+                                }
+                                this.state.set(State::Failed {
+                                    error: Some(overloaded.into()),
+                                });
+                            }
                         }
                     }
-                }
-                StateProj::Ready { permit } if !*this.paced => {
-                    *this.paced = true;
-                    let pacer = permit
-                        .as_ref()
-                        .and_then(|p| p.limiter().config.pacer.clone());
-                    if let Some(pacer) = pacer {
-                        let reservation = pacer.reserve();
-                        let wait = Box::pin(async move {
-                            let wait = reservation.await;
-                            if !wait.is_zero() {
-                                tokio::time::sleep(wait).await;
-                            }
-                        });
-                        let permit = permit.take();
-                        this.state.set(State::Pacing { wait, permit });
+                    Stage::Ready { permit } if !*this.paced => {
+                        *this.paced = true;
+                        let pacer = permit
+                            .as_ref()
+                            .and_then(|p| p.limiter().config.pacer.clone());
+                        if let Some(pacer) = pacer {
+                            let reservation = pacer.reserve();
+                            let wait = Box::pin(async move {
+                                let wait = reservation.await;
+                                if !wait.is_zero() {
+                                    tokio::time::sleep(wait).await;
+                                }
+                            });
+                            let permit = permit.take();
+                            *stage = Stage::Pacing { wait, permit };
+                        }
                     }
-                }
-                StateProj::Pacing { wait, permit } => {
-                    ready!(wait.as_mut().poll(cx));
-                    let permit = permit.take();
-                    this.state.set(State::Ready { permit });
-                }
-                StateProj::Ready { permit } => {
-                    // Granted, but the gate closed before this task ran (a
-                    // 429 elsewhere): keep the permit and wait for the gate,
-                    // never send into an announced wait.
-                    let closed = permit
-                        .as_ref()
-                        .and_then(|p| p.limiter().gate_closed_until());
-                    if let Some(until) = closed {
-                        let wait = Box::pin(tokio::time::sleep_until(until));
+                    Stage::Pacing { wait, permit } => {
+                        ready!(wait.as_mut().poll(cx));
                         let permit = permit.take();
-                        this.state.set(State::Pacing { wait, permit });
-                        continue;
+                        *stage = Stage::Ready { permit };
                     }
-                    let Some(pending) = this.pending.as_mut() else {
-                        return Poll::Ready(Err(DONE.into()));
-                    };
-                    let (service, request) = &mut **pending;
-                    ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let request = request.take().ok_or_else(|| BoxError::from(DONE))?;
-                    let permit = permit.take();
-                    let future = service.call(request);
-                    this.state.set(State::Called { future, permit });
-                }
+                    Stage::Ready { permit } => {
+                        // Granted, but the gate closed before this task ran
+                        // (a 429 elsewhere): keep the permit and wait for the
+                        // gate, never send into an announced wait.
+                        let closed = permit
+                            .as_ref()
+                            .and_then(|p| p.limiter().gate_closed_until());
+                        if let Some(until) = closed {
+                            let wait = Box::pin(tokio::time::sleep_until(until));
+                            let permit = permit.take();
+                            *stage = Stage::Pacing { wait, permit };
+                            continue;
+                        }
+                        let Some((service, _)) = pending.as_mut() else {
+                            return Poll::Ready(Err(DONE.into()));
+                        };
+                        ready!(service.poll_ready(cx)).map_err(Into::into)?;
+                        let Some((mut service, request)) = pending.take() else {
+                            return Poll::Ready(Err(DONE.into()));
+                        };
+                        let permit = permit.take();
+                        let future = service.call(request);
+                        this.state.set(State::Called { future, permit });
+                    }
+                },
                 StateProj::Called { future, permit } => {
                     let result = ready!(future.poll(cx)).map_err(Into::into);
                     if let (Ok(response), Some(permit)) = (&result, permit.as_ref()) {

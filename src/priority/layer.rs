@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tower::Layer;
 
-use super::limiter::{Config, Limiter, LimiterEvent, PriorityLimitHandle};
+use super::limiter::{Config, Limiter, LimiterEvent, Pacing, PriorityLimitHandle};
 use super::shared::Pacer;
 use super::PriorityLimit;
 use crate::retry_after::Clock;
@@ -17,8 +17,9 @@ use crate::share::PauseShare;
 /// Configure first, then take handles and make services: each builder
 /// method starts a fresh limiter with the new settings.
 ///
-/// Defaults: a queue of 1024, no maximum queue wait, aging by one priority
-/// level per 30 s waited, no pacing, gate hints up to 180 s.
+/// Defaults: a queue of 1024 served first come first served within a
+/// priority, no maximum queue wait, aging by one priority level per 30 s
+/// waited, no pacing, gate hints up to 180 s.
 #[derive(Clone)]
 pub struct PriorityLimitLayer {
     limiter: Arc<Limiter>,
@@ -63,8 +64,44 @@ impl PriorityLimitLayer {
     pub fn pacing(self, requests: u32, per: Duration) -> Self {
         self.with(|c| {
             c.pacer = None;
-            c.pacing = (requests > 0).then(|| (per / requests, 1));
+            c.pacing = (requests > 0).then(|| Pacing::Smooth {
+                interval: per / requests,
+                burst: 1,
+            });
         })
+    }
+
+    /// Send at most `requests` in any `per` (a sliding window), each as soon
+    /// as that allows: a whole allowance may go at once.
+    ///
+    /// For a vendor that counts requests in fixed windows (100 a second, 300
+    /// a minute): no fixed window of length `per`, whatever its alignment,
+    /// ever sees more than `requests`, yet a burst of waiting requests goes
+    /// out at once instead of one every `per / requests` as with
+    /// [`pacing`](Self::pacing). The limiter keeps the times of the last
+    /// `requests` dispatches. `requests == 0` turns pacing off.
+    pub fn pacing_window(self, requests: u32, per: Duration) -> Self {
+        self.with(|c| {
+            c.pacer = None;
+            c.pacing = (requests > 0).then_some(Pacing::Window { requests, per });
+        })
+    }
+
+    /// Adaptive LIFO: once a priority's queue is standing (its oldest waiter
+    /// has waited `after`), serve that priority's newest waiter first; first
+    /// come, first served again once the queue has drained. Off by default.
+    ///
+    /// Under sustained overload a first-come-first-served queue makes every
+    /// request wait for the whole backlog, so that most callers wait long
+    /// (and many have given up by the time their request goes). Newest first
+    /// keeps most callers' wait short while the backlog lasts; the oldest
+    /// waiters go when the overload passes, or are shed by
+    /// [`max_queue_wait`](Self::max_queue_wait). Priorities and aging still
+    /// decide which priority goes next (a queue ages with its oldest
+    /// waiter). The technique is described in public writing on load
+    /// management ("adaptive LIFO", used together with a queue-time bound).
+    pub fn adaptive_lifo(self, after: Duration) -> Self {
+        self.with(|c| c.lifo_after = Some(after))
     }
 
     /// Take dispatch slots from `pacer` (shared with other limiters, or with
@@ -87,11 +124,16 @@ impl PriorityLimitLayer {
         self.with(|c| c.gate_share = Some(share))
     }
 
-    /// Allow bursts of up to `burst` requests at once within the pacing rate.
+    /// Allow bursts of up to `burst` requests at once within the
+    /// [`pacing`](Self::pacing) rate (no effect on
+    /// [`pacing_window`](Self::pacing_window), which bursts by design).
     pub fn pacing_burst(self, burst: u32) -> Self {
         self.with(|c| {
-            if let Some((interval, _)) = c.pacing {
-                c.pacing = Some((interval, burst.max(1)));
+            if let Some(Pacing::Smooth { interval, .. }) = c.pacing {
+                c.pacing = Some(Pacing::Smooth {
+                    interval,
+                    burst: burst.max(1),
+                });
             }
         })
     }

@@ -52,8 +52,11 @@ pub(crate) struct Config {
     pub(crate) max_queue: usize,
     pub(crate) max_queue_wait: Option<Duration>,
     pub(crate) aging: Option<Duration>,
-    /// Pacing: one dispatch per `interval`, bursts of up to `burst`.
-    pub(crate) pacing: Option<(Duration, u32)>,
+    /// Built-in pacing.
+    pub(crate) pacing: Option<Pacing>,
+    /// Adaptive LIFO: serve the newest waiter of a priority first once its
+    /// oldest has waited this long.
+    pub(crate) lifo_after: Option<Duration>,
     /// The longest server hint that closes the gate.
     pub(crate) max_gate: Duration,
     pub(crate) clock: Arc<dyn Clock>,
@@ -72,6 +75,7 @@ impl Config {
             max_queue_wait: None,
             aging: Some(Duration::from_secs(30)),
             pacing: None,
+            lifo_after: None,
             max_gate: Duration::from_secs(180),
             clock: Arc::new(SystemClock),
             on_event: None,
@@ -79,6 +83,15 @@ impl Config {
             gate_share: None,
         }
     }
+}
+
+/// How the built-in pacing spaces dispatches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pacing {
+    /// One dispatch per `interval`, bursts of up to `burst` (GCRA).
+    Smooth { interval: Duration, burst: u32 },
+    /// At most `requests` dispatches in any `per` (a sliding window).
+    Window { requests: u32, per: Duration },
 }
 
 const WAITING: u8 = 0;
@@ -94,16 +107,54 @@ pub(crate) struct Slot {
 }
 
 impl Slot {
+    fn new() -> Arc<Self> {
+        Arc::new(Slot {
+            state: AtomicU8::new(WAITING),
+            waker: Mutex::new(None),
+            after_gate: AtomicBool::new(false),
+        })
+    }
+
     fn settle(&self, state: u8) -> Option<Waker> {
         self.state.store(state, Ordering::Release);
         self.waker.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
+/// Wakers collected under the lock, woken once it is released. Most
+/// dispatches grant one waiter: that one is kept without allocating.
+#[derive(Default)]
+struct Wakeups {
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+impl Wakeups {
+    fn push(&mut self, waker: Waker) {
+        match self.first {
+            None => self.first = Some(waker),
+            Some(_) => self.rest.push(waker),
+        }
+    }
+}
+
+/// The current instant, read from the clock the first time it is needed
+/// (a release with one priority waiting, no gate, no pacing and no adaptive
+/// LIFO needs none).
+#[derive(Default)]
+struct Now(Option<Instant>);
+
+impl Now {
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
+
 struct Entry {
     seq: u64,
     priority: Priority,
-    enqueued_at: Instant,
+    /// Set when aging, a maximum queue wait or adaptive LIFO needs it.
+    enqueued_at: Option<Instant>,
     slot: Arc<Slot>,
 }
 
@@ -112,12 +163,16 @@ struct State {
     queued: usize,
     seq: u64,
     gate_until: Option<Instant>,
-    /// Pacing: the theoretical arrival time of the next dispatch (GCRA).
+    /// Smooth pacing: the theoretical arrival time of the next dispatch
+    /// (GCRA).
     pacing_tat: Option<Instant>,
+    /// Window pacing: the times of the dispatches in the current window,
+    /// oldest first (at most `requests` of them).
+    pacing_log: VecDeque<Instant>,
     /// A timer task is armed to dispatch at this instant.
     timer_at: Option<Instant>,
     /// Wakers and events to deliver once the lock is released.
-    wake: Vec<Waker>,
+    wake: Wakeups,
     events: Vec<LimiterEvent>,
 }
 
@@ -128,6 +183,9 @@ pub(crate) struct Limiter {
     /// Set (under the lock) while anything needs the slow path: waiters in
     /// the queue, a closed gate, pacing. Cleared when none of that remains.
     slow: AtomicBool,
+    /// Mirrors `State::gate_until.is_some()` (written under the lock), so
+    /// that a granted waiter re-checks the gate without taking the lock.
+    gate_closed: AtomicBool,
     state: Mutex<State>,
     me: Weak<Limiter>,
     /// A process-unique id (for gate sharing).
@@ -148,14 +206,16 @@ impl Limiter {
         Arc::new_cyclic(|me| Self {
             in_flight: AtomicUsize::new(0),
             slow: AtomicBool::new(config.pacing.is_some()),
+            gate_closed: AtomicBool::new(false),
             state: Mutex::new(State {
                 queues: Default::default(),
                 queued: 0,
                 seq: 0,
                 gate_until: None,
                 pacing_tat: None,
+                pacing_log: VecDeque::new(),
                 timer_at: None,
-                wake: Vec::new(),
+                wake: Wakeups::default(),
                 events: Vec::new(),
             }),
             me: me.clone(),
@@ -171,10 +231,14 @@ impl Limiter {
 
     /// Release the lock, then wake and report.
     fn unlock(&self, mut state: MutexGuard<'_, State>) {
-        let wake = std::mem::take(&mut state.wake);
+        let first = state.wake.first.take();
+        let rest = std::mem::take(&mut state.wake.rest);
         let events = std::mem::take(&mut state.events);
         drop(state);
-        for waker in wake {
+        if let Some(waker) = first {
+            waker.wake();
+        }
+        for waker in rest {
             waker.wake();
         }
         if let Some(handler) = &self.config.on_event {
@@ -212,29 +276,33 @@ impl Limiter {
                 limiter: self.clone(),
             });
         }
-        let now = Instant::now();
+        self.admit_slow(priority)
+    }
+
+    /// Admission under the lock: a permit if nothing stands in the way, else
+    /// a place in the queue (or a refusal).
+    fn admit_slow(self: &Arc<Self>, priority: Priority) -> Admission {
+        // Without pacing, the slow path nearly always means queueing: make
+        // the waiter's mailbox before taking the lock, not while holding it.
+        let mut slot = self.config.pacing.is_none().then(Slot::new);
+        let mut now = Now::default();
         let mut state = self.lock();
-        if state.queued == 0
-            && state.gate_until.is_none_or(|until| now >= until)
-            && self.config.pacing.is_none()
-            && self.try_acquire()
-        {
-            drop(state);
-            return Admission::Permit(Permit {
-                limiter: self.clone(),
-            });
-        }
-        if state.queued == 0
-            && state.gate_until.is_none_or(|until| now >= until)
-            && self.config.pacing.is_some()
-            && self.in_flight.load(Ordering::SeqCst) < self.config.max_concurrency
-            && self.take_pacing(&mut state, now)
-            && self.try_acquire()
-        {
-            drop(state);
-            return Admission::Permit(Permit {
-                limiter: self.clone(),
-            });
+        let gate_open = state.gate_until.is_none_or(|until| now.get() >= until);
+        if state.queued == 0 && gate_open {
+            let permitted = match self.config.pacing {
+                None => self.try_acquire(),
+                Some(_) => {
+                    self.in_flight.load(Ordering::SeqCst) < self.config.max_concurrency
+                        && self.take_pacing(&mut state, now.get())
+                        && self.try_acquire()
+                }
+            };
+            if permitted {
+                drop(state);
+                return Admission::Permit(Permit {
+                    limiter: self.clone(),
+                });
+            }
         }
         if state.queued >= self.config.max_queue {
             // make room by evicting the newest waiter of a lower priority
@@ -259,31 +327,37 @@ impl Limiter {
                 }
             }
         }
-        let slot = Arc::new(Slot {
-            state: AtomicU8::new(WAITING),
-            waker: Mutex::new(None),
-            after_gate: AtomicBool::new(false),
-        });
+        let slot = slot.take().unwrap_or_else(Slot::new);
+        // the enqueue time matters for aging, the maximum queue wait and
+        // adaptive LIFO only
+        let enqueued_at = if self.config.aging.is_some()
+            || self.config.max_queue_wait.is_some()
+            || self.config.lifo_after.is_some()
+        {
+            Some(now.get())
+        } else {
+            None
+        };
         state.seq += 1;
         let seq = state.seq;
         state.queues[priority.index()].push_back(Entry {
             seq,
             priority,
-            enqueued_at: now,
+            enqueued_at,
             slot: slot.clone(),
         });
         state.queued += 1;
         // From here on releases take the slow path and dispatch; a permit
         // freed just before is picked up by the dispatch below.
         self.slow.store(true, Ordering::SeqCst);
-        self.dispatch(&mut state, now);
+        self.dispatch(&mut state, &mut now, false);
         self.unlock(state);
         Admission::Queued(Ticket {
             limiter: self.clone(),
             slot,
             seq,
             priority,
-            enqueued_at: now,
+            enqueued_at,
             used: false,
         })
     }
@@ -296,97 +370,176 @@ impl Limiter {
 
     /// Whether pacing lets a dispatch through at `now`; takes it if so.
     fn take_pacing(&self, state: &mut State, now: Instant) -> bool {
-        let Some((interval, burst)) = self.config.pacing else {
-            return true;
-        };
-        let tat = state.pacing_tat.unwrap_or(now).max(now);
-        let tolerance = interval.saturating_mul(burst.saturating_sub(1));
-        if tat.saturating_duration_since(now) > tolerance {
-            return false;
+        match self.config.pacing {
+            None => true,
+            Some(Pacing::Smooth { interval, burst }) => {
+                let tat = state.pacing_tat.unwrap_or(now).max(now);
+                let tolerance = interval.saturating_mul(burst.saturating_sub(1));
+                if tat.saturating_duration_since(now) > tolerance {
+                    return false;
+                }
+                // an interval too long to represent is as good as forever
+                let far = Duration::from_secs(86_400 * 365 * 30);
+                state.pacing_tat = Some(tat.checked_add(interval).unwrap_or(tat + far));
+                true
+            }
+            Some(Pacing::Window { requests, per }) => {
+                // a dispatch at `s` counts until `s + per` (excluded)
+                while let Some(&sent) = state.pacing_log.front() {
+                    match sent.checked_add(per) {
+                        Some(expires) if expires <= now => state.pacing_log.pop_front(),
+                        _ => break,
+                    };
+                }
+                if state.pacing_log.len() >= requests as usize {
+                    return false;
+                }
+                state.pacing_log.push_back(now);
+                true
+            }
         }
-        // an interval too long to represent is as good as forever
-        let far = Duration::from_secs(86_400 * 365 * 30);
-        state.pacing_tat = Some(tat.checked_add(interval).unwrap_or(tat + far));
-        true
     }
 
     /// When pacing next lets a dispatch through.
     fn pacing_ready_at(&self, state: &State, now: Instant) -> Instant {
-        match (self.config.pacing, state.pacing_tat) {
-            (Some((interval, burst)), Some(tat)) => {
+        let at = match self.config.pacing {
+            Some(Pacing::Smooth { interval, burst }) => state.pacing_tat.map(|tat| {
                 let tolerance = interval.saturating_mul(burst.saturating_sub(1));
-                tat.checked_sub(tolerance).unwrap_or(now).max(now)
+                tat.checked_sub(tolerance).unwrap_or(now)
+            }),
+            Some(Pacing::Window { per, .. }) => {
+                // the oldest dispatch of the window leaves it (a window too
+                // long to represent: in 30 years)
+                let far = Duration::from_secs(86_400 * 365 * 30);
+                state
+                    .pacing_log
+                    .front()
+                    .map(|&sent| sent.checked_add(per).unwrap_or(now + far))
             }
-            _ => now,
-        }
+            None => None,
+        };
+        at.unwrap_or(now).max(now)
     }
 
     /// Grant permits to waiters, best first, while capacity, the gate and
     /// pacing allow; arm a timer for when the gate or pacing will allow more.
-    fn dispatch(&self, state: &mut State, now: Instant) {
-        let mut reopened = false;
+    ///
+    /// With `spare`, the caller hands over a permit it holds (a release):
+    /// the first waiter granted takes it as it is, without the permit count
+    /// going down and up again; if nobody can take it, it is returned.
+    fn dispatch(&self, state: &mut State, now: &mut Now, mut spare: bool) {
+        // a gate whose time has passed is open, waiters or not
+        let reopened = match state.gate_until {
+            Some(until) if now.get() >= until => {
+                self.set_gate(state, None);
+                true
+            }
+            _ => false,
+        };
         while state.queued > 0 {
             if let Some(until) = state.gate_until {
-                if now < until {
-                    self.arm_timer(state, until);
-                    return;
-                }
-                state.gate_until = None;
-                reopened = true;
+                self.arm_timer(state, until);
+                break;
             }
-            if self.in_flight.load(Ordering::SeqCst) >= self.config.max_concurrency {
-                return;
+            // hold a permit for the next waiter: the spare one, or a free one
+            if !spare && !self.try_acquire() {
+                break;
             }
-            if !self.take_pacing(state, now) {
-                let at = self.pacing_ready_at(state, now);
+            spare = true;
+            if self.config.pacing.is_some() && !self.take_pacing(state, now.get()) {
+                let at = self.pacing_ready_at(state, now.get());
                 self.arm_timer(state, at);
-                return;
+                break;
             }
-            let Some(index) = self.best(state, now) else {
-                return;
+            let Some((index, newest)) = self.best(state, now) else {
+                break;
             };
-            if !self.try_acquire() {
-                return;
-            }
-            let Some(entry) = state.queues[index].pop_front() else {
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
-                return;
+            let queue = &mut state.queues[index];
+            let taken = if newest {
+                queue.pop_back()
+            } else {
+                queue.pop_front()
             };
+            let Some(entry) = taken else {
+                break;
+            };
+            spare = false;
             state.queued -= 1;
             entry.slot.after_gate.store(reopened, Ordering::Relaxed);
             if let Some(waker) = entry.slot.settle(GRANTED) {
                 state.wake.push(waker);
             }
         }
+        if spare {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
         self.update_slow(state, now);
     }
 
-    /// Leave the slow path once nothing needs it.
-    fn update_slow(&self, state: &State, now: Instant) {
-        let slow = state.queued > 0
-            || state.gate_until.is_some_and(|until| now < until)
-            || self.config.pacing.is_some();
-        self.slow.store(slow, Ordering::SeqCst);
+    /// Close the gate until `until`, or open it (`None`).
+    fn set_gate(&self, state: &mut State, until: Option<Instant>) {
+        state.gate_until = until;
+        self.gate_closed.store(until.is_some(), Ordering::SeqCst);
     }
 
-    /// The queue whose head goes next: highest priority after aging, then
-    /// the earliest arrival.
-    fn best(&self, state: &State, now: Instant) -> Option<usize> {
-        let mut best: Option<(u8, std::cmp::Reverse<u64>, usize)> = None;
-        for (index, queue) in state.queues.iter().enumerate() {
-            let Some(head) = queue.front() else { continue };
-            let mut level = head.priority.index() as u8;
-            if let Some(aging) = self.config.aging.filter(|a| !a.is_zero()) {
-                let waited = now.saturating_duration_since(head.enqueued_at);
-                let steps = (waited.as_nanos() / aging.as_nanos()).min(2) as u8;
-                level = (level + steps).min(2);
-            }
-            let key = (level, std::cmp::Reverse(head.seq), index);
-            if best.is_none_or(|b| (key.0, key.1) > (b.0, b.1)) {
-                best = Some(key);
-            }
+    /// Leave the slow path once nothing needs it.
+    fn update_slow(&self, state: &State, now: &mut Now) {
+        let slow = state.queued > 0
+            || self.config.pacing.is_some()
+            || state.gate_until.is_some_and(|until| now.get() < until);
+        // most calls change nothing: spare the shared cache line a write
+        if self.slow.load(Ordering::SeqCst) != slow {
+            self.slow.store(slow, Ordering::SeqCst);
         }
-        best.map(|(_, _, index)| index)
+    }
+
+    /// The queue whose turn it is, and whether its newest waiter goes
+    /// (adaptive LIFO) rather than its oldest.
+    ///
+    /// Between priorities: the highest level after aging (a queue ages with
+    /// its oldest waiter), then the earliest arrival. With one priority
+    /// waiting, no aging and first-come-first-served order (the usual case)
+    /// no clock is read.
+    fn best(&self, state: &State, now: &mut Now) -> Option<(usize, bool)> {
+        let mut heads = state
+            .queues
+            .iter()
+            .enumerate()
+            .filter_map(|(index, queue)| queue.front().map(|head| (index, head)));
+        let (first, head) = heads.next()?;
+        let (index, head) = match heads.next() {
+            None => (first, head),
+            Some(next) => {
+                let aging = self.config.aging;
+                let mut level = |head: &Entry| {
+                    let mut level = head.priority.index() as u8;
+                    if let (Some(aging), Some(at)) = (aging, head.enqueued_at) {
+                        let waited = now.get().saturating_duration_since(at);
+                        if waited >= aging.saturating_mul(2) {
+                            level += 2;
+                        } else if waited >= aging {
+                            level += 1;
+                        }
+                    }
+                    level.min(2)
+                };
+                let key = |level: u8, head: &Entry| (level, std::cmp::Reverse(head.seq));
+                let mut best = (key(level(head), head), first, head);
+                for (index, head) in std::iter::once(next).chain(heads) {
+                    let candidate = key(level(head), head);
+                    if candidate > best.0 {
+                        best = (candidate, index, head);
+                    }
+                }
+                (best.1, best.2)
+            }
+        };
+        // a standing queue serves its newest waiter first
+        let newest = match (self.config.lifo_after, head.enqueued_at) {
+            (Some(after), Some(at)) => now.get().saturating_duration_since(at) >= after,
+            _ => false,
+        };
+        Some((index, newest))
     }
 
     /// Make sure a dispatch runs at `at`, even if no request completes.
@@ -414,26 +567,34 @@ impl Limiter {
                 if state.timer_at == Some(at) {
                     state.timer_at = None;
                 }
-                limiter.dispatch(&mut state, Instant::now());
+                limiter.dispatch(&mut state, &mut Now::default(), false);
                 limiter.unlock(state);
             }
         });
     }
 
     fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if !self.slow.load(Ordering::SeqCst) {
+        if self.slow.load(Ordering::SeqCst) {
+            // hand the permit straight to the best waiter, if it may go
+            let mut state = self.lock();
+            self.dispatch(&mut state, &mut Now::default(), true);
+            self.unlock(state);
             return;
         }
-        let now = Instant::now();
-        let mut state = self.lock();
-        self.dispatch(&mut state, now);
-        self.unlock(state);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        // A request may have queued meanwhile, having seen every permit
+        // taken: it must not wait for the next release.
+        if self.slow.load(Ordering::SeqCst) {
+            let mut state = self.lock();
+            self.dispatch(&mut state, &mut Now::default(), false);
+            self.unlock(state);
+        }
     }
 
-    /// When the rate gate reopens, if it is closed now.
+    /// When the rate gate reopens, if it is closed now. Lock-free while the
+    /// gate is open.
     pub(crate) fn gate_closed_until(&self) -> Option<Instant> {
-        if !self.slow.load(Ordering::Acquire) {
+        if !self.gate_closed.load(Ordering::SeqCst) {
             return None;
         }
         let until = self.lock().gate_until?;
@@ -477,7 +638,7 @@ impl Limiter {
         if state.gate_until.is_some_and(|current| current >= until) {
             return false;
         }
-        state.gate_until = Some(until);
+        self.set_gate(&mut state, Some(until));
         self.slow.store(true, Ordering::SeqCst);
         if self.config.on_event.is_some() {
             state.events.push(match source {
@@ -494,7 +655,7 @@ impl Limiter {
     /// A queued request gave up (dropped, timed out): leave the queue, or
     /// hand back a permit granted in the meantime.
     fn leave(&self, ticket: &Ticket) {
-        let now = Instant::now();
+        let mut now = Now::default();
         let mut state = self.lock();
         match ticket.slot.state.load(Ordering::Acquire) {
             WAITING => {
@@ -503,12 +664,10 @@ impl Limiter {
                     queue.remove(position);
                     state.queued -= 1;
                 }
-                self.update_slow(&state, now);
+                self.update_slow(&state, &mut now);
             }
-            GRANTED => {
-                self.in_flight.fetch_sub(1, Ordering::SeqCst);
-                self.dispatch(&mut state, now);
-            }
+            // the permit it never used goes to the next waiter
+            GRANTED => self.dispatch(&mut state, &mut now, true),
             _ => {}
         }
         self.unlock(state);
@@ -560,7 +719,7 @@ pub(crate) struct Ticket {
     slot: Arc<Slot>,
     seq: u64,
     priority: Priority,
-    enqueued_at: Instant,
+    enqueued_at: Option<Instant>,
     used: bool,
 }
 
@@ -575,7 +734,10 @@ impl Ticket {
     /// Check the ticket, registering `waker` to hear of a change.
     pub(crate) fn poll_state(&mut self, waker: &Waker) -> TicketState {
         if self.slot.state.load(Ordering::Acquire) == WAITING {
-            *self.slot.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker.clone());
+            let mut registered = self.slot.waker.lock().unwrap_or_else(|e| e.into_inner());
+            if !registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                *registered = Some(waker.clone());
+            }
         }
         match self.slot.state.load(Ordering::Acquire) {
             GRANTED => {
@@ -602,7 +764,8 @@ impl Ticket {
         self.limiter
             .config
             .max_queue_wait
-            .and_then(|wait| self.enqueued_at.checked_add(wait))
+            .zip(self.enqueued_at)
+            .and_then(|(wait, at)| at.checked_add(wait))
     }
 
     /// Leave the queue after waiting too long; a permit granted meanwhile
@@ -618,7 +781,7 @@ impl Ticket {
             }
             self.slot.state.store(EVICTED, Ordering::Release);
             self.used = true;
-            limiter.update_slow(&state, Instant::now());
+            limiter.update_slow(&state, &mut Now::default());
             limiter.shed(&mut state, self.priority, OverloadReason::QueueTimeout);
             limiter.unlock(state);
             return TicketState::Shed(Overloaded::new(OverloadReason::QueueTimeout));
@@ -675,10 +838,10 @@ impl PriorityLimitHandle {
 
     /// Reopen the rate gate now and dispatch waiters.
     pub fn open_gate(&self) {
-        let now = Instant::now();
         let mut state = self.limiter.lock();
-        state.gate_until = None;
-        self.limiter.dispatch(&mut state, now);
+        self.limiter.set_gate(&mut state, None);
+        self.limiter
+            .dispatch(&mut state, &mut Now::default(), false);
         self.limiter.unlock(state);
     }
 }
@@ -688,5 +851,197 @@ impl fmt::Debug for PriorityLimitHandle {
         f.debug_struct("PriorityLimitHandle")
             .field("status", &self.status())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(max: usize) -> Arc<Limiter> {
+        Limiter::new(Config::new(max))
+    }
+
+    /// Let the limiter's timer task run.
+    async fn settle() {
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn permit(admission: Admission) -> Permit {
+        match admission {
+            Admission::Permit(permit) => permit,
+            _ => panic!("expected a permit"),
+        }
+    }
+
+    fn ticket(admission: Admission) -> Ticket {
+        match admission {
+            Admission::Queued(ticket) => ticket,
+            _ => panic!("expected a place in the queue"),
+        }
+    }
+
+    fn granted(ticket: &mut Ticket) -> Option<Permit> {
+        match ticket.poll_state(Waker::noop()) {
+            TicketState::Granted(permit) => Some(permit),
+            TicketState::Waiting => None,
+            TicketState::Shed(overloaded) => panic!("shed: {overloaded}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_hands_its_permit_to_the_next_waiter() {
+        let limiter = limiter(1);
+        let first = permit(limiter.admit(Priority::Normal));
+        let mut second = ticket(limiter.admit(Priority::Normal));
+        assert!(granted(&mut second).is_none());
+        drop(first);
+        // the permit changed hands: still one in flight, nobody queued
+        assert_eq!(limiter.in_flight.load(Ordering::SeqCst), 1);
+        let second = granted(&mut second).expect("granted on release");
+        assert_eq!(limiter.snapshot().queued, [0, 0, 0]);
+        assert!(!limiter.slow.load(Ordering::SeqCst));
+        drop(second);
+        // nobody left: the permit goes back and the fast path reopens
+        assert_eq!(limiter.in_flight.load(Ordering::SeqCst), 0);
+        assert!(!limiter.slow.load(Ordering::SeqCst));
+        drop(permit(limiter.admit(Priority::Low)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_released_permit_nobody_may_take_goes_back() {
+        let limiter = limiter(1);
+        let first = permit(limiter.admit(Priority::Normal));
+        let mut waiter = ticket(limiter.admit(Priority::High));
+        assert!(limiter.close_gate(Duration::from_secs(2), HintSource::RetryAfter));
+        drop(first);
+        // the gate is closed: the permit is free again, the waiter waits
+        assert_eq!(limiter.in_flight.load(Ordering::SeqCst), 0);
+        assert!(granted(&mut waiter).is_none());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        settle().await;
+        let permit = granted(&mut waiter).expect("granted when the gate reopened");
+        assert!(waiter.after_gate());
+        assert_eq!(limiter.in_flight.load(Ordering::SeqCst), 1);
+        drop(permit);
+        assert_eq!(limiter.in_flight.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_granted_permit_never_used_goes_to_the_next_waiter() {
+        let limiter = limiter(1);
+        let first = permit(limiter.admit(Priority::Normal));
+        let second = ticket(limiter.admit(Priority::Normal));
+        let mut third = ticket(limiter.admit(Priority::Normal));
+        drop(first);
+        // granted, then dropped before its task ran
+        assert_eq!(second.slot.state.load(Ordering::Acquire), GRANTED);
+        drop(second);
+        assert_eq!(limiter.in_flight.load(Ordering::SeqCst), 1);
+        assert!(granted(&mut third).is_some());
+        assert_eq!(limiter.in_flight.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gate_flag_follows_the_gate() {
+        let limiter = limiter(4);
+        assert_eq!(limiter.gate_closed_until(), None);
+        assert!(limiter.close_gate(Duration::from_secs(3), HintSource::RetryAfter));
+        let until = Instant::now() + Duration::from_secs(3);
+        assert_eq!(limiter.gate_closed_until(), Some(until));
+        assert!(limiter.gate_closed.load(Ordering::SeqCst));
+        PriorityLimitHandle {
+            limiter: limiter.clone(),
+        }
+        .open_gate();
+        assert!(!limiter.gate_closed.load(Ordering::SeqCst));
+        assert_eq!(limiter.gate_closed_until(), None);
+        // reopened by its timer
+        assert!(limiter.close_gate(Duration::from_secs(1), HintSource::RetryAfter));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        settle().await;
+        assert_eq!(limiter.gate_closed_until(), None);
+        assert!(!limiter.gate_closed.load(Ordering::SeqCst));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn aging_promotes_at_exact_multiples_of_the_step() {
+        let mut config = Config::new(1);
+        config.aging = Some(Duration::from_secs(10));
+        let limiter = Limiter::new(config);
+        let busy = permit(limiter.admit(Priority::High));
+        let mut low = ticket(limiter.admit(Priority::Low));
+        tokio::time::advance(Duration::from_secs(20) - Duration::from_nanos(1)).await;
+        let mut high = ticket(limiter.admit(Priority::High));
+        let mut normal = ticket(limiter.admit(Priority::Normal));
+        let best = || limiter.best(&limiter.lock(), &mut Now::default());
+        // low has waited one step: level normal, behind high
+        assert_eq!(best(), Some((Priority::High.index(), false)));
+        tokio::time::advance(Duration::from_nanos(1)).await;
+        // two steps: level high, and it came first
+        assert_eq!(best(), Some((Priority::Low.index(), false)));
+        drop(busy);
+        let permit = granted(&mut low).expect("the aged request goes first");
+        assert!(granted(&mut high).is_none() && granted(&mut normal).is_none());
+        drop(permit);
+        drop(granted(&mut high).expect("then high"));
+        assert!(granted(&mut normal).is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn window_pacing_counts_the_last_period_exactly() {
+        let mut config = Config::new(8);
+        config.pacing = Some(Pacing::Window {
+            requests: 2,
+            per: Duration::from_secs(1),
+        });
+        let limiter = Limiter::new(config);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut state = limiter.lock();
+        assert!(limiter.take_pacing(&mut state, at(0)));
+        assert!(limiter.take_pacing(&mut state, at(300)));
+        assert!(!limiter.take_pacing(&mut state, at(999)));
+        // the first dispatch leaves the window exactly 1 s after it
+        assert_eq!(limiter.pacing_ready_at(&state, at(999)), at(1000));
+        assert!(limiter.take_pacing(&mut state, at(1000)));
+        assert!(!limiter.take_pacing(&mut state, at(1299)));
+        assert_eq!(limiter.pacing_ready_at(&state, at(1299)), at(1300));
+        assert!(limiter.take_pacing(&mut state, at(1300)));
+        assert_eq!(state.pacing_log.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn window_pacing_survives_an_unrepresentable_window() {
+        let mut config = Config::new(8);
+        config.pacing = Some(Pacing::Window {
+            requests: 1,
+            per: Duration::MAX,
+        });
+        let limiter = Limiter::new(config);
+        let now = Instant::now();
+        let mut state = limiter.lock();
+        assert!(limiter.take_pacing(&mut state, now));
+        assert!(!limiter.take_pacing(&mut state, now + Duration::from_secs(86_400)));
+        assert!(limiter.pacing_ready_at(&state, now) > now + Duration::from_secs(86_400 * 365));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_queue_serves_its_newest_once_its_oldest_has_waited_the_threshold() {
+        let mut config = Config::new(1);
+        config.lifo_after = Some(Duration::from_secs(1));
+        config.aging = None;
+        let limiter = Limiter::new(config);
+        let _busy = permit(limiter.admit(Priority::Normal));
+        let _first = ticket(limiter.admit(Priority::Normal));
+        let _second = ticket(limiter.admit(Priority::Normal));
+        let best = || limiter.best(&limiter.lock(), &mut Now::default());
+        assert_eq!(best(), Some((Priority::Normal.index(), false)));
+        tokio::time::advance(Duration::from_secs(1) - Duration::from_nanos(1)).await;
+        assert_eq!(best(), Some((Priority::Normal.index(), false)));
+        tokio::time::advance(Duration::from_nanos(1)).await;
+        assert_eq!(best(), Some((Priority::Normal.index(), true)));
     }
 }

@@ -36,6 +36,11 @@
 //! - At most N requests are in flight across all clones. Waiters are served
 //!   by priority, first come first served within a priority; with aging, a
 //!   request is promoted one level per step waited, so `Low` never starves.
+//!   With [`adaptive_lifo`](PriorityLimitLayer::adaptive_lifo), a priority
+//!   whose queue has stood for a while (its oldest waiter waited that long)
+//!   serves its newest waiter first, so that under sustained overload most
+//!   callers wait briefly instead of every caller waiting for the whole
+//!   backlog.
 //! - The queue is bounded. When it is full, a new request evicts the newest
 //!   waiter of a lower priority (which fails with
 //!   [`Overloaded`](crate::error::Overloaded), reason `Evicted`); if there is
@@ -47,12 +52,15 @@
 //!   when it reopens waiters go in priority order.
 //!   A hint longer than [`max_gate`](PriorityLimitLayer::max_gate) (180 s by
 //!   default: a daily cap, not pacing) does not close the gate.
-//! - Pacing (optional) spaces dispatches evenly to stay under a known vendor
-//!   limit. A [`Pacer`] shares one rate between limiters (or, with the
-//!   `redis` feature, a fleet of processes), and a
+//! - Pacing (optional) keeps dispatches under a known vendor limit: evenly
+//!   spaced ([`pacing`](PriorityLimitLayer::pacing)), or as a sliding window
+//!   ([`pacing_window`](PriorityLimitLayer::pacing_window): at most N in any
+//!   period, a whole allowance at once, never over a fixed window of the
+//!   vendor's whatever its alignment). A [`Pacer`] shares one rate between
+//!   limiters (or, with the `redis` feature, a fleet of processes), and a
 //!   [`PauseShare`](crate::share::PauseShare) spreads gate closures between
 //!   them.
-//! - First come, first served holds among waiters. A request arriving at the
+//! - The queue order holds among waiters. A request arriving at the
 //!   very instant a permit frees up, before it saw the queue, may take that
 //!   permit ahead of a waiter (who then gets the next one): the price of a
 //!   lock-free fast path.

@@ -110,8 +110,16 @@ pub enum Strategy {
     TowerRetry,
     /// tower-cx: `RetryLayer` (defaults, seeded jitter), circuit breaker,
     /// `PriorityLimitLayer` (16 in flight, shared rate gate) pacing at the
-    /// vendor's announced limit.
+    /// vendor's announced limit with a sliding window
+    /// (`pacing_window(C, 1 s)`: never over C in any second, bursts allowed),
+    /// serving the newest waiter first once the queue has stood for 500 ms
+    /// (`adaptive_lifo`).
     TowerCx,
+    /// tower-cx with the sliding-window pacing, first come first served.
+    TowerCxWindowFifo,
+    /// tower-cx pacing evenly (`pacing(C, 1 s)`: one request every 1/C s),
+    /// first come first served.
+    TowerCxEvenFifo,
     /// tower-cx without pacing: what the shared gate and the retry layer do
     /// alone when the limit is not known in advance.
     TowerCxNoPacing,
@@ -119,10 +127,12 @@ pub enum Strategy {
 
 impl Strategy {
     /// All strategies, in report order.
-    pub const ALL: [Strategy; 4] = [
+    pub const ALL: [Strategy; 6] = [
         Strategy::Naive,
         Strategy::TowerRetry,
         Strategy::TowerCx,
+        Strategy::TowerCxWindowFifo,
+        Strategy::TowerCxEvenFifo,
         Strategy::TowerCxNoPacing,
     ];
 
@@ -131,7 +141,11 @@ impl Strategy {
         match self {
             Strategy::Naive => "naive retry loop",
             Strategy::TowerRetry => "tower::retry + ExponentialBackoff + TpsBudget",
-            Strategy::TowerCx => "tower-cx (retry + gate + budget + pacing)",
+            Strategy::TowerCx => {
+                "tower-cx (retry + gate + budget + window pacing + adaptive LIFO 500 ms)"
+            }
+            Strategy::TowerCxWindowFifo => "tower-cx, window pacing, first come first served",
+            Strategy::TowerCxEvenFifo => "tower-cx, even pacing, first come first served",
             Strategy::TowerCxNoPacing => "tower-cx without pacing (retry + gate + budget)",
         }
     }
@@ -405,11 +419,26 @@ fn tower_retry_client(api: SimApi) -> Client {
     })
 }
 
-fn tower_cx_client(api: SimApi, scenario: &Scenario, pacing: bool) -> Client {
-    let mut limiter = PriorityLimitLayer::new(16).max_queue(1_000_000);
-    if pacing {
-        limiter = limiter.pacing(scenario.capacity, Duration::from_secs(1));
-    }
+/// How the tower-cx limiter paces and orders its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    WindowLifo,
+    WindowFifo,
+    EvenFifo,
+    NoPacing,
+}
+
+fn tower_cx_client(api: SimApi, scenario: &Scenario, setup: Setup) -> Client {
+    let limiter = PriorityLimitLayer::new(16).max_queue(1_000_000);
+    let second = Duration::from_secs(1);
+    let limiter = match setup {
+        Setup::WindowLifo => limiter
+            .pacing_window(scenario.capacity, second)
+            .adaptive_lifo(Duration::from_millis(500)),
+        Setup::WindowFifo => limiter.pacing_window(scenario.capacity, second),
+        Setup::EvenFifo => limiter.pacing(scenario.capacity, second),
+        Setup::NoPacing => limiter,
+    };
     let service = ServiceBuilder::new()
         .layer(
             RetryLayer::new()
@@ -443,8 +472,10 @@ pub async fn run(scenario: &Scenario, strategy: Strategy) -> Report {
     let client = match strategy {
         Strategy::Naive => naive_client(api.clone()),
         Strategy::TowerRetry => tower_retry_client(api.clone()),
-        Strategy::TowerCx => tower_cx_client(api.clone(), scenario, true),
-        Strategy::TowerCxNoPacing => tower_cx_client(api.clone(), scenario, false),
+        Strategy::TowerCx => tower_cx_client(api.clone(), scenario, Setup::WindowLifo),
+        Strategy::TowerCxWindowFifo => tower_cx_client(api.clone(), scenario, Setup::WindowFifo),
+        Strategy::TowerCxEvenFifo => tower_cx_client(api.clone(), scenario, Setup::EvenFifo),
+        Strategy::TowerCxNoPacing => tower_cx_client(api.clone(), scenario, Setup::NoPacing),
     };
 
     let mut tasks = Vec::new();
