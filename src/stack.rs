@@ -32,7 +32,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::timeout::TimeoutLayer;
-use tower::util::BoxCloneSyncService;
+use tower::util::{BoxCloneSyncService, Either};
 use tower::{Layer, ServiceBuilder};
 
 use crate::audit::{AuditLayer, AuditStats, NoopSink};
@@ -199,14 +199,15 @@ impl Stack {
         let lower = ServiceBuilder::new()
             .layer(TimeoutLayer::new(self.timeout))
             .service(client);
-        let lower: CxService = match self.bearer {
+        // `Either`, not a box: no allocation per call or per clone
+        let lower = match self.bearer {
             // the retry layer keeps a copy of each request anyway and
             // replays a rejected token from it: one copy, not two
             Some(bearer) if self.retry.replays_rejected_token() => {
-                BoxCloneSyncService::new(bearer.replay_on_401(false).layer(lower))
+                Either::Left(bearer.replay_on_401(false).layer(lower))
             }
-            Some(bearer) => BoxCloneSyncService::new(bearer.layer(lower)),
-            None => BoxCloneSyncService::new(lower),
+            Some(bearer) => Either::Left(bearer.layer(lower)),
+            None => Either::Right(lower),
         };
         let stack = ServiceBuilder::new()
             .layer(self.audit)
