@@ -289,7 +289,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
         self,
         layer: PriorityLimitLayer,
     ) -> ServiceBuilder<tower::layer::util::Stack<PriorityLimitLayer, L>>;
-    /// Add a [`BearerLayer`] over `tokens`.
+    /// Add a [`BearerLayer`] over `tokens`, with its own 401 replay (under
+    /// a [`retry`](Self::retry) layer, add
+    /// `BearerLayer::new(tokens).replay_on_401(false)` instead: the retry
+    /// layer replays from the copy it keeps, one copy per request).
     fn bearer(
         self,
         tokens: TokenCache,

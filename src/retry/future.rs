@@ -28,10 +28,9 @@ pin_project! {
         // the service for the next attempt, cloned from the spare only when
         // a retry is due
         service: Option<S>,
-        spare: Spare<S>,
+        shared: Arc<Shared<S>>,
         template: Option<Request<B>>,
         attempts: Attempts,
-        config: Arc<Config>,
     }
 }
 
@@ -54,18 +53,16 @@ where
 {
     pub(crate) fn new(
         future: S::Future,
-        spare: Spare<S>,
+        shared: Arc<Shared<S>>,
         template: Option<Request<B>>,
         attempts: Attempts,
-        config: Arc<Config>,
     ) -> Self {
         Self {
             state: State::Called { future },
             service: None,
-            spare,
+            shared,
             template,
             attempts,
-            config,
         }
     }
 }
@@ -84,7 +81,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Called { future } => {
                     let result = ready!(future.poll(cx)).map_err(Into::into);
-                    let config = this.config.as_ref();
+                    let config = &this.shared.config;
                     let template = this.template.as_ref();
                     let keyed =
                         || template.is_some_and(|t| t.headers().contains_key(IDEMPOTENCY_KEY));
@@ -127,7 +124,8 @@ where
                     match decision {
                         Decision::Return => return Poll::Ready(result),
                         Decision::Retry(delay) if delay.is_zero() => {
-                            let deadline = sleep_until(this.attempts.deadline_at(this.config));
+                            let deadline =
+                                sleep_until(this.attempts.deadline_at(&this.shared.config));
                             this.state.set(State::Ready { deadline });
                         }
                         Decision::Retry(delay) => {
@@ -139,19 +137,21 @@ where
                 }
                 StateProj::Backoff { sleep } => {
                     ready!(sleep.poll(cx));
-                    let deadline = sleep_until(this.attempts.deadline_at(this.config));
+                    let deadline = sleep_until(this.attempts.deadline_at(&this.shared.config));
                     this.state.set(State::Ready { deadline });
                 }
                 StateProj::Ready { deadline } => {
                     // A service that is slow to become ready (a breaker, a
                     // full limiter) must not push an attempt past the deadline.
-                    let service = this.service.get_or_insert_with(|| this.spare.take());
+                    let service = this.service.get_or_insert_with(|| this.shared.spare());
                     let ready = service.poll_ready(cx);
                     if deadline.poll(cx).is_ready()
                         || (ready.is_ready()
-                            && Instant::now() >= this.attempts.deadline_at(this.config))
+                            && Instant::now() >= this.attempts.deadline_at(&this.shared.config))
                     {
-                        return Poll::Ready(Err(this.attempts.deadline_passed(this.config)));
+                        return Poll::Ready(Err(this
+                            .attempts
+                            .deadline_passed(&this.shared.config)));
                     }
                     ready!(ready).map_err(Into::into)?;
                     let request = this
@@ -173,39 +173,34 @@ where
     }
 }
 
-/// A clone of the inner service made when the layer first needed one,
-/// shared by every clone of the [`Retry`](super::Retry) service and every
-/// response future: a request that succeeds at once takes nothing from it
-/// (one reference count), a retry takes a clone of it.
-pub(crate) struct Spare<S> {
-    service: Arc<OnceLock<Mutex<S>>>,
+/// What every clone of one [`Retry`](super::Retry) service and each of its
+/// response futures share, behind one reference count: the layer's
+/// settings, and a clone of the inner service made at the first call. A
+/// request that succeeds at once takes nothing from it; a retry takes a
+/// clone of the kept service.
+pub(crate) struct Shared<S> {
+    pub(crate) config: Config,
+    spare: OnceLock<Mutex<S>>,
 }
 
-impl<S> Clone for Spare<S> {
-    fn clone(&self) -> Self {
+impl<S> Shared<S> {
+    pub(crate) fn new(config: Config) -> Self {
         Self {
-            service: self.service.clone(),
+            config,
+            spare: OnceLock::new(),
         }
     }
 }
 
-impl<S> Spare<S> {
-    pub(crate) fn new() -> Self {
-        Self {
-            service: Arc::new(OnceLock::new()),
-        }
-    }
-}
-
-impl<S: Clone> Spare<S> {
+impl<S: Clone> Shared<S> {
     /// Keep a clone of `service` for later retries, if none is kept yet.
-    pub(crate) fn fill(&self, service: &S) {
-        self.service.get_or_init(|| Mutex::new(service.clone()));
+    pub(crate) fn keep(&self, service: &S) {
+        self.spare.get_or_init(|| Mutex::new(service.clone()));
     }
 
-    /// A clone of the kept service (filled before any future exists).
-    fn take(&self) -> S {
-        let kept = self.service.get().expect("filled at the first call");
+    /// A clone of the kept service (kept before any future exists).
+    fn spare(&self) -> S {
+        let kept = self.spare.get().expect("kept at the first call");
         kept.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

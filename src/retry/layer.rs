@@ -136,7 +136,7 @@ impl<S> Layer<S> for RetryLayer {
     type Service = Retry<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry::from_config(inner, Arc::new(self.config.clone()))
+        Retry::from_config(inner, self.config.clone())
     }
 }
 

@@ -6,7 +6,7 @@ use http::{Method, Request, Response};
 use tokio::time::Instant;
 use tower::Service;
 
-use super::future::{ResponseFuture, Spare};
+use super::future::{ResponseFuture, Shared};
 use super::policy::{is_idempotent, new_idempotency_key, Attempts, Config, IDEMPOTENCY_KEY};
 use super::{RetryLayer, RetryOverride};
 use crate::audit::AuditRecord;
@@ -19,14 +19,13 @@ use crate::error::BoxError;
 #[derive(Clone)]
 pub struct Retry<S> {
     inner: S,
-    spare: Spare<S>,
-    config: Arc<Config>,
+    shared: Arc<Shared<S>>,
 }
 
 impl<S> Retry<S> {
     /// Wrap `inner` with the default retry policy.
     pub fn new(inner: S) -> Self {
-        Self::from_config(inner, Arc::new(Config::default()))
+        Self::from_config(inner, Config::default())
     }
 
     /// A [`RetryLayer`] with the default policy, to configure.
@@ -34,11 +33,10 @@ impl<S> Retry<S> {
         RetryLayer::new()
     }
 
-    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
+    pub(crate) fn from_config(inner: S, config: Config) -> Self {
         Self {
             inner,
-            spare: Spare::new(),
-            config,
+            shared: Arc::new(Shared::new(config)),
         }
     }
 
@@ -81,7 +79,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let config = &self.config;
+        let config = &self.shared.config;
         let audit = request.extensions().get::<AuditRecord>().cloned();
         // an audit layer just above read the clock a moment ago
         let now = audit
@@ -124,9 +122,8 @@ where
         // Call the service that was driven to readiness; a retry takes a
         // clone of the spare, so a request that succeeds at once clones no
         // service
-        self.spare.fill(&self.inner);
+        self.shared.keep(&self.inner);
         let future = self.inner.call(request);
-        let spare = self.spare.clone();
-        ResponseFuture::new(future, spare, template, attempts, self.config.clone())
+        ResponseFuture::new(future, self.shared.clone(), template, attempts)
     }
 }
