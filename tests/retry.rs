@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 use tower_cx::backoff::{Backoff, Jitter, SharedRng};
 use tower_cx::body::Body;
-use tower_cx::classify::{Class, FailureKind};
+use tower_cx::classify::{Class, Classify, DefaultClassifier, FailureKind};
 use tower_cx::error::{BoxError, RequestNotSent};
 use tower_cx::retry::{
     DelaySource, GiveUpReason, RetryBudget, RetryEvent, RetryEventKind, RetryLayer, RetryOverride,
@@ -310,6 +310,67 @@ async fn fatal_statuses_are_not_retried() {
         assert_eq!(upstream.arrivals().len(), 1, "{code}");
         assert_eq!(gave_up(&events), [GiveUpReason::Fatal], "{code}");
     }
+}
+
+/// A classifier for an API that answers "accepted, try again" with a 202.
+struct AcceptedIsRetryable;
+
+impl Classify for AcceptedIsRetryable {
+    fn classify_response(&self, status: StatusCode, headers: &HeaderMap) -> Class {
+        if status == StatusCode::ACCEPTED {
+            Class::Retryable(FailureKind::Status(status))
+        } else {
+            DefaultClassifier.classify_response(status, headers)
+        }
+    }
+
+    fn classify_error(&self, error: &(dyn std::error::Error + 'static)) -> Class {
+        DefaultClassifier.classify_error(error)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_custom_classifier_decides_on_successful_statuses_too() {
+    // the default table's shortcut for statuses under 400 must not skip a
+    // classifier of the user's, with or without anybody listening
+    for listening in [false, true] {
+        let events = Events::default();
+        let upstream = Upstream::new(vec![status(202), status(202), ok()]);
+        let retry = if listening {
+            layer(&events)
+        } else {
+            RetryLayer::new()
+                .backoff(Backoff::exponential(ms(500)).jitter(Jitter::None))
+                .budget(RetryBudget::unlimited())
+        };
+        let service = retry
+            .classifier(AcceptedIsRetryable)
+            .layer(upstream.clone());
+        let response = send(service, get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "listening: {listening}");
+        assert_eq!(upstream.arrivals(), [0, 500, 1500].map(ms));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_default_table_a_success_is_returned_at_once_and_reported() {
+    let events = Events::default();
+    let upstream = Upstream::new(vec![status(204)]);
+    let service = layer(&events).layer(upstream.clone());
+    let response = send(service, get()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(upstream.arrivals(), [ms(0)]);
+    // a listener still hears of the attempt
+    let finished: Vec<_> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e.kind {
+            RetryEventKind::AttemptFinished { status, class } => Some((status, class)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, [(Some(StatusCode::NO_CONTENT), Class::Success)]);
 }
 
 // ---------------------------------------------------------------- server hints

@@ -82,6 +82,16 @@ where
                 StateProj::Called { future } => {
                     let result = ready!(future.poll(cx)).map_err(Into::into);
                     let config = &this.shared.config;
+                    // the happy path: a success by the default table (any
+                    // status under 400), nobody to tell
+                    if let Ok(response) = &result {
+                        if config.default_classifier
+                            && response.status().as_u16() < 400
+                            && !this.attempts.listened(config)
+                        {
+                            return Poll::Ready(result);
+                        }
+                    }
                     let template = this.template.as_ref();
                     let keyed =
                         || template.is_some_and(|t| t.headers().contains_key(IDEMPOTENCY_KEY));

@@ -80,6 +80,7 @@ impl RetryLayer {
     /// How responses and errors are classified.
     pub fn classifier(mut self, classifier: impl Classify) -> Self {
         self.config.classifier = Arc::new(classifier);
+        self.config.default_classifier = false;
         self
     }
 

@@ -30,6 +30,9 @@ pub(crate) struct Config {
     pub(crate) hint_jitter_max: Duration,
     pub(crate) budget: RetryBudget,
     pub(crate) classifier: Arc<dyn Classify>,
+    /// `classifier` is the [`DefaultClassifier`]: a status under 400 is a
+    /// success without asking it.
+    pub(crate) default_classifier: bool,
     pub(crate) rng: SharedRng,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) auto_idempotency_key: bool,
@@ -48,6 +51,7 @@ impl Default for Config {
             hint_jitter_max: Duration::from_secs(1),
             budget: RetryBudget::default(),
             classifier: Arc::new(DefaultClassifier),
+            default_classifier: true,
             rng: SharedRng::from_os(),
             clock: Arc::new(SystemClock),
             auto_idempotency_key: false,
@@ -275,6 +279,13 @@ impl Attempts {
         }
     }
 
+    /// Whether anybody hears of an attempt's outcome: the layer's event
+    /// handler, or an audit sink that records events (the audit's stats do
+    /// not count finished attempts).
+    pub(crate) fn listened(&self, config: &Config) -> bool {
+        config.on_event.is_some() || self.audit.as_ref().is_some_and(AuditRecord::enabled)
+    }
+
     /// How long the attempt that just ended took, if a sink wants events
     /// (only they carry it; the stats do not, so no clock is read for them).
     fn attempt_latency(&self) -> Option<Duration> {
@@ -325,12 +336,8 @@ impl Attempts {
         error_hint: Option<ServerHint>,
         keyed: impl Fn() -> bool,
     ) -> Decision {
-        // the happy path with nobody listening (the audit's stats do not
-        // count finished attempts): nothing to report
-        if class == Class::Success
-            && config.on_event.is_none()
-            && !self.audit.as_ref().is_some_and(AuditRecord::enabled)
-        {
+        // the happy path with nobody listening: nothing to report
+        if class == Class::Success && !self.listened(config) {
             return Decision::Return;
         }
         let attempt = self.attempt;
