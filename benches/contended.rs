@@ -65,12 +65,17 @@ where
     });
 }
 
-fn contended(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// A runtime with two worker threads and the time driver.
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_time()
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+fn contended(c: &mut Criterion) {
+    let runtime = two_workers();
     let _guard = runtime.enter();
     let mut group = c.benchmark_group("limiter contended (1000 tasks, limit 16)");
     group.throughput(criterion::Throughput::Elements(1000));
@@ -118,11 +123,7 @@ criterion_group!(benches, contended);
 /// `rounds` rounds of 40 runs of each limiter, alternating which goes first;
 /// prints the ratio of tower-cx's throughput to tower's over the rounds.
 fn ratio_rounds(rounds: usize) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = two_workers();
     let _guard = runtime.enter();
     let tower_limit = tower::limit::ConcurrencyLimit::new(yielding_upstream(), 16);
     let ours = PriorityLimitLayer::new(16)

@@ -650,56 +650,40 @@ async fn window_pacing_sends_a_whole_allowance_at_once_and_never_more_in_any_win
     }
 }
 
+/// One request in flight for `holding_ms` through a limit of 1 with
+/// adaptive LIFO after `lifo_after`, then `a`, `b`, `c`, `d` queued behind it
+/// (1 s each); everything run to the end.
+async fn holder_then_four(lifo_after: Duration, holding_ms: u64) -> Upstream {
+    let upstream = Upstream::new();
+    let service = PriorityLimitLayer::new(1)
+        .adaptive_lifo(lifo_after)
+        .layer(upstream.clone());
+    let mut tasks = vec![spawn(&service, req("holder", Normal, holding_ms))];
+    settle().await;
+    for id in ["a", "b", "c", "d"] {
+        tasks.push(spawn(&service, req(id, Normal, 1000)));
+        settle().await;
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    upstream
+}
+
 #[tokio::test(start_paused = true)]
 async fn adaptive_lifo_serves_the_newest_waiter_once_the_queue_has_stood() {
     // the queue stands for 3 s behind the holder: newest first
-    let upstream = Upstream::new();
-    let service = PriorityLimitLayer::new(1)
-        .adaptive_lifo(secs(1))
-        .layer(upstream.clone());
-    let mut tasks = vec![spawn(&service, req("holder", Normal, 3000))];
-    settle().await;
-    for id in ["a", "b", "c", "d"] {
-        tasks.push(spawn(&service, req(id, Normal, 1000)));
-        settle().await;
-    }
-    for task in tasks {
-        task.await.unwrap().unwrap();
-    }
+    let upstream = holder_then_four(secs(1), 3000).await;
     assert_eq!(upstream.order(), ["holder", "d", "c", "b", "a"]);
 
     // a threshold longer than any wait: first come, first served
-    let upstream = Upstream::new();
-    let service = PriorityLimitLayer::new(1)
-        .adaptive_lifo(secs(10))
-        .layer(upstream.clone());
-    let mut tasks = vec![spawn(&service, req("holder", Normal, 3000))];
-    settle().await;
-    for id in ["a", "b", "c", "d"] {
-        tasks.push(spawn(&service, req(id, Normal, 1000)));
-        settle().await;
-    }
-    for task in tasks {
-        task.await.unwrap().unwrap();
-    }
+    let upstream = holder_then_four(secs(10), 3000).await;
     assert_eq!(upstream.order(), ["holder", "a", "b", "c", "d"]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn adaptive_lifo_switches_when_the_oldest_waiter_reaches_the_threshold() {
-    let upstream = Upstream::new();
-    let service = PriorityLimitLayer::new(1)
-        .adaptive_lifo(secs(2))
-        .layer(upstream.clone());
-    let mut tasks = vec![spawn(&service, req("holder", Normal, 1000))];
-    settle().await;
-    for id in ["a", "b", "c", "d"] {
-        tasks.push(spawn(&service, req(id, Normal, 1000)));
-        settle().await;
-    }
-    for task in tasks {
-        task.await.unwrap().unwrap();
-    }
+    let upstream = holder_then_four(secs(2), 1000).await;
     // at 1 s the oldest (a) has waited 1 s: it goes; at 2 s the oldest (b)
     // has waited 2 s: the newest goes from then on
     assert_eq!(
