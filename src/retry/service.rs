@@ -45,7 +45,10 @@ impl<S> Retry<S> {
         &self.inner
     }
 
-    /// The wrapped service, mutably.
+    /// The wrapped service, mutably. First attempts go to it; later
+    /// attempts go to a clone of it taken at the first call (kept once for
+    /// this service and its clones), as clones of a tower service are
+    /// expected to behave alike.
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
