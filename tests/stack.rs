@@ -225,6 +225,92 @@ async fn a_token_lifetime_shorter_than_the_run_never_sends_an_expired_token() {
     );
 }
 
+/// `/oauth/token` issues `tok-1`, `tok-2`, ...; the API rejects `tok-1` (as
+/// if it had been revoked) and accepts any later token. Counts token
+/// requests and API calls.
+async fn serve_rotating() -> (String, Arc<AtomicU32>, Arc<AtomicU32>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (issued, calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let counters = (issued.clone(), calls.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (issued, calls) = counters.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let (issued, calls) = (issued.clone(), calls.clone());
+                    async move {
+                        let (status, body) = if req.uri().path() == "/oauth/token" {
+                            let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+                            let body = format!(
+                                r#"{{"access_token":"tok-{n}","token_type":"bearer","expires_in":3600}}"#
+                            );
+                            (200, body)
+                        } else {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            match req.headers().get("authorization").map(|v| v.as_bytes()) {
+                                Some(b"Bearer tok-1") | None => (401, "{}".to_owned()),
+                                Some(_) => (200, "{\"ok\":true}".to_owned()),
+                            }
+                        };
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), issued, calls)
+}
+
+/// In the stack the retry layer replays a request whose token was
+/// rejected (the bearer's own copy is off): a POST goes through with a fresh
+/// token after one 401, and the replay shows in the stats as a retry.
+#[tokio::test]
+async fn the_stack_replays_a_request_whose_token_was_rejected_once() {
+    let (base, issued, calls) = serve_rotating().await;
+    let stack = Stack::genesys(&Region::custom(&base, &base), "id", "secret").unwrap();
+    let handles = stack.handles();
+    let client = stack.build();
+    let post = Request::post(format!(
+        "{base}/api/v2/analytics/conversations/details/jobs"
+    ))
+    .body(Body::from("{}"))
+    .unwrap();
+    let response = client.clone().oneshot(post).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        issued.load(Ordering::SeqCst),
+        2,
+        "tok-1 dropped, tok-2 fetched"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "sent twice, no more");
+    let stats = handles.stats.snapshot();
+    assert_eq!(
+        (
+            stats.requests,
+            stats.successes,
+            stats.attempts,
+            stats.retries
+        ),
+        (1, 1, 2, 1)
+    );
+    // the next request goes out once, with tok-2
+    let get = Request::get(format!("{base}/api/v2/users/me"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(client.oneshot(get).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(issued.load(Ordering::SeqCst), 2);
+}
+
 /// `allow_origin` on the stack: the token goes to the API origin only; a
 /// request for another host goes out without it (and is not replayed).
 #[tokio::test]
