@@ -455,26 +455,36 @@ async fn isolate_refuses_everything_until_reset() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn the_retry_layer_waits_for_the_breaker_probe_time() {
+/// A retry layer (constant 500 ms backoff, no budget, no hint jitter, at
+/// most `attempts`) over a breaker that opens for 2 s on one failure, over
+/// `upstream`; and a `GET` through it.
+async fn through_retry_and_breaker(
+    upstream: &Upstream,
+    attempts: u32,
+) -> Result<Response<()>, BoxError> {
     let breaker = CircuitBreakerLayer::new()
         .consecutive_failures(1)
         .open_duration(Backoff::constant(secs(2)));
-    let upstream = Upstream::new(vec![Answer::Status(503)], Answer::Status(200));
     let retry = RetryLayer::new()
+        .max_attempts(attempts)
         .backoff(Backoff::constant(ms(500)))
         .budget(RetryBudget::unlimited())
         .hint_jitter(0.0, Duration::ZERO);
-    let service = retry.layer(breaker.layer(upstream.clone()));
-    let start = Instant::now();
-    let response = service
+    retry
+        .layer(breaker.layer(upstream.clone()))
         .oneshot(
             Request::get("http://127.0.0.1/")
                 .body(Body::empty())
                 .unwrap(),
         )
         .await
-        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_retry_layer_waits_for_the_breaker_probe_time() {
+    let upstream = Upstream::new(vec![Answer::Status(503)], Answer::Status(200));
+    let start = Instant::now();
+    let response = through_retry_and_breaker(&upstream, 4).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     // 503 at 0 opens the breaker for 2 s; the retry at 0.5 s is refused with
     // "1.5 s to the probe"; the retry layer waits exactly that
@@ -602,50 +612,19 @@ async fn a_trip_opens_every_breaker_sharing_the_state_for_as_long() {
 
 #[tokio::test(start_paused = true)]
 async fn waiting_for_the_breaker_does_not_use_up_attempts() {
-    let breaker = CircuitBreakerLayer::new()
-        .consecutive_failures(1)
-        .open_duration(Backoff::constant(secs(2)));
     let upstream = Upstream::new(vec![Answer::Status(503)], Answer::Status(200));
     // two attempts: the 503, then the one after the breaker's wait; the
     // refusal in between was never sent and does not count
-    let retry = RetryLayer::new()
-        .max_attempts(2)
-        .backoff(Backoff::constant(ms(500)))
-        .budget(RetryBudget::unlimited())
-        .hint_jitter(0.0, Duration::ZERO);
-    let service = retry.layer(breaker.layer(upstream.clone()));
-    let response = service
-        .oneshot(
-            Request::get("http://127.0.0.1/")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let response = through_retry_and_breaker(&upstream, 2).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(upstream.arrivals(), [secs(0), secs(2)]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_breaker_that_stays_open_still_ends_the_request() {
-    let breaker = CircuitBreakerLayer::new()
-        .consecutive_failures(1)
-        .open_duration(Backoff::constant(secs(2)));
     // every probe fails: the breaker reopens each time
     let upstream = Upstream::always(Answer::Status(503));
-    let retry = RetryLayer::new()
-        .max_attempts(3)
-        .backoff(Backoff::constant(ms(500)))
-        .budget(RetryBudget::unlimited())
-        .hint_jitter(0.0, Duration::ZERO);
-    let service = retry.layer(breaker.layer(upstream.clone()));
-    let result = service
-        .oneshot(
-            Request::get("http://127.0.0.1/")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let result = through_retry_and_breaker(&upstream, 3).await;
     // 3 real attempts (each a 503 that reopens the breaker), each followed
     // by a refused try that waits for the probe time
     assert_eq!(result.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);

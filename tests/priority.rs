@@ -93,6 +93,15 @@ fn req(id: &str, priority: Priority, latency_ms: u64) -> Request<Body> {
     request
 }
 
+/// A request the upstream answers with `429` and `Retry-After: retry_after`.
+fn throttled_req(id: &str, latency_ms: u64, retry_after: &str) -> Request<Body> {
+    let mut request = req(id, Normal, latency_ms);
+    let headers = request.headers_mut();
+    headers.insert("x-status", "429".parse().unwrap());
+    headers.insert("x-retry-after", retry_after.parse().unwrap());
+    request
+}
+
 type Task = tokio::task::JoinHandle<Result<Response<()>, BoxError>>;
 
 fn spawn(service: &PriorityLimit<Upstream>, request: Request<Body>) -> Task {
@@ -247,13 +256,7 @@ async fn one_429_closes_the_gate_for_every_queued_request_until_the_hint_passes(
     let handle = layer.handle();
     let service = layer.layer(upstream.clone());
 
-    let mut limited = req("A", Normal, 0);
-    limited
-        .headers_mut()
-        .insert("x-status", "429".parse().unwrap());
-    limited
-        .headers_mut()
-        .insert("x-retry-after", "10".parse().unwrap());
+    let limited = throttled_req("A", 0, "10");
     let response = service.clone().oneshot(limited).await.unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 
@@ -425,13 +428,7 @@ async fn a_daily_cap_or_absurd_hint_does_not_freeze_the_limiter() {
     let handle = layer.handle();
     let service = layer.layer(upstream.clone());
     for value in ["86400", "99999999999999999999"] {
-        let mut capped = req("cap", Normal, 0);
-        capped
-            .headers_mut()
-            .insert("x-status", "429".parse().unwrap());
-        capped
-            .headers_mut()
-            .insert("x-retry-after", value.parse().unwrap());
+        let capped = throttled_req("cap", 0, value);
         service.clone().oneshot(capped).await.unwrap();
         assert_eq!(handle.status().gate_closed_for, None, "{value}");
         service
@@ -555,13 +552,7 @@ async fn a_hint_seen_by_one_limiter_closes_the_gate_of_every_limiter_sharing_it(
     let b = b_layer.layer(upstream.clone());
     // b subscribes with its first request
     b.clone().oneshot(req("b0", Normal, 0)).await.unwrap();
-    let mut throttled = req("a1", Normal, 0);
-    throttled
-        .headers_mut()
-        .insert("x-status", "429".parse().unwrap());
-    throttled
-        .headers_mut()
-        .insert("x-retry-after", "3".parse().unwrap());
+    let throttled = throttled_req("a1", 0, "3");
     let response = a.clone().oneshot(throttled).await.unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(b_handle.status().gate_closed_for, Some(secs(3)));
@@ -581,13 +572,7 @@ async fn a_waiter_granted_just_before_the_gate_closed_waits_for_it() {
     // Two in flight end at the same instant: one frees a permit for the
     // waiter, the other brings a 429 that closes the gate for 3 s.
     let ok = spawn(&service, req("ok", Normal, 10));
-    let mut throttled = req("throttled", Normal, 10);
-    throttled
-        .headers_mut()
-        .insert("x-status", "429".parse().unwrap());
-    throttled
-        .headers_mut()
-        .insert("x-retry-after", "3".parse().unwrap());
+    let throttled = throttled_req("throttled", 10, "3");
     let throttled = spawn(&service, throttled);
     settle().await;
     let waiter = spawn(&service, req("waiter", Normal, 0));
