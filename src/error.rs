@@ -137,6 +137,10 @@ impl InsecureUrl {
     pub fn check(uri: &http::Uri) -> Result<(), InsecureUrl> {
         match uri.scheme_str() {
             Some(scheme) if scheme.eq_ignore_ascii_case("http") => {
+                let authority = uri.authority().map_or("", |a| a.as_str());
+                if is_usual_loopback_authority(authority) {
+                    return Ok(());
+                }
                 let host = uri.host().unwrap_or("");
                 if is_loopback(host) {
                     Ok(())
@@ -156,11 +160,30 @@ impl InsecureUrl {
     }
 }
 
+/// `127.0.0.1`, `localhost` or `[::1]`, with or without a port and without
+/// user info: the loopback authorities seen on every request of a local
+/// test or mock, decided without splitting the authority.
+fn is_usual_loopback_authority(authority: &str) -> bool {
+    if authority.as_bytes().contains(&b'@') {
+        // `127.0.0.1@example.com` is a user name at another host
+        return false;
+    }
+    ["127.0.0.1", "localhost", "[::1]"].iter().any(|host| {
+        authority
+            .strip_prefix(host)
+            .is_some_and(|port| port.is_empty() || port.starts_with(':'))
+    })
+}
+
 fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.eq_ignore_ascii_case("localhost") {
+    // the usual spellings without parsing (this runs on every request)
+    if matches!(host, "127.0.0.1" | "[::1]") || host.eq_ignore_ascii_case("localhost") {
         return true;
     }
+    let host = host
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(host);
     host.parse::<std::net::IpAddr>()
         .map(|ip| ip.is_loopback())
         .unwrap_or(false)
@@ -190,6 +213,9 @@ mod insecure_tests {
             "http://127.9.9.9/token",
             "http://localhost/token",
             "http://[::1]:9000/token",
+            "http://[::1]/token",
+            "http://LOCALHOST:8080/token",
+            "http://user@127.0.0.1:8080/token",
             "/relative/path",
         ];
         for uri in ok {
@@ -199,6 +225,12 @@ mod insecure_tests {
             "http://login.mypurecloud.com/oauth/token",
             "http://10.0.0.1/token",
             "HTTP://example.com/",
+            "http://127.0.0.1.example.com/",
+            "http://[::2]/token",
+            "http://localhost.example.com/",
+            "http://127.0.0.1@example.com/",
+            "http://localhost:80@example.com/",
+            "http://127.0.0.10.example.com/",
         ] {
             let err = InsecureUrl::check(&uri.parse().unwrap()).unwrap_err();
             assert!(err.to_string().contains("plain http"), "{err}");

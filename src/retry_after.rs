@@ -372,9 +372,9 @@ impl HintReport {
 /// once, its first value is used. `clock` supplies "now" for HTTP-dates.
 pub fn server_hint(headers: &HeaderMap, clock: &dyn Clock) -> HintReport {
     let mut report = HintReport::default();
-    // most responses carry no hint at all; a response without headers
-    // certainly does not (the common case for in-process services)
-    if headers.is_empty() {
+    // most responses carry no hint header at all: one pass over the names
+    // decides that, before any lookup
+    if !carries_hint_header(headers) {
         return report;
     }
     if let Some(value) = headers.get(RETRY_AFTER) {
@@ -386,6 +386,18 @@ pub fn server_hint(headers: &HeaderMap, clock: &dyn Clock) -> HintReport {
     }
     report.offer(HintSource::GenesysReset, parse_genesys(headers));
     report
+}
+
+/// Whether any header a hint is read from is present. One pass over the
+/// names (a response has a handful) costs less than hashing four names
+/// that a typical 2xx response does not carry.
+fn carries_hint_header(headers: &HeaderMap) -> bool {
+    headers.keys().any(|name| {
+        *name == RETRY_AFTER
+            || *name == RATELIMIT
+            || *name == GENESYS_COUNT
+            || *name == GENESYS_ALLOWED
+    })
 }
 
 /// `bytes` without leading and trailing spaces and tabs.
@@ -1198,6 +1210,38 @@ mod tests {
     fn server_hint_without_headers_is_default() {
         let report = server_hint(&HeaderMap::new(), &SystemClock);
         assert_eq!(report, HintReport::default());
+    }
+
+    #[test]
+    fn server_hint_finds_each_hint_header_among_ordinary_ones() {
+        let ordinary = || {
+            let mut headers = HeaderMap::new();
+            headers.insert(http::header::CONTENT_TYPE, hv(b"application/json"));
+            headers.insert("x-request-id", hv(b"abc"));
+            headers.insert(GENESYS_RESET, hv(b"9"));
+            headers
+        };
+        // none of them: no hint, nothing malformed (a lone reset says nothing)
+        assert_eq!(
+            server_hint(&ordinary(), &SystemClock),
+            HintReport::default()
+        );
+        let cases: [(HeaderName, &[u8], HintSource); 4] = [
+            (RETRY_AFTER, b"4", HintSource::RetryAfter),
+            (RATELIMIT, b"junk", HintSource::RateLimit),
+            (GENESYS_COUNT, b"5", HintSource::GenesysReset),
+            (GENESYS_ALLOWED, b"5", HintSource::GenesysReset),
+        ];
+        for (name, value, source) in cases {
+            let mut headers = ordinary();
+            headers.insert(name.clone(), hv(value));
+            let report = server_hint(&headers, &SystemClock);
+            let seen = report
+                .hint
+                .map(|h| h.source)
+                .or(report.malformed.first().map(|m| m.source));
+            assert_eq!(seen, Some(source), "{name}");
+        }
     }
 
     proptest! {

@@ -26,8 +26,9 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         // the service for the next attempt, cloned from the spare only when
-        // a retry is due
-        service: Option<S>,
+        // a retry is due; boxed, so that the common case (no retry) does
+        // not carry a service inline through every move of this future
+        service: Option<Box<S>>,
         shared: Arc<Shared<S>>,
         template: Option<Request<B>>,
         attempts: Attempts,
@@ -153,7 +154,9 @@ where
                 StateProj::Ready { deadline } => {
                     // A service that is slow to become ready (a breaker, a
                     // full limiter) must not push an attempt past the deadline.
-                    let service = this.service.get_or_insert_with(|| this.shared.spare());
+                    let service = this
+                        .service
+                        .get_or_insert_with(|| Box::new(this.shared.spare()));
                     let ready = service.poll_ready(cx);
                     if deadline.poll(cx).is_ready()
                         || (ready.is_ready()
