@@ -5,8 +5,10 @@
 //! the other, so that both see the same load from other processes.
 //!
 //! After criterion's two estimates it prints the ratio pair by pair
-//! (median, quartiles, range over 101 pairs); with `LOOPBACK_BREAKDOWN=1`
-//! also each layer alone and the stack without each layer.
+//! (median, quartiles, range over 101 pairs), and the same for tower's and
+//! tower-http's built-ins doing the jobs they can; with
+//! `LOOPBACK_BREAKDOWN=1` also the bare client sending one more header,
+//! each layer alone, and the stack without each layer.
 //!
 //! Run: `cargo bench --bench loopback`
 
@@ -33,6 +35,11 @@ use tower_cx::breaker::CircuitBreakerLayer;
 use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::Stack;
+
+// the built-ins stack; the rest of the in-memory fixtures are unused here
+#[allow(dead_code)]
+#[path = "support/inmem.rs"]
+mod inmem;
 
 /// Requests per measured iteration.
 const REQUESTS: usize = 2_000;
@@ -152,6 +159,13 @@ fn loopback(c: &mut Criterion) {
 
     let ratio = paired_ratio(&runtime, addr, &client, &stack, PAIRS);
     println!("loopback throughput ratio, full stack / bare client, over {PAIRS} pairs: {ratio}");
+    // context: tower's and tower-http's built-ins doing the jobs they can
+    // (retry with a budget, concurrency limit, static bearer, timeout)
+    let peers = inmem::peer_layers(client.clone(), CONCURRENCY);
+    let ratio = paired_ratio(&runtime, addr, &client, &peers, PAIRS);
+    println!(
+        "loopback throughput ratio, built-ins stack / bare client, over {PAIRS} pairs: {ratio}"
+    );
 
     // `LOOPBACK_BREAKDOWN=1`: each layer alone over the client, then the
     // boxed stack without each layer in turn, every one paired with the
@@ -252,6 +266,20 @@ fn breakdown(tokens: &TokenCache, client: &HttpClient) -> Vec<(String, Boxed)> {
         s
     };
     let mut services = vec![("bare client, boxed".to_owned(), build([false; 6]))];
+    // what the audit layer's correlation header alone costs end to end
+    // (the server parses one more header)
+    services.push((
+        "bare client + one header".to_owned(),
+        Boxed::new(client.clone().map_err(BoxError::from).map_request(
+            |mut request: Request<Body>| {
+                request.headers_mut().insert(
+                    "x-correlation-id",
+                    http::HeaderValue::from_static("6f1c0e2a-94b3-4d1e-0000-000000000001"),
+                );
+                request
+            },
+        )),
+    ));
     for (i, layer) in LAYERS.iter().enumerate() {
         let mut on = [false; 6];
         on[i] = true;

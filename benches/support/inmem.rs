@@ -104,13 +104,13 @@ impl PeerPolicy {
     }
 }
 
-impl tower::retry::Policy<Request<Body>, Response<()>, BoxError> for PeerPolicy {
+impl<ResB> tower::retry::Policy<Request<Body>, Response<ResB>, BoxError> for PeerPolicy {
     type Future = Ready<()>;
 
     fn retry(
         &mut self,
         _req: &mut Request<Body>,
-        result: &mut Result<Response<()>, BoxError>,
+        result: &mut Result<Response<ResB>, BoxError>,
     ) -> Option<Self::Future> {
         match result {
             Ok(response) if response.status().is_server_error() && self.budget.withdraw() => {
@@ -130,12 +130,24 @@ impl tower::retry::Policy<Request<Body>, Response<()>, BoxError> for PeerPolicy 
 /// `TpsBudget`, concurrency limit, static bearer, timeout) over
 /// [`upstream`].
 pub fn peer_stack() -> impl Service<Request<Body>, Response = Response<()>, Error = BoxError> {
+    peer_layers(upstream(), 16)
+}
+
+/// The built-ins of [`peer_stack`], outermost first.
+pub type PeerStack<S> = tower::retry::Retry<
+    PeerPolicy,
+    tower::limit::ConcurrencyLimit<tower_http::auth::AddAuthorization<tower::timeout::Timeout<S>>>,
+>;
+
+/// The built-ins of [`peer_stack`] over any `inner` service, `limit`
+/// requests in flight.
+pub fn peer_layers<S>(inner: S, limit: usize) -> PeerStack<S> {
     ServiceBuilder::new()
         .layer(tower::retry::RetryLayer::new(PeerPolicy::new()))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(16))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(limit))
         .layer(AddAuthorizationLayer::bearer("bench-token"))
         .layer(TimeoutLayer::new(Duration::from_secs(30)))
-        .service(upstream())
+        .service(inner)
 }
 
 /// A request tower-resilience's retry can clone (it asks for `Req: Clone`):

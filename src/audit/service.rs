@@ -106,14 +106,35 @@ fn id_block() -> bytes::Bytes {
     let mut block = Vec::with_capacity(IDS_PER_BLOCK * ID_LEN);
     let mut id = [b'-'; ID_LEN];
     id[..19].copy_from_slice(prefix);
-    for n in first..first + IDS_PER_BLOCK as u64 {
-        // `xxxx-xxxxxxxxxxxx`: the counter
-        let hex = hex16(n);
-        id[19..23].copy_from_slice(&hex[..4]);
-        id[24..].copy_from_slice(&hex[4..]);
+    // `xxxx-xxxxxxxxxxxx`: the counter, formatted once, then counted up
+    // in place
+    let hex = hex16(first);
+    id[19..23].copy_from_slice(&hex[..4]);
+    id[24..].copy_from_slice(&hex[4..]);
+    for _ in 0..IDS_PER_BLOCK {
         block.extend_from_slice(&id);
+        increment_hex_counter(&mut id);
     }
     bytes::Bytes::from(block)
+}
+
+/// Add one to the counter half of an id (`xxxx-xxxxxxxxxxxx`, lower-case
+/// hex), carrying across the dash; past `ffff-ffffffffffff` it wraps to 0.
+fn increment_hex_counter(id: &mut [u8; ID_LEN]) {
+    for at in (19..ID_LEN).rev() {
+        match id[at] {
+            b'-' => continue,
+            b'f' => id[at] = b'0',
+            b'9' => {
+                id[at] = b'a';
+                return;
+            }
+            digit => {
+                id[at] = digit + 1;
+                return;
+            }
+        }
+    }
 }
 
 /// `value` as 16 lower-case hex digits, most significant first.
@@ -169,6 +190,7 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let layer = &self.layer;
         let correlation_id = incoming_id(request.headers()).unwrap_or_else(new_correlation_id);
@@ -256,6 +278,27 @@ mod tests {
                 8 | 13 | 18 | 23 => c == '-',
                 _ => c.is_ascii_hexdigit() && !c.is_ascii_uppercase(),
             })
+    }
+
+    #[test]
+    fn counting_up_in_place_matches_formatting_each_number() {
+        let format = |n: u64| {
+            let hex = hex16(n);
+            let mut id = [b'-'; ID_LEN];
+            id[19..23].copy_from_slice(&hex[..4]);
+            id[24..].copy_from_slice(&hex[4..]);
+            id
+        };
+        for start in [0, 9, 15, 0xfff, 0x0fff_ffff_ffff, 0xffff_ffff_ffff_fffe] {
+            let mut id = format(start);
+            for n in start..start.saturating_add(40) {
+                assert_eq!(id, format(n), "{n:#x}");
+                increment_hex_counter(&mut id);
+            }
+        }
+        let mut last = format(u64::MAX);
+        increment_hex_counter(&mut last);
+        assert_eq!(last, format(0), "wraps around");
     }
 
     #[test]
