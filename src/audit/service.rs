@@ -190,7 +190,6 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let layer = &self.layer;
         let correlation_id = incoming_id(request.headers()).unwrap_or_else(new_correlation_id);

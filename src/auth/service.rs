@@ -95,7 +95,6 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         if !self.origins.is_empty() {
             if let Some(origin) = Origin::of(request.uri()) {

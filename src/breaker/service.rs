@@ -98,7 +98,6 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    #[inline]
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let audit = request.extensions().get::<AuditRecord>().cloned();
         let (admission, transitions) = self.breaker.admit();

@@ -74,7 +74,6 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    #[inline]
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let priority = request
             .extensions()

@@ -81,7 +81,6 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    #[inline]
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let config = &self.shared.config;
         let audit = request.extensions().get::<AuditRecord>().cloned();
