@@ -12,18 +12,15 @@
 //!
 //! Run: `cargo bench --bench loopback`
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tower::timeout::TimeoutLayer;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceExt};
@@ -41,73 +38,13 @@ use tower_cx::stack::Stack;
 #[path = "support/inmem.rs"]
 mod inmem;
 
+#[path = "support/wire.rs"]
+mod wire;
+
+use wire::{hammer, serve, CONCURRENCY};
+
 /// Requests per measured iteration.
 const REQUESTS: usize = 2_000;
-/// Requests in flight at once.
-const CONCURRENCY: usize = 32;
-
-/// A hyper HTTP/1 server on an ephemeral loopback port answering every
-/// request with a small JSON body.
-async fn serve() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                    Ok::<_, Infallible>(
-                        Response::builder()
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from_static(br#"{"entities":[]}"#)))
-                            .unwrap(),
-                    )
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-fn request(addr: SocketAddr) -> Request<Body> {
-    Request::get(format!("http://{addr}/api/v2/users"))
-        .header("accept", "application/json")
-        .body(Body::empty())
-        .unwrap()
-}
-
-/// `REQUESTS` requests, `CONCURRENCY` at a time, each response read whole.
-async fn hammer<S>(service: S, addr: SocketAddr)
-where
-    S: Service<Request<Body>, Response = Response<Incoming>> + Clone + Send + 'static,
-    S::Future: Send,
-    S::Error: Into<BoxError>,
-{
-    let workers: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
-            let service = service.clone();
-            tokio::spawn(async move {
-                for _ in 0..REQUESTS / CONCURRENCY {
-                    let response = service
-                        .clone()
-                        .oneshot(request(addr))
-                        .await
-                        .map_err(Into::into)
-                        .unwrap();
-                    assert!(response.status().is_success());
-                    response.into_body().collect().await.unwrap();
-                }
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.await.unwrap();
-    }
-}
 
 fn loopback(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -136,8 +73,8 @@ fn loopback(c: &mut Criterion) {
             for turn in [i % 2, 1 - i % 2] {
                 let started = Instant::now();
                 match turn {
-                    0 => runtime.block_on(hammer(client.clone(), addr)),
-                    _ => runtime.block_on(hammer(stack.clone(), addr)),
+                    0 => runtime.block_on(hammer(client.clone(), addr, REQUESTS)),
+                    _ => runtime.block_on(hammer(stack.clone(), addr, REQUESTS)),
                 }
                 if turn == which {
                     timed += started.elapsed();
@@ -219,8 +156,8 @@ where
             for turn in [i % 2, 1 - i % 2] {
                 let started = Instant::now();
                 match turn {
-                    0 => runtime.block_on(hammer(client.clone(), addr)),
-                    _ => runtime.block_on(hammer(service.clone(), addr)),
+                    0 => runtime.block_on(hammer(client.clone(), addr, REQUESTS)),
+                    _ => runtime.block_on(hammer(service.clone(), addr, REQUESTS)),
                 }
                 elapsed[turn] = started.elapsed();
             }

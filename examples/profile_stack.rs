@@ -15,6 +15,13 @@
 //! `peer-auth` (tower-http's `AddAuthorization`), `peer-retry` (`tower::retry`
 //! with a `TpsBudget`), `peer-resilience-retry` (tower-resilience's retry)
 //! and `peer-stack` (tower's and tower-http's built-ins).
+//!
+//! End to end, the modes `wire-bare`, `wire-stack` and `wire-peers` send N
+//! requests (32 in flight) over loopback TCP to a local hyper server on a
+//! one-worker runtime, through the bare hyper-util client, the full stack
+//! as `benches/loopback.rs` builds it, or the built-ins: everything the
+//! process does per request (client, server, runtime) is counted, so the
+//! difference to `wire-bare` is what the stack adds end to end.
 
 use std::hint::black_box;
 
@@ -29,6 +36,8 @@ use tower_cx::retry::RetryLayer;
 
 #[path = "../benches/support/inmem.rs"]
 mod inmem;
+#[path = "../benches/support/wire.rs"]
+mod wire;
 
 use inmem::{
     cached_token, canonical_stack, now, peer_stack, request, resilience_retry, runtime, upstream,
@@ -46,10 +55,42 @@ where
     }
 }
 
+/// `n` requests over loopback through the client, the stack or the
+/// built-ins (`which`: `bare`, `stack` or `peers`).
+fn drive_wire(which: &str, n: usize) {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use tower::util::BoxCloneSyncService;
+    use tower::{BoxError, ServiceExt};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    let _guard = runtime.enter();
+    let addr = runtime.block_on(wire::serve());
+    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let tokens = cached_token(&runtime);
+    let service: BoxCloneSyncService<Request<Body>, Response<hyper::body::Incoming>, BoxError> =
+        match which {
+            "bare" => BoxCloneSyncService::new(client.map_err(BoxError::from)),
+            "peers" => BoxCloneSyncService::new(inmem::peer_layers(client, wire::CONCURRENCY)),
+            _ => tower_cx::stack::Stack::new()
+                .bearer(tokens)
+                .limiter(PriorityLimitLayer::new(wire::CONCURRENCY))
+                .build_with(client),
+        };
+    runtime.block_on(wire::hammer(service, addr, n));
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let which = args.next().unwrap_or_else(|| "stack".into());
     let n: usize = args.next().map_or(100_000, |n| n.parse().expect("a count"));
+    if let Some(wire) = which.strip_prefix("wire-") {
+        return drive_wire(wire, n);
+    }
     let runtime = runtime();
     let cache = cached_token(&runtime);
     let _guard = runtime.enter();
