@@ -287,7 +287,7 @@ macro_rules! shared_client_settings {
     (rules: $rules:literal, jobs: $jobs:literal) => {
         /// Body size limits (default 16 MiB for results, 64 KiB for errors).
         pub fn limits(mut self, limits: $crate::vendor::BodyLimits) -> Self {
-            self.limits = limits;
+            self.core.limits = limits;
             self
         }
 
@@ -296,21 +296,21 @@ macro_rules! shared_client_settings {
                             "`](crate::vendor::RetryRules::", $rules, "))."
                         )]
         pub fn retry_rules(mut self, rules: $crate::vendor::RetryRules) -> Self {
-            self.rules = rules;
+            self.core.rules = rules;
             self
         }
 
         /// The client's retry layer (default: 3 attempts, backoff from 1 s).
         /// Its classifier is replaced by the client's retry rules.
         pub fn retry(mut self, retry: $crate::retry::RetryLayer) -> Self {
-            self.retry = retry;
+            self.core.retry = retry;
             self
         }
 
         /// Look for business errors in 200 outputs (e.g. `{"success":
         /// false}`); they are classified by the same retry rules.
         pub fn business_rule(mut self, rule: $crate::genesys::BusinessRule) -> Self {
-            self.business = Some(rule);
+            self.core.business = Some(rule);
             self
         }
 
@@ -321,13 +321,13 @@ macro_rules! shared_client_settings {
         /// audit layer below that shares the sink does not letter each
         /// attempt again.
         pub fn dead_letters(mut self, sink: impl $crate::audit::DeadLetterSink) -> Self {
-            self.dead_letters = Some(::std::sync::Arc::new(sink));
+            self.core.dead_letters = Some(::std::sync::Arc::new(sink));
             self
         }
 
         #[doc = concat!("The runner that waits for ", $jobs, ".")]
         pub fn job_runner(mut self, runner: $crate::jobs::JobRunner) -> Self {
-            self.runner = runner;
+            self.core.runner = runner;
             self
         }
     };
@@ -354,37 +354,11 @@ where
 }
 
 /// One read of a job's status by a vendor client.
-pub(crate) enum StatusRead {
+pub(crate) enum StatusRead<S> {
     /// 429 or 503: poll again after the server's hint (if it gave one).
     Wait(Option<std::time::Duration>),
-    /// A success, its body read within the results limit.
-    Body(StatusCode, Bytes),
-    /// An error answer, its body read within the errors limit, for the
-    /// vendor's typed error.
-    Failed(http::response::Parts, Bytes),
-}
-
-/// Send a status request and read the answer within `limits`.
-pub(crate) async fn read_status<T: Transport>(
-    transport: &T,
-    request: Request<Body>,
-    limits: BodyLimits,
-) -> Result<StatusRead, BoxError> {
-    let response = transport.send(request).await?;
-    let (parts, body) = response.into_parts();
-    if matches!(parts.status.as_u16(), 429 | 503) {
-        // drain what fits, so that the connection can be reused
-        let _ = read_limited(parts.status, body, limits.errors).await;
-        let hint = server_hint(&parts.headers, &SystemClock).hint;
-        return Ok(StatusRead::Wait(hint.map(|h| h.delay)));
-    }
-    if parts.status.is_success() {
-        let bytes = read_limited(parts.status, body, limits.results).await?;
-        Ok(StatusRead::Body(parts.status, bytes))
-    } else {
-        let bytes = read_limited(parts.status, body, limits.errors).await?;
-        Ok(StatusRead::Failed(parts, bytes))
-    }
+    /// The status document.
+    Status(S),
 }
 
 /// How [`RetryRules`] treats an error code.
@@ -649,31 +623,106 @@ where
     }
 }
 
-/// The client side of one logical call: the crate's retry layer, classified
-/// by `rules`, over [`Decode`]; a final failure is dead-lettered when
-/// `dead_letters` is given.
-pub(crate) struct Call<'a, T> {
-    pub(crate) transport: &'a T,
+/// What every typed vendor client holds, and its one way to send: the
+/// transport, the API base URL, body limits, retry layer and rules, the
+/// business rule, the dead-letter sink and the job runner. The clients'
+/// shared settings ([`shared_client_settings`]) write these fields.
+#[derive(Clone)]
+pub(crate) struct ClientCore<T> {
+    pub(crate) transport: T,
+    pub(crate) base: Arc<str>,
     pub(crate) limits: BodyLimits,
-    pub(crate) retry: &'a crate::retry::RetryLayer,
-    pub(crate) rules: &'a RetryRules,
-    pub(crate) decoder: Decoder,
-    pub(crate) dead_letters: Option<&'a Arc<dyn DeadLetterSink>>,
+    pub(crate) rules: RetryRules,
+    pub(crate) retry: crate::retry::RetryLayer,
+    pub(crate) business: Option<crate::genesys::BusinessRule>,
+    pub(crate) dead_letters: Option<Arc<dyn DeadLetterSink>>,
+    pub(crate) runner: crate::jobs::JobRunner,
 }
 
-impl<T> Call<'_, T>
-where
-    T: Transport,
-{
-    pub(crate) async fn send(
-        self,
+impl<T> ClientCore<T> {
+    /// A client's defaults over `transport` for `base` (a trailing `/`
+    /// dropped): default limits, 3 attempts with backoff from 1 s, no
+    /// business rule, no dead letters, the default job runner.
+    pub(crate) fn new(transport: T, base: &str, rules: RetryRules) -> Self {
+        Self {
+            transport,
+            base: base.trim_end_matches('/').into(),
+            limits: BodyLimits::default(),
+            rules,
+            retry: crate::retry::RetryLayer::new().max_attempts(3).backoff(
+                crate::backoff::Backoff::exponential(std::time::Duration::from_secs(1)),
+            ),
+            business: None,
+            dead_letters: None,
+            runner: crate::jobs::JobRunner::new(),
+        }
+    }
+
+    /// `path` on the API base URL.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The settings a client's `Debug` shows (never the transport).
+    pub(crate) fn debug_fields(&self, f: &mut fmt::DebugStruct<'_, '_>) {
+        f.field("base", &self.base)
+            .field("limits", &self.limits)
+            .field("rules", &self.rules)
+            .field("business", &self.business)
+            .field("dead_letters", &self.dead_letters.is_some())
+            .field("runner", &self.runner);
+    }
+}
+
+impl<T: Transport> ClientCore<T> {
+    /// GET a job's status at `url`, sent once (the job runner paces the
+    /// reads): a 429 or 503 is a wait with the server's hint; a success is
+    /// parsed as `S` (`what` names it in the error if it cannot be); any
+    /// other answer is the vendor's typed error, made by `error`.
+    pub(crate) async fn read_job_status<S, E>(
+        &self,
+        url: String,
+        what: &'static str,
+        error: fn(StatusCode, &HeaderMap, &[u8]) -> E,
+    ) -> Result<StatusRead<S>, BoxError>
+    where
+        S: serde::de::DeserializeOwned,
+        E: Into<BoxError>,
+    {
+        let request = json_request(http::Method::GET, url, None)?;
+        let response = self.transport.send(request).await?;
+        let (parts, body) = response.into_parts();
+        if matches!(parts.status.as_u16(), 429 | 503) {
+            // drain what fits, so that the connection can be reused
+            let _ = read_limited(parts.status, body, self.limits.errors).await;
+            let hint = server_hint(&parts.headers, &SystemClock).hint;
+            return Ok(StatusRead::Wait(hint.map(|h| h.delay)));
+        }
+        if !parts.status.is_success() {
+            let bytes = read_limited(parts.status, body, self.limits.errors).await?;
+            return Err(error(parts.status, &parts.headers, &bytes).into());
+        }
+        let bytes = read_limited(parts.status, body, self.limits.results).await?;
+        let status = serde_json::from_slice(&bytes)
+            .map_err(|e| UnexpectedBody::new(what, parts.status, &bytes, Some(e)))?;
+        Ok(StatusRead::Status(status))
+    }
+
+    /// One logical call: the client's retry layer, classified by its
+    /// rules, over [`Decode`] with `decoder`; a final failure is
+    /// dead-lettered when `letter` is set and a sink is configured.
+    pub(crate) async fn call(
+        &self,
         mut request: Request<Body>,
+        decoder: Decoder,
+        letter: bool,
     ) -> Result<Response<Bytes>, BoxError> {
         use tower::Layer;
+        let dead_letters = self.dead_letters.as_ref().filter(|_| letter);
         let counter = AttemptCounter::default();
         request.extensions_mut().insert(counter.clone());
-        let copy = self.dead_letters.and_then(|_| copy_request(&request));
-        if self.dead_letters.is_some() {
+        let copy = dead_letters.and_then(|_| copy_request(&request));
+        if dead_letters.is_some() {
             request
                 .extensions_mut()
                 .insert(crate::audit::DeadLettersHandled);
@@ -681,7 +730,7 @@ where
         let decode = Decode {
             transport: self.transport.clone(),
             limits: self.limits,
-            decoder: self.decoder,
+            decoder,
         };
         let service = self
             .retry
@@ -689,7 +738,7 @@ where
             .classifier(self.rules.clone())
             .layer(decode);
         let result = service.oneshot(request).await;
-        if let (Err(error), Some(sink)) = (&result, self.dead_letters) {
+        if let (Err(error), Some(sink)) = (&result, dead_letters) {
             dead_letter(Some(sink), copy, counter.get(), error);
         }
         result

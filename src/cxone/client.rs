@@ -15,17 +15,13 @@ use tower::Layer;
 
 use super::error::CxoneError;
 use super::extraction::DataExtraction;
-use crate::audit::DeadLetterSink;
-use crate::backoff::Backoff;
 use crate::body::Body;
 use crate::error::{BoxError, InsecureUrl};
 use crate::genesys::BusinessRule;
-use crate::jobs::JobRunner;
-use crate::retry::RetryLayer;
 use crate::stack::CxService;
 use crate::vendor::{
-    check_id, json_request, parse, read_limited, BodyLimits, Call, Decoder, InvalidUrl, RetryRules,
-    Transport, UnexpectedBody,
+    check_id, json_request, parse, read_limited, BodyLimits, ClientCore, Decoder, InvalidUrl,
+    RetryRules, Transport, UnexpectedBody,
 };
 
 /// Where a CXone tenant lives, from discovery.
@@ -123,15 +119,8 @@ where
 /// ```
 #[derive(Clone)]
 pub struct CxoneClient<T> {
-    pub(crate) transport: T,
-    pub(crate) base: Arc<str>,
+    pub(crate) core: ClientCore<T>,
     pub(crate) version: Arc<str>,
-    pub(crate) limits: BodyLimits,
-    pub(crate) rules: RetryRules,
-    pub(crate) retry: RetryLayer,
-    pub(crate) business: Option<BusinessRule>,
-    pub(crate) dead_letters: Option<Arc<dyn DeadLetterSink>>,
-    pub(crate) runner: JobRunner,
     pub(crate) downloads: CxService,
     pub(crate) max_reruns: u32,
 }
@@ -140,17 +129,8 @@ impl<T: Transport> CxoneClient<T> {
     /// A client for `api_endpoint` (`https://api-na1.niceincontact.com`).
     pub fn new(transport: T, api_endpoint: &str) -> Self {
         Self {
-            transport,
-            base: api_endpoint.trim_end_matches('/').into(),
+            core: ClientCore::new(transport, api_endpoint, RetryRules::cxone()),
             version: "v31.0".into(),
-            limits: BodyLimits::default(),
-            rules: RetryRules::cxone(),
-            retry: RetryLayer::new()
-                .max_attempts(3)
-                .backoff(Backoff::exponential(Duration::from_secs(1))),
-            business: None,
-            dead_letters: None,
-            runner: JobRunner::new(),
             downloads: BoxCloneSyncService::new(
                 TimeoutLayer::new(Duration::from_secs(60)).layer(crate::auth::hyper_client()),
             ),
@@ -182,7 +162,7 @@ impl<T: Transport> CxoneClient<T> {
 
     /// The API endpoint.
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.core.base
     }
 
     /// Data-extraction jobs.
@@ -193,7 +173,7 @@ impl<T: Transport> CxoneClient<T> {
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.core.url(path)
     }
 
     fn decoder(business: Option<BusinessRule>) -> Decoder {
@@ -205,20 +185,8 @@ impl<T: Transport> CxoneClient<T> {
         request: Request<Body>,
         letter: bool,
     ) -> Result<Response<Bytes>, BoxError> {
-        Call {
-            transport: &self.transport,
-            limits: self.limits,
-            retry: &self.retry,
-            rules: &self.rules,
-            decoder: Self::decoder(self.business.clone()),
-            dead_letters: if letter {
-                self.dead_letters.as_ref()
-            } else {
-                None
-            },
-        }
-        .send(request)
-        .await
+        let decoder = Self::decoder(self.core.business.clone());
+        self.core.call(request, decoder, letter).await
     }
 
     /// Completed contacts, page by page (`skip`/`top`, default `top` 100),
@@ -272,13 +240,9 @@ impl<T: Transport> CxoneClient<T> {
 
 impl<T> fmt::Debug for CxoneClient<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CxoneClient")
-            .field("base", &self.base)
-            .field("version", &self.version)
-            .field("limits", &self.limits)
-            .field("rules", &self.rules)
-            .field("dead_letters", &self.dead_letters.is_some())
-            .field("runner", &self.runner)
+        let mut f = f.debug_struct("CxoneClient");
+        self.core.debug_fields(&mut f);
+        f.field("version", &self.version)
             .field("max_reruns", &self.max_reruns)
             .finish_non_exhaustive()
     }

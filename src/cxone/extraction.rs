@@ -16,7 +16,7 @@ use crate::jobs::{JobFailed, JobState, JobStatus, Observation};
 use crate::retry::IDEMPOTENCY_KEY;
 use crate::vendor::{
     check_id, check_replay, copy_request, dead_letter, json_request, parse, read_limited,
-    read_status, InvalidUrl, StatusRead, Transport, UnexpectedBody,
+    InvalidUrl, StatusRead, Transport, UnexpectedBody,
 };
 
 const JOBS: &str = "/data-extraction/v1/jobs";
@@ -242,24 +242,20 @@ impl<T: Transport> DataExtraction<T> {
     /// [`Observation::Wait`] with the server's hint.
     pub async fn observe(&self, job_id: &str) -> Result<Observation<ExtractionStatus>, BoxError> {
         check_id("job id", job_id)?;
-        let request = json_request(
-            Method::GET,
-            self.client.url(&format!("{JOBS}/{job_id}")),
-            None,
-        )?;
-        let (http_status, bytes) =
-            match read_status(&self.client.transport, request, self.client.limits).await? {
-                StatusRead::Wait(hint) => return Ok(Observation::Wait(hint)),
-                StatusRead::Body(status, bytes) => (status, bytes),
-                StatusRead::Failed(parts, bytes) => {
-                    return Err(
-                        CxoneError::from_response(parts.status, &parts.headers, &bytes).into(),
-                    )
-                }
-            };
-        let envelope: StatusEnvelope = serde_json::from_slice(&bytes).map_err(|e| {
-            UnexpectedBody::new("a data-extraction job status", http_status, &bytes, Some(e))
-        })?;
+        let url = self.client.url(&format!("{JOBS}/{job_id}"));
+        let envelope: StatusEnvelope = match self
+            .client
+            .core
+            .read_job_status(
+                url,
+                "a data-extraction job status",
+                CxoneError::from_response,
+            )
+            .await?
+        {
+            StatusRead::Wait(hint) => return Ok(Observation::Wait(hint)),
+            StatusRead::Status(envelope) => envelope,
+        };
         let status = envelope.job_status;
         let message = status.result.as_ref().and_then(|r| r.error_message.clone());
         Ok(Observation::Status(
@@ -281,7 +277,7 @@ impl<T: Transport> DataExtraction<T> {
                     request.headers_mut().insert(IDEMPOTENCY_KEY, key);
                 }
                 dead_letter(
-                    self.client.dead_letters.as_ref(),
+                    self.client.core.dead_letters.as_ref(),
                     copy_request(&request),
                     1,
                     error,
@@ -294,6 +290,7 @@ impl<T: Transport> DataExtraction<T> {
     async fn wait_id(&self, job_id: &str) -> Result<FinishedExtraction, BoxError> {
         let status = self
             .client
+            .core
             .runner
             .run(job_id, || self.observe(job_id))
             .await?;
@@ -340,15 +337,15 @@ impl<T: Transport> DataExtraction<T> {
         let response = self.client.downloads.clone().oneshot(request).await?;
         let (parts, body) = response.into_parts();
         if matches!(parts.status.as_u16(), 403 | 404 | 410) {
-            let _ = read_limited(parts.status, body, self.client.limits.errors).await;
+            let _ = read_limited(parts.status, body, self.client.core.limits.errors).await;
             return Ok(None);
         }
         if !parts.status.is_success() {
-            let bytes = read_limited(parts.status, body, self.client.limits.errors).await?;
+            let bytes = read_limited(parts.status, body, self.client.core.limits.errors).await?;
             return Err(CxoneError::from_response(parts.status, &parts.headers, &bytes).into());
         }
         Ok(Some(
-            read_limited(parts.status, body, self.client.limits.results).await?,
+            read_limited(parts.status, body, self.client.core.limits.results).await?,
         ))
     }
 
@@ -408,7 +405,7 @@ impl<T: Transport> DataExtraction<T> {
     /// Submit a dead letter's request again (same body and key); the new
     /// job.
     pub async fn replay(&self, request: Request<Body>) -> Result<ExtractionJob, BoxError> {
-        let request = check_replay(&self.client.base, request)?;
+        let request = check_replay(&self.client.core.base, request)?;
         let key = request
             .headers()
             .get(IDEMPOTENCY_KEY)

@@ -10,9 +10,7 @@ use super::error::GenesysError;
 use crate::body::Body;
 use crate::error::BoxError;
 use crate::jobs::{JobFailed, JobState, JobStatus, Observation};
-use crate::vendor::{
-    check_id, copy_request, dead_letter, read_status, StatusRead, Transport, UnexpectedBody,
-};
+use crate::vendor::{check_id, copy_request, dead_letter, StatusRead, Transport, UnexpectedBody};
 
 const JOBS: &str = "/api/v2/analytics/conversations/details/jobs";
 
@@ -111,24 +109,16 @@ impl<T: Transport> AnalyticsJobs<T> {
     /// [`Observation::Wait`] with the server's hint.
     pub async fn observe(&self, job_id: &str) -> Result<Observation<AnalyticsJobStatus>, BoxError> {
         check_id("job id", job_id)?;
-        let request = self.client.json_request(
-            Method::GET,
-            self.client.url(&format!("{JOBS}/{job_id}")),
-            None,
-        )?;
-        let (http_status, bytes) =
-            match read_status(&self.client.transport, request, self.client.limits).await? {
-                StatusRead::Wait(hint) => return Ok(Observation::Wait(hint)),
-                StatusRead::Body(status, bytes) => (status, bytes),
-                StatusRead::Failed(parts, bytes) => {
-                    return Err(
-                        GenesysError::from_body(parts.status, &parts.headers, &bytes).into(),
-                    )
-                }
-            };
-        let status: AnalyticsJobStatus = serde_json::from_slice(&bytes).map_err(|e| {
-            UnexpectedBody::new("an analytics job status", http_status, &bytes, Some(e))
-        })?;
+        let url = self.client.url(&format!("{JOBS}/{job_id}"));
+        let status: AnalyticsJobStatus = match self
+            .client
+            .core
+            .read_job_status(url, "an analytics job status", GenesysError::from_body)
+            .await?
+        {
+            StatusRead::Wait(hint) => return Ok(Observation::Wait(hint)),
+            StatusRead::Status(status) => status,
+        };
         let message = status.error_message.clone();
         Ok(Observation::Status(
             JobStatus::new(job_state(&status.state), status.state.clone(), status).message(message),
@@ -141,6 +131,7 @@ impl<T: Transport> AnalyticsJobs<T> {
     pub async fn wait(&self, job_id: &str) -> Result<JobStatus<AnalyticsJobStatus>, BoxError> {
         let status = self
             .client
+            .core
             .runner
             .run(job_id, || self.observe(job_id))
             .await?;
@@ -170,7 +161,7 @@ impl<T: Transport> AnalyticsJobs<T> {
         match self.wait(&job_id).await {
             Ok(_) => Ok(job_id),
             Err(error) => {
-                dead_letter(self.client.dead_letters.as_ref(), copy, 1, &error);
+                dead_letter(self.client.core.dead_letters.as_ref(), copy, 1, &error);
                 Err(error)
             }
         }

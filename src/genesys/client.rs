@@ -1,8 +1,6 @@
 //! The Genesys Cloud client, data actions and entity listings.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -14,15 +12,11 @@ use serde_json::Value;
 use super::analytics::AnalyticsJobs;
 use super::error::{BusinessRule, GenesysError};
 use super::Region;
-use crate::audit::DeadLetterSink;
-use crate::backoff::Backoff;
 use crate::body::Body;
 use crate::error::BoxError;
-use crate::jobs::JobRunner;
-use crate::retry::RetryLayer;
 pub(crate) use crate::vendor::parse;
 use crate::vendor::{
-    check_id, check_replay, json_request, resolve_link, BodyLimits, Call, Decoder, InvalidUrl,
+    check_id, check_replay, json_request, resolve_link, ClientCore, Decoder, InvalidUrl,
     RetryRules, Transport,
 };
 
@@ -35,18 +29,11 @@ use crate::vendor::{
 /// headers reveal (429 with `Retry-After`, 5xx, timeouts, resets); the
 /// client retries what only the body reveals (a data action whose remote
 /// endpoint failed inside a 400, a business error inside a 200), with the
-/// crate's [`RetryLayer`] classified by [`RetryRules`]. Every client attempt
+/// crate's [`RetryLayer`](crate::retry::RetryLayer) classified by [`RetryRules`]. Every client attempt
 /// of one call carries the same `Idempotency-Key`.
 #[derive(Clone)]
 pub struct GenesysClient<T> {
-    pub(crate) transport: T,
-    pub(crate) base: Arc<str>,
-    pub(crate) limits: BodyLimits,
-    pub(crate) rules: RetryRules,
-    pub(crate) retry: RetryLayer,
-    pub(crate) business: Option<BusinessRule>,
-    pub(crate) dead_letters: Option<Arc<dyn DeadLetterSink>>,
-    pub(crate) runner: JobRunner,
+    pub(crate) core: ClientCore<T>,
 }
 
 impl<T: Transport> GenesysClient<T> {
@@ -58,18 +45,8 @@ impl<T: Transport> GenesysClient<T> {
     /// A client for an explicit API base URL (`https://api.mypurecloud.ie`,
     /// or a mock's `http://127.0.0.1:PORT`).
     pub fn with_base_url(transport: T, base_url: impl Into<String>) -> Self {
-        let base: String = base_url.into();
         Self {
-            transport,
-            base: base.trim_end_matches('/').into(),
-            limits: BodyLimits::default(),
-            rules: RetryRules::genesys(),
-            retry: RetryLayer::new()
-                .max_attempts(3)
-                .backoff(Backoff::exponential(Duration::from_secs(1))),
-            business: None,
-            dead_letters: None,
-            runner: JobRunner::new(),
+            core: ClientCore::new(transport, &base_url.into(), RetryRules::genesys()),
         }
     }
 
@@ -77,7 +54,7 @@ impl<T: Transport> GenesysClient<T> {
 
     /// The API base URL.
     pub fn base_url(&self) -> &str {
-        &self.base
+        &self.core.base
     }
 
     /// Data actions.
@@ -95,7 +72,7 @@ impl<T: Transport> GenesysClient<T> {
     }
 
     pub(crate) fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        self.core.url(path)
     }
 
     fn decoder(business: Option<BusinessRule>) -> Decoder {
@@ -110,24 +87,10 @@ impl<T: Transport> GenesysClient<T> {
         business: bool,
         letter: bool,
     ) -> Result<Response<Bytes>, BoxError> {
-        Call {
-            transport: &self.transport,
-            limits: self.limits,
-            retry: &self.retry,
-            rules: &self.rules,
-            decoder: Self::decoder(if business {
-                self.business.clone()
-            } else {
-                None
-            }),
-            dead_letters: if letter {
-                self.dead_letters.as_ref()
-            } else {
-                None
-            },
-        }
-        .send(request)
-        .await
+        let business = self.core.business.clone().filter(|_| business);
+        self.core
+            .call(request, Self::decoder(business), letter)
+            .await
     }
 
     /// A JSON request with a fresh idempotency key for POSTs.
@@ -163,7 +126,7 @@ impl<T: Transport> GenesysClient<T> {
     where
         E: DeserializeOwned + Send + 'static,
     {
-        let first = resolve_link(&self.base, path_and_query);
+        let first = resolve_link(&self.core.base, path_and_query);
         let client = self.clone();
         futures_util::stream::try_unfold(Some(first), move |next| {
             let client = client.clone();
@@ -171,7 +134,7 @@ impl<T: Transport> GenesysClient<T> {
                 let Some(url) = next else { return Ok(None) };
                 let url = url?;
                 let page: EntityPage<E> = client.get_json(url.clone(), "an entity listing").await?;
-                let next = page.next_link(&client.base, &url)?;
+                let next = page.next_link(&client.core.base, &url)?;
                 Ok(Some((page, next.map(Ok::<_, InvalidUrl>))))
             }
         })
@@ -180,14 +143,9 @@ impl<T: Transport> GenesysClient<T> {
 
 impl<T> fmt::Debug for GenesysClient<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GenesysClient")
-            .field("base", &self.base)
-            .field("limits", &self.limits)
-            .field("rules", &self.rules)
-            .field("business", &self.business)
-            .field("dead_letters", &self.dead_letters.is_some())
-            .field("runner", &self.runner)
-            .finish_non_exhaustive()
+        let mut f = f.debug_struct("GenesysClient");
+        self.core.debug_fields(&mut f);
+        f.finish_non_exhaustive()
     }
 }
 
@@ -321,7 +279,7 @@ impl<T: Transport> DataActions<T> {
 impl<T> GenesysClient<T> {
     /// A dead letter's request, checked to target this client's API host.
     pub(crate) fn check_replay(&self, request: Request<Body>) -> Result<Request<Body>, BoxError> {
-        check_replay(&self.base, request)
+        check_replay(&self.core.base, request)
     }
 }
 
