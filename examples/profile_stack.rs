@@ -76,10 +76,11 @@ fn drive_wire(which: &str, n: usize) {
         match which {
             "bare" => BoxCloneSyncService::new(client.map_err(BoxError::from)),
             "peers" => BoxCloneSyncService::new(inmem::peer_layers(client, wire::CONCURRENCY)),
-            _ => tower_cx::stack::Stack::new()
+            "stack" => tower_cx::stack::Stack::new()
                 .bearer(tokens)
                 .limiter(PriorityLimitLayer::new(wire::CONCURRENCY))
                 .build_with(client),
+            other => panic!("unknown mode wire-{other}: wire-bare, wire-stack or wire-peers"),
         };
     runtime.block_on(wire::hammer(service, addr, n));
 }
@@ -114,6 +115,7 @@ fn main() {
         "peer-retry" => drive(tower::retry::Retry::new(PeerPolicy::new(), upstream()), n),
         "peer-stack" => drive(peer_stack(), n),
         "peer-resilience-retry" => drive(resilience_retry(), n),
-        _ => drive(canonical_stack(cache, true), n),
+        "stack" => drive(canonical_stack(cache, true), n),
+        other => panic!("unknown mode {other}: see the example's docs for the modes"),
     }
 }

@@ -1,6 +1,7 @@
 //! The shared job runner driving Genesys Cloud analytics jobs against the
 //! embedded mock, on paused time: every state, exact poll times, a 429
-//! while polling, a job that outlives its token, cancellation.
+//! while polling, a job that outlives its token, cancellation. And the one
+//! job-status read both vendor clients share, over fixed answers.
 #![cfg(feature = "mock")]
 
 use std::sync::{Arc, Mutex};
@@ -246,4 +247,145 @@ async fn dropping_the_wait_stops_polling() {
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(mock.counters().requests[&status_path], polls);
     assert_eq!(seen.lock().unwrap().len(), 3);
+}
+
+/// A transport answering every request with one fixed response.
+#[derive(Clone, Debug)]
+struct Fixed {
+    status: u16,
+    headers: Vec<(&'static str, &'static str)>,
+    body: &'static str,
+}
+
+impl Fixed {
+    fn new(status: u16, headers: &[(&'static str, &'static str)], body: &'static str) -> Self {
+        Self {
+            status,
+            headers: headers.to_vec(),
+            body,
+        }
+    }
+}
+
+impl tower::Service<http::Request<tower_cx::body::Body>> for Fixed {
+    type Response = http::Response<http_body_util::Full<bytes::Bytes>>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: http::Request<tower_cx::body::Body>) -> Self::Future {
+        let mut response = http::Response::builder().status(self.status);
+        for (name, value) in &self.headers {
+            response = response.header(*name, *value);
+        }
+        std::future::ready(Ok(response
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                self.body.as_bytes(),
+            )))
+            .unwrap()))
+    }
+}
+
+/// What one job-status read gave, the same way for both vendors.
+#[derive(Debug, PartialEq)]
+enum Read {
+    Wait(Option<Duration>),
+    State(JobState),
+    VendorError(u16),
+    Unexpected(String),
+}
+
+fn read<T: std::fmt::Debug>(
+    result: Result<tower_cx::jobs::Observation<T>, tower_cx::error::BoxError>,
+) -> Read {
+    use tower_cx::jobs::Observation;
+    match result {
+        Ok(Observation::Wait(hint)) => Read::Wait(hint),
+        Ok(Observation::Status(status)) => Read::State(status.state),
+        Err(error) => {
+            if let Some(e) = error.downcast_ref::<tower_cx::genesys::GenesysError>() {
+                Read::VendorError(e.status().as_u16())
+            } else if let Some(e) = error.downcast_ref::<tower_cx::cxone::CxoneError>() {
+                Read::VendorError(e.status().as_u16())
+            } else if let Some(e) = error.downcast_ref::<tower_cx::vendor::UnexpectedBody>() {
+                Read::Unexpected(e.to_string())
+            } else {
+                panic!("unexpected error: {error}")
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_job_status_read_waits_fails_or_parses_alike_for_both_vendors() {
+    use tower_cx::cxone::CxoneClient;
+    const BASE: &str = "https://api.example.test";
+    let observe = |transport: Fixed| async move {
+        let genesys = GenesysClient::with_base_url(transport.clone(), BASE);
+        let cxone = CxoneClient::new(transport, BASE);
+        (
+            read(genesys.analytics().observe("job-1").await),
+            read(cxone.data_extraction().observe("job-1").await),
+        )
+    };
+
+    // 429 and 503 are waits, with the server's hint when it gave one
+    let busy = Fixed::new(503, &[("retry-after", "4")], "busy");
+    let wait_4s = || Read::Wait(Some(Duration::from_secs(4)));
+    assert_eq!(observe(busy).await, (wait_4s(), wait_4s()));
+    let limited = Fixed::new(429, &[], "");
+    assert_eq!(observe(limited).await, (Read::Wait(None), Read::Wait(None)));
+
+    // any other failure is the vendor's typed error
+    let missing = Fixed::new(404, &[], r#"{"message":"no such job","status":404}"#);
+    assert_eq!(
+        observe(missing).await,
+        (Read::VendorError(404), Read::VendorError(404))
+    );
+
+    // a success that is not a status names what was expected
+    let (genesys, cxone) = observe(Fixed::new(200, &[], "<html>")).await;
+    let names = |read: &Read| match read {
+        Read::Unexpected(text) => text.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(names(&genesys).contains("expected an analytics job status"));
+    assert!(names(&cxone).contains("expected a data-extraction job status"));
+
+    // and each vendor's own document is read
+    let genesys =
+        GenesysClient::with_base_url(Fixed::new(200, &[], r#"{"state":"FULFILLED"}"#), BASE);
+    assert_eq!(
+        read(genesys.analytics().observe("job-1").await),
+        Read::State(JobState::Succeeded)
+    );
+    let cxone = CxoneClient::new(
+        Fixed::new(
+            200,
+            &[],
+            r#"{"jobStatus":{"id":"job-1","status":"RUNNING","result":null}}"#,
+        ),
+        BASE,
+    );
+    assert_eq!(
+        read(cxone.data_extraction().observe("job-1").await),
+        Read::State(JobState::Running)
+    );
+}
+
+#[test]
+fn a_client_debug_shows_its_settings_never_its_transport() {
+    let transport = Fixed::new(200, &[], "transport-secret");
+    let genesys = GenesysClient::with_base_url(transport.clone(), "https://api.example.test");
+    let cxone = tower_cx::cxone::CxoneClient::new(transport, "https://api.example.test");
+    for debug in [format!("{genesys:?}"), format!("{cxone:?}")] {
+        assert!(debug.contains("https://api.example.test"), "{debug}");
+        assert!(!debug.contains("transport-secret"), "{debug}");
+    }
 }

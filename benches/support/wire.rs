@@ -60,10 +60,12 @@ where
     S::Error: Into<BoxError>,
 {
     let workers: Vec<_> = (0..CONCURRENCY)
-        .map(|_| {
+        .map(|worker| {
             let service = service.clone();
+            // the first `requests % CONCURRENCY` workers send one more
+            let share = requests / CONCURRENCY + usize::from(worker < requests % CONCURRENCY);
             tokio::spawn(async move {
-                for _ in 0..requests / CONCURRENCY {
+                for _ in 0..share {
                     let response = service
                         .clone()
                         .oneshot(request(addr))
