@@ -17,6 +17,27 @@ use std::fmt;
 /// The error type every layer of this crate returns: a boxed, sendable error.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
+/// The first error of type `T` in `error` or its `source()` chain.
+///
+/// ```
+/// use tower_cx::error::{find, BoxError, OutcomeUnknown, RequestNotSent};
+///
+/// let err: BoxError = RequestNotSent::with_source("pool closed", std::fmt::Error).into();
+/// assert!(find::<RequestNotSent>(err.as_ref()).is_some());
+/// assert!(find::<std::fmt::Error>(err.as_ref()).is_some());
+/// assert!(find::<OutcomeUnknown>(err.as_ref()).is_none());
+/// ```
+pub fn find<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut current = Some(error);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = err.source();
+    }
+    None
+}
+
 /// The request was never handed to the network, so retrying it is always
 /// safe, whatever its method.
 ///
@@ -357,3 +378,145 @@ impl fmt::Display for RetryDeadlineExceeded {
 }
 
 impl StdError for RetryDeadlineExceeded {}
+
+/// What made the outcome of an attempt unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UnknownCause {
+    /// The server answered this status (`500`, `502`, `504`, or another
+    /// retryable status that does not prove the request was left alone).
+    Status(http::StatusCode),
+    /// The attempt timed out after the request was handed to the network.
+    Timeout,
+    /// The connection was closed or reset after the request was written.
+    ConnectionLost,
+}
+
+impl UnknownCause {
+    /// A short stable name: `status`, `timeout` or `connection_lost`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            UnknownCause::Status(_) => "status",
+            UnknownCause::Timeout => "timeout",
+            UnknownCause::ConnectionLost => "connection_lost",
+        }
+    }
+}
+
+impl fmt::Display for UnknownCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnknownCause::Status(status) => write!(f, "the server answered {}", status.as_u16()),
+            UnknownCause::Timeout => {
+                f.write_str("the attempt timed out after the request was sent")
+            }
+            UnknownCause::ConnectionLost => {
+                f.write_str("the connection was lost after the request was written")
+            }
+        }
+    }
+}
+
+/// A request that is not safe to repeat (a `POST` or `PATCH` without proof
+/// that its origin honours idempotency keys) failed in a way that does not
+/// prove the server left it alone: it may or may not have been applied.
+///
+/// The retry layer returns this instead of retrying blindly, and instead of
+/// the `500` / `502` / `504` response it got (whose status and headers it
+/// keeps), so that a caller can tell "failed" from "may have happened" and
+/// check before sending it again.
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_cx::error::{BoxError, OutcomeUnknown, UnknownCause};
+///
+/// let err: BoxError =
+///     OutcomeUnknown::new(1, UnknownCause::Status(StatusCode::INTERNAL_SERVER_ERROR)).into();
+/// let unknown = err.downcast_ref::<OutcomeUnknown>().expect("typed");
+/// assert_eq!(unknown.attempt(), 1);
+/// assert_eq!(unknown.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
+/// assert_eq!(
+///     err.to_string(),
+///     "outcome unknown after attempt 1: the server answered 500; \
+///      the request may have been applied, check before sending it again"
+/// );
+/// ```
+#[derive(Debug)]
+pub struct OutcomeUnknown {
+    attempt: u32,
+    cause: UnknownCause,
+    headers: http::HeaderMap,
+    source: Option<BoxError>,
+}
+
+impl OutcomeUnknown {
+    /// The outcome of attempt number `attempt` (1 is the first) is unknown
+    /// because of `cause`.
+    pub fn new(attempt: u32, cause: UnknownCause) -> Self {
+        Self {
+            attempt,
+            cause,
+            headers: http::HeaderMap::new(),
+            source: None,
+        }
+    }
+
+    /// Keep the headers of the response that made the outcome unknown.
+    pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
+        self.headers = headers;
+        self
+    }
+
+    /// Keep the error that made the outcome unknown (its `source()`).
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Which attempt's outcome is unknown (1 is the first).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// What happened.
+    pub fn cause(&self) -> UnknownCause {
+        self.cause
+    }
+
+    /// The status the server answered, when it answered.
+    pub fn status(&self) -> Option<http::StatusCode> {
+        match self.cause {
+            UnknownCause::Status(status) => Some(status),
+            _ => None,
+        }
+    }
+
+    /// The headers of the response that made the outcome unknown (empty
+    /// when there was no response).
+    pub fn headers(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+
+    /// Find an `OutcomeUnknown` in `error` or its `source()` chain.
+    pub fn find<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a OutcomeUnknown> {
+        find::<OutcomeUnknown>(error)
+    }
+}
+
+impl fmt::Display for OutcomeUnknown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "outcome unknown after attempt {}: {}; the request may have been applied, check before sending it again",
+            self.attempt, self.cause
+        )
+    }
+}
+
+impl StdError for OutcomeUnknown {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}

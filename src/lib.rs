@@ -81,6 +81,7 @@ pub mod genesys;
 pub mod jobs;
 #[cfg(feature = "mock")]
 pub mod mock;
+pub mod origin;
 pub mod priority;
 pub mod retry;
 pub mod retry_after;

@@ -2,9 +2,9 @@ use std::sync::Arc;
 
 use tower::Layer;
 
-use super::origin::Origin;
 use super::{Bearer, TokenCache};
 use crate::error::ConfigError;
+use crate::origin::Origin;
 
 /// Applies [`Bearer`] to a service: every request gets
 /// `Authorization: Bearer ...` from the shared [`TokenCache`].

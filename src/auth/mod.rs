@@ -67,7 +67,6 @@
 mod cache;
 mod future;
 mod layer;
-mod origin;
 mod service;
 mod source;
 mod token;

@@ -6,11 +6,11 @@ use http::{Request, Response};
 use tower::Service;
 
 use super::future::ResponseFuture;
-use super::origin::Origin;
 use super::{BearerLayer, TokenCache};
 use crate::audit::AuditRecord;
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::{BoxError, InsecureUrl};
+use crate::origin::Origin;
 
 /// Marks a `401` response whose token the [`Bearer`] layer has just dropped
 /// from the cache without replaying the request itself (its replay is off,

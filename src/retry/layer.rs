@@ -9,6 +9,7 @@ use super::policy::Config;
 use super::{Retry, RetryBudget};
 use crate::backoff::{Backoff, SharedRng};
 use crate::classify::Classify;
+use crate::origin::Origin;
 use crate::retry_after::Clock;
 
 /// Applies [`Retry`] to a service. Cheap to clone; every service it makes
@@ -98,9 +99,28 @@ impl RetryLayer {
 
     /// Add an `Idempotency-Key` to `POST` and `PATCH` requests that have
     /// none: one fresh value per logical request, the same on every attempt.
-    /// Such requests then become retryable.
+    ///
+    /// A key alone does not make a request retryable: it does only when its
+    /// origin is declared to honour keys
+    /// ([`idempotency_keys_honoured_by`](Self::idempotency_keys_honoured_by)).
+    /// Genesys Cloud and NICE CXone ignore the header.
     pub fn auto_idempotency_key(mut self, enabled: bool) -> Self {
         self.config.auto_idempotency_key = enabled;
+        self
+    }
+
+    /// Declare that `origin` honours `Idempotency-Key`: it applies a keyed
+    /// request at most once, however often it is sent. A `POST` or `PATCH`
+    /// that carries a key and goes to such an origin may then be retried
+    /// after any retryable failure (a `500`, a timeout, a dropped
+    /// connection), and a `409` on it (the first copy still in progress) is
+    /// retried too. Call once per origin; by default no origin honours keys.
+    pub fn idempotency_keys_honoured_by(mut self, origin: Origin) -> Self {
+        let mut origins = self.config.key_origins.to_vec();
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+        self.config.key_origins = origins.into();
         self
     }
 
@@ -153,6 +173,7 @@ impl fmt::Debug for RetryLayer {
             .field("hint_jitter_max", &c.hint_jitter_max)
             .field("budget", &c.budget)
             .field("auto_idempotency_key", &c.auto_idempotency_key)
+            .field("idempotency_keys_honoured_by", &c.key_origins)
             .field("replay_rejected_token", &c.replay_rejected_token)
             .finish_non_exhaustive()
     }

@@ -14,6 +14,7 @@ use crate::audit::{AuditRecord, EventKind as AuditKind};
 use crate::backoff::{between, Backoff, BackoffState, SharedRng};
 use crate::classify::{Class, Classify, DefaultClassifier, FailureKind};
 use crate::error::{BoxError, RetryDeadlineExceeded};
+use crate::origin::Origin;
 use crate::retry_after::{server_hint, Clock, HintSource, ServerHint, SystemClock};
 
 /// The `Idempotency-Key` header.
@@ -36,6 +37,9 @@ pub(crate) struct Config {
     pub(crate) rng: SharedRng,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) auto_idempotency_key: bool,
+    /// Origins declared to honour `Idempotency-Key`: a keyed request to one
+    /// of them may be retried after any retryable failure.
+    pub(crate) key_origins: Arc<[Origin]>,
     pub(crate) replay_rejected_token: bool,
     pub(crate) on_event: Option<EventHandler>,
 }
@@ -55,6 +59,7 @@ impl Default for Config {
             rng: SharedRng::from_os(),
             clock: Arc::new(SystemClock),
             auto_idempotency_key: false,
+            key_origins: Arc::from(Vec::new()),
             replay_rejected_token: true,
             on_event: None,
         }

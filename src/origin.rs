@@ -1,4 +1,14 @@
-//! The origins a bearer token may be sent to.
+//! Origins: `scheme://host:port`, as the bearer's allow-list and the retry
+//! layer's key-honouring origins compare them.
+//!
+//! ```
+//! use tower_cx::origin::Origin;
+//!
+//! let api = Origin::parse("https://api.mypurecloud.com")?;
+//! let uri: http::Uri = "https://API.mypurecloud.com:443/api/v2/users".parse()?;
+//! assert_eq!(Origin::of(&uri), Some(api));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use http::Uri;
 
@@ -7,7 +17,7 @@ use crate::error::ConfigError;
 /// `scheme://host:port`, compared without regard to case, with the default
 /// port filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Origin {
+pub struct Origin {
     scheme: String,
     host: String,
     port: u16,
@@ -15,7 +25,7 @@ pub(crate) struct Origin {
 
 impl Origin {
     /// The origin of an absolute URL; `None` for a relative one.
-    pub(crate) fn of(uri: &Uri) -> Option<Self> {
+    pub fn of(uri: &Uri) -> Option<Self> {
         let scheme = uri.scheme_str()?.to_ascii_lowercase();
         let host = uri
             .host()?
@@ -32,7 +42,7 @@ impl Origin {
     }
 
     /// Parse the origin of `url` (its path, if any, is ignored).
-    pub(crate) fn parse(url: &str) -> Result<Self, ConfigError> {
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
         let uri: Uri = url
             .parse()
             .map_err(|_| ConfigError::new("origin", format!("not a URL: {url:?}")))?;
