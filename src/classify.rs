@@ -11,10 +11,13 @@
 //! | connect error, [`RequestNotSent`], [`Overloaded`], [`CircuitOpen`] (not isolated) | retryable, and the request was never sent |
 //! | timeout ([`tower::timeout::error::Elapsed`], [`tokio::time::error::Elapsed`], hyper timeouts) | retryable |
 //! | connection closed or reset mid-exchange | retryable (the request may have been applied) |
+//! | [`OutcomeUnknown`] (a retry layer below gave up on an unknown outcome) | fatal |
 //! | anything else | fatal |
 //!
 //! Whether a retryable outcome is actually retried also depends on the
-//! request (its method, an `Idempotency-Key`): that is the retry layer's call.
+//! request (its method, an `Idempotency-Key` to an origin that honours keys)
+//! and on whether the failure proves the request was not processed: that is
+//! the retry layer's call (see the table in [`crate::retry`]).
 //!
 //! A closure can override the table for responses:
 //!
@@ -41,10 +44,11 @@
 use std::error::Error as StdError;
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 
-use crate::error::{CircuitOpen, Overloaded, RequestNotSent};
+use crate::error::{CircuitOpen, OutcomeUnknown, Overloaded, RequestNotSent};
 
 /// Why an attempt did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,6 +65,10 @@ pub enum FailureKind {
     /// The connection was closed or reset during the exchange; the server may
     /// have applied the request.
     Transport,
+    /// A retry layer below already gave up with
+    /// [`OutcomeUnknown`]: the request may have
+    /// been applied, and it must not be sent again. Always fatal.
+    OutcomeUnknown,
     /// Any other error.
     Other,
 }
@@ -74,7 +82,7 @@ impl FailureKind {
     }
 
     /// A short stable name: `status`, `connect`, `not_sent`, `timeout`,
-    /// `transport` or `other`.
+    /// `transport`, `outcome_unknown` or `other`.
     pub fn as_str(&self) -> &'static str {
         match self {
             FailureKind::Status(_) => "status",
@@ -82,6 +90,7 @@ impl FailureKind {
             FailureKind::NotSent => "not_sent",
             FailureKind::Timeout => "timeout",
             FailureKind::Transport => "transport",
+            FailureKind::OutcomeUnknown => "outcome_unknown",
             FailureKind::Other => "other",
         }
     }
@@ -132,6 +141,16 @@ pub trait Classify: Send + Sync + 'static {
 
     /// Classify an error returned by the inner service.
     fn classify_error(&self, error: &(dyn StdError + 'static)) -> Class;
+
+    /// The wait a server asked for, when `error` stands for its answer and
+    /// kept its `Retry-After` (a typed vendor error made from a `429` or
+    /// `503`, say). The retry layer waits for it as it does for a response's
+    /// header, and a `503` with one proves the request was not processed.
+    /// By default none.
+    fn error_retry_after(&self, error: &(dyn StdError + 'static)) -> Option<Duration> {
+        let _ = error;
+        None
+    }
 }
 
 /// The default classification table (see the [module docs](self)).
@@ -164,7 +183,7 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> Class {
     while let Some(err) = current {
         if let Some(kind) = recognise(err) {
             return match kind {
-                FailureKind::Other => Class::Fatal(kind),
+                FailureKind::Other | FailureKind::OutcomeUnknown => Class::Fatal(kind),
                 _ => Class::Retryable(kind),
             };
         }
@@ -174,6 +193,9 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> Class {
 }
 
 fn recognise(err: &(dyn StdError + 'static)) -> Option<FailureKind> {
+    if err.is::<OutcomeUnknown>() {
+        return Some(FailureKind::OutcomeUnknown);
+    }
     if err.is::<RequestNotSent>() || err.is::<Overloaded>() {
         return Some(FailureKind::NotSent);
     }

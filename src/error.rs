@@ -390,15 +390,20 @@ pub enum UnknownCause {
     Timeout,
     /// The connection was closed or reset after the request was written.
     ConnectionLost,
+    /// Another error that a classifier took as retryable, after the request
+    /// may have been sent.
+    Other,
 }
 
 impl UnknownCause {
-    /// A short stable name: `status`, `timeout` or `connection_lost`.
+    /// A short stable name: `status`, `timeout`, `connection_lost` or
+    /// `other`.
     pub fn as_str(&self) -> &'static str {
         match self {
             UnknownCause::Status(_) => "status",
             UnknownCause::Timeout => "timeout",
             UnknownCause::ConnectionLost => "connection_lost",
+            UnknownCause::Other => "other",
         }
     }
 }
@@ -412,6 +417,9 @@ impl fmt::Display for UnknownCause {
             }
             UnknownCause::ConnectionLost => {
                 f.write_str("the connection was lost after the request was written")
+            }
+            UnknownCause::Other => {
+                f.write_str("the attempt failed after the request may have been sent")
             }
         }
     }

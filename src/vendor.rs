@@ -536,6 +536,13 @@ impl Classify for RetryRules {
         }
         Class::Fatal(FailureKind::Other)
     }
+
+    fn error_retry_after(&self, error: &(dyn StdError + 'static)) -> Option<std::time::Duration> {
+        if let Some(genesys) = crate::error::find::<GenesysError>(error) {
+            return genesys.retry_after();
+        }
+        crate::error::find::<CxoneError>(error).and_then(CxoneError::retry_after)
+    }
 }
 
 /// Counts the attempts of one logical call, across the client's retries.
@@ -826,7 +833,19 @@ pub(crate) fn dead_letter(
     });
 }
 
+/// A dead letter's last status and code. An unknown outcome is coded
+/// `outcome_unknown` whatever the vendor said, so that an operator checks
+/// whether it was applied before replaying it.
 fn error_status_and_code(error: &(dyn StdError + 'static)) -> (Option<u16>, String) {
+    if let Some(unknown) = crate::error::OutcomeUnknown::find(error) {
+        let (status, _) = vendor_status_and_code(error);
+        let status = status.or(unknown.status().map(|s| s.as_u16()));
+        return (status, "outcome_unknown".to_owned());
+    }
+    vendor_status_and_code(error)
+}
+
+fn vendor_status_and_code(error: &(dyn StdError + 'static)) -> (Option<u16>, String) {
     let mut current = Some(error);
     while let Some(err) = current {
         if let Some(e) = err.downcast_ref::<GenesysError>() {

@@ -102,9 +102,12 @@ impl fmt::Display for DelaySource {
 pub enum GiveUpReason {
     /// The outcome is not retryable (a 404, a 422, a fatal error).
     Fatal,
-    /// The outcome is retryable, but the request may have been applied and is
-    /// not idempotent (a `POST` without an `Idempotency-Key`).
-    NotIdempotent,
+    /// The request is not safe to repeat (a `POST` or `PATCH` to an origin
+    /// not known to honour idempotency keys) and the failure does not prove
+    /// it was left alone (a `500`, `502`, `504`, a timeout, a connection
+    /// lost after writing): the caller gets
+    /// [`OutcomeUnknown`](crate::error::OutcomeUnknown).
+    OutcomeUnknown,
     /// The request body cannot be replayed (a stream).
     BodyNotReplayable,
     /// The maximum number of attempts was reached.
@@ -133,7 +136,7 @@ impl GiveUpReason {
     pub fn as_str(&self) -> &'static str {
         match self {
             GiveUpReason::Fatal => "fatal",
-            GiveUpReason::NotIdempotent => "not_idempotent",
+            GiveUpReason::OutcomeUnknown => "outcome_unknown",
             GiveUpReason::BodyNotReplayable => "body_not_replayable",
             GiveUpReason::AttemptsExhausted => "attempts_exhausted",
             GiveUpReason::BudgetExhausted => "budget_exhausted",

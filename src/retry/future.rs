@@ -4,15 +4,17 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
 
+use http::header::RETRY_AFTER;
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
 use tower::Service;
 
-use super::policy::{Attempts, Config, Decision, IDEMPOTENCY_KEY};
+use super::policy::{Attempts, Config, Decision};
 use crate::auth::TokenRejected;
 use crate::body::{try_clone_request, ReplayBody};
-use crate::error::{BoxError, CircuitOpen};
+use crate::classify::FailureKind;
+use crate::error::{BoxError, CircuitOpen, OutcomeUnknown, UnknownCause};
 use crate::retry_after::{HintSource, ServerHint};
 
 pin_project! {
@@ -93,9 +95,6 @@ where
                             return Poll::Ready(result);
                         }
                     }
-                    let template = this.template.as_ref();
-                    let keyed =
-                        || template.is_some_and(|t| t.headers().contains_key(IDEMPOTENCY_KEY));
                     let decision = match &result {
                         Ok(response) => {
                             let class = config
@@ -116,24 +115,36 @@ where
                                     Some(response.headers()),
                                     class,
                                     None,
-                                    keyed,
+                                    response.headers().contains_key(RETRY_AFTER),
                                 )
                             })
                         }
                         Err(error) => {
                             let class = config.classifier.classify_error(error.as_ref());
+                            let server_wait = config.classifier.error_retry_after(error.as_ref());
+                            let hint = circuit_hint(error.as_ref()).or(server_wait.map(|delay| {
+                                ServerHint {
+                                    delay,
+                                    source: HintSource::RetryAfter,
+                                }
+                            }));
                             this.attempts.decide(
                                 config,
                                 None,
                                 None,
                                 class,
-                                circuit_hint(error.as_ref()),
-                                keyed,
+                                hint,
+                                server_wait.is_some(),
                             )
                         }
                     };
                     match decision {
                         Decision::Return => return Poll::Ready(result),
+                        Decision::Unknown(kind) => {
+                            let attempt = this.attempts.attempt;
+                            let unknown = outcome_unknown(attempt, kind, result);
+                            return Poll::Ready(Err(unknown.into()));
+                        }
                         Decision::Retry(delay) if delay.is_zero() => {
                             let deadline =
                                 sleep_until(this.attempts.deadline_at(&this.shared.config));
@@ -226,6 +237,27 @@ where
         f.debug_struct("ResponseFuture")
             .field("attempt", &self.attempts.attempt)
             .finish_non_exhaustive()
+    }
+}
+
+/// The [`OutcomeUnknown`] that replaces an attempt's outcome: a response's
+/// status and headers are kept (its body is dropped), an error becomes its
+/// source.
+fn outcome_unknown<B>(
+    attempt: u32,
+    kind: FailureKind,
+    result: Result<Response<B>, BoxError>,
+) -> OutcomeUnknown {
+    let cause = match kind {
+        FailureKind::Status(status) => UnknownCause::Status(status),
+        FailureKind::Timeout => UnknownCause::Timeout,
+        FailureKind::Transport => UnknownCause::ConnectionLost,
+        _ => UnknownCause::Other,
+    };
+    let unknown = OutcomeUnknown::new(attempt, cause);
+    match result {
+        Ok(response) => unknown.with_headers(response.into_parts().0.headers),
+        Err(error) => unknown.with_source(error),
     }
 }
 

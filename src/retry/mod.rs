@@ -40,25 +40,64 @@
 //! # Rules
 //!
 //! After each attempt the outcome is classified ([`crate::classify`]). A
-//! retryable outcome is retried only if all of these hold, checked in order;
-//! the first that fails ends the request with the last outcome (a final HTTP
-//! response is returned as a response, never turned into an error):
+//! fatal outcome (a 404, a 422) is returned as it is. A retryable one first
+//! meets the side-effect rule, below: a request that must not be applied
+//! twice, after a failure that does not prove the server left it alone, is
+//! never sent again, and the caller gets
+//! [`OutcomeUnknown`](crate::error::OutcomeUnknown) instead of the last
+//! outcome. Otherwise it is retried only if all of these hold, checked in
+//! order; the first that fails ends the request with the last outcome (a
+//! final HTTP response is returned as a response, never turned into an
+//! error):
 //!
 //! 1. Attempts remain.
 //! 2. Its body can be replayed ([`ReplayBody`](crate::body::ReplayBody)).
-//! 3. The request may be repeated: its method is idempotent (RFC 9110: `GET`,
-//!    `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`), or it carries an
-//!    `Idempotency-Key`, or the failure proves it was never sent (connect
-//!    error, [`RequestNotSent`](crate::error::RequestNotSent)). A `409` on a
-//!    keyed request is retryable; a `422` is not.
-//! 4. The wait fits: a server hint (`Retry-After`, `RateLimit`,
+//! 3. The wait fits: a server hint (`Retry-After`, `RateLimit`,
 //!    `inin-ratelimit-*`, see [`crate::retry_after`]) is honoured exactly and
 //!    never undercut, spread after by a small jitter; a hint over
 //!    [`max_server_hint`](RetryLayer::max_server_hint) or past the deadline
 //!    returns the response at once instead of sleeping. Without a hint the
 //!    backoff applies, and a delay that would reach the deadline ends the
 //!    request.
-//! 5. The [`RetryBudget`] has room.
+//! 4. The [`RetryBudget`] has room.
+//!
+//! # Side effects: what may be sent twice
+//!
+//! A request is **repeatable** when its method is idempotent (RFC 9110:
+//! `GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`), when the caller
+//! declares it so ([`RetryOverride::idempotent`], per request; the typed
+//! clients per call), or when it carries an `Idempotency-Key` and its origin
+//! is declared to honour keys
+//! ([`idempotency_keys_honoured_by`](RetryLayer::idempotency_keys_honoured_by);
+//! by default no origin is, and Genesys Cloud and NICE CXone ignore the
+//! header). A declaration wins over the method, both ways.
+//!
+//! Any other request (a `POST` or `PATCH`) is retried only on proof that it
+//! was not processed:
+//!
+//! | method × origin | failure | retried? |
+//! |---|---|---|
+//! | repeatable (any row) | any retryable failure | yes |
+//! | `POST`/`PATCH`, any origin | connect error, nothing written ([`RequestNotSent`](crate::error::RequestNotSent)) | yes |
+//! | `POST`/`PATCH`, any origin | refused by this crate's layers: breaker open ([`CircuitOpen`](crate::error::CircuitOpen)), queue ([`Overloaded`](crate::error::Overloaded)), rate gate | yes |
+//! | `POST`/`PATCH`, any origin | `429` | yes |
+//! | `POST`/`PATCH`, any origin | `503` with `Retry-After` | yes |
+//! | `POST`/`PATCH`, origin not honouring keys (or no key) | `500`, `502`, `504`, `503` without `Retry-After`, `408`, timeout, connection lost after writing | **no: `OutcomeUnknown`** |
+//! | `POST`/`PATCH` with a key, origin honouring keys | `500`, `502`, `504`, timeout, connection lost | yes (the same key on every attempt) |
+//! | `POST`/`PATCH` with a key, origin honouring keys | `409` (the first copy still in progress) | yes |
+//! | any | `422`, other 4xx, fatal errors | no: returned as is |
+//!
+//! `OutcomeUnknown` says what happened (the status, a timeout, a lost
+//! connection) and which attempt it was; it keeps the response's status and
+//! headers, or the error as its source. It is published as
+//! [`GiveUpReason::OutcomeUnknown`], and the typed clients dead-letter it
+//! with the code `outcome_unknown`, so that an operator checks whether it
+//! was applied before replaying it. It comes whatever attempts, budget or
+//! deadline remain, and it is fatal to any retry layer above.
+//!
+//! [`auto_idempotency_key`](RetryLayer::auto_idempotency_key) still adds a
+//! key to `POST` and `PATCH`; the key unlocks retries only for origins that
+//! honour it.
 //!
 //! One case skips these rules: a `401` whose token the bearer layer below
 //! has just dropped (marked [`TokenRejected`](crate::auth::TokenRejected)) is

@@ -184,6 +184,55 @@ pub(crate) enum Decision {
     Return,
     /// Start another attempt after the delay.
     Retry(Duration),
+    /// Return [`OutcomeUnknown`](crate::error::OutcomeUnknown) for this
+    /// attempt instead of its outcome: it failed in a way that does not
+    /// prove the server left it alone (`kind`), and it may not be sent
+    /// again.
+    Unknown(FailureKind),
+}
+
+/// Whether a request may be sent more than once, decided when it is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Safety {
+    pub(crate) repeatable: bool,
+    pub(crate) keys_honoured: bool,
+}
+
+impl Safety {
+    /// The rule for `request`: a caller's declaration wins; otherwise its
+    /// method (RFC 9110), or an `Idempotency-Key` to an origin that is
+    /// declared to honour keys.
+    pub(crate) fn of<B>(
+        config: &Config,
+        overrides: Option<&RetryOverride>,
+        request: &http::Request<B>,
+    ) -> Self {
+        let keys_honoured = !config.key_origins.is_empty()
+            && request.headers().contains_key(IDEMPOTENCY_KEY)
+            && Origin::of(request.uri()).is_some_and(|o| config.key_origins.contains(&o));
+        let repeatable = overrides
+            .and_then(RetryOverride::idempotency)
+            .unwrap_or_else(|| is_idempotent(request.method()) || keys_honoured);
+        Self {
+            repeatable,
+            keys_honoured,
+        }
+    }
+}
+
+/// Whether a failure proves that the server did not process the request:
+/// it was never sent or nothing of it was written (a connect error,
+/// [`RequestNotSent`](crate::error::RequestNotSent)), this crate's own
+/// layers refused it (breaker open, queue, rate gate), or the server
+/// refused it before acting: a `429`, or a `503` that carries
+/// `Retry-After`.
+pub(crate) fn proves_not_processed(kind: FailureKind, retry_after: bool) -> bool {
+    match kind {
+        FailureKind::Connect | FailureKind::NotSent => true,
+        FailureKind::Status(StatusCode::TOO_MANY_REQUESTS) => true,
+        FailureKind::Status(StatusCode::SERVICE_UNAVAILABLE) => retry_after,
+        _ => false,
+    }
 }
 
 /// The retry bookkeeping of one logical request: a small part made for
@@ -194,7 +243,13 @@ pub(crate) struct Attempts {
     pub(crate) attempt: u32,
     /// When the logical request started: the deadline counts from here.
     started: Instant,
-    idempotent: bool,
+    /// The request may be sent again after any retryable failure: its
+    /// method is idempotent, the caller declared it so, or it carries an
+    /// `Idempotency-Key` for an origin that honours keys.
+    repeatable: bool,
+    /// It carries an `Idempotency-Key` for an origin declared to honour
+    /// keys (a `409` then means "still in progress": retried).
+    keys_honoured: bool,
     replayable: bool,
     /// Whether the request was already sent again after a rejected token.
     token_replayed: bool,
@@ -249,7 +304,7 @@ impl Attempts {
     /// The bookkeeping of a request whose first attempt starts at `now`.
     pub(crate) fn new(
         overrides: Option<Box<RetryOverride>>,
-        idempotent: bool,
+        safety: Safety,
         replayable: bool,
         now: Instant,
         audit: Option<AuditRecord>,
@@ -257,7 +312,8 @@ impl Attempts {
         Self {
             attempt: 1,
             started: now,
-            idempotent,
+            repeatable: safety.repeatable,
+            keys_honoured: safety.keys_honoured,
             replayable,
             token_replayed: false,
             audit,
@@ -330,8 +386,9 @@ impl Attempts {
     /// Decide what follows the attempt that just ended, publishing every
     /// step of the reasoning.
     ///
-    /// `keyed` tells whether the request carries an `Idempotency-Key`; it is
-    /// only asked for when a failure needs it, off the happy path.
+    /// `retry_after` tells whether the failure carried a `Retry-After` (a
+    /// response's header, or a hint kept by a vendor error): a `503` with
+    /// one proves the request was not processed.
     pub(crate) fn decide(
         &mut self,
         config: &Config,
@@ -339,7 +396,7 @@ impl Attempts {
         headers: Option<&HeaderMap>,
         class: Class,
         error_hint: Option<ServerHint>,
-        keyed: impl Fn() -> bool,
+        retry_after: bool,
     ) -> Decision {
         // the happy path with nobody listening: nothing to report
         if class == Class::Success && !self.listened(config) {
@@ -360,11 +417,19 @@ impl Attempts {
             Class::Retryable(kind) => kind,
             // RFC 9110 + Idempotency-Key draft: a 409 on a keyed request means
             // "the first copy is still being processed": try again.
-            Class::Fatal(FailureKind::Status(StatusCode::CONFLICT)) if keyed() => {
+            Class::Fatal(FailureKind::Status(StatusCode::CONFLICT)) if self.keys_honoured => {
                 FailureKind::Status(StatusCode::CONFLICT)
             }
             Class::Fatal(_) => return give_up(GiveUpReason::Fatal),
         };
+        // A request that must not be applied twice, after a failure that
+        // does not prove it was left alone: nothing may be sent again, and
+        // the caller is told the outcome is unknown (whatever attempts,
+        // budget or deadline remain).
+        if !self.repeatable && !proves_not_processed(kind, retry_after) {
+            emit(RetryEventKind::GaveUp(GiveUpReason::OutcomeUnknown));
+            return Decision::Unknown(kind);
+        }
         let (overrides, started) = (self.overrides.as_deref(), self.started);
         let r = self
             .retrying
@@ -380,9 +445,6 @@ impl Attempts {
         }
         if !self.replayable {
             return give_up(GiveUpReason::BodyNotReplayable);
-        }
-        if kind.request_may_have_been_sent() && !self.idempotent && !keyed() {
-            return give_up(GiveUpReason::NotIdempotent);
         }
 
         let now = Instant::now();

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::future::{ResponseFuture, Shared};
-use super::policy::{is_idempotent, new_idempotency_key, Attempts, Config, IDEMPOTENCY_KEY};
+use super::policy::{new_idempotency_key, Attempts, Config, Safety, IDEMPOTENCY_KEY};
 use super::{RetryLayer, RetryOverride};
 use crate::audit::AuditRecord;
 use crate::body::{try_clone_request, ReplayBody};
@@ -96,9 +96,6 @@ where
             .get::<RetryOverride>()
             .map(|o| Box::new(o.clone()));
         let overrides_ref = overrides.as_deref();
-        let idempotent = overrides_ref
-            .and_then(RetryOverride::idempotency)
-            .unwrap_or_else(|| is_idempotent(request.method()));
         if config.auto_idempotency_key
             && matches!(*request.method(), Method::POST | Method::PATCH)
             && !request.headers().contains_key(IDEMPOTENCY_KEY)
@@ -119,7 +116,8 @@ where
         } else {
             None
         };
-        let mut attempts = Attempts::new(overrides, idempotent, template.is_some(), now, audit);
+        let safety = Safety::of(config, overrides_ref, &request);
+        let mut attempts = Attempts::new(overrides, safety, template.is_some(), now, audit);
         attempts.attempt_started(now);
 
         // Call the service that was driven to readiness; a retry takes a
