@@ -580,7 +580,7 @@ mod redaction {
                     .layer(AuditLayer::new(fan).record_bodies(true))
                     .layer(retry().max_attempts(2))
                     .layer(BearerLayer::new(tokens))
-                    .service(Upstream::new(vec![Answer::Status(503)]));
+                    .service(Upstream::new(vec![Answer::Status(429)]));
                 let url = format!("https://user:{secret}@api.example.com/x?{key}={secret}&page=1");
                 let request = Request::post(url)
                     .header("authorization", format!("Bearer {secret}"))

@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tower::ServiceExt;
 use tower_cx::backoff::Backoff;
 use tower_cx::body::Body;
+use tower_cx::error::OutcomeUnknown;
 use tower_cx::genesys::Region;
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::Stack;
@@ -160,18 +161,31 @@ async fn the_full_stack_completes_every_request_through_a_fault_mix_with_zero_vi
             })
         })
         .collect();
+    // The mock ignores idempotency keys, as Genesys does: a data action
+    // answered 502 may have run, so it is not sent again and its caller is
+    // told the outcome is unknown; every other fault is retried.
+    let mut unknown = 0;
     for task in tasks {
-        assert_eq!(task.await.unwrap().unwrap(), StatusCode::OK);
+        match task.await.unwrap() {
+            Ok(status) => assert_eq!(status, StatusCode::OK),
+            Err(err) => {
+                let outcome = OutcomeUnknown::find(err.as_ref()).expect("typed");
+                assert_eq!(outcome.status(), Some(StatusCode::BAD_GATEWAY));
+                assert_eq!(outcome.attempt(), 1);
+                unknown += 1;
+            }
+        }
     }
+    assert_eq!(unknown, 3, "the three scripted 502s");
     let counters = mock.counters();
     assert_eq!(counters.retry_after_violations, 0, "{counters:?}");
     assert_eq!(counters.expired_token_requests, 0);
     assert_eq!(counters.duplicate_idempotency_keys, 0);
     let stats = handles.stats.snapshot();
-    assert_eq!((stats.requests, stats.successes), (100, 100));
+    assert_eq!((stats.requests, stats.successes), (100, 97));
     assert!(
-        stats.retries >= 14,
-        "every scripted fault was retried: {stats:?}"
+        stats.retries >= 11,
+        "every other scripted fault was retried: {stats:?}"
     );
     let limiter = handles.limiter.status();
     assert_eq!((limiter.available, limiter.queued), (4, [0, 0, 0]));

@@ -18,7 +18,7 @@ use super::sink::AuditSink;
 use crate::auth::box_client;
 use crate::body::Body;
 use crate::error::{BoxError, ConfigError};
-use crate::retry::{RetryBudget, RetryLayer};
+use crate::retry::{RetryBudget, RetryLayer, RetryOverride};
 use crate::vendor::Transport;
 
 type Client = BoxCloneSyncService<Request<Body>, Response<Bytes>, BoxError>;
@@ -233,6 +233,9 @@ async fn deliver(
                 .method(Method::POST)
                 .uri(url.clone())
                 .header(CONTENT_TYPE, "application/json")
+                // delivery is at least once anyway (a failed batch goes back
+                // to the queue): a batch may be sent again after any failure
+                .extension(RetryOverride::new().idempotent(true))
                 .body(Body::from(body));
             let ok = match request {
                 Ok(request) => matches!(
