@@ -1119,3 +1119,61 @@ async fn no_attempt_starts_after_the_deadline_while_waiting_for_readiness() {
     );
     drop(blocker);
 }
+
+// ---------------------------------------------------------------- the event stream
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_outcome_is_recorded_and_dead_lettered_by_the_audit_layer() {
+    use tower_cx::audit::{callback, dead_letter_fn, AuditEvent, AuditLayer, EventKind};
+
+    let events: Arc<Mutex<Vec<AuditEvent>>> = Arc::default();
+    let letters = Arc::new(Mutex::new(Vec::new()));
+    let upstream = Upstream::new(vec![status(500)]);
+    let service = AuditLayer::new(callback({
+        let events = events.clone();
+        move |e: &AuditEvent| events.lock().unwrap().push(e.clone())
+    }))
+    .dead_letters(dead_letter_fn({
+        let letters = letters.clone();
+        move |letter| letters.lock().unwrap().push(letter)
+    }))
+    .layer(layer(&Events::default()).layer(upstream.clone()));
+    let err = send(service, post()).await.unwrap_err();
+    assert!(OutcomeUnknown::find(err.as_ref()).is_some());
+    assert_eq!(upstream.arrivals().len(), 1);
+
+    let events = events.lock().unwrap();
+    let gave_up: Vec<&EventKind> = events
+        .iter()
+        .map(|e| &e.kind)
+        .filter(|k| matches!(k, EventKind::RetryGaveUp { .. }))
+        .collect();
+    assert_eq!(
+        gave_up,
+        [&EventKind::RetryGaveUp {
+            reason: "outcome_unknown"
+        }]
+    );
+    let finished = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::RequestFinished {
+                outcome,
+                error_kind,
+                attempts,
+                ..
+            } => Some((*outcome, *error_kind, *attempts)),
+            _ => None,
+        })
+        .expect("request.finished");
+    assert_eq!(finished, ("error", Some("outcome_unknown"), 1));
+
+    let letters = letters.lock().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].error_code, "outcome_unknown");
+    assert!(letters[0].message.contains("may have been applied"));
+    assert!(
+        letters[0].request.is_some(),
+        "kept for an operator to replay"
+    );
+}

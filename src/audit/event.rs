@@ -122,7 +122,7 @@ pub enum EventKind {
     /// The retry layer stopped retrying.
     #[serde(rename = "retry.gave_up")]
     RetryGaveUp {
-        /// `fatal`, `not_idempotent`, `body_not_replayable`,
+        /// `fatal`, `outcome_unknown`, `body_not_replayable`,
         /// `attempts_exhausted`, `budget_exhausted`, `deadline_reached`,
         /// `hint_over_cap` or `hint_past_deadline`.
         reason: &'static str,
@@ -188,7 +188,7 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         status: Option<u16>,
         /// The error kind for `error` (`connect`, `timeout`, `not_sent`,
-        /// `transport`, `other`).
+        /// `transport`, `outcome_unknown`, `other`).
         #[serde(skip_serializing_if = "Option::is_none")]
         error_kind: Option<&'static str>,
         /// Attempts sent (counted by the retry layer; without one, 1, or 0
