@@ -158,7 +158,10 @@ async fn the_gateway_answers_a_typed_error_when_its_credentials_are_refused() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(error["error"], "token", "{error}");
-    assert_eq!(error["message"], "upstream authentication failed", "{error}");
+    assert_eq!(
+        error["message"], "upstream authentication failed",
+        "{error}"
+    );
     assert!(!String::from_utf8_lossy(&body).contains("not-the-secret"));
     let counters = mock.counters();
     assert_eq!(
@@ -214,9 +217,8 @@ async fn recording_upstream() -> (Recorder, String) {
             };
             let recorder = shared.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    record(recorder.clone(), request)
-                });
+                let service =
+                    hyper::service::service_fn(move |request| record(recorder.clone(), request));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -231,7 +233,11 @@ async fn record(
     request: Request<hyper::body::Incoming>,
 ) -> Result<http::Response<Full<Bytes>>, std::convert::Infallible> {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let uri = parts.uri.to_string();
     recorder.seen.lock().unwrap().push(Seen {
         uri: uri.clone(),
@@ -252,7 +258,9 @@ async fn record(
         }
         return respond(
             200,
-            format!(r#"{{"access_token":"{UPSTREAM_TOKEN}","token_type":"bearer","expires_in":3600}}"#),
+            format!(
+                r#"{{"access_token":"{UPSTREAM_TOKEN}","token_type":"bearer","expires_in":3600}}"#
+            ),
         );
     }
     if uri.starts_with("/redirect") {
@@ -374,8 +382,17 @@ async fn the_callers_authorization_and_hop_by_hop_headers_are_stripped() {
         format!("Bearer {UPSTREAM_TOKEN}").as_str(),
         "the gateway's token, not the caller's"
     );
-    for gone in ["proxy-authorization", "x-hop-secret", "keep-alive", "te", "trailer"] {
-        assert!(headers.get(gone).is_none(), "{gone} was forwarded: {headers:?}");
+    for gone in [
+        "proxy-authorization",
+        "x-hop-secret",
+        "keep-alive",
+        "te",
+        "trailer",
+    ] {
+        assert!(
+            headers.get(gone).is_none(),
+            "{gone} was forwarded: {headers:?}"
+        );
     }
     assert_eq!(headers["x-end-to-end"], "kept");
 }
@@ -387,12 +404,23 @@ async fn a_redirect_to_another_host_is_passed_back_not_followed() {
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let response = client
-        .request(Request::get(format!("{addr}/redirect")).body(Full::default()).unwrap())
+        .request(
+            Request::get(format!("{addr}/redirect"))
+                .body(Full::default())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::FOUND);
-    assert_eq!(response.headers()["location"], "http://elsewhere.invalid/taken");
-    assert_eq!(recorder.api_requests().len(), 1, "one request, not followed");
+    assert_eq!(
+        response.headers()["location"],
+        "http://elsewhere.invalid/taken"
+    );
+    assert_eq!(
+        recorder.api_requests().len(),
+        1,
+        "one request, not followed"
+    );
 }
 
 #[tokio::test]
@@ -411,7 +439,8 @@ async fn the_413_414_and_431_limits_answer_before_anything_is_forwarded() {
     assert_eq!(status_of(&answer), 413, "{answer}");
 
     // A chunked body that grows past the limit.
-    let mut chunked = b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked =
+        b"POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..3 {
         chunked.extend_from_slice(b"200\r\n");
         chunked.extend_from_slice(&[b'a'; 0x200]);
@@ -420,16 +449,29 @@ async fn the_413_414_and_431_limits_answer_before_anything_is_forwarded() {
     chunked.extend_from_slice(b"0\r\n\r\n");
     assert_eq!(status_of(&raw_exchange(&addr, &chunked).await), 413);
 
-    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "u".repeat(10_000));
-    assert_eq!(status_of(&raw_exchange(&addr, long_uri.as_bytes()).await), 414);
+    let long_uri = format!(
+        "GET /{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "u".repeat(10_000)
+    );
+    assert_eq!(
+        status_of(&raw_exchange(&addr, long_uri.as_bytes()).await),
+        414
+    );
 
     let big_header = format!(
         "GET /h HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
         "h".repeat(40_000)
     );
-    assert_eq!(status_of(&raw_exchange(&addr, big_header.as_bytes()).await), 431);
+    assert_eq!(
+        status_of(&raw_exchange(&addr, big_header.as_bytes()).await),
+        431
+    );
 
-    assert!(recorder.api_requests().is_empty(), "{:?}", recorder.api_requests());
+    assert!(
+        recorder.api_requests().is_empty(),
+        "{:?}",
+        recorder.api_requests()
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -449,11 +491,16 @@ async fn trace_connect_and_unknown_methods_are_answered_405_and_never_forwarded(
         let answer = raw_exchange(&addr, raw.as_bytes()).await;
         assert_eq!(status_of(&answer), 405, "{raw}: {answer}");
         assert!(
-            answer.to_ascii_lowercase().contains("\r\nallow: get, head, post, put, patch, delete, options\r\n"),
+            answer
+                .to_ascii_lowercase()
+                .contains("\r\nallow: get, head, post, put, patch, delete, options\r\n"),
             "{answer}"
         );
     }
-    assert!(recorder.seen.lock().unwrap().is_empty(), "nothing reached the upstream, not even for a token");
+    assert!(
+        recorder.seen.lock().unwrap().is_empty(),
+        "nothing reached the upstream, not even for a token"
+    );
 }
 
 #[tokio::test]
@@ -470,7 +517,11 @@ async fn token_endpoint_text_never_reaches_the_caller() {
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let response = client
-        .request(Request::get(format!("{addr}/api/me")).body(Full::default()).unwrap())
+        .request(
+            Request::get(format!("{addr}/api/me"))
+                .body(Full::default())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
@@ -481,7 +532,10 @@ async fn token_endpoint_text_never_reaches_the_caller() {
     assert!(!text.contains("bad secret"), "{text}");
     let error: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(error["message"], "upstream authentication failed");
-    assert!(recorder.api_requests().is_empty(), "no API call without a token");
+    assert!(
+        recorder.api_requests().is_empty(),
+        "no API call without a token"
+    );
 }
 
 /// Runs the gateway with `args` and returns its exit status and stderr.
@@ -489,7 +543,12 @@ async fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
     let output = tokio::time::timeout(
         Duration::from_secs(30),
         Command::new(gateway_binary())
-            .args(["--listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:9"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                "http://127.0.0.1:9",
+            ])
             .args(args)
             .stdin(Stdio::null())
             .output(),
@@ -497,7 +556,10 @@ async fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
     .await
     .expect("the gateway exits on a bad flag")
     .unwrap();
-    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]
@@ -519,7 +581,10 @@ async fn bad_numbers_in_flags_end_the_gateway_with_a_clear_error_not_a_panic() {
     for (args, flag) in cases {
         let (code, stderr) = run_to_exit(args).await;
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
-        assert!(stderr.starts_with(&format!("gateway: {flag}: expected")), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with(&format!("gateway: {flag}: expected")),
+            "{args:?}: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
@@ -538,7 +603,7 @@ async fn slow_clients_are_closed_by_the_header_and_body_timeouts() {
     )
     .await;
 
-    // 10 silent, 15 with half their headers, 15 with half their body.
+    // 10 silent, 10 with part of their headers, 20 with part of their body.
     let mut clients = Vec::new();
     for i in 0..40 {
         let mut stream = TcpStream::connect(host_port(&addr)).await.unwrap();
@@ -595,7 +660,10 @@ async fn connections_over_the_limit_wait_until_one_closes() {
         .unwrap();
     let mut buf = [0u8; 64];
     let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut buf)).await;
-    assert!(early.is_err(), "the third connection was served over the limit");
+    assert!(
+        early.is_err(),
+        "the third connection was served over the limit"
+    );
     assert!(recorder.api_requests().is_empty());
 
     drop(first);
@@ -645,21 +713,33 @@ async fn bodies_over_the_shared_budget_are_answered_503_at_once() {
     .await;
 
     // The first request holds 1000 of the 1500 bytes while its body comes.
-    let mut holder = post_head(&addr, "/holder", 1000).await.expect("asked for the body");
-    let refused = post_head(&addr, "/second", 1000).await.expect_err("over the budget");
+    let mut holder = post_head(&addr, "/holder", 1000)
+        .await
+        .expect("asked for the body");
+    let refused = post_head(&addr, "/second", 1000)
+        .await
+        .expect_err("over the budget");
     assert_eq!(status_of(&refused), 503, "{refused}");
-    assert!(refused.to_ascii_lowercase().contains("retry-after: 1"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
     // a body without a declared length is refused when it grows past it
     let chunked = format!(
         "POST /chunked HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n258\r\n{}\r\n0\r\n\r\n",
         "c".repeat(600)
     );
-    assert_eq!(status_of(&raw_exchange(&addr, chunked.as_bytes()).await), 503);
+    assert_eq!(
+        status_of(&raw_exchange(&addr, chunked.as_bytes()).await),
+        503
+    );
 
     holder.write_all(&[b'h'; 1000]).await.unwrap();
     assert_eq!(status_of(&read_to_close(&mut holder).await), 200);
     // its bytes are back in the budget
-    let mut next = post_head(&addr, "/next", 1000).await.expect("budget given back");
+    let mut next = post_head(&addr, "/next", 1000)
+        .await
+        .expect("budget given back");
     next.write_all(&[b'n'; 1000]).await.unwrap();
     assert_eq!(status_of(&read_to_close(&mut next).await), 200);
 
@@ -668,7 +748,10 @@ async fn bodies_over_the_shared_budget_are_answered_503_at_once() {
         .into_iter()
         .map(|s| (s.uri, s.body_len))
         .collect();
-    assert_eq!(seen, [("/holder".to_owned(), 1000), ("/next".to_owned(), 1000)]);
+    assert_eq!(
+        seen,
+        [("/holder".to_owned(), 1000), ("/next".to_owned(), 1000)]
+    );
 }
 
 /// `VmRSS` and `VmHWM` of `pid`, in MiB (Linux).
@@ -714,15 +797,13 @@ async fn large_bodies_stay_within_the_budget_and_memory_is_given_back() {
     let (recorder, base) = recording_upstream().await;
     for (budget, label) in [
         ("67108864", "default budget (64 MiB)"),
-        ("419430400", "budget raised to 400 MiB (every body buffered at once)"),
+        (
+            "419430400",
+            "budget raised to 400 MiB (every body buffered at once)",
+        ),
     ] {
-        let (gateway, addr) = gateway_for_recorder(
-            &base,
-            false,
-            &["--max-buffered-bytes", budget],
-            "memory",
-        )
-        .await;
+        let (gateway, addr) =
+            gateway_for_recorder(&base, false, &["--max-buffered-bytes", budget], "memory").await;
         let pid = gateway.id().unwrap();
         let before = memory_mib(pid);
         let statuses = forty_large_bodies(&addr).await;
@@ -747,7 +828,10 @@ async fn large_bodies_stay_within_the_budget_and_memory_is_given_back() {
         }
         drop(gateway);
     }
-    assert!(recorder.api_requests().iter().all(|s| s.body_len == 8 * 1024 * 1024));
+    assert!(recorder
+        .api_requests()
+        .iter()
+        .all(|s| s.body_len == 8 * 1024 * 1024));
 }
 
 // ---------------------------------------------------------------------------
@@ -771,9 +855,16 @@ async fn a_post_whose_upstream_answers_500_is_answered_502_outcome_unknown() {
     let _ = std::fs::remove_file(&audit);
     let status = response.status();
     let outcome = response.headers().get("x-cx-outcome").cloned();
-    assert_eq!(mock.counters().requests[path], 1, "sent once, never repeated");
+    assert_eq!(
+        mock.counters().requests[path],
+        1,
+        "sent once, never repeated"
+    );
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    assert_eq!(outcome.as_ref().map(|v| v.to_str().unwrap()), Some("unknown"));
+    assert_eq!(
+        outcome.as_ref().map(|v| v.to_str().unwrap()),
+        Some("unknown")
+    );
 }
 
 #[tokio::test]

@@ -193,7 +193,11 @@ impl Flags {
                 ))
             }
         };
-        let rate = r.string("--rate", "TOWER_CX_RATE")?.as_deref().map(rate).transpose()?;
+        let rate = r
+            .string("--rate", "TOWER_CX_RATE")?
+            .as_deref()
+            .map(rate)
+            .transpose()?;
         let defaults = Limits::default();
         let limits = Limits {
             header_timeout: r.seconds(
@@ -290,16 +294,25 @@ mod tests {
         assert_eq!(whole("--x", "5", 1u32, 10).unwrap(), 5);
         for bad in ["0", "11", "-1", "1e3", "", "99999999999999999999"] {
             let err = whole("--x", bad, 1u32, 10).unwrap_err();
-            assert!(err.to_string().starts_with("--x: expected 1 to 10"), "{err}");
+            assert!(
+                err.to_string().starts_with("--x: expected 1 to 10"),
+                "{err}"
+            );
         }
     }
 
     #[test]
     fn seconds_refuse_what_a_duration_cannot_hold() {
-        assert_eq!(seconds("--t", "1.5", 0.001).unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            seconds("--t", "1.5", 0.001).unwrap(),
+            Duration::from_millis(1500)
+        );
         for bad in ["1e30", "inf", "NaN", "-1", "0", "86401", "x"] {
             let err = seconds("--t", bad, 0.001).unwrap_err();
-            assert!(err.to_string().starts_with("--t: expected seconds"), "{bad}: {err}");
+            assert!(
+                err.to_string().starts_with("--t: expected seconds"),
+                "{bad}: {err}"
+            );
         }
     }
 

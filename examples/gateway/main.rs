@@ -82,7 +82,6 @@
 //! On start it prints `listening on http://ADDR`; on Ctrl-C it prints the
 //! audit statistics and exits.
 
-
 mod flags;
 mod limits;
 mod proxy;
@@ -286,11 +285,19 @@ async fn serve(listener: TcpListener, gateway: Gateway) {
         let gateway = gateway.clone();
         let http = http.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                gateway.clone().handle(request, peer)
-            });
-            if let Err(e) = http.serve_connection(TokioIo::new(stream), service).await {
-                eprintln!("connection from {peer}: {e}");
+            let service =
+                hyper::service::service_fn(move |request| gateway.clone().handle(request, peer));
+            match http.serve_connection(TokioIo::new(stream), service).await {
+                // a slow, malformed or vanished client: not worth a line each
+                // (a flood of them would flood the log)
+                Err(e)
+                    if e.is_timeout()
+                        || e.is_parse()
+                        || e.is_parse_too_large()
+                        || e.is_incomplete_message()
+                        || e.is_closed() => {}
+                Err(e) => eprintln!("connection from {peer}: {e}"),
+                Ok(()) => {}
             }
             drop(permit);
         });

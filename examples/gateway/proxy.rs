@@ -114,12 +114,18 @@ impl Gateway {
                 .insert(header::ALLOW, HeaderValue::from_static(ALLOW));
             return Some(response);
         }
-        let uri_len = request.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        let uri_len = request
+            .uri()
+            .path_and_query()
+            .map_or(0, |pq| pq.as_str().len());
         if uri_len > self.limits.max_uri_bytes {
             return Some(plain(
                 StatusCode::URI_TOO_LONG,
                 "uri_too_long",
-                &format!("request targets are limited to {} bytes", self.limits.max_uri_bytes),
+                &format!(
+                    "request targets are limited to {} bytes",
+                    self.limits.max_uri_bytes
+                ),
             ));
         }
         None
@@ -173,7 +179,10 @@ fn body_error(error: BodyError, limits: &Limits) -> Response<ProxyBody> {
         BodyError::TooLarge => plain(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request_too_large",
-            &format!("request bodies are limited to {} bytes", limits.max_body_bytes),
+            &format!(
+                "request bodies are limited to {} bytes",
+                limits.max_body_bytes
+            ),
         ),
         BodyError::OverBudget => {
             let mut response = plain(
@@ -258,7 +267,11 @@ pub fn error_response(error: &(dyn std::error::Error + 'static)) -> Response<Pro
         return response;
     }
     if let Some(deadline) = find::<RetryDeadlineExceeded>(error) {
-        return plain(StatusCode::GATEWAY_TIMEOUT, "timeout", &deadline.to_string());
+        return plain(
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+            &deadline.to_string(),
+        );
     }
     if find::<tower::timeout::error::Elapsed>(error).is_some() {
         return plain(
@@ -327,14 +340,20 @@ mod tests {
     #[test]
     fn an_unknown_outcome_is_never_a_success_and_says_so() {
         let cases = [
-            (UnknownCause::Status(StatusCode::INTERNAL_SERVER_ERROR), StatusCode::BAD_GATEWAY),
-            (UnknownCause::Status(StatusCode::GATEWAY_TIMEOUT), StatusCode::BAD_GATEWAY),
+            (
+                UnknownCause::Status(StatusCode::INTERNAL_SERVER_ERROR),
+                StatusCode::BAD_GATEWAY,
+            ),
+            (
+                UnknownCause::Status(StatusCode::GATEWAY_TIMEOUT),
+                StatusCode::BAD_GATEWAY,
+            ),
             (UnknownCause::ConnectionLost, StatusCode::BAD_GATEWAY),
             (UnknownCause::Timeout, StatusCode::GATEWAY_TIMEOUT),
         ];
         for (cause, status) in cases {
-            let error = OutcomeUnknown::new(1, cause)
-                .with_source(tower::timeout::error::Elapsed::new());
+            let error =
+                OutcomeUnknown::new(1, cause).with_source(tower::timeout::error::Elapsed::new());
             assert_eq!(
                 answer(error.into()),
                 (status, Some("unknown".to_owned())),
