@@ -82,8 +82,8 @@ impl Gateway {
             Ok(read) => read,
             Err(e) => return Ok(body_error(e, &self.limits)),
         };
-        if let Err(response) = self.rewrite(&mut parts, peer) {
-            return Ok(response);
+        if let Err(e) = self.rewrite(&mut parts, peer) {
+            return Ok(plain(StatusCode::BAD_REQUEST, "bad_uri", &e.to_string()));
         }
         let request = Request::from_parts(parts, Body::from_bytes(bytes));
         let response = match self.stack.oneshot(request).await {
@@ -138,7 +138,7 @@ impl Gateway {
         &self,
         parts: &mut http::request::Parts,
         peer: SocketAddr,
-    ) -> Result<(), Response<ProxyBody>> {
+    ) -> Result<(), http::Error> {
         let base_path = self.upstream.path().trim_end_matches('/');
         let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let mut uri = Uri::builder().path_and_query(format!("{base_path}{path_and_query}"));
@@ -148,9 +148,7 @@ impl Gateway {
         if let Some(authority) = self.upstream.authority() {
             uri = uri.authority(authority.clone());
         }
-        parts.uri = uri
-            .build()
-            .map_err(|e| plain(StatusCode::BAD_REQUEST, "bad_uri", &e.to_string()))?;
+        parts.uri = uri.build()?;
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
         if self.authenticates {
