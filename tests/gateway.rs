@@ -896,3 +896,85 @@ async fn a_post_is_retried_when_the_upstream_is_declared_to_honour_keys() {
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert_eq!(keys[0], keys[1], "the same key on both attempts");
 }
+
+/// Out of descriptors, the gateway pauses accepting (a line when it starts
+/// and about one a second after) instead of spinning, and serves again once
+/// descriptors are free.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[tokio::test]
+async fn accept_errors_back_off_instead_of_spinning() {
+    use std::os::unix::process::CommandExt as _;
+
+    let (recorder, base) = recording_upstream().await;
+    let mut command = std::process::Command::new(gateway_binary());
+    command
+        .args(["--listen", "127.0.0.1:0", "--upstream", &base])
+        .args(["--header-timeout", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: only setrlimit, async-signal-safe, runs in the child before exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 48,
+                rlim_max: 48,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = Command::from(command).kill_on_drop(true).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = loop {
+        let line = out.next_line().await.unwrap().expect("the gateway starts");
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            break addr.to_owned();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = out.next_line().await {} });
+    let stderr_lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let collected = stderr_lines.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = err.next_line().await {
+            collected.lock().unwrap().push(line);
+        }
+    });
+
+    // More idle connections than the gateway has descriptors for.
+    let mut idle = Vec::new();
+    for _ in 0..80 {
+        idle.push(TcpStream::connect(host_port(&addr)).await.unwrap());
+    }
+    // Two seconds of refused accepts (a real wait: the gateway's own pauses
+    // are what is observed).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during: Vec<String> = stderr_lines.lock().unwrap().clone();
+    let accept_lines = during.iter().filter(|l| l.starts_with("accept:")).count();
+    println!("accept errors for 2 s: {accept_lines} log line(s): {during:?}");
+    assert!(accept_lines >= 1, "the pause is logged: {during:?}");
+    assert!(
+        accept_lines <= 6,
+        "a log line per error is a hot loop: {during:?}"
+    );
+
+    drop(idle);
+    let answer = raw_exchange(
+        &addr,
+        b"GET /after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    assert!(recorder.api_requests().iter().any(|s| s.uri == "/after"));
+    assert!(
+        stderr_lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("accept: accepting again")),
+        "{:?}",
+        stderr_lines.lock().unwrap()
+    );
+}
