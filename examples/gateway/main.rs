@@ -1,0 +1,305 @@
+//! Gateway: a reverse proxy that wraps any HTTP upstream in the full
+//! tower-cx stack (Audit -> Retry -> CircuitBreaker -> PriorityLimit + rate
+//! gate -> Bearer -> Timeout).
+//!
+//! Callers send plain requests; the gateway fetches and refreshes an OAuth2
+//! client-credentials token itself (any RFC 6749 server), paces, retries,
+//! sheds and audits, and forwards to the upstream. A caller's own
+//! `Authorization` header is dropped when the gateway authenticates, so a
+//! caller's credentials never reach the upstream. The request priority comes
+//! from the `x-priority: high|normal|low` header.
+//!
+//! ```text
+//! cargo run --example gateway -- --mock
+//! cargo run --example gateway -- \
+//!     --listen 127.0.0.1:8080 \
+//!     --upstream https://api.mypurecloud.ie \
+//!     --token-url https://login.mypurecloud.ie/oauth/token \
+//!     --client-id "$GENESYS_CLIENT_ID" \
+//!     --rate 300/60 --audit-file audit.jsonl
+//! curl -H 'x-priority: high' http://127.0.0.1:8080/api/v2/users/me
+//! ```
+//!
+//! Flags (every flag also reads an environment variable, named in brackets;
+//! the secret should come from the environment, not the command line):
+//!
+//! | flag | env | default |
+//! |---|---|---|
+//! | `--listen ADDR` | `TOWER_CX_LISTEN` | `127.0.0.1:8080` |
+//! | `--upstream URL` | `TOWER_CX_UPSTREAM` | required unless `--mock` |
+//! | `--token-url URL` | `TOWER_CX_TOKEN_URL` | none: no authentication |
+//! | `--client-id ID` | `TOWER_CX_CLIENT_ID` | |
+//! | `--client-secret SECRET` | `TOWER_CX_CLIENT_SECRET` | |
+//! | `--scope S` | `TOWER_CX_SCOPE` | none |
+//! | `--auth-style basic\|post` | `TOWER_CX_AUTH_STYLE` | `basic` |
+//! | `--concurrency N` | `TOWER_CX_CONCURRENCY` | 16 |
+//! | `--queue-depth N` | `TOWER_CX_QUEUE_DEPTH` | 1024 |
+//! | `--max-attempts N` | `TOWER_CX_MAX_ATTEMPTS` | 3 |
+//! | `--rate N/SECS` | `TOWER_CX_RATE` | no pacing |
+//! | `--timeout SECS` | `TOWER_CX_TIMEOUT` | 30 (per attempt) |
+//! | `--audit-file PATH` | `TOWER_CX_AUDIT_FILE` | stats only |
+//! | `--redis URL` | `TOWER_CX_REDIS` | none: this instance alone |
+//! | `--upstream-honours-keys` | `TOWER_CX_UPSTREAM_HONOURS_KEYS=1` | off: POST/PATCH are not retried once they may have been applied |
+//! | `--header-timeout SECS` | `TOWER_CX_HEADER_TIMEOUT` | 10 (also closes a keep-alive connection idle that long) |
+//! | `--body-timeout SECS` | `TOWER_CX_BODY_TIMEOUT` | 30 (whole request body, after the headers; then 408) |
+//! | `--max-connections N` | `TOWER_CX_MAX_CONNECTIONS` | 512 (more wait in the listen backlog) |
+//! | `--max-body-bytes N` | `TOWER_CX_MAX_BODY_BYTES` | 8388608 (8 MiB; then 413, a declared length before reading) |
+//! | `--max-buffered-bytes N` | `TOWER_CX_MAX_BUFFERED_BYTES` | 67108864 (64 MiB of bodies across requests; then 503) |
+//! | `--max-header-bytes N` | `TOWER_CX_MAX_HEADER_BYTES` | 32768 (request line and headers; then 431) |
+//! | `--max-uri-bytes N` | `TOWER_CX_MAX_URI_BYTES` | 8192 (path and query; then 414) |
+//! | `--mock` | | start the embedded Genesys mock as upstream |
+//!
+//! Every number is checked at start-up: a value out of range ends the
+//! gateway with a message naming the flag and exit status 2.
+//!
+//! With `--redis redis://127.0.0.1:6379` (and the `redis` feature) the
+//! gateway is one member of a fleet: every member shares one token per
+//! client, one rate gate (a 429 seen by one pauses all), one breaker state
+//! (an outage found by one opens every member's breaker) and one pacing
+//! schedule (`--rate` is then the fleet's rate, not each member's). Without
+//! Redis the members fall back to their own state and keep serving.
+//!
+//! Only `GET HEAD POST PUT PATCH DELETE OPTIONS` are forwarded; any other
+//! method (TRACE would echo the token, CONNECT would tunnel with it) is
+//! answered 405 with `Allow`. Requests go to the configured upstream only,
+//! whatever their absolute-form target or `Host` says; a redirect from the
+//! upstream is passed back to the caller, never followed.
+//!
+//! Retries never apply a side effect twice: a POST or PATCH whose outcome is
+//! unknown (the upstream answered 500/502/504, timed out or dropped the
+//! connection after it was sent) is not retried, and the caller gets 502
+//! (504 after a timeout) with `x-cx-outcome: unknown`, never a success.
+//! With `--upstream-honours-keys` the upstream's origin is declared to apply a
+//! request with an `Idempotency-Key` at most once (the gateway adds a key to
+//! each POST and PATCH), and such requests are retried like a GET. If the
+//! token endpoint refuses the gateway, callers get 502 "upstream
+//! authentication failed"; the endpoint's text goes to the audit stream only.
+//!
+//! Slow or large requests cannot hold the gateway open: see the limits above
+//! (`limits.rs` says what each one does). Accept errors (out of descriptors)
+//! pause accepting for 5 ms, doubling up to 1 s, logged once per pause run.
+//!
+//! On start it prints `listening on http://ADDR`; on Ctrl-C it prints the
+//! audit statistics and exits.
+
+mod flags;
+mod limits;
+mod proxy;
+mod shared;
+
+use std::sync::Arc;
+
+use http::header::HeaderName;
+use http::Uri;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::Layer;
+use tower_cx::audit::{AuditLayer, JsonLinesSink, NoopSink};
+use tower_cx::auth::ClientCredentials;
+use tower_cx::error::BoxError;
+use tower_cx::origin::Origin;
+use tower_cx::priority::PriorityFromHeaderLayer;
+use tower_cx::retry::RetryLayer;
+use tower_cx::stack::{Stack, StackHandles};
+
+use flags::Flags;
+use limits::{AcceptBackoff, BodyBudget};
+use proxy::{Gateway, Upstream};
+
+#[tokio::main]
+async fn main() {
+    let flags = match Flags::from_env() {
+        Ok(flags) => flags,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(flags).await {
+        eprintln!("gateway: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The module docs above, as `--help`.
+fn print_help() {
+    for line in include_str!("main.rs").lines() {
+        match line.strip_prefix("//!") {
+            Some(text) => println!("{}", text.strip_prefix(' ').unwrap_or(text)),
+            None => break,
+        }
+    }
+}
+
+async fn run(mut flags: Flags) -> Result<(), BoxError> {
+    // `--mock`: the embedded Genesys Cloud mock is the upstream and the
+    // token server, with its demo credentials.
+    let _mock = if flags.mock {
+        let mock = tower_cx::mock::MockServer::start().await?;
+        let config = mock.config().clone();
+        flags.upstream.get_or_insert(mock.base_url());
+        flags
+            .token_url
+            .get_or_insert(format!("{}/oauth/token", mock.base_url()));
+        flags.client_id.get_or_insert(config.client_id);
+        flags.client_secret.get_or_insert(config.client_secret);
+        println!("upstream: embedded Genesys mock on {}", mock.base_url());
+        Some(mock)
+    } else {
+        None
+    };
+
+    let upstream: Uri = flags
+        .upstream
+        .as_deref()
+        .ok_or("--upstream URL is required (or --mock)")?
+        .parse()
+        .map_err(|e| format!("--upstream: {e}"))?;
+    if upstream.scheme().is_none() || upstream.authority().is_none() {
+        return Err("--upstream: an absolute URL such as https://api.example.com".into());
+    }
+
+    let (stack, handles) = build_stack(&flags, &upstream)?;
+    let gateway = Gateway {
+        stack,
+        upstream: Arc::new(upstream),
+        authenticates: flags.token_url.is_some(),
+        limits: Arc::new(flags.limits.clone()),
+        budget: BodyBudget::new(flags.limits.max_buffered_bytes),
+    };
+
+    let listener = TcpListener::bind(flags.listen).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    println!("upstream {}", gateway.upstream);
+    serve(listener, gateway).await;
+
+    let stats = handles.stats.snapshot();
+    println!(
+        "requests {} successes {} http errors {} errors {} attempts {} retries {} shed {} p50 {:.1} ms p99 {:.1} ms",
+        stats.requests,
+        stats.successes,
+        stats.http_errors,
+        stats.errors,
+        stats.attempts,
+        stats.retries,
+        stats.shed,
+        stats.p50_ms,
+        stats.p99_ms
+    );
+    Ok(())
+}
+
+/// The whole stack, outermost first: priority from `x-priority`, then
+/// Audit -> Retry -> Breaker -> PriorityLimit -> Bearer -> Timeout.
+fn build_stack(flags: &Flags, upstream: &Uri) -> Result<(Upstream, StackHandles), BoxError> {
+    let origin = upstream.to_string();
+    let audit = match &flags.audit_file {
+        Some(path) => AuditLayer::new(
+            JsonLinesSink::file(path).map_err(|e| format!("--audit-file {path}: {e}"))?,
+        ),
+        None => AuditLayer::new(NoopSink),
+    };
+    let mut retry = RetryLayer::new()
+        .max_attempts(flags.max_attempts)
+        .auto_idempotency_key(true);
+    if flags.upstream_honours_keys {
+        retry = retry.idempotency_keys_honoured_by(Origin::parse(&origin)?);
+    }
+    let shared = shared::layers(flags, &audit, &origin, credentials(flags)?)?;
+    let mut stack = Stack::new()
+        .audit(audit)
+        .retry(retry)
+        .breaker(shared.breaker)
+        .limiter(shared.limiter)
+        .timeout(flags.timeout);
+    if let Some(tokens) = shared.tokens {
+        // the token goes to the upstream's origin and nowhere else
+        stack = stack.bearer(tokens).allow_origin(&origin)?;
+    }
+    let handles = stack.handles();
+    let priority = PriorityFromHeaderLayer::new(HeaderName::from_static("x-priority"));
+    Ok((Upstream::new(priority.layer(stack.build())), handles))
+}
+
+/// The OAuth client credentials, with `--token-url`.
+fn credentials(flags: &Flags) -> Result<Option<ClientCredentials>, BoxError> {
+    let Some(token_url) = &flags.token_url else {
+        return Ok(None);
+    };
+    let client_id = flags
+        .client_id
+        .clone()
+        .ok_or("--client-id is required with --token-url")?;
+    let secret = flags
+        .client_secret
+        .clone()
+        .ok_or("--client-secret or TOWER_CX_CLIENT_SECRET is required with --token-url")?;
+    let mut credentials =
+        ClientCredentials::new(token_url, client_id, secret)?.client_auth(flags.auth_style);
+    if let Some(scope) = &flags.scope {
+        credentials = credentials.scope(scope.clone());
+    }
+    Ok(Some(credentials))
+}
+
+/// Accept and serve connections until Ctrl-C, within the limits.
+async fn serve(listener: TcpListener, gateway: Gateway) {
+    let limits = gateway.limits.clone();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(64 * 1024));
+    let mut backoff = AcceptBackoff::default();
+    let shutdown = tokio::signal::ctrl_c();
+    tokio::pin!(shutdown);
+    loop {
+        // Over the limit, wait here: new connections stay in the backlog.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    let pause = backoff.failed();
+                    if pause.log {
+                        eprintln!(
+                            "accept: {e} ({} error(s) in a row); pausing accepts for {:?}",
+                            pause.errors, pause.wait
+                        );
+                    }
+                    tokio::time::sleep(pause.wait).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        if let Some(errors) = backoff.succeeded() {
+            eprintln!("accept: accepting again after {errors} error(s)");
+        }
+        let gateway = gateway.clone();
+        let http = http.clone();
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request| gateway.clone().handle(request, peer));
+            match http.serve_connection(TokioIo::new(stream), service).await {
+                // a slow, malformed or vanished client: not worth a line each
+                // (a flood of them would flood the log)
+                Err(e)
+                    if e.is_timeout()
+                        || e.is_parse()
+                        || e.is_parse_too_large()
+                        || e.is_incomplete_message()
+                        || e.is_closed() => {}
+                Err(e) => eprintln!("connection from {peer}: {e}"),
+                Ok(()) => {}
+            }
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,77 @@
+//! The layers whose state can live in Redis (`--redis`): this instance's
+//! own, or the fleet's.
+
+use tower_cx::audit::AuditLayer;
+use tower_cx::auth::{ClientCredentials, TokenCache};
+use tower_cx::breaker::CircuitBreakerLayer;
+use tower_cx::error::BoxError;
+use tower_cx::priority::PriorityLimitLayer;
+
+use crate::flags::Flags;
+
+/// The limiter, the breaker and the token cache, with their state here or
+/// in the fleet.
+pub struct Shared {
+    pub limiter: PriorityLimitLayer,
+    pub breaker: CircuitBreakerLayer,
+    pub tokens: Option<TokenCache>,
+}
+
+/// The layers for `flags`: shared through Redis with `--redis`, this
+/// instance's own otherwise. Fleet degradations and recoveries go to `audit`.
+pub fn layers(
+    flags: &Flags,
+    audit: &AuditLayer,
+    upstream: &str,
+    credentials: Option<ClientCredentials>,
+) -> Result<Shared, BoxError> {
+    let limiter = PriorityLimitLayer::new(flags.concurrency).max_queue(flags.queue_depth);
+    match flags.redis.as_deref() {
+        None => Ok(Shared {
+            limiter: match flags.rate {
+                Some((n, per)) => limiter.pacing(n, per),
+                None => limiter,
+            },
+            breaker: CircuitBreakerLayer::new(),
+            tokens: credentials.map(TokenCache::new),
+        }),
+        Some(url) => fleet(url, flags, audit, upstream, limiter, credentials),
+    }
+}
+
+#[cfg(feature = "redis")]
+fn fleet(
+    url: &str,
+    flags: &Flags,
+    audit: &AuditLayer,
+    upstream: &str,
+    limiter: PriorityLimitLayer,
+    credentials: Option<ClientCredentials>,
+) -> Result<Shared, BoxError> {
+    let fleet = tower_cx::fleet::RedisFleet::new(url)?.audit_to(audit);
+    println!("fleet state in Redis (shared token, rate gate and pacing)");
+    // Shared state is named after the OAuth client (vendors limit per client).
+    let name = flags.client_id.as_deref().unwrap_or(upstream);
+    let limiter = match flags.rate {
+        Some((n, per)) => limiter.pacer(fleet.pacer(name, n, per)),
+        None => limiter,
+    };
+    Ok(Shared {
+        limiter: limiter.share_gate(fleet.gate(name)),
+        // one member finding the upstream down opens every member's breaker
+        breaker: CircuitBreakerLayer::new().share_state(fleet.breaker(upstream)),
+        tokens: credentials.map(|c| TokenCache::new(fleet.client_credentials(c))),
+    })
+}
+
+#[cfg(not(feature = "redis"))]
+fn fleet(
+    _url: &str,
+    _flags: &Flags,
+    _audit: &AuditLayer,
+    _upstream: &str,
+    _limiter: PriorityLimitLayer,
+    _credentials: Option<ClientCredentials>,
+) -> Result<Shared, BoxError> {
+    Err("--redis needs the redis feature: cargo run --features redis --example gateway".into())
+}
