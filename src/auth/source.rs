@@ -28,6 +28,16 @@ pub type TokenFuture = Pin<Box<dyn Future<Output = Result<Token, TokenError>> + 
 pub trait TokenSource: Send + Sync + 'static {
     /// Fetch a new token. The cache calls this at most once at a time.
     fn fetch_token(&self) -> TokenFuture;
+
+    /// The API refused `token` (a 401): a source that keeps tokens (a
+    /// shared store, a cache of its own) forgets exactly that token, so
+    /// that the next [`fetch_token`](Self::fetch_token) never hands it back.
+    /// The [`TokenCache`](super::TokenCache) calls this before the refresh
+    /// a 401 starts. The default does nothing (a source that fetches a new
+    /// token each time has nothing to forget).
+    fn invalidate(&self, token: &Secret) {
+        let _ = token;
+    }
 }
 
 /// A [`TokenSource`] from a closure returning a future. Made by [`source_fn`].
