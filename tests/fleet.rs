@@ -637,3 +637,87 @@ async fn a_breaker_tripping_on_one_member_opens_the_breakers_of_the_fleet() {
     // from the channel; a pause is idempotent)
     assert!(received >= 2, "each other member heard it");
 }
+
+/// Run one Redis command on the test's own connection.
+async fn redis_cmd<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> T {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
+/// The fleet's stored token key under `prefix` (not the lock).
+async fn token_key(url: &str, prefix: &str) -> String {
+    let keys: Vec<String> =
+        redis_cmd(url, redis::cmd("KEYS").arg(format!("{prefix}:token:*"))).await;
+    let mut keys: Vec<_> = keys.into_iter().filter(|k| !k.ends_with(":lock")).collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    keys.remove(0)
+}
+
+#[tokio::test]
+async fn a_token_the_api_refuses_is_removed_from_redis_and_replaced_once_for_the_fleet() {
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    let mock = MockServer::start().await.unwrap();
+    let upstream = Upstream::of(&mock);
+    let (url, prefix) = (redis.url(), prefix("poison"));
+    let events: Events = Arc::default();
+    // A first member stores a good token, then the stored token is
+    // overwritten with one the API refuses (a revoked token does the same).
+    let first = member(&fleet(&url, &prefix, &events), &upstream, None);
+    let response = first
+        .client
+        .clone()
+        .oneshot(upstream.users())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let key = token_key(&url, &prefix).await;
+    let bogus = r#"{"access_token":"bogus-token","due_ms":60000}"#;
+    let _: () = redis_cmd(
+        &url,
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(bogus)
+            .arg("PX")
+            .arg(3_600_000),
+    )
+    .await;
+
+    // Three fresh members take the stored token, get 401 and recover: the
+    // fleet makes one token request for the refused token.
+    let shared = events.clone();
+    let statuses = on_threads(3, move |_| {
+        let member = member(&fleet(&url, &prefix, &shared), &upstream, None);
+        let upstream = upstream.clone();
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..3 {
+                let response = member
+                    .client
+                    .clone()
+                    .oneshot(upstream.users())
+                    .await
+                    .unwrap();
+                statuses.push(response.status().as_u16());
+            }
+            statuses
+        }
+    })
+    .await;
+    assert_eq!(statuses, vec![vec![200, 200, 200]; 3]);
+    assert_eq!(
+        mock.counters().tokens_issued,
+        2,
+        "one for the refused token"
+    );
+    let stored: String = redis_cmd(&redis.url(), redis::cmd("GET").arg(&key)).await;
+    assert!(!stored.contains("bogus-token"));
+    let events = events.lock().unwrap();
+    let removed = events
+        .iter()
+        .filter(|e| **e == FleetEvent::RejectedTokenRemoved)
+        .count();
+    assert_eq!(removed, 1, "{events:?}");
+}

@@ -90,6 +90,9 @@ pub enum FleetEvent {
     TokenFetched,
     /// This instance took a token another instance fetched.
     TokenShared,
+    /// The stored token was one the API refused: this instance removed it
+    /// (compare-and-delete) so that the fleet fetches a new one.
+    RejectedTokenRemoved,
     /// A refresh lock expired without a new token (its holder died): this
     /// instance took over.
     LockTakenOver,

@@ -7,11 +7,20 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{RedisDown, RedisFleet};
-use crate::auth::{Token, TokenError, TokenFuture, TokenSource};
+use super::{FleetEvent, RedisDown, RedisFleet};
+use crate::auth::{Secret, Token, TokenError, TokenFuture, TokenSource};
 
 /// Releases the lock only if this instance still holds it.
 const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// Deletes the stored token only if it is still exactly the refused one
+/// (compare-and-delete): a newer token stored meanwhile by another
+/// instance is kept.
+const DELETE_IF: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -34,6 +43,13 @@ return 0";
 /// A stored token is due for refresh once less than `max(60 s, 10 %)` of
 /// its lifetime is left (at most half of it), as in the token cache. When
 /// Redis cannot be used, the instance asks the real source itself.
+///
+/// A token the API refuses (a 401, reported through
+/// [`TokenSource::invalidate`] by the token cache) is removed from Redis
+/// with compare-and-delete, so only that exact token goes, never a newer
+/// one; the refresh that follows is single-flight as above, so the fleet
+/// makes one token request per refused token. The source never hands back
+/// the token it was last told was refused.
 /// The token text is never logged; Redis holds it for its lifetime.
 #[derive(Clone)]
 pub struct SharedTokenSource {
@@ -46,6 +62,9 @@ struct Inner {
     key: String,
     lock: String,
     release: redis::Script,
+    delete_if: redis::Script,
+    /// The last token the API refused: never handed back.
+    rejected: std::sync::Mutex<Option<Secret>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -71,6 +90,8 @@ impl SharedTokenSource {
                 fleet,
                 source,
                 release: redis::Script::new(RELEASE),
+                delete_if: redis::Script::new(DELETE_IF),
+                rejected: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -80,6 +101,15 @@ impl TokenSource for SharedTokenSource {
     fn fetch_token(&self) -> TokenFuture {
         let inner = self.inner.clone();
         Box::pin(async move { inner.fetch().await })
+    }
+
+    fn invalidate(&self, token: &Secret) {
+        *self
+            .inner
+            .rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+        self.inner.source.invalidate(token);
     }
 }
 
@@ -107,7 +137,7 @@ impl Inner {
         let mut waited_for_lock = false;
         loop {
             if let Some(token) = self.read().await.map_err(Failure::Redis)? {
-                self.fleet.emit(super::FleetEvent::TokenShared);
+                self.fleet.emit(FleetEvent::TokenShared);
                 return Ok(token);
             }
             if self
@@ -116,7 +146,7 @@ impl Inner {
                 .map_err(Failure::Redis)?
             {
                 if waited_for_lock {
-                    self.fleet.emit(super::FleetEvent::LockTakenOver);
+                    self.fleet.emit(FleetEvent::LockTakenOver);
                 }
                 return self.fetch_locked(&owner).await;
             }
@@ -152,11 +182,39 @@ impl Inner {
         let Ok(stored) = serde_json::from_str::<Stored>(&value) else {
             return Ok(None);
         };
+        if self.is_rejected(&stored.access_token) {
+            // refused by the API: remove exactly this value, then refresh
+            self.delete_if(value).await?;
+            return Ok(None);
+        }
         if left <= stored.due_ms {
             return Ok(None);
         }
         let token = Token::new(stored.access_token, Duration::from_millis(left));
         Ok(Some(token))
+    }
+
+    fn is_rejected(&self, token: &str) -> bool {
+        self.rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|rejected| rejected.expose() == token)
+    }
+
+    /// Delete the token key if it still holds exactly `value`.
+    async fn delete_if(&self, value: String) -> Result<(), RedisDown> {
+        let (key, script) = (self.key.clone(), self.delete_if.clone());
+        let deleted: i64 = self
+            .fleet
+            .run(
+                |mut conn| async move { script.key(&key).arg(value).invoke_async(&mut conn).await },
+            )
+            .await?;
+        if deleted == 1 {
+            self.fleet.emit(FleetEvent::RejectedTokenRemoved);
+        }
+        Ok(())
     }
 
     async fn try_lock(&self, owner: &str, ttl: Duration) -> Result<bool, RedisDown> {
@@ -185,7 +243,7 @@ impl Inner {
         match self.read().await {
             Ok(Some(token)) => {
                 self.release(owner).await;
-                self.fleet.emit(super::FleetEvent::TokenShared);
+                self.fleet.emit(FleetEvent::TokenShared);
                 return Ok(token);
             }
             Ok(None) => {}
@@ -197,7 +255,7 @@ impl Inner {
         let result = self.source.fetch_token().await;
         if let Ok(token) = &result {
             self.store(token).await;
-            self.fleet.emit(super::FleetEvent::TokenFetched);
+            self.fleet.emit(FleetEvent::TokenFetched);
         }
         self.release(owner).await;
         result.map_err(Failure::Token)
