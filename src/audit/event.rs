@@ -74,7 +74,8 @@ pub enum EventKind {
     RequestStarted {
         /// The method.
         method: String,
-        /// The URL, userinfo removed and secret-looking query values redacted.
+        /// The URL, userinfo removed, secret-looking query values redacted,
+        /// cut to [`MAX_EVENT_URL`](crate::audit::MAX_EVENT_URL) bytes.
         url: String,
         /// The JSON request body with secret-looking keys masked, only when
         /// [`record_bodies`](crate::audit::AuditLayer::record_bodies) is on.

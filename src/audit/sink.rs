@@ -334,7 +334,9 @@ impl fmt::Debug for FanOut {
 }
 
 /// A request that failed for good, kept so it can be sent again later.
-#[derive(Debug)]
+///
+/// Its `Debug` shows the request's method and URL with secret-looking
+/// query values redacted, as the audit records do, and no headers or body.
 pub struct DeadLetter {
     /// The logical request's correlation id.
     pub correlation_id: String,
@@ -350,6 +352,23 @@ pub struct DeadLetter {
     pub message: String,
     /// The request, if its body could be kept (credentials headers removed).
     pub request: Option<Request<Body>>,
+}
+
+impl fmt::Debug for DeadLetter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let request = self
+            .request
+            .as_ref()
+            .map(|r| format!("{} {}", r.method(), super::redact::redact_uri(r.uri())));
+        f.debug_struct("DeadLetter")
+            .field("correlation_id", &self.correlation_id)
+            .field("attempts", &self.attempts)
+            .field("last_status", &self.last_status)
+            .field("error_code", &self.error_code)
+            .field("message", &self.message)
+            .field("request", &request)
+            .finish()
+    }
 }
 
 /// A request extension: the caller dead-letters this request itself (the

@@ -310,7 +310,16 @@ impl fmt::Debug for WebhookSink {
 impl fmt::Debug for WebhookSinkBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookSinkBuilder")
-            .field("url", &self.url)
+            // a webhook URL is a secret (Slack-style URLs carry their key
+            // in the path): scheme and host only
+            .field(
+                "url",
+                &format_args!(
+                    "{}://{}/[redacted]",
+                    self.url.scheme_str().unwrap_or("?"),
+                    self.url.host().unwrap_or("?")
+                ),
+            )
             .field("capacity", &self.capacity)
             .field("batch", &self.batch)
             .finish_non_exhaustive()

@@ -88,4 +88,5 @@ pub use source::{
     TokenSource, CXONE_TOKEN_URL,
 };
 pub(crate) use source::{default_client as default_token_client, hyper_client};
+pub(crate) use token::url_without_secrets;
 pub use token::{parse_token_response, LifetimeNote, LifetimePolicy, Secret, Token, TokenError};

@@ -14,7 +14,9 @@ use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
-use super::token::{parse_token_response, LifetimePolicy, Secret, Token, TokenError};
+use super::token::{
+    parse_scrubbed, url_without_secrets, LifetimePolicy, Scrubber, Secret, Token, TokenError,
+};
 use crate::backoff::Backoff;
 use crate::body::Body;
 use crate::error::{BodyTooLarge, BoxError, InsecureUrl};
@@ -316,11 +318,21 @@ impl TokenSource for ClientCredentials {
         let client = tower::timeout::TimeoutLayer::new(self.timeout).layer(client);
         let client: TokenHttpClient = BoxCloneSyncService::new(self.retry.layer(client));
         let policy = self.lifetime;
+        let scrub = self.scrubber();
         Box::pin(async move {
             let response = client.oneshot(request?).await.map_err(|error| {
                 match error.downcast::<BodyTooLarge>() {
                     Ok(too_large) => TokenError::BodyTooLarge(*too_large),
-                    Err(error) => TokenError::transport(error),
+                    Err(error) => {
+                        // an error of the caller's own client might quote
+                        // what it sent: kept only scrubbed
+                        let text = error_chain(error.as_ref());
+                        if scrub.finds(&text) {
+                            TokenError::transport(scrub.text(&text).into())
+                        } else {
+                            TokenError::transport(error)
+                        }
+                    }
                 }
             })?;
             let received_at = Instant::now();
@@ -329,21 +341,50 @@ impl TokenSource for ClientCredentials {
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            parse_token_response(
+            parse_scrubbed(
                 response.status(),
                 content_type.as_deref(),
                 response.body(),
                 received_at,
                 &policy,
+                &scrub,
             )
         })
     }
 }
 
+impl ClientCredentials {
+    /// What no server text may carry into an error: the client secret, its
+    /// Basic form (`base64(id:secret)`, and so the whole header value), and
+    /// every form parameter's value (such as CXone's access key secret).
+    fn scrubber(&self) -> Scrubber {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            self.client_id,
+            self.client_secret.expose()
+        ));
+        let mut secrets = vec![self.client_secret.expose(), basic.as_str()];
+        secrets.extend(self.params.iter().map(|(_, value)| value.expose()));
+        Scrubber::new(secrets)
+    }
+}
+
+/// An error and its sources, as one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
 impl fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientCredentials")
-            .field("token_url", &self.token_url)
+            .field("token_url", &url_without_secrets(&self.token_url))
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret)
             .field("auth", &self.auth)

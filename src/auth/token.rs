@@ -199,7 +199,9 @@ pub enum TokenError {
     Insecure(InsecureUrl),
     /// The token URL is not an absolute URL.
     InvalidUrl {
-        /// The URL given (cut to 256 characters).
+        /// The URL given, without user info or query (which may hold
+        /// credentials), cut to 256 characters; a string that does not
+        /// parse as a URL at all is not shown.
         url: String,
     },
     /// The token source returned a token that had already expired on
@@ -237,7 +239,11 @@ impl TokenError {
     }
 
     pub(crate) fn invalid_url(url: &str) -> Self {
-        TokenError::InvalidUrl { url: cut(url) }
+        let url = match url.parse::<http::Uri>() {
+            Ok(uri) => cut(&url_without_secrets(&uri)),
+            Err(_) => "[not a URL, not shown]".to_owned(),
+        };
+        TokenError::InvalidUrl { url }
     }
 
     pub(crate) fn transport(error: BoxError) -> Self {
@@ -297,6 +303,24 @@ impl StdError for TokenError {
     }
 }
 
+/// `uri` as it may be shown: scheme, host, port and path; no user info,
+/// no query (either may carry credentials).
+pub(crate) fn url_without_secrets(uri: &http::Uri) -> String {
+    let mut out = String::new();
+    if let Some(scheme) = uri.scheme_str() {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    if let Some(host) = uri.host() {
+        out.push_str(host);
+    }
+    if let Some(port) = uri.port_u16() {
+        out.push_str(&format!(":{port}"));
+    }
+    out.push_str(uri.path());
+    out
+}
+
 const MAX_TEXT: usize = 256;
 
 fn cut(text: &str) -> String {
@@ -326,17 +350,82 @@ pub fn parse_token_response(
     received_at: Instant,
     policy: &LifetimePolicy,
 ) -> Result<Token, TokenError> {
+    parse_scrubbed(
+        status,
+        content_type,
+        body,
+        received_at,
+        policy,
+        &Scrubber::default(),
+    )
+}
+
+/// Removes known secrets (a client secret, its Basic form, form values)
+/// from server text before it is kept in an error. Text is scrubbed whole,
+/// then cut, so no part of a secret survives at the cut.
+#[derive(Default)]
+pub(crate) struct Scrubber {
+    secrets: Vec<String>,
+}
+
+impl Scrubber {
+    /// Scrub every value in `secrets`, also in its form-encoded and
+    /// percent-encoded spellings (as an endpoint echoing the form body
+    /// would write it). Empty values are ignored.
+    pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut all = Vec::new();
+        for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
+            let form: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+            let percent = form.replace('+', "%20");
+            for variant in [secret.to_owned(), form, percent] {
+                if !all.contains(&variant) {
+                    all.push(variant);
+                }
+            }
+        }
+        // longest first: a secret that contains another goes whole
+        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Self { secrets: all }
+    }
+
+    /// `text` with every secret replaced by `[redacted]`, cut to 256
+    /// characters.
+    pub(crate) fn text(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for secret in &self.secrets {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        cut(&text)
+    }
+
+    /// Whether `text` contains a secret.
+    pub(crate) fn finds(&self, text: &str) -> bool {
+        self.secrets.iter().any(|s| text.contains(s.as_str()))
+    }
+}
+
+/// [`parse_token_response`] with server text scrubbed by `scrub`.
+pub(crate) fn parse_scrubbed(
+    status: StatusCode,
+    content_type: Option<&str>,
+    body: &[u8],
+    received_at: Instant,
+    policy: &LifetimePolicy,
+    scrub: &Scrubber,
+) -> Result<Token, TokenError> {
     let unexpected = |detail: &str| TokenError::UnexpectedResponse {
         status,
-        content_type: content_type.map(cut),
+        content_type: content_type.map(|t| scrub.text(t)),
         detail: detail.to_owned(),
     };
     if !status.is_success() {
         return match serde_json::from_slice::<ErrorBody>(body) {
             Ok(err) => Err(TokenError::Rejected {
                 status,
-                error: cut(&err.error),
-                description: err.error_description.as_deref().map(cut),
+                error: scrub.text(&err.error),
+                description: err.error_description.as_deref().map(|d| scrub.text(d)),
             }),
             Err(_) => Err(unexpected(&format!(
                 "not an OAuth2 error body ({} bytes)",
@@ -351,8 +440,8 @@ pub fn parse_token_response(
             if let Ok(err) = serde_json::from_slice::<ErrorBody>(body) {
                 return Err(TokenError::Rejected {
                     status,
-                    error: cut(&err.error),
-                    description: err.error_description.as_deref().map(cut),
+                    error: scrub.text(&err.error),
+                    description: err.error_description.as_deref().map(|d| scrub.text(d)),
                 });
             }
             return Err(unexpected(&format!(
@@ -367,7 +456,7 @@ pub fn parse_token_response(
     if let Some(token_type) = &parsed.token_type {
         if !token_type.eq_ignore_ascii_case("bearer") {
             return Err(TokenError::UnsupportedTokenType {
-                token_type: cut(token_type),
+                token_type: scrub.text(token_type),
             });
         }
     }

@@ -250,9 +250,10 @@ impl RedisFleet {
     /// [`token_source`](Self::token_source) over OAuth2 client credentials,
     /// keyed by token URL, client id and scopes.
     pub fn client_credentials(&self, credentials: ClientCredentials) -> SharedTokenSource {
+        // no user info or query in a key: keys show in `Debug` and in Redis
         let key = format!(
             "{}|{}|{}",
-            credentials.token_url(),
+            crate::auth::url_without_secrets(credentials.token_url()),
             credentials.client_id(),
             credentials.scopes().join(" ")
         );
