@@ -115,6 +115,7 @@ struct Config {
     op_timeout: Duration,
     retry_redis_after: Duration,
     lock_ttl: Duration,
+    keepalive: Duration,
     on_event: Option<EventHandler>,
 }
 
@@ -131,6 +132,8 @@ struct Inner {
     config: Config,
     conn: tokio::sync::Mutex<Option<ConnectionManager>>,
     health: Mutex<Health>,
+    /// The server turned out to be a cluster: refused for good.
+    cluster: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -144,6 +147,30 @@ struct Health {
 /// Why a Redis operation did not happen.
 #[derive(Debug, Clone)]
 pub(crate) struct RedisDown(pub(crate) String);
+
+/// The Redis server is a Redis Cluster node, which the fleet state does not
+/// support yet: its scripts and pub/sub expect one node, and the client
+/// does not follow `MOVED` redirections. Returned by
+/// [`RedisFleet::check`]; while it holds, every component uses its local
+/// state and reports [`FleetEvent::Degraded`] with this reason (never
+/// silently). Use a standalone Redis (or a primary with replicas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterUnsupported;
+
+impl fmt::Display for ClusterUnsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("redis: cluster mode is not supported for fleet state (use a standalone redis)")
+    }
+}
+
+impl std::error::Error for ClusterUnsupported {}
+
+/// Whether an `INFO cluster` reply says cluster mode is on.
+pub(crate) fn cluster_enabled(info: &str) -> bool {
+    info.lines()
+        .filter_map(|line| line.trim().split_once(':'))
+        .any(|(name, value)| name == "cluster_enabled" && value.trim() == "1")
+}
 
 impl RedisFleet {
     /// A fleet on the Redis at `url` (`redis://host:port/db`, or
@@ -160,10 +187,12 @@ impl RedisFleet {
                     op_timeout: Duration::from_millis(500),
                     retry_redis_after: Duration::from_secs(1),
                     lock_ttl: Duration::from_secs(10),
+                    keepalive: Duration::from_secs(30),
                     on_event: None,
                 },
                 conn: tokio::sync::Mutex::new(None),
                 health: Mutex::default(),
+                cluster: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -177,6 +206,7 @@ impl RedisFleet {
                 config,
                 conn: tokio::sync::Mutex::new(None),
                 health: Mutex::default(),
+                cluster: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -200,11 +230,21 @@ impl RedisFleet {
         self.with(|c| c.retry_redis_after = wait)
     }
 
-    /// How long a token refresh lock lives (default 10 s): the longest a
-    /// token request may take, and how long the fleet waits for a dead
-    /// holder before another instance takes over.
+    /// How long a token refresh lock lives (default 10 s): how long the
+    /// fleet waits for a dead holder before another instance takes over.
+    /// A live holder renews it every third of this while its token request
+    /// runs, however long that takes.
     pub fn lock_ttl(self, ttl: Duration) -> Self {
         self.with(|c| c.lock_ttl = ttl.max(Duration::from_millis(10)))
+    }
+
+    /// How often an idle pub/sub subscription is checked with a `PING`
+    /// (default 30 s): one not answered within the
+    /// [operation timeout](Self::op_timeout) is taken as half-open, and the
+    /// instance subscribes again (reporting [`FleetEvent::Degraded`] until
+    /// it can).
+    pub fn keepalive(self, every: Duration) -> Self {
+        self.with(|c| c.keepalive = every.max(Duration::from_millis(10)))
     }
 
     /// Receive every [`FleetEvent`].
@@ -291,6 +331,10 @@ impl RedisFleet {
         self.inner.config.lock_ttl
     }
 
+    pub(crate) fn keepalive_value(&self) -> Duration {
+        self.inner.config.keepalive
+    }
+
     pub(crate) fn op_timeout_value(&self) -> Duration {
         self.inner.config.op_timeout
     }
@@ -333,7 +377,40 @@ impl RedisFleet {
         result
     }
 
+    /// Connect now and check the server: `Err` for a Redis Cluster, which
+    /// is refused (see [`ClusterUnsupported`]). A Redis that cannot be
+    /// reached is not an error here (the fleet falls back to local state
+    /// and retries, as always); call this at start-up to refuse a cluster
+    /// early and clearly.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), tower_cx::error::BoxError> {
+    /// let fleet = tower_cx::fleet::RedisFleet::new("redis://127.0.0.1:6379")?;
+    /// fleet.check().await?; // a cluster is refused here
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn check(&self) -> Result<(), ClusterUnsupported> {
+        let timeout = self.inner.config.op_timeout;
+        let _ = tokio::time::timeout(timeout, self.connection()).await;
+        if self
+            .inner
+            .cluster
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(ClusterUnsupported);
+        }
+        Ok(())
+    }
+
     async fn connection(&self) -> Result<ConnectionManager, RedisDown> {
+        if self
+            .inner
+            .cluster
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(RedisDown(ClusterUnsupported.to_string()));
+        }
         let mut slot = self.inner.conn.lock().await;
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
@@ -350,6 +427,18 @@ impl RedisFleet {
             .get_connection_manager_with_config(config)
             .await
             .map_err(|e| describe(&e))?;
+        // A cluster is refused, not used half-working (CROSSSLOT, MOVED).
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut conn.clone())
+            .await
+            .map_err(|e| describe(&e))?;
+        if cluster_enabled(&info) {
+            self.inner
+                .cluster
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(RedisDown(ClusterUnsupported.to_string()));
+        }
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -410,5 +499,24 @@ impl fmt::Debug for RedisFleet {
             .field("op_timeout", &self.inner.config.op_timeout)
             .field("lock_ttl", &self.inner.config.lock_ttl)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_is_recognised_in_the_info_reply() {
+        let cluster = "# Cluster\r\ncluster_enabled:1\r\n";
+        let standalone = "# Cluster\r\ncluster_enabled:0\r\n";
+        assert!(cluster_enabled(cluster));
+        assert!(!cluster_enabled(standalone));
+        assert!(!cluster_enabled(""));
+        assert!(!cluster_enabled("cluster_enabled:10\r\n"));
+        assert_eq!(
+            RedisDown(ClusterUnsupported.to_string()).0,
+            "redis: cluster mode is not supported for fleet state (use a standalone redis)"
+        );
     }
 }

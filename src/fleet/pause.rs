@@ -174,8 +174,27 @@ impl Inner {
                 self.close_local(wait, None);
             }
         }
-        let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
+        let (mut sink, mut messages) = pubsub.split();
+        let keepalive = self.fleet.keepalive_value();
+        loop {
+            // A half-open connection (a dead peer, a dropped NAT entry)
+            // delivers nothing and reports nothing: a PING that gets no
+            // answer within the operation timeout ends the subscription,
+            // and `listen` subscribes again.
+            let message = tokio::select! {
+                message = messages.next() => message,
+                _ = tokio::time::sleep(keepalive) => {
+                    let ping = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
+                    match ping {
+                        Ok(Ok(_)) if self.gates().is_empty() => return Ok(()),
+                        Ok(Ok(_)) => continue,
+                        _ => return Err(RedisDown("redis: the subscription did not answer a ping".into())),
+                    }
+                }
+            };
+            let Some(message) = message else {
+                break;
+            };
             let Ok(text) = message.get_payload::<String>() else {
                 continue;
             };

@@ -17,6 +17,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0";
 
+/// Extends the lock only if this instance still holds it.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0";
+
 /// Deletes the stored token only if it is still exactly the refused one
 /// (compare-and-delete): a newer token stored meanwhile by another
 /// instance is kept.
@@ -36,7 +43,8 @@ return 0";
 ///    with the lifetime Redis says it has left;
 /// 2. otherwise the instance takes the refresh lock (`SET NX PX`) and asks
 ///    the real source, stores the result with a TTL equal to its lifetime,
-///    and releases the lock;
+///    and releases the lock; the lock is renewed every third of its TTL
+///    while the fetch runs, so a slow fetch is not taken over;
 /// 3. if another instance holds the lock, it waits for that token; a lock
 ///    whose holder died expires and the next instance takes over.
 ///
@@ -63,6 +71,7 @@ struct Inner {
     lock: String,
     release: redis::Script,
     delete_if: redis::Script,
+    renew: redis::Script,
     /// The last token the API refused: never handed back.
     rejected: std::sync::Mutex<Option<Secret>>,
 }
@@ -91,6 +100,7 @@ impl SharedTokenSource {
                 source,
                 release: redis::Script::new(RELEASE),
                 delete_if: redis::Script::new(DELETE_IF),
+                renew: redis::Script::new(RENEW),
                 rejected: std::sync::Mutex::new(None),
             }),
         }
@@ -252,7 +262,18 @@ impl Inner {
                 self.fleet.degraded("token", &down);
             }
         }
-        let result = self.source.fetch_token().await;
+        // The lock lives while the fetch runs (its retries may take longer
+        // than the lock's TTL): renewed every third of it, so no other
+        // instance takes over a live holder and fetches a second token.
+        let ttl = self.fleet.lock_ttl_value();
+        let fetch = self.source.fetch_token();
+        tokio::pin!(fetch);
+        let result = loop {
+            tokio::select! {
+                result = &mut fetch => break result,
+                _ = tokio::time::sleep(ttl / 3) => self.renew_lock(owner, ttl).await,
+            }
+        };
         if let Ok(token) = &result {
             self.store(token).await;
             self.fleet.emit(FleetEvent::TokenFetched);
@@ -293,6 +314,23 @@ impl Inner {
         if let Err(down) = result {
             self.fleet.degraded("token", &down);
         }
+    }
+
+    async fn renew_lock(&self, owner: &str, ttl: Duration) {
+        let (lock, owner) = (self.lock.clone(), owner.to_owned());
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let script = self.renew.clone();
+        let _: Result<i64, RedisDown> = self
+            .fleet
+            .run(|mut conn| async move {
+                script
+                    .key(&lock)
+                    .arg(&owner)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await;
     }
 
     async fn release(&self, owner: &str) {
