@@ -75,6 +75,7 @@ mod cache;
 mod future;
 mod layer;
 mod refresh;
+mod scrub;
 mod service;
 mod source;
 mod token;
@@ -82,11 +83,11 @@ mod token;
 pub use cache::{AuthEvent, TokenCache, TokenCacheBuilder, TokenStatus};
 pub use future::ResponseFuture;
 pub use layer::BearerLayer;
+pub(crate) use scrub::url_without_secrets;
 pub use service::{Bearer, TokenRejected};
 pub use source::{
     box_client, source_fn, ClientAuth, ClientCredentials, SourceFn, TokenFuture, TokenHttpClient,
     TokenSource, CXONE_TOKEN_URL,
 };
 pub(crate) use source::{default_client as default_token_client, hyper_client};
-pub(crate) use token::url_without_secrets;
 pub use token::{parse_token_response, LifetimeNote, LifetimePolicy, Secret, Token, TokenError};

@@ -14,9 +14,8 @@ use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
-use super::token::{
-    parse_scrubbed, url_without_secrets, LifetimePolicy, Scrubber, Secret, Token, TokenError,
-};
+use super::scrub::{url_without_secrets, Scrubber};
+use super::token::{parse_scrubbed, LifetimePolicy, Secret, Token, TokenError};
 use crate::backoff::Backoff;
 use crate::body::Body;
 use crate::error::{BodyTooLarge, BoxError, InsecureUrl};

@@ -9,6 +9,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::scrub::{url_without_secrets, Scrubber};
 use crate::error::{BodyTooLarge, BoxError, InsecureUrl};
 
 /// A secret string (client secret, access key secret, access token) whose
@@ -303,27 +304,9 @@ impl StdError for TokenError {
     }
 }
 
-/// `uri` as it may be shown: scheme, host, port and path; no user info,
-/// no query (either may carry credentials).
-pub(crate) fn url_without_secrets(uri: &http::Uri) -> String {
-    let mut out = String::new();
-    if let Some(scheme) = uri.scheme_str() {
-        out.push_str(scheme);
-        out.push_str("://");
-    }
-    if let Some(host) = uri.host() {
-        out.push_str(host);
-    }
-    if let Some(port) = uri.port_u16() {
-        out.push_str(&format!(":{port}"));
-    }
-    out.push_str(uri.path());
-    out
-}
-
 const MAX_TEXT: usize = 256;
 
-fn cut(text: &str) -> String {
+pub(crate) fn cut(text: &str) -> String {
     text.chars().take(MAX_TEXT).collect()
 }
 
@@ -358,52 +341,6 @@ pub fn parse_token_response(
         policy,
         &Scrubber::default(),
     )
-}
-
-/// Removes known secrets (a client secret, its Basic form, form values)
-/// from server text before it is kept in an error. Text is scrubbed whole,
-/// then cut, so no part of a secret survives at the cut.
-#[derive(Default)]
-pub(crate) struct Scrubber {
-    secrets: Vec<String>,
-}
-
-impl Scrubber {
-    /// Scrub every value in `secrets`, also in its form-encoded and
-    /// percent-encoded spellings (as an endpoint echoing the form body
-    /// would write it). Empty values are ignored.
-    pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut all = Vec::new();
-        for secret in secrets.into_iter().filter(|s| !s.is_empty()) {
-            let form: String = form_urlencoded::byte_serialize(secret.as_bytes()).collect();
-            let percent = form.replace('+', "%20");
-            for variant in [secret.to_owned(), form, percent] {
-                if !all.contains(&variant) {
-                    all.push(variant);
-                }
-            }
-        }
-        // longest first: a secret that contains another goes whole
-        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Self { secrets: all }
-    }
-
-    /// `text` with every secret replaced by `[redacted]`, cut to 256
-    /// characters.
-    pub(crate) fn text(&self, text: &str) -> String {
-        let mut text = text.to_owned();
-        for secret in &self.secrets {
-            if text.contains(secret.as_str()) {
-                text = text.replace(secret.as_str(), "[redacted]");
-            }
-        }
-        cut(&text)
-    }
-
-    /// Whether `text` contains a secret.
-    pub(crate) fn finds(&self, text: &str) -> bool {
-        self.secrets.iter().any(|s| text.contains(s.as_str()))
-    }
 }
 
 /// [`parse_token_response`] with server text scrubbed by `scrub`.

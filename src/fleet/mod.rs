@@ -3,9 +3,11 @@
 //!
 //! - [`SharedTokenSource`]: one token per (token URL, client id, scopes)
 //!   for the whole fleet. The refresh is single-flight across processes (a
-//!   short Redis lock with expiry); the others read the new token; it is
-//!   stored with a TTL matching its lifetime. If the lock holder dies,
-//!   another instance takes over once the lock expires.
+//!   short Redis lock with expiry, renewed while the fetch runs); the others
+//!   read the new token; it is stored with a TTL matching its lifetime. If
+//!   the lock holder dies, another instance takes over once the lock
+//!   expires. A token the API refuses (401) is removed from Redis
+//!   (compare-and-delete) and replaced once for the fleet.
 //! - [`RedisPauseShare`] from [`RedisFleet::gate`]: a server hint seen by
 //!   any instance closes the rate gate of all of them (a key with expiry,
 //!   plus pub/sub so that waiters do not poll).
@@ -20,7 +22,13 @@
 //! [`Pacer`](crate::priority::Pacer)). When Redis is unreachable, each
 //! instance falls back to its local state and requests keep flowing; a
 //! [`FleetEvent`] (and, through [`RedisFleet::audit_to`], an audit event)
-//! says why, and shared state resumes when Redis returns.
+//! says why, and shared state resumes when Redis returns. An idle pub/sub
+//! subscription is checked with a `PING` ([`RedisFleet::keepalive`]), so a
+//! half-open connection is noticed and replaced.
+//!
+//! Redis Cluster is not supported yet: a cluster is refused, with
+//! [`ClusterUnsupported`] from [`RedisFleet::check`] at start-up and as the
+//! reason of every [`FleetEvent::Degraded`] after, never used half-working.
 //!
 //! ```no_run
 //! use std::time::Duration;
