@@ -248,9 +248,7 @@ impl Service<Request<Body>> for Api {
             tokio::time::sleep(this.latency).await;
             let status = if this.forbid {
                 StatusCode::FORBIDDEN
-            } else if this.always_401 {
-                StatusCode::UNAUTHORIZED
-            } else if this.revoked.lock().unwrap().contains(&token) {
+            } else if this.always_401 || this.revoked.lock().unwrap().contains(&token) {
                 StatusCode::UNAUTHORIZED
             } else {
                 StatusCode::OK
