@@ -689,6 +689,29 @@ mod webhook {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_down_webhook_queues_at_most_its_byte_cap() {
+        use tower_cx::audit::AuditSink;
+        let receiver = Receiver::default();
+        receiver.mode.store(DOWN, Ordering::SeqCst);
+        let event = big_event(60_000);
+        let line = event.to_json().len();
+        let sink = WebhookSink::builder("http://127.0.0.1:9/audit")
+            .unwrap()
+            .batch_size(10)
+            .capacity(10_000)
+            .max_bytes(10 * line)
+            .http_client(receiver.clone())
+            .build();
+        for _ in 0..50 {
+            sink.record(&event);
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(sink.pending(), 10, "10 lines fit the byte cap");
+        assert_eq!(sink.dropped(), 40);
+        assert_eq!(sink.delivered(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_down_webhook_drops_the_oldest_counts_them_and_recovers() {
         let receiver = Receiver::default();
         receiver.mode.store(DOWN, Ordering::SeqCst);
@@ -1150,4 +1173,91 @@ async fn an_incoming_correlation_id_is_trimmed_and_sent_upstream_with_a_no_op_si
     // same process prefix, a new counter
     assert_eq!(first[..19], second[..19]);
     assert_ne!(first, second);
+}
+
+/// A `request.started` event with a URL of `len` bytes (as a sink might be
+/// handed by a caller's own code; the audit layer cuts URLs at 2 KiB).
+fn big_event(len: usize) -> AuditEvent {
+    AuditEvent {
+        ts: tower_cx::audit::Timestamp(std::time::SystemTime::UNIX_EPOCH),
+        correlation_id: Arc::from("c"),
+        attempt: None,
+        kind: EventKind::RequestStarted {
+            method: "GET".into(),
+            url: format!("https://api.example.com/{}", "a".repeat(len)),
+            body: None,
+            priority: None,
+        },
+    }
+}
+
+/// A writer that signals its first write, then blocks until released.
+struct Stuck {
+    entered: Option<std::sync::mpsc::Sender<()>>,
+    release: std::sync::mpsc::Receiver<()>,
+    lines: Arc<Mutex<usize>>,
+}
+
+impl Write for Stuck {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if let Some(entered) = self.entered.take() {
+            entered.send(()).unwrap();
+            self.release.recv().unwrap();
+        }
+        *self.lines.lock().unwrap() += data.iter().filter(|b| **b == b'\n').count();
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_stuck_json_lines_writer_queues_at_most_the_byte_cap() {
+    use tower_cx::audit::AuditSink;
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let lines = Arc::new(Mutex::new(0));
+    let event = big_event(60_000);
+    let sink = JsonLinesSink::new(Stuck {
+        entered: Some(entered_tx),
+        release: release_rx,
+        lines: lines.clone(),
+    })
+    .max_bytes(10 * event.approx_bytes());
+    // the writer takes the first event and blocks writing it
+    sink.record(&event);
+    entered.recv_timeout(Duration::from_secs(30)).unwrap();
+    for _ in 0..50 {
+        sink.record(&event);
+    }
+    assert_eq!(sink.dropped(), 40, "10 events fit the byte cap, not 8192");
+    release.send(()).unwrap();
+    sink.flush();
+    assert_eq!(*lines.lock().unwrap(), 11);
+}
+
+#[tokio::test(start_paused = true)]
+async fn long_urls_are_cut_and_semicolon_parameters_redacted_in_events() {
+    let events = Events::default();
+    let service = audit(&events).layer(Upstream::new(vec![]));
+    let url = format!(
+        "https://api.example.com/x?a=1;api_key=S3CR3T;b=2&q={}",
+        "z".repeat(60_000)
+    );
+    service
+        .oneshot(Request::get(url).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let events = events.lock().unwrap();
+    let EventKind::RequestStarted { url, .. } = &events[0].kind else {
+        panic!("{:?}", events[0]);
+    };
+    assert_eq!(url.len(), tower_cx::audit::MAX_EVENT_URL + "...[cut]".len());
+    assert!(
+        url.starts_with("https://api.example.com/x?a=1;api_key=[redacted];b=2&q=zzz"),
+        "{}",
+        &url[..80]
+    );
+    assert!(events.iter().all(|e| !e.to_json().contains("S3CR3T")));
 }

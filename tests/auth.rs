@@ -194,6 +194,8 @@ struct Api {
     revoked: Arc<Mutex<HashSet<String>>>,
     seen: Arc<Mutex<Vec<(Duration, String)>>>,
     forbid: bool,
+    /// Answer 401 to every request, whatever its token.
+    always_401: bool,
     latency: Duration,
     start: Option<Instant>,
 }
@@ -246,7 +248,7 @@ impl Service<Request<Body>> for Api {
             tokio::time::sleep(this.latency).await;
             let status = if this.forbid {
                 StatusCode::FORBIDDEN
-            } else if this.revoked.lock().unwrap().contains(&token) {
+            } else if this.always_401 || this.revoked.lock().unwrap().contains(&token) {
                 StatusCode::UNAUTHORIZED
             } else {
                 StatusCode::OK
@@ -553,6 +555,79 @@ async fn a_second_401_is_returned_not_replayed_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn callers_of_an_always_401_path_cannot_drive_the_token_endpoint() {
+    let endpoint = TokenEndpoint::new();
+    let events = Events::default();
+    let cache = cache(&endpoint, &events);
+    let mut api = Api::new();
+    api.always_401 = true;
+    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    cache.refresh().await.unwrap();
+    // 20 requests: the first 401 drops tok-1 and is replayed with tok-2;
+    // every later 401 falls in the 30 s cooldown and is returned as it is
+    for _ in 0..20 {
+        let response = call(&service, get()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(endpoint.requests(), 2, "tok-1 and one refresh");
+    assert_eq!(api.tokens().len(), 21, "one replay, no more");
+    let deferred = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, AuthEvent::RejectionDeferred { .. }))
+        .count();
+    assert_eq!(deferred, 19);
+    // 4,000 more over ten minutes: one token request per cooldown (the
+    // first batch still falls in the first cooldown)
+    for _ in 0..20 {
+        for _ in 0..200 {
+            call(&service, get()).await.unwrap();
+        }
+        advance(secs(30)).await;
+    }
+    assert_eq!(endpoint.requests(), 2 + 19);
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_a_retry_layer_an_always_401_path_cannot_drive_the_token_endpoint() {
+    let t = RetryOverBearer::new(RetryLayer::new(), Duration::ZERO).await;
+    for n in 2..=20 {
+        t.api.revoke(&format!("tok-{n}"));
+    }
+    for _ in 0..20 {
+        assert_eq!(t.send(get()).await.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(t.endpoint.requests(), 2);
+    assert_eq!(t.token_replays(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn new_tokens_leave_no_timer_task_behind() {
+    let endpoint = TokenEndpoint::new();
+    let cache = TokenCache::builder(endpoint.credentials())
+        .rejection_cooldown(Duration::ZERO)
+        .build();
+    cache.refresh().await.unwrap();
+    settle().await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let alive = metrics.num_alive_tasks();
+    for _ in 0..50 {
+        cache.refresh().await.unwrap();
+    }
+    settle().await;
+    assert_eq!(endpoint.requests(), 51);
+    assert_eq!(metrics.num_alive_tasks(), alive, "one timer, not 51");
+    drop(cache);
+    settle().await;
+    assert_eq!(
+        metrics.num_alive_tasks(),
+        alive - 1,
+        "and none once dropped"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn forbidden_never_triggers_a_refresh() {
     let endpoint = TokenEndpoint::new();
     let cache = cache(&endpoint, &Events::default());
@@ -704,7 +779,11 @@ async fn under_a_retry_layer_a_second_401_is_returned_not_replayed_again() {
     assert_eq!(t.send(get()).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(t.api.tokens(), ["Bearer tok-1", "Bearer tok-2"]);
     assert_eq!(t.token_replays(), 1);
-    // tok-2 was dropped too: the next request fetches tok-3
+    // within the rejection cooldown tok-2 is kept: no token request
+    assert_eq!(t.send(get()).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(t.endpoint.requests(), 2);
+    // after it, the next 401 drops tok-2: the request fetches tok-3
+    advance(secs(30)).await;
     assert_eq!(t.send(get()).await.status(), StatusCode::OK);
     assert_eq!(t.endpoint.requests(), 3);
 }

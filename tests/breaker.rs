@@ -630,3 +630,26 @@ async fn a_breaker_that_stays_open_still_ends_the_request() {
     assert_eq!(result.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(upstream.arrivals(), [secs(0), secs(2), secs(4)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_shared_pause_is_capped_at_max_open() {
+    use tower_cx::share::{LocalPauseShare, PauseShare};
+    let share = LocalPauseShare::new();
+    let layer = layer(&Events::default())
+        .max_open(secs(300))
+        .share_state(share.clone());
+    let handle = layer.handle();
+    let service = layer.layer(Upstream::new(vec![], Answer::Status(200)));
+    // the first request subscribes the breaker to the share
+    assert_eq!(send(&service).await.unwrap().status(), StatusCode::OK);
+    // one bad message: ten years
+    share.announce(0, secs(10 * 365 * 86_400));
+    assert_eq!(
+        handle.state(),
+        BreakerState::Open {
+            retry_in: secs(300)
+        }
+    );
+    advance(secs(300)).await;
+    assert_eq!(send(&service).await.unwrap().status(), StatusCode::OK);
+}

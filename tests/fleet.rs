@@ -637,3 +637,254 @@ async fn a_breaker_tripping_on_one_member_opens_the_breakers_of_the_fleet() {
     // from the channel; a pause is idempotent)
     assert!(received >= 2, "each other member heard it");
 }
+
+/// Run one Redis command on the test's own connection.
+async fn redis_cmd<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> T {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    cmd.query_async(&mut conn).await.unwrap()
+}
+
+/// The fleet's stored token key under `prefix` (not the lock).
+async fn token_key(url: &str, prefix: &str) -> String {
+    let keys: Vec<String> =
+        redis_cmd(url, redis::cmd("KEYS").arg(format!("{prefix}:token:*"))).await;
+    let mut keys: Vec<_> = keys.into_iter().filter(|k| !k.ends_with(":lock")).collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    keys.remove(0)
+}
+
+#[tokio::test]
+async fn a_token_the_api_refuses_is_removed_from_redis_and_replaced_once_for_the_fleet() {
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    let mock = MockServer::start().await.unwrap();
+    let upstream = Upstream::of(&mock);
+    let (url, prefix) = (redis.url(), prefix("poison"));
+    let events: Events = Arc::default();
+    // A first member stores a good token, then the stored token is
+    // overwritten with one the API refuses (a revoked token does the same).
+    let first = member(&fleet(&url, &prefix, &events), &upstream, None);
+    let response = first
+        .client
+        .clone()
+        .oneshot(upstream.users())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let key = token_key(&url, &prefix).await;
+    let bogus = r#"{"access_token":"bogus-token","due_ms":60000}"#;
+    let _: () = redis_cmd(
+        &url,
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(bogus)
+            .arg("PX")
+            .arg(3_600_000),
+    )
+    .await;
+
+    // Three fresh members take the stored token, get 401 and recover: the
+    // fleet makes one token request for the refused token.
+    let shared = events.clone();
+    let statuses = on_threads(3, move |_| {
+        let member = member(&fleet(&url, &prefix, &shared), &upstream, None);
+        let upstream = upstream.clone();
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..3 {
+                let response = member
+                    .client
+                    .clone()
+                    .oneshot(upstream.users())
+                    .await
+                    .unwrap();
+                statuses.push(response.status().as_u16());
+            }
+            statuses
+        }
+    })
+    .await;
+    assert_eq!(statuses, vec![vec![200, 200, 200]; 3]);
+    assert_eq!(
+        mock.counters().tokens_issued,
+        2,
+        "one for the refused token"
+    );
+    let stored: String = redis_cmd(&redis.url(), redis::cmd("GET").arg(&key)).await;
+    assert!(!stored.contains("bogus-token"));
+    let events = events.lock().unwrap();
+    let removed = events
+        .iter()
+        .filter(|e| **e == FleetEvent::RejectedTokenRemoved)
+        .count();
+    assert_eq!(removed, 1, "{events:?}");
+}
+
+#[tokio::test]
+async fn a_slow_token_fetch_keeps_its_lock_and_the_fleet_fetches_once() {
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    let (url, prefix) = (redis.url(), prefix("renew"));
+    let events: Events = Arc::default();
+    // The fetch takes three times the lock's TTL.
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let source = |fetches: Arc<std::sync::atomic::AtomicUsize>| {
+        source_fn(move || {
+            let n = fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            async move {
+                tokio::time::sleep(Duration::from_millis(900)).await;
+                Ok::<_, TokenError>(tower_cx::auth::Token::new(
+                    format!("tok-{n}"),
+                    Duration::from_secs(3600),
+                ))
+            }
+        })
+    };
+    let ttl = Duration::from_millis(300);
+    let a = TokenCache::new(
+        fleet(&url, &prefix, &events)
+            .lock_ttl(ttl)
+            .token_source(source(fetches.clone()), "shared"),
+    );
+    let b = TokenCache::new(
+        fleet(&url, &prefix, &events)
+            .lock_ttl(ttl)
+            .token_source(source(fetches.clone()), "shared"),
+    );
+    let first = tokio::spawn(async move { a.refresh().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    b.refresh().await.unwrap();
+    first.await.unwrap().unwrap();
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let events = events.lock().unwrap();
+    assert!(!events.contains(&FleetEvent::LockTakenOver), "{events:?}");
+    assert!(events.contains(&FleetEvent::TokenShared), "{events:?}");
+}
+
+#[tokio::test]
+async fn a_half_open_subscription_is_detected_by_its_keepalive() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let events: Events = Arc::default();
+    let prefix = prefix("keepalive");
+    let share = fleet(&redis.url(), &prefix, &events)
+        .op_timeout(Duration::from_millis(200))
+        .keepalive(Duration::from_millis(100))
+        .gate("api");
+    let limiter = PriorityLimitLayer::new(1).share_gate(share);
+    let service = tower::Layer::layer(
+        &limiter,
+        tower::service_fn(|_req: Request<Body>| async {
+            Ok::<_, tower_cx::error::BoxError>(http::Response::new(()))
+        }),
+    );
+    // the first request subscribes
+    service
+        .clone()
+        .oneshot(Request::new(Body::empty()))
+        .await
+        .unwrap();
+    // wait until the subscription stands
+    let channel = format!("{prefix}:gate:api:closed");
+    for _ in 0..250 {
+        let (_, subscribers): (String, u32) = redis_cmd(
+            &redis.url(),
+            redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel),
+        )
+        .await;
+        if subscribers == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let degraded = |events: &Events| {
+        events.lock().unwrap().iter().any(|e| {
+            matches!(e, FleetEvent::Degraded { component: "gate", reason }
+                if reason.contains("ping"))
+        })
+    };
+    // Redis stops answering without closing the connection.
+    let pid = redis.child.as_ref().unwrap().id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let mut detected = false;
+    for _ in 0..100 {
+        detected = degraded(&events);
+        if detected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal("-CONT");
+    assert!(detected, "{:?}", events.lock().unwrap());
+    // and it subscribes again once Redis answers
+    let mut restored = false;
+    for _ in 0..200 {
+        restored = events
+            .lock()
+            .unwrap()
+            .contains(&FleetEvent::Restored { component: "gate" });
+        if restored {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(restored, "{:?}", events.lock().unwrap());
+    drop(service);
+}
+
+#[tokio::test]
+async fn a_standalone_redis_passes_the_cluster_check() {
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    let events: Events = Arc::default();
+    let fleet = fleet(&redis.url(), &prefix("check"), &events);
+    assert_eq!(fleet.check().await, Ok(()));
+}
+
+#[tokio::test]
+async fn a_wrong_redis_password_falls_back_without_printing_the_url() {
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    let mock = MockServer::start().await.unwrap();
+    let upstream = Upstream::of(&mock);
+    let events: Events = Arc::default();
+    // the test server has no password: AUTH with one fails
+    let url = redis
+        .url()
+        .replacen("redis://", "redis://:wrong-pass-Q7Z@", 1);
+    let fleet = fleet(&url, &prefix("password"), &events);
+    assert!(!format!("{fleet:?}").contains("Q7Z"));
+    let member = member(&fleet, &upstream, Some(50));
+    for _ in 0..3 {
+        let response = member
+            .client
+            .clone()
+            .oneshot(upstream.users())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let events = events.lock().unwrap();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            FleetEvent::Degraded {
+                component: "token",
+                ..
+            }
+        )),
+        "{events:?}"
+    );
+    assert!(!format!("{events:?}").contains("Q7Z"), "{events:?}");
+    assert!(!format!("{events:?}").contains("127.0.0.1"), "{events:?}");
+}

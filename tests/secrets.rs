@@ -510,3 +510,171 @@ async fn the_token_goes_to_the_api_origin_only() {
     .unwrap();
     assert!(seen.lock().unwrap()[1].starts_with("Bearer "));
 }
+
+/// A token endpoint that echoes what it was sent (the `Authorization`
+/// header and the form body) in its error text, as some do, padded so the
+/// echo straddles the 256-character cut of error text.
+fn echoing_endpoint(
+    status: u16,
+) -> impl tower::Service<
+    Request<Body>,
+    Response = Response<Full<Bytes>>,
+    Error = BoxError,
+    Future = impl Send,
+> + Clone
+       + Send
+       + Sync
+       + 'static {
+    service_fn(move |request: Request<Body>| async move {
+        let auth = request
+            .headers()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        let form = String::from_utf8(request.into_body().as_bytes().unwrap().to_vec()).unwrap();
+        let echo = format!("{} got {auth} with {form}", "x".repeat(240));
+        let body = serde_json::json!({
+            "error": format!("invalid_client {auth} {form}"),
+            "error_description": echo,
+        });
+        Ok::<_, BoxError>(
+            Response::builder()
+                .status(status)
+                .header("content-type", format!("application/json; echo={auth}"))
+                .body(Full::new(Bytes::from(body.to_string())))
+                .unwrap(),
+        )
+    })
+}
+
+#[tokio::test]
+async fn token_endpoint_text_that_echoes_credentials_is_scrubbed() {
+    const ACCESS_KEY_SECRET: &str = "aks+/=9f8e7d6c5b4a"; // form-encoded when sent
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("client-id:{CLIENT_SECRET}"));
+    let url = "https://cxone.example.com/auth/token";
+    let sources = [
+        ClientCredentials::new(url, "client-id", CLIENT_SECRET).unwrap(),
+        ClientCredentials::new(url, "client-id", CLIENT_SECRET)
+            .unwrap()
+            .client_auth(tower_cx::auth::ClientAuth::Post),
+        ClientCredentials::cxone(url, "client-id", CLIENT_SECRET, "key-id", ACCESS_KEY_SECRET)
+            .unwrap(),
+    ];
+    let form_encoded: String =
+        form_urlencoded::byte_serialize(ACCESS_KEY_SECRET.as_bytes()).collect();
+    for source in sources {
+        for status in [400, 200] {
+            let source = source.clone().http_client(echoing_endpoint(status));
+            let cache = TokenCache::new(source);
+            let error = cache.refresh().await.unwrap_err();
+            let text = format!("{error} | {error:?}");
+            if status == 400 {
+                assert!(matches!(error, TokenError::Rejected { .. }), "{text}");
+                assert!(text.contains("[redacted]"), "{text}");
+            }
+            for secret in [
+                CLIENT_SECRET,
+                &CLIENT_SECRET[..12],
+                basic.as_str(),
+                &basic[..12],
+                ACCESS_KEY_SECRET,
+                form_encoded.as_str(),
+            ] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+        }
+    }
+}
+
+#[test]
+fn debug_and_errors_show_no_url_credentials() {
+    // ClientCredentials: no user info, no query
+    let source = ClientCredentials::new(
+        "https://ann:pw-Q7Z@login.example.com/oauth/token?client_secret=qs-Q7Z",
+        "id",
+        CLIENT_SECRET,
+    )
+    .unwrap();
+    let shown = format!("{source:?}");
+    assert!(
+        shown.contains("https://login.example.com/oauth/token"),
+        "{shown}"
+    );
+    assert!(!shown.contains("Q7Z"), "{shown}");
+    // the invalid-URL error does not echo the URL as given
+    for url in [
+        "/oauth/token?client_secret=qs-Q7Z",
+        "ht tp://login.example.com/?client_secret=qs-Q7Z",
+    ] {
+        let error = ClientCredentials::new(url, "id", CLIENT_SECRET).unwrap_err();
+        assert!(matches!(error, TokenError::InvalidUrl { .. }));
+        let shown = format!("{error} | {error:?}");
+        assert!(!shown.contains("Q7Z"), "{shown}");
+    }
+    // a webhook URL is a secret: scheme and host only
+    let builder = WebhookSink::builder("https://hooks.slack.com/services/T0/B0/hook-Q7Z").unwrap();
+    let shown = format!("{builder:?}");
+    assert!(shown.contains("https://hooks.slack.com"), "{shown}");
+    assert!(
+        !shown.contains("Q7Z") && !shown.contains("services"),
+        "{shown}"
+    );
+    // a dead letter's URL has its query secrets redacted, as in the audit
+    let letter = DeadLetter {
+        correlation_id: "c".into(),
+        attempts: 1,
+        last_status: Some(500),
+        error_code: "http_error".into(),
+        message: "500".into(),
+        request: Some(
+            Request::get(
+                "https://u:pw-Q7Z@api.example.com/x?access_token=tok-Q7Z;sig=s-Q7Z&page=2",
+            )
+            .header("authorization", "Bearer tok-Q7Z")
+            .body(Body::empty())
+            .unwrap(),
+        ),
+    };
+    let shown = format!("{letter:?}");
+    assert!(
+        shown.contains(
+            "GET https://api.example.com/x?access_token=[redacted];sig=[redacted]&page=2"
+        ),
+        "{shown}"
+    );
+    assert!(!shown.contains("Q7Z"), "{shown}");
+}
+
+#[tokio::test]
+async fn a_relative_uri_gets_no_token_when_origins_are_restricted() {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = seen.clone();
+    let tokens = TokenCache::new(tower_cx::auth::source_fn(|| async {
+        Ok::<_, TokenError>(tower_cx::auth::Token::new(
+            "tok-Q7Z",
+            Duration::from_secs(60),
+        ))
+    }));
+    let service = tower::Layer::layer(
+        &BearerLayer::new(tokens)
+            .allow_origin("https://api.example.com")
+            .unwrap(),
+        service_fn(move |req: Request<Body>| {
+            let auth = req
+                .headers()
+                .get("authorization")
+                .map_or("-".to_owned(), |v| v.to_str().unwrap().to_owned());
+            record.lock().unwrap().push(auth);
+            async { Ok::<_, BoxError>(Response::new(())) }
+        }),
+    );
+    for uri in ["/path", "https://api.example.com/path"] {
+        let request = Request::get(uri)
+            .header("host", "api.example.com")
+            .body(Body::empty())
+            .unwrap();
+        service.clone().oneshot(request).await.unwrap();
+    }
+    assert_eq!(seen.lock().unwrap().as_slice(), ["-", "Bearer tok-Q7Z"]);
+}

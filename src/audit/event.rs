@@ -44,6 +44,32 @@ impl AuditEvent {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
     }
+
+    /// About how many bytes the event holds (its strings and JSON body
+    /// plus a fixed part), without serializing it: what byte-capped queues
+    /// count.
+    pub fn approx_bytes(&self) -> usize {
+        let own = match &self.kind {
+            EventKind::RequestStarted {
+                method, url, body, ..
+            } => method.len() + url.len() + body.as_ref().map_or(0, json_bytes),
+            EventKind::TokenRefreshFailed { error } => error.len(),
+            EventKind::FleetDegraded { reason, .. } => reason.len(),
+            _ => 0,
+        };
+        std::mem::size_of::<Self>() + self.correlation_id.len() + own
+    }
+}
+
+/// About how many bytes a JSON value holds.
+fn json_bytes(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    16 + match value {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(json_bytes).sum(),
+        Value::Object(map) => map.iter().map(|(k, v)| k.len() + json_bytes(v)).sum(),
+        _ => 0,
+    }
 }
 
 /// A wall-clock instant, formatted (RFC 3339, UTC, milliseconds) only when
@@ -74,7 +100,8 @@ pub enum EventKind {
     RequestStarted {
         /// The method.
         method: String,
-        /// The URL, userinfo removed and secret-looking query values redacted.
+        /// The URL, userinfo removed, secret-looking query values redacted,
+        /// cut to [`MAX_EVENT_URL`](crate::audit::MAX_EVENT_URL) bytes.
         url: String,
         /// The JSON request body with secret-looking keys masked, only when
         /// [`record_bodies`](crate::audit::AuditLayer::record_bodies) is on.

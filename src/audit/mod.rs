@@ -107,7 +107,9 @@ pub use event::{AuditEvent, EventKind, Timestamp};
 pub use future::ResponseFuture;
 pub use layer::{AuditEmitter, AuditLayer};
 pub use record::AuditRecord;
-pub use redact::{is_secret_key, redact_json, redact_uri, REDACTED};
+pub use redact::{
+    is_secret_key, redact_json, redact_uri, redact_uri_for_event, MAX_EVENT_URL, REDACTED,
+};
 pub use service::Audit;
 pub use sink::{
     callback, dead_letter_fn, AuditSink, CallbackSink, DeadLetter, DeadLetterFn, DeadLetterSink,

@@ -49,10 +49,13 @@ pub fn redact_uri(uri: &Uri) -> String {
     out.push_str(uri.path());
     if let Some(query) = uri.query() {
         out.push('?');
-        for (i, pair) in query.split('&').enumerate() {
-            if i > 0 {
-                out.push('&');
-            }
+        // `;` separates parameters too (HTML 4, many servers): split on
+        // both, keeping each separator as it was
+        for pair in query.split_inclusive(['&', ';']) {
+            let (pair, separator) = match pair.strip_suffix(['&', ';']) {
+                Some(rest) => (rest, &pair[rest.len()..]),
+                None => (pair, ""),
+            };
             match pair.split_once('=') {
                 // judge the key as the server will read it: percent-decoded
                 Some((key, _)) if is_secret_key(&decode_key(key)) => {
@@ -62,9 +65,30 @@ pub fn redact_uri(uri: &Uri) -> String {
                 }
                 _ => out.push_str(pair),
             }
+            out.push_str(separator);
         }
     }
     out
+}
+
+/// The longest URL an audit event keeps, in bytes: a longer one is cut
+/// (and marked), so that a caller's huge URLs cannot fill the audit
+/// buffers.
+pub const MAX_EVENT_URL: usize = 2048;
+
+/// [`redact_uri`], cut to [`MAX_EVENT_URL`] bytes with `...[cut]` at the
+/// end when longer.
+pub fn redact_uri_for_event(uri: &Uri) -> String {
+    let mut url = redact_uri(uri);
+    if url.len() > MAX_EVENT_URL {
+        let mut end = MAX_EVENT_URL;
+        while !url.is_char_boundary(end) {
+            end -= 1;
+        }
+        url.truncate(end);
+        url.push_str("...[cut]");
+    }
+    url
 }
 
 fn decode_key(key: &str) -> String {
@@ -117,6 +141,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn event_urls_are_cut_at_2_kib() {
+        let long = format!("https://api.example.com/{}?token=T", "a".repeat(60_000));
+        let uri: Uri = long.parse().unwrap();
+        let url = redact_uri_for_event(&uri);
+        assert_eq!(url.len(), MAX_EVENT_URL + "...[cut]".len());
+        assert!(url.ends_with("aaa...[cut]"));
+        let short: Uri = "https://api.example.com/x?token=T".parse().unwrap();
+        assert_eq!(
+            redact_uri_for_event(&short),
+            "https://api.example.com/x?token=[redacted]"
+        );
+    }
+
+    #[test]
     fn json_secrets_are_masked_at_any_depth() {
         let body = br#"{"user":"ann","password":"p","nested":{"client_secret":"s","list":[{"access_token":"t","ok":1}]}}"#;
         let masked = redact_json(body).unwrap().to_string();
@@ -143,6 +181,11 @@ mod tests {
         assert_eq!(
             redact_uri(&uri),
             "/x?%74oken=[redacted]&jwt=[redacted]&user%5Fpass=[redacted]"
+        );
+        let uri: Uri = "/x?a=1;api_key=SECRET;b=2&token=T;c".parse().unwrap();
+        assert_eq!(
+            redact_uri(&uri),
+            "/x?a=1;api_key=[redacted];b=2&token=[redacted];c"
         );
         let uri: Uri = "https://bob:hunter2@api.example.com/v?page=1"
             .parse()

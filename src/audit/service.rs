@@ -7,7 +7,7 @@ use tower::Service;
 
 use super::event::EventKind;
 use super::future::ResponseFuture;
-use super::redact::{is_secret_key, redact_json, redact_uri, strip_userinfo};
+use super::redact::{is_secret_key, redact_json, redact_uri_for_event, strip_userinfo};
 use super::sink::DeadLettersHandled;
 use super::{AuditLayer, AuditRecord};
 use crate::body::{try_clone_request, Body, ReplayBody};
@@ -218,7 +218,7 @@ where
                 None,
                 EventKind::RequestStarted {
                     method: request.method().to_string(),
-                    url: redact_uri(request.uri()),
+                    url: redact_uri_for_event(request.uri()),
                     body,
                     priority,
                 },

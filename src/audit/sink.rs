@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -80,7 +80,8 @@ impl<F> fmt::Debug for CallbackSink<F> {
 /// background thread: the request path only queues a copy of the event;
 /// formatting and writing happen on the writer thread, which is woken only
 /// when it sleeps. When the writer falls behind by more than the buffer
-/// (default 8192 events), new events are dropped and counted.
+/// (default 8192 events, and 16 MiB: see [`max_bytes`](Self::max_bytes)),
+/// new events are dropped and counted.
 #[derive(Clone)]
 pub struct JsonLinesSink {
     shared: Arc<LinesShared>,
@@ -94,12 +95,18 @@ struct LinesShared {
     written: Condvar,
     writer_idle: AtomicBool,
     capacity: usize,
+    max_bytes: AtomicUsize,
     dropped: AtomicU64,
 }
+
+/// The default byte cap of the audit queues (JSON lines, webhook).
+pub(crate) const DEFAULT_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Default)]
 struct LinesQueue {
     events: Vec<AuditEvent>,
+    /// About how many bytes the queued events hold.
+    bytes: usize,
     /// Events handed over so far, and events written so far.
     queued: u64,
     done: u64,
@@ -120,6 +127,7 @@ impl JsonLinesSink {
             written: Condvar::new(),
             writer_idle: AtomicBool::new(false),
             capacity: capacity.max(1),
+            max_bytes: AtomicUsize::new(DEFAULT_MAX_BYTES),
             dropped: AtomicU64::new(0),
         });
         // The writer keeps the queue alive until every event is written; it
@@ -150,6 +158,7 @@ impl JsonLinesSink {
                             break;
                         }
                         std::mem::swap(&mut batch, &mut queue.events);
+                        queue.bytes = 0;
                     }
                     // A failing writer loses lines, never the request; a
                     // panicking one closes the sink instead of hanging `flush`.
@@ -196,6 +205,15 @@ impl JsonLinesSink {
         Ok(Self::new(std::io::BufWriter::new(file)))
     }
 
+    /// Queue at most about `bytes` of events (default 16 MiB; counted with
+    /// [`AuditEvent::approx_bytes`]): beyond, new events are dropped and
+    /// counted, whatever their number, so that huge events cannot fill
+    /// memory while the writer is slow.
+    pub fn max_bytes(self, bytes: usize) -> Self {
+        self.shared.max_bytes.store(bytes.max(1), Ordering::Relaxed);
+        self
+    }
+
     /// Events dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
@@ -227,14 +245,19 @@ impl AuditSink for JsonLinesSink {
     fn record(&self, event: &AuditEvent) {
         let shared = &self.shared;
         {
+            let size = event.approx_bytes();
             let mut queue = shared.lock();
-            if queue.closed || queue.events.len() >= shared.capacity {
+            if queue.closed
+                || queue.events.len() >= shared.capacity
+                || queue.bytes + size > shared.max_bytes.load(Ordering::Relaxed)
+            {
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             // `queued` counts only events that will be written, so that
             // `flush` can wait for exactly those
             queue.events.push(event.clone());
+            queue.bytes += size;
             queue.queued += 1;
         }
         if shared.writer_idle.load(Ordering::SeqCst) {
@@ -334,7 +357,9 @@ impl fmt::Debug for FanOut {
 }
 
 /// A request that failed for good, kept so it can be sent again later.
-#[derive(Debug)]
+///
+/// Its `Debug` shows the request's method and URL with secret-looking
+/// query values redacted, as the audit records do, and no headers or body.
 pub struct DeadLetter {
     /// The logical request's correlation id.
     pub correlation_id: String,
@@ -350,6 +375,23 @@ pub struct DeadLetter {
     pub message: String,
     /// The request, if its body could be kept (credentials headers removed).
     pub request: Option<Request<Body>>,
+}
+
+impl fmt::Debug for DeadLetter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let request = self
+            .request
+            .as_ref()
+            .map(|r| format!("{} {}", r.method(), super::redact::redact_uri(r.uri())));
+        f.debug_struct("DeadLetter")
+            .field("correlation_id", &self.correlation_id)
+            .field("attempts", &self.attempts)
+            .field("last_status", &self.last_status)
+            .field("error_code", &self.error_code)
+            .field("message", &self.message)
+            .field("request", &request)
+            .finish()
+    }
 }
 
 /// A request extension: the caller dead-letters this request itself (the

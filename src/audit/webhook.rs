@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,8 +25,9 @@ type Client = BoxCloneSyncService<Request<Body>, Response<Bytes>, BoxError>;
 
 /// POSTs events in batches (a JSON array per request) to a URL from a
 /// background task. Recording only queues the event: the request path never
-/// waits for the webhook. The queue is bounded; when it is full the oldest
-/// events are dropped and counted. A batch that cannot be delivered (after
+/// waits for the webhook. The queue is bounded by events (10,000) and by
+/// bytes (16 MiB); when it is full the oldest events are dropped and
+/// counted. A batch that cannot be delivered (after
 /// the crate's own retry layer, with an `Idempotency-Key` per batch, and a
 /// per-request timeout) goes back to the front of the queue and is tried
 /// again after the flush interval (never in a tight loop).
@@ -41,6 +42,9 @@ struct Shared {
     /// Events with their sequence numbers, oldest first.
     queue: Mutex<Queue>,
     capacity: usize,
+    max_bytes: usize,
+    /// Bytes of the events taken for the POST under way.
+    sending_bytes: AtomicUsize,
     batch: usize,
     wake: Notify,
     dropped: AtomicU64,
@@ -56,6 +60,8 @@ struct Shared {
 #[derive(Default)]
 struct Queue {
     events: VecDeque<(u64, String)>,
+    /// Bytes of the queued lines.
+    bytes: usize,
     next_seq: u64,
 }
 
@@ -63,6 +69,7 @@ struct Queue {
 pub struct WebhookSinkBuilder {
     url: Uri,
     capacity: usize,
+    max_bytes: usize,
     batch: usize,
     interval: Duration,
     timeout: Duration,
@@ -82,6 +89,7 @@ impl WebhookSink {
         Ok(WebhookSinkBuilder {
             url,
             capacity: 10_000,
+            max_bytes: super::sink::DEFAULT_MAX_BYTES,
             batch: 100,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
@@ -133,8 +141,14 @@ impl Shared {
     /// Drop the oldest queued events beyond capacity.
     fn trim(&self, queue: &mut Queue) {
         let sending = self.sending.load(Ordering::Relaxed) as usize;
-        while !queue.events.is_empty() && queue.events.len() + sending > self.capacity {
-            queue.events.pop_front();
+        let sending_bytes = self.sending_bytes.load(Ordering::Relaxed);
+        while !queue.events.is_empty()
+            && (queue.events.len() + sending > self.capacity
+                || queue.bytes + sending_bytes > self.max_bytes)
+        {
+            if let Some((_, line)) = queue.events.pop_front() {
+                queue.bytes -= line.len();
+            }
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -144,6 +158,13 @@ impl WebhookSinkBuilder {
     /// At most this many events wait (default 10,000); beyond, the oldest go.
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
+        self
+    }
+
+    /// At most about this many bytes of events wait (default 16 MiB);
+    /// beyond, the oldest go, whatever their number.
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.max_bytes = bytes.max(1);
         self
     }
 
@@ -183,6 +204,8 @@ impl WebhookSinkBuilder {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             capacity: self.capacity,
+            max_bytes: self.max_bytes,
+            sending_bytes: AtomicUsize::new(0),
             batch: self.batch,
             wake: Notify::new(),
             dropped: AtomicU64::new(0),
@@ -223,7 +246,11 @@ async fn deliver(
             let mut queue = this.lock();
             let n = queue.events.len().min(this.batch);
             this.sending.store(n as u64, Ordering::Relaxed);
-            queue.events.drain(..n).collect()
+            let batch: Vec<(u64, String)> = queue.events.drain(..n).collect();
+            let bytes = batch.iter().map(|(_, line)| line.len()).sum::<usize>();
+            queue.bytes -= bytes;
+            this.sending_bytes.store(bytes, Ordering::Relaxed);
+            batch
         };
         let mut failed = false;
         if let Some(last) = batch.last().map(|(seq, _)| *seq) {
@@ -252,10 +279,12 @@ async fn deliver(
                 // put the batch back in front, within capacity: the oldest go
                 failed = true;
                 for event in batch.into_iter().rev() {
+                    queue.bytes += event.1.len();
                     queue.events.push_front(event);
                 }
             }
             this.sending.store(0, Ordering::Relaxed);
+            this.sending_bytes.store(0, Ordering::Relaxed);
             this.trim(&mut queue);
             // after a failure the webhook is down for everything queued:
             // all of it counts as tried, to be tried again later
@@ -290,6 +319,7 @@ impl AuditSink for WebhookSink {
             let mut queue = self.shared.lock();
             queue.next_seq += 1;
             let seq = queue.next_seq;
+            queue.bytes += line.len();
             queue.events.push_back((seq, line));
             self.shared.trim(&mut queue);
             queue.events.len() >= self.shared.batch
@@ -313,7 +343,16 @@ impl fmt::Debug for WebhookSink {
 impl fmt::Debug for WebhookSinkBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebhookSinkBuilder")
-            .field("url", &self.url)
+            // a webhook URL is a secret (Slack-style URLs carry their key
+            // in the path): scheme and host only
+            .field(
+                "url",
+                &format_args!(
+                    "{}://{}/[redacted]",
+                    self.url.scheme_str().unwrap_or("?"),
+                    self.url.host().unwrap_or("?")
+                ),
+            )
             .field("capacity", &self.capacity)
             .field("batch", &self.batch)
             .finish_non_exhaustive()

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -12,8 +12,9 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::source::TokenSource;
-use super::token::{LifetimeNote, Token, TokenError};
+use super::token::{LifetimeNote, Secret, TokenError};
 use crate::backoff::{Backoff, BackoffState, Jitter, SharedRng};
+use tokio::task::AbortHandle;
 
 /// Something that happened to the cached token.
 #[derive(Debug, Clone)]
@@ -45,11 +46,34 @@ pub enum AuthEvent {
     },
     /// A request refused with 401 was sent again with a fresh token.
     RequestReplayed,
+    /// A 401 came within the [rejection
+    /// cooldown](TokenCacheBuilder::rejection_cooldown) of the last
+    /// 401-driven refresh: the token is kept and the 401 returned as it is,
+    /// so that a path that always answers 401 cannot drive the token
+    /// endpoint.
+    RejectionDeferred {
+        /// The status that was not acted on.
+        status: StatusCode,
+        /// How long until a 401 may drop the token again.
+        cooldown_left: Duration,
+    },
+}
+
+/// What the cache did with a token a request reported as refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// The token was dropped and a fresh one will be fetched: replay.
+    Dropped,
+    /// A newer token already replaced it (or a refresh is under way):
+    /// replay with that one.
+    Newer,
+    /// Within the rejection cooldown: the token is kept; do not replay.
+    Kept,
 }
 
 type EventHandler = Arc<dyn Fn(&AuthEvent) + Send + Sync>;
 
-const MAX_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
+pub(super) const MAX_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
 
 /// What the cache knows, without the token text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,9 +100,11 @@ pub(crate) struct Issued {
 
 /// The cached token with its timings, on the local monotonic clock.
 pub(crate) struct Cached {
-    issued: Issued,
-    expires_at: Instant,
-    refresh_at: Instant,
+    pub(super) issued: Issued,
+    /// The token text, to tell the source which one was refused.
+    pub(super) token: Secret,
+    pub(super) expires_at: Instant,
+    pub(super) refresh_at: Instant,
 }
 
 /// Shared token cache. Clones share the token, the refresh and the counts;
@@ -115,30 +141,50 @@ pub struct TokenCache {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    source: Box<dyn TokenSource>,
-    current: ArcSwapOption<Cached>,
-    refreshing: AtomicBool,
-    state: Mutex<State>,
-    done: watch::Sender<u64>,
-    wake: Notify,
-    next_id: AtomicU64,
-    refresh_count: AtomicU64,
-    ahead_min: Duration,
-    ahead_ratio: f64,
-    backoff: Backoff,
-    rng: SharedRng,
-    on_event: Option<EventHandler>,
+pub(super) struct Inner {
+    pub(super) source: Box<dyn TokenSource>,
+    pub(super) current: ArcSwapOption<Cached>,
+    pub(super) refreshing: AtomicBool,
+    pub(super) state: Mutex<State>,
+    pub(super) done: watch::Sender<u64>,
+    pub(super) wake: Notify,
+    pub(super) next_id: AtomicU64,
+    pub(super) refresh_count: AtomicU64,
+    pub(super) ahead_min: Duration,
+    pub(super) ahead_ratio: f64,
+    pub(super) backoff: Backoff,
+    pub(super) rng: SharedRng,
+    pub(super) on_event: Option<EventHandler>,
+    pub(super) rejection_cooldown: Duration,
 }
 
 #[derive(Default)]
-struct State {
-    refreshing: bool,
-    last_error: Option<TokenError>,
-    failures: u32,
-    backoff: BackoffState,
+pub(super) struct State {
+    pub(super) refreshing: bool,
+    pub(super) last_error: Option<TokenError>,
+    pub(super) failures: u32,
+    pub(super) backoff: BackoffState,
     /// With no valid token, no new fetch before this instant.
-    retry_at: Option<Instant>,
+    pub(super) retry_at: Option<Instant>,
+    /// When a 401 last dropped a token.
+    pub(super) last_rejection: Option<Instant>,
+    /// The task that refreshes the current token when it is due (one per
+    /// cache: a new token aborts the previous one's).
+    pub(super) timer: Option<AbortHandle>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let timer = self
+            .state
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .timer
+            .take();
+        if let Some(timer) = timer {
+            timer.abort();
+        }
+    }
 }
 
 /// Builds a [`TokenCache`].
@@ -149,9 +195,34 @@ pub struct TokenCacheBuilder {
     backoff: Backoff,
     rng: SharedRng,
     on_event: Option<EventHandler>,
+    rejection_cooldown: Duration,
 }
 
 impl TokenCacheBuilder {
+    /// After a 401 has dropped a token, further 401s within `cooldown`
+    /// keep the (new) token and are returned as they are, without a token
+    /// request or a replay (default 30 s): a path that always answers 401
+    /// (a permission problem, a hostile upstream) costs at most one token
+    /// request per `cooldown`, not one per request. The first 401 after a
+    /// quiet period always drops the token at once, so a revoked or
+    /// poisoned token is replaced right away.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_cx::auth::{source_fn, Token, TokenCache, TokenError};
+    ///
+    /// let cache = TokenCache::builder(source_fn(|| async {
+    ///     Ok::<_, TokenError>(Token::new("t", Duration::from_secs(3600)))
+    /// }))
+    /// .rejection_cooldown(Duration::from_secs(60))
+    /// .build();
+    /// # let _ = cache;
+    /// ```
+    pub fn rejection_cooldown(mut self, cooldown: Duration) -> Self {
+        self.rejection_cooldown = cooldown;
+        self
+    }
+
     /// Refresh once less than `max(min, ratio * lifetime)` is left (never
     /// earlier than half the lifetime). Default 60 s and 10 %.
     pub fn refresh_ahead(mut self, min: Duration, ratio: f64) -> Self {
@@ -204,6 +275,7 @@ impl TokenCacheBuilder {
                 backoff: self.backoff,
                 rng: self.rng,
                 on_event: self.on_event,
+                rejection_cooldown: self.rejection_cooldown,
             }),
         }
     }
@@ -215,6 +287,7 @@ impl fmt::Debug for TokenCacheBuilder {
             .field("ahead_min", &self.ahead_min)
             .field("ahead_ratio", &self.ahead_ratio)
             .field("backoff", &self.backoff)
+            .field("rejection_cooldown", &self.rejection_cooldown)
             .finish_non_exhaustive()
     }
 }
@@ -236,6 +309,7 @@ impl TokenCache {
                 .jitter(Jitter::Equal),
             rng: SharedRng::from_os(),
             on_event: None,
+            rejection_cooldown: Duration::from_secs(30),
         }
     }
 
@@ -338,14 +412,45 @@ impl TokenCache {
     }
 
     /// Drop the token with id `id` after the server refused it, unless a
-    /// newer token has already replaced it.
-    pub(crate) fn invalidate(&self, id: u64, status: StatusCode) {
-        let current = self.inner.current.load();
-        if current.as_ref().is_some_and(|c| c.issued.id == id) {
-            let previous = self.inner.current.compare_and_swap(&*current, None);
-            if previous.as_ref().is_some_and(|c| c.issued.id == id) {
+    /// newer token has already replaced it or the rejection cooldown runs;
+    /// the source is told which token was refused.
+    pub(crate) fn invalidate(&self, id: u64, status: StatusCode) -> Rejection {
+        let current = self.inner.current.load_full();
+        let Some(cached) = current.as_ref().filter(|c| c.issued.id == id) else {
+            return Rejection::Newer;
+        };
+        let now = Instant::now();
+        let dropped = {
+            let mut state = self.inner.lock();
+            let ready_at = state
+                .last_rejection
+                .and_then(|at| at.checked_add(self.inner.rejection_cooldown));
+            match ready_at {
+                Some(ready_at) if now < ready_at => Err(ready_at - now),
+                _ => {
+                    let previous = self.inner.current.compare_and_swap(&current, None);
+                    let dropped = previous.as_ref().is_some_and(|c| c.issued.id == id);
+                    if dropped {
+                        state.last_rejection = Some(now);
+                    }
+                    Ok(dropped)
+                }
+            }
+        };
+        match dropped {
+            Err(cooldown_left) => {
+                self.inner.emit(AuthEvent::RejectionDeferred {
+                    status,
+                    cooldown_left,
+                });
+                Rejection::Kept
+            }
+            Ok(false) => Rejection::Newer,
+            Ok(true) => {
+                self.inner.source.invalidate(&cached.token);
                 self.inner.emit(AuthEvent::TokenInvalidated { status });
                 self.inner.wake.notify_one();
+                Rejection::Dropped
             }
         }
     }
@@ -356,18 +461,18 @@ impl TokenCache {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn emit(&self, event: AuthEvent) {
+    pub(super) fn emit(&self, event: AuthEvent) {
         if let Some(handler) = &self.on_event {
             handler(&event);
         }
     }
 
     /// Start a refresh task unless one runs. Returns whether it started one.
-    fn start(this: &Arc<Inner>, state: &mut State) -> bool {
+    pub(super) fn start(this: &Arc<Inner>, state: &mut State) -> bool {
         if state.refreshing {
             return false;
         }
@@ -378,183 +483,6 @@ impl Inner {
         // abandon it half way or leave the single-flight flag set.
         tokio::spawn(async move { inner.run_refresh().await });
         true
-    }
-
-    async fn run_refresh(self: Arc<Self>) {
-        // Whatever happens below, even a panic in the token source, the
-        // single-flight flag is cleared and waiters are woken.
-        let _finish = FinishRefresh(&self);
-        loop {
-            if Arc::strong_count(&self) == 1 {
-                // every cache handle is gone: nobody needs a token any more
-                break;
-            }
-            let result = self
-                .source
-                .fetch_token()
-                .await
-                .and_then(|token| self.prepare(token));
-            match result {
-                Ok((cached, lifetime)) => {
-                    let cached = Arc::new(cached);
-                    self.current.store(Some(cached.clone()));
-                    tokio::spawn(refresh_when_due(Arc::downgrade(&self), cached));
-                    let refresh_count = self.refresh_count.fetch_add(1, Ordering::Relaxed) + 1;
-                    {
-                        let mut state = self.lock();
-                        state.last_error = None;
-                        state.failures = 0;
-                        state.backoff = BackoffState::default();
-                        state.retry_at = None;
-                    }
-                    self.attempt_ended();
-                    self.emit(AuthEvent::TokenRefreshed {
-                        lifetime,
-                        refresh_count,
-                    });
-                    break;
-                }
-                Err(error) => {
-                    let now = Instant::now();
-                    let valid_until = self
-                        .current
-                        .load()
-                        .as_ref()
-                        .map(|c| c.expires_at)
-                        .filter(|at| *at > now);
-                    let delay = {
-                        let mut state = self.lock();
-                        state.failures = state.failures.saturating_add(1);
-                        let failures = state.failures;
-                        let delay =
-                            self.backoff
-                                .next_delay(failures, &mut state.backoff, &self.rng);
-                        state.last_error = Some(error.clone());
-                        if valid_until.is_none() {
-                            state.retry_at = Some(now + delay);
-                        }
-                        delay
-                    };
-                    self.attempt_ended();
-                    match valid_until {
-                        Some(expires_at) => {
-                            // keep serving the valid token; try again before it expires
-                            let wait = delay.min(expires_at - now);
-                            self.emit(AuthEvent::RefreshFailed {
-                                error,
-                                token_still_valid: true,
-                                retry_in: Some(wait),
-                            });
-                            tokio::select! {
-                                _ = tokio::time::sleep(wait) => {}
-                                _ = self.wake.notified() => {}
-                            }
-                        }
-                        None => {
-                            self.emit(AuthEvent::RefreshFailed {
-                                error,
-                                token_still_valid: false,
-                                retry_in: None,
-                            });
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Tell waiters an attempt ended (its outcome is in the state).
-    fn attempt_ended(&self) {
-        self.done
-            .send_modify(|round| *round = round.wrapping_add(1));
-    }
-
-    /// Check a new token and work out its header and timings.
-    fn prepare(&self, token: Token) -> Result<(Cached, Duration), TokenError> {
-        for note in token.lifetime_notes() {
-            self.emit(AuthEvent::LifetimeAdjusted(note.clone()));
-        }
-        let mut header =
-            HeaderValue::from_str(&format!("Bearer {}", token.access_token().expose())).map_err(
-                |_| TokenError::UnexpectedResponse {
-                    status: StatusCode::OK,
-                    content_type: None,
-                    detail: "the access token is not a valid header value".into(),
-                },
-            )?;
-        header.set_sensitive(true);
-        // A year at most: beyond that `Instant` arithmetic may overflow, and
-        // no real token lives that long.
-        let lifetime = token.lifetime().min(MAX_LIFETIME);
-        let now = Instant::now();
-        let expires_at = token
-            .receipt()
-            .checked_add(lifetime)
-            .unwrap_or(now + MAX_LIFETIME);
-        if expires_at <= now {
-            return Err(TokenError::AlreadyExpired);
-        }
-        let ahead = self
-            .ahead_min
-            .max(lifetime.mul_f64(self.ahead_ratio))
-            .min(lifetime / 2);
-        let cached = Cached {
-            issued: Issued {
-                header,
-                id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            },
-            expires_at,
-            refresh_at: expires_at - ahead,
-        };
-        Ok((cached, lifetime))
-    }
-}
-
-/// Starts the refresh of a cached token at its `refresh_at` even when no
-/// request comes (the request path starts it too, whichever is first), so a
-/// client idle for a while finds a fresh token. Holds the cache only weakly:
-/// a dropped cache ends it.
-async fn refresh_when_due(cache: Weak<Inner>, cached: Arc<Cached>) {
-    tokio::time::sleep_until(cached.refresh_at).await;
-    let Some(inner) = cache.upgrade() else {
-        return;
-    };
-    let is_current = inner
-        .current
-        .load()
-        .as_ref()
-        .is_some_and(|c| c.issued.id == cached.issued.id);
-    if is_current {
-        let mut state = inner.lock();
-        Inner::start(&inner, &mut state);
-    }
-}
-
-/// Ends a refresh round when dropped: clears the single-flight flag and
-/// wakes every waiter.
-struct FinishRefresh<'a>(&'a Inner);
-
-impl Drop for FinishRefresh<'_> {
-    fn drop(&mut self) {
-        let inner = self.0;
-        {
-            let mut state = inner.lock();
-            if std::thread::panicking() {
-                state.last_error = Some(TokenError::transport("the token source panicked".into()));
-                state.failures = state.failures.saturating_add(1);
-                let failures = state.failures;
-                let delay = inner
-                    .backoff
-                    .next_delay(failures, &mut state.backoff, &inner.rng);
-                state.retry_at = Some(Instant::now() + delay);
-            }
-            state.refreshing = false;
-            inner.refreshing.store(false, Ordering::Release);
-        }
-        inner
-            .done
-            .send_modify(|round| *round = round.wrapping_add(1));
     }
 }
 

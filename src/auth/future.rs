@@ -8,7 +8,7 @@ use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::cache::{AuthEvent, Issued};
+use super::cache::{AuthEvent, Issued, Rejection};
 use super::{TokenCache, TokenError, TokenRejected};
 use crate::audit::{ms, AuditRecord, EventKind as AuditKind};
 use crate::body::{try_clone_request, ReplayBody};
@@ -220,9 +220,14 @@ where
                         this.service.as_ref(),
                     ) else {
                         // no replay of our own: the 401 is the answer, marked
-                        // so that a layer above may replay it
+                        // so that a layer above may replay it (unless the
+                        // token was kept: a replay would carry it again)
                         if let Some(cache) = this.cache.as_ref() {
-                            cache.invalidate(*this.token_id, StatusCode::UNAUTHORIZED);
+                            let rejection =
+                                cache.invalidate(*this.token_id, StatusCode::UNAUTHORIZED);
+                            if rejection == Rejection::Kept {
+                                return Poll::Ready(Ok(response));
+                            }
                             response.extensions_mut().insert(TokenRejected);
                         }
                         if let Some(audit) = this.audit.as_ref() {
@@ -230,7 +235,11 @@ where
                         }
                         return Poll::Ready(Ok(response));
                     };
-                    cache.invalidate(*this.token_id, StatusCode::UNAUTHORIZED);
+                    if cache.invalidate(*this.token_id, StatusCode::UNAUTHORIZED) == Rejection::Kept
+                    {
+                        // within the rejection cooldown: the 401 is the answer
+                        return Poll::Ready(Ok(response));
+                    }
                     cache.emit(AuthEvent::RequestReplayed);
                     if let Some(audit) = this.audit.as_ref() {
                         audit.publish(None, AuditKind::TokenInvalidated { status: 401 });

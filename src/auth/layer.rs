@@ -27,7 +27,8 @@ impl BearerLayer {
 
     /// Attach the token only to requests for this origin (and any others
     /// allowed the same way): `scheme://host[:port]`, a path is ignored.
-    /// Requests to other origins pass through untouched, without a token.
+    /// Requests to other origins, and relative URIs (which name no
+    /// origin), pass through untouched, without a token.
     /// Fails with [`ConfigError`] (setting `origin`) for a URL that is not
     /// absolute.
     ///

@@ -41,9 +41,15 @@
 //!   wait. The `Authorization` value is marked sensitive.
 //! - A `401` (with or without `WWW-Authenticate: Bearer error="invalid_token"`)
 //!   drops the cached token only if it is the one this request carried (a
-//!   newer token is kept), fetches a fresh one (single flight), and replays the
-//!   request once if its body is replayable; otherwise the 401 is returned.
+//!   newer token is kept), tells the source which token was refused
+//!   ([`TokenSource::invalidate`]: a shared store forgets exactly that
+//!   token), fetches a fresh one (single flight), and replays the request
+//!   once if its body is replayable; otherwise the 401 is returned.
 //!   A `403` never triggers a refresh.
+//! - Callers cannot drive the token endpoint: after a 401 has dropped a
+//!   token, further 401s within the [rejection
+//!   cooldown](TokenCacheBuilder::rejection_cooldown) (30 s) keep the token
+//!   and are returned as they are, neither refreshed nor replayed.
 //! - Under a [`RetryLayer`](crate::retry::RetryLayer), turn the bearer's own
 //!   replay off ([`replay_on_401(false)`](BearerLayer::replay_on_401)): the
 //!   401 then comes back marked [`TokenRejected`] and the retry layer sends
@@ -56,17 +62,20 @@
 //!   only to requests whose origin (scheme, host, port) is one of the
 //!   allowed ones; a request to any other origin (a presigned download URL,
 //!   a `nextUri` pointing elsewhere) passes through without a token and
-//!   without 401 handling. [`Stack::genesys`](crate::stack::Stack::genesys)
-//!   allows the region's API origin only. Without `allow_origin`, every
-//!   absolute origin gets the token (a relative URI is always taken as the
-//!   API's). This crate never follows redirects, so a token is never
-//!   carried to another host by one.
+//!   without 401 handling. A relative URI (`/path`) names no origin, so
+//!   with origins restricted it passes through without a token too.
+//!   [`Stack::genesys`](crate::stack::Stack::genesys) allows the region's
+//!   API origin only. Without `allow_origin`, every origin, and every
+//!   relative URI, gets the token. This crate never follows redirects, so a
+//!   token is never carried to another host by one.
 //! - See [`TokenCache`] for refresh-ahead, single flight and stale-token rules,
 //!   and [`ClientCredentials`] for the Genesys Cloud and NICE CXone flavours.
 
 mod cache;
 mod future;
 mod layer;
+mod refresh;
+mod scrub;
 mod service;
 mod source;
 mod token;
@@ -74,6 +83,7 @@ mod token;
 pub use cache::{AuthEvent, TokenCache, TokenCacheBuilder, TokenStatus};
 pub use future::ResponseFuture;
 pub use layer::BearerLayer;
+pub(crate) use scrub::url_without_secrets;
 pub use service::{Bearer, TokenRejected};
 pub use source::{
     box_client, source_fn, ClientAuth, ClientCredentials, SourceFn, TokenFuture, TokenHttpClient,

@@ -97,11 +97,13 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         if !self.origins.is_empty() {
-            if let Some(origin) = Origin::of(request.uri()) {
-                if !self.origins.contains(&origin) {
-                    // not the API: no token, no 401 handling
-                    return ResponseFuture::passthrough(self.inner.call(request));
-                }
+            // A relative URI names no origin, so it cannot be shown to be
+            // the API's: with origins restricted it gets no token either
+            // (whatever a `Host` header says).
+            let allowed = Origin::of(request.uri()).is_some_and(|o| self.origins.contains(&o));
+            if !allowed {
+                // not (provably) the API: no token, no 401 handling
+                return ResponseFuture::passthrough(self.inner.call(request));
             }
         }
         if let Err(insecure) = InsecureUrl::check(request.uri()) {

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 
-use super::token::{parse_token_response, LifetimePolicy, Secret, Token, TokenError};
+use super::scrub::{url_without_secrets, Scrubber};
+use super::token::{parse_scrubbed, LifetimePolicy, Secret, Token, TokenError};
 use crate::backoff::Backoff;
 use crate::body::Body;
 use crate::error::{BodyTooLarge, BoxError, InsecureUrl};
@@ -28,6 +29,16 @@ pub type TokenFuture = Pin<Box<dyn Future<Output = Result<Token, TokenError>> + 
 pub trait TokenSource: Send + Sync + 'static {
     /// Fetch a new token. The cache calls this at most once at a time.
     fn fetch_token(&self) -> TokenFuture;
+
+    /// The API refused `token` (a 401): a source that keeps tokens (a
+    /// shared store, a cache of its own) forgets exactly that token, so
+    /// that the next [`fetch_token`](Self::fetch_token) never hands it back.
+    /// The [`TokenCache`](super::TokenCache) calls this before the refresh
+    /// a 401 starts. The default does nothing (a source that fetches a new
+    /// token each time has nothing to forget).
+    fn invalidate(&self, token: &Secret) {
+        let _ = token;
+    }
 }
 
 /// A [`TokenSource`] from a closure returning a future. Made by [`source_fn`].
@@ -306,11 +317,21 @@ impl TokenSource for ClientCredentials {
         let client = tower::timeout::TimeoutLayer::new(self.timeout).layer(client);
         let client: TokenHttpClient = BoxCloneSyncService::new(self.retry.layer(client));
         let policy = self.lifetime;
+        let scrub = self.scrubber();
         Box::pin(async move {
             let response = client.oneshot(request?).await.map_err(|error| {
                 match error.downcast::<BodyTooLarge>() {
                     Ok(too_large) => TokenError::BodyTooLarge(*too_large),
-                    Err(error) => TokenError::transport(error),
+                    Err(error) => {
+                        // an error of the caller's own client might quote
+                        // what it sent: kept only scrubbed
+                        let text = error_chain(error.as_ref());
+                        if scrub.finds(&text) {
+                            TokenError::transport(scrub.text(&text).into())
+                        } else {
+                            TokenError::transport(error)
+                        }
+                    }
                 }
             })?;
             let received_at = Instant::now();
@@ -319,21 +340,50 @@ impl TokenSource for ClientCredentials {
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            parse_token_response(
+            parse_scrubbed(
                 response.status(),
                 content_type.as_deref(),
                 response.body(),
                 received_at,
                 &policy,
+                &scrub,
             )
         })
     }
 }
 
+impl ClientCredentials {
+    /// What no server text may carry into an error: the client secret, its
+    /// Basic form (`base64(id:secret)`, and so the whole header value), and
+    /// every form parameter's value (such as CXone's access key secret).
+    fn scrubber(&self) -> Scrubber {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            self.client_id,
+            self.client_secret.expose()
+        ));
+        let mut secrets = vec![self.client_secret.expose(), basic.as_str()];
+        secrets.extend(self.params.iter().map(|(_, value)| value.expose()));
+        Scrubber::new(secrets)
+    }
+}
+
+/// An error and its sources, as one line.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
 impl fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientCredentials")
-            .field("token_url", &self.token_url)
+            .field("token_url", &url_without_secrets(&self.token_url))
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret)
             .field("auth", &self.auth)

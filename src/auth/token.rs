@@ -9,6 +9,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::scrub::{url_without_secrets, Scrubber};
 use crate::error::{BodyTooLarge, BoxError, InsecureUrl};
 
 /// A secret string (client secret, access key secret, access token) whose
@@ -199,7 +200,9 @@ pub enum TokenError {
     Insecure(InsecureUrl),
     /// The token URL is not an absolute URL.
     InvalidUrl {
-        /// The URL given (cut to 256 characters).
+        /// The URL given, without user info or query (which may hold
+        /// credentials), cut to 256 characters; a string that does not
+        /// parse as a URL at all is not shown.
         url: String,
     },
     /// The token source returned a token that had already expired on
@@ -237,7 +240,11 @@ impl TokenError {
     }
 
     pub(crate) fn invalid_url(url: &str) -> Self {
-        TokenError::InvalidUrl { url: cut(url) }
+        let url = match url.parse::<http::Uri>() {
+            Ok(uri) => cut(&url_without_secrets(&uri)),
+            Err(_) => "[not a URL, not shown]".to_owned(),
+        };
+        TokenError::InvalidUrl { url }
     }
 
     pub(crate) fn transport(error: BoxError) -> Self {
@@ -299,7 +306,7 @@ impl StdError for TokenError {
 
 const MAX_TEXT: usize = 256;
 
-fn cut(text: &str) -> String {
+pub(crate) fn cut(text: &str) -> String {
     text.chars().take(MAX_TEXT).collect()
 }
 
@@ -326,17 +333,36 @@ pub fn parse_token_response(
     received_at: Instant,
     policy: &LifetimePolicy,
 ) -> Result<Token, TokenError> {
+    parse_scrubbed(
+        status,
+        content_type,
+        body,
+        received_at,
+        policy,
+        &Scrubber::default(),
+    )
+}
+
+/// [`parse_token_response`] with server text scrubbed by `scrub`.
+pub(crate) fn parse_scrubbed(
+    status: StatusCode,
+    content_type: Option<&str>,
+    body: &[u8],
+    received_at: Instant,
+    policy: &LifetimePolicy,
+    scrub: &Scrubber,
+) -> Result<Token, TokenError> {
     let unexpected = |detail: &str| TokenError::UnexpectedResponse {
         status,
-        content_type: content_type.map(cut),
+        content_type: content_type.map(|t| scrub.text(t)),
         detail: detail.to_owned(),
     };
     if !status.is_success() {
         return match serde_json::from_slice::<ErrorBody>(body) {
             Ok(err) => Err(TokenError::Rejected {
                 status,
-                error: cut(&err.error),
-                description: err.error_description.as_deref().map(cut),
+                error: scrub.text(&err.error),
+                description: err.error_description.as_deref().map(|d| scrub.text(d)),
             }),
             Err(_) => Err(unexpected(&format!(
                 "not an OAuth2 error body ({} bytes)",
@@ -351,8 +377,8 @@ pub fn parse_token_response(
             if let Ok(err) = serde_json::from_slice::<ErrorBody>(body) {
                 return Err(TokenError::Rejected {
                     status,
-                    error: cut(&err.error),
-                    description: err.error_description.as_deref().map(cut),
+                    error: scrub.text(&err.error),
+                    description: err.error_description.as_deref().map(|d| scrub.text(d)),
                 });
             }
             return Err(unexpected(&format!(
@@ -367,7 +393,7 @@ pub fn parse_token_response(
     if let Some(token_type) = &parsed.token_type {
         if !token_type.eq_ignore_ascii_case("bearer") {
             return Err(TokenError::UnsupportedTokenType {
-                token_type: cut(token_type),
+                token_type: scrub.text(token_type),
             });
         }
     }

@@ -451,9 +451,13 @@ impl Breaker {
 }
 
 impl Pausable for Breaker {
-    /// Another breaker tripped: open this one for as long, unless it is
-    /// already open longer or isolated. Its own trip count does not grow.
+    /// Another breaker tripped: open this one for as long (at most
+    /// [`max_open`](crate::breaker::CircuitBreakerLayer::max_open), as for
+    /// its own trips: one bad shared message cannot open it for years),
+    /// unless it is already open longer or isolated. Its own trip count
+    /// does not grow.
     fn pause_from_share(&self, pause: Duration) {
+        let pause = pause.min(self.config.max_open);
         let now = Instant::now();
         let Some(until) = now.checked_add(pause) else {
             return;

@@ -3,9 +3,11 @@
 //!
 //! - [`SharedTokenSource`]: one token per (token URL, client id, scopes)
 //!   for the whole fleet. The refresh is single-flight across processes (a
-//!   short Redis lock with expiry); the others read the new token; it is
-//!   stored with a TTL matching its lifetime. If the lock holder dies,
-//!   another instance takes over once the lock expires.
+//!   short Redis lock with expiry, renewed while the fetch runs); the others
+//!   read the new token; it is stored with a TTL matching its lifetime. If
+//!   the lock holder dies, another instance takes over once the lock
+//!   expires. A token the API refuses (401) is removed from Redis
+//!   (compare-and-delete) and replaced once for the fleet.
 //! - [`RedisPauseShare`] from [`RedisFleet::gate`]: a server hint seen by
 //!   any instance closes the rate gate of all of them (a key with expiry,
 //!   plus pub/sub so that waiters do not poll).
@@ -20,7 +22,13 @@
 //! [`Pacer`](crate::priority::Pacer)). When Redis is unreachable, each
 //! instance falls back to its local state and requests keep flowing; a
 //! [`FleetEvent`] (and, through [`RedisFleet::audit_to`], an audit event)
-//! says why, and shared state resumes when Redis returns.
+//! says why, and shared state resumes when Redis returns. An idle pub/sub
+//! subscription is checked with a `PING` ([`RedisFleet::keepalive`]), so a
+//! half-open connection is noticed and replaced.
+//!
+//! Redis Cluster is not supported yet: a cluster is refused, with
+//! [`ClusterUnsupported`] from [`RedisFleet::check`] at start-up and as the
+//! reason of every [`FleetEvent::Degraded`] after, never used half-working.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -90,6 +98,9 @@ pub enum FleetEvent {
     TokenFetched,
     /// This instance took a token another instance fetched.
     TokenShared,
+    /// The stored token was one the API refused: this instance removed it
+    /// (compare-and-delete) so that the fleet fetches a new one.
+    RejectedTokenRemoved,
     /// A refresh lock expired without a new token (its holder died): this
     /// instance took over.
     LockTakenOver,
@@ -112,6 +123,7 @@ struct Config {
     op_timeout: Duration,
     retry_redis_after: Duration,
     lock_ttl: Duration,
+    keepalive: Duration,
     on_event: Option<EventHandler>,
 }
 
@@ -128,6 +140,8 @@ struct Inner {
     config: Config,
     conn: tokio::sync::Mutex<Option<ConnectionManager>>,
     health: Mutex<Health>,
+    /// The server turned out to be a cluster: refused for good.
+    cluster: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -141,6 +155,30 @@ struct Health {
 /// Why a Redis operation did not happen.
 #[derive(Debug, Clone)]
 pub(crate) struct RedisDown(pub(crate) String);
+
+/// The Redis server is a Redis Cluster node, which the fleet state does not
+/// support yet: its scripts and pub/sub expect one node, and the client
+/// does not follow `MOVED` redirections. Returned by
+/// [`RedisFleet::check`]; while it holds, every component uses its local
+/// state and reports [`FleetEvent::Degraded`] with this reason (never
+/// silently). Use a standalone Redis (or a primary with replicas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterUnsupported;
+
+impl fmt::Display for ClusterUnsupported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("redis: cluster mode is not supported for fleet state (use a standalone redis)")
+    }
+}
+
+impl std::error::Error for ClusterUnsupported {}
+
+/// Whether an `INFO cluster` reply says cluster mode is on.
+pub(crate) fn cluster_enabled(info: &str) -> bool {
+    info.lines()
+        .filter_map(|line| line.trim().split_once(':'))
+        .any(|(name, value)| name == "cluster_enabled" && value.trim() == "1")
+}
 
 impl RedisFleet {
     /// A fleet on the Redis at `url` (`redis://host:port/db`, or
@@ -157,10 +195,12 @@ impl RedisFleet {
                     op_timeout: Duration::from_millis(500),
                     retry_redis_after: Duration::from_secs(1),
                     lock_ttl: Duration::from_secs(10),
+                    keepalive: Duration::from_secs(30),
                     on_event: None,
                 },
                 conn: tokio::sync::Mutex::new(None),
                 health: Mutex::default(),
+                cluster: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -174,6 +214,7 @@ impl RedisFleet {
                 config,
                 conn: tokio::sync::Mutex::new(None),
                 health: Mutex::default(),
+                cluster: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -197,11 +238,21 @@ impl RedisFleet {
         self.with(|c| c.retry_redis_after = wait)
     }
 
-    /// How long a token refresh lock lives (default 10 s): the longest a
-    /// token request may take, and how long the fleet waits for a dead
-    /// holder before another instance takes over.
+    /// How long a token refresh lock lives (default 10 s): how long the
+    /// fleet waits for a dead holder before another instance takes over.
+    /// A live holder renews it every third of this while its token request
+    /// runs, however long that takes.
     pub fn lock_ttl(self, ttl: Duration) -> Self {
         self.with(|c| c.lock_ttl = ttl.max(Duration::from_millis(10)))
+    }
+
+    /// How often an idle pub/sub subscription is checked with a `PING`
+    /// (default 30 s): one not answered within the
+    /// [operation timeout](Self::op_timeout) is taken as half-open, and the
+    /// instance subscribes again (reporting [`FleetEvent::Degraded`] until
+    /// it can).
+    pub fn keepalive(self, every: Duration) -> Self {
+        self.with(|c| c.keepalive = every.max(Duration::from_millis(10)))
     }
 
     /// Receive every [`FleetEvent`].
@@ -247,9 +298,10 @@ impl RedisFleet {
     /// [`token_source`](Self::token_source) over OAuth2 client credentials,
     /// keyed by token URL, client id and scopes.
     pub fn client_credentials(&self, credentials: ClientCredentials) -> SharedTokenSource {
+        // no user info or query in a key: keys show in `Debug` and in Redis
         let key = format!(
             "{}|{}|{}",
-            credentials.token_url(),
+            crate::auth::url_without_secrets(credentials.token_url()),
             credentials.client_id(),
             credentials.scopes().join(" ")
         );
@@ -285,6 +337,10 @@ impl RedisFleet {
 
     pub(crate) fn lock_ttl_value(&self) -> Duration {
         self.inner.config.lock_ttl
+    }
+
+    pub(crate) fn keepalive_value(&self) -> Duration {
+        self.inner.config.keepalive
     }
 
     pub(crate) fn op_timeout_value(&self) -> Duration {
@@ -329,7 +385,40 @@ impl RedisFleet {
         result
     }
 
+    /// Connect now and check the server: `Err` for a Redis Cluster, which
+    /// is refused (see [`ClusterUnsupported`]). A Redis that cannot be
+    /// reached is not an error here (the fleet falls back to local state
+    /// and retries, as always); call this at start-up to refuse a cluster
+    /// early and clearly.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), tower_cx::error::BoxError> {
+    /// let fleet = tower_cx::fleet::RedisFleet::new("redis://127.0.0.1:6379")?;
+    /// fleet.check().await?; // a cluster is refused here
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn check(&self) -> Result<(), ClusterUnsupported> {
+        let timeout = self.inner.config.op_timeout;
+        let _ = tokio::time::timeout(timeout, self.connection()).await;
+        if self
+            .inner
+            .cluster
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(ClusterUnsupported);
+        }
+        Ok(())
+    }
+
     async fn connection(&self) -> Result<ConnectionManager, RedisDown> {
+        if self
+            .inner
+            .cluster
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(RedisDown(ClusterUnsupported.to_string()));
+        }
         let mut slot = self.inner.conn.lock().await;
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
@@ -346,6 +435,18 @@ impl RedisFleet {
             .get_connection_manager_with_config(config)
             .await
             .map_err(|e| describe(&e))?;
+        // A cluster is refused, not used half-working (CROSSSLOT, MOVED).
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut conn.clone())
+            .await
+            .map_err(|e| describe(&e))?;
+        if cluster_enabled(&info) {
+            self.inner
+                .cluster
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(RedisDown(ClusterUnsupported.to_string()));
+        }
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -406,5 +507,24 @@ impl fmt::Debug for RedisFleet {
             .field("op_timeout", &self.inner.config.op_timeout)
             .field("lock_ttl", &self.inner.config.lock_ttl)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_is_recognised_in_the_info_reply() {
+        let cluster = "# Cluster\r\ncluster_enabled:1\r\n";
+        let standalone = "# Cluster\r\ncluster_enabled:0\r\n";
+        assert!(cluster_enabled(cluster));
+        assert!(!cluster_enabled(standalone));
+        assert!(!cluster_enabled(""));
+        assert!(!cluster_enabled("cluster_enabled:10\r\n"));
+        assert_eq!(
+            RedisDown(ClusterUnsupported.to_string()).0,
+            "redis: cluster mode is not supported for fleet state (use a standalone redis)"
+        );
     }
 }

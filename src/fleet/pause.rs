@@ -11,15 +11,22 @@ use super::{FleetEvent, RedisDown, RedisFleet};
 use crate::share::{PauseShare, PauseTarget};
 
 /// Sets the gate key unless it is already closed for longer, and tells the
-/// fleet. ARGV: wait in ms, the message.
+/// fleet. ARGV: wait in ms, the message, the channel. The channel is not a
+/// key (a cluster would refuse a second key in another slot: `CROSSSLOT`).
 const ANNOUNCE: &str = r"
 local left = redis.call('PTTL', KEYS[1])
 if left < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
-  redis.call('PUBLISH', KEYS[2], ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[2])
   return 1
 end
 return 0";
+
+/// The longest pause taken from the fleet (a message or the key), as the
+/// limiter caps server hints: a bad message cannot pause a member for
+/// years. Each member also applies its own cap (the limiter's `max_gate`,
+/// the breaker's `max_open`).
+pub(crate) const MAX_SHARED_PAUSE: Duration = Duration::from_secs(180);
 
 /// A [`PauseShare`] through Redis.
 ///
@@ -102,9 +109,9 @@ impl Inner {
             .run(|mut conn| async move {
                 script
                     .key(&key)
-                    .key(&channel)
                     .arg(wait_ms)
                     .arg(&message)
+                    .arg(&channel)
                     .invoke_async(&mut conn)
                     .await
             })
@@ -159,7 +166,7 @@ impl Inner {
         self.fleet.restored(self.component);
         if let Ok(left) = u64::try_from(left) {
             if left > 0 {
-                let wait = Duration::from_millis(left);
+                let wait = Duration::from_millis(left).min(MAX_SHARED_PAUSE);
                 self.fleet.emit(FleetEvent::PauseReceived {
                     component: self.component,
                     for_: wait,
@@ -167,8 +174,27 @@ impl Inner {
                 self.close_local(wait, None);
             }
         }
-        let mut messages = pubsub.into_on_message();
-        while let Some(message) = messages.next().await {
+        let (mut sink, mut messages) = pubsub.split();
+        let keepalive = self.fleet.keepalive_value();
+        loop {
+            // A half-open connection (a dead peer, a dropped NAT entry)
+            // delivers nothing and reports nothing: a PING that gets no
+            // answer within the operation timeout ends the subscription,
+            // and `listen` subscribes again.
+            let message = tokio::select! {
+                message = messages.next() => message,
+                _ = tokio::time::sleep(keepalive) => {
+                    let ping = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
+                    match ping {
+                        Ok(Ok(_)) if self.gates().is_empty() => return Ok(()),
+                        Ok(Ok(_)) => continue,
+                        _ => return Err(RedisDown("redis: the subscription did not answer a ping".into())),
+                    }
+                }
+            };
+            let Some(message) = message else {
+                break;
+            };
             let Ok(text) = message.get_payload::<String>() else {
                 continue;
             };
@@ -181,7 +207,7 @@ impl Inner {
             let Ok(wait_ms) = wait_ms.parse::<u64>() else {
                 continue;
             };
-            let wait = Duration::from_millis(wait_ms);
+            let wait = Duration::from_millis(wait_ms).min(MAX_SHARED_PAUSE);
             self.fleet.emit(FleetEvent::PauseReceived {
                 component: self.component,
                 for_: wait,

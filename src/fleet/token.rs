@@ -7,11 +7,27 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use super::{RedisDown, RedisFleet};
-use crate::auth::{Token, TokenError, TokenFuture, TokenSource};
+use super::{FleetEvent, RedisDown, RedisFleet};
+use crate::auth::{Secret, Token, TokenError, TokenFuture, TokenSource};
 
 /// Releases the lock only if this instance still holds it.
 const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+/// Extends the lock only if this instance still holds it.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0";
+
+/// Deletes the stored token only if it is still exactly the refused one
+/// (compare-and-delete): a newer token stored meanwhile by another
+/// instance is kept.
+const DELETE_IF: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
@@ -27,13 +43,21 @@ return 0";
 ///    with the lifetime Redis says it has left;
 /// 2. otherwise the instance takes the refresh lock (`SET NX PX`) and asks
 ///    the real source, stores the result with a TTL equal to its lifetime,
-///    and releases the lock;
+///    and releases the lock; the lock is renewed every third of its TTL
+///    while the fetch runs, so a slow fetch is not taken over;
 /// 3. if another instance holds the lock, it waits for that token; a lock
 ///    whose holder died expires and the next instance takes over.
 ///
 /// A stored token is due for refresh once less than `max(60 s, 10 %)` of
 /// its lifetime is left (at most half of it), as in the token cache. When
 /// Redis cannot be used, the instance asks the real source itself.
+///
+/// A token the API refuses (a 401, reported through
+/// [`TokenSource::invalidate`] by the token cache) is removed from Redis
+/// with compare-and-delete, so only that exact token goes, never a newer
+/// one; the refresh that follows is single-flight as above, so the fleet
+/// makes one token request per refused token. The source never hands back
+/// the token it was last told was refused.
 /// The token text is never logged; Redis holds it for its lifetime.
 #[derive(Clone)]
 pub struct SharedTokenSource {
@@ -46,6 +70,10 @@ struct Inner {
     key: String,
     lock: String,
     release: redis::Script,
+    delete_if: redis::Script,
+    renew: redis::Script,
+    /// The last token the API refused: never handed back.
+    rejected: std::sync::Mutex<Option<Secret>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -71,6 +99,9 @@ impl SharedTokenSource {
                 fleet,
                 source,
                 release: redis::Script::new(RELEASE),
+                delete_if: redis::Script::new(DELETE_IF),
+                renew: redis::Script::new(RENEW),
+                rejected: std::sync::Mutex::new(None),
             }),
         }
     }
@@ -80,6 +111,15 @@ impl TokenSource for SharedTokenSource {
     fn fetch_token(&self) -> TokenFuture {
         let inner = self.inner.clone();
         Box::pin(async move { inner.fetch().await })
+    }
+
+    fn invalidate(&self, token: &Secret) {
+        *self
+            .inner
+            .rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(token.clone());
+        self.inner.source.invalidate(token);
     }
 }
 
@@ -107,7 +147,7 @@ impl Inner {
         let mut waited_for_lock = false;
         loop {
             if let Some(token) = self.read().await.map_err(Failure::Redis)? {
-                self.fleet.emit(super::FleetEvent::TokenShared);
+                self.fleet.emit(FleetEvent::TokenShared);
                 return Ok(token);
             }
             if self
@@ -116,7 +156,7 @@ impl Inner {
                 .map_err(Failure::Redis)?
             {
                 if waited_for_lock {
-                    self.fleet.emit(super::FleetEvent::LockTakenOver);
+                    self.fleet.emit(FleetEvent::LockTakenOver);
                 }
                 return self.fetch_locked(&owner).await;
             }
@@ -152,11 +192,39 @@ impl Inner {
         let Ok(stored) = serde_json::from_str::<Stored>(&value) else {
             return Ok(None);
         };
+        if self.is_rejected(&stored.access_token) {
+            // refused by the API: remove exactly this value, then refresh
+            self.delete_if(value).await?;
+            return Ok(None);
+        }
         if left <= stored.due_ms {
             return Ok(None);
         }
         let token = Token::new(stored.access_token, Duration::from_millis(left));
         Ok(Some(token))
+    }
+
+    fn is_rejected(&self, token: &str) -> bool {
+        self.rejected
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|rejected| rejected.expose() == token)
+    }
+
+    /// Delete the token key if it still holds exactly `value`.
+    async fn delete_if(&self, value: String) -> Result<(), RedisDown> {
+        let (key, script) = (self.key.clone(), self.delete_if.clone());
+        let deleted: i64 = self
+            .fleet
+            .run(
+                |mut conn| async move { script.key(&key).arg(value).invoke_async(&mut conn).await },
+            )
+            .await?;
+        if deleted == 1 {
+            self.fleet.emit(FleetEvent::RejectedTokenRemoved);
+        }
+        Ok(())
     }
 
     async fn try_lock(&self, owner: &str, ttl: Duration) -> Result<bool, RedisDown> {
@@ -185,7 +253,7 @@ impl Inner {
         match self.read().await {
             Ok(Some(token)) => {
                 self.release(owner).await;
-                self.fleet.emit(super::FleetEvent::TokenShared);
+                self.fleet.emit(FleetEvent::TokenShared);
                 return Ok(token);
             }
             Ok(None) => {}
@@ -194,10 +262,21 @@ impl Inner {
                 self.fleet.degraded("token", &down);
             }
         }
-        let result = self.source.fetch_token().await;
+        // The lock lives while the fetch runs (its retries may take longer
+        // than the lock's TTL): renewed every third of it, so no other
+        // instance takes over a live holder and fetches a second token.
+        let ttl = self.fleet.lock_ttl_value();
+        let fetch = self.source.fetch_token();
+        tokio::pin!(fetch);
+        let result = loop {
+            tokio::select! {
+                result = &mut fetch => break result,
+                _ = tokio::time::sleep(ttl / 3) => self.renew_lock(owner, ttl).await,
+            }
+        };
         if let Ok(token) = &result {
             self.store(token).await;
-            self.fleet.emit(super::FleetEvent::TokenFetched);
+            self.fleet.emit(FleetEvent::TokenFetched);
         }
         self.release(owner).await;
         result.map_err(Failure::Token)
@@ -235,6 +314,23 @@ impl Inner {
         if let Err(down) = result {
             self.fleet.degraded("token", &down);
         }
+    }
+
+    async fn renew_lock(&self, owner: &str, ttl: Duration) {
+        let (lock, owner) = (self.lock.clone(), owner.to_owned());
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let script = self.renew.clone();
+        let _: Result<i64, RedisDown> = self
+            .fleet
+            .run(|mut conn| async move {
+                script
+                    .key(&lock)
+                    .arg(&owner)
+                    .arg(ttl_ms)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await;
     }
 
     async fn release(&self, owner: &str) {
