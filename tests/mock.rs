@@ -195,20 +195,33 @@ async fn cxone_access_keys_and_completed_contacts_pages_end_with_204() {
 }
 
 #[tokio::test]
-async fn a_keyed_post_retried_after_a_fault_is_applied_once() {
-    let mock = MockServer::start().await.unwrap();
+async fn a_keyed_post_to_a_key_honouring_origin_is_retried_and_applied_once() {
+    let mock = MockServer::start_with(MockConfig::default().honour_idempotency_keys(true))
+        .await
+        .unwrap();
     let c = mock.config().clone();
+    let origin = tower_cx::origin::Origin::parse(&mock.base_url()).unwrap();
     let client = Stack::genesys(&mock.genesys_region(), c.client_id, c.client_secret)
         .unwrap()
-        .retry(fast_retry())
+        .retry(fast_retry().idempotency_keys_honoured_by(origin))
         .build();
-    mock.fault(Some("/api/v2/integrations"), Fault::Status(502), 2);
+    // applied, then the answer is lost: the retry with the same key gets
+    // the first answer back
+    mock.fault(
+        Some("/api/v2/integrations"),
+        Fault::ApplyThenStatus(502),
+        2,
+    );
     let url = format!(
         "{}/api/v2/integrations/actions/action-1/execute",
         mock.base_url()
     );
     let response = client
-        .oneshot(Request::post(url).body(Body::from(r#"{"x":1}"#)).unwrap())
+        .oneshot(
+            Request::post(url)
+                .body(Body::from(r#"{"x":1,"requestId":"r-1"}"#))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -218,7 +231,9 @@ async fn a_keyed_post_retried_after_a_fault_is_applied_once() {
         counters.requests["/api/v2/integrations/actions/action-1/execute"],
         3
     );
-    assert_eq!(counters.duplicate_idempotency_keys, 0);
+    assert_eq!(mock.applied("r-1"), 1);
+    assert_eq!(counters.replayed_by_key, 2);
+    assert_eq!(mock.duplicate_applications(), 0);
 }
 
 // ---- side effects: keys ignored, operations counted, apply-then-fail ----
