@@ -13,7 +13,7 @@ use tower_cx::audit::{dead_letter_fn, DeadLetter};
 use tower_cx::backoff::Backoff;
 use tower_cx::genesys::{BusinessRule, GenesysClient, GenesysError};
 use tower_cx::mock::{Fault, MockServer};
-use tower_cx::retry::{RetryLayer, IDEMPOTENCY_KEY};
+use tower_cx::retry::{RetryLayer, RetryOverride, IDEMPOTENCY_KEY};
 use tower_cx::stack::{CxService, Stack};
 use tower_cx::vendor::{BodyLimits, BodyTooLarge, InvalidArgument, RetryRules, Rule};
 
@@ -34,8 +34,12 @@ fn stack(mock: &MockServer, attempts: u32) -> CxService {
         .build()
 }
 
+/// The `lookup` action is read-only: declared idempotent, so its failures
+/// may be retried.
 fn client(mock: &MockServer) -> GenesysClient<CxService> {
-    GenesysClient::new(stack(mock, 4), &mock.genesys_region()).retry(fast().max_attempts(3))
+    GenesysClient::new(stack(mock, 4), &mock.genesys_region())
+        .retry(fast().max_attempts(3))
+        .idempotent_action("lookup")
 }
 
 type Letters = Arc<Mutex<Vec<DeadLetter>>>;
@@ -441,4 +445,131 @@ async fn a_listing_without_next_uri_follows_page_number_up_to_page_count() {
     assert_eq!(pages[1].page_number, Some(2));
     assert_eq!(pages[1].entities[0]["id"], "user-100");
     assert_eq!(pages[1].page_size, Some(100), "pageSize kept");
+}
+
+// ---- idempotency declarations and the data-action error shapes ----
+
+/// A transport that answers `{}` and records whether each request was
+/// declared idempotent.
+fn recording() -> (
+    impl tower_cx::vendor::Transport,
+    Arc<Mutex<Vec<(String, Option<RetryOverride>)>>>,
+) {
+    let seen: Arc<Mutex<Vec<(String, Option<RetryOverride>)>>> = Arc::default();
+    let log = seen.clone();
+    let transport = tower::service_fn(move |req: http::Request<tower_cx::body::Body>| {
+        log.lock().unwrap().push((
+            req.uri().path().to_owned(),
+            req.extensions().get::<RetryOverride>().cloned(),
+        ));
+        let body = if req.uri().path().ends_with("/jobs") {
+            r#"{"jobId":"job-1"}"#
+        } else {
+            "{}"
+        };
+        async move {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from(body),
+            )))
+        }
+    });
+    (transport, seen)
+}
+
+#[tokio::test]
+async fn data_actions_are_idempotent_only_when_declared_per_action_or_per_call() {
+    let (transport, seen) = recording();
+    let genesys = GenesysClient::with_base_url(transport, "https://api.mypurecloud.ie")
+        .idempotent_action("lookup");
+    let actions = genesys.data_actions();
+    let _: Value = actions.execute("lookup", &json!({})).await.unwrap();
+    let _: Value = actions.execute("create-ticket", &json!({})).await.unwrap();
+    let _: Value = actions
+        .clone()
+        .idempotent(true)
+        .execute("create-ticket", &json!({}))
+        .await
+        .unwrap();
+    let _: Value = actions
+        .idempotent(false)
+        .execute("lookup", &json!({}))
+        .await
+        .unwrap();
+    genesys.analytics().submit(&json!({})).await.unwrap();
+    let declared = RetryOverride::new().idempotent(true);
+    let seen = seen.lock().unwrap();
+    let got: Vec<_> = seen
+        .iter()
+        .map(|(path, o)| (path.rsplit('/').nth(1).unwrap().to_owned(), o.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("lookup".to_owned(), Some(declared.clone())),
+            ("create-ticket".to_owned(), None),
+            ("create-ticket".to_owned(), Some(declared)),
+            ("lookup".to_owned(), None),
+            ("details".to_owned(), None),
+        ],
+        "per action, per call (both ways), never an analytics job"
+    );
+    assert!(genesys.is_idempotent_action("lookup"));
+    assert!(!genesys.is_idempotent_action("create-ticket"));
+}
+
+#[tokio::test]
+async fn a_remote_status_inside_an_outer_500_is_read_from_the_message() {
+    let mock = MockServer::start().await.unwrap();
+    // one attempt in the stack: the client's own rules decide
+    let genesys = GenesysClient::new(stack(&mock, 1), &mock.genesys_region())
+        .retry(fast().max_attempts(3))
+        .idempotent_action("lookup");
+    mock.fault(Some(EXECUTE), Fault::RemoteEndpointInternal(404), 1);
+    let err = genesys
+        .data_actions()
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err();
+    let e = genesys_error(&err);
+    assert_eq!(e.status().as_u16(), 500);
+    assert_eq!(e.code(), Some("internal.server.error"));
+    assert_eq!(e.remote_status().map(|s| s.as_u16()), Some(404));
+    assert!(!e.remote_failed());
+    assert_eq!(mock.counters().requests[EXECUTE], 1, "a remote 404 is final");
+
+    mock.fault(Some(EXECUTE), Fault::RemoteEndpointInternal(503), 1);
+    let out: Echo = genesys
+        .data_actions()
+        .execute("lookup", &json!({"n": 2}))
+        .await
+        .unwrap();
+    assert_eq!(out.input["n"], 2);
+    assert_eq!(
+        mock.counters().requests[EXECUTE],
+        3,
+        "a remote 503 is retried once"
+    );
+}
+
+#[tokio::test]
+async fn a_remote_status_inside_an_outer_400_is_the_nested_status() {
+    let mock = MockServer::start().await.unwrap();
+    let genesys = GenesysClient::new(stack(&mock, 1), &mock.genesys_region())
+        .retry(fast().max_attempts(3))
+        .idempotent_action("lookup");
+    mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(429), 1);
+    let _: Echo = genesys
+        .data_actions()
+        .execute("lookup", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(mock.counters().requests[EXECUTE], 2);
+    mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(403), 1);
+    let err = genesys
+        .data_actions()
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(genesys_error(&err).remote_status().map(|s| s.as_u16()), Some(403));
+    assert_eq!(mock.counters().requests[EXECUTE], 3);
 }
