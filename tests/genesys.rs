@@ -573,3 +573,99 @@ async fn a_remote_status_inside_an_outer_400_is_the_nested_status() {
     assert_eq!(genesys_error(&err).remote_status().map(|s| s.as_u16()), Some(403));
     assert_eq!(mock.counters().requests[EXECUTE], 3);
 }
+
+// ---- the Genesys preset: long waits, learned pacing ----
+
+fn preset(mock: &MockServer) -> Stack {
+    let c = mock.config().clone();
+    Stack::genesys(&mock.genesys_region(), c.client_id, c.client_secret).unwrap()
+}
+
+async fn get_users(client: &CxService, mock: &MockServer) -> http::StatusCode {
+    let request = http::Request::get(format!("{}/api/v2/users", mock.base_url()))
+        .body(tower_cx::body::Body::empty())
+        .unwrap();
+    tower::ServiceExt::oneshot(client.clone(), request)
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_genesys_preset_waits_out_retry_after_of_60_and_45_s() {
+    let mock = MockServer::start().await.unwrap();
+    let client = preset(&mock).build();
+    mock.fault(Some("/api/v2/users"), Fault::RetryAfterSecs(60), 1);
+    mock.fault(Some("/api/v2/users"), Fault::RetryAfterSecs(45), 1);
+    let started = tokio::time::Instant::now();
+    assert_eq!(get_users(&client, &mock).await, http::StatusCode::OK);
+    let waited = started.elapsed();
+    // each hint is honoured exactly, then spread by at most 1 s of jitter
+    assert!(
+        waited >= Duration::from_secs(105) && waited <= Duration::from_secs(107),
+        "{waited:?}"
+    );
+    assert_eq!(mock.counters().requests["/api/v2/users"], 3);
+    assert_eq!(mock.counters().retry_after_violations, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_over_180_s_stays_final_and_the_deadline_is_configurable() {
+    let mock = MockServer::start().await.unwrap();
+    let client = preset(&mock).build();
+    mock.fault(Some("/api/v2/users"), Fault::RetryAfterSecs(181), 1);
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        get_users(&client, &mock).await,
+        http::StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO, "no pointless sleep");
+    assert_eq!(mock.counters().requests["/api/v2/users"], 1);
+
+    // a 30 s deadline cannot wait out a 60 s hint: the 429 comes back at once
+    let short = preset(&mock)
+        .retry(Stack::genesys_retry().deadline(Duration::from_secs(30)))
+        .build();
+    mock.fault(Some("/api/v2/users"), Fault::RetryAfterSecs(60), 1);
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        get_users(&short, &mock).await,
+        http::StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(tower_cx::stack::GENESYS_DEADLINE, Duration::from_secs(150));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_genesys_preset_paces_to_inin_ratelimit_allowed() {
+    // an organisation whose tokens get 5 requests a minute, not 300
+    let mock = MockServer::start_with(tower_cx::mock::MockConfig {
+        rate_limit: 5,
+        in_flight_grace: Duration::ZERO,
+        ..tower_cx::mock::MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let stack = preset(&mock);
+    let limiter = stack.handles().limiter;
+    assert_eq!(limiter.pacing_interval(), Some(Duration::from_millis(200)));
+    let client = stack.build();
+    let started = tokio::time::Instant::now();
+    assert_eq!(get_users(&client, &mock).await, http::StatusCode::OK);
+    assert_eq!(
+        limiter.pacing_interval(),
+        Some(Duration::from_secs(12)),
+        "5 per the 60 s window the headers imply"
+    );
+    for _ in 0..5 {
+        assert_eq!(get_users(&client, &mock).await, http::StatusCode::OK);
+    }
+    // 0, 0.2 (paced at the default rate before the first answer), then
+    // 12 s apart: 12.2, 24.2, 36.2, 48.2; the fifth answer said count =
+    // allowed, so the sixth waited for the window to reset at 60 s, and
+    // for its pacing slot at 60.2 s
+    assert_eq!(started.elapsed(), Duration::from_millis(60_200));
+    let counters = mock.counters();
+    assert_eq!(counters.requests["/api/v2/users"], 6, "no 429, no retry");
+    assert_eq!(counters.retry_after_violations, 0);
+}

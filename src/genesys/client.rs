@@ -55,10 +55,16 @@ impl<T: Transport> GenesysClient<T> {
     }
 
     /// A client for an explicit API base URL (`https://api.mypurecloud.ie`,
-    /// or a mock's `http://127.0.0.1:PORT`).
+    /// or a mock's `http://127.0.0.1:PORT`). Its own retries (3 attempts,
+    /// backoff from 1 s) share the Genesys deadline,
+    /// [`GENESYS_DEADLINE`](crate::stack::GENESYS_DEADLINE), so that a call
+    /// whose stack waited out a long `Retry-After` can still be retried;
+    /// [`retry`](Self::retry) changes them.
     pub fn with_base_url(transport: T, base_url: impl Into<String>) -> Self {
+        let mut core = ClientCore::new(transport, &base_url.into(), RetryRules::genesys());
+        core.retry = core.retry.deadline(crate::stack::GENESYS_DEADLINE);
         Self {
-            core: ClientCore::new(transport, &base_url.into(), RetryRules::genesys()),
+            core,
             idempotent_actions: Arc::default(),
         }
     }
