@@ -191,8 +191,9 @@ impl<T: Transport> CxoneClient<T> {
     /// (`orderBy=lastUpdateTime`, unless `query` orders otherwise), so new
     /// and updated contacts join the end instead of shifting the pages
     /// already read; pass `updatedSince` to bound the listing. When a page
-    /// carries `_links.next`, that link is followed instead of counting
-    /// `skip` (it must stay on the API host: [`InvalidUrl`] otherwise).
+    /// carries `_links`, its `next` is followed instead of counting `skip`
+    /// and a page without `next` is the last (the link must stay on the API
+    /// host: [`InvalidUrl`] otherwise).
     /// `query` adds parameters such as `startDate`/`endDate`; `skip` and
     /// `top` (default 100) set the first page.
     pub fn completed_contacts(
@@ -241,9 +242,10 @@ impl<T: Transport> CxoneClient<T> {
                 if n == 0 {
                     return Ok(None);
                 }
-                let link = page.links.as_ref().and_then(|l| l.next.as_deref());
-                let next = match link.filter(|l| !l.is_empty()) {
-                    Some(link) => {
+                let next = match page.links.as_ref().map(|l| l.next.as_deref()) {
+                    // an answer with links and no next is the last page
+                    Some(None) | Some(Some("")) => None,
+                    Some(Some(link)) => {
                         let link = resolve_link(&client.core.base, link)?;
                         if link == url {
                             return Err(InvalidUrl::new(&link, "_links.next points to the same page").into());

@@ -201,17 +201,19 @@ fn contacts(shared: &Shared, state: &mut State, request: &Request<Bytes>) -> Rep
         .map(|n| serde_json::json!({ "contactId": n, "lastUpdateTime": updated_at(*n) }))
         .collect();
     let mut body = serde_json::json!({ "completedContacts": page, "totalRecords": ids.len() });
-    if shared.config.contact_links && skip + top < ids.len() {
-        let mut next = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &q {
-            if k != "skip" {
-                next.append_pair(k, v);
+    if shared.config.contact_links {
+        let link = |skip: usize| {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in q.iter().filter(|(k, _)| *k != "skip") {
+                query.append_pair(k, v);
             }
+            query.append_pair("skip", &skip.to_string());
+            format!("{}{}?{}", shared.base, request.uri().path(), query.finish())
+        };
+        body["_links"] = serde_json::json!({ "self": link(skip) });
+        if skip + top < ids.len() {
+            body["_links"]["next"] = link(skip + top).into();
         }
-        next.append_pair("skip", &(skip + top).to_string());
-        body["_links"] = serde_json::json!({
-            "next": format!("{}{}?{}", shared.base, request.uri().path(), next.finish())
-        });
     }
     json(200, body.to_string())
 }
