@@ -246,7 +246,11 @@ async fn a_failed_job_is_rerun_with_one_key_across_attempts() {
         ]
     );
     assert_eq!(mock.counters().duplicate_idempotency_keys, 0);
-    assert_eq!(mock.duplicate_applications(), 1, "the re-run itself, by body");
+    assert_eq!(
+        mock.duplicate_applications(),
+        1,
+        "the re-run itself, by body"
+    );
     assert_eq!(mock.counters().replayed_by_key, 1);
     assert_eq!(mock.counters().extraction_limit_violations, 0);
     let done = extraction.wait(&again).await.unwrap();
@@ -503,7 +507,11 @@ async fn completed_contacts_paging_is_stable_while_contacts_arrive() {
         pages.push(page);
     }
     let seen = ids(&pages);
-    assert_eq!(seen, (0..130).collect::<Vec<u64>>(), "none missed, none twice");
+    assert_eq!(
+        seen,
+        (0..130).collect::<Vec<u64>>(),
+        "none missed, none twice"
+    );
     assert_eq!(mock.counters().requests[CONTACTS], 4, "3 pages and a 204");
 }
 
@@ -531,7 +539,11 @@ async fn each_api_has_its_own_version() {
     assert_eq!(cxone.version_of(CxoneApi::CompletedContacts), "v31.0");
     assert_eq!(cxone.version_of(CxoneApi::DataExtraction), "v1");
     let cxone = cxone.api_version(CxoneApi::CompletedContacts, "v26.0");
-    assert_eq!(cxone.version_of(CxoneApi::DataExtraction), "v1", "untouched");
+    assert_eq!(
+        cxone.version_of(CxoneApi::DataExtraction),
+        "v1",
+        "untouched"
+    );
     let pages: Vec<_> = cxone
         .completed_contacts(&[("top", "100")])
         .try_collect()
@@ -540,8 +552,7 @@ async fn each_api_has_its_own_version() {
     assert_eq!(ids(&pages).len(), 120);
     let counters = mock.counters();
     assert_eq!(
-        counters.requests["/incontactapi/services/v26.0/contacts/completed"],
-        3,
+        counters.requests["/incontactapi/services/v26.0/contacts/completed"], 3,
         "two pages and the 204"
     );
     assert!(!counters.requests.contains_key(CONTACTS));

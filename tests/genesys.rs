@@ -451,11 +451,10 @@ async fn a_listing_without_next_uri_follows_page_number_up_to_page_count() {
 
 /// A transport that answers `{}` and records whether each request was
 /// declared idempotent.
-fn recording() -> (
-    impl tower_cx::vendor::Transport,
-    Arc<Mutex<Vec<(String, Option<RetryOverride>)>>>,
-) {
-    let seen: Arc<Mutex<Vec<(String, Option<RetryOverride>)>>> = Arc::default();
+type Declarations = Arc<Mutex<Vec<(String, Option<RetryOverride>)>>>;
+
+fn recording() -> (impl tower_cx::vendor::Transport, Declarations) {
+    let seen: Declarations = Arc::default();
     let log = seen.clone();
     let transport = tower::service_fn(move |req: http::Request<tower_cx::body::Body>| {
         log.lock().unwrap().push((
@@ -535,7 +534,11 @@ async fn a_remote_status_inside_an_outer_500_is_read_from_the_message() {
     assert_eq!(e.code(), Some("internal.server.error"));
     assert_eq!(e.remote_status().map(|s| s.as_u16()), Some(404));
     assert!(!e.remote_failed());
-    assert_eq!(mock.counters().requests[EXECUTE], 1, "a remote 404 is final");
+    assert_eq!(
+        mock.counters().requests[EXECUTE],
+        1,
+        "a remote 404 is final"
+    );
 
     mock.fault(Some(EXECUTE), Fault::RemoteEndpointInternal(503), 1);
     let out: Echo = genesys
@@ -570,7 +573,10 @@ async fn a_remote_status_inside_an_outer_400_is_the_nested_status() {
         .execute::<_, Value>("lookup", &json!({}))
         .await
         .unwrap_err();
-    assert_eq!(genesys_error(&err).remote_status().map(|s| s.as_u16()), Some(403));
+    assert_eq!(
+        genesys_error(&err).remote_status().map(|s| s.as_u16()),
+        Some(403)
+    );
     assert_eq!(mock.counters().requests[EXECUTE], 3);
 }
 

@@ -207,11 +207,7 @@ async fn a_keyed_post_to_a_key_honouring_origin_is_retried_and_applied_once() {
         .build();
     // applied, then the answer is lost: the retry with the same key gets
     // the first answer back
-    mock.fault(
-        Some("/api/v2/integrations"),
-        Fault::ApplyThenStatus(502),
-        2,
-    );
+    mock.fault(Some("/api/v2/integrations"), Fault::ApplyThenStatus(502), 2);
     let url = format!(
         "{}/api/v2/integrations/actions/action-1/execute",
         mock.base_url()
@@ -319,15 +315,25 @@ async fn with_the_switch_a_repeated_key_is_applied_once_and_the_first_answer_rep
     let client = bare_genesys(&mock);
     let url = format!("{}{EXECUTE}", mock.base_url());
     let first = json(
-        post(&client, url.clone(), "key-1", r#"{"requestId":"r-1","n":1}"#)
-            .await
-            .unwrap(),
+        post(
+            &client,
+            url.clone(),
+            "key-1",
+            r#"{"requestId":"r-1","n":1}"#,
+        )
+        .await
+        .unwrap(),
     )
     .await;
     // same key, another body: the first answer comes back, nothing applied
-    let second = post(&client, url.clone(), "key-1", r#"{"requestId":"r-1","n":2}"#)
-        .await
-        .unwrap();
+    let second = post(
+        &client,
+        url.clone(),
+        "key-1",
+        r#"{"requestId":"r-1","n":2}"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(second.status(), StatusCode::OK);
     assert_eq!(json(second).await, first);
     assert_eq!(first["input"]["n"], 1);
@@ -357,14 +363,26 @@ async fn duplicates_are_counted_by_operation_whatever_the_keys() {
     post(&client, url.clone(), "k-c", r#"{"requestId":"r-1"}"#)
         .await
         .unwrap();
-    assert_eq!(mock.duplicate_applications(), 1, "r-1 again, under a new key");
+    assert_eq!(
+        mock.duplicate_applications(),
+        1,
+        "r-1 again, under a new key"
+    );
     // without a request id, the body names the operation
-    post(&client, url.clone(), "k-d", r#"{"x":1}"#).await.unwrap();
-    post(&client, url.clone(), "k-e", r#"{"x":2}"#).await.unwrap();
+    post(&client, url.clone(), "k-d", r#"{"x":1}"#)
+        .await
+        .unwrap();
+    post(&client, url.clone(), "k-e", r#"{"x":2}"#)
+        .await
+        .unwrap();
     assert_eq!(mock.duplicate_applications(), 1);
     post(&client, url, "k-f", r#"{"x":1}"#).await.unwrap();
     assert_eq!(mock.duplicate_applications(), 2);
-    assert_eq!(mock.counters().duplicate_idempotency_keys, 0, "keys all new");
+    assert_eq!(
+        mock.counters().duplicate_idempotency_keys,
+        0,
+        "keys all new"
+    );
     // reads are not operations
     let users = format!("{}/api/v2/users", mock.base_url());
     client
@@ -445,10 +463,9 @@ async fn cxone_tokens_live_3600_s_and_carry_the_tenant_claims() {
     let token = json(response).await;
     assert_eq!(token["expires_in"], 3600);
     assert_eq!(token["token_type"], "Bearer");
-    let claims = tower_cx::cxone::TokenClaims::from_access_token(
-        token["access_token"].as_str().unwrap(),
-    )
-    .unwrap();
+    let claims =
+        tower_cx::cxone::TokenClaims::from_access_token(token["access_token"].as_str().unwrap())
+            .unwrap();
     assert_eq!(claims.tenant_id, c.tenant_id);
     assert_eq!(claims.area.as_deref(), Some("na1"));
 }
@@ -476,7 +493,10 @@ async fn cxone_routes_send_no_genesys_headers_and_cxone_shaped_401_and_429() {
     assert!(!ok.headers().keys().any(|k| k.as_str().starts_with("inin-")));
     let limited = get(url.clone()).await.unwrap();
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert!(!limited.headers().keys().any(|k| k.as_str().starts_with("inin-")));
+    assert!(!limited
+        .headers()
+        .keys()
+        .any(|k| k.as_str().starts_with("inin-")));
     assert_eq!(limited.headers()["retry-after"], "60");
     let (parts, body) = limited.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
@@ -524,16 +544,20 @@ async fn the_extraction_result_url_lives_30_s() {
     let mock = MockServer::start().await.unwrap();
     let client = bare_cxone(&mock);
     let jobs = format!("{}{DX_JOBS}", mock.base_url());
-    let id: String = serde_json::from_value(
-        json(post(&client, jobs.clone(), "k", "{}").await.unwrap()).await,
-    )
-    .unwrap();
+    let id: String =
+        serde_json::from_value(json(post(&client, jobs.clone(), "k", "{}").await.unwrap()).await)
+            .unwrap();
     mock.script_cxone_job(tower_cx::mock::JobScript::new([("SUCCEEDED", "")]));
     let _ = id;
     // the script applies to the next job: submit one after the interval
     tokio::time::sleep(Duration::from_secs(30)).await;
     let id: String = serde_json::from_value(
-        json(post(&client, jobs.clone(), "k2", r#"{"n":2}"#).await.unwrap()).await,
+        json(
+            post(&client, jobs.clone(), "k2", r#"{"n":2}"#)
+                .await
+                .unwrap(),
+        )
+        .await,
     )
     .unwrap();
     let status = json(
@@ -552,16 +576,22 @@ async fn the_extraction_result_url_lives_30_s() {
         .as_str()
         .unwrap()
         .to_owned();
-    let download = |url: String| {
-        http_client().oneshot(Request::get(url).body(Body::empty()).unwrap())
-    };
+    let download =
+        |url: String| http_client().oneshot(Request::get(url).body(Body::empty()).unwrap());
     tokio::time::sleep(Duration::from_secs(29)).await;
-    assert_eq!(download(file.clone()).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        download(file.clone()).await.unwrap().status(),
+        StatusCode::OK
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(download(file).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        download(file).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
 }
 
-fn http_client() -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body> {
+fn http_client(
+) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Body> {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Body>()
 }

@@ -231,7 +231,9 @@ impl<T: Transport> CxoneClient<T> {
             let rest = rest.clone();
             let path = path.clone();
             async move {
-                let Some((url, skip)) = next else { return Ok(None) };
+                let Some((url, skip)) = next else {
+                    return Ok(None);
+                };
                 let request = json_request(Method::GET, url.clone(), None)?;
                 let response = client.call(request, false).await?;
                 if response.status() == StatusCode::NO_CONTENT || response.body().is_empty() {
@@ -248,7 +250,11 @@ impl<T: Transport> CxoneClient<T> {
                     Some(Some(link)) => {
                         let link = resolve_link(&client.core.base, link)?;
                         if link == url {
-                            return Err(InvalidUrl::new(&link, "_links.next points to the same page").into());
+                            return Err(InvalidUrl::new(
+                                &link,
+                                "_links.next points to the same page",
+                            )
+                            .into());
                         }
                         Some((link, skip + n))
                     }

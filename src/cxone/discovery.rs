@@ -59,10 +59,26 @@ pub enum Issuer {
 
 const ISSUERS: &[(Issuer, &str, &str)] = &[
     (Issuer::Commercial, "commercial", CXONE_ISSUER),
-    (Issuer::FedRamp, "fedramp", "https://cxone-gov.niceincontact.com"),
-    (Issuer::SovereignAu, "sov-au", "https://cxone.nicecxone-sov1.au"),
-    (Issuer::SovereignEu, "sov-eu", "https://cxone.nicecxone-sov1.eu"),
-    (Issuer::SovereignUk, "sov-uk", "https://cxone.nicecxone-sov1.uk"),
+    (
+        Issuer::FedRamp,
+        "fedramp",
+        "https://cxone-gov.niceincontact.com",
+    ),
+    (
+        Issuer::SovereignAu,
+        "sov-au",
+        "https://cxone.nicecxone-sov1.au",
+    ),
+    (
+        Issuer::SovereignEu,
+        "sov-eu",
+        "https://cxone.nicecxone-sov1.eu",
+    ),
+    (
+        Issuer::SovereignUk,
+        "sov-uk",
+        "https://cxone.nicecxone-sov1.uk",
+    ),
 ];
 
 impl Issuer {
@@ -150,7 +166,11 @@ impl UnreadableToken {
 
 impl fmt::Display for UnreadableToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot read the CXone access token's claims: {}", self.reason)
+        write!(
+            f,
+            "cannot read the CXone access token's claims: {}",
+            self.reason
+        )
     }
 }
 

@@ -19,7 +19,6 @@ use crate::vendor::{
     InvalidUrl, StatusRead, Transport, UnexpectedBody,
 };
 
-
 /// NICE CXone data-extraction jobs: submit (202 with a bare JSON string id),
 /// wait (`RUNNING` -> `SUCCEEDED` / `FAILED` / `CANCELLED` / `EXPIRED`),
 /// download the result from its short-lived URL at once, and re-run a job

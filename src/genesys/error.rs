@@ -388,7 +388,10 @@ mod tests {
     #[test]
     fn status_codes_are_found_in_message_text() {
         for (text, status) in [
-            ("Response from web service: status code 503 [ctx]", Some(503)),
+            (
+                "Response from web service: status code 503 [ctx]",
+                Some(503),
+            ),
             ("status: 404", Some(404)),
             (r#"{"statusCode":429}"#, Some(429)),
             ("errorMessage:status:400,success:false", Some(400)),
@@ -397,11 +400,7 @@ mod tests {
             ("status 099", None),
             ("no status here", None),
         ] {
-            assert_eq!(
-                status_in_text(text).map(|s| s.as_u16()),
-                status,
-                "{text}"
-            );
+            assert_eq!(status_in_text(text).map(|s| s.as_u16()), status, "{text}");
         }
     }
 
@@ -445,7 +444,9 @@ mod tests {
                 }),
             )
         };
-        let err = shape("REST call for action execute failed. Response from web service: status code 404");
+        let err = shape(
+            "REST call for action execute failed. Response from web service: status code 404",
+        );
         assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(err.remote_status(), Some(StatusCode::NOT_FOUND));
         assert!(!err.remote_failed(), "a remote 404 inside an outer 500");

@@ -81,7 +81,11 @@ const TABLE: &[(Region, &str, &str)] = &[
     (Region::ApSoutheast2, "ap-southeast-2", "mypurecloud.com.au"),
     (Region::ApSoutheast1, "ap-southeast-1", "apse1.pure.cloud"),
     (Region::MxCentral1, "mx-central-1", "mxc1.pure.cloud"),
-    (Region::EuscDeEast1, "eusc-de-east-1", "edee1.eusc-pure.cloud"),
+    (
+        Region::EuscDeEast1,
+        "eusc-de-east-1",
+        "edee1.eusc-pure.cloud",
+    ),
 ];
 
 impl Region {
@@ -190,7 +194,11 @@ mod tests {
         for (name, domain, region) in [
             ("mx-central-1", "mxc1.pure.cloud", Region::MxCentral1),
             ("ap-southeast-1", "apse1.pure.cloud", Region::ApSoutheast1),
-            ("eusc-de-east-1", "edee1.eusc-pure.cloud", Region::EuscDeEast1),
+            (
+                "eusc-de-east-1",
+                "edee1.eusc-pure.cloud",
+                Region::EuscDeEast1,
+            ),
         ] {
             assert_eq!(name.parse::<Region>().unwrap(), region);
             assert_eq!(domain.parse::<Region>().unwrap(), region);
@@ -202,7 +210,9 @@ mod tests {
             );
         }
         assert_eq!(
-            "https://login.edee1.eusc-pure.cloud".parse::<Region>().unwrap(),
+            "https://login.edee1.eusc-pure.cloud"
+                .parse::<Region>()
+                .unwrap(),
             Region::EuscDeEast1
         );
     }

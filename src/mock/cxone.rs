@@ -9,7 +9,7 @@ use http_body_util::Full;
 use tokio::time::Instant;
 
 use super::reply::{json, query, Reply, Vendor};
-use super::server::{MockJob, Shared, State};
+use super::server::{invalid_client, MockJob, Shared, State};
 
 /// The discovery documents (no token needed); `None` for other paths.
 pub(crate) fn discovery(shared: &Shared, path: &str) -> Option<Reply> {
@@ -31,9 +31,8 @@ pub(crate) fn discovery(shared: &Shared, path: &str) -> Option<Reply> {
 /// [`cxone_token_lifetime`](super::MockConfig::cxone_token_lifetime).
 pub(crate) fn token(shared: &Shared, state: &mut State, request: &Request<Bytes>) -> Reply {
     let config = &shared.config;
-    let form = match shared.client_form(request) {
-        Ok(form) => form,
-        Err(reply) => return reply,
+    let Some(form) = shared.client_form(request) else {
+        return invalid_client();
     };
     let grant_ok = form.get("grant_type").map(String::as_str) == Some("password")
         && form.get("username") == Some(&config.access_key_id)
@@ -181,9 +180,7 @@ fn contacts(shared: &Shared, state: &mut State, request: &Request<Bytes>) -> Rep
         .clamp(1, 10_000);
     let total = shared.config.contacts as u64 + state.contacts_added;
     let since = q.get("updatedSince").cloned().unwrap_or_default();
-    let mut ids: Vec<u64> = (0..total)
-        .filter(|n| updated_at(*n) >= since)
-        .collect();
+    let mut ids: Vec<u64> = (0..total).filter(|n| updated_at(*n) >= since).collect();
     let ascending = q
         .get("orderBy")
         .is_some_and(|o| o.starts_with("lastUpdateTime") && !o.ends_with("desc"));

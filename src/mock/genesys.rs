@@ -7,14 +7,13 @@ use bytes::Bytes;
 use http::{Method, Request};
 
 use super::reply::{json, query, Reply, Vendor};
-use super::server::{MockJob, Shared, State};
+use super::server::{invalid_client, MockJob, Shared, State};
 
 /// `POST /oauth/token`: Basic client credentials,
 /// `grant_type=client_credentials`.
 pub(crate) fn token(shared: &Shared, state: &mut State, request: &Request<Bytes>) -> Reply {
-    let form = match shared.client_form(request) {
-        Ok(form) => form,
-        Err(reply) => return reply,
+    let Some(form) = shared.client_form(request) else {
+        return invalid_client();
     };
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return json(400, r#"{"error":"invalid_grant"}"#);

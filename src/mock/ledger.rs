@@ -73,7 +73,10 @@ pub(crate) struct Ledger {
 
 /// Whether a request has side effects the ledger counts.
 pub(crate) fn side_effecting(method: &Method) -> bool {
-    matches!(*method, Method::POST | Method::PATCH | Method::PUT | Method::DELETE)
+    matches!(
+        *method,
+        Method::POST | Method::PATCH | Method::PUT | Method::DELETE
+    )
 }
 
 /// The `Idempotency-Key` of a request.

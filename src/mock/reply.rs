@@ -22,7 +22,13 @@ pub(crate) enum Vendor {
 impl Vendor {
     /// The vendor whose API `path` belongs to.
     pub(crate) fn of(path: &str) -> Self {
-        let cxone = ["/data-extraction/", "/incontactapi/", "/auth/", "/.well-known/", "/files/"];
+        let cxone = [
+            "/data-extraction/",
+            "/incontactapi/",
+            "/auth/",
+            "/.well-known/",
+            "/files/",
+        ];
         if cxone.iter().any(|p| path.starts_with(p)) {
             Vendor::Cxone
         } else {
@@ -45,8 +51,7 @@ impl Vendor {
             Vendor::Cxone => {
                 let mut reply = json(
                     status,
-                    serde_json::json!({ "error": code, "error_description": message })
-                        .to_string(),
+                    serde_json::json!({ "error": code, "error_description": message }).to_string(),
                 );
                 if let Ok(value) = message.parse() {
                     reply.headers_mut().insert("icStatusDescription", value);
@@ -109,4 +114,3 @@ pub(crate) fn query(request: &Request<Bytes>) -> HashMap<String, String> {
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default()
 }
-

@@ -61,24 +61,25 @@ impl Shared {
     }
 
     /// The form of a token request whose Basic client credentials are
-    /// right; an RFC 6749 `invalid_client` otherwise.
-    pub(crate) fn client_form(
-        &self,
-        request: &Request<Bytes>,
-    ) -> Result<HashMap<String, String>, Reply> {
+    /// right; `None` otherwise (answer [`invalid_client`]).
+    pub(crate) fn client_form(&self, request: &Request<Bytes>) -> Option<HashMap<String, String>> {
         let client_ok = basic_credentials(request).is_some_and(|(id, secret)| {
             id == self.config.client_id && secret == self.config.client_secret
         });
-        if !client_ok {
-            return Err(json(
-                401,
-                r#"{"error":"invalid_client","error_description":"client authentication failed"}"#,
-            ));
-        }
-        Ok(form_urlencoded::parse(request.body())
-            .into_owned()
-            .collect())
+        client_ok.then(|| {
+            form_urlencoded::parse(request.body())
+                .into_owned()
+                .collect()
+        })
     }
+}
+
+/// RFC 6749's answer to wrong client credentials.
+pub(crate) fn invalid_client() -> Reply {
+    json(
+        401,
+        r#"{"error":"invalid_client","error_description":"client authentication failed"}"#,
+    )
 }
 
 fn basic_credentials(request: &Request<Bytes>) -> Option<(String, String)> {
@@ -419,9 +420,7 @@ fn body_of(reply: &Reply) -> Bytes {
             let mut copy = body.clone();
             let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
             match std::pin::Pin::new(&mut copy).poll_frame(&mut cx) {
-                std::task::Poll::Ready(Some(Ok(frame))) => {
-                    frame.into_data().unwrap_or_default()
-                }
+                std::task::Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
                 _ => Bytes::new(),
             }
         }
