@@ -73,6 +73,10 @@ async fn main() -> Result<(), BoxError> {
                 .backoff(Backoff::exponential(Duration::from_millis(200))),
         )
         .business_rule(BusinessRule::success_flag())
+        // a lookup: safe to repeat, so its failures may be retried (an
+        // action not declared idempotent is retried only on proof that it
+        // was not processed)
+        .idempotent_action(action.clone())
         .dead_letters(dead_letter_fn(move |letter| {
             sink.lock().unwrap().push(letter)
         }));
@@ -119,9 +123,9 @@ async fn main() -> Result<(), BoxError> {
     if let Some(mock) = &_mock {
         let counters = mock.counters();
         println!(
-            "mock: {} execute requests, {} duplicate idempotency keys, {} Retry-After violations",
+            "mock: {} execute requests, {} side effects applied twice, {} Retry-After violations",
             counters.requests.get(&path).copied().unwrap_or(0),
-            counters.duplicate_idempotency_keys,
+            counters.duplicate_applications,
             counters.retry_after_violations
         );
     }

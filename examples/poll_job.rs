@@ -90,11 +90,12 @@ async fn main() -> Result<(), BoxError> {
     if let Some(mock) = &mock {
         let c = mock.counters();
         println!(
-            "mock: {} requests, {} tokens, {} Retry-After violations, {} duplicate idempotency keys, {} tokens sent to the file host",
+            "mock: {} requests, {} tokens, {} Retry-After violations, {} side effects applied twice, {} extraction-limit violations, {} tokens sent to the file host",
             c.total_requests,
             c.tokens_issued,
             c.retry_after_violations,
-            c.duplicate_idempotency_keys,
+            c.duplicate_applications,
+            c.extraction_limit_violations,
             c.credentials_sent_to_files
         );
     }

@@ -48,6 +48,11 @@ use crate::retry::RetryLayer;
 /// with this crate's [`Body`] and returning hyper's response body.
 pub type CxService = BoxCloneSyncService<Request<Body>, Response<Incoming>, BoxError>;
 
+/// The total deadline of the Genesys Cloud presets ([`Stack::genesys`],
+/// [`GenesysClient`](crate::genesys::GenesysClient)): long enough to wait
+/// out a 30 to 60 s `Retry-After` and try again.
+pub const GENESYS_DEADLINE: Duration = Duration::from_secs(150);
+
 /// Builds the canonical stack over a hyper-util client, with per-vendor
 /// defaults. Every layer can be replaced before [`build`](Self::build).
 pub struct Stack {
@@ -74,9 +79,32 @@ impl Stack {
         }
     }
 
+    /// The Genesys Cloud retry preset: [`Stack::new`]'s policy with a total
+    /// deadline of [`GENESYS_DEADLINE`] (150 s), so that a `Retry-After` of
+    /// 30 to 60 s (normal with per-minute windows) can be waited out; a
+    /// hint over 180 s (a daily cap, as the official SDKs treat it) stays
+    /// final. Change it and pass it to [`retry`](Self::retry):
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_cx::stack::Stack;
+    ///
+    /// let retry = Stack::genesys_retry().deadline(Duration::from_secs(300));
+    /// # let _ = retry;
+    /// ```
+    pub fn genesys_retry() -> RetryLayer {
+        RetryLayer::new()
+            .auto_idempotency_key(true)
+            .deadline(GENESYS_DEADLINE)
+            .max_server_hint(Duration::from_secs(180))
+    }
+
     /// Genesys Cloud: client credentials against the region's login host,
-    /// the token sent to the region's API origin only, and pacing at 300
-    /// requests per 60 s (the per-token API limit).
+    /// the token sent to the region's API origin only, the
+    /// [`genesys_retry`](Self::genesys_retry) preset (150 s deadline), and
+    /// pacing at 300 requests per 60 s (the default per-token API limit),
+    /// re-paced to `inin-ratelimit-allowed` as soon as a response carries
+    /// it ([`PriorityLimitLayer::learn_pacing`]).
     pub fn genesys(
         region: &Region,
         client_id: impl Into<String>,
@@ -89,7 +117,12 @@ impl Stack {
             .map_err(|_| TokenError::invalid_url(&api))?;
         Ok(Self::new()
             .bearer_layer(bearer)
-            .limiter(PriorityLimitLayer::new(16).pacing(300, Duration::from_secs(60))))
+            .retry(Self::genesys_retry())
+            .limiter(
+                PriorityLimitLayer::new(16)
+                    .pacing(300, Duration::from_secs(60))
+                    .learn_pacing(Duration::from_secs(60)),
+            ))
     }
 
     /// NICE CXone: the access-key flavour of client credentials against

@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use tower_cx::audit::{dead_letter_fn, DeadLetter};
 use tower_cx::backoff::{Backoff, Jitter};
 use tower_cx::cxone::{
-    discover, CxoneClient, CxoneError, NotRerunnable, RerunRefusal, ResultExpired,
+    discover, discover_from_token, CxoneApi, CxoneClient, CxoneError, Issuer, NotRerunnable,
+    RerunRefusal, ResultExpired,
 };
 use tower_cx::error::InsecureUrl;
 use tower_cx::jobs::{JobFailed, JobRunner, JobState};
@@ -187,8 +188,33 @@ async fn every_terminal_state_is_typed() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_job_is_rerun_with_one_key_across_attempts() {
-    let mock = MockServer::start().await.unwrap();
-    let (cxone, letters) = client(&mock);
+    // an origin that honours keys (CXone does not): the re-run's retry is
+    // safe because its key is stable
+    let mock = MockServer::start_with(MockConfig::default().honour_idempotency_keys(true))
+        .await
+        .unwrap();
+    let c = mock.config().clone();
+    let origin = tower_cx::origin::Origin::parse(&mock.base_url()).unwrap();
+    let stack = Stack::cxone(
+        &mock.cxone_token_url(),
+        c.client_id,
+        c.client_secret,
+        c.access_key_id,
+        c.access_key_secret,
+    )
+    .unwrap()
+    .retry(
+        RetryLayer::new()
+            .max_attempts(4)
+            .backoff(Backoff::constant(Duration::from_millis(1)))
+            .idempotency_keys_honoured_by(origin),
+    )
+    .build();
+    let letters: Letters = Arc::default();
+    let sink = letters.clone();
+    let cxone = CxoneClient::new(stack, &mock.base_url())
+        .job_runner(runner())
+        .dead_letters(dead_letter_fn(move |l| sink.lock().unwrap().push(l)));
     let extraction = cxone.data_extraction();
     mock.script_cxone_job(JobScript::new([("RUNNING", ""), ("FAILED", "worker lost")]));
     let job = extraction
@@ -202,8 +228,9 @@ async fn a_failed_job_is_rerun_with_one_key_across_attempts() {
     );
     assert_eq!(letters.lock().unwrap().len(), 1);
 
-    // the re-run's first attempt hits a 502: the stack retries it
-    mock.fault_on(http::Method::POST, JOBS, Fault::Status(502), 1);
+    // the re-run is applied, then its answer is lost in a 502: the stack
+    // retries it with the same key and gets the first answer back
+    mock.fault_on(http::Method::POST, JOBS, Fault::ApplyThenStatus(502), 1);
     let again = extraction.rerun(&job).await.unwrap();
     assert_ne!(again.id(), job.id());
     assert_eq!(again.reruns(), 1);
@@ -219,6 +246,13 @@ async fn a_failed_job_is_rerun_with_one_key_across_attempts() {
         ]
     );
     assert_eq!(mock.counters().duplicate_idempotency_keys, 0);
+    assert_eq!(
+        mock.duplicate_applications(),
+        1,
+        "the re-run itself, by body"
+    );
+    assert_eq!(mock.counters().replayed_by_key, 1);
+    assert_eq!(mock.counters().extraction_limit_violations, 0);
     let done = extraction.wait(&again).await.unwrap();
     assert!(!extraction.download(&done).await.unwrap().is_empty());
 
@@ -353,4 +387,175 @@ async fn a_business_error_in_a_200_is_a_typed_cxone_error() {
     assert!(e.is_business());
     assert_eq!(e.message(), "mock business error");
     assert_eq!(mock.counters().requests[CONTACTS], 1, "final by default");
+}
+
+// ---- CXone as CXone is: the extraction limit, discovery, paging, versions ----
+
+#[tokio::test(start_paused = true)]
+async fn extraction_submissions_are_paced_30_s_apart_with_zero_violations() {
+    let mock = MockServer::start().await.unwrap();
+    let (cxone, _) = client(&mock);
+    let extraction = cxone.data_extraction();
+    let started = tokio::time::Instant::now();
+    let mut at = Vec::new();
+    for n in 0..3 {
+        extraction.submit(&json!({"n": n})).await.unwrap();
+        at.push(started.elapsed().as_secs());
+    }
+    assert_eq!(at, [0, 30, 60]);
+    // a clone shares the pacing (one client per tenant)
+    cxone
+        .clone()
+        .data_extraction()
+        .submit(&json!({"n": 3}))
+        .await
+        .unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(90));
+    assert_eq!(mock.counters().extraction_limit_violations, 0);
+    assert_eq!(mock.counters().operations_applied, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_pacing_the_limit_answers_429_and_the_stack_waits_it_out() {
+    let mock = MockServer::start().await.unwrap();
+    let c = mock.config().clone();
+    let stack = Stack::cxone(
+        &mock.cxone_token_url(),
+        c.client_id,
+        c.client_secret,
+        c.access_key_id,
+        c.access_key_secret,
+    )
+    .unwrap()
+    .retry(RetryLayer::new().deadline(Duration::from_secs(60)))
+    .build();
+    let extraction = CxoneClient::new(stack, &mock.base_url())
+        .extraction_interval(Duration::ZERO)
+        .data_extraction();
+    extraction.submit(&json!({"n": 1})).await.unwrap();
+    let started = tokio::time::Instant::now();
+    extraction.submit(&json!({"n": 2})).await.unwrap();
+    // the 429 proves the submission was not processed: retried after 30 s
+    assert!(started.elapsed() >= Duration::from_secs(30));
+    assert_eq!(mock.counters().extraction_limit_violations, 1);
+    assert_eq!(mock.duplicate_applications(), 0);
+}
+
+#[tokio::test]
+async fn discovery_reads_the_tenant_from_the_access_token() {
+    let mock = MockServer::start().await.unwrap();
+    let c = mock.config().clone();
+    use tower_cx::auth::TokenSource as _;
+    let credentials = tower_cx::auth::ClientCredentials::cxone(
+        &mock.cxone_token_url(),
+        c.client_id,
+        c.client_secret,
+        c.access_key_id,
+        c.access_key_secret,
+    )
+    .unwrap();
+    let token = credentials.fetch_token().await.unwrap();
+    assert_eq!(token.lifetime(), Duration::from_secs(3600));
+    let access = token.access_token().expose();
+    let tenant = discover_from_token(&Stack::new().build(), &mock.base_url(), access)
+        .await
+        .unwrap();
+    assert_eq!(tenant.area, "na1");
+    assert_eq!(tenant.api_endpoint, mock.base_url());
+    let err = discover_from_token(&Stack::new().build(), &mock.base_url(), "opaque")
+        .await
+        .unwrap_err();
+    assert!(err.is::<tower_cx::cxone::UnreadableToken>(), "{err}");
+}
+
+#[test]
+fn the_fedramp_and_sovereign_issuers_are_known() {
+    let urls: Vec<_> = Issuer::all().map(Issuer::url).collect();
+    assert_eq!(
+        urls,
+        [
+            "https://cxone.niceincontact.com",
+            "https://cxone-gov.niceincontact.com",
+            "https://cxone.nicecxone-sov1.au",
+            "https://cxone.nicecxone-sov1.eu",
+            "https://cxone.nicecxone-sov1.uk",
+        ]
+    );
+    assert_eq!(
+        Issuer::FedRamp.token_url(),
+        "https://cxone-gov.niceincontact.com/auth/token"
+    );
+}
+
+fn ids(pages: &[tower_cx::cxone::ContactsPage]) -> Vec<u64> {
+    pages
+        .iter()
+        .flat_map(|p| p.completed_contacts.iter())
+        .map(|c| c["contactId"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn completed_contacts_paging_is_stable_while_contacts_arrive() {
+    let mock = MockServer::start().await.unwrap();
+    let (cxone, _) = client(&mock);
+    let mut stream = Box::pin(cxone.completed_contacts(&[("top", "50")]));
+    let mut pages = vec![stream.try_next().await.unwrap().unwrap()];
+    // ten contacts complete while the client pages
+    mock.add_contacts(10);
+    while let Some(page) = stream.try_next().await.unwrap() {
+        pages.push(page);
+    }
+    let seen = ids(&pages);
+    assert_eq!(
+        seen,
+        (0..130).collect::<Vec<u64>>(),
+        "none missed, none twice"
+    );
+    assert_eq!(mock.counters().requests[CONTACTS], 4, "3 pages and a 204");
+}
+
+#[tokio::test]
+async fn completed_contacts_follow_links_next_when_present() {
+    let mock = MockServer::start_with(MockConfig::default().contact_links(true))
+        .await
+        .unwrap();
+    let (cxone, _) = client(&mock);
+    let pages: Vec<_> = cxone
+        .completed_contacts(&[("top", "50"), ("updatedSince", "2026-11-22T00:00:10Z")])
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(ids(&pages), (10..120).collect::<Vec<u64>>());
+    assert!(pages[0].links.as_ref().unwrap().next.is_some());
+    // the last page has no next link: no request for a 204
+    assert_eq!(mock.counters().requests[CONTACTS], 3);
+}
+
+#[tokio::test]
+async fn each_api_has_its_own_version() {
+    let mock = MockServer::start().await.unwrap();
+    let (cxone, _) = client(&mock);
+    assert_eq!(cxone.version_of(CxoneApi::CompletedContacts), "v31.0");
+    assert_eq!(cxone.version_of(CxoneApi::DataExtraction), "v1");
+    let cxone = cxone.api_version(CxoneApi::CompletedContacts, "v26.0");
+    assert_eq!(
+        cxone.version_of(CxoneApi::DataExtraction),
+        "v1",
+        "untouched"
+    );
+    let pages: Vec<_> = cxone
+        .completed_contacts(&[("top", "100")])
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(ids(&pages).len(), 120);
+    let counters = mock.counters();
+    assert_eq!(
+        counters.requests["/incontactapi/services/v26.0/contacts/completed"], 3,
+        "two pages and the 204"
+    );
+    assert!(!counters.requests.contains_key(CONTACTS));
+    cxone.data_extraction().submit(&json!({})).await.unwrap();
+    assert_eq!(mock.counters().requests[JOBS], 1);
 }

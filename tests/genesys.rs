@@ -13,7 +13,7 @@ use tower_cx::audit::{dead_letter_fn, DeadLetter};
 use tower_cx::backoff::Backoff;
 use tower_cx::genesys::{BusinessRule, GenesysClient, GenesysError};
 use tower_cx::mock::{Fault, MockServer};
-use tower_cx::retry::{RetryLayer, IDEMPOTENCY_KEY};
+use tower_cx::retry::{RetryLayer, RetryOverride, IDEMPOTENCY_KEY};
 use tower_cx::stack::{CxService, Stack};
 use tower_cx::vendor::{BodyLimits, BodyTooLarge, InvalidArgument, RetryRules, Rule};
 
@@ -34,8 +34,12 @@ fn stack(mock: &MockServer, attempts: u32) -> CxService {
         .build()
 }
 
+/// The `lookup` action is read-only: declared idempotent, so its failures
+/// may be retried.
 fn client(mock: &MockServer) -> GenesysClient<CxService> {
-    GenesysClient::new(stack(mock, 4), &mock.genesys_region()).retry(fast().max_attempts(3))
+    GenesysClient::new(stack(mock, 4), &mock.genesys_region())
+        .retry(fast().max_attempts(3))
+        .idempotent_action("lookup")
 }
 
 type Letters = Arc<Mutex<Vec<DeadLetter>>>;
@@ -441,4 +445,233 @@ async fn a_listing_without_next_uri_follows_page_number_up_to_page_count() {
     assert_eq!(pages[1].page_number, Some(2));
     assert_eq!(pages[1].entities[0]["id"], "user-100");
     assert_eq!(pages[1].page_size, Some(100), "pageSize kept");
+}
+
+// ---- idempotency declarations and the data-action error shapes ----
+
+/// A transport that answers `{}` and records whether each request was
+/// declared idempotent.
+type Declarations = Arc<Mutex<Vec<(String, Option<RetryOverride>)>>>;
+
+fn recording() -> (impl tower_cx::vendor::Transport, Declarations) {
+    let seen: Declarations = Arc::default();
+    let log = seen.clone();
+    let transport = tower::service_fn(move |req: http::Request<tower_cx::body::Body>| {
+        log.lock().unwrap().push((
+            req.uri().path().to_owned(),
+            req.extensions().get::<RetryOverride>().cloned(),
+        ));
+        let body = if req.uri().path().ends_with("/jobs") {
+            r#"{"jobId":"job-1"}"#
+        } else {
+            "{}"
+        };
+        async move {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from(body),
+            )))
+        }
+    });
+    (transport, seen)
+}
+
+#[tokio::test]
+async fn data_actions_are_idempotent_only_when_declared_per_action_or_per_call() {
+    let (transport, seen) = recording();
+    let genesys = GenesysClient::with_base_url(transport, "https://api.mypurecloud.ie")
+        .idempotent_action("lookup");
+    let actions = genesys.data_actions();
+    let _: Value = actions.execute("lookup", &json!({})).await.unwrap();
+    let _: Value = actions.execute("create-ticket", &json!({})).await.unwrap();
+    let _: Value = actions
+        .clone()
+        .idempotent(true)
+        .execute("create-ticket", &json!({}))
+        .await
+        .unwrap();
+    let _: Value = actions
+        .idempotent(false)
+        .execute("lookup", &json!({}))
+        .await
+        .unwrap();
+    genesys.analytics().submit(&json!({})).await.unwrap();
+    let declared = RetryOverride::new().idempotent(true);
+    let seen = seen.lock().unwrap();
+    let got: Vec<_> = seen
+        .iter()
+        .map(|(path, o)| (path.rsplit('/').nth(1).unwrap().to_owned(), o.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("lookup".to_owned(), Some(declared.clone())),
+            ("create-ticket".to_owned(), None),
+            ("create-ticket".to_owned(), Some(declared)),
+            ("lookup".to_owned(), None),
+            ("details".to_owned(), None),
+        ],
+        "per action, per call (both ways), never an analytics job"
+    );
+    assert!(genesys.is_idempotent_action("lookup"));
+    assert!(!genesys.is_idempotent_action("create-ticket"));
+}
+
+#[tokio::test]
+async fn a_remote_status_inside_an_outer_500_is_read_from_the_message() {
+    let mock = MockServer::start().await.unwrap();
+    // one attempt in the stack: the client's own rules decide
+    let genesys = GenesysClient::new(stack(&mock, 1), &mock.genesys_region())
+        .retry(fast().max_attempts(3))
+        .idempotent_action("lookup");
+    mock.fault(Some(EXECUTE), Fault::RemoteEndpointInternal(404), 1);
+    let err = genesys
+        .data_actions()
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err();
+    let e = genesys_error(&err);
+    assert_eq!(e.status().as_u16(), 500);
+    assert_eq!(e.code(), Some("internal.server.error"));
+    assert_eq!(e.remote_status().map(|s| s.as_u16()), Some(404));
+    assert!(!e.remote_failed());
+    assert_eq!(
+        mock.counters().requests[EXECUTE],
+        1,
+        "a remote 404 is final"
+    );
+
+    mock.fault(Some(EXECUTE), Fault::RemoteEndpointInternal(503), 1);
+    let out: Echo = genesys
+        .data_actions()
+        .execute("lookup", &json!({"n": 2}))
+        .await
+        .unwrap();
+    assert_eq!(out.input["n"], 2);
+    assert_eq!(
+        mock.counters().requests[EXECUTE],
+        3,
+        "a remote 503 is retried once"
+    );
+}
+
+#[tokio::test]
+async fn a_remote_status_inside_an_outer_400_is_the_nested_status() {
+    let mock = MockServer::start().await.unwrap();
+    let genesys = GenesysClient::new(stack(&mock, 1), &mock.genesys_region())
+        .retry(fast().max_attempts(3))
+        .idempotent_action("lookup");
+    mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(429), 1);
+    let _: Echo = genesys
+        .data_actions()
+        .execute("lookup", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(mock.counters().requests[EXECUTE], 2);
+    mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(403), 1);
+    let err = genesys
+        .data_actions()
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        genesys_error(&err).remote_status().map(|s| s.as_u16()),
+        Some(403)
+    );
+    assert_eq!(mock.counters().requests[EXECUTE], 3);
+}
+
+// ---- the Genesys preset: long waits, learned pacing ----
+
+fn preset(mock: &MockServer) -> Stack {
+    let c = mock.config().clone();
+    Stack::genesys(&mock.genesys_region(), c.client_id, c.client_secret).unwrap()
+}
+
+async fn get_users(client: &CxService, mock: &MockServer) -> http::StatusCode {
+    let request = http::Request::get(format!("{}/api/v2/users", mock.base_url()))
+        .body(tower_cx::body::Body::empty())
+        .unwrap();
+    tower::ServiceExt::oneshot(client.clone(), request)
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_genesys_preset_waits_out_retry_after_of_60_and_45_s() {
+    let mock = MockServer::start().await.unwrap();
+    let client = preset(&mock).build();
+    mock.fault(Some("/api/v2/users"), Fault::RetryAfterSecs(60), 1);
+    mock.fault(Some("/api/v2/users"), Fault::RetryAfterSecs(45), 1);
+    let started = tokio::time::Instant::now();
+    assert_eq!(get_users(&client, &mock).await, http::StatusCode::OK);
+    let waited = started.elapsed();
+    // each hint is honoured exactly, then spread by at most 1 s of jitter
+    assert!(
+        waited >= Duration::from_secs(105) && waited <= Duration::from_secs(107),
+        "{waited:?}"
+    );
+    assert_eq!(mock.counters().requests["/api/v2/users"], 3);
+    assert_eq!(mock.counters().retry_after_violations, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hint_over_180_s_stays_final_and_the_deadline_is_configurable() {
+    let mock = MockServer::start().await.unwrap();
+    let client = preset(&mock).build();
+    mock.fault(Some("/api/v2/users"), Fault::RetryAfterSecs(181), 1);
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        get_users(&client, &mock).await,
+        http::StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO, "no pointless sleep");
+    assert_eq!(mock.counters().requests["/api/v2/users"], 1);
+
+    // a 30 s deadline cannot wait out a 60 s hint: the 429 comes back at once
+    let short = preset(&mock)
+        .retry(Stack::genesys_retry().deadline(Duration::from_secs(30)))
+        .build();
+    mock.fault(Some("/api/v2/users"), Fault::RetryAfterSecs(60), 1);
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        get_users(&short, &mock).await,
+        http::StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    assert_eq!(tower_cx::stack::GENESYS_DEADLINE, Duration::from_secs(150));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_genesys_preset_paces_to_inin_ratelimit_allowed() {
+    // an organisation whose tokens get 5 requests a minute, not 300
+    let mock = MockServer::start_with(tower_cx::mock::MockConfig {
+        rate_limit: 5,
+        in_flight_grace: Duration::ZERO,
+        ..tower_cx::mock::MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let stack = preset(&mock);
+    let limiter = stack.handles().limiter;
+    assert_eq!(limiter.pacing_interval(), Some(Duration::from_millis(200)));
+    let client = stack.build();
+    let started = tokio::time::Instant::now();
+    assert_eq!(get_users(&client, &mock).await, http::StatusCode::OK);
+    assert_eq!(
+        limiter.pacing_interval(),
+        Some(Duration::from_secs(12)),
+        "5 per the 60 s window the headers imply"
+    );
+    for _ in 0..5 {
+        assert_eq!(get_users(&client, &mock).await, http::StatusCode::OK);
+    }
+    // 0, 0.2 (paced at the default rate before the first answer), then
+    // 12 s apart: 12.2, 24.2, 36.2, 48.2; the fifth answer said count =
+    // allowed, so the sixth waited for the window to reset at 60 s, and
+    // for its pacing slot at 60.2 s
+    assert_eq!(started.elapsed(), Duration::from_millis(60_200));
+    let counters = mock.counters();
+    assert_eq!(counters.requests["/api/v2/users"], 6, "no 429, no retry");
+    assert_eq!(counters.retry_after_violations, 0);
 }

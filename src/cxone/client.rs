@@ -1,4 +1,4 @@
-//! The NICE CXone client, discovery and completed contacts.
+//! The NICE CXone client and completed contacts.
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,79 +16,55 @@ use tower::Layer;
 use super::error::CxoneError;
 use super::extraction::DataExtraction;
 use crate::body::Body;
-use crate::error::{BoxError, InsecureUrl};
+use crate::error::BoxError;
 use crate::genesys::BusinessRule;
 use crate::stack::CxService;
 use crate::vendor::{
-    check_id, json_request, parse, read_limited, BodyLimits, ClientCore, Decoder, InvalidUrl,
-    RetryRules, Transport, UnexpectedBody,
+    json_request, parse, resolve_link, ClientCore, Decoder, InvalidUrl, RetryRules, Transport,
 };
 
-/// Where a CXone tenant lives, from discovery.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A CXone API whose version appears in its paths; each has its own
+/// version (see [`CxoneClient::api_version`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub struct Discovery {
-    /// The area (`na1`, `eu1`, ...).
-    pub area: String,
-    /// The API endpoint (`https://api-na1.niceincontact.com`).
-    pub api_endpoint: String,
-    /// The OAuth token endpoint (from the OpenID configuration).
-    #[serde(default)]
-    pub token_endpoint: String,
+pub enum CxoneApi {
+    /// `GET /incontactapi/services/{version}/contacts/completed` (default
+    /// `v31.0`).
+    CompletedContacts,
+    /// `/data-extraction/{version}/jobs` (default `v1`).
+    DataExtraction,
 }
 
-/// The CXone discovery host.
-pub const CXONE_ISSUER: &str = "https://cxone.niceincontact.com";
-
-/// Discover a tenant: `GET {issuer}/.well-known/openid-configuration` for
-/// the token endpoint and `GET {issuer}/.well-known/cxone-configuration?tenantId=`
-/// for the area and API endpoint. `transport` needs no token (use a stack
-/// without the bearer layer, e.g. `Stack::new().build()`). The endpoints
-/// must be HTTPS (or loopback HTTP): [`InsecureUrl`] otherwise.
-pub async fn discover<T>(
-    transport: &T,
-    issuer: &str,
-    tenant_id: &str,
-) -> Result<Discovery, BoxError>
-where
-    T: Transport,
-{
-    check_id("tenant id", tenant_id)?;
-    let issuer = issuer.trim_end_matches('/');
-    let get = |url: String| async move {
-        let response = transport
-            .send(json_request(Method::GET, url, None)?)
-            .await?;
-        let (parts, body) = response.into_parts();
-        let limits = BodyLimits::default();
-        if !parts.status.is_success() {
-            let bytes = read_limited(parts.status, body, limits.errors).await?;
-            return Err(CxoneError::from_response(parts.status, &parts.headers, &bytes).into());
+impl CxoneApi {
+    /// The version used unless [`CxoneClient::api_version`] sets another.
+    pub fn default_version(self) -> &'static str {
+        match self {
+            CxoneApi::CompletedContacts => "v31.0",
+            CxoneApi::DataExtraction => "v1",
         }
-        let bytes = read_limited(parts.status, body, limits.errors).await?;
-        Ok::<_, BoxError>((parts.status, bytes))
-    };
-    let (status, bytes) = get(format!("{issuer}/.well-known/openid-configuration")).await?;
-    let openid: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| UnexpectedBody::new("an OpenID configuration", status, &bytes, Some(e)))?;
-    let (status, bytes) = get(format!(
-        "{issuer}/.well-known/cxone-configuration?tenantId={tenant_id}"
-    ))
-    .await?;
-    let mut discovery: Discovery = serde_json::from_slice(&bytes)
-        .map_err(|e| UnexpectedBody::new("a CXone configuration", status, &bytes, Some(e)))?;
-    discovery.token_endpoint = openid
-        .get("token_endpoint")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{issuer}/auth/token"));
-    discovery.api_endpoint = discovery.api_endpoint.trim_end_matches('/').to_owned();
-    for url in [&discovery.api_endpoint, &discovery.token_endpoint] {
-        let uri: http::Uri = url.parse().map_err(|_| InvalidUrl::new(url, "not a URL"))?;
-        InsecureUrl::check(&uri)?;
     }
-    Ok(discovery)
 }
+
+/// The version of each API, by [`CxoneApi`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Versions(Vec<(CxoneApi, Arc<str>)>);
+
+impl Versions {
+    pub(crate) fn get(&self, api: CxoneApi) -> &str {
+        self.0
+            .iter()
+            .find(|(a, _)| *a == api)
+            .map_or_else(|| api.default_version(), |(_, v)| v)
+    }
+
+    fn set(&mut self, api: CxoneApi, version: String) {
+        self.0.retain(|(a, _)| *a != api);
+        self.0.push((api, version.into()));
+    }
+}
+
+/// When the last data-extraction job was submitted, shared by clones.
+pub(crate) type ExtractionClock = Arc<tokio::sync::Mutex<Option<tokio::time::Instant>>>;
 
 /// A typed NICE CXone client over any [`Transport`] (usually the stack from
 /// [`Stack::cxone`](crate::stack::Stack::cxone)), for one API endpoint
@@ -120,9 +96,11 @@ where
 #[derive(Clone)]
 pub struct CxoneClient<T> {
     pub(crate) core: ClientCore<T>,
-    pub(crate) version: Arc<str>,
+    pub(crate) versions: Versions,
     pub(crate) downloads: CxService,
     pub(crate) max_reruns: u32,
+    pub(crate) extraction_interval: Duration,
+    pub(crate) extraction_clock: ExtractionClock,
 }
 
 impl<T: Transport> CxoneClient<T> {
@@ -130,17 +108,34 @@ impl<T: Transport> CxoneClient<T> {
     pub fn new(transport: T, api_endpoint: &str) -> Self {
         Self {
             core: ClientCore::new(transport, api_endpoint, RetryRules::cxone()),
-            version: "v31.0".into(),
+            versions: Versions::default(),
             downloads: BoxCloneSyncService::new(
                 TimeoutLayer::new(Duration::from_secs(60)).layer(crate::auth::hyper_client()),
             ),
             max_reruns: 3,
+            extraction_interval: Duration::from_secs(30),
+            extraction_clock: ExtractionClock::default(),
         }
     }
 
-    /// The Admin/Reporting API version in paths (default `v31.0`).
-    pub fn api_version(mut self, version: impl Into<String>) -> Self {
-        self.version = version.into().into();
+    /// The version of `api` in its paths (`v31.0`, `v1`, ...); each API
+    /// has its own (see [`CxoneApi::default_version`]).
+    pub fn api_version(mut self, api: CxoneApi, version: impl Into<String>) -> Self {
+        self.versions.set(api, version.into());
+        self
+    }
+
+    /// The version of `api` this client uses.
+    pub fn version_of(&self, api: CxoneApi) -> &str {
+        self.versions.get(api)
+    }
+
+    /// CXone allows one data-extraction submission per 30 s per tenant:
+    /// this client (and its clones: use one per tenant) waits so that
+    /// submissions are at least `interval` apart (default 30 s; zero turns
+    /// the pacing off).
+    pub fn extraction_interval(mut self, interval: Duration) -> Self {
+        self.extraction_interval = interval;
         self
     }
 
@@ -189,9 +184,18 @@ impl<T: Transport> CxoneClient<T> {
         self.core.call(request, decoder, letter).await
     }
 
-    /// Completed contacts, page by page (`skip`/`top`, default `top` 100),
-    /// until CXone answers 204. `query` adds parameters such as
-    /// `startDate`/`endDate`; a `skip` in it is the starting point.
+    /// Completed contacts, page by page, until CXone answers 204.
+    ///
+    /// Paging is stable while contacts complete or change during the
+    /// listing: pages are ordered by `lastUpdateTime`, oldest first
+    /// (`orderBy=lastUpdateTime`, unless `query` orders otherwise), so new
+    /// and updated contacts join the end instead of shifting the pages
+    /// already read; pass `updatedSince` to bound the listing. When a page
+    /// carries `_links`, its `next` is followed instead of counting `skip`
+    /// and a page without `next` is the last (the link must stay on the API
+    /// host: [`InvalidUrl`] otherwise).
+    /// `query` adds parameters such as `startDate`/`endDate`; `skip` and
+    /// `top` (default 100) set the first page.
     pub fn completed_contacts(
         &self,
         query: &[(&str, &str)],
@@ -207,31 +211,62 @@ impl<T: Transport> CxoneClient<T> {
                 _ => rest.push((k.to_string(), v.to_string())),
             }
         }
-        futures_util::stream::try_unfold(Some(skip), move |next| {
+        if !rest.iter().any(|(k, _)| k == "orderBy") {
+            rest.push(("orderBy".into(), "lastUpdateTime".into()));
+        }
+        let path = format!(
+            "/incontactapi/services/{}/contacts/completed",
+            self.version_of(CxoneApi::CompletedContacts)
+        );
+        let first = {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(rest.iter())
+                .append_pair("skip", &skip.to_string())
+                .append_pair("top", &top.to_string())
+                .finish();
+            client.url(&format!("{path}?{query}"))
+        };
+        futures_util::stream::try_unfold(Some((first, skip)), move |next| {
             let client = client.clone();
             let rest = rest.clone();
+            let path = path.clone();
             async move {
-                let Some(skip) = next else { return Ok(None) };
-                let query = form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(rest.iter())
-                    .append_pair("skip", &skip.to_string())
-                    .append_pair("top", &top.to_string())
-                    .finish();
-                let url = client.url(&format!(
-                    "/incontactapi/services/{}/contacts/completed?{query}",
-                    client.version
-                ));
-                let request = json_request(Method::GET, url, None)?;
+                let Some((url, skip)) = next else {
+                    return Ok(None);
+                };
+                let request = json_request(Method::GET, url.clone(), None)?;
                 let response = client.call(request, false).await?;
                 if response.status() == StatusCode::NO_CONTENT || response.body().is_empty() {
                     return Ok(None);
                 }
                 let page: ContactsPage = parse(response, "a completed contacts page")?;
                 let n = page.completed_contacts.len() as u64;
-                let next = (n > 0).then_some(skip + n);
                 if n == 0 {
                     return Ok(None);
                 }
+                let next = match page.links.as_ref().map(|l| l.next.as_deref()) {
+                    // an answer with links and no next is the last page
+                    Some(None) | Some(Some("")) => None,
+                    Some(Some(link)) => {
+                        let link = resolve_link(&client.core.base, link)?;
+                        if link == url {
+                            return Err(InvalidUrl::new(
+                                &link,
+                                "_links.next points to the same page",
+                            )
+                            .into());
+                        }
+                        Some((link, skip + n))
+                    }
+                    None => {
+                        let query = form_urlencoded::Serializer::new(String::new())
+                            .extend_pairs(rest.iter())
+                            .append_pair("skip", &(skip + n).to_string())
+                            .append_pair("top", &top.to_string())
+                            .finish();
+                        Some((client.url(&format!("{path}?{query}")), skip + n))
+                    }
+                };
                 Ok(Some((page, next)))
             }
         })
@@ -242,7 +277,8 @@ impl<T> fmt::Debug for CxoneClient<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut f = f.debug_struct("CxoneClient");
         self.core.debug_fields(&mut f);
-        f.field("version", &self.version)
+        f.field("versions", &self.versions)
+            .field("extraction_interval", &self.extraction_interval)
             .field("max_reruns", &self.max_reruns)
             .finish_non_exhaustive()
     }
@@ -258,4 +294,15 @@ pub struct ContactsPage {
     pub completed_contacts: Vec<Value>,
     /// All contacts matching the query.
     pub total_records: Option<u64>,
+    /// The page's links (`_links.next`), when CXone sends them.
+    #[serde(rename = "_links", default)]
+    pub links: Option<PageLinks>,
+}
+
+/// A page's `_links`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[non_exhaustive]
+pub struct PageLinks {
+    /// The next page, absolute or relative to the API endpoint.
+    pub next: Option<String>,
 }

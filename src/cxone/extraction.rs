@@ -8,7 +8,7 @@ use http::{HeaderValue, Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 
-use super::client::CxoneClient;
+use super::client::{CxoneApi, CxoneClient};
 use super::error::CxoneError;
 use crate::body::Body;
 use crate::error::{BoxError, InsecureUrl};
@@ -18,8 +18,6 @@ use crate::vendor::{
     check_id, check_replay, copy_request, dead_letter, json_request, parse, read_limited,
     InvalidUrl, StatusRead, Transport, UnexpectedBody,
 };
-
-const JOBS: &str = "/data-extraction/v1/jobs";
 
 /// NICE CXone data-extraction jobs: submit (202 with a bare JSON string id),
 /// wait (`RUNNING` -> `SUCCEEDED` / `FAILED` / `CANCELLED` / `EXPIRED`),
@@ -204,17 +202,38 @@ fn job_state(status: &str) -> JobState {
 }
 
 impl<T: Transport> DataExtraction<T> {
+    /// `/data-extraction/{version}/jobs` on the API endpoint.
+    fn jobs_url(&self, rest: &str) -> String {
+        let version = self.client.version_of(CxoneApi::DataExtraction);
+        self.client
+            .url(&format!("/data-extraction/{version}/jobs{rest}"))
+    }
+
+    /// Submit once CXone's per-tenant interval allows (see
+    /// [`CxoneClient::extraction_interval`]). The submission is not
+    /// declared idempotent: a duplicate job costs quota and load, so it is
+    /// retried only on proof that it was not processed (the retry layer's
+    /// rule); its key is stable across attempts for origins that honour
+    /// keys.
     async fn submit_bytes(
         &self,
         body: Bytes,
         key: String,
         reruns: u32,
     ) -> Result<ExtractionJob, BoxError> {
-        let mut request = json_request(Method::POST, self.client.url(JOBS), Some(body.to_vec()))?;
+        let mut request = json_request(Method::POST, self.jobs_url(""), Some(body.to_vec()))?;
         request
             .headers_mut()
             .insert(IDEMPOTENCY_KEY, HeaderValue::from_str(&key)?);
-        let response = self.client.call(request, true).await?;
+        let interval = self.client.extraction_interval;
+        let mut last = self.client.extraction_clock.lock().await;
+        if let Some(at) = last.filter(|_| !interval.is_zero()) {
+            tokio::time::sleep_until(at + interval).await;
+        }
+        *last = Some(tokio::time::Instant::now());
+        let response = self.client.call(request, true).await;
+        drop(last);
+        let response = response?;
         let id: String = parse(response, "a job id (a JSON string)")?;
         check_id("job id", &id)?;
         Ok(ExtractionJob {
@@ -242,7 +261,7 @@ impl<T: Transport> DataExtraction<T> {
     /// [`Observation::Wait`] with the server's hint.
     pub async fn observe(&self, job_id: &str) -> Result<Observation<ExtractionStatus>, BoxError> {
         check_id("job id", job_id)?;
-        let url = self.client.url(&format!("{JOBS}/{job_id}"));
+        let url = self.jobs_url(&format!("/{job_id}"));
         let envelope: StatusEnvelope = match self
             .client
             .core
@@ -272,7 +291,7 @@ impl<T: Transport> DataExtraction<T> {
         if let Err(error) = &outcome {
             if error.is::<JobFailed>() {
                 let mut request =
-                    json_request(Method::POST, self.client.url(JOBS), Some(job.body.to_vec()))?;
+                    json_request(Method::POST, self.jobs_url(""), Some(job.body.to_vec()))?;
                 if let Ok(key) = HeaderValue::from_str(&job.key) {
                     request.headers_mut().insert(IDEMPOTENCY_KEY, key);
                 }
@@ -359,8 +378,11 @@ impl<T: Transport> DataExtraction<T> {
     /// Submit a failed or expired job again. The re-submission's
     /// `Idempotency-Key` is derived from the original's and the re-run
     /// number, so every attempt of this re-run (the stack's retries, or a
-    /// re-run repeated after a crash) carries the same key and is applied
-    /// once. Refused with [`NotRerunnable`] when the job is still running,
+    /// re-run repeated after a crash) carries the same key: an origin that
+    /// honours keys (declared with
+    /// [`RetryLayer::idempotency_keys_honoured_by`](crate::retry::RetryLayer::idempotency_keys_honoured_by))
+    /// applies it once. NICE CXone ignores the key, so there the re-run
+    /// follows the proof rule like any submission. Refused with [`NotRerunnable`] when the job is still running,
     /// succeeded, was cancelled, or was re-run too often.
     pub async fn rerun(&self, job: &ExtractionJob) -> Result<ExtractionJob, BoxError> {
         let refuse = |reason| NotRerunnable {

@@ -27,10 +27,14 @@
 //! ```
 
 mod client;
+mod discovery;
 mod error;
 mod extraction;
 
-pub use client::{discover, ContactsPage, CxoneClient, Discovery, CXONE_ISSUER};
+pub use client::{ContactsPage, CxoneApi, CxoneClient, PageLinks};
+pub use discovery::{
+    discover, discover_from_token, Discovery, Issuer, TokenClaims, UnreadableToken, CXONE_ISSUER,
+};
 pub use error::{CxoneError, IC_STATUS_DESCRIPTION};
 pub use extraction::{
     DataExtraction, ExtractionJob, ExtractionResult, ExtractionStatus, FinishedExtraction,

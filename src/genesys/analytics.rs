@@ -99,7 +99,11 @@ impl<T: Transport> AnalyticsJobs<T> {
         Ok(submitted.job_id)
     }
 
-    /// Submit a query; the job id.
+    /// Submit a query; the job id. The submission is never declared
+    /// idempotent (a duplicate job costs quota and load): it is retried
+    /// only on proof that it was not processed (a 429, a 503 with
+    /// `Retry-After`, a connection never made, a refusal by the crate's own
+    /// layers).
     pub async fn submit<Q: Serialize + ?Sized>(&self, query: &Q) -> Result<String, BoxError> {
         let request = self.submit_request(query)?;
         self.submit_with(request, false).await

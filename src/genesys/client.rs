@@ -1,6 +1,8 @@
 //! The Genesys Cloud client, data actions and entity listings.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -14,6 +16,7 @@ use super::error::{BusinessRule, GenesysError};
 use super::Region;
 use crate::body::Body;
 use crate::error::BoxError;
+use crate::retry::RetryOverride;
 pub(crate) use crate::vendor::parse;
 use crate::vendor::{
     check_id, check_replay, json_request, resolve_link, ClientCore, Decoder, InvalidUrl,
@@ -31,9 +34,18 @@ use crate::vendor::{
 /// endpoint failed inside a 400, a business error inside a 200), with the
 /// crate's [`RetryLayer`](crate::retry::RetryLayer) classified by [`RetryRules`]. Every client attempt
 /// of one call carries the same `Idempotency-Key`.
+///
+/// Genesys Cloud does not honour `Idempotency-Key`, so a POST is repeated
+/// only when the retry layers' rule allows it: on proof that it was not
+/// processed, or when the caller declared it idempotent. Data actions are
+/// not idempotent unless declared so, per action
+/// ([`idempotent_action`](Self::idempotent_action), for lookups) or per
+/// call ([`DataActions::idempotent`]); analytics job submissions never are
+/// (a duplicate job costs quota and load).
 #[derive(Clone)]
 pub struct GenesysClient<T> {
     pub(crate) core: ClientCore<T>,
+    pub(crate) idempotent_actions: Arc<HashSet<String>>,
 }
 
 impl<T: Transport> GenesysClient<T> {
@@ -43,11 +55,33 @@ impl<T: Transport> GenesysClient<T> {
     }
 
     /// A client for an explicit API base URL (`https://api.mypurecloud.ie`,
-    /// or a mock's `http://127.0.0.1:PORT`).
+    /// or a mock's `http://127.0.0.1:PORT`). Its own retries (3 attempts,
+    /// backoff from 1 s) share the Genesys deadline,
+    /// [`GENESYS_DEADLINE`](crate::stack::GENESYS_DEADLINE), so that a call
+    /// whose stack waited out a long `Retry-After` can still be retried;
+    /// [`retry`](Self::retry) changes them.
     pub fn with_base_url(transport: T, base_url: impl Into<String>) -> Self {
+        let mut core = ClientCore::new(transport, &base_url.into(), RetryRules::genesys());
+        core.retry = core.retry.deadline(crate::stack::GENESYS_DEADLINE);
         Self {
-            core: ClientCore::new(transport, &base_url.into(), RetryRules::genesys()),
+            core,
+            idempotent_actions: Arc::default(),
         }
+    }
+
+    /// Declare that executing `action_id` may be repeated safely (a lookup,
+    /// or an action whose backend dedupes): its executions are marked
+    /// idempotent with [`RetryOverride`], so the retry layers may retry
+    /// them after any retryable failure. Call once per action; other
+    /// actions are not idempotent.
+    pub fn idempotent_action(mut self, action_id: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.idempotent_actions).insert(action_id.into());
+        self
+    }
+
+    /// Whether `action_id` was declared idempotent.
+    pub fn is_idempotent_action(&self, action_id: &str) -> bool {
+        self.idempotent_actions.contains(action_id)
     }
 
     crate::vendor::shared_client_settings!(rules: "genesys", jobs: "analytics jobs");
@@ -61,6 +95,7 @@ impl<T: Transport> GenesysClient<T> {
     pub fn data_actions(&self) -> DataActions<T> {
         DataActions {
             client: self.clone(),
+            idempotent: None,
         }
     }
 
@@ -145,6 +180,7 @@ impl<T> fmt::Debug for GenesysClient<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut f = f.debug_struct("GenesysClient");
         self.core.debug_fields(&mut f);
+        f.field("idempotent_actions", &self.idempotent_actions);
         f.finish_non_exhaustive()
     }
 }
@@ -225,9 +261,47 @@ fn with_page_number(url: &str, page: u64) -> String {
 #[derive(Debug, Clone)]
 pub struct DataActions<T> {
     client: GenesysClient<T>,
+    idempotent: Option<bool>,
 }
 
 impl<T: Transport> DataActions<T> {
+    /// Declare whether the calls made through this handle may be repeated
+    /// safely, whatever the per-action setting
+    /// ([`GenesysClient::idempotent_action`]). Default: the per-action
+    /// setting, and an action not declared there is not idempotent.
+    ///
+    /// ```no_run
+    /// # use serde_json::{json, Value};
+    /// # async fn run(genesys: tower_cx::genesys::GenesysClient<tower_cx::stack::CxService>)
+    /// # -> Result<(), tower_cx::error::BoxError> {
+    /// // a read-only lookup, safe to send twice
+    /// let customer: Value = genesys
+    ///     .data_actions()
+    ///     .idempotent(true)
+    ///     .execute("lookup-customer", &json!({"phone": "+3312345678"}))
+    ///     .await?;
+    /// # let _ = customer;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
+        self
+    }
+
+    /// Mark `request` idempotent when this call or its action is declared
+    /// so (the retry layers read the [`RetryOverride`]).
+    fn declare(&self, action_id: &str, request: &mut Request<Body>) {
+        let declared = self
+            .idempotent
+            .unwrap_or_else(|| self.client.is_idempotent_action(action_id));
+        if declared {
+            request
+                .extensions_mut()
+                .insert(RetryOverride::new().idempotent(true));
+        }
+    }
+
     fn request<I: Serialize + ?Sized>(
         &self,
         action_id: &str,
@@ -244,13 +318,17 @@ impl<T: Transport> DataActions<T> {
 
     /// Execute the action with `input`; its output, typed. Errors: a
     /// [`GenesysError`] (the platform's, or a business error), after the
-    /// client's retries; failures are dead-lettered.
+    /// client's retries; failures are dead-lettered. Unless declared
+    /// idempotent ([`idempotent`](Self::idempotent),
+    /// [`GenesysClient::idempotent_action`]) the execution is retried only
+    /// on proof that it was not processed.
     pub async fn execute<I, O>(&self, action_id: &str, input: &I) -> Result<O, BoxError>
     where
         I: Serialize + ?Sized,
         O: DeserializeOwned,
     {
-        let request = self.request(action_id, "execute", input)?;
+        let mut request = self.request(action_id, "execute", input)?;
+        self.declare(action_id, &mut request);
         let response = self.client.call(request, true, true).await?;
         parse(response, "the data action's output")
     }
@@ -268,9 +346,19 @@ impl<T: Transport> DataActions<T> {
 
     /// Send a dead letter's request again (same body, same
     /// `Idempotency-Key`) through the client's retries. The request must
-    /// target this client's API host.
+    /// target this client's API host. It is idempotent when this handle
+    /// says so ([`idempotent`](Self::idempotent)) or its action was
+    /// declared so.
     pub async fn replay<O: DeserializeOwned>(&self, request: Request<Body>) -> Result<O, BoxError> {
-        let request = self.client.check_replay(request)?;
+        let mut request = self.client.check_replay(request)?;
+        let action = request
+            .uri()
+            .path()
+            .strip_prefix("/api/v2/integrations/actions/")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_owned();
+        self.declare(&action, &mut request);
         let response = self.client.call(request, true, true).await?;
         parse(response, "the data action's output")
     }

@@ -176,16 +176,55 @@ impl GenesysError {
         }
     }
 
-    /// The status of the remote endpoint (the first nested error's status).
+    /// Whether this is a data action's remote endpoint failure
+    /// (`details[].errorCode` `ACTION.REMOTE_ENDPOINT`).
+    pub fn is_remote_endpoint(&self) -> bool {
+        self.detail_codes()
+            .any(|c| c.eq_ignore_ascii_case("ACTION.REMOTE_ENDPOINT"))
+    }
+
+    /// Whether this nested error is Genesys' generic wrapper (code
+    /// `INTERNAL_SERVER_ERROR`), whose status is Genesys', not the remote's.
+    fn is_internal_wrapper(&self) -> bool {
+        self.code
+            .as_deref()
+            .is_some_and(|c| c.eq_ignore_ascii_case("INTERNAL_SERVER_ERROR"))
+    }
+
+    /// The status the remote endpoint answered, in either shape Genesys
+    /// Cloud publishes:
+    ///
+    /// - an outer 400 with a nested error: the nested error's status;
+    /// - an outer 500 `internal.server.error` with a nested
+    ///   `INTERNAL_SERVER_ERROR` (status 500, Genesys' own): the status
+    ///   named in the nested message text (`status code 503`, `status:
+    ///   404`), or `None` when the text names none.
+    ///
+    /// Without nested errors, a status named in this error's message text.
     pub fn remote_status(&self) -> Option<StatusCode> {
-        self.errors.first().map(|e| e.status)
+        match self.errors.first() {
+            Some(nested) if !nested.is_internal_wrapper() => Some(nested.status),
+            _ => self
+                .errors
+                .iter()
+                .map(|e| e.message.as_str())
+                .chain([self.message.as_str()])
+                .find_map(status_in_text),
+        }
     }
 
     /// Whether the failure was the remote side's: the remote endpoint
-    /// answered 5xx, 408 or 429 (or, without nested errors, this error's
-    /// own status is one of those).
+    /// answered 5xx, 408 or 429. For a data action failure
+    /// ([`is_remote_endpoint`](Self::is_remote_endpoint)) whose remote
+    /// status is unknown this is `false`: an outer 500 says nothing about
+    /// the remote. Any other error without a remote status falls back to its
+    /// own status.
     pub fn remote_failed(&self) -> bool {
-        let status = self.remote_status().unwrap_or(self.status);
+        let status = match self.remote_status() {
+            Some(status) => status,
+            None if self.is_remote_endpoint() => return false,
+            None => self.status,
+        };
         status.is_server_error() || matches!(status.as_u16(), 408 | 429)
     }
 
@@ -203,6 +242,22 @@ impl GenesysError {
     pub fn output(&self) -> Option<&Value> {
         self.business.as_deref()
     }
+}
+
+/// A status code named in free text: `status 503`, `status code: 404`,
+/// `"status":502`, `statusCode=429` (three digits, 100 to 599).
+fn status_in_text(text: &str) -> Option<StatusCode> {
+    let lower = text.to_ascii_lowercase();
+    lower.match_indices("status").find_map(|(at, word)| {
+        let rest = lower[at + word.len()..].trim_start_matches([' ', '_']);
+        let rest = rest.strip_prefix("code").unwrap_or(rest);
+        let rest = rest.trim_start_matches([' ', ':', '=', '"', '\'']);
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let code: u16 = (digits.len() == 3).then(|| digits.parse().ok())??;
+        (100..600)
+            .contains(&code)
+            .then(|| StatusCode::from_u16(code).ok())?
+    })
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -328,6 +383,81 @@ mod tests {
         assert_eq!(err.correlation_id(), Some("corr-9"));
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
         assert!(err.remote_failed());
+    }
+
+    #[test]
+    fn status_codes_are_found_in_message_text() {
+        for (text, status) in [
+            (
+                "Response from web service: status code 503 [ctx]",
+                Some(503),
+            ),
+            ("status: 404", Some(404)),
+            (r#"{"statusCode":429}"#, Some(429)),
+            ("errorMessage:status:400,success:false", Some(400)),
+            (r#"{"status":"success"}"#, None),
+            ("status 5000", None),
+            ("status 099", None),
+            ("no status here", None),
+        ] {
+            assert_eq!(status_in_text(text).map(|s| s.as_u16()), status, "{text}");
+        }
+    }
+
+    fn data_action(outer: u16, body: serde_json::Value) -> GenesysError {
+        GenesysError::from_body(
+            StatusCode::from_u16(outer).unwrap(),
+            &HeaderMap::new(),
+            body.to_string().as_bytes(),
+        )
+    }
+
+    #[test]
+    fn the_outer_400_shape_takes_the_nested_status() {
+        for (remote, failed) in [(503, true), (429, true), (404, false), (401, false)] {
+            let err = data_action(
+                400,
+                serde_json::json!({
+                    "message": "REST call for action execute failed.", "code": "bad.request",
+                    "status": 400, "details": [{"errorCode": "ACTION.REMOTE_ENDPOINT"}],
+                    "errors": [{"message": "Request to backend service failed.",
+                        "code": "REMOTE_ERROR", "status": remote}]
+                }),
+            );
+            assert!(err.is_remote_endpoint());
+            assert_eq!(err.remote_status().map(|s| s.as_u16()), Some(remote));
+            assert_eq!(err.remote_failed(), failed, "remote {remote}");
+        }
+    }
+
+    #[test]
+    fn the_outer_500_shape_reads_the_remote_status_from_the_text_only() {
+        let shape = |text: &str| {
+            data_action(
+                500,
+                serde_json::json!({
+                    "message": "Internal Server Error", "code": "internal.server.error",
+                    "status": 500, "messageParams": {}, "contextId": "c",
+                    "details": [{"errorCode": "ACTION.REMOTE_ENDPOINT"}],
+                    "errors": [{"message": text, "code": "INTERNAL_SERVER_ERROR",
+                        "status": 500, "details": [], "errors": []}]
+                }),
+            )
+        };
+        let err = shape(
+            "REST call for action execute failed. Response from web service: status code 404",
+        );
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(err.remote_status(), Some(StatusCode::NOT_FOUND));
+        assert!(!err.remote_failed(), "a remote 404 inside an outer 500");
+        let err = shape("Request to backend service failed. status code 503");
+        assert_eq!(err.remote_status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(err.remote_failed());
+        // the nested 500 is Genesys' wrapper, not the remote's answer
+        let err = shape("Invoked function failed. Function execution failed");
+        assert_eq!(err.remote_status(), None);
+        assert!(!err.remote_failed(), "unknown is not a remote failure");
+        assert!(!err.to_string().contains("remote 500"));
     }
 
     #[test]

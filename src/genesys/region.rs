@@ -48,6 +48,12 @@ pub enum Region {
     ApNortheast3,
     /// Asia Pacific (Sydney), `mypurecloud.com.au`.
     ApSoutheast2,
+    /// Asia Pacific (Jakarta), `apse1.pure.cloud`.
+    ApSoutheast1,
+    /// Americas (Mexico), `mxc1.pure.cloud`.
+    MxCentral1,
+    /// EU sovereign cloud (Germany), `edee1.eusc-pure.cloud`.
+    EuscDeEast1,
     /// Explicit base URLs, for a mock server or a region this list lacks.
     Custom {
         /// API base URL, e.g. `http://127.0.0.1:8080`.
@@ -73,10 +79,17 @@ const TABLE: &[(Region, &str, &str)] = &[
     (Region::ApNortheast2, "ap-northeast-2", "apne2.pure.cloud"),
     (Region::ApNortheast3, "ap-northeast-3", "apne3.pure.cloud"),
     (Region::ApSoutheast2, "ap-southeast-2", "mypurecloud.com.au"),
+    (Region::ApSoutheast1, "ap-southeast-1", "apse1.pure.cloud"),
+    (Region::MxCentral1, "mx-central-1", "mxc1.pure.cloud"),
+    (
+        Region::EuscDeEast1,
+        "eusc-de-east-1",
+        "edee1.eusc-pure.cloud",
+    ),
 ];
 
 impl Region {
-    /// Every public region.
+    /// Every public region (18).
     pub fn all() -> impl Iterator<Item = Region> {
         TABLE.iter().map(|(region, _, _)| region.clone())
     }
@@ -162,7 +175,7 @@ mod tests {
 
     #[test]
     fn every_region_round_trips_by_name_and_domain() {
-        assert_eq!(Region::all().count(), 15);
+        assert_eq!(Region::all().count(), 18);
         for region in Region::all() {
             assert_eq!(region.name().unwrap().parse::<Region>().unwrap(), region);
             assert_eq!(region.domain().unwrap().parse::<Region>().unwrap(), region);
@@ -173,6 +186,34 @@ mod tests {
         assert_eq!(
             Region::UsEast2.api_base(),
             "https://api.use2.us-gov-pure.cloud"
+        );
+    }
+
+    #[test]
+    fn the_newer_regions_and_the_eu_sovereign_cloud_parse() {
+        for (name, domain, region) in [
+            ("mx-central-1", "mxc1.pure.cloud", Region::MxCentral1),
+            ("ap-southeast-1", "apse1.pure.cloud", Region::ApSoutheast1),
+            (
+                "eusc-de-east-1",
+                "edee1.eusc-pure.cloud",
+                Region::EuscDeEast1,
+            ),
+        ] {
+            assert_eq!(name.parse::<Region>().unwrap(), region);
+            assert_eq!(domain.parse::<Region>().unwrap(), region);
+            assert_eq!(format!("api.{domain}").parse::<Region>().unwrap(), region);
+            assert_eq!(region.api_base(), format!("https://api.{domain}"));
+            assert_eq!(
+                region.token_url(),
+                format!("https://login.{domain}/oauth/token")
+            );
+        }
+        assert_eq!(
+            "https://login.edee1.eusc-pure.cloud"
+                .parse::<Region>()
+                .unwrap(),
+            Region::EuscDeEast1
         );
     }
 

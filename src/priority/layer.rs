@@ -71,6 +71,29 @@ impl PriorityLimitLayer {
         })
     }
 
+    /// Learn the rate from the server: when a response carries
+    /// `inin-ratelimit-allowed: N` (Genesys Cloud's per-token allowance,
+    /// 300 by default but changeable per organisation), smooth
+    /// [`pacing`](Self::pacing) becomes `N` requests per window. The window
+    /// is the one the headers imply: the longest `inin-ratelimit-reset`
+    /// seen (the seconds left in the current window), at most `window`
+    /// (Genesys: 60 s, the window its per-token limits count in). The
+    /// configured rate applies until the first such response. No effect
+    /// without smooth pacing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_cx::priority::PriorityLimitLayer;
+    ///
+    /// let layer = PriorityLimitLayer::new(16)
+    ///     .pacing(300, Duration::from_secs(60))
+    ///     .learn_pacing(Duration::from_secs(60));
+    /// assert_eq!(layer.handle().pacing_interval(), Some(Duration::from_millis(200)));
+    /// ```
+    pub fn learn_pacing(self, window: Duration) -> Self {
+        self.with(|c| c.learn_pacing = (!window.is_zero()).then_some(window))
+    }
+
     /// Send at most `requests` in any `per` (a sliding window), each as soon
     /// as that allows: a whole allowance may go at once.
     ///

@@ -65,6 +65,8 @@ pub(crate) struct Config {
     pub(crate) pacer: Option<Arc<dyn Pacer>>,
     /// Where gate closures are shared with other limiters.
     pub(crate) gate_share: Option<Arc<dyn PauseShare>>,
+    /// Re-pace smooth pacing to `inin-ratelimit-allowed` per this window.
+    pub(crate) learn_pacing: Option<Duration>,
 }
 
 impl Config {
@@ -81,6 +83,7 @@ impl Config {
             on_event: None,
             pacer: None,
             gate_share: None,
+            learn_pacing: None,
         }
     }
 }
@@ -169,6 +172,12 @@ struct State {
     /// Window pacing: the times of the dispatches in the current window,
     /// oldest first (at most `requests` of them).
     pacing_log: VecDeque<Instant>,
+    /// Smooth pacing's interval learned from `inin-ratelimit-allowed`
+    /// (replaces the configured one).
+    learned_interval: Option<Duration>,
+    /// The longest `inin-ratelimit-reset` seen: the window the headers
+    /// imply (at most the configured one).
+    learned_window: Option<Duration>,
     /// A timer task is armed to dispatch at this instant.
     timer_at: Option<Instant>,
     /// Wakers and events to deliver once the lock is released.
@@ -214,6 +223,8 @@ impl Limiter {
                 gate_until: None,
                 pacing_tat: None,
                 pacing_log: VecDeque::new(),
+                learned_interval: None,
+                learned_window: None,
                 timer_at: None,
                 wake: Wakeups::default(),
                 events: Vec::new(),
@@ -368,11 +379,46 @@ impl Limiter {
         }
     }
 
+    /// Pace to `allowed` requests per window (see
+    /// [`PriorityLimitLayer::learn_pacing`](super::PriorityLimitLayer::learn_pacing)):
+    /// the window is the longest `reset` seen, at most the configured one;
+    /// smooth pacing's interval becomes `window / allowed`. No effect
+    /// without learning, without smooth pacing, or for `allowed == 0`.
+    pub(crate) fn learn_allowed(&self, allowed: u32, reset: Option<Duration>) {
+        let (Some(window), Some(Pacing::Smooth { .. })) =
+            (self.config.learn_pacing, self.config.pacing)
+        else {
+            return;
+        };
+        if allowed == 0 {
+            return;
+        }
+        let mut state = self.lock();
+        let seen = match (state.learned_window, reset) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let window = seen.map_or(window, |seen| seen.min(window));
+        state.learned_window = seen;
+        state.learned_interval = Some(window / allowed);
+    }
+
+    /// The smooth pacing interval in force (learned, else configured).
+    pub(crate) fn pacing_interval(&self) -> Option<Duration> {
+        match self.config.pacing {
+            Some(Pacing::Smooth { interval, .. }) => {
+                Some(self.lock().learned_interval.unwrap_or(interval))
+            }
+            _ => None,
+        }
+    }
+
     /// Whether pacing lets a dispatch through at `now`; takes it if so.
     fn take_pacing(&self, state: &mut State, now: Instant) -> bool {
         match self.config.pacing {
             None => true,
             Some(Pacing::Smooth { interval, burst }) => {
+                let interval = state.learned_interval.unwrap_or(interval);
                 let tat = state.pacing_tat.unwrap_or(now).max(now);
                 let tolerance = interval.saturating_mul(burst.saturating_sub(1));
                 if tat.saturating_duration_since(now) > tolerance {
@@ -404,6 +450,7 @@ impl Limiter {
     fn pacing_ready_at(&self, state: &State, now: Instant) -> Instant {
         let at = match self.config.pacing {
             Some(Pacing::Smooth { interval, burst }) => state.pacing_tat.map(|tat| {
+                let interval = state.learned_interval.unwrap_or(interval);
                 let tolerance = interval.saturating_mul(burst.saturating_sub(1));
                 tat.checked_sub(tolerance).unwrap_or(now)
             }),
@@ -826,6 +873,14 @@ pub struct PriorityLimitHandle {
 }
 
 impl PriorityLimitHandle {
+    /// The interval between dispatches that smooth pacing keeps now: the
+    /// one learned from `inin-ratelimit-allowed` (see
+    /// [`learn_pacing`](super::PriorityLimitLayer::learn_pacing)), else the
+    /// configured one; `None` without smooth pacing.
+    pub fn pacing_interval(&self) -> Option<Duration> {
+        self.limiter.pacing_interval()
+    }
+
     /// In-flight requests, free permits, queue lengths, gate.
     pub fn status(&self) -> LimiterStatus {
         self.limiter.snapshot()
