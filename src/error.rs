@@ -449,12 +449,25 @@ impl fmt::Display for UnknownCause {
 ///      the request may have been applied, check before sending it again"
 /// );
 /// ```
-#[derive(Debug)]
 pub struct OutcomeUnknown {
     attempt: u32,
     cause: UnknownCause,
     headers: http::HeaderMap,
+    /// The response that made the outcome unknown, body unread, until a
+    /// caller takes it ([`take_response`](Self::take_response)).
+    response: std::sync::Mutex<Option<Box<dyn std::any::Any + Send>>>,
     source: Option<BoxError>,
+}
+
+impl fmt::Debug for OutcomeUnknown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutcomeUnknown")
+            .field("attempt", &self.attempt)
+            .field("cause", &self.cause)
+            .field("headers", &self.headers)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OutcomeUnknown {
@@ -465,6 +478,7 @@ impl OutcomeUnknown {
             attempt,
             cause,
             headers: http::HeaderMap::new(),
+            response: std::sync::Mutex::new(None),
             source: None,
         }
     }
@@ -473,6 +487,42 @@ impl OutcomeUnknown {
     pub fn with_headers(mut self, headers: http::HeaderMap) -> Self {
         self.headers = headers;
         self
+    }
+
+    /// Keep the response that made the outcome unknown, body unread, for a
+    /// caller to [`take`](Self::take_response) (its headers are also kept
+    /// apart, for [`headers`](Self::headers)).
+    pub fn with_response<B: Send + 'static>(mut self, response: http::Response<B>) -> Self {
+        self.headers = response.headers().clone();
+        self.response = std::sync::Mutex::new(Some(Box::new(response)));
+        self
+    }
+
+    /// Take the response that made the outcome unknown, with its body
+    /// unread, if there was one and its body type is `B`. Only the first
+    /// call gets it.
+    ///
+    /// ```
+    /// use http::{Response, StatusCode};
+    /// use tower_cx::error::{OutcomeUnknown, UnknownCause};
+    ///
+    /// let response = Response::builder().status(500).body("partial".to_owned()).unwrap();
+    /// let unknown = OutcomeUnknown::new(1, UnknownCause::Status(StatusCode::INTERNAL_SERVER_ERROR))
+    ///     .with_response(response);
+    /// assert!(unknown.take_response::<()>().is_none(), "another body type");
+    /// let response = unknown.take_response::<String>().expect("kept");
+    /// assert_eq!(response.body(), "partial");
+    /// assert!(unknown.take_response::<String>().is_none(), "taken once");
+    /// ```
+    pub fn take_response<B: 'static>(&self) -> Option<http::Response<B>> {
+        let mut slot = self.response.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.take()?.downcast::<http::Response<B>>() {
+            Ok(response) => Some(*response),
+            Err(other) => {
+                *slot = Some(other);
+                None
+            }
+        }
     }
 
     /// Keep the error that made the outcome unknown (its `source()`).

@@ -524,6 +524,10 @@ impl Classify for RetryRules {
     }
 
     fn classify_error(&self, error: &(dyn StdError + 'static)) -> Class {
+        if crate::error::OutcomeUnknown::find(error).is_some() {
+            // a retry layer inside the transport gave up on an unknown outcome
+            return Class::Fatal(FailureKind::OutcomeUnknown);
+        }
         let mut current = Some(error);
         while let Some(err) = current {
             if let Some(genesys) = err.downcast_ref::<GenesysError>() {
@@ -616,7 +620,12 @@ where
         let limits = self.limits;
         let decoder = self.decoder.clone();
         Box::pin(async move {
-            let response = sending.await?;
+            let response = match sending.await {
+                Ok(response) => response,
+                Err(error) => {
+                    return Err(vendor_unknown::<T::ResBody>(error, limits, &decoder).await)
+                }
+            };
             let (parts, body) = response.into_parts();
             let limit = if parts.status.is_success() {
                 limits.results
@@ -628,6 +637,32 @@ where
             Ok(Response::from_parts(parts, decoded))
         })
     }
+}
+
+/// An [`OutcomeUnknown`](crate::error::OutcomeUnknown) from a retry layer
+/// inside the transport keeps the vendor's answer unread: read it into the
+/// vendor's typed error, kept as the unknown outcome's source, so that
+/// nothing the vendor said is lost. Any other error passes through.
+async fn vendor_unknown<B>(error: BoxError, limits: BodyLimits, decoder: &Decoder) -> BoxError
+where
+    B: http_body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
+{
+    let unknown = match error.downcast::<crate::error::OutcomeUnknown>() {
+        Ok(unknown) => unknown,
+        Err(other) => return other,
+    };
+    let Some(response) = unknown.take_response::<B>() else {
+        return unknown;
+    };
+    let (parts, body) = response.into_parts();
+    let vendor = match read_limited(parts.status, body, limits.errors).await {
+        Ok(bytes) => match decoder(parts.status, &parts.headers, bytes) {
+            Err(vendor) => vendor,
+            Ok(_) => return unknown,
+        },
+        Err(read) => read,
+    };
+    Box::new((*unknown).with_source(vendor))
 }
 
 /// What every typed vendor client holds, and its one way to send: the

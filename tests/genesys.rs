@@ -51,8 +51,10 @@ fn with_letters(client: GenesysClient<CxService>) -> (GenesysClient<CxService>, 
     (client, letters)
 }
 
+/// The vendor's typed error, itself or as the source of an
+/// [`OutcomeUnknown`](tower_cx::error::OutcomeUnknown).
 fn genesys_error(err: &tower_cx::error::BoxError) -> &GenesysError {
-    err.downcast_ref::<GenesysError>()
+    tower_cx::error::find::<GenesysError>(err.as_ref())
         .unwrap_or_else(|| panic!("not a GenesysError: {err:?}"))
 }
 
@@ -256,6 +258,9 @@ async fn error_shapes_are_typed() {
         (e.status().as_u16(), e.message()),
         (502, "<html>Bad Gateway</html>")
     );
+    // a 502 to an action not declared idempotent: it may have run
+    let unknown = tower_cx::error::OutcomeUnknown::find(err.as_ref()).expect("unknown outcome");
+    assert_eq!(unknown.attempt(), 1);
 
     mock.fault(
         Some(EXECUTE),
@@ -400,6 +405,7 @@ async fn one_dead_letter_per_failed_action_when_the_audit_layer_shares_the_sink(
         .build();
     let genesys = GenesysClient::new(stack, &mock.genesys_region())
         .retry(fast().max_attempts(3))
+        .idempotent_action("lookup")
         .dead_letters(dead_letter_fn(move |l| sink(l)));
     mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(503), 3);
     genesys
@@ -674,4 +680,51 @@ async fn the_genesys_preset_paces_to_inin_ratelimit_allowed() {
     let counters = mock.counters();
     assert_eq!(counters.requests["/api/v2/users"], 6, "no 429, no retry");
     assert_eq!(counters.retry_after_violations, 0);
+}
+
+/// The side-effect rule through the typed client: an action not declared
+/// idempotent, applied by the API and then answered 500, is sent once, ends
+/// in `OutcomeUnknown`, and is dead-lettered with that reason.
+#[tokio::test]
+async fn an_action_applied_then_answered_500_is_sent_once_and_dead_lettered_as_unknown() {
+    let mock = MockServer::start().await.unwrap();
+    let (genesys, letters) = with_letters(
+        GenesysClient::new(stack(&mock, 4), &mock.genesys_region()).retry(fast().max_attempts(3)),
+    );
+    mock.fault(
+        Some("/api/v2/integrations/actions/create-case/execute"),
+        Fault::ApplyThenStatus(500),
+        1,
+    );
+    let err = genesys
+        .data_actions()
+        .execute::<_, Value>("create-case", &json!({"requestId": "case-1"}))
+        .await
+        .unwrap_err();
+    let unknown = tower_cx::error::OutcomeUnknown::find(err.as_ref()).expect("typed");
+    assert_eq!(unknown.attempt(), 1);
+    assert_eq!(genesys_error(&err).status().as_u16(), 500);
+    assert_eq!(mock.applied("case-1"), 1, "applied once, never sent again");
+    assert_eq!(mock.duplicate_applications(), 0);
+    let letters = letters.lock().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].error_code, "outcome_unknown");
+    assert_eq!(letters[0].last_status, Some(500));
+    assert_eq!(letters[0].attempts, 1);
+
+    // the same action declared idempotent for this call is retried
+    drop(letters);
+    mock.fault(
+        Some("/api/v2/integrations/actions/create-case/execute"),
+        Fault::Status(500),
+        1,
+    );
+    let out: Value = genesys
+        .data_actions()
+        .idempotent(true)
+        .execute("create-case", &json!({"requestId": "case-2"}))
+        .await
+        .unwrap();
+    assert!(out.is_object());
+    assert_eq!(mock.applied("case-2"), 1);
 }

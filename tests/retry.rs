@@ -647,6 +647,8 @@ async fn a_post_answered_500_is_sent_once_and_its_outcome_is_unknown() {
     );
     assert_eq!(unknown.status(), Some(StatusCode::INTERNAL_SERVER_ERROR));
     assert_eq!(unknown.headers()["x-request-id"], "r-1", "headers kept");
+    let response = unknown.take_response::<()>().expect("the response is kept");
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(upstream.arrivals(), [ms(0)], "never sent again");
     assert_eq!(gave_up(&events), [GiveUpReason::OutcomeUnknown]);
 }

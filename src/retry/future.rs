@@ -75,6 +75,7 @@ where
     S: Service<Request<B>, Response = Response<ResB>> + Clone,
     S::Error: Into<BoxError>,
     B: ReplayBody,
+    ResB: Send + 'static,
 {
     type Output = Result<Response<ResB>, BoxError>;
 
@@ -240,10 +241,10 @@ where
     }
 }
 
-/// The [`OutcomeUnknown`] that replaces an attempt's outcome: a response's
-/// status and headers are kept (its body is dropped), an error becomes its
+/// The [`OutcomeUnknown`] that replaces an attempt's outcome: a response is
+/// kept whole, body unread, for the caller to take; an error becomes its
 /// source.
-fn outcome_unknown<B>(
+fn outcome_unknown<B: Send + 'static>(
     attempt: u32,
     kind: FailureKind,
     result: Result<Response<B>, BoxError>,
@@ -256,7 +257,7 @@ fn outcome_unknown<B>(
     };
     let unknown = OutcomeUnknown::new(attempt, cause);
     match result {
-        Ok(response) => unknown.with_headers(response.into_parts().0.headers),
+        Ok(response) => unknown.with_response(response),
         Err(error) => unknown.with_source(error),
     }
 }
