@@ -2,12 +2,16 @@
 //! mock, with the faults contact-center integrations meet in production.
 //!
 //! The mock issues short-lived tokens (8 s, so one expires mid-run), limits
-//! each token to 120 requests per 10 s, and is scripted to answer some
-//! requests with 503s, 429s carrying `Retry-After`, connection resets and
-//! data-action errors. About 200 requests of mixed priority go through
-//! Audit -> Retry -> CircuitBreaker -> PriorityLimit (+ rate gate) -> Bearer
-//! -> Timeout -> hyper, and a summary shows what happened, including the
-//! mock's own count of rule violations (it must be zero).
+//! each token to 120 requests per 10 s (and says so in Genesys'
+//! `inin-ratelimit-*` headers), ignores `Idempotency-Key` as Genesys does,
+//! and is scripted to answer some requests with 503s, 429s carrying
+//! `Retry-After`, connection resets, data-action errors, and data actions
+//! that run and then answer 500. 200 requests of mixed priority (a fifth of
+//! them data actions with side effects) go through `Stack::genesys`: Audit
+//! -> Retry -> CircuitBreaker -> PriorityLimit (+ rate gate, pacing learned
+//! from the headers) -> Bearer -> Timeout -> hyper. A summary shows what
+//! happened, including the mock's own count of rule violations and of
+//! operations applied twice (both must be zero).
 //!
 //! Run: `cargo run --example quickstart` (no credentials, no network).
 
@@ -17,14 +21,11 @@ use std::time::{Duration, Instant};
 
 use http::{Request, StatusCode};
 use tower::ServiceExt;
-use tower_cx::audit::{AuditLayer, NoopSink};
-use tower_cx::auth::{ClientCredentials, TokenCache};
 use tower_cx::backoff::{Backoff, Jitter};
 use tower_cx::body::Body;
-use tower_cx::error::BoxError;
+use tower_cx::error::{BoxError, OutcomeUnknown};
 use tower_cx::mock::{Fault, MockConfig, MockServer};
-use tower_cx::priority::{Priority, PriorityLimitLayer};
-use tower_cx::retry::RetryLayer;
+use tower_cx::priority::Priority;
 use tower_cx::stack::Stack;
 
 const REQUESTS: usize = 200;
@@ -49,24 +50,21 @@ async fn main() -> Result<(), BoxError> {
     );
     mock.fault(Some("/api/v2/integrations"), Fault::Status(502), 3);
 
+    // a data action that runs, then fails: it must not run twice
+    mock.fault(Some("/api/v2/integrations"), Fault::ApplyThenStatus(500), 2);
+
     let config = mock.config().clone();
-    let credentials = ClientCredentials::genesys(
+    let stack = Stack::genesys(
         &mock.genesys_region(),
         config.client_id,
         config.client_secret,
-    )?;
-    let stack = Stack::new()
-        .audit(AuditLayer::new(NoopSink))
-        .retry(
-            RetryLayer::new()
-                .max_attempts(4)
-                .deadline(Duration::from_secs(20))
-                .backoff(Backoff::exponential(Duration::from_millis(100)).jitter(Jitter::Full))
-                .auto_idempotency_key(true),
-        )
-        .limiter(PriorityLimitLayer::new(8).max_queue(REQUESTS))
-        .bearer(TokenCache::new(credentials))
-        .timeout(Duration::from_secs(5));
+    )?
+    .retry(
+        Stack::genesys_retry()
+            .max_attempts(4)
+            .backoff(Backoff::exponential(Duration::from_millis(100)).jitter(Jitter::Full)),
+    )
+    .timeout(Duration::from_secs(5));
     let handles = stack.handles();
     let client = stack.build();
 
@@ -87,7 +85,9 @@ async fn main() -> Result<(), BoxError> {
             let mut request = if i % 5 == 0 {
                 Request::post(format!("{base}/api/v2/integrations/actions/lookup/execute"))
                     .header("content-type", "application/json")
-                    .body(Body::from(format!("{{\"customer\":{i}}}")))?
+                    .body(Body::from(format!(
+                        "{{\"requestId\":\"quickstart-{i}\",\"customer\":{i}}}"
+                    )))?
             } else {
                 Request::get(format!("{base}/api/v2/users?pageNumber={}", 1 + i % 10))
                     .body(Body::empty())?
@@ -104,11 +104,15 @@ async fn main() -> Result<(), BoxError> {
             Ok::<_, BoxError>(status)
         }));
     }
-    let (mut ok, mut http_errors, mut errors) = (0, 0, 0);
+    let (mut ok, mut http_errors, mut errors, mut unknown) = (0, 0, 0, 0);
     for task in tasks {
         match task.await? {
             Ok(Ok(status)) if status == StatusCode::OK => ok += 1,
             Ok(Ok(_)) => http_errors += 1,
+            Ok(Err(error)) if OutcomeUnknown::find(error.as_ref()).is_some() => {
+                unknown += 1;
+                println!("  not retried: {error}");
+            }
             Ok(Err(error)) => {
                 errors += 1;
                 if errors <= 3 {
@@ -124,12 +128,16 @@ async fn main() -> Result<(), BoxError> {
 
     println!();
     println!("summary after {:.1} s", elapsed.as_secs_f64());
-    let rows: [(&str, String); 12] = [
+    let rows: [(&str, String); 14] = [
         ("requests", REQUESTS.to_string()),
         ("succeeded (200)", ok.to_string()),
         (
             "final HTTP errors",
             format!("{http_errors} (data-action errors are final)"),
+        ),
+        (
+            "outcome unknown",
+            format!("{unknown} (data actions that may have run: sent once, never again)"),
         ),
         ("errors", errors.to_string()),
         ("attempts sent", stats.attempts.to_string()),
@@ -148,13 +156,17 @@ async fn main() -> Result<(), BoxError> {
         (
             "mock-counted violations",
             format!(
-                "{} (Retry-After ignored: {}, expired tokens sent: {}, duplicate keys: {})",
-                mock_counts.retry_after_violations
-                    + mock_counts.expired_token_requests
-                    + mock_counts.duplicate_idempotency_keys,
+                "{} (Retry-After ignored: {}, expired tokens sent: {})",
+                mock_counts.retry_after_violations + mock_counts.expired_token_requests,
                 mock_counts.retry_after_violations,
                 mock_counts.expired_token_requests,
-                mock_counts.duplicate_idempotency_keys
+            ),
+        ),
+        (
+            "applied twice",
+            format!(
+                "{} of {} operations (counted by requestId; keys are ignored)",
+                mock_counts.duplicate_applications, mock_counts.operations_applied
             ),
         ),
     ];
