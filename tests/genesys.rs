@@ -706,14 +706,15 @@ async fn an_action_applied_then_answered_500_is_sent_once_and_dead_lettered_as_u
     assert_eq!(genesys_error(&err).status().as_u16(), 500);
     assert_eq!(mock.applied("case-1"), 1, "applied once, never sent again");
     assert_eq!(mock.duplicate_applications(), 0);
-    let letters = letters.lock().unwrap();
-    assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].error_code, "outcome_unknown");
-    assert_eq!(letters[0].last_status, Some(500));
-    assert_eq!(letters[0].attempts, 1);
+    {
+        let letters = letters.lock().unwrap();
+        assert_eq!(letters.len(), 1);
+        assert_eq!(letters[0].error_code, "outcome_unknown");
+        assert_eq!(letters[0].last_status, Some(500));
+        assert_eq!(letters[0].attempts, 1);
+    }
 
     // the same action declared idempotent for this call is retried
-    drop(letters);
     mock.fault(
         Some("/api/v2/integrations/actions/create-case/execute"),
         Fault::Status(500),
