@@ -287,50 +287,69 @@ pub struct StackHandles {
 /// Adds the crate's layers to [`ServiceBuilder`], in the style of
 /// tower-http's `ServiceBuilderExt`.
 ///
+/// The retry layer is added with [`with_retry`](Self::with_retry): tower's
+/// own `ServiceBuilder::retry` (a tower `Policy`) would win a method named
+/// `retry`.
+///
 /// ```
-/// use std::time::Duration;
-/// use tower::ServiceBuilder;
+/// use http::{Request, Response, StatusCode};
+/// use tower::{service_fn, BoxError, ServiceBuilder, ServiceExt};
 /// use tower_cx::audit::{AuditLayer, NoopSink};
+/// use tower_cx::body::Body;
 /// use tower_cx::breaker::CircuitBreakerLayer;
 /// use tower_cx::priority::PriorityLimitLayer;
 /// use tower_cx::retry::RetryLayer;
 /// use tower_cx::stack::ServiceBuilderExt;
 ///
-/// # let client = tower::service_fn(|_req: http::Request<tower_cx::body::Body>| async {
-/// #     Ok::<_, tower::BoxError>(http::Response::new(()))
-/// # });
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), BoxError> {
+/// let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+/// let counter = calls.clone();
+/// let flaky = service_fn(move |_req: Request<Body>| {
+///     let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+///     async move {
+///         let status = if n == 0 { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+///         Ok::<_, BoxError>(Response::builder().status(status).body(()).unwrap())
+///     }
+/// });
 /// let client = ServiceBuilder::new()
 ///     .audit(AuditLayer::new(NoopSink))
-///     .retry(RetryLayer::new())
+///     .with_retry(RetryLayer::new())
 ///     .circuit_breaker(CircuitBreakerLayer::new())
 ///     .priority_limit(PriorityLimitLayer::new(16))
-///     .service(client);
-/// # let _ = client;
+///     .service(flaky);
+/// let request = Request::get("http://127.0.0.1/x").body(Body::empty())?;
+/// let response = client.oneshot(request).await?;
+/// assert_eq!(response.status(), StatusCode::OK);
+/// assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2, "retried once");
+/// # Ok(())
+/// # }
 /// ```
 pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Add an [`AuditLayer`].
-    fn audit(self, layer: AuditLayer) -> ServiceBuilder<tower::layer::util::Stack<AuditLayer, L>>;
-    /// Add a [`RetryLayer`].
-    fn retry(self, layer: RetryLayer) -> ServiceBuilder<tower::layer::util::Stack<RetryLayer, L>>;
+    fn audit(self, layer: AuditLayer) -> ServiceBuilder<Stacked<AuditLayer, L>>;
+    /// Add a [`RetryLayer`] (not named `retry`: tower's
+    /// `ServiceBuilder::retry` takes a tower `Policy` and wins that name).
+    fn with_retry(self, layer: RetryLayer) -> ServiceBuilder<Stacked<RetryLayer, L>>;
     /// Add a [`CircuitBreakerLayer`].
     fn circuit_breaker(
         self,
         layer: CircuitBreakerLayer,
-    ) -> ServiceBuilder<tower::layer::util::Stack<CircuitBreakerLayer, L>>;
+    ) -> ServiceBuilder<Stacked<CircuitBreakerLayer, L>>;
     /// Add a [`PriorityLimitLayer`].
     fn priority_limit(
         self,
         layer: PriorityLimitLayer,
-    ) -> ServiceBuilder<tower::layer::util::Stack<PriorityLimitLayer, L>>;
+    ) -> ServiceBuilder<Stacked<PriorityLimitLayer, L>>;
     /// Add a [`BearerLayer`] over `tokens`, with its own 401 replay (under
-    /// a [`retry`](Self::retry) layer, add
+    /// a [`with_retry`](Self::with_retry) layer, add
     /// `BearerLayer::new(tokens).replay_on_401(false)` instead: the retry
     /// layer replays from the copy it keeps, one copy per request).
-    fn bearer(
-        self,
-        tokens: TokenCache,
-    ) -> ServiceBuilder<tower::layer::util::Stack<BearerLayer, L>>;
+    fn bearer(self, tokens: TokenCache) -> ServiceBuilder<Stacked<BearerLayer, L>>;
 }
+
+/// A [`ServiceBuilder`]'s layers with `Outer` added on top of `Inner`.
+pub type Stacked<Outer, Inner> = tower::layer::util::Stack<Outer, Inner>;
 
 mod sealed {
     pub trait Sealed {}
@@ -338,32 +357,29 @@ mod sealed {
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
-    fn audit(self, layer: AuditLayer) -> ServiceBuilder<tower::layer::util::Stack<AuditLayer, L>> {
+    fn audit(self, layer: AuditLayer) -> ServiceBuilder<Stacked<AuditLayer, L>> {
         self.layer(layer)
     }
 
-    fn retry(self, layer: RetryLayer) -> ServiceBuilder<tower::layer::util::Stack<RetryLayer, L>> {
+    fn with_retry(self, layer: RetryLayer) -> ServiceBuilder<Stacked<RetryLayer, L>> {
         self.layer(layer)
     }
 
     fn circuit_breaker(
         self,
         layer: CircuitBreakerLayer,
-    ) -> ServiceBuilder<tower::layer::util::Stack<CircuitBreakerLayer, L>> {
+    ) -> ServiceBuilder<Stacked<CircuitBreakerLayer, L>> {
         self.layer(layer)
     }
 
     fn priority_limit(
         self,
         layer: PriorityLimitLayer,
-    ) -> ServiceBuilder<tower::layer::util::Stack<PriorityLimitLayer, L>> {
+    ) -> ServiceBuilder<Stacked<PriorityLimitLayer, L>> {
         self.layer(layer)
     }
 
-    fn bearer(
-        self,
-        tokens: TokenCache,
-    ) -> ServiceBuilder<tower::layer::util::Stack<BearerLayer, L>> {
+    fn bearer(self, tokens: TokenCache) -> ServiceBuilder<Stacked<BearerLayer, L>> {
         self.layer(BearerLayer::new(tokens))
     }
 }

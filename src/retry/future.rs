@@ -4,13 +4,12 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
 
-use http::header::RETRY_AFTER;
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
 use tower::Service;
 
-use super::policy::{Attempts, Config, Decision};
+use super::policy::{Attempts, Config, Decision, Outcome};
 use crate::auth::TokenRejected;
 use crate::body::{try_clone_request, ReplayBody};
 use crate::classify::FailureKind;
@@ -112,31 +111,22 @@ where
                             token_replay.unwrap_or_else(|| {
                                 this.attempts.decide(
                                     config,
-                                    Some(response.status()),
-                                    Some(response.headers()),
+                                    &Outcome::Response(response.status(), response.headers()),
                                     class,
-                                    None,
-                                    response.headers().contains_key(RETRY_AFTER),
                                 )
                             })
                         }
                         Err(error) => {
                             let class = config.classifier.classify_error(error.as_ref());
-                            let server_wait = config.classifier.error_retry_after(error.as_ref());
-                            let hint = circuit_hint(error.as_ref()).or(server_wait.map(|delay| {
-                                ServerHint {
+                            let wait = circuit_hint(error.as_ref()).or_else(|| {
+                                let delay = config.classifier.error_retry_after(error.as_ref())?;
+                                Some(ServerHint {
                                     delay,
                                     source: HintSource::RetryAfter,
-                                }
-                            }));
-                            this.attempts.decide(
-                                config,
-                                None,
-                                None,
-                                class,
-                                hint,
-                                server_wait.is_some(),
-                            )
+                                })
+                            });
+                            this.attempts
+                                .decide(config, &Outcome::Error { wait }, class)
                         }
                     };
                     match decision {

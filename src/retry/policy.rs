@@ -191,6 +191,28 @@ pub(crate) enum Decision {
     Unknown(FailureKind),
 }
 
+/// What an attempt ended with, as the retry decision reads it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome<'a> {
+    /// A response: its status and headers.
+    Response(StatusCode, &'a HeaderMap),
+    /// An error, with the wait it announces, if any: a breaker's next
+    /// probe, or the `Retry-After` a vendor error kept.
+    Error { wait: Option<ServerHint> },
+}
+
+impl Outcome<'_> {
+    /// Whether the server said when to come back with `Retry-After` (a
+    /// response's header, or one a vendor error kept): a `503` with one
+    /// proves the request was not processed.
+    fn carries_retry_after(&self) -> bool {
+        match self {
+            Outcome::Response(_, headers) => headers.contains_key(http::header::RETRY_AFTER),
+            Outcome::Error { wait } => wait.is_some_and(|w| w.source == HintSource::RetryAfter),
+        }
+    }
+}
+
 /// Whether a request may be sent more than once, decided when it is called.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Safety {
@@ -386,18 +408,16 @@ impl Attempts {
     /// Decide what follows the attempt that just ended, publishing every
     /// step of the reasoning.
     ///
-    /// `retry_after` tells whether the failure carried a `Retry-After` (a
-    /// response's header, or a hint kept by a vendor error): a `503` with
-    /// one proves the request was not processed.
     pub(crate) fn decide(
         &mut self,
         config: &Config,
-        status: Option<StatusCode>,
-        headers: Option<&HeaderMap>,
+        outcome: &Outcome<'_>,
         class: Class,
-        error_hint: Option<ServerHint>,
-        retry_after: bool,
     ) -> Decision {
+        let (status, headers, error_hint) = match *outcome {
+            Outcome::Response(status, headers) => (Some(status), Some(headers), None),
+            Outcome::Error { wait } => (None, None, wait),
+        };
         // the happy path with nobody listening: nothing to report
         if class == Class::Success && !self.listened(config) {
             return Decision::Return;
@@ -426,7 +446,7 @@ impl Attempts {
         // does not prove it was left alone: nothing may be sent again, and
         // the caller is told the outcome is unknown (whatever attempts,
         // budget or deadline remain).
-        if !self.repeatable && !proves_not_processed(kind, retry_after) {
+        if !self.repeatable && !proves_not_processed(kind, outcome.carries_retry_after()) {
             emit(RetryEventKind::GaveUp(GiveUpReason::OutcomeUnknown));
             return Decision::Unknown(kind);
         }
