@@ -9,7 +9,8 @@ use pin_project_lite::pin_project;
 use tokio::time::{sleep, sleep_until, Instant, Sleep};
 use tower::Service;
 
-use super::policy::{Attempts, Config, Decision, Outcome};
+use super::config::Config;
+use super::policy::{Attempts, Decision, Outcome};
 use crate::auth::TokenRejected;
 use crate::body::{try_clone_request, ReplayBody};
 use crate::classify::FailureKind;

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use tower::Layer;
 
+use super::config::Config;
 use super::event::RetryEvent;
-use super::policy::Config;
 use super::{Retry, RetryBudget};
 use crate::backoff::{Backoff, SharedRng};
 use crate::classify::Classify;

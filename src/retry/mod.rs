@@ -114,15 +114,18 @@
 //! Per-request changes go in a [`RetryOverride`] request extension.
 
 mod budget;
+mod config;
 mod event;
 mod future;
 mod layer;
 mod policy;
+mod safety;
 mod service;
 
 pub use budget::RetryBudget;
+pub use config::RetryOverride;
 pub use event::{DelaySource, GiveUpReason, RetryEvent, RetryEventKind};
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
-pub use policy::{is_idempotent, new_idempotency_key, RetryOverride, IDEMPOTENCY_KEY};
+pub use safety::{is_idempotent, new_idempotency_key, IDEMPOTENCY_KEY};
 pub use service::Retry;

@@ -1,181 +1,20 @@
-//! The retry policy: configuration, per-request overrides and the decision
-//! taken after each attempt.
+//! The retry decision taken after each attempt, and the bookkeeping of one
+//! logical request.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
 
-use super::event::{DelaySource, EventHandler, GiveUpReason, RetryEvent, RetryEventKind};
-use super::RetryBudget;
+use super::config::{Config, RetryOverride};
+use super::event::{DelaySource, GiveUpReason, RetryEvent, RetryEventKind};
+use super::safety::{proves_not_processed, Safety};
 use crate::audit::ms as audit_ms;
 use crate::audit::{AuditRecord, EventKind as AuditKind};
-use crate::backoff::{between, Backoff, BackoffState, SharedRng};
-use crate::classify::{Class, Classify, DefaultClassifier, FailureKind};
+use crate::backoff::{between, Backoff, BackoffState};
+use crate::classify::{Class, FailureKind};
 use crate::error::{BoxError, RetryDeadlineExceeded};
-use crate::origin::Origin;
-use crate::retry_after::{server_hint, Clock, HintSource, ServerHint, SystemClock};
-
-/// The `Idempotency-Key` header.
-pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
-
-/// Settings shared by every service made by one [`RetryLayer`](super::RetryLayer).
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) max_attempts: u32,
-    pub(crate) deadline: Duration,
-    pub(crate) backoff: Backoff,
-    pub(crate) max_server_hint: Duration,
-    pub(crate) hint_jitter_ratio: f64,
-    pub(crate) hint_jitter_max: Duration,
-    pub(crate) budget: RetryBudget,
-    pub(crate) classifier: Arc<dyn Classify>,
-    /// `classifier` is the [`DefaultClassifier`]: a status under 400 is a
-    /// success without asking it.
-    pub(crate) default_classifier: bool,
-    pub(crate) rng: SharedRng,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) auto_idempotency_key: bool,
-    /// Origins declared to honour `Idempotency-Key`: a keyed request to one
-    /// of them may be retried after any retryable failure.
-    pub(crate) key_origins: Arc<[Origin]>,
-    pub(crate) replay_rejected_token: bool,
-    pub(crate) on_event: Option<EventHandler>,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            max_attempts: 4,
-            deadline: Duration::from_secs(30),
-            backoff: Backoff::default(),
-            max_server_hint: Duration::from_secs(180),
-            hint_jitter_ratio: 0.1,
-            hint_jitter_max: Duration::from_secs(1),
-            budget: RetryBudget::default(),
-            classifier: Arc::new(DefaultClassifier),
-            default_classifier: true,
-            rng: SharedRng::from_os(),
-            clock: Arc::new(SystemClock),
-            auto_idempotency_key: false,
-            key_origins: Arc::from(Vec::new()),
-            replay_rejected_token: true,
-            on_event: None,
-        }
-    }
-}
-
-/// Per-request changes to the layer's policy, set as a request extension.
-///
-/// ```
-/// use std::time::Duration;
-/// use tower_cx::retry::RetryOverride;
-///
-/// let mut request = http::Request::new(());
-/// // A bulk export: one retry at most, and give up after 5 s.
-/// request.extensions_mut().insert(
-///     RetryOverride::new()
-///         .max_attempts(2)
-///         .deadline(Duration::from_secs(5)),
-/// );
-/// ```
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RetryOverride {
-    max_attempts: Option<u32>,
-    deadline: Option<Duration>,
-    backoff: Option<Backoff>,
-    max_server_hint: Option<Duration>,
-    idempotent: Option<bool>,
-}
-
-impl RetryOverride {
-    /// An override that changes nothing yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Send this request once, never retry it.
-    pub fn no_retry() -> Self {
-        Self::new().max_attempts(1)
-    }
-
-    /// Total attempts for this request (1 = no retry; 0 is taken as 1).
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = Some(attempts.max(1));
-        self
-    }
-
-    /// Total deadline for this request.
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.deadline = Some(deadline);
-        self
-    }
-
-    /// Declare whether this request may be sent twice, whatever its method.
-    ///
-    /// `true` suits requests that are safe to repeat but use `POST`, such as
-    /// an OAuth2 token request; `false` forbids retries that the method
-    /// would allow.
-    pub fn idempotent(mut self, idempotent: bool) -> Self {
-        self.idempotent = Some(idempotent);
-        self
-    }
-
-    pub(crate) fn idempotency(&self) -> Option<bool> {
-        self.idempotent
-    }
-
-    pub(crate) fn attempts(&self) -> Option<u32> {
-        self.max_attempts
-    }
-
-    /// Backoff for this request.
-    pub fn backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = Some(backoff);
-        self
-    }
-
-    /// Largest server hint this request will wait for.
-    pub fn max_server_hint(mut self, cap: Duration) -> Self {
-        self.max_server_hint = Some(cap);
-        self
-    }
-}
-
-/// Whether RFC 9110 makes `method` idempotent (safe to send twice).
-pub fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
-}
-
-/// A fresh idempotency key: a random (version 4) UUID in its usual text form.
-///
-/// It always comes from the operating system's seeded thread generator, never
-/// from the layer's (possibly seeded) jitter generator: two processes seeded
-/// alike must not send the same key for different requests.
-pub fn new_idempotency_key() -> HeaderValue {
-    HeaderValue::from_str(&uuid_v4()).expect("hex digits and dashes are a valid header value")
-}
-
-/// A random (version 4) UUID in its usual text form, from the operating
-/// system's seeded thread generator.
-pub(crate) fn uuid_v4() -> String {
-    let mut bytes: [u8; 16] = rand::random();
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let mut text = String::with_capacity(36);
-    for (i, byte) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            text.push('-');
-        }
-        text.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
-        text.push(char::from_digit(u32::from(byte & 0x0f), 16).unwrap_or('0'));
-    }
-    text
-}
+use crate::retry_after::{server_hint, HintSource, ServerHint};
 
 /// What to do after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,50 +49,6 @@ impl Outcome<'_> {
             Outcome::Response(_, headers) => headers.contains_key(http::header::RETRY_AFTER),
             Outcome::Error { wait } => wait.is_some_and(|w| w.source == HintSource::RetryAfter),
         }
-    }
-}
-
-/// Whether a request may be sent more than once, decided when it is called.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Safety {
-    pub(crate) repeatable: bool,
-    pub(crate) keys_honoured: bool,
-}
-
-impl Safety {
-    /// The rule for `request`: a caller's declaration wins; otherwise its
-    /// method (RFC 9110), or an `Idempotency-Key` to an origin that is
-    /// declared to honour keys.
-    pub(crate) fn of<B>(
-        config: &Config,
-        overrides: Option<&RetryOverride>,
-        request: &http::Request<B>,
-    ) -> Self {
-        let keys_honoured = !config.key_origins.is_empty()
-            && request.headers().contains_key(IDEMPOTENCY_KEY)
-            && Origin::of(request.uri()).is_some_and(|o| config.key_origins.contains(&o));
-        let repeatable = overrides
-            .and_then(RetryOverride::idempotency)
-            .unwrap_or_else(|| is_idempotent(request.method()) || keys_honoured);
-        Self {
-            repeatable,
-            keys_honoured,
-        }
-    }
-}
-
-/// Whether a failure proves that the server did not process the request:
-/// it was never sent or nothing of it was written (a connect error,
-/// [`RequestNotSent`](crate::error::RequestNotSent)), this crate's own
-/// layers refused it (breaker open, queue, rate gate), or the server
-/// refused it before acting: a `429`, or a `503` that carries
-/// `Retry-After`.
-pub(crate) fn proves_not_processed(kind: FailureKind, retry_after: bool) -> bool {
-    match kind {
-        FailureKind::Connect | FailureKind::NotSent => true,
-        FailureKind::Status(StatusCode::TOO_MANY_REQUESTS) => true,
-        FailureKind::Status(StatusCode::SERVICE_UNAVAILABLE) => retry_after,
-        _ => false,
     }
 }
 
@@ -616,39 +411,4 @@ fn publish_to_audit(audit: &AuditRecord, attempt: u32, kind: &RetryEventKind, la
         },
     };
     audit.publish(Some(attempt), event);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idempotent_methods_follow_rfc_9110() {
-        for m in ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"] {
-            assert!(is_idempotent(&m.parse().unwrap()), "{m}");
-        }
-        for m in ["POST", "PATCH", "CONNECT", "PURGE"] {
-            assert!(!is_idempotent(&m.parse().unwrap()), "{m}");
-        }
-    }
-
-    #[test]
-    fn idempotency_keys_are_uuid_v4_and_distinct() {
-        let a = new_idempotency_key();
-        let b = new_idempotency_key();
-        assert_ne!(a, b);
-        let text = a.to_str().unwrap();
-        assert_eq!(text.len(), 36);
-        assert_eq!(&text[14..15], "4");
-        assert!(matches!(&text[19..20], "8" | "9" | "a" | "b"));
-        assert_eq!(text.matches('-').count(), 4);
-    }
-
-    #[test]
-    fn override_zero_attempts_means_one() {
-        assert_eq!(
-            RetryOverride::new().max_attempts(0),
-            RetryOverride::no_retry()
-        );
-    }
 }

@@ -6,8 +6,10 @@ use http::{Method, Request, Response};
 use tokio::time::Instant;
 use tower::Service;
 
+use super::config::Config;
 use super::future::{ResponseFuture, Shared};
-use super::policy::{new_idempotency_key, Attempts, Config, Safety, IDEMPOTENCY_KEY};
+use super::policy::Attempts;
+use super::safety::{new_idempotency_key, Safety, IDEMPOTENCY_KEY};
 use super::{RetryLayer, RetryOverride};
 use crate::audit::AuditRecord;
 use crate::body::{try_clone_request, ReplayBody};
