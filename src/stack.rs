@@ -24,7 +24,7 @@
 //!
 //! The order, outermost first: Audit -> Retry -> Breaker -> PriorityLimit ->
 //! Bearer -> Timeout (per attempt) -> hyper-util client (HTTPS with the `tls`
-//! feature, plain HTTP for loopback). See `DESIGN.md` for why.
+//! feature, plain HTTP for loopback). See `ARCHITECTURE.md` for why.
 
 use std::fmt;
 use std::time::Duration;
