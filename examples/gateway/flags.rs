@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tower_cx::auth::ClientAuth;
 
-use crate::limits::Limits;
+use super::limits::Limits;
 
 /// Everything the command line and the environment configure.
 #[derive(Debug)]
@@ -174,7 +174,7 @@ impl Flags {
             args: pico_args::Arguments::from_env(),
         };
         if r.args.contains(["-h", "--help"]) {
-            crate::print_help();
+            super::print_help();
             std::process::exit(0);
         }
         let listen = r

@@ -20,7 +20,7 @@ use tower_cx::error::{
     find, BoxError, CircuitOpen, OutcomeUnknown, Overloaded, RetryDeadlineExceeded, UnknownCause,
 };
 
-use crate::limits::{read_body, BodyBudget, BodyError, Limits};
+use super::limits::{read_body, BodyBudget, BodyError, Limits};
 
 /// The stack as the gateway calls it.
 pub type Upstream = BoxCloneSyncService<Request<Body>, Response<Incoming>, BoxError>;

@@ -7,7 +7,7 @@ use tower_cx::breaker::CircuitBreakerLayer;
 use tower_cx::error::BoxError;
 use tower_cx::priority::PriorityLimitLayer;
 
-use crate::flags::Flags;
+use super::flags::Flags;
 
 /// The limiter, the breaker and the token cache, with their state here or
 /// in the fleet.
