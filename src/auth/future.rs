@@ -28,6 +28,10 @@ pub(crate) enum On401 {
 }
 
 /// How a 401 to the first send is handled, with what it needs.
+///
+/// Kept inline, like the fields it replaces: boxing the replay's copy would
+/// cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Unauthorized<S, B> {
     /// Replay from this copy of the request, through this service.
     Replay { service: S, request: Request<B> },

@@ -288,7 +288,7 @@ impl ClientCredentials {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
             .body(Body::from(form.finish()))
-            .map_err(|e| TokenError::transport(e))?;
+            .map_err(TokenError::transport)?;
         if self.auth == ClientAuth::Basic {
             let credentials = base64::engine::general_purpose::STANDARD.encode(format!(
                 "{}:{}",
@@ -296,7 +296,7 @@ impl ClientCredentials {
                 self.client_secret.expose()
             ));
             let mut value = HeaderValue::from_str(&format!("Basic {credentials}"))
-                .map_err(|e| TokenError::transport(e))?;
+                .map_err(TokenError::transport)?;
             value.set_sensitive(true);
             request.headers_mut().insert(AUTHORIZATION, value);
         }
