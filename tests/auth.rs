@@ -1259,3 +1259,35 @@ async fn the_default_client_speaks_https() {
         "{err}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_custom_source_reports_a_transport_failure_with_its_cause() {
+    use tower_cx::auth::{source_fn, Token};
+    let cache = TokenCache::new(source_fn(|| async {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        Err::<Token, _>(TokenError::transport(refused))
+    }));
+    let err = cache.refresh().await.unwrap_err();
+    let TokenError::Transport(source) = &err else {
+        panic!("{err:?}")
+    };
+    let io = source
+        .downcast_ref::<std::io::Error>()
+        .expect("the cause is kept");
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(!err.is_final(), "a transport failure may be retried");
+    assert_eq!(err.to_string(), "token request failed: refused");
+}
+
+#[test]
+fn a_custom_source_builds_an_invalid_url_error_without_the_secret() {
+    let err = TokenError::invalid_url("https://user:pw@login.example/oauth/token?secret=s3cr3t");
+    assert!(matches!(err, TokenError::InvalidUrl { .. }), "{err:?}");
+    for shown in [err.to_string(), format!("{err:?}")] {
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("pw@"),
+            "{shown}"
+        );
+    }
+    assert!(err.is_final());
+}

@@ -653,3 +653,105 @@ async fn a_shared_pause_is_capped_at_max_open() {
     advance(secs(300)).await;
     assert_eq!(send(&service).await.unwrap().status(), StatusCode::OK);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_http_date_hint_sets_the_open_duration_by_the_injected_clock() {
+    use std::time::UNIX_EPOCH;
+    use tower_cx::retry_after::FixedClock;
+    // Tue, 14 Nov 2023 22:13:20 GMT; the hint is 90 s later
+    let now = UNIX_EPOCH + secs(1_700_000_000);
+    let layer = layer(&Events::default()).clock(FixedClock::new(now));
+    let handle = layer.handle();
+    let upstream = Upstream::new(
+        vec![
+            Answer::Status(503),
+            Answer::Status(503),
+            Answer::RetryAfter(503, "Tue, 14 Nov 2023 22:14:50 GMT"),
+        ],
+        Answer::Status(200),
+    );
+    let service = layer.layer(upstream);
+    for _ in 0..3 {
+        send(&service).await.unwrap();
+    }
+    assert_eq!(handle.state(), BreakerState::Open { retry_in: secs(90) });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handle_taken_before_any_setting_watches_the_built_breaker() {
+    let events = Events::default();
+    let early = CircuitBreakerLayer::new();
+    let first_handle = early.handle();
+    let early = early.consecutive_failures(3);
+    let middle_handle = early.handle();
+    let layer = early
+        .open_duration(Backoff::constant(secs(5)))
+        .on_event({
+            let events = events.clone();
+            move |e| events.lock().unwrap().push(e.clone())
+        })
+        .failure_rate(0.0, secs(30), 20);
+    let service = layer.layer(Upstream::always(Answer::Status(503)));
+    for _ in 0..3 {
+        send(&service).await.unwrap();
+    }
+    let open = BreakerState::Open { retry_in: secs(5) };
+    assert_eq!(first_handle.state(), open);
+    assert_eq!(middle_handle.state(), open);
+    assert_eq!(first_handle.counts().trips, 1);
+    // the handler set after the handles were taken hears their calls too
+    first_handle.reset();
+    assert_eq!(
+        reasons(&events),
+        [
+            ("closed", "open", TransitionReason::ConsecutiveFailures),
+            ("open", "closed", TransitionReason::Reset),
+        ]
+    );
+    assert_eq!(middle_handle.state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_that_has_not_sent_yet_sees_a_shared_trip_on_its_first_request() {
+    use tower_cx::share::LocalPauseShare;
+    let share = LocalPauseShare::new();
+    let (a_events, b_events): (Events, Events) = Default::default();
+    let a = layer(&a_events)
+        .share_state(share.clone())
+        .layer(Upstream::always(Answer::Status(503)));
+    let b_upstream = Upstream::always(Answer::Status(200));
+    let b = layer(&b_events)
+        .share_state(share)
+        .layer(b_upstream.clone());
+    // a trips before b has sent anything
+    for _ in 0..3 {
+        send(&a).await.unwrap();
+    }
+    advance(secs(2)).await;
+    // b's very first request fails fast, for the rest of a's open time
+    assert_eq!(open_error(send(&b).await).retry_in(), Some(secs(3)));
+    assert_eq!(b_upstream.arrivals(), []);
+    assert_eq!(
+        reasons(&b_events),
+        [("closed", "open", TransitionReason::Shared)]
+    );
+    advance(secs(3)).await;
+    assert_eq!(send(&b).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_layer_that_has_not_made_a_service_yet_sees_a_shared_trip() {
+    use tower_cx::share::LocalPauseShare;
+    let share = LocalPauseShare::new();
+    let a = layer(&Events::default())
+        .share_state(share.clone())
+        .layer(Upstream::always(Answer::Status(503)));
+    let b_layer = layer(&Events::default()).share_state(share);
+    let b_handle = b_layer.handle();
+    for _ in 0..3 {
+        send(&a).await.unwrap();
+    }
+    assert_eq!(b_handle.state(), BreakerState::Open { retry_in: secs(5) });
+    let b = b_layer.layer(Upstream::always(Answer::Status(200)));
+    assert_eq!(open_error(send(&b).await).retry_in(), Some(secs(5)));
+}

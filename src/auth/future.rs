@@ -6,6 +6,7 @@ use std::task::{ready, Context, Poll};
 use http::header::AUTHORIZATION;
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
+use tokio::time::Instant;
 use tower::Service;
 
 use super::cache::{AuthEvent, Issued, Rejection};
@@ -13,9 +14,30 @@ use super::{TokenCache, TokenError, TokenRejected};
 use crate::audit::{ms, AuditRecord, EventKind as AuditKind};
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::BoxError;
-use tokio::time::Instant;
 
 type Acquire = Pin<Box<dyn Future<Output = Result<Issued, TokenError>> + Send>>;
+
+/// What the bearer does with a 401 to a request it sent with a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum On401 {
+    /// Drop the token, get a fresh one and send the request once more
+    /// (when its body can be sent again).
+    Replay,
+    /// Drop the token and return the 401 marked [`TokenRejected`].
+    Mark,
+}
+
+/// How a 401 to the first send is handled, with what it needs.
+///
+/// Kept inline, like the fields it replaces: boxing the replay's copy would
+/// cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Unauthorized<S, B> {
+    /// Replay from this copy of the request, through this service.
+    Replay { service: S, request: Request<B> },
+    /// Return the 401 marked [`TokenRejected`].
+    Mark,
+}
 
 pin_project! {
     /// Response future of [`Bearer`](super::Bearer).
@@ -24,56 +46,76 @@ pin_project! {
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S::Future>,
-        service: Option<S>,
-        cache: Option<TokenCache>,
-        // the request still to send (waiting for a token), or the copy kept
-        // for a replay after a 401
-        request: Option<Request<B>>,
-        replay_on_401: bool,
-        replayed: bool,
-        token_id: u64,
+        state: State<S, B, S::Future>,
         audit: Option<AuditRecord>,
-        acquiring_since: Option<Instant>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
-        // Waiting for a token (no valid one was cached).
-        Acquiring { acquire: Acquire },
+    #[project_replace = StateOwned]
+    enum State<S, B, F> {
+        // Waiting for a token (no valid one was cached) before the first send.
+        Acquiring {
+            acquire: Acquire,
+            since: Option<Instant>,
+            cache: TokenCache,
+            service: S,
+            request: Request<B>,
+            on_401: On401,
+        },
+        // The first send is in flight.
+        Sent {
+            #[pin]
+            future: F,
+            cache: TokenCache,
+            token_id: u64,
+            unauthorized: Unauthorized<S, B>,
+        },
+        // A 401 dropped the token: waiting for a fresh one to replay.
+        Reacquiring {
+            acquire: Acquire,
+            since: Option<Instant>,
+            service: S,
+            request: Request<B>,
+        },
         // Waiting for the inner service to be ready for the replay.
-        Ready,
-        // The request is in flight.
-        Called { #[pin] future: F },
+        Replaying { service: S, request: Request<B> },
+        // A replay, or a request sent without a token: its response is the
+        // answer, a 401 included.
+        Final { #[pin] future: F },
         // Failed before sending.
-        Failed { error: Option<BoxError> },
+        Failed { error: BoxError },
+        // The output was returned.
+        Done,
     }
+}
+
+fn acquire(cache: &TokenCache) -> Acquire {
+    let cache = cache.clone();
+    Box::pin(async move { cache.token().await })
 }
 
 impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn called(
+    /// The first send is in flight with a cached token.
+    pub(crate) fn sent(
         future: S::Future,
-        service: Option<S>,
         cache: TokenCache,
-        template: Option<Request<B>>,
         token_id: u64,
+        unauthorized: Unauthorized<S, B>,
         audit: Option<AuditRecord>,
     ) -> Self {
         Self {
-            state: State::Called { future },
-            service,
-            cache: Some(cache),
-            request: template,
-            replay_on_401: true,
-            replayed: false,
-            token_id,
+            state: State::Sent {
+                future,
+                cache,
+                token_id,
+                unauthorized,
+            },
             audit,
-            acquiring_since: None,
         }
     }
 
@@ -81,23 +123,18 @@ where
         service: S,
         cache: TokenCache,
         request: Request<B>,
-        replay_on_401: bool,
+        on_401: On401,
         audit: Option<AuditRecord>,
     ) -> Self {
-        let acquire = {
-            let cache = cache.clone();
-            Box::pin(async move { cache.token().await }) as Acquire
-        };
         Self {
-            state: State::Acquiring { acquire },
-            service: Some(service),
-            cache: Some(cache),
-            request: Some(request),
-            replay_on_401,
-            // the first send happens from this state: not a replay
-            replayed: false,
-            token_id: 0,
-            acquiring_since: audit.as_ref().map(|_| Instant::now()),
+            state: State::Acquiring {
+                acquire: acquire(&cache),
+                since: audit.as_ref().map(|_| Instant::now()),
+                cache,
+                service,
+                request,
+                on_401,
+            },
             audit,
         }
     }
@@ -105,32 +142,46 @@ where
     /// Sent without a token: the response, a 401 included, is the answer.
     pub(crate) fn passthrough(future: S::Future) -> Self {
         Self {
-            state: State::Called { future },
-            service: None,
-            cache: None,
-            request: None,
-            replay_on_401: false,
-            replayed: true,
-            token_id: 0,
+            state: State::Final { future },
             audit: None,
-            acquiring_since: None,
         }
     }
 
     pub(crate) fn failed(error: BoxError) -> Self {
         Self {
-            state: State::Failed { error: Some(error) },
-            service: None,
-            cache: None,
-            request: None,
-            replay_on_401: false,
-            replayed: false,
-            token_id: 0,
+            state: State::Failed { error },
             audit: None,
-            acquiring_since: None,
         }
     }
 }
+
+/// Tell the audit record how getting a token went.
+fn audit_token(
+    audit: Option<&AuditRecord>,
+    since: Option<Instant>,
+    result: &Result<Issued, TokenError>,
+) {
+    let Some(audit) = audit else {
+        return;
+    };
+    match (result, since) {
+        (Ok(_), Some(since)) => audit.publish(
+            None,
+            AuditKind::TokenRefreshed {
+                wait_ms: ms(since.elapsed()),
+            },
+        ),
+        (Ok(_), None) => {}
+        (Err(error), _) => audit.publish(
+            None,
+            AuditKind::TokenRefreshFailed {
+                error: error.to_string(),
+            },
+        ),
+    }
+}
+
+const AFTER_COMPLETION: &str = "bearer future polled after completion";
 
 impl<S, B, ResB> Future for ResponseFuture<S, B>
 where
@@ -142,115 +193,137 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let audit = this.audit.as_ref();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Failed { error } => {
-                    let error = error
-                        .take()
-                        .unwrap_or_else(|| "polled after completion".into());
+                StateProj::Done => return Poll::Ready(Err(AFTER_COMPLETION.into())),
+                StateProj::Failed { .. } => {
+                    let StateOwned::Failed { error } =
+                        this.state.as_mut().project_replace(State::Done)
+                    else {
+                        unreachable!("the state was Failed")
+                    };
                     return Poll::Ready(Err(error));
                 }
-                StateProj::Acquiring { acquire } => {
-                    let token = match ready!(acquire.as_mut().poll(cx)) {
-                        Ok(token) => {
-                            if let (Some(audit), Some(since)) =
-                                (this.audit.as_ref(), this.acquiring_since.take())
-                            {
-                                audit.publish(
-                                    None,
-                                    AuditKind::TokenRefreshed {
-                                        wait_ms: ms(since.elapsed()),
-                                    },
-                                );
-                            }
-                            token
-                        }
-                        Err(error) => {
-                            if let Some(audit) = this.audit.as_ref() {
-                                audit.publish(
-                                    None,
-                                    AuditKind::TokenRefreshFailed {
-                                        error: error.to_string(),
-                                    },
-                                );
-                            }
-                            return Poll::Ready(Err(error.into()));
-                        }
+                StateProj::Acquiring { acquire, since, .. } => {
+                    let result = ready!(acquire.as_mut().poll(cx));
+                    audit_token(audit, since.take(), &result);
+                    let StateOwned::Acquiring {
+                        cache,
+                        mut service,
+                        mut request,
+                        on_401,
+                        ..
+                    } = this.state.as_mut().project_replace(State::Done)
+                    else {
+                        unreachable!("the state was Acquiring")
                     };
-                    let Some(mut request) = this.request.take() else {
-                        return Poll::Ready(Err("bearer future polled after completion".into()));
+                    let token = result?;
+                    // keep a copy for a replay
+                    let template = match on_401 {
+                        On401::Replay => try_clone_request(&request),
+                        On401::Mark => None,
                     };
-                    // keep a copy for a replay, unless this already is one
-                    if *this.replay_on_401 && !*this.replayed {
-                        *this.request = try_clone_request(&request);
-                    }
                     request.headers_mut().insert(AUTHORIZATION, token.header);
-                    *this.token_id = token.id;
-                    let Some(service) = this.service.as_mut() else {
-                        return Poll::Ready(Err("bearer future polled after completion".into()));
-                    };
-                    if *this.replayed {
-                        // a replay needs the service ready again
-                        *this.request = Some(request);
-                        this.state.set(State::Ready);
-                    } else {
-                        let future = service.call(request);
-                        this.state.set(State::Called { future });
-                    }
-                }
-                StateProj::Ready => {
-                    let Some(service) = this.service.as_mut() else {
-                        return Poll::Ready(Err("bearer future polled after completion".into()));
-                    };
-                    ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                    let Some(request) = this.request.take() else {
-                        return Poll::Ready(Err("bearer future polled after completion".into()));
-                    };
                     let future = service.call(request);
-                    this.state.set(State::Called { future });
+                    let unauthorized = match template {
+                        Some(request) => Unauthorized::Replay { service, request },
+                        None => Unauthorized::Mark,
+                    };
+                    this.state.set(State::Sent {
+                        future,
+                        cache,
+                        token_id: token.id,
+                        unauthorized,
+                    });
                 }
-                StateProj::Called { future } => {
-                    let mut response = ready!(future.poll(cx)).map_err(Into::into)?;
-                    if response.status() != StatusCode::UNAUTHORIZED || *this.replayed {
+                StateProj::Sent {
+                    future,
+                    cache,
+                    token_id,
+                    ..
+                } => {
+                    let mut response = match ready!(future.poll(cx)) {
+                        Ok(response) if response.status() == StatusCode::UNAUTHORIZED => response,
+                        other => {
+                            this.state.set(State::Done);
+                            return Poll::Ready(other.map_err(Into::into));
+                        }
+                    };
+                    let rejection = cache.invalidate(*token_id, StatusCode::UNAUTHORIZED);
+                    let StateOwned::Sent {
+                        cache,
+                        unauthorized,
+                        ..
+                    } = this.state.as_mut().project_replace(State::Done)
+                    else {
+                        unreachable!("the state was Sent")
+                    };
+                    if rejection == Rejection::Kept {
+                        // within the rejection cooldown: the 401 is the
+                        // answer (a replay would carry the same token)
                         return Poll::Ready(Ok(response));
                     }
-                    let (Some(cache), Some(_), Some(_)) = (
-                        this.cache.as_ref(),
-                        this.request.as_ref(),
-                        this.service.as_ref(),
-                    ) else {
-                        // no replay of our own: the 401 is the answer, marked
-                        // so that a layer above may replay it (unless the
-                        // token was kept: a replay would carry it again)
-                        if let Some(cache) = this.cache.as_ref() {
-                            let rejection =
-                                cache.invalidate(*this.token_id, StatusCode::UNAUTHORIZED);
-                            if rejection == Rejection::Kept {
-                                return Poll::Ready(Ok(response));
-                            }
-                            response.extensions_mut().insert(TokenRejected);
-                        }
-                        if let Some(audit) = this.audit.as_ref() {
+                    let invalidated = || {
+                        if let Some(audit) = audit {
                             audit.publish(None, AuditKind::TokenInvalidated { status: 401 });
                         }
-                        return Poll::Ready(Ok(response));
                     };
-                    if cache.invalidate(*this.token_id, StatusCode::UNAUTHORIZED) == Rejection::Kept
-                    {
-                        // within the rejection cooldown: the 401 is the answer
-                        return Poll::Ready(Ok(response));
+                    match unauthorized {
+                        Unauthorized::Mark => {
+                            // no replay of our own: the 401 is the answer,
+                            // marked so that a layer above may replay it
+                            response.extensions_mut().insert(TokenRejected);
+                            invalidated();
+                            return Poll::Ready(Ok(response));
+                        }
+                        Unauthorized::Replay { service, request } => {
+                            cache.emit(AuthEvent::RequestReplayed);
+                            invalidated();
+                            this.state.set(State::Reacquiring {
+                                acquire: acquire(&cache),
+                                since: audit.map(|_| Instant::now()),
+                                service,
+                                request,
+                            });
+                        }
                     }
-                    cache.emit(AuthEvent::RequestReplayed);
-                    if let Some(audit) = this.audit.as_ref() {
-                        audit.publish(None, AuditKind::TokenInvalidated { status: 401 });
-                        *this.acquiring_since = Some(Instant::now());
-                    }
-                    *this.replayed = true;
-                    let acquire = {
-                        let cache = cache.clone();
-                        Box::pin(async move { cache.token().await }) as Acquire
+                }
+                StateProj::Reacquiring { acquire, since, .. } => {
+                    let result = ready!(acquire.as_mut().poll(cx));
+                    audit_token(audit, since.take(), &result);
+                    let StateOwned::Reacquiring {
+                        service,
+                        mut request,
+                        ..
+                    } = this.state.as_mut().project_replace(State::Done)
+                    else {
+                        unreachable!("the state was Reacquiring")
                     };
-                    this.state.set(State::Acquiring { acquire });
+                    let token = result?;
+                    request.headers_mut().insert(AUTHORIZATION, token.header);
+                    // a replay needs the service ready again
+                    this.state.set(State::Replaying { service, request });
+                }
+                StateProj::Replaying { service, .. } => {
+                    if let Err(error) = ready!(service.poll_ready(cx)) {
+                        this.state.set(State::Done);
+                        return Poll::Ready(Err(error.into()));
+                    }
+                    let StateOwned::Replaying {
+                        mut service,
+                        request,
+                    } = this.state.as_mut().project_replace(State::Done)
+                    else {
+                        unreachable!("the state was Replaying")
+                    };
+                    let future = service.call(request);
+                    this.state.set(State::Final { future });
+                }
+                StateProj::Final { future } => {
+                    let result = ready!(future.poll(cx)).map_err(Into::into);
+                    this.state.set(State::Done);
+                    return Poll::Ready(result);
                 }
             }
         }
@@ -262,8 +335,17 @@ where
     S: Service<Request<B>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Acquiring { .. } => "acquiring",
+            State::Sent { .. } => "sent",
+            State::Reacquiring { .. } => "reacquiring",
+            State::Replaying { .. } => "replaying",
+            State::Final { .. } => "final",
+            State::Failed { .. } => "failed",
+            State::Done => "done",
+        };
         f.debug_struct("ResponseFuture")
-            .field("replayed", &self.replayed)
+            .field("state", &state)
             .finish_non_exhaustive()
     }
 }

@@ -180,7 +180,7 @@ impl Drop for FinishRefresh<'_> {
         {
             let mut state = inner.lock();
             if std::thread::panicking() {
-                state.last_error = Some(TokenError::transport("the token source panicked".into()));
+                state.last_error = Some(TokenError::transport("the token source panicked"));
                 state.failures = state.failures.saturating_add(1);
                 let failures = state.failures;
                 let delay = inner

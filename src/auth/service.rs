@@ -5,7 +5,7 @@ use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower::Service;
 
-use super::future::ResponseFuture;
+use super::future::{On401, ResponseFuture, Unauthorized};
 use super::{BearerLayer, TokenCache};
 use crate::audit::AuditRecord;
 use crate::body::{try_clone_request, ReplayBody};
@@ -120,18 +120,26 @@ where
                 let clone = self.inner.clone();
                 let mut service = std::mem::replace(&mut self.inner, clone);
                 let future = service.call(request);
-                let service = template.is_some().then_some(service);
-                ResponseFuture::called(future, service, cache, template, token.id, audit)
+                let unauthorized = match template {
+                    Some(request) => Unauthorized::Replay { service, request },
+                    None => Unauthorized::Mark,
+                };
+                ResponseFuture::sent(future, cache, token.id, unauthorized, audit)
             }
             Some(token) => {
                 request.headers_mut().insert(AUTHORIZATION, token.header);
                 let future = self.inner.call(request);
-                ResponseFuture::called(future, None, cache, None, token.id, audit)
+                ResponseFuture::sent(future, cache, token.id, Unauthorized::Mark, audit)
             }
             None => {
                 let clone = self.inner.clone();
                 let service = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::acquiring(service, cache, request, self.replay_on_401, audit)
+                let on_401 = if self.replay_on_401 {
+                    On401::Replay
+                } else {
+                    On401::Mark
+                };
+                ResponseFuture::acquiring(service, cache, request, on_401, audit)
             }
         }
     }

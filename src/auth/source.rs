@@ -288,7 +288,7 @@ impl ClientCredentials {
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
             .body(Body::from(form.finish()))
-            .map_err(|e| TokenError::transport(e.into()))?;
+            .map_err(TokenError::transport)?;
         if self.auth == ClientAuth::Basic {
             let credentials = base64::engine::general_purpose::STANDARD.encode(format!(
                 "{}:{}",
@@ -296,7 +296,7 @@ impl ClientCredentials {
                 self.client_secret.expose()
             ));
             let mut value = HeaderValue::from_str(&format!("Basic {credentials}"))
-                .map_err(|e| TokenError::transport(e.into()))?;
+                .map_err(TokenError::transport)?;
             value.set_sensitive(true);
             request.headers_mut().insert(AUTHORIZATION, value);
         }
@@ -327,7 +327,7 @@ impl TokenSource for ClientCredentials {
                         // what it sent: kept only scrubbed
                         let text = error_chain(error.as_ref());
                         if scrub.finds(&text) {
-                            TokenError::transport(scrub.text(&text).into())
+                            TokenError::transport(scrub.text(&text))
                         } else {
                             TokenError::transport(error)
                         }

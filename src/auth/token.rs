@@ -239,7 +239,18 @@ impl TokenError {
         }
     }
 
-    pub(crate) fn invalid_url(url: &str) -> Self {
+    /// An [`InvalidUrl`](TokenError::InvalidUrl) error for `url`, shown
+    /// without its user info or query (which may hold credentials) and cut
+    /// to 256 characters; a string that is not a URL at all is not shown.
+    ///
+    /// ```
+    /// use tower_cx::auth::TokenError;
+    ///
+    /// let err = TokenError::invalid_url("/oauth/token?client_secret=s3cr3t");
+    /// assert!(matches!(err, TokenError::InvalidUrl { .. }));
+    /// assert!(!err.to_string().contains("s3cr3t"));
+    /// ```
+    pub fn invalid_url(url: &str) -> Self {
         let url = match url.parse::<http::Uri>() {
             Ok(uri) => cut(&url_without_secrets(&uri)),
             Err(_) => "[not a URL, not shown]".to_owned(),
@@ -247,8 +258,31 @@ impl TokenError {
         TokenError::InvalidUrl { url }
     }
 
-    pub(crate) fn transport(error: BoxError) -> Self {
-        TokenError::Transport(Arc::from(error))
+    /// A [`Transport`](TokenError::Transport) error: the token request
+    /// failed before a response. For a custom [`TokenSource`](super::TokenSource)
+    /// whose own client failed. The error's text is shown by `Display`:
+    /// keep credentials out of it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_cx::auth::{source_fn, Token, TokenError, TokenSource};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let source = source_fn(|| async {
+    ///     let connected = false;
+    ///     if !connected {
+    ///         return Err(TokenError::transport("connection refused"));
+    ///     }
+    ///     Ok(Token::new("tok", Duration::from_secs(3600)))
+    /// });
+    /// let err = source.fetch_token().await.unwrap_err();
+    /// assert!(matches!(err, TokenError::Transport(_)));
+    /// assert_eq!(err.to_string(), "token request failed: connection refused");
+    /// # }
+    /// ```
+    pub fn transport(error: impl Into<BoxError>) -> Self {
+        TokenError::Transport(Arc::from(error.into()))
     }
 }
 

@@ -2,18 +2,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use http::{Response, StatusCode};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 
+use super::machine::{Admission, Breaker, Verdict};
 use super::service::publish_transitions;
-use super::state::{Admission, Breaker};
 use crate::audit::AuditRecord;
 use crate::classify::{classify_error, Class, FailureKind};
 use crate::error::{BoxError, CircuitOpen};
-use crate::retry_after::{server_hint, SystemClock};
+use crate::retry_after::server_hint;
 
 pin_project! {
     /// Response future of [`CircuitBreaker`](super::CircuitBreaker).
@@ -32,30 +31,48 @@ pin_project! {
             guard: Guard,
             started: Option<Instant>,
         },
-        Rejected { error: Option<CircuitOpen> },
+        Rejected { error: CircuitOpen },
+        Done,
     }
+}
+
+/// What an attempt's end tells the breaker.
+enum Outcome {
+    /// An outcome that counts.
+    Counted(Verdict),
+    /// Never reached the upstream: says nothing about it.
+    Unsent,
+}
+
+/// Where an admitted call stands with the breaker.
+#[derive(Clone, Copy)]
+enum Report {
+    /// Not reported yet: a probe dropped now frees its slot.
+    Owed(Admission),
+    Made,
 }
 
 /// Reports an admitted call exactly once; a call dropped before its outcome
 /// frees its probe slot.
 pub(crate) struct Guard {
     breaker: Arc<Breaker>,
-    admission: Admission,
-    done: bool,
+    report: Report,
     audit: Option<AuditRecord>,
 }
 
 impl Guard {
-    fn record(&mut self, failure: Option<bool>, hint: Option<Duration>) {
-        self.done = true;
-        match failure {
-            Some(failure) => {
-                let transitions = self.breaker.record(self.admission, failure, hint);
+    fn record(&mut self, outcome: Outcome) {
+        let Report::Owed(admission) = std::mem::replace(&mut self.report, Report::Made) else {
+            return;
+        };
+        match outcome {
+            Outcome::Counted(verdict) => {
+                let transitions = self.breaker.core.record(admission, verdict);
                 publish_transitions(self.audit.as_ref(), &transitions);
             }
-            None => {
-                if let Admission::Probe(round) = self.admission {
-                    self.breaker.release_probe(round);
+            Outcome::Unsent => {
+                if let Admission::Probe(round) = admission {
+                    self.breaker.core.release_probe(round);
                 }
             }
         }
@@ -64,8 +81,8 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let (false, Admission::Probe(round)) = (self.done, self.admission) {
-            self.breaker.release_probe(round);
+        if let Report::Owed(Admission::Probe(round)) = self.report {
+            self.breaker.core.release_probe(round);
         }
     }
 }
@@ -83,8 +100,7 @@ impl<F> ResponseFuture<F> {
                 future,
                 guard: Guard {
                     breaker,
-                    admission,
-                    done: false,
+                    report: Report::Owed(admission),
                     audit,
                 },
                 started,
@@ -94,7 +110,7 @@ impl<F> ResponseFuture<F> {
 
     pub(crate) fn rejected(error: CircuitOpen) -> Self {
         Self {
-            kind: Kind::Rejected { error: Some(error) },
+            kind: Kind::Rejected { error },
         }
     }
 }
@@ -107,11 +123,16 @@ where
     type Output = Result<Response<B>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Rejected { error } => Poll::Ready(Err(error
-                .take()
-                .map(BoxError::from)
-                .unwrap_or_else(|| "circuit breaker future polled after completion".into()))),
+        let mut kind = self.project().kind;
+        match kind.as_mut().project() {
+            KindProj::Done => {
+                Poll::Ready(Err("circuit breaker future polled after completion".into()))
+            }
+            KindProj::Rejected { error } => {
+                let error = error.clone();
+                kind.set(Kind::Done);
+                Poll::Ready(Err(error.into()))
+            }
             KindProj::Admitted {
                 future,
                 guard,
@@ -123,26 +144,30 @@ where
                     (Some(threshold), Some(started)) => started.elapsed() > threshold,
                     _ => false,
                 };
-                let (failure, hint) = match &result {
+                let outcome = match &result {
                     Ok(response) => {
-                        let status = response.status();
-                        let failed = status_fails(status, config.count_429);
-                        let hint = failed
-                            .then(|| server_hint(response.headers(), &SystemClock).hint)
-                            .flatten()
-                            .map(|h| h.delay);
-                        (Some(failed || slow), hint)
+                        if status_fails(response.status(), config.count_429) {
+                            let hint = server_hint(response.headers(), &*config.clock)
+                                .hint
+                                .map(|h| h.delay);
+                            Outcome::Counted(Verdict::Failure { hint })
+                        } else if slow {
+                            Outcome::Counted(Verdict::Failure { hint: None })
+                        } else {
+                            Outcome::Counted(Verdict::Success)
+                        }
                     }
                     Err(error) => match classify_error(error.as_ref()) {
-                        // never reached the upstream: says nothing about it
-                        Class::Retryable(FailureKind::NotSent) => (None, None),
+                        Class::Retryable(FailureKind::NotSent) => Outcome::Unsent,
                         Class::Retryable(
                             FailureKind::Connect | FailureKind::Timeout | FailureKind::Transport,
-                        ) => (Some(true), None),
-                        _ => (Some(slow), None),
+                        ) => Outcome::Counted(Verdict::Failure { hint: None }),
+                        _ if slow => Outcome::Counted(Verdict::Failure { hint: None }),
+                        _ => Outcome::Counted(Verdict::Success),
                     },
                 };
-                guard.record(failure, hint);
+                guard.record(outcome);
+                kind.set(Kind::Done);
                 Poll::Ready(result)
             }
         }

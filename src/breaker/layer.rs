@@ -4,16 +4,21 @@ use std::time::Duration;
 
 use tower::Layer;
 
-use super::state::{Breaker, BreakerEvent, CircuitBreakerHandle, Config};
-use super::CircuitBreaker;
+use super::config::Config;
+use super::machine::{Breaker, Core};
+use super::{BreakerEvent, CircuitBreaker, CircuitBreakerHandle};
 use crate::backoff::{Backoff, SharedRng};
+use crate::retry_after::Clock;
 use crate::share::PauseShare;
 
 /// Applies [`CircuitBreaker`] to services. Every service made by one layer
 /// shares one breaker; [`handle`](Self::handle) reaches it.
 ///
-/// Configure first, then take handles and make services: each builder
-/// method starts a fresh breaker with the new settings.
+/// Settings do not depend on order: the breaker exists from
+/// [`new`](Self::new), builder methods change its settings, and a
+/// [`handle`](Self::handle) taken at any point watches it. Clones of a
+/// layer share one breaker and its settings; a service keeps the settings
+/// its layer had when it was made.
 ///
 /// Defaults: trip on 5 consecutive failures, or a failure ratio of 50 % over
 /// 30 s (10 buckets) with at least 20 calls; open 5 s, growing x2 per trip in
@@ -22,7 +27,8 @@ use crate::share::PauseShare;
 /// failure.
 #[derive(Clone)]
 pub struct CircuitBreakerLayer {
-    breaker: Arc<Breaker>,
+    config: Arc<Config>,
+    core: Arc<Core>,
 }
 
 impl Default for CircuitBreakerLayer {
@@ -38,15 +44,19 @@ impl CircuitBreakerLayer {
     }
 
     fn from_config(config: Config) -> Self {
+        let config = Arc::new(config);
         Self {
-            breaker: Breaker::new(config),
+            core: Core::new(config.clone()),
+            config,
         }
     }
 
-    fn with(self, change: impl FnOnce(&mut Config)) -> Self {
-        let mut config = self.breaker.config.clone();
-        change(&mut config);
-        Self::from_config(config)
+    /// Change a setting of this breaker (never a fresh breaker: handles
+    /// already taken keep watching it).
+    fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(Arc::make_mut(&mut self.config));
+        self.core.configure(self.config.clone());
+        self
     }
 
     /// Trip after this many failures in a row (0 disables).
@@ -102,6 +112,24 @@ impl CircuitBreakerLayer {
         self.with(|c| c.rng = rng)
     }
 
+    /// The wall clock that turns an HTTP-date hint (`Retry-After: <date>`
+    /// on a failing response) into an open duration; the system clock by
+    /// default.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use tower_cx::breaker::CircuitBreakerLayer;
+    /// use tower_cx::retry_after::FixedClock;
+    ///
+    /// let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let layer = CircuitBreakerLayer::new().clock(FixedClock::new(now));
+    /// # let _ = layer;
+    /// ```
+    pub fn clock(self, clock: impl Clock) -> Self {
+        let clock: Arc<dyn Clock> = Arc::new(clock);
+        self.with(|c| c.clock = clock)
+    }
+
     /// Receive every state change.
     pub fn on_event<F>(self, handler: F) -> Self
     where
@@ -114,15 +142,20 @@ impl CircuitBreakerLayer {
     /// [`LocalPauseShare`](crate::share::LocalPauseShare), or across a fleet
     /// through Redis): when one trips, the others open for the same time,
     /// then each probes the upstream on its own.
+    ///
+    /// Inside a runtime the breaker joins the share at once, so a trip
+    /// announced from then on reaches it before its first request; outside
+    /// one it joins when it makes a service or with its first request.
     pub fn share_state(self, share: impl PauseShare) -> Self {
         let share: Arc<dyn PauseShare> = Arc::new(share);
+        self.core.subscribe_early(share.as_ref());
         self.with(|c| c.share = Some(share))
     }
 
     /// A handle on the shared breaker.
     pub fn handle(&self) -> CircuitBreakerHandle {
         CircuitBreakerHandle {
-            breaker: self.breaker.clone(),
+            core: self.core.clone(),
         }
     }
 }
@@ -131,7 +164,14 @@ impl<S> Layer<S> for CircuitBreakerLayer {
     type Service = CircuitBreaker<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker::from_shared(inner, self.breaker.clone())
+        if let Some(share) = &self.config.share {
+            self.core.subscribe_early(share.as_ref());
+        }
+        let breaker = Breaker {
+            config: self.config.clone(),
+            core: self.core.clone(),
+        };
+        CircuitBreaker::from_shared(inner, Arc::new(breaker))
     }
 }
 

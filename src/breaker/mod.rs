@@ -50,14 +50,17 @@
 //! - Half-open lets N probes through; enough successes close it, one failure
 //!   opens it again. A probe whose future is dropped frees its slot.
 
+mod config;
 mod future;
+mod handle;
 mod layer;
+mod machine;
 mod service;
 mod state;
+mod window;
 
 pub use future::ResponseFuture;
+pub use handle::CircuitBreakerHandle;
 pub use layer::CircuitBreakerLayer;
 pub use service::CircuitBreaker;
-pub use state::{
-    BreakerCounts, BreakerEvent, BreakerState, CircuitBreakerHandle, TransitionReason,
-};
+pub use state::{BreakerCounts, BreakerEvent, BreakerState, TransitionReason};

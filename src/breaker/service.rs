@@ -7,8 +7,8 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::future::ResponseFuture;
-use super::state::{Breaker, CircuitBreakerHandle};
-use super::CircuitBreakerLayer;
+use super::machine::Breaker;
+use super::{CircuitBreakerHandle, CircuitBreakerLayer};
 use crate::audit::{AuditRecord, EventKind as AuditKind};
 use crate::error::BoxError;
 
@@ -55,7 +55,7 @@ impl<S> CircuitBreaker<S> {
     /// A handle on the shared breaker.
     pub fn handle(&self) -> CircuitBreakerHandle {
         CircuitBreakerHandle {
-            breaker: self.breaker.clone(),
+            core: self.breaker.core.clone(),
         }
     }
 
@@ -100,7 +100,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let audit = request.extensions().get::<AuditRecord>().cloned();
-        let (admission, transitions) = self.breaker.admit();
+        let (admission, transitions) = self.breaker.core.admit(self.breaker.config.share.as_ref());
         publish_transitions(audit.as_ref(), &transitions);
         match admission {
             Ok(admission) => {

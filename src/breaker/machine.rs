@@ -1,0 +1,417 @@
+//! The breaker's state machine, shared by every service of one layer and
+//! by its handles.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::config::Config;
+use super::window::Window;
+use super::{BreakerCounts, BreakerEvent, BreakerState, TransitionReason};
+use crate::backoff::BackoffState;
+use crate::error::CircuitOpen;
+use crate::share::{Pausable, PauseShare, PauseTarget};
+
+enum Phase {
+    Closed,
+    Open { until: Instant },
+    HalfOpen,
+    Isolated,
+}
+
+struct Inner {
+    /// The latest settings: a builder method called after a handle was
+    /// taken still applies to the breaker that handle watches.
+    config: Arc<Config>,
+    phase: Phase,
+    consecutive: u32,
+    window: Window,
+    trips_in_a_row: u32,
+    open_backoff: BackoffState,
+    probes_in_flight: u32,
+    probe_successes: u32,
+    /// Which half-open round the probes belong to: a probe from an earlier
+    /// round must not touch this round's slots or successes.
+    round: u64,
+    counts: BreakerCounts,
+    /// Transitions to report once the lock is released (a callback must
+    /// be free to call the handle).
+    pending: Vec<BreakerEvent>,
+    /// A trip to announce to the breakers sharing this one's state, once
+    /// the lock is released.
+    announce: Option<Duration>,
+}
+
+/// How a request was let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    Closed,
+    /// A half-open probe of the given round.
+    Probe(u64),
+}
+
+/// What an admitted request's outcome says about the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Success,
+    /// A failure, with the server's wait hint if the response carried one
+    /// (used as the open duration).
+    Failure {
+        hint: Option<Duration>,
+    },
+}
+
+/// The shared state machine. Built once per layer, before any setting:
+/// the layer's builder methods update its settings in place.
+pub(crate) struct Core {
+    closed: AtomicBool,
+    inner: Mutex<Inner>,
+    me: Weak<Core>,
+    /// A process-unique id (for state sharing).
+    id: u64,
+    subscribed: AtomicBool,
+}
+
+/// One service's view of a breaker: the settings the layer had when it
+/// made the service (read without a lock on the hot path), and the shared
+/// state machine.
+pub(crate) struct Breaker {
+    pub(crate) config: Arc<Config>,
+    pub(crate) core: Arc<Core>,
+}
+
+impl Core {
+    pub(crate) fn new(config: Arc<Config>) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
+            id: crate::share::next_id(),
+            subscribed: AtomicBool::new(false),
+            closed: AtomicBool::new(true),
+            inner: Mutex::new(Inner {
+                config,
+                phase: Phase::Closed,
+                consecutive: 0,
+                window: Window::new(Instant::now()),
+                trips_in_a_row: 0,
+                open_backoff: BackoffState::default(),
+                probes_in_flight: 0,
+                probe_successes: 0,
+                round: 0,
+                counts: BreakerCounts::default(),
+                pending: Vec::new(),
+                announce: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replace the settings (a builder method of the layer).
+    pub(crate) fn configure(&self, config: Arc<Config>) {
+        self.lock().config = config;
+    }
+
+    /// Release the lock, then report what happened under it; the events
+    /// are also returned, for the request that caused them.
+    fn unlock(&self, mut inner: MutexGuard<'_, Inner>) -> Vec<BreakerEvent> {
+        let events = std::mem::take(&mut inner.pending);
+        let announce = inner.announce.take();
+        // the settings are cloned only when there is something to report
+        let config = (announce.is_some() || !events.is_empty()).then(|| inner.config.clone());
+        drop(inner);
+        let Some(config) = config else {
+            return events;
+        };
+        if let (Some(open_for), Some(share)) = (announce, &config.share) {
+            share.announce(self.id, open_for);
+        }
+        if let Some(handler) = &config.on_event {
+            for event in &events {
+                handler(event);
+            }
+        }
+        events
+    }
+
+    /// Let a request through, or refuse it.
+    pub(crate) fn admit(
+        &self,
+        share: Option<&Arc<dyn PauseShare>>,
+    ) -> (Result<Admission, CircuitOpen>, Vec<BreakerEvent>) {
+        if let Some(share) = share {
+            self.subscribe(share.as_ref());
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return (Ok(Admission::Closed), Vec::new());
+        }
+        let now = Instant::now();
+        let mut inner = self.lock();
+        advance(&mut inner, now);
+        let result = match inner.phase {
+            Phase::Closed => Ok(Admission::Closed),
+            Phase::Open { until } => Err(CircuitOpen::new(Some(until - now))),
+            Phase::HalfOpen if inner.probes_in_flight < inner.config.probes => {
+                inner.probes_in_flight += 1;
+                Ok(Admission::Probe(inner.round))
+            }
+            Phase::HalfOpen => Err(CircuitOpen::new(Some(inner.config.half_open_retry_in))),
+            Phase::Isolated => Err(CircuitOpen::new(None)),
+        };
+        if result.is_err() {
+            inner.counts.rejected += 1;
+        }
+        (result, self.unlock(inner))
+    }
+
+    /// Subscribe to the shared state once. A share may need the runtime
+    /// (Redis listens in a task): outside one this waits for the first
+    /// request.
+    pub(crate) fn subscribe_early(&self, share: &dyn PauseShare) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.subscribe(share);
+        }
+    }
+
+    /// Subscribe to the shared state once, from inside the runtime.
+    fn subscribe(&self, share: &dyn PauseShare) {
+        if !self.subscribed.load(Ordering::Relaxed) {
+            self.subscribe_cold(share);
+        }
+    }
+
+    #[cold]
+    fn subscribe_cold(&self, share: &dyn PauseShare) {
+        if !self.subscribed.swap(true, Ordering::AcqRel) {
+            let me: Weak<dyn Pausable> = self.me.clone();
+            share.subscribe(PauseTarget::new(me, self.id));
+        }
+    }
+
+    /// Record the outcome of an admitted request.
+    pub(crate) fn record(&self, admission: Admission, verdict: Verdict) -> Vec<BreakerEvent> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let (failure, hint) = match verdict {
+            Verdict::Success => (false, None),
+            Verdict::Failure { hint } => (true, hint),
+        };
+        if failure {
+            inner.counts.failures += 1;
+        } else {
+            inner.counts.successes += 1;
+        }
+        match (admission, &inner.phase) {
+            (Admission::Closed, Phase::Closed) => {
+                inner.consecutive = if failure { inner.consecutive + 1 } else { 0 };
+                inner.counts.consecutive_failures = inner.consecutive;
+                let config = &*inner.config;
+                let (length, min, ratio) =
+                    (config.window, config.min_throughput, config.failure_ratio);
+                let trip_after = config.consecutive_failures;
+                let window = inner.window.add(length, now, failure);
+                let rate_exceeded = window.is_some_and(|(total, failures)| {
+                    total >= min && ratio > 0.0 && f64::from(failures) >= ratio * f64::from(total)
+                });
+                if failure && inner.consecutive >= trip_after {
+                    trip(&mut inner, now, hint, TransitionReason::ConsecutiveFailures);
+                } else if rate_exceeded {
+                    trip(&mut inner, now, hint, TransitionReason::FailureRate);
+                }
+            }
+            (Admission::Probe(round), Phase::HalfOpen) if round == inner.round => {
+                inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
+                if failure {
+                    trip(&mut inner, now, hint, TransitionReason::ProbeFailed);
+                } else {
+                    inner.probe_successes += 1;
+                    if inner.probe_successes >= inner.config.probe_successes {
+                        close(
+                            &mut inner,
+                            BreakerState::HalfOpen,
+                            TransitionReason::ProbesSucceeded,
+                        );
+                    }
+                }
+            }
+            // An outcome from before the last transition: counted, but it
+            // does not move the state.
+            _ => {}
+        }
+        self.sync_closed(&inner);
+        self.unlock(inner)
+    }
+
+    /// A probe ended without an outcome (its future was dropped, or it
+    /// was never sent).
+    pub(crate) fn release_probe(&self, round: u64) {
+        let mut inner = self.lock();
+        if matches!(inner.phase, Phase::HalfOpen) && inner.round == round {
+            inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
+        }
+    }
+
+    /// The fast path's flag follows the phase.
+    fn sync_closed(&self, inner: &Inner) {
+        let closed = matches!(inner.phase, Phase::Closed);
+        if self.closed.load(Ordering::Relaxed) != closed {
+            self.closed.store(closed, Ordering::Release);
+        }
+    }
+
+    /// The current state (an open breaker whose time has come reports, and
+    /// becomes, half-open).
+    pub(crate) fn state(&self) -> BreakerState {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        advance(&mut inner, now);
+        let state = public_state(&inner, now);
+        self.unlock(inner);
+        state
+    }
+
+    pub(crate) fn counts(&self) -> BreakerCounts {
+        self.lock().counts
+    }
+
+    pub(crate) fn isolate(&self) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let from = public_state(&inner, now);
+        inner.phase = Phase::Isolated;
+        self.sync_closed(&inner);
+        emit(
+            &mut inner,
+            from,
+            BreakerState::Isolated,
+            TransitionReason::Isolated,
+        );
+        self.unlock(inner);
+    }
+
+    pub(crate) fn reset(&self) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let from = public_state(&inner, now);
+        close(&mut inner, from, TransitionReason::Reset);
+        self.sync_closed(&inner);
+        self.unlock(inner);
+    }
+}
+
+fn emit(inner: &mut Inner, from: BreakerState, to: BreakerState, reason: TransitionReason) {
+    inner.pending.push(BreakerEvent { from, to, reason });
+}
+
+/// Move Open to HalfOpen once its time has come.
+fn advance(inner: &mut Inner, now: Instant) {
+    if let Phase::Open { until } = inner.phase {
+        if now >= until {
+            inner.phase = Phase::HalfOpen;
+            inner.probes_in_flight = 0;
+            inner.probe_successes = 0;
+            inner.round += 1;
+            emit(
+                inner,
+                BreakerState::Open {
+                    retry_in: Duration::ZERO,
+                },
+                BreakerState::HalfOpen,
+                TransitionReason::OpenElapsed,
+            );
+        }
+    }
+}
+
+fn trip(inner: &mut Inner, now: Instant, hint: Option<Duration>, reason: TransitionReason) {
+    let from = public_state(inner, now);
+    inner.trips_in_a_row += 1;
+    inner.counts.trips += 1;
+    let config = inner.config.clone();
+    let backoff =
+        config
+            .open_backoff
+            .next_delay(inner.trips_in_a_row, &mut inner.open_backoff, &config.rng);
+    let open_for = hint.unwrap_or(backoff).min(config.max_open);
+    inner.phase = Phase::Open {
+        // a hint too far to represent is as good as forever
+        until: now
+            .checked_add(open_for)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30)),
+    };
+    inner.consecutive = 0;
+    inner.counts.consecutive_failures = 0;
+    inner.window.clear();
+    if reason != TransitionReason::Shared {
+        inner.announce = Some(open_for);
+    }
+    emit(
+        inner,
+        from,
+        BreakerState::Open { retry_in: open_for },
+        reason,
+    );
+}
+
+fn close(inner: &mut Inner, from: BreakerState, reason: TransitionReason) {
+    inner.phase = Phase::Closed;
+    inner.consecutive = 0;
+    inner.counts.consecutive_failures = 0;
+    inner.trips_in_a_row = 0;
+    inner.open_backoff = BackoffState::default();
+    inner.window.clear();
+    inner.probes_in_flight = 0;
+    emit(inner, from, BreakerState::Closed, reason);
+}
+
+fn public_state(inner: &Inner, now: Instant) -> BreakerState {
+    match inner.phase {
+        Phase::Closed => BreakerState::Closed,
+        Phase::Open { until } => BreakerState::Open {
+            retry_in: until.saturating_duration_since(now),
+        },
+        Phase::HalfOpen => BreakerState::HalfOpen,
+        Phase::Isolated => BreakerState::Isolated,
+    }
+}
+
+impl Pausable for Core {
+    /// Another breaker tripped: open this one for as long (at most
+    /// [`max_open`](crate::breaker::CircuitBreakerLayer::max_open), as for
+    /// its own trips: one bad shared message cannot open it for years),
+    /// unless it is already open longer or isolated. Its own trip count
+    /// does not grow.
+    fn pause_from_share(&self, pause: Duration) {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let pause = pause.min(inner.config.max_open);
+        let Some(until) = now.checked_add(pause) else {
+            return;
+        };
+        let from = public_state(&inner, now);
+        match inner.phase {
+            Phase::Isolated => {}
+            Phase::Open { until: current } if current >= until => {}
+            Phase::Open { .. } => inner.phase = Phase::Open { until },
+            Phase::Closed | Phase::HalfOpen => {
+                inner.phase = Phase::Open { until };
+                // probes of a half-open round in flight no longer count
+                inner.round += 1;
+                inner.probes_in_flight = 0;
+                inner.consecutive = 0;
+                inner.counts.consecutive_failures = 0;
+                emit(
+                    &mut inner,
+                    from,
+                    BreakerState::Open { retry_in: pause },
+                    TransitionReason::Shared,
+                );
+            }
+        }
+        self.sync_closed(&inner);
+        self.unlock(inner);
+    }
+}
