@@ -70,9 +70,14 @@
 //! The layer needs a Tokio runtime with the time driver: it arms a timer to
 //! dispatch when the gate reopens or pacing allows.
 
+mod config;
 mod future;
+mod gate;
+mod handle;
 mod layer;
 mod limiter;
+mod pacing;
+mod queue;
 mod service;
 mod shared;
 
@@ -85,7 +90,8 @@ use tower::{Layer, Service};
 
 pub use future::ResponseFuture;
 pub use layer::PriorityLimitLayer;
-pub use limiter::{LimiterEvent, LimiterStatus, PriorityLimitHandle};
+pub use config::LimiterEvent;
+pub use handle::{LimiterStatus, PriorityLimitHandle};
 pub use service::PriorityLimit;
 pub use shared::{LocalPacer, Pacer, PacerFuture};
 
