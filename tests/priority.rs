@@ -813,3 +813,51 @@ async fn adaptive_lifo_keeps_priorities_and_aging() {
     }
     assert_eq!(upstream.order(), ["holder", "H1", "L1", "N1"]);
 }
+
+/// A new instance of a fleet (its own `RedisFleet`) built while another
+/// instance's pause runs holds its very first request until it has read the
+/// pause, then keeps it for the pause. Needs `TOWER_CX_REDIS_URL`.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_new_fleet_instance_holds_its_first_request_during_a_running_pause() {
+    use tower_cx::fleet::RedisFleet;
+    let url = match std::env::var("TOWER_CX_REDIS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => return,
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let prefix = format!("test-prio-{}-{nanos:08x}", std::process::id());
+    let instance = |upstream: &Upstream| {
+        let layer = PriorityLimitLayer::new(4)
+            .share_gate(RedisFleet::new(&url).unwrap().prefix(prefix.clone()).gate("api"));
+        let handle = layer.handle();
+        (layer.layer(upstream.clone()), handle)
+    };
+    // Wait (polling, bounded) until a handle's gate is closed for the
+    // announced pause, not just held while the share reads Redis.
+    async fn paused(handle: &tower_cx::priority::PriorityLimitHandle) -> bool {
+        for _ in 0..250 {
+            if handle.status().gate_closed_for > Some(secs(30)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+    let upstream = Upstream::new();
+    let (_a, a_handle) = instance(&upstream);
+    a_handle.close_gate(secs(60));
+    // the announcement has reached Redis once a further instance reads it
+    let (_probe, probe_handle) = instance(&upstream);
+    assert!(paused(&probe_handle).await, "the pause reached Redis");
+    let (b, b_handle) = instance(&upstream);
+    let first = spawn(&b, req("b0", Normal, 0));
+    assert!(paused(&b_handle).await, "b read the running pause");
+    assert!(upstream.seen().is_empty(), "b's first request waits");
+    b_handle.open_gate();
+    first.await.unwrap().unwrap();
+    assert_eq!(upstream.order(), ["b0"]);
+}
