@@ -580,7 +580,10 @@ async fn a_limiter_built_during_a_shared_pause_holds_its_first_request() {
     let b = b_layer.layer(upstream.clone());
     assert_eq!(b_handle.status().gate_closed_for, Some(secs(3)));
     b.oneshot(req("b0", Normal, 0)).await.unwrap();
-    assert_eq!(upstream.seen().last().unwrap(), &("b0".to_string(), secs(5)));
+    assert_eq!(
+        upstream.seen().last().unwrap(),
+        &("b0".to_string(), secs(5))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -652,7 +655,11 @@ async fn pacing_burst_holds_whether_set_before_or_after_pacing() {
             task.await.unwrap().unwrap();
         }
         let times: Vec<Duration> = upstream.seen().into_iter().map(|(_, at)| at).collect();
-        assert_eq!(times, [secs(0), secs(0), secs(0), secs(1)], "burst first: {burst_first}");
+        assert_eq!(
+            times,
+            [secs(0), secs(0), secs(0), secs(1)],
+            "burst first: {burst_first}"
+        );
     }
 }
 
@@ -831,8 +838,12 @@ async fn a_new_fleet_instance_holds_its_first_request_during_a_running_pause() {
         .subsec_nanos();
     let prefix = format!("test-prio-{}-{nanos:08x}", std::process::id());
     let instance = |upstream: &Upstream| {
-        let layer = PriorityLimitLayer::new(4)
-            .share_gate(RedisFleet::new(&url).unwrap().prefix(prefix.clone()).gate("api"));
+        let layer = PriorityLimitLayer::new(4).share_gate(
+            RedisFleet::new(&url)
+                .unwrap()
+                .prefix(prefix.clone())
+                .gate("api"),
+        );
         let handle = layer.handle();
         (layer.layer(upstream.clone()), handle)
     };

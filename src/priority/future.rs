@@ -156,8 +156,7 @@ where
                         match outcome {
                             TicketState::Waiting => return Poll::Pending,
                             TicketState::Granted(permit) => {
-                                if let (Some(audit), Some(at)) = (this.audit.as_ref(), *queued_at)
-                                {
+                                if let (Some(audit), Some(at)) = (this.audit.as_ref(), *queued_at) {
                                     if ticket.after_gate() {
                                         audit.publish(None, AuditKind::GateOpened {});
                                     }

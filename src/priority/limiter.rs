@@ -471,10 +471,7 @@ mod tests {
 
     fn best(limiter: &Limiter) -> Option<(usize, bool)> {
         let (aging, lifo) = (limiter.config.aging, limiter.config.lifo_after);
-        limiter
-            .lock()
-            .queue
-            .best(aging, lifo, &mut Now::default())
+        limiter.lock().queue.best(aging, lifo, &mut Now::default())
     }
 
     #[tokio::test(start_paused = true)]
@@ -555,13 +552,19 @@ mod tests {
         let limiter = limiter(4);
         let start = Instant::now();
         limiter.hold_for_share(Duration::from_secs(5));
-        assert_eq!(limiter.gate_closed_until(), Some(start + Duration::from_secs(5)));
+        assert_eq!(
+            limiter.gate_closed_until(),
+            Some(start + Duration::from_secs(5))
+        );
         let mut waiter = ticket(limiter.admit(Priority::Normal));
         limiter.pause_from_share(Duration::from_secs(2));
         tokio::time::advance(Duration::from_secs(1)).await;
         limiter.release_from_share();
         // the pause (2 s) still runs, the hold (5 s) is gone
-        assert_eq!(limiter.gate_closed_until(), Some(start + Duration::from_secs(2)));
+        assert_eq!(
+            limiter.gate_closed_until(),
+            Some(start + Duration::from_secs(2))
+        );
         assert!(granted(&mut waiter).is_none());
         tokio::time::sleep(Duration::from_secs(1)).await;
         settle().await;

@@ -88,10 +88,10 @@ use std::task::{Context, Poll};
 use http::{HeaderName, Request};
 use tower::{Layer, Service};
 
-pub use future::ResponseFuture;
-pub use layer::PriorityLimitLayer;
 pub use config::LimiterEvent;
+pub use future::ResponseFuture;
 pub use handle::{LimiterStatus, PriorityLimitHandle};
+pub use layer::PriorityLimitLayer;
 pub use service::PriorityLimit;
 pub use shared::{LocalPacer, Pacer, PacerFuture};
 
