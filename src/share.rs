@@ -28,20 +28,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 /// Spreads pauses between limiters (closed rate gates) or breakers (open
 /// circuits).
 ///
 /// A limiter or breaker calls [`announce`](Self::announce) when it pauses
-/// on its own (a server hint, a trip), and [`subscribe`](Self::subscribe)
-/// once (lazily, on its first request, inside the runtime) to receive the
-/// pauses announced by the others.
+/// on its own (a server hint, a trip), [`subscribe`](Self::subscribe) once
+/// when it is built (before its first request) to receive the pause running
+/// now and those announced later, and [`start`](Self::start) once on its
+/// first request, inside the runtime.
 pub trait PauseShare: Send + Sync + 'static {
     /// The member with id `from` (see [`PauseTarget::id`]) paused for
     /// `pause`.
     fn announce(&self, from: u64, pause: Duration);
-    /// Deliver pauses announced elsewhere to `target` for as long as it
-    /// lives.
+    /// Deliver to `target` the pause running now, if any, and every pause
+    /// announced elsewhere later, for as long as it lives. A share that
+    /// cannot tell at once whether a pause is running (it must ask a
+    /// server) holds the target ([`PauseTarget::hold`]) until it knows.
     fn subscribe(&self, target: PauseTarget);
+    /// Start what [`subscribe`](Self::subscribe) could not start outside a
+    /// runtime (a listener task). Called by each member on its first
+    /// request; nothing by default.
+    fn start(&self) {}
 }
 
 impl<P: PauseShare + ?Sized> PauseShare for Arc<P> {
@@ -52,6 +61,10 @@ impl<P: PauseShare + ?Sized> PauseShare for Arc<P> {
     fn subscribe(&self, target: PauseTarget) {
         (**self).subscribe(target)
     }
+
+    fn start(&self) {
+        (**self).start()
+    }
 }
 
 /// Something that can be paused from outside: a limiter's gate, a breaker.
@@ -59,6 +72,14 @@ pub(crate) trait Pausable: Send + Sync + 'static {
     /// Pause for `pause` because another member announced it (never
     /// shortening a longer pause, never announcing again).
     fn pause_from_share(&self, pause: Duration);
+
+    /// Hold still for at most `at_most`, until the share knows whether a
+    /// pause runs elsewhere ([`release_from_share`](Self::release_from_share)).
+    /// Nothing by default.
+    fn hold_for_share(&self, _at_most: Duration) {}
+
+    /// End a hold; a pause delivered meanwhile stays. Nothing by default.
+    fn release_from_share(&self) {}
 }
 
 /// What a [`PauseShare`] delivers pauses to: a weak handle on one limiter's
@@ -93,6 +114,31 @@ impl PauseTarget {
         }
     }
 
+    /// Hold the member still for at most `at_most`, while the share finds
+    /// out whether a pause runs elsewhere; [`release`](Self::release) ends
+    /// the hold. Returns false once the member is gone.
+    pub fn hold(&self, at_most: Duration) -> bool {
+        match self.target.upgrade() {
+            Some(target) => {
+                target.hold_for_share(at_most);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// End a [`hold`](Self::hold) (a pause delivered meanwhile stays).
+    /// Returns false once the member is gone.
+    pub fn release(&self) -> bool {
+        match self.target.upgrade() {
+            Some(target) => {
+                target.release_from_share();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether the member still exists.
     pub fn is_alive(&self) -> bool {
         self.target.strong_count() > 0
@@ -115,9 +161,19 @@ impl fmt::Debug for PauseTarget {
 }
 
 /// An in-memory [`PauseShare`] for members of one process. Clones share.
+///
+/// It remembers the pause running now, so that a member that subscribes
+/// during it (built after it was announced) pauses for what is left of it.
 #[derive(Clone, Default)]
 pub struct LocalPauseShare {
-    targets: Arc<Mutex<Vec<PauseTarget>>>,
+    inner: Arc<Mutex<Members>>,
+}
+
+#[derive(Default)]
+struct Members {
+    targets: Vec<PauseTarget>,
+    /// The end of the longest pause announced.
+    paused_until: Option<Instant>,
 }
 
 impl LocalPauseShare {
@@ -127,28 +183,45 @@ impl LocalPauseShare {
     }
 }
 
+impl LocalPauseShare {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Members> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl PauseShare for LocalPauseShare {
     fn announce(&self, from: u64, pause: Duration) {
-        let targets = self
-            .targets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let targets = {
+            let mut members = self.lock();
+            if let Some(until) = Instant::now().checked_add(pause) {
+                members.paused_until = Some(members.paused_until.map_or(until, |u| u.max(until)));
+            }
+            members.targets.clone()
+        };
         for target in targets.iter().filter(|t| t.id() != from) {
             target.pause(pause);
         }
     }
 
     fn subscribe(&self, target: PauseTarget) {
-        let mut targets = self.targets.lock().unwrap_or_else(|e| e.into_inner());
-        targets.retain(PauseTarget::is_alive);
-        targets.push(target);
+        let running = {
+            let mut members = self.lock();
+            members.targets.retain(PauseTarget::is_alive);
+            members.targets.push(target.clone());
+            members
+                .paused_until
+                .map(|until| until.saturating_duration_since(Instant::now()))
+                .filter(|left| !left.is_zero())
+        };
+        if let Some(left) = running {
+            target.pause(left);
+        }
     }
 }
 
 impl fmt::Debug for LocalPauseShare {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.targets.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let n = self.lock().targets.len();
         f.debug_struct("LocalPauseShare")
             .field("members", &n)
             .finish()

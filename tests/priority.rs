@@ -550,8 +550,6 @@ async fn a_hint_seen_by_one_limiter_closes_the_gate_of_every_limiter_sharing_it(
     let b_handle = b_layer.handle();
     let a = a_layer.layer(upstream.clone());
     let b = b_layer.layer(upstream.clone());
-    // b subscribes with its first request
-    b.clone().oneshot(req("b0", Normal, 0)).await.unwrap();
     let throttled = throttled_req("a1", 0, "3");
     let response = a.clone().oneshot(throttled).await.unwrap();
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -563,6 +561,106 @@ async fn a_hint_seen_by_one_limiter_closes_the_gate_of_every_limiter_sharing_it(
     b.oneshot(req("b1", Normal, 0)).await.unwrap();
     let seen = upstream.seen();
     assert_eq!(seen.last().unwrap(), &("b1".to_string(), secs(3)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limiter_built_during_a_shared_pause_holds_its_first_request() {
+    use tower_cx::share::LocalPauseShare;
+    let upstream = Upstream::new();
+    let share = LocalPauseShare::new();
+    let a = PriorityLimitLayer::new(4)
+        .share_gate(share.clone())
+        .layer(upstream.clone());
+    let response = a.oneshot(throttled_req("a0", 0, "5")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    advance(secs(2)).await;
+    // b joins the share 2 s into a 5 s pause, and has never sent
+    let b_layer = PriorityLimitLayer::new(4).share_gate(share);
+    let b_handle = b_layer.handle();
+    let b = b_layer.layer(upstream.clone());
+    assert_eq!(b_handle.status().gate_closed_for, Some(secs(3)));
+    b.oneshot(req("b0", Normal, 0)).await.unwrap();
+    assert_eq!(
+        upstream.seen().last().unwrap(),
+        &("b0".to_string(), secs(5))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn handles_taken_at_any_point_of_building_observe_the_built_limiter() {
+    let upstream = Upstream::new();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    let layer = PriorityLimitLayer::new(1);
+    let first = layer.handle();
+    let layer = layer.max_queue(0);
+    let second = layer.handle();
+    let layer = layer.on_event(move |e| seen.lock().unwrap().push(e.clone()));
+    let service = layer.layer(upstream.clone());
+    let busy = spawn(&service, req("busy", Normal, 1000));
+    settle().await;
+    for handle in [&first, &second, &layer.handle()] {
+        assert_eq!(handle.status().in_flight, 1);
+        assert_eq!(handle.status().available, 0);
+    }
+    // the settings of every call hold: no queue, and the event is seen
+    let shed = service.clone().oneshot(req("shed", High, 0)).await;
+    assert_eq!(overload_reason(shed), OverloadReason::QueueFull);
+    assert_eq!(
+        events.lock().unwrap().as_slice(),
+        [LimiterEvent::Shed {
+            priority: High,
+            reason: OverloadReason::QueueFull
+        }]
+    );
+    first.close_gate(secs(2));
+    assert_eq!(second.status().gate_closed_for, Some(secs(2)));
+    busy.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clone_configured_apart_is_a_limiter_of_its_own() {
+    let upstream = Upstream::new();
+    let base = PriorityLimitLayer::new(1);
+    let handle = base.handle();
+    let other = base.clone().max_queue(0);
+    let service = base.layer(upstream.clone());
+    let busy = spawn(&service, req("busy", Normal, 1000));
+    settle().await;
+    assert_eq!(handle.status().in_flight, 1);
+    assert_eq!(other.handle().status().in_flight, 0);
+    // the base kept its queue
+    let queued = spawn(&service, req("queued", Normal, 0));
+    settle().await;
+    assert_eq!(handle.status().queued, [0, 1, 0]);
+    busy.await.unwrap().unwrap();
+    queued.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn pacing_burst_holds_whether_set_before_or_after_pacing() {
+    for burst_first in [true, false] {
+        let upstream = Upstream::new();
+        let layer = PriorityLimitLayer::new(8);
+        let layer = if burst_first {
+            layer.pacing_burst(3).pacing(1, secs(1))
+        } else {
+            layer.pacing(1, secs(1)).pacing_burst(3)
+        };
+        let service = layer.layer(upstream.clone());
+        let tasks: Vec<_> = (0..4)
+            .map(|i| spawn(&service, req(&format!("r{i}"), Normal, 0)))
+            .collect();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let times: Vec<Duration> = upstream.seen().into_iter().map(|(_, at)| at).collect();
+        assert_eq!(
+            times,
+            [secs(0), secs(0), secs(0), secs(1)],
+            "burst first: {burst_first}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -721,4 +819,56 @@ async fn adaptive_lifo_keeps_priorities_and_aging() {
         task.await.unwrap().unwrap();
     }
     assert_eq!(upstream.order(), ["holder", "H1", "L1", "N1"]);
+}
+
+/// A new instance of a fleet (its own `RedisFleet`) built while another
+/// instance's pause runs holds its very first request until it has read the
+/// pause, then keeps it for the pause. Needs `TOWER_CX_REDIS_URL`.
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_new_fleet_instance_holds_its_first_request_during_a_running_pause() {
+    use tower_cx::fleet::RedisFleet;
+    let url = match std::env::var("TOWER_CX_REDIS_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => return,
+    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let prefix = format!("test-prio-{}-{nanos:08x}", std::process::id());
+    let instance = |upstream: &Upstream| {
+        let layer = PriorityLimitLayer::new(4).share_gate(
+            RedisFleet::new(&url)
+                .unwrap()
+                .prefix(prefix.clone())
+                .gate("api"),
+        );
+        let handle = layer.handle();
+        (layer.layer(upstream.clone()), handle)
+    };
+    // Wait (polling, bounded) until a handle's gate is closed for the
+    // announced pause, not just held while the share reads Redis.
+    async fn paused(handle: &tower_cx::priority::PriorityLimitHandle) -> bool {
+        for _ in 0..250 {
+            if handle.status().gate_closed_for > Some(secs(30)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+    let upstream = Upstream::new();
+    let (_a, a_handle) = instance(&upstream);
+    a_handle.close_gate(secs(60));
+    // the announcement has reached Redis once a further instance reads it
+    let (_probe, probe_handle) = instance(&upstream);
+    assert!(paused(&probe_handle).await, "the pause reached Redis");
+    let (b, b_handle) = instance(&upstream);
+    let first = spawn(&b, req("b0", Normal, 0));
+    assert!(paused(&b_handle).await, "b read the running pause");
+    assert!(upstream.seen().is_empty(), "b's first request waits");
+    b_handle.open_gate();
+    first.await.unwrap().unwrap();
+    assert_eq!(upstream.order(), ["b0"]);
 }

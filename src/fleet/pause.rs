@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::time::Instant;
 
 use super::{FleetEvent, RedisDown, RedisFleet};
 use crate::share::{PauseShare, PauseTarget};
@@ -42,8 +43,11 @@ pub(crate) const MAX_SHARED_PAUSE: Duration = Duration::from_secs(180);
 /// An announcement sets a key that expires with the pause (so an instance
 /// that starts, or reconnects, during it finds it) and publishes it; each
 /// instance listens on the channel, so waiting costs no polling. Members of
-/// this process that share the same value are paused directly. Without
-/// Redis, each instance keeps its own state.
+/// this process that share the same value are paused directly. A member
+/// that subscribes before the share has read the key (a new instance) is
+/// held until it has (at most twice the fleet's operation timeout), so its
+/// first request never goes into a pause already running. Without Redis,
+/// each instance keeps its own state.
 #[derive(Clone)]
 pub struct RedisPauseShare {
     inner: Arc<Inner>,
@@ -59,7 +63,34 @@ struct Inner {
     instance: String,
     announce: redis::Script,
     gates: Mutex<Vec<PauseTarget>>,
-    listening: Mutex<bool>,
+    sync: Mutex<Sync>,
+}
+
+/// What this process knows of the fleet's pause. Locked before `gates`.
+#[derive(Default)]
+struct Sync {
+    /// A listener task runs.
+    listening: bool,
+    /// The listener is subscribed and has read the key: `paused_until` is
+    /// the fleet's pause.
+    synced: bool,
+    /// The end of the longest pause known.
+    paused_until: Option<Instant>,
+}
+
+impl Sync {
+    fn paused_for(&mut self, wait: Duration) {
+        if let Some(until) = Instant::now().checked_add(wait) {
+            self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
+        }
+    }
+
+    /// What is left of the known pause.
+    fn left(&self) -> Option<Duration> {
+        self.paused_until
+            .map(|until| until.saturating_duration_since(Instant::now()))
+            .filter(|left| !left.is_zero())
+    }
 }
 
 impl RedisPauseShare {
@@ -74,13 +105,43 @@ impl RedisPauseShare {
                 instance: format!("{:016x}", rand::random::<u64>()),
                 announce: redis::Script::new(ANNOUNCE),
                 gates: Mutex::default(),
-                listening: Mutex::new(false),
+                sync: Mutex::default(),
             }),
         }
     }
 }
 
 impl Inner {
+    fn sync(&self) -> std::sync::MutexGuard<'_, Sync> {
+        self.sync.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long a member waits at most for the share to read the key:
+    /// a subscription and a read.
+    fn hold_bound(&self) -> Duration {
+        self.fleet.op_timeout_value().saturating_mul(2)
+    }
+
+    /// Start the listener if none runs and a runtime is at hand; hold the
+    /// members until it has read the key. Called with `sync` locked.
+    fn ensure_listening(self: &Arc<Self>, sync: &mut Sync) {
+        if sync.listening {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let gates = self.gates();
+        if gates.is_empty() {
+            return;
+        }
+        sync.listening = true;
+        for gate in &gates {
+            gate.hold(self.hold_bound());
+        }
+        runtime.spawn(self.clone().listen());
+    }
+
     fn gates(&self) -> Vec<PauseTarget> {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
         gates.retain(PauseTarget::is_alive);
@@ -124,15 +185,25 @@ impl Inner {
         let mut backoff = Duration::from_millis(100);
         loop {
             {
-                let mut listening = self.listening.lock().unwrap_or_else(|e| e.into_inner());
+                let mut sync = self.sync();
                 if self.gates().is_empty() {
-                    *listening = false;
+                    sync.listening = false;
+                    sync.synced = false;
                     return;
                 }
             }
             match self.listen_once().await {
                 Ok(()) => continue,
                 Err(down) => {
+                    // Redis cannot tell: nobody is held for it any longer
+                    let gates = {
+                        let mut sync = self.sync();
+                        sync.synced = false;
+                        self.gates()
+                    };
+                    for gate in &gates {
+                        gate.release();
+                    }
                     self.fleet.degraded(self.component, &down);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -164,15 +235,31 @@ impl Inner {
             )
             .await?;
         self.fleet.restored(self.component);
-        if let Ok(left) = u64::try_from(left) {
-            if left > 0 {
-                let wait = Duration::from_millis(left).min(MAX_SHARED_PAUSE);
-                self.fleet.emit(FleetEvent::PauseReceived {
-                    component: self.component,
-                    for_: wait,
-                });
-                self.close_local(wait, None);
+        let wait = u64::try_from(left)
+            .ok()
+            .filter(|left| *left > 0)
+            .map(|left| Duration::from_millis(left).min(MAX_SHARED_PAUSE));
+        if let Some(wait) = wait {
+            self.fleet.emit(FleetEvent::PauseReceived {
+                component: self.component,
+                for_: wait,
+            });
+        }
+        // From now on the share knows the fleet's pause: deliver it, then
+        // let the members held for it go.
+        let gates = {
+            let mut sync = self.sync();
+            sync.synced = true;
+            if let Some(wait) = wait {
+                sync.paused_for(wait);
             }
+            self.gates()
+        };
+        for gate in &gates {
+            if let Some(wait) = wait {
+                gate.pause(wait);
+            }
+            gate.release();
         }
         let (mut sink, mut messages) = pubsub.split();
         let keepalive = self.fleet.keepalive_value();
@@ -208,6 +295,7 @@ impl Inner {
                 continue;
             };
             let wait = Duration::from_millis(wait_ms).min(MAX_SHARED_PAUSE);
+            self.sync().paused_for(wait);
             self.fleet.emit(FleetEvent::PauseReceived {
                 component: self.component,
                 for_: wait,
@@ -223,6 +311,7 @@ impl Inner {
 
 impl PauseShare for RedisPauseShare {
     fn announce(&self, from: u64, wait: Duration) {
+        self.inner.sync().paused_for(wait);
         // Limiters of this process sharing this value close directly.
         self.inner.close_local(wait, Some(from));
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -237,23 +326,30 @@ impl PauseShare for RedisPauseShare {
         });
     }
 
+    /// Deliver the pause known now to `gate`; if the share has not read
+    /// the key yet, hold `gate` until it has (starting the listener if a
+    /// runtime is at hand, else on the first request: [`start`](Self::start)).
     fn subscribe(&self, gate: PauseTarget) {
-        let mut listening = self
-            .inner
-            .listening
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut sync = self.inner.sync();
         self.inner
             .gates
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(gate);
-        if !*listening {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                *listening = true;
-                runtime.spawn(self.inner.clone().listen());
+            .push(gate.clone());
+        if sync.synced {
+            if let Some(left) = sync.left() {
+                gate.pause(left);
             }
+        } else if sync.listening {
+            gate.hold(self.inner.hold_bound());
+        } else {
+            self.inner.ensure_listening(&mut sync);
         }
+    }
+
+    fn start(&self) {
+        let mut sync = self.inner.sync();
+        self.inner.ensure_listening(&mut sync);
     }
 }
 

@@ -8,7 +8,8 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
-use super::limiter::{Permit, Ticket, TicketState};
+use super::limiter::Permit;
+use super::queue::{Ticket, TicketState};
 use crate::audit::{ms, AuditRecord, EventKind as AuditKind};
 use crate::error::BoxError;
 use crate::retry_after::server_hint;
@@ -24,9 +25,6 @@ pin_project! {
         #[pin]
         state: State<S, B, S::Future>,
         audit: Option<AuditRecord>,
-        queued_at: Option<Instant>,
-        // Whether the request took its slot from the limiter's pacer.
-        paced: bool,
     }
 }
 
@@ -42,20 +40,25 @@ pin_project! {
     }
 }
 
-/// Where a request that has not been sent yet stands.
+/// Where a request that has not been sent yet stands. (The `Option`s only
+/// let a permit move on to the next stage.)
 enum Stage {
     /// In the queue, for a permit.
     Queued {
         ticket: Ticket,
         give_up: Option<Pin<Box<Sleep>>>,
+        /// When it queued, if the audit record wants the wait.
+        queued_at: Option<Instant>,
     },
-    /// Holding a permit.
-    Ready { permit: Option<Permit> },
-    /// Holding a permit, waiting for the pacer or the rate gate.
+    /// Holding a permit; the limiter's pacer (if any) not asked yet.
+    Granted { permit: Option<Permit> },
+    /// Holding a permit, waiting for the pacer's slot or the rate gate.
     Pacing {
         wait: Pin<Box<dyn Future<Output = ()> + Send>>,
         permit: Option<Permit>,
     },
+    /// Holding a permit and a paced slot: sent once the gate is open.
+    Ready { permit: Option<Permit> },
 }
 
 impl<S, B> ResponseFuture<S, B>
@@ -69,8 +72,6 @@ where
                 permit: Some(permit),
             },
             audit,
-            queued_at: None,
-            paced: false,
         }
     }
 
@@ -83,14 +84,12 @@ where
     ) -> Self {
         Self {
             state: State::Waiting {
-                stage: Stage::Ready {
+                stage: Stage::Granted {
                     permit: Some(permit),
                 },
                 pending: Some((service, request)),
             },
             audit,
-            queued_at: None,
-            paced: false,
         }
     }
 
@@ -105,12 +104,14 @@ where
             .map(|at| Box::pin(tokio::time::sleep_until(at)));
         Self {
             state: State::Waiting {
-                stage: Stage::Queued { ticket, give_up },
+                stage: Stage::Queued {
+                    queued_at: audit.as_ref().map(|_| Instant::now()),
+                    ticket,
+                    give_up,
+                },
                 pending: Some((service, request)),
             },
-            queued_at: audit.as_ref().map(|_| Instant::now()),
             audit,
-            paced: false,
         }
     }
 
@@ -118,8 +119,6 @@ where
         Self {
             state: State::Failed { error: Some(error) },
             audit: None,
-            queued_at: None,
-            paced: false,
         }
     }
 }
@@ -141,7 +140,11 @@ where
                     return Poll::Ready(Err(error.take().unwrap_or_else(|| DONE.into())));
                 }
                 StateProj::Waiting { stage, pending } => match stage {
-                    Stage::Queued { ticket, give_up } => {
+                    Stage::Queued {
+                        ticket,
+                        give_up,
+                        queued_at,
+                    } => {
                         let mut outcome = ticket.poll_state(cx.waker());
                         if matches!(outcome, TicketState::Waiting) {
                             if let Some(sleep) = give_up.as_mut() {
@@ -153,9 +156,7 @@ where
                         match outcome {
                             TicketState::Waiting => return Poll::Pending,
                             TicketState::Granted(permit) => {
-                                if let (Some(audit), Some(at)) =
-                                    (this.audit.as_ref(), *this.queued_at)
-                                {
+                                if let (Some(audit), Some(at)) = (this.audit.as_ref(), *queued_at) {
                                     if ticket.after_gate() {
                                         audit.publish(None, AuditKind::GateOpened {});
                                     }
@@ -166,13 +167,13 @@ where
                                         AuditKind::QueueWaited { wait_ms: ms(wait) },
                                     );
                                 }
-                                *stage = Stage::Ready {
+                                *stage = Stage::Granted {
                                     permit: Some(permit),
                                 };
                             }
                             TicketState::Shed(overloaded) => {
                                 if let Some(audit) = this.audit.as_ref() {
-                                    if let Some(at) = *this.queued_at {
+                                    if let Some(at) = *queued_at {
                                         audit.add_queue(at.elapsed());
                                     }
                                     audit.publish(
@@ -188,22 +189,24 @@ where
                             }
                         }
                     }
-                    Stage::Ready { permit } if !*this.paced => {
-                        *this.paced = true;
+                    Stage::Granted { permit } => {
                         let pacer = permit
                             .as_ref()
                             .and_then(|p| p.limiter().config.pacer.clone());
-                        if let Some(pacer) = pacer {
-                            let reservation = pacer.reserve();
-                            let wait = Box::pin(async move {
-                                let wait = reservation.await;
-                                if !wait.is_zero() {
-                                    tokio::time::sleep(wait).await;
-                                }
-                            });
-                            let permit = permit.take();
-                            *stage = Stage::Pacing { wait, permit };
-                        }
+                        let permit = permit.take();
+                        *stage = match pacer {
+                            Some(pacer) => {
+                                let reservation = pacer.reserve();
+                                let wait = Box::pin(async move {
+                                    let wait = reservation.await;
+                                    if !wait.is_zero() {
+                                        tokio::time::sleep(wait).await;
+                                    }
+                                });
+                                Stage::Pacing { wait, permit }
+                            }
+                            None => Stage::Ready { permit },
+                        };
                     }
                     Stage::Pacing { wait, permit } => {
                         ready!(wait.as_mut().poll(cx));

@@ -1,44 +1,59 @@
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tower::Layer;
 
-use super::limiter::{Config, Limiter, LimiterEvent, Pacing, PriorityLimitHandle};
+use super::config::{Config, LimiterEvent};
+use super::handle::{LimiterCell, PriorityLimitHandle};
+use super::limiter::Limiter;
+use super::pacing::PacingSpec;
 use super::shared::Pacer;
 use super::PriorityLimit;
 use crate::retry_after::Clock;
 use crate::share::PauseShare;
 
 /// Applies [`PriorityLimit`] to services. Every service made by one layer
-/// shares one limiter (permits, queue, gate, pacing);
+/// (and by its clones) shares one limiter (permits, queue, gate, pacing);
 /// [`handle`](Self::handle) reaches it.
 ///
-/// Configure first, then take handles and make services: each builder
-/// method starts a fresh limiter with the new settings.
+/// Settings do not depend on the order of the builder calls, and a handle
+/// taken at any point of building observes the limiter of the built layer.
+/// A builder call on a clone of the layer, or after the layer made a
+/// service, configures a new limiter (as a new layer would) and leaves the
+/// other clones, the services made and their handles as they were.
 ///
 /// Defaults: a queue of 1024 served first come first served within a
 /// priority, no maximum queue wait, aging by one priority level per 30 s
 /// waited, no pacing, gate hints up to 180 s.
-#[derive(Clone)]
 pub struct PriorityLimitLayer {
-    limiter: Arc<Limiter>,
+    cell: Arc<LimiterCell>,
 }
 
 impl PriorityLimitLayer {
     /// At most `max_concurrency` requests in flight (at least 1).
     pub fn new(max_concurrency: usize) -> Self {
         Self {
-            limiter: Limiter::new(Config::new(max_concurrency)),
+            cell: LimiterCell::new(Limiter::new(Config::new(max_concurrency)), false, 1),
         }
     }
 
-    fn with(self, change: impl FnOnce(&mut Config)) -> Self {
-        let mut config = self.limiter.config.clone();
+    fn with(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        let mut current = self.cell.lock();
+        let mut config = current.limiter.config.clone();
         change(&mut config);
-        Self {
-            limiter: Limiter::new(config),
+        if !current.in_service && self.cell.layers.load(Ordering::SeqCst) == 1 {
+            // still building, and this layer alone stands for the limiter:
+            // configure it where every handle taken so far looks
+            current.limiter = Limiter::reconfigured(config, &current.limiter);
+            drop(current);
+            return self;
         }
+        drop(current);
+        self.cell.layers.fetch_sub(1, Ordering::SeqCst);
+        self.cell = LimiterCell::new(Limiter::new(config), false, 1);
+        self
     }
 
     /// At most `max` requests wait; 0 means none wait (no permit: shed).
@@ -64,9 +79,8 @@ impl PriorityLimitLayer {
     pub fn pacing(self, requests: u32, per: Duration) -> Self {
         self.with(|c| {
             c.pacer = None;
-            c.pacing = (requests > 0).then(|| Pacing::Smooth {
+            c.pacing = (requests > 0).then(|| PacingSpec::Smooth {
                 interval: per / requests,
-                burst: 1,
             });
         })
     }
@@ -106,7 +120,7 @@ impl PriorityLimitLayer {
     pub fn pacing_window(self, requests: u32, per: Duration) -> Self {
         self.with(|c| {
             c.pacer = None;
-            c.pacing = (requests > 0).then_some(Pacing::Window { requests, per });
+            c.pacing = (requests > 0).then_some(PacingSpec::Window { requests, per });
         })
     }
 
@@ -148,17 +162,11 @@ impl PriorityLimitLayer {
     }
 
     /// Allow bursts of up to `burst` requests at once within the
-    /// [`pacing`](Self::pacing) rate (no effect on
-    /// [`pacing_window`](Self::pacing_window), which bursts by design).
+    /// [`pacing`](Self::pacing) rate, whether `pacing` is set before or
+    /// after (no effect on [`pacing_window`](Self::pacing_window), which
+    /// bursts by design, nor without pacing).
     pub fn pacing_burst(self, burst: u32) -> Self {
-        self.with(|c| {
-            if let Some(Pacing::Smooth { interval, .. }) = c.pacing {
-                c.pacing = Some(Pacing::Smooth {
-                    interval,
-                    burst: burst.max(1),
-                });
-            }
-        })
+        self.with(|c| c.pacing_burst = burst.max(1))
     }
 
     /// The longest server hint that closes the rate gate (default 180 s). A
@@ -182,27 +190,53 @@ impl PriorityLimitLayer {
         self.with(|c| c.on_event = Some(Arc::new(handler)))
     }
 
-    /// A handle on the shared limiter.
+    /// A handle on the shared limiter (it follows later builder calls on
+    /// this layer).
     pub fn handle(&self) -> PriorityLimitHandle {
         PriorityLimitHandle {
-            limiter: self.limiter.clone(),
+            cell: self.cell.clone(),
         }
+    }
+}
+
+impl Clone for PriorityLimitLayer {
+    fn clone(&self) -> Self {
+        self.cell.layers.fetch_add(1, Ordering::SeqCst);
+        Self {
+            cell: self.cell.clone(),
+        }
+    }
+}
+
+impl Drop for PriorityLimitLayer {
+    fn drop(&mut self) {
+        self.cell.layers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 impl<S> Layer<S> for PriorityLimitLayer {
     type Service = PriorityLimit<S>;
 
+    /// Makes a service on the layer's limiter. The first one settles the
+    /// limiter's settings and subscribes it to its gate share, so that a
+    /// pause running elsewhere holds its very first request.
     fn layer(&self, inner: S) -> Self::Service {
-        PriorityLimit::from_shared(inner, self.limiter.clone())
+        let limiter = {
+            let mut current = self.cell.lock();
+            current.in_service = true;
+            current.limiter.clone()
+        };
+        limiter.subscribe_to_share();
+        PriorityLimit::from_shared(inner, limiter)
     }
 }
 
 impl fmt::Debug for PriorityLimitLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let limiter = self.cell.limiter();
         f.debug_struct("PriorityLimitLayer")
-            .field("max_concurrency", &self.limiter.config.max_concurrency)
-            .field("max_queue", &self.limiter.config.max_queue)
+            .field("max_concurrency", &limiter.config.max_concurrency)
+            .field("max_queue", &limiter.config.max_queue)
             .field("handle", &self.handle())
             .finish()
     }

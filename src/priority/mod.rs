@@ -70,9 +70,14 @@
 //! The layer needs a Tokio runtime with the time driver: it arms a timer to
 //! dispatch when the gate reopens or pacing allows.
 
+mod config;
 mod future;
+mod gate;
+mod handle;
 mod layer;
 mod limiter;
+mod pacing;
+mod queue;
 mod service;
 mod shared;
 
@@ -83,9 +88,10 @@ use std::task::{Context, Poll};
 use http::{HeaderName, Request};
 use tower::{Layer, Service};
 
+pub use config::LimiterEvent;
 pub use future::ResponseFuture;
+pub use handle::{LimiterStatus, PriorityLimitHandle};
 pub use layer::PriorityLimitLayer;
-pub use limiter::{LimiterEvent, LimiterStatus, PriorityLimitHandle};
 pub use service::PriorityLimit;
 pub use shared::{LocalPacer, Pacer, PacerFuture};
 

@@ -6,7 +6,8 @@ use http::{Request, Response};
 use tower::Service;
 
 use super::future::ResponseFuture;
-use super::limiter::{Admission, Limiter, PriorityLimitHandle};
+use super::handle::PriorityLimitHandle;
+use super::limiter::{Admission, Limiter};
 use super::{Priority, PriorityLimitLayer};
 use crate::audit::{AuditRecord, EventKind as AuditKind};
 use crate::error::BoxError;
@@ -36,9 +37,7 @@ impl<S> PriorityLimit<S> {
 
     /// A handle on the shared limiter.
     pub fn handle(&self) -> PriorityLimitHandle {
-        PriorityLimitHandle {
-            limiter: self.limiter.clone(),
-        }
+        PriorityLimitHandle::fixed(self.limiter.clone())
     }
 
     /// The wrapped service.

@@ -1,0 +1,112 @@
+//! Inspection and control of a limiter from outside: the status, the gate
+//! by hand, and the cell that keeps a layer's handles on the limiter the
+//! layer ends up configured with.
+
+use std::fmt;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::limiter::Limiter;
+use crate::retry_after::HintSource;
+
+/// What the limiter holds right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimiterStatus {
+    /// Requests holding a permit.
+    pub in_flight: usize,
+    /// Permits free.
+    pub available: usize,
+    /// Waiting requests by priority: `[low, normal, high]`.
+    pub queued: [usize; 3],
+    /// Time until the rate gate reopens, if it is closed.
+    pub gate_closed_for: Option<Duration>,
+}
+
+/// The limiter a layer stands for, shared by the layer and its handles.
+///
+/// While the layer is being built (no service made yet, no clone of the
+/// layer configured apart), a builder call replaces the limiter here, so
+/// that every handle taken so far sees the new settings.
+pub(super) struct LimiterCell {
+    current: Mutex<Current>,
+    /// Layers (clones of one layer) standing for this limiter.
+    pub(super) layers: AtomicUsize,
+}
+
+pub(super) struct Current {
+    pub(super) limiter: Arc<Limiter>,
+    /// The layer made a service with this limiter: settings are final.
+    pub(super) in_service: bool,
+}
+
+impl LimiterCell {
+    /// A cell for `layers` layers (0 for a handle taken from a service).
+    pub(super) fn new(limiter: Arc<Limiter>, in_service: bool, layers: usize) -> Arc<Self> {
+        Arc::new(Self {
+            current: Mutex::new(Current {
+                limiter,
+                in_service,
+            }),
+            layers: AtomicUsize::new(layers),
+        })
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn limiter(&self) -> Arc<Limiter> {
+        self.lock().limiter.clone()
+    }
+}
+
+/// A cloneable handle on a limiter's shared state.
+///
+/// A handle taken from a [`PriorityLimitLayer`](super::PriorityLimitLayer)
+/// follows the layer's later builder calls: it observes the limiter the
+/// services made by that layer use, whenever it was taken.
+#[derive(Clone)]
+pub struct PriorityLimitHandle {
+    pub(super) cell: Arc<LimiterCell>,
+}
+
+impl PriorityLimitHandle {
+    /// A handle on a limiter already in service.
+    pub(super) fn fixed(limiter: Arc<Limiter>) -> Self {
+        Self {
+            cell: LimiterCell::new(limiter, true, 0),
+        }
+    }
+
+    /// The interval between dispatches that smooth pacing keeps now: the
+    /// one learned from `inin-ratelimit-allowed` (see
+    /// [`learn_pacing`](super::PriorityLimitLayer::learn_pacing)), else the
+    /// configured one; `None` without smooth pacing.
+    pub fn pacing_interval(&self) -> Option<Duration> {
+        self.cell.limiter().pacing_interval()
+    }
+
+    /// In-flight requests, free permits, queue lengths, gate.
+    pub fn status(&self) -> LimiterStatus {
+        self.cell.limiter().snapshot()
+    }
+
+    /// Close the rate gate for `wait` (as a server hint would).
+    pub fn close_gate(&self, wait: Duration) {
+        let _ = self.cell.limiter().close_gate(wait, HintSource::RetryAfter);
+    }
+
+    /// Reopen the rate gate now and dispatch waiters.
+    pub fn open_gate(&self) {
+        self.cell.limiter().open_gate();
+    }
+}
+
+impl fmt::Debug for PriorityLimitHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PriorityLimitHandle")
+            .field("status", &self.status())
+            .finish()
+    }
+}

@@ -1,0 +1,312 @@
+//! The waiting room: three FIFO queues (one per priority), the mailbox each
+//! waiter is granted or evicted through, and the ticket a queued request
+//! holds.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::limiter::{Limiter, Now, Permit};
+use super::Priority;
+use crate::error::{OverloadReason, Overloaded};
+
+const WAITING: u8 = 0;
+const GRANTED: u8 = 1;
+const EVICTED: u8 = 2;
+
+/// A queued request's mailbox: the limiter grants or evicts through it.
+pub(crate) struct Slot {
+    state: AtomicU8,
+    waker: Mutex<Option<Waker>>,
+    /// Granted by the dispatch that reopened the rate gate.
+    after_gate: AtomicBool,
+}
+
+impl Slot {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Slot {
+            state: AtomicU8::new(WAITING),
+            waker: Mutex::new(None),
+            after_gate: AtomicBool::new(false),
+        })
+    }
+
+    fn settle(&self, state: u8) -> Option<Waker> {
+        self.state.store(state, Ordering::Release);
+        self.waker.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Grant a permit; the waker to wake once the lock is released.
+    pub(super) fn grant(&self, after_gate: bool) -> Option<Waker> {
+        self.after_gate.store(after_gate, Ordering::Relaxed);
+        self.settle(GRANTED)
+    }
+
+    /// Whether the slot is still waiting (neither granted nor evicted).
+    pub(super) fn is_waiting(&self) -> bool {
+        self.state.load(Ordering::Acquire) == WAITING
+    }
+
+    /// Whether the slot was evicted (shed).
+    pub(super) fn is_evicted(&self) -> bool {
+        self.state.load(Ordering::Acquire) == EVICTED
+    }
+
+    #[cfg(test)]
+    pub(super) fn is_granted(&self) -> bool {
+        self.state.load(Ordering::Acquire) == GRANTED
+    }
+}
+
+/// Wakers collected under the lock, woken once it is released. Most
+/// dispatches grant one waiter: that one is kept without allocating.
+#[derive(Default)]
+pub(super) struct Wakeups {
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+impl Wakeups {
+    pub(super) fn push(&mut self, waker: Waker) {
+        match self.first {
+            None => self.first = Some(waker),
+            Some(_) => self.rest.push(waker),
+        }
+    }
+
+    /// Take the wakers (the common single one without allocating).
+    pub(super) fn take(&mut self) -> (Option<Waker>, Vec<Waker>) {
+        (self.first.take(), std::mem::take(&mut self.rest))
+    }
+}
+
+/// One waiter.
+pub(super) struct Entry {
+    seq: u64,
+    pub(super) priority: Priority,
+    /// Set when aging, a maximum queue wait or adaptive LIFO needs it.
+    enqueued_at: Option<Instant>,
+    pub(super) slot: Arc<Slot>,
+}
+
+/// The waiters, one FIFO per priority.
+#[derive(Default)]
+pub(super) struct Queue {
+    queues: [VecDeque<Entry>; 3],
+    queued: usize,
+    seq: u64,
+}
+
+impl Queue {
+    /// How many wait.
+    pub(super) fn len(&self) -> usize {
+        self.queued
+    }
+
+    /// How many wait, by priority: `[low, normal, high]`.
+    pub(super) fn lens(&self) -> [usize; 3] {
+        [
+            self.queues[0].len(),
+            self.queues[1].len(),
+            self.queues[2].len(),
+        ]
+    }
+
+    /// Queue a waiter; its sequence number.
+    pub(super) fn push(
+        &mut self,
+        priority: Priority,
+        enqueued_at: Option<Instant>,
+        slot: Arc<Slot>,
+    ) -> u64 {
+        self.seq += 1;
+        let seq = self.seq;
+        self.queues[priority.index()].push_back(Entry {
+            seq,
+            priority,
+            enqueued_at,
+            slot,
+        });
+        self.queued += 1;
+        seq
+    }
+
+    /// Take out the newest waiter of a priority lower than `priority`, the
+    /// lowest first (to make room for a request of `priority`).
+    pub(super) fn evict_below(&mut self, priority: Priority) -> Option<Entry> {
+        let lower = (0..3)
+            .map(Priority::from_index)
+            .take_while(|p| *p < priority)
+            .find(|p| !self.queues[p.index()].is_empty())?;
+        let entry = self.queues[lower.index()].pop_back()?;
+        self.queued -= 1;
+        Some(entry)
+    }
+
+    /// Evict an entry taken out of the queue; the waker to wake.
+    pub(super) fn evicted(entry: &Entry) -> Option<Waker> {
+        entry.slot.settle(EVICTED)
+    }
+
+    /// Remove the waiter `seq` of `priority`, if it is still queued.
+    pub(super) fn remove(&mut self, priority: Priority, seq: u64) {
+        let queue = &mut self.queues[priority.index()];
+        if let Some(position) = queue.iter().position(|e| e.seq == seq) {
+            queue.remove(position);
+            self.queued -= 1;
+        }
+    }
+
+    /// Take out the waiter whose turn it is.
+    pub(super) fn pop_best(
+        &mut self,
+        aging: Option<Duration>,
+        lifo_after: Option<Duration>,
+        now: &mut Now,
+    ) -> Option<Entry> {
+        let (index, newest) = self.best(aging, lifo_after, now)?;
+        let queue = &mut self.queues[index];
+        let entry = if newest {
+            queue.pop_back()
+        } else {
+            queue.pop_front()
+        }?;
+        self.queued -= 1;
+        Some(entry)
+    }
+
+    /// The queue whose turn it is, and whether its newest waiter goes
+    /// (adaptive LIFO) rather than its oldest.
+    ///
+    /// Between priorities: the highest level after aging (a queue ages with
+    /// its oldest waiter), then the earliest arrival. With one priority
+    /// waiting, no aging and first-come-first-served order (the usual case)
+    /// no clock is read.
+    pub(super) fn best(
+        &self,
+        aging: Option<Duration>,
+        lifo_after: Option<Duration>,
+        now: &mut Now,
+    ) -> Option<(usize, bool)> {
+        let mut heads = self
+            .queues
+            .iter()
+            .enumerate()
+            .filter_map(|(index, queue)| queue.front().map(|head| (index, head)));
+        let (first, head) = heads.next()?;
+        let (index, head) = match heads.next() {
+            None => (first, head),
+            Some(next) => {
+                let mut level = |head: &Entry| {
+                    let mut level = head.priority.index() as u8;
+                    if let (Some(aging), Some(at)) = (aging, head.enqueued_at) {
+                        let waited = now.get().saturating_duration_since(at);
+                        if waited >= aging.saturating_mul(2) {
+                            level += 2;
+                        } else if waited >= aging {
+                            level += 1;
+                        }
+                    }
+                    level.min(2)
+                };
+                let key = |level: u8, head: &Entry| (level, std::cmp::Reverse(head.seq));
+                let mut best = (key(level(head), head), first, head);
+                for (index, head) in std::iter::once(next).chain(heads) {
+                    let candidate = key(level(head), head);
+                    if candidate > best.0 {
+                        best = (candidate, index, head);
+                    }
+                }
+                (best.1, best.2)
+            }
+        };
+        // a standing queue serves its newest waiter first
+        let newest = match (lifo_after, head.enqueued_at) {
+            (Some(after), Some(at)) => now.get().saturating_duration_since(at) >= after,
+            _ => false,
+        };
+        Some((index, newest))
+    }
+}
+
+/// A place in the queue. Dropping it leaves the queue (or returns a permit
+/// granted to it and never used).
+pub(crate) struct Ticket {
+    pub(super) limiter: Arc<Limiter>,
+    pub(super) slot: Arc<Slot>,
+    pub(super) seq: u64,
+    pub(super) priority: Priority,
+    pub(super) enqueued_at: Option<Instant>,
+    pub(super) used: bool,
+}
+
+/// Where a queued request stands.
+pub(crate) enum TicketState {
+    Waiting,
+    Granted(Permit),
+    Shed(Overloaded),
+}
+
+impl Ticket {
+    /// Check the ticket, registering `waker` to hear of a change.
+    pub(crate) fn poll_state(&mut self, waker: &Waker) -> TicketState {
+        if self.slot.is_waiting() {
+            let mut registered = self.slot.waker.lock().unwrap_or_else(|e| e.into_inner());
+            if !registered.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                *registered = Some(waker.clone());
+            }
+        }
+        match self.slot.state.load(Ordering::Acquire) {
+            GRANTED => {
+                self.used = true;
+                TicketState::Granted(Permit::handed_over(self.limiter.clone()))
+            }
+            EVICTED => {
+                self.used = true;
+                TicketState::Shed(Overloaded::new(OverloadReason::Evicted))
+            }
+            _ => TicketState::Waiting,
+        }
+    }
+
+    /// Whether the grant came when the rate gate reopened.
+    pub(crate) fn after_gate(&self) -> bool {
+        self.slot.after_gate.load(Ordering::Relaxed)
+    }
+
+    /// When this request stops waiting, if a maximum queue wait is set.
+    pub(crate) fn give_up_at(&self) -> Option<Instant> {
+        self.limiter
+            .config
+            .max_queue_wait
+            .zip(self.enqueued_at)
+            .and_then(|(wait, at)| at.checked_add(wait))
+    }
+
+    /// Leave the queue after waiting too long; a permit granted meanwhile
+    /// wins.
+    pub(crate) fn time_out(&mut self) -> TicketState {
+        if self.limiter.time_out(self) {
+            self.used = true;
+            return TicketState::Shed(Overloaded::new(OverloadReason::QueueTimeout));
+        }
+        self.poll_state(Waker::noop())
+    }
+
+    /// Mark the slot evicted (under the limiter's lock, while it waits).
+    pub(super) fn evict(&self) {
+        self.slot.state.store(EVICTED, Ordering::Release);
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.used {
+            self.limiter.leave(self);
+        }
+    }
+}
