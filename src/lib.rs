@@ -83,6 +83,7 @@ pub mod jobs;
 pub mod mock;
 pub mod origin;
 pub mod priority;
+pub mod replay;
 pub mod retry;
 pub mod retry_after;
 pub mod share;

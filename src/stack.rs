@@ -234,11 +234,6 @@ impl Stack {
             .service(client);
         // `Either`, not a box: no allocation per call or per clone
         let lower = match self.bearer {
-            // the retry layer keeps a copy of each request anyway and
-            // replays a rejected token from it: one copy, not two
-            Some(bearer) if self.retry.replays_rejected_token() => {
-                Either::Left(bearer.replay_on_401(false).layer(lower))
-            }
             Some(bearer) => Either::Left(bearer.layer(lower)),
             None => Either::Right(lower),
         };
@@ -341,10 +336,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
         self,
         layer: PriorityLimitLayer,
     ) -> ServiceBuilder<Stacked<PriorityLimitLayer, L>>;
-    /// Add a [`BearerLayer`] over `tokens`, with its own 401 replay (under
-    /// a [`with_retry`](Self::with_retry) layer, add
-    /// `BearerLayer::new(tokens).replay_on_401(false)` instead: the retry
-    /// layer replays from the copy it keeps, one copy per request).
+    /// Add a [`BearerLayer`] over `tokens`. Alone it replays a request
+    /// after a 401 itself; under a [`with_retry`](Self::with_retry) layer the
+    /// retry layer does, from the copy it keeps (one replay, one copy:
+    /// [`crate::replay`]).
     fn bearer(self, tokens: TokenCache) -> ServiceBuilder<Stacked<BearerLayer, L>>;
 }
 

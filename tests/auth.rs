@@ -275,6 +275,12 @@ fn get() -> Request<Body> {
         .unwrap()
 }
 
+fn post() -> Request<Body> {
+    Request::post("https://api.mypurecloud.com/api/v2/integrations/actions/a/execute")
+        .body(Body::from("{}"))
+        .unwrap()
+}
+
 async fn call(service: &Bearer<Api>, request: Request<Body>) -> Result<Response<()>, BoxError> {
     service.clone().oneshot(request).await
 }
@@ -678,7 +684,13 @@ struct RetryOverBearer {
 }
 
 impl RetryOverBearer {
+    /// A retry layer over a bearer with its defaults: no setting tells the
+    /// bearer that a retry layer is above (`tower_cx::replay`).
     async fn new(retry: RetryLayer, latency: Duration) -> Self {
+        Self::with_bearer_replay(retry, latency, true).await
+    }
+
+    async fn with_bearer_replay(retry: RetryLayer, latency: Duration, replay_on_401: bool) -> Self {
         let endpoint = TokenEndpoint::new();
         let auth_events = Events::default();
         let cache = cache(&endpoint, &auth_events);
@@ -689,7 +701,7 @@ impl RetryOverBearer {
             let events = events.clone();
             ServiceBuilder::new()
                 .layer(retry.on_event(move |e| events.lock().unwrap().push(e.clone())))
-                .layer(BearerLayer::new(cache.clone()).replay_on_401(false))
+                .layer(BearerLayer::new(cache.clone()).replay_on_401(replay_on_401))
                 .service(api.clone())
         };
         cache.refresh().await.unwrap();
@@ -801,9 +813,42 @@ async fn under_a_retry_layer_a_401_on_a_streaming_body_is_returned() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn with_both_replays_off_a_401_is_returned_and_the_token_dropped() {
+async fn a_default_bearer_under_a_retry_layer_replays_once_from_the_retry_layers_copy() {
+    // the bearer is built with its defaults (its own replay on), and the
+    // token the request carries is rejected: the request is sent twice in
+    // all, the second time by the retry layer, with a fresh token
+    let t = RetryOverBearer::new(RetryLayer::new(), Duration::ZERO).await;
+    let response = t.send(post()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(t.api.tokens(), ["Bearer tok-1", "Bearer tok-2"]);
+    assert_eq!(t.token_replays(), 1, "the retry layer replayed it");
+    assert_eq!(t.endpoint.requests(), 2);
+    // a second rejection of the fresh token is not replayed again
+    t.api.revoke("tok-2");
+    advance(secs(30)).await;
+    assert_eq!(t.send(post()).await.status(), StatusCode::OK);
+    assert_eq!(t.api.tokens().len(), 4, "tok-2 rejected once, then tok-3");
+    assert_eq!(t.token_replays(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_the_retry_layers_replay_off_a_default_bearer_replays_itself() {
     let retry = RetryLayer::new().replay_rejected_token(false);
     let t = RetryOverBearer::new(retry, Duration::ZERO).await;
+    let response = t.send(get()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(t.api.tokens(), ["Bearer tok-1", "Bearer tok-2"]);
+    assert_eq!(
+        t.token_replays(),
+        0,
+        "the bearer replayed it, not the retry layer"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_both_replays_off_a_401_is_returned_and_the_token_dropped() {
+    let retry = RetryLayer::new().replay_rejected_token(false);
+    let t = RetryOverBearer::with_bearer_replay(retry, Duration::ZERO, false).await;
     let response = t.send(get()).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert!(response.extensions().get::<TokenRejected>().is_some());

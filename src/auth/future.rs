@@ -10,10 +10,11 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::cache::{AuthEvent, Issued, Rejection};
-use super::{TokenCache, TokenError, TokenRejected};
+use super::{TokenCache, TokenError};
 use crate::audit::{ms, AuditRecord, EventKind as AuditKind};
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::BoxError;
+use crate::replay::TokenRejected;
 
 type Acquire = Pin<Box<dyn Future<Output = Result<Issued, TokenError>> + Send>>;
 

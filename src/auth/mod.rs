@@ -50,11 +50,12 @@
 //!   token, further 401s within the [rejection
 //!   cooldown](TokenCacheBuilder::rejection_cooldown) (30 s) keep the token
 //!   and are returned as they are, neither refreshed nor replayed.
-//! - Under a [`RetryLayer`](crate::retry::RetryLayer), turn the bearer's own
-//!   replay off ([`replay_on_401(false)`](BearerLayer::replay_on_401)): the
-//!   401 then comes back marked [`TokenRejected`] and the retry layer sends
-//!   the request once more from the copy it keeps anyway, so each request is
-//!   copied once instead of twice. [`Stack`](crate::stack::Stack) does this.
+//! - Under a [`RetryLayer`](crate::retry::RetryLayer), the retry layer marks
+//!   each request [`ReplayedAbove`](crate::replay::ReplayedAbove): the bearer
+//!   then keeps no copy of its own, and returns the 401 marked
+//!   [`TokenRejected`] for the retry layer to send once more from the copy it
+//!   keeps anyway. One replay, one copy, with no setting to change (the
+//!   protocol is documented in [`crate::replay`]).
 //! - Requests to `http://` hosts other than loopback fail with
 //!   [`InsecureUrl`](crate::error::InsecureUrl): credentials never travel in
 //!   clear text.
@@ -80,11 +81,12 @@ mod service;
 mod source;
 mod token;
 
+pub use crate::replay::TokenRejected;
 pub use cache::{AuthEvent, TokenCache, TokenCacheBuilder, TokenStatus};
 pub use future::ResponseFuture;
 pub use layer::BearerLayer;
 pub(crate) use scrub::url_without_secrets;
-pub use service::{Bearer, TokenRejected};
+pub use service::Bearer;
 pub use source::{
     box_client, source_fn, ClientAuth, ClientCredentials, SourceFn, TokenFuture, TokenHttpClient,
     TokenSource, CXONE_TOKEN_URL,

@@ -11,28 +11,12 @@ use crate::audit::AuditRecord;
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::{BoxError, InsecureUrl};
 use crate::origin::Origin;
-
-/// Marks a `401` response whose token the [`Bearer`] layer has just dropped
-/// from the cache without replaying the request itself (its replay is off,
-/// or the body cannot be sent again): a layer above, typically the
-/// [`RetryLayer`](crate::retry::RetryLayer), may send the request once more
-/// and it will carry a fresh token.
-///
-/// Found in the response's extensions.
-///
-/// ```
-/// use tower_cx::auth::TokenRejected;
-///
-/// let mut response = http::Response::new(());
-/// assert!(response.extensions().get::<TokenRejected>().is_none());
-/// response.extensions_mut().insert(TokenRejected);
-/// assert!(response.extensions().get::<TokenRejected>().is_some());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenRejected;
+use crate::replay::ReplayedAbove;
 
 /// Injects `Authorization: Bearer ...` at call time; on a 401 drops the
-/// token the request carried, gets a fresh one and replays the request once.
+/// token the request carried, gets a fresh one and replays the request once
+/// (or leaves the replay to a layer above that marked the request
+/// [`ReplayedAbove`]: see [`crate::replay`]).
 ///
 /// See the [module docs](crate::auth).
 #[derive(Debug, Clone)]
@@ -111,10 +95,13 @@ where
         }
         let cache = self.cache.clone();
         let audit = request.extensions().get::<AuditRecord>().cloned();
+        // the 401 replay (`crate::replay`): ours, unless a layer above does it
+        let replay_here =
+            self.replay_on_401 && request.extensions().get::<ReplayedAbove>().is_none();
         match cache.fresh() {
             // Hot path: a valid cached token, no waiting. The service is
             // kept (a clone of the ready one) only for a replay of our own.
-            Some(token) if self.replay_on_401 => {
+            Some(token) if replay_here => {
                 let template = try_clone_request(&request);
                 request.headers_mut().insert(AUTHORIZATION, token.header);
                 let clone = self.inner.clone();
@@ -134,7 +121,7 @@ where
             None => {
                 let clone = self.inner.clone();
                 let service = std::mem::replace(&mut self.inner, clone);
-                let on_401 = if self.replay_on_401 {
+                let on_401 = if replay_here {
                     On401::Replay
                 } else {
                     On401::Mark

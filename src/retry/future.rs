@@ -11,10 +11,10 @@ use tower::Service;
 
 use super::config::Config;
 use super::policy::{Attempts, Decision, Outcome};
-use crate::auth::TokenRejected;
 use crate::body::{try_clone_request, ReplayBody};
 use crate::classify::FailureKind;
 use crate::error::{BoxError, CircuitOpen, OutcomeUnknown, UnknownCause};
+use crate::replay::TokenRejected;
 use crate::retry_after::{HintSource, ServerHint};
 
 pin_project! {

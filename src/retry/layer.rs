@@ -126,20 +126,15 @@ impl RetryLayer {
 
     /// Send a request once more, at once, when the bearer layer below
     /// rejected its token: a `401` marked
-    /// [`TokenRejected`](crate::auth::TokenRejected) (default on). This is
-    /// the bearer's own 401 replay done from here, where a copy of the
-    /// request is kept anyway: under a retry layer, build the bearer with
-    /// [`replay_on_401(false)`](crate::auth::BearerLayer::replay_on_401)
-    /// and each request is copied once instead of twice
-    /// ([`Stack`](crate::stack::Stack) does). Once per logical request,
-    /// whatever its method; it uses neither an attempt nor the budget.
+    /// [`TokenRejected`](crate::replay::TokenRejected) (default on). The
+    /// request is marked [`ReplayedAbove`](crate::replay::ReplayedAbove), so
+    /// a bearer below leaves the replay to this layer, which keeps a copy of
+    /// the request anyway: one replay, one copy (see [`crate::replay`]).
+    /// Once per logical request, whatever its method; it uses neither an
+    /// attempt nor the budget.
     pub fn replay_rejected_token(mut self, enabled: bool) -> Self {
         self.config.replay_rejected_token = enabled;
         self
-    }
-
-    pub(crate) fn replays_rejected_token(&self) -> bool {
-        self.config.replay_rejected_token
     }
 
     /// Receive every [`RetryEvent`]. The callback runs on the request path:

@@ -100,13 +100,13 @@
 //! honour it.
 //!
 //! One case skips these rules: a `401` whose token the bearer layer below
-//! has just dropped (marked [`TokenRejected`](crate::auth::TokenRejected)) is
-//! sent once more at once, with a fresh token, whatever its method, without
-//! using an attempt or the budget
-//! ([`replay_rejected_token`](RetryLayer::replay_rejected_token)). This is the
-//! bearer's own 401 replay, done here from the copy the retry layer keeps
-//! anyway; [`Stack`](crate::stack::Stack) turns the bearer's copy off, so
-//! each request is copied once, not twice.
+//! has just dropped (marked [`TokenRejected`](crate::replay::TokenRejected))
+//! is sent once more at once, with a fresh token, whatever its method,
+//! without using an attempt or the budget
+//! ([`replay_rejected_token`](RetryLayer::replay_rejected_token)). The 401
+//! replay is one protocol between the bearer and this layer, documented in
+//! [`crate::replay`]: the request is replayed once and copied once, in any
+//! composition.
 //!
 //! Every step is published as a [`RetryEvent`] to the callback set with
 //! [`RetryLayer::on_event`].

@@ -14,6 +14,7 @@ use super::{RetryLayer, RetryOverride};
 use crate::audit::AuditRecord;
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::BoxError;
+use crate::replay::ReplayedAbove;
 
 /// Retries requests that fail in a retryable way, honouring server hints.
 ///
@@ -114,6 +115,10 @@ where
                 .and_then(RetryOverride::attempts)
                 .unwrap_or(config.max_attempts)
                 > 1;
+        // the 401 replay (`crate::replay`): a bearer below leaves it to us
+        if config.replay_rejected_token {
+            request.extensions_mut().insert(ReplayedAbove);
+        }
         let template = if replays_possible {
             try_clone_request(&request)
         } else {
