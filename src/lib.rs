@@ -66,6 +66,8 @@
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
+#![deny(unreachable_pub)]
+#![deny(clippy::fn_params_excessive_bools)]
 
 pub mod audit;
 pub mod auth;
