@@ -210,6 +210,18 @@ where
         .unwrap()
 }
 
+/// Whether `condition` holds within `tries` looks, `step` apart (real time:
+/// the fleet's state lives in a Redis server outside the test's clock).
+async fn eventually(tries: u32, step: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    for _ in 0..tries {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(step).await;
+    }
+    condition()
+}
+
 fn prefix(test: &str) -> String {
     format!("test-{test}-{:08x}", rand::random::<u32>())
 }
@@ -601,14 +613,10 @@ async fn a_breaker_tripping_on_one_member_opens_the_breakers_of_the_fleet() {
     assert!(matches!(failing_handle.state(), BreakerState::Open { .. }));
     // The others hear of it and fail fast, without a failure of their own.
     for (service, handle) in &members[1..] {
-        let mut open = false;
-        for _ in 0..200 {
-            open = matches!(handle.state(), BreakerState::Open { .. });
-            if open {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let open = eventually(200, Duration::from_millis(10), || {
+            matches!(handle.state(), BreakerState::Open { .. })
+        })
+        .await;
         assert!(open, "{:?}", handle.state());
         let refused = service
             .clone()
@@ -814,28 +822,17 @@ async fn a_half_open_subscription_is_detected_by_its_keepalive() {
         assert!(status.success());
     };
     signal("-STOP");
-    let mut detected = false;
-    for _ in 0..100 {
-        detected = degraded(&events);
-        if detected {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let detected = eventually(100, Duration::from_millis(20), || degraded(&events)).await;
     signal("-CONT");
     assert!(detected, "{:?}", events.lock().unwrap());
     // and it subscribes again once Redis answers
-    let mut restored = false;
-    for _ in 0..200 {
-        restored = events
+    let restored = eventually(200, Duration::from_millis(20), || {
+        events
             .lock()
             .unwrap()
-            .contains(&FleetEvent::Restored { component: "gate" });
-        if restored {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .contains(&FleetEvent::Restored { component: "gate" })
+    })
+    .await;
     assert!(restored, "{:?}", events.lock().unwrap());
     drop(service);
 }

@@ -148,11 +148,7 @@ async fn the_gateway_answers_a_typed_error_when_its_credentials_are_refused() {
     let audit = audit_path("refused");
     let (_gateway, addr) = gateway_for_mock(&mock, &[], "not-the-secret", &audit).await;
 
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
-    let request = Request::get(format!("{addr}/api/v2/users"))
-        .body(Full::default())
-        .unwrap();
-    let response = client.request(request).await.unwrap();
+    let response = get(&addr, "/api/v2/users").await;
     let _ = std::fs::remove_file(&audit);
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -226,6 +222,15 @@ async fn recording_upstream() -> (Recorder, String) {
         }
     });
     (recorder, base)
+}
+
+/// A plain GET through the gateway at `addr`.
+async fn get(addr: &str, path: &str) -> http::Response<hyper::body::Incoming> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::get(format!("{addr}{path}"))
+        .body(Full::default())
+        .unwrap();
+    client.request(request).await.unwrap()
 }
 
 async fn record(
@@ -402,15 +407,7 @@ async fn a_redirect_to_another_host_is_passed_back_not_followed() {
     let (recorder, base) = recording_upstream().await;
     let (_gateway, addr) = gateway_for_recorder(&base, true, &[], "redirect").await;
 
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let response = client
-        .request(
-            Request::get(format!("{addr}/redirect"))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let response = get(&addr, "/redirect").await;
     assert_eq!(response.status(), StatusCode::FOUND);
     assert_eq!(
         response.headers()["location"],
@@ -515,15 +512,7 @@ async fn token_endpoint_text_never_reaches_the_caller() {
     ));
     let (_gateway, addr) = gateway_for_recorder(&base, true, &[], "echo").await;
 
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let response = client
-        .request(
-            Request::get(format!("{addr}/api/me"))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let response = get(&addr, "/api/me").await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let text = String::from_utf8_lossy(&body);
