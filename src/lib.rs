@@ -78,13 +78,16 @@ pub mod error;
 #[cfg(feature = "redis")]
 pub mod fleet;
 pub mod genesys;
+pub mod hint;
 pub mod jobs;
 #[cfg(feature = "mock")]
 pub mod mock;
 pub mod origin;
 pub mod priority;
 pub mod retry;
-pub mod retry_after;
+/// The former name of [`hint`], kept so that `tower_cx::retry_after::..`
+/// paths written before the rename still compile.
+pub use hint as retry_after;
 pub mod share;
 pub mod stack;
 pub mod vendor;

@@ -42,7 +42,7 @@ use crate::classify::{classify_status, Class, Classify, FailureKind};
 use crate::cxone::CxoneError;
 use crate::error::BoxError;
 use crate::genesys::GenesysError;
-use crate::retry_after::{server_hint, SystemClock};
+use crate::hint::{server_hint, SystemClock};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

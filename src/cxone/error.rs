@@ -77,7 +77,7 @@ impl CxoneError {
             ic_status_description: ic,
             retry_after: headers
                 .get(http::header::RETRY_AFTER)
-                .and_then(|v| crate::retry_after::parse_retry_after(v, SystemTime::now()).ok()),
+                .and_then(|v| crate::hint::parse_retry_after(v, SystemTime::now()).ok()),
             business: None,
         }
     }

@@ -54,7 +54,7 @@ impl GenesysError {
         error.correlation_id = header(headers, "inin-correlation-id");
         error.retry_after = headers
             .get(http::header::RETRY_AFTER)
-            .and_then(|v| crate::retry_after::parse_retry_after(v, SystemTime::now()).ok());
+            .and_then(|v| crate::hint::parse_retry_after(v, SystemTime::now()).ok());
         error
     }
 
