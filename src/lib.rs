@@ -90,4 +90,5 @@ pub mod retry;
 pub use hint as retry_after;
 pub mod share;
 pub mod stack;
+pub mod transport;
 pub mod vendor;

@@ -17,9 +17,9 @@ use super::error::CxoneError;
 use super::extraction::DataExtraction;
 use crate::body::Body;
 use crate::error::BoxError;
-use crate::genesys::BusinessRule;
 use crate::stack::CxService;
 use crate::vendor::{
+    BusinessRule,
     json_request, parse, resolve_link, ClientCore, Decoder, InvalidUrl, RetryRules, Transport,
 };
 
@@ -107,7 +107,7 @@ impl<T: Transport> CxoneClient<T> {
     /// A client for `api_endpoint` (`https://api-na1.niceincontact.com`).
     pub fn new(transport: T, api_endpoint: &str) -> Self {
         Self {
-            core: ClientCore::new(transport, api_endpoint, RetryRules::cxone()),
+            core: ClientCore::new::<CxoneError>(transport, api_endpoint, RetryRules::cxone()),
             versions: Versions::default(),
             downloads: BoxCloneSyncService::new(
                 TimeoutLayer::new(Duration::from_secs(60)).layer(crate::auth::hyper_client()),
