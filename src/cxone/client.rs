@@ -19,8 +19,8 @@ use crate::body::Body;
 use crate::error::BoxError;
 use crate::stack::CxService;
 use crate::vendor::{
-    BusinessRule,
-    json_request, parse, resolve_link, ClientCore, Decoder, InvalidUrl, RetryRules, Transport,
+    json_request, parse, resolve_link, BusinessRule, ClientCore, Decoder, InvalidUrl, RetryRules,
+    Transport,
 };
 
 /// A CXone API whose version appears in its paths; each has its own

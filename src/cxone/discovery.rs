@@ -13,9 +13,7 @@ use serde_json::Value;
 use super::error::CxoneError;
 use crate::error::{BoxError, InsecureUrl};
 use crate::transport::collect_limited;
-use crate::vendor::{
-    check_id, json_request, BodyLimits, InvalidUrl, Transport, UnexpectedBody,
-};
+use crate::vendor::{check_id, json_request, BodyLimits, InvalidUrl, Transport, UnexpectedBody};
 
 /// Where a CXone tenant lives, from discovery.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -16,8 +16,8 @@ use crate::jobs::{JobFailed, JobState, JobStatus, Observation};
 use crate::retry::IDEMPOTENCY_KEY;
 use crate::transport::collect_limited;
 use crate::vendor::{
-    check_id, check_replay, copy_request, json_request, parse,
-    InvalidUrl, StatusRead, Transport, UnexpectedBody,
+    check_id, check_replay, copy_request, json_request, parse, InvalidUrl, StatusRead, Transport,
+    UnexpectedBody,
 };
 
 /// NICE CXone data-extraction jobs: submit (202 with a bare JSON string id),

@@ -478,16 +478,10 @@ mod tests {
             rules.classify_error(&remote_503),
             Class::Retryable(_)
         ));
-        assert!(matches!(
-            rules.classify_error(&remote_404),
-            Class::Fatal(_)
-        ));
+        assert!(matches!(rules.classify_error(&remote_404), Class::Fatal(_)));
         // a final rule on any code wins
         let rules = rules.code("bad.request", Rule::Final);
-        assert!(matches!(
-            rules.classify_error(&remote_503),
-            Class::Fatal(_)
-        ));
+        assert!(matches!(rules.classify_error(&remote_503), Class::Fatal(_)));
     }
 
     #[test]

@@ -33,10 +33,10 @@ mod client;
 mod error;
 mod region;
 
-pub use analytics::{AnalyticsJobStatus, AnalyticsJobs, ResultsPage};
-pub use client::{DataActions, EntityPage, GenesysClient, TestReport};
-pub use error::GenesysError;
 /// Moved to [`vendor`](crate::vendor) (CXone uses them too); kept here for
 /// the old paths.
 pub use crate::vendor::{BusinessFailure, BusinessRule};
+pub use analytics::{AnalyticsJobStatus, AnalyticsJobs, ResultsPage};
+pub use client::{DataActions, EntityPage, GenesysClient, TestReport};
+pub use error::GenesysError;
 pub use region::{Region, UnknownRegion};

@@ -263,8 +263,8 @@ mod tests {
     use super::ratelimit::GENESYS_RESET;
     use super::testing::{date, hv, secs};
     use super::*;
-    use proptest::prelude::*;
     use http::{HeaderName, HeaderValue};
+    use proptest::prelude::*;
     use std::time::{SystemTime, UNIX_EPOCH};
 
     #[test]

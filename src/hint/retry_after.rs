@@ -195,5 +195,4 @@ mod tests {
         let err = retry_after(&bytes).unwrap_err();
         assert_eq!(err.value, "\u{fffd}".repeat(64));
     }
-
 }

@@ -69,7 +69,10 @@ mod tests {
         assert_eq!(too_large.status(), StatusCode::OK);
         let body = http_body_util::Full::new(Bytes::from(vec![b'x'; 100]));
         assert_eq!(
-            collect_limited(StatusCode::OK, body, 100).await.unwrap().len(),
+            collect_limited(StatusCode::OK, body, 100)
+                .await
+                .unwrap()
+                .len(),
             100
         );
     }
