@@ -68,7 +68,7 @@ pub(crate) type ExtractionClock = Arc<tokio::sync::Mutex<Option<tokio::time::Ins
 
 /// A typed NICE CXone client over any [`Transport`] (usually the stack from
 /// [`Stack::cxone`](crate::stack::Stack::cxone)), for one API endpoint
-/// (from [`discover`]).
+/// (from [`discover`](super::discover)).
 ///
 /// ```
 /// use futures_util::TryStreamExt;
