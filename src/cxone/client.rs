@@ -110,7 +110,7 @@ impl<T: Transport> CxoneClient<T> {
             core: ClientCore::new::<CxoneError>(transport, api_endpoint, RetryRules::cxone()),
             versions: Versions::default(),
             downloads: BoxCloneSyncService::new(
-                TimeoutLayer::new(Duration::from_secs(60)).layer(crate::auth::hyper_client()),
+                TimeoutLayer::new(Duration::from_secs(60)).layer(crate::transport::hyper_client()),
             ),
             max_reruns: 3,
             extraction_interval: Duration::from_secs(30),
