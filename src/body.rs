@@ -19,9 +19,9 @@
 //!
 //! Any other body type can take part by implementing [`ReplayBody`].
 //!
-//! Response bodies are read with a size limit ([`read_limited`] here, the
-//! same reader the crate uses for token responses, vendor JSON and error
-//! bodies): a server sending an endless body gets a
+//! Response bodies are read with a size limit
+//! ([`transport::read_limited`](crate::transport::read_limited), the same
+//! reader the crate uses for token responses, vendor JSON and error bodies): a server sending an endless body gets a
 //! [`BodyTooLarge`](crate::error::BodyTooLarge) error, and never more than
 //! the limit is buffered.
 
@@ -260,37 +260,9 @@ impl<D, E> ReplayBody for http_body_util::combinators::BoxBody<D, E> {
     }
 }
 
-/// Collect the body of `response`, reading at most `limit` bytes: a longer
-/// body fails with [`BodyTooLarge`](crate::error::BodyTooLarge) (carrying
-/// the limit and the response status) as soon as the limit is passed, and
-/// the rest is never read; a body error is returned as it is.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// use http::Response;
-/// use tower_cx::body::read_limited;
-/// use tower_cx::error::BodyTooLarge;
-///
-/// let small = Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")));
-/// assert_eq!(read_limited(small, 16).await.unwrap(), "{}");
-///
-/// let big = Response::new(http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 17])));
-/// let err = read_limited(big, 16).await.unwrap_err();
-/// assert_eq!(err.downcast_ref::<BodyTooLarge>().unwrap().limit(), 16);
-/// # }
-/// ```
-pub async fn read_limited<B>(
-    response: http::Response<B>,
-    limit: usize,
-) -> Result<Bytes, crate::error::BoxError>
-where
-    B: http_body::Body,
-    B::Error: Into<crate::error::BoxError>,
-{
-    let status = response.status();
-    crate::vendor::read_limited(status, response.into_body(), limit).await
-}
+/// Moved to [`transport`](crate::transport); kept here so that
+/// `tower_cx::body::read_limited` still works.
+pub use crate::transport::read_limited;
 
 #[cfg(test)]
 mod tests {

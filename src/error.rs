@@ -261,7 +261,41 @@ mod insecure_tests {
 
 /// A response body was longer than the limit the crate reads (token
 /// responses, vendor JSON, error bodies): reading stopped at the limit.
-pub use crate::vendor::BodyTooLarge;
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyTooLarge {
+    limit: usize,
+    status: http::StatusCode,
+}
+
+impl BodyTooLarge {
+    /// `limit` bytes were read from the body of a response with `status`,
+    /// and there was more.
+    pub(crate) fn new(limit: usize, status: http::StatusCode) -> Self {
+        Self { limit, status }
+    }
+
+    /// The limit that was exceeded, in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The status of the response whose body was too large.
+    pub fn status(&self) -> http::StatusCode {
+        self.status
+    }
+}
+
+impl fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "response body ({}) larger than the {} byte limit",
+            self.status, self.limit
+        )
+    }
+}
+
+impl StdError for BodyTooLarge {}
 
 /// The circuit breaker is open (or half-open with its probes busy, or
 /// isolated by hand): the request was not sent.

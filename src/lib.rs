@@ -23,18 +23,22 @@
 //!
 //! - [`backoff`]: exponential backoff with none, full, equal and decorrelated
 //!   jitter, over an injectable random source.
-//! - [`retry_after`]: server hints (`Retry-After`, `RateLimit`, Genesys
-//!   `inin-ratelimit-*`) over an injectable clock.
+//! - [`hint`]: server hints (`Retry-After`, `RateLimit`, Genesys
+//!   `inin-ratelimit-*`) over an injectable clock (formerly `retry_after`,
+//!   a name still accepted).
 //! - [`classify`]: which responses and errors are worth another attempt.
 //! - [`body`]: replayable request bodies.
+//! - [`transport`]: the [`Transport`](transport::Transport) every client
+//!   sends through, the built-in hyper client, bounded body reads.
 //! - [`error`]: the typed errors the crate creates.
 //! - [`genesys`]: Genesys Cloud regions and a typed client (data actions,
 //!   analytics jobs, entity listings, errors).
 //! - [`cxone`]: NICE CXone discovery and a typed client (data-extraction
 //!   jobs with re-runs, completed contacts, errors).
 //! - [`jobs`]: the submit-then-poll runner both clients use.
-//! - [`vendor`]: what the clients share (transport, body limits, retry
-//!   rules by error code).
+//! - [`vendor`]: what the clients share, knowing no vendor: the
+//!   [`VendorError`](vendor::VendorError) trait, retry rules by error code,
+//!   business rules, body limits.
 //!
 //! ```
 //! use std::time::Duration;
@@ -80,6 +84,7 @@ pub mod error;
 #[cfg(feature = "redis")]
 pub mod fleet;
 pub mod genesys;
+pub mod hint;
 pub mod jobs;
 #[cfg(feature = "mock")]
 pub mod mock;
@@ -87,7 +92,10 @@ pub mod origin;
 pub mod priority;
 pub mod replay;
 pub mod retry;
-pub mod retry_after;
+/// The former name of [`hint`], kept so that `tower_cx::retry_after::..`
+/// paths written before the rename still compile.
+pub use hint as retry_after;
 pub mod share;
 pub mod stack;
+pub mod transport;
 pub mod vendor;

@@ -11,11 +11,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_cx::audit::{dead_letter_fn, DeadLetter};
 use tower_cx::backoff::Backoff;
+use tower_cx::error::BodyTooLarge;
 use tower_cx::genesys::{BusinessRule, GenesysClient, GenesysError};
 use tower_cx::mock::{Fault, MockServer};
 use tower_cx::retry::{RetryLayer, RetryOverride, IDEMPOTENCY_KEY};
 use tower_cx::stack::{CxService, Stack};
-use tower_cx::vendor::{BodyLimits, BodyTooLarge, InvalidArgument, RetryRules, Rule};
+use tower_cx::vendor::{BodyLimits, InvalidArgument, RetryRules, Rule};
 
 const EXECUTE: &str = "/api/v2/integrations/actions/lookup/execute";
 

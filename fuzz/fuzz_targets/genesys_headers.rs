@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use tower_cx::retry_after::{parse_genesys, server_hint, SystemClock};
+use tower_cx::hint::{parse_genesys, server_hint, SystemClock};
 
 fuzz_target!(|data: &[u8]| {
     // three header values separated by 0xff (absent when not valid)

@@ -4,7 +4,7 @@
 
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
-use tower_cx::retry_after::{parse_ratelimit, MalformedHint};
+use tower_cx::hint::{parse_ratelimit, MalformedHint};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(value) = HeaderValue::from_bytes(data) else {

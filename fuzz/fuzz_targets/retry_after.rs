@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
-use tower_cx::retry_after::{parse_retry_after, MalformedHint};
+use tower_cx::hint::{parse_retry_after, MalformedHint};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(value) = HeaderValue::from_bytes(data) else {

@@ -20,7 +20,8 @@ use crate::backoff::Backoff;
 use crate::body::Body;
 use crate::error::{BodyTooLarge, BoxError, InsecureUrl};
 use crate::retry::{RetryBudget, RetryLayer, RetryOverride};
-use crate::vendor::Transport;
+pub(crate) use crate::transport::hyper_client;
+use crate::transport::Transport;
 
 /// The future a [`TokenSource`] returns.
 pub type TokenFuture = Pin<Box<dyn Future<Output = Result<Token, TokenError>> + Send + 'static>>;
@@ -403,44 +404,9 @@ pub(crate) fn default_client() -> TokenHttpClient {
     box_client(hyper_client())
 }
 
-/// The connector of the built-in client: HTTPS (rustls, Mozilla roots) and
-/// plain HTTP with the `tls` feature; plain HTTP only without it.
-#[cfg(feature = "tls")]
-pub(crate) type Connector =
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
-/// The connector of the built-in client: plain HTTP (no `tls` feature).
-#[cfg(not(feature = "tls"))]
-pub(crate) type Connector = hyper_util::client::legacy::connect::HttpConnector;
-
-/// The crate's built-in hyper-util client, used for token requests, the
-/// webhook sink and the ready-made stack.
-pub(crate) fn hyper_client() -> hyper_util::client::legacy::Client<Connector, Body> {
-    let builder = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
-    #[cfg(feature = "tls")]
-    {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
-        builder.build::<_, Body>(https)
-    }
-    #[cfg(not(feature = "tls"))]
-    {
-        builder.build_http::<Body>()
-    }
-}
-
 /// Box `client` as a [`TokenHttpClient`], collecting (at most 64 KiB of)
 /// each response body: a longer body fails with
 /// [`BodyTooLarge`](crate::error::BodyTooLarge).
 pub fn box_client(client: impl Transport) -> TokenHttpClient {
-    BoxCloneSyncService::new(tower::service_fn(move |request: Request<Body>| {
-        let sent = client.send(request);
-        async move {
-            let (parts, body) = sent.await?.into_parts();
-            let bytes = crate::vendor::read_limited(parts.status, body, MAX_TOKEN_BODY).await?;
-            Ok::<_, BoxError>(Response::from_parts(parts, bytes))
-        }
-    }))
+    crate::transport::buffered(client, MAX_TOKEN_BODY)
 }

@@ -17,10 +17,10 @@ use super::error::CxoneError;
 use super::extraction::DataExtraction;
 use crate::body::Body;
 use crate::error::BoxError;
-use crate::genesys::BusinessRule;
 use crate::stack::CxService;
 use crate::vendor::{
-    json_request, parse, resolve_link, ClientCore, Decoder, InvalidUrl, RetryRules, Transport,
+    json_request, parse, resolve_link, BusinessRule, ClientCore, Decoder, InvalidUrl, RetryRules,
+    Transport,
 };
 
 /// A CXone API whose version appears in its paths; each has its own
@@ -68,7 +68,7 @@ pub(crate) type ExtractionClock = Arc<tokio::sync::Mutex<Option<tokio::time::Ins
 
 /// A typed NICE CXone client over any [`Transport`] (usually the stack from
 /// [`Stack::cxone`](crate::stack::Stack::cxone)), for one API endpoint
-/// (from [`discover`]).
+/// (from [`discover`](super::discover)).
 ///
 /// ```
 /// use futures_util::TryStreamExt;
@@ -107,10 +107,10 @@ impl<T: Transport> CxoneClient<T> {
     /// A client for `api_endpoint` (`https://api-na1.niceincontact.com`).
     pub fn new(transport: T, api_endpoint: &str) -> Self {
         Self {
-            core: ClientCore::new(transport, api_endpoint, RetryRules::cxone()),
+            core: ClientCore::new::<CxoneError>(transport, api_endpoint, RetryRules::cxone()),
             versions: Versions::default(),
             downloads: BoxCloneSyncService::new(
-                TimeoutLayer::new(Duration::from_secs(60)).layer(crate::auth::hyper_client()),
+                TimeoutLayer::new(Duration::from_secs(60)).layer(crate::transport::hyper_client()),
             ),
             max_reruns: 3,
             extraction_interval: Duration::from_secs(30),

@@ -12,9 +12,8 @@ use serde_json::Value;
 
 use super::error::CxoneError;
 use crate::error::{BoxError, InsecureUrl};
-use crate::vendor::{
-    check_id, json_request, read_limited, BodyLimits, InvalidUrl, Transport, UnexpectedBody,
-};
+use crate::transport::collect_limited;
+use crate::vendor::{check_id, json_request, BodyLimits, InvalidUrl, Transport, UnexpectedBody};
 
 /// Where a CXone tenant lives, from discovery.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -223,10 +222,10 @@ where
         let (parts, body) = response.into_parts();
         let limits = BodyLimits::default();
         if !parts.status.is_success() {
-            let bytes = read_limited(parts.status, body, limits.errors).await?;
+            let bytes = collect_limited(parts.status, body, limits.errors).await?;
             return Err(CxoneError::from_response(parts.status, &parts.headers, &bytes).into());
         }
-        let bytes = read_limited(parts.status, body, limits.errors).await?;
+        let bytes = collect_limited(parts.status, body, limits.errors).await?;
         Ok::<_, BoxError>((parts.status, bytes))
     };
     let (status, bytes) = get(format!("{issuer}/.well-known/openid-configuration")).await?;

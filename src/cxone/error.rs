@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
-use crate::genesys::BusinessFailure;
+use crate::vendor::{BusinessFailure, RetryRules, VendorError};
 
 /// The header CXone puts its status text in.
 pub const IC_STATUS_DESCRIPTION: &str = "icStatusDescription";
@@ -16,7 +16,7 @@ pub const IC_STATUS_DESCRIPTION: &str = "icStatusDescription";
 /// An error reported by NICE CXone: a non-2xx answer whose text comes from
 /// the JSON body (`error_description`, `message`, `error`), the
 /// `icStatusDescription` header, or the raw body; or a business error found
-/// in a 200 by a [`BusinessRule`](crate::genesys::BusinessRule).
+/// in a 200 by a [`BusinessRule`](crate::vendor::BusinessRule).
 ///
 /// ```
 /// use http::{HeaderMap, StatusCode};
@@ -77,7 +77,7 @@ impl CxoneError {
             ic_status_description: ic,
             retry_after: headers
                 .get(http::header::RETRY_AFTER)
-                .and_then(|v| crate::retry_after::parse_retry_after(v, SystemTime::now()).ok()),
+                .and_then(|v| crate::hint::parse_retry_after(v, SystemTime::now()).ok()),
             business: None,
         }
     }
@@ -154,6 +154,38 @@ impl fmt::Display for CxoneError {
 }
 
 impl StdError for CxoneError {}
+
+impl VendorError for CxoneError {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn codes(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        Box::new(CxoneError::codes(self))
+    }
+
+    fn is_business(&self) -> bool {
+        CxoneError::is_business(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The code, else the `icStatusDescription`, else `cxone_error`.
+    fn dead_letter_code(&self) -> &str {
+        CxoneError::codes(self).next().unwrap_or("cxone_error")
+    }
+}
+
+impl RetryRules {
+    /// NICE CXone defaults: no code rules (CXone errors carry free text),
+    /// so only what [`statuses`](Self::statuses) and [`code`](Self::code)
+    /// add is retried.
+    pub fn cxone() -> Self {
+        Self::new().error_type::<CxoneError>()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -14,9 +14,10 @@ use crate::body::Body;
 use crate::error::{BoxError, InsecureUrl};
 use crate::jobs::{JobFailed, JobState, JobStatus, Observation};
 use crate::retry::IDEMPOTENCY_KEY;
+use crate::transport::collect_limited;
 use crate::vendor::{
-    check_id, check_replay, copy_request, dead_letter, json_request, parse, read_limited,
-    InvalidUrl, StatusRead, Transport, UnexpectedBody,
+    check_id, check_replay, copy_request, json_request, parse, InvalidUrl, StatusRead, Transport,
+    UnexpectedBody,
 };
 
 /// NICE CXone data-extraction jobs: submit (202 with a bare JSON string id),
@@ -295,12 +296,9 @@ impl<T: Transport> DataExtraction<T> {
                 if let Ok(key) = HeaderValue::from_str(&job.key) {
                     request.headers_mut().insert(IDEMPOTENCY_KEY, key);
                 }
-                dead_letter(
-                    self.client.core.dead_letters.as_ref(),
-                    copy_request(&request),
-                    1,
-                    error,
-                );
+                self.client
+                    .core
+                    .dead_letter(copy_request(&request), 1, error);
             }
         }
         outcome
@@ -356,15 +354,15 @@ impl<T: Transport> DataExtraction<T> {
         let response = self.client.downloads.clone().oneshot(request).await?;
         let (parts, body) = response.into_parts();
         if matches!(parts.status.as_u16(), 403 | 404 | 410) {
-            let _ = read_limited(parts.status, body, self.client.core.limits.errors).await;
+            let _ = collect_limited(parts.status, body, self.client.core.limits.errors).await;
             return Ok(None);
         }
         if !parts.status.is_success() {
-            let bytes = read_limited(parts.status, body, self.client.core.limits.errors).await?;
+            let bytes = collect_limited(parts.status, body, self.client.core.limits.errors).await?;
             return Err(CxoneError::from_response(parts.status, &parts.headers, &bytes).into());
         }
         Ok(Some(
-            read_limited(parts.status, body, self.client.core.limits.results).await?,
+            collect_limited(parts.status, body, self.client.core.limits.results).await?,
         ))
     }
 

@@ -10,7 +10,7 @@ use super::error::GenesysError;
 use crate::body::Body;
 use crate::error::BoxError;
 use crate::jobs::{JobFailed, JobState, JobStatus, Observation};
-use crate::vendor::{check_id, copy_request, dead_letter, StatusRead, Transport, UnexpectedBody};
+use crate::vendor::{check_id, copy_request, StatusRead, Transport, UnexpectedBody};
 
 const JOBS: &str = "/api/v2/analytics/conversations/details/jobs";
 
@@ -165,7 +165,7 @@ impl<T: Transport> AnalyticsJobs<T> {
         match self.wait(&job_id).await {
             Ok(_) => Ok(job_id),
             Err(error) => {
-                dead_letter(self.client.core.dead_letters.as_ref(), copy, 1, &error);
+                self.client.core.dead_letter(copy, 1, &error);
                 Err(error)
             }
         }

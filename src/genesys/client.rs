@@ -12,12 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::analytics::AnalyticsJobs;
-use super::error::{BusinessRule, GenesysError};
+use super::error::GenesysError;
 use super::Region;
 use crate::body::Body;
 use crate::error::BoxError;
 use crate::retry::RetryOverride;
 pub(crate) use crate::vendor::parse;
+use crate::vendor::BusinessRule;
 use crate::vendor::{
     check_id, check_replay, json_request, resolve_link, ClientCore, Decoder, InvalidUrl,
     RetryRules, Transport,
@@ -61,7 +62,8 @@ impl<T: Transport> GenesysClient<T> {
     /// whose stack waited out a long `Retry-After` can still be retried;
     /// [`retry`](Self::retry) changes them.
     pub fn with_base_url(transport: T, base_url: impl Into<String>) -> Self {
-        let mut core = ClientCore::new(transport, &base_url.into(), RetryRules::genesys());
+        let mut core =
+            ClientCore::new::<GenesysError>(transport, &base_url.into(), RetryRules::genesys());
         core.retry = core.retry.deadline(crate::stack::GENESYS_DEADLINE);
         Self {
             core,

@@ -8,10 +8,12 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
+use crate::vendor::{BusinessFailure, RetryRules, Rule, VendorError};
+
 /// An error reported by Genesys Cloud: a non-2xx answer with the platform's
 /// error body (`message`, `code`, `status`, `contextId`,
 /// `details[].errorCode`, nested `errors`), or a business error found in a
-/// 200's output by a [`BusinessRule`].
+/// 200's output by a [`BusinessRule`](crate::vendor::BusinessRule).
 ///
 /// ```
 /// use http::{HeaderMap, StatusCode};
@@ -54,7 +56,7 @@ impl GenesysError {
         error.correlation_id = header(headers, "inin-correlation-id");
         error.retry_after = headers
             .get(http::header::RETRY_AFTER)
-            .and_then(|v| crate::retry_after::parse_retry_after(v, SystemTime::now()).ok());
+            .and_then(|v| crate::hint::parse_retry_after(v, SystemTime::now()).ok());
         error
     }
 
@@ -118,7 +120,7 @@ impl GenesysError {
         }
     }
 
-    /// A business error: a 200 whose output a [`BusinessRule`] rejected.
+    /// A business error: a 200 whose output a [`BusinessRule`](crate::vendor::BusinessRule) rejected.
     pub fn business(failure: BusinessFailure, output: Value) -> Self {
         let mut error = Self::bare(StatusCode::OK, failure.message);
         error.code = Some(failure.code);
@@ -295,82 +297,72 @@ impl fmt::Display for GenesysError {
 
 impl StdError for GenesysError {}
 
-/// What a [`BusinessRule`] found wrong in a 200's output.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BusinessFailure {
-    /// A code the [`RetryRules`](crate::vendor::RetryRules) can match.
-    pub code: String,
-    /// A human-readable message.
-    pub message: String,
-}
-
-/// A predicate over a successful JSON output that reports a failure hidden
-/// in it (`{"success": false, ...}`), turning the 200 into a
-/// [`GenesysError`] (or [`CxoneError`](crate::cxone::CxoneError)) that the
-/// client's retry rules then classify.
-///
-/// ```
-/// use serde_json::json;
-/// use tower_cx::genesys::BusinessRule;
-///
-/// let rule = BusinessRule::success_flag();
-/// assert!(rule.check(&json!({"success": true})).is_none());
-/// let failure = rule.check(&json!({"success": false, "code": "LOCKED", "error": "busy"})).unwrap();
-/// assert_eq!((failure.code.as_str(), failure.message.as_str()), ("LOCKED", "busy"));
-/// ```
-#[derive(Clone)]
-pub struct BusinessRule {
-    check: Arc<BusinessCheck>,
-}
-
-type BusinessCheck = dyn Fn(&Value) -> Option<BusinessFailure> + Send + Sync;
-
-impl BusinessRule {
-    /// A rule from a closure.
-    pub fn new<F>(check: F) -> Self
-    where
-        F: Fn(&Value) -> Option<BusinessFailure> + Send + Sync + 'static,
-    {
-        Self {
-            check: Arc::new(check),
-        }
+impl VendorError for GenesysError {
+    fn status(&self) -> StatusCode {
+        self.status
     }
 
-    /// `{"success": false}` is a failure; its code is the output's `code`
-    /// or `errorCode` (else `business.error`), its message the output's
-    /// `error` or `message`.
-    pub fn success_flag() -> Self {
-        Self::new(|output| {
-            if output.get("success").and_then(Value::as_bool) != Some(false) {
-                return None;
-            }
-            let text = |keys: &[&str]| {
-                keys.iter()
-                    .find_map(|k| output.get(*k).and_then(Value::as_str))
-                    .map(str::to_owned)
-            };
-            Some(BusinessFailure {
-                code: text(&["code", "errorCode"]).unwrap_or_else(|| "business.error".into()),
-                message: text(&["error", "message"]).unwrap_or_default(),
-            })
-        })
+    fn codes(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        Box::new(GenesysError::codes(self))
     }
 
-    /// Apply the rule.
-    pub fn check(&self, output: &Value) -> Option<BusinessFailure> {
-        (self.check)(output)
+    fn remote_failed(&self) -> bool {
+        GenesysError::remote_failed(self)
+    }
+
+    fn is_business(&self) -> bool {
+        GenesysError::is_business(self)
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The first detail code (`ACTION.REMOTE_ENDPOINT`), else the code,
+    /// else `genesys_error`.
+    fn dead_letter_code(&self) -> &str {
+        self.detail_codes()
+            .next()
+            .or(self.code())
+            .unwrap_or("genesys_error")
     }
 }
 
-impl fmt::Debug for BusinessRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BusinessRule").finish_non_exhaustive()
+impl RetryRules {
+    /// Genesys Cloud defaults. Retry: `ACTION.REMOTE_ENDPOINT` when the
+    /// remote endpoint failed with 5xx/408/429, `too.many.requests` (the data
+    /// action engine's concurrency limit), `request.timeout`,
+    /// `gateway.timeout`, `service.unavailable`. Final:
+    /// `ACTION.AUTHENTICATION`, `ACTION.CERTIFICATE`, `ACTION.PROCESSING`.
+    /// Anything else (validation errors, `not.found`, ...) is final unless
+    /// [`statuses`](Self::statuses) retries its status.
+    pub fn genesys() -> Self {
+        Self::new()
+            .error_type::<GenesysError>()
+            .code("ACTION.REMOTE_ENDPOINT", Rule::RetryOnRemoteFailure)
+            .code("too.many.requests", Rule::Retry)
+            .code("too.many.requests.retry.after", Rule::Retry)
+            .code("request.timeout", Rule::Retry)
+            .code("gateway.timeout", Rule::Retry)
+            .code("service.unavailable", Rule::Retry)
+            .code("ACTION.AUTHENTICATION", Rule::Final)
+            .code("ACTION.CERTIFICATE", Rule::Final)
+            .code("ACTION.PROCESSING", Rule::Final)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::{Class, Classify, FailureKind};
+
+    fn genesys(status: u16, body: &str) -> GenesysError {
+        GenesysError::from_body(
+            StatusCode::from_u16(status).unwrap(),
+            &HeaderMap::new(),
+            body.as_bytes(),
+        )
+    }
 
     #[test]
     fn a_non_json_body_keeps_its_start_as_the_message() {
@@ -468,6 +460,58 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "Genesys Cloud error 429 too.many.requests.retry.after: Rate limit exceeded the maximum. Retry the request in [5] seconds (contextId c)"
+        );
+    }
+
+    #[test]
+    fn remote_endpoint_is_retried_only_when_the_remote_failed() {
+        let rules = RetryRules::genesys();
+        let remote_503 = genesys(
+            400,
+            r#"{"code":"bad.request","status":400,"details":[{"errorCode":"ACTION.REMOTE_ENDPOINT"}],"errors":[{"status":503}]}"#,
+        );
+        let remote_404 = genesys(
+            400,
+            r#"{"code":"x","status":400,"details":[{"errorCode":"ACTION.REMOTE_ENDPOINT"}],"errors":[{"status":404}]}"#,
+        );
+        assert!(matches!(
+            rules.classify_error(&remote_503),
+            Class::Retryable(_)
+        ));
+        assert!(matches!(rules.classify_error(&remote_404), Class::Fatal(_)));
+        // a final rule on any code wins
+        let rules = rules.code("bad.request", Rule::Final);
+        assert!(matches!(rules.classify_error(&remote_503), Class::Fatal(_)));
+    }
+
+    #[test]
+    fn authentication_failures_are_final_and_unknown_codes_follow_statuses() {
+        let rules = RetryRules::genesys();
+        let auth = genesys(
+            400,
+            r#"{"status":400,"details":[{"errorCode":"ACTION.AUTHENTICATION"}]}"#,
+        );
+        assert!(matches!(rules.classify_error(&auth), Class::Fatal(_)));
+        let unknown = genesys(503, r#"{"code":"weird","status":503}"#);
+        assert!(matches!(rules.classify_error(&unknown), Class::Fatal(_)));
+        assert!(matches!(
+            rules.clone().statuses(true).classify_error(&unknown),
+            Class::Retryable(_)
+        ));
+        // case-insensitive
+        let rules = rules.code("WEIRD", Rule::Retry);
+        assert!(matches!(
+            rules.classify_error(&unknown),
+            Class::Retryable(_)
+        ));
+    }
+
+    #[test]
+    fn other_errors_are_final_for_the_client_retry() {
+        let err: crate::error::BoxError = tower::timeout::error::Elapsed::new().into();
+        assert_eq!(
+            RetryRules::genesys().classify_error(err.as_ref()),
+            Class::Fatal(FailureKind::Other)
         );
     }
 }

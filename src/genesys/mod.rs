@@ -33,7 +33,10 @@ mod client;
 mod error;
 mod region;
 
+/// Moved to [`vendor`](crate::vendor) (CXone uses them too); kept here for
+/// the old paths.
+pub use crate::vendor::{BusinessFailure, BusinessRule};
 pub use analytics::{AnalyticsJobStatus, AnalyticsJobs, ResultsPage};
 pub use client::{DataActions, EntityPage, GenesysClient, TestReport};
-pub use error::{BusinessFailure, BusinessRule, GenesysError};
+pub use error::GenesysError;
 pub use region::{Region, UnknownRegion};
