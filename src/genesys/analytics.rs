@@ -5,7 +5,7 @@ use http::{Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::client::{parse, GenesysClient};
+use super::client::{parse, CallOptions, GenesysClient};
 use super::error::GenesysError;
 use crate::body::Body;
 use crate::error::BoxError;
@@ -93,7 +93,16 @@ impl<T: Transport> AnalyticsJobs<T> {
     }
 
     async fn submit_with(&self, request: Request<Body>, letter: bool) -> Result<String, BoxError> {
-        let response = self.client.call(request, false, letter).await?;
+        let response = self
+            .client
+            .call(
+                request,
+                CallOptions {
+                    business_rule: false,
+                    dead_letter: letter,
+                },
+            )
+            .await?;
         let submitted: Submitted = parse(response, "an analytics job id")?;
         check_id("job id", &submitted.job_id)?;
         Ok(submitted.job_id)

@@ -116,17 +116,15 @@ impl<T: Transport> GenesysClient<T> {
         crate::vendor::decoder(business, GenesysError::from_body, GenesysError::business)
     }
 
-    /// Send through the client's retry layer; dead-letter a final failure
-    /// when `letter` is set.
+    /// Send through the client's retry layer, with what `options` asks.
     pub(crate) async fn call(
         &self,
         request: Request<Body>,
-        business: bool,
-        letter: bool,
+        options: CallOptions,
     ) -> Result<Response<Bytes>, BoxError> {
-        let business = self.core.business.clone().filter(|_| business);
+        let business = self.core.business.clone().filter(|_| options.business_rule);
         self.core
-            .call(request, Self::decoder(business), letter)
+            .call(request, Self::decoder(business), options.dead_letter)
             .await
     }
 
@@ -147,7 +145,7 @@ impl<T: Transport> GenesysClient<T> {
         what: &'static str,
     ) -> Result<O, BoxError> {
         let request = self.json_request(Method::GET, url, None)?;
-        let response = self.call(request, false, false).await?;
+        let response = self.call(request, CallOptions::PLAIN).await?;
         parse(response, what)
     }
 
@@ -331,7 +329,7 @@ impl<T: Transport> DataActions<T> {
     {
         let mut request = self.request(action_id, "execute", input)?;
         self.declare(action_id, &mut request);
-        let response = self.client.call(request, true, true).await?;
+        let response = self.client.call(request, CallOptions::ACTION).await?;
         parse(response, "the data action's output")
     }
 
@@ -342,7 +340,7 @@ impl<T: Transport> DataActions<T> {
         I: Serialize + ?Sized,
     {
         let request = self.request(action_id, "test", input)?;
-        let response = self.client.call(request, false, false).await?;
+        let response = self.client.call(request, CallOptions::PLAIN).await?;
         parse(response, "a data action test report")
     }
 
@@ -361,7 +359,7 @@ impl<T: Transport> DataActions<T> {
             .unwrap_or_default()
             .to_owned();
         self.declare(&action, &mut request);
-        let response = self.client.call(request, true, true).await?;
+        let response = self.client.call(request, CallOptions::ACTION).await?;
         parse(response, "the data action's output")
     }
 }
@@ -414,6 +412,28 @@ impl TestReport {
             body.as_bytes(),
         ))
     }
+}
+
+/// What a call through a Genesys client's retries does beyond sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CallOptions {
+    /// Apply the client's business rule to a successful answer.
+    pub(crate) business_rule: bool,
+    /// Hand a final failure to the client's dead-letter sink.
+    pub(crate) dead_letter: bool,
+}
+
+impl CallOptions {
+    /// A read: no business rule, no dead letter.
+    pub(crate) const PLAIN: Self = Self {
+        business_rule: false,
+        dead_letter: false,
+    };
+    /// A data action: its business rule, and a dead letter if it fails.
+    pub(crate) const ACTION: Self = Self {
+        business_rule: true,
+        dead_letter: true,
+    };
 }
 
 #[cfg(test)]
