@@ -260,10 +260,6 @@ impl<D, E> ReplayBody for http_body_util::combinators::BoxBody<D, E> {
     }
 }
 
-/// Moved to [`transport`](crate::transport); kept here so that
-/// `tower_cx::body::read_limited` still works.
-pub use crate::transport::read_limited;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,10 +48,7 @@ use crate::retry::RetryLayer;
 /// with this crate's [`Body`] and returning hyper's response body.
 pub type CxService = BoxCloneSyncService<Request<Body>, Response<Incoming>, BoxError>;
 
-/// The total deadline of the Genesys Cloud presets ([`Stack::genesys`],
-/// [`GenesysClient`](crate::genesys::GenesysClient)): long enough to wait
-/// out a 30 to 60 s `Retry-After` and try again.
-pub const GENESYS_DEADLINE: Duration = Duration::from_secs(150);
+pub use crate::genesys::GENESYS_DEADLINE;
 
 /// Builds the canonical stack over a hyper-util client, with per-vendor
 /// defaults. Every layer can be replaced before [`build`](Self::build).

@@ -269,6 +269,8 @@ async fn a_401_refreshes_the_token_and_replays() {
         ]));
     let response = service.oneshot(get()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    // under a retry layer the bearer leaves the replay to it
+    // (`tower_cx::replay`): the replay is the retry layer's second attempt
     assert_eq!(
         names(&events),
         [
@@ -276,10 +278,20 @@ async fn a_401_refreshes_the_token_and_replays() {
             ("attempt.started", Some(1)),
             ("token.refreshed", None),
             ("token.invalidated", None),
-            ("token.refreshed", None),
             ("attempt.finished", Some(1)),
+            ("retry.scheduled", Some(1)),
+            ("attempt.started", Some(2)),
+            ("token.refreshed", None),
+            ("attempt.finished", Some(2)),
             ("request.finished", None),
         ]
+    );
+    assert_eq!(
+        events.lock().unwrap()[5].kind,
+        EventKind::RetryScheduled {
+            delay_ms: 0.0,
+            source: "token-rejected",
+        }
     );
     assert_eq!(
         events.lock().unwrap()[2].kind,

@@ -17,12 +17,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 use tower_cx::auth::{ClientCredentials, TokenCache, TokenError};
 use tower_cx::backoff::Backoff;
-use tower_cx::body::{read_limited, Body};
+use tower_cx::body::Body;
 use tower_cx::breaker::{BreakerState, CircuitBreakerLayer};
 use tower_cx::error::{BodyTooLarge, BoxError, CircuitOpen};
 use tower_cx::mock::{Fault, MockConfig, MockServer};
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::{CxService, Stack};
+use tower_cx::transport::read_limited;
 
 fn chain_has<T: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
     let mut current = Some(error);

@@ -15,13 +15,14 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use proptest::prelude::*;
 use tower::{service_fn, Layer, ServiceExt};
 use tower_cx::auth::{parse_token_response, LifetimePolicy, TokenError};
-use tower_cx::body::{read_limited, Body};
+use tower_cx::body::Body;
 use tower_cx::error::{BodyTooLarge, BoxError};
 use tower_cx::hint::{
     parse_genesys, parse_ratelimit, parse_retry_after, server_hint, MalformedHint, SystemClock,
 };
 use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::RetryLayer;
+use tower_cx::transport::read_limited;
 
 fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![

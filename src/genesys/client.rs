@@ -58,13 +58,13 @@ impl<T: Transport> GenesysClient<T> {
     /// A client for an explicit API base URL (`https://api.mypurecloud.ie`,
     /// or a mock's `http://127.0.0.1:PORT`). Its own retries (3 attempts,
     /// backoff from 1 s) share the Genesys deadline,
-    /// [`GENESYS_DEADLINE`](crate::stack::GENESYS_DEADLINE), so that a call
+    /// [`GENESYS_DEADLINE`](super::GENESYS_DEADLINE), so that a call
     /// whose stack waited out a long `Retry-After` can still be retried;
     /// [`retry`](Self::retry) changes them.
     pub fn with_base_url(transport: T, base_url: impl Into<String>) -> Self {
         let mut core =
             ClientCore::new::<GenesysError>(transport, &base_url.into(), RetryRules::genesys());
-        core.retry = core.retry.deadline(crate::stack::GENESYS_DEADLINE);
+        core.retry = core.retry.deadline(super::GENESYS_DEADLINE);
         Self {
             core,
             idempotent_actions: Arc::default(),

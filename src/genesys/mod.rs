@@ -40,3 +40,8 @@ pub use analytics::{AnalyticsJobStatus, AnalyticsJobs, ResultsPage};
 pub use client::{DataActions, EntityPage, GenesysClient, TestReport};
 pub use error::GenesysError;
 pub use region::{Region, UnknownRegion};
+
+/// The total deadline of the Genesys Cloud presets
+/// ([`Stack::genesys`](crate::stack::Stack::genesys), [`GenesysClient`]):
+/// long enough to wait out a 30 to 60 s `Retry-After` and try again.
+pub const GENESYS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(150);
