@@ -14,7 +14,6 @@ use hyper_util::rt::TokioIo;
 use tower::ServiceExt;
 use tower_cx::backoff::Backoff;
 use tower_cx::body::Body;
-use tower_cx::error::OutcomeUnknown;
 use tower_cx::genesys::Region;
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::Stack;
@@ -169,7 +168,7 @@ async fn the_full_stack_completes_every_request_through_a_fault_mix_with_zero_vi
         match task.await.unwrap() {
             Ok(status) => assert_eq!(status, StatusCode::OK),
             Err(err) => {
-                let outcome = OutcomeUnknown::find(err.as_ref()).expect("typed");
+                let outcome = tower_cx::error::OutcomeUnknown::find(err.as_ref()).expect("typed");
                 assert_eq!(outcome.status(), Some(StatusCode::BAD_GATEWAY));
                 assert_eq!(outcome.attempt(), 1);
                 unknown += 1;

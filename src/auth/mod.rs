@@ -85,6 +85,7 @@ pub use crate::replay::TokenRejected;
 pub use cache::{AuthEvent, TokenCache, TokenCacheBuilder, TokenStatus};
 pub use future::ResponseFuture;
 pub use layer::BearerLayer;
+#[cfg(feature = "redis")]
 pub(crate) use scrub::url_without_secrets;
 pub use service::Bearer;
 pub use source::{
