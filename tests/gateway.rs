@@ -967,3 +967,121 @@ async fn accept_errors_back_off_instead_of_spinning() {
         stderr_lines.lock().unwrap()
     );
 }
+
+/// Sends `n` data-action POSTs, 16 at a time, each with its own `requestId`;
+/// returns each operation with the status and `x-cx-outcome` it got.
+async fn post_operations(addr: &str, n: usize) -> Vec<(String, StatusCode, Option<String>)> {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let path = "/api/v2/integrations/actions/create-case/execute";
+    let mut results = Vec::with_capacity(n);
+    for batch in (0..n).collect::<Vec<_>>().chunks(16) {
+        let sends = batch.iter().map(|i| {
+            let client = client.clone();
+            let op = format!("case-{i}");
+            let request = Request::post(format!("{addr}{path}"))
+                .header("content-type", "application/json")
+                .body(Full::from(format!("{{\"requestId\":\"{op}\"}}")))
+                .unwrap();
+            async move {
+                let response = client.request(request).await.unwrap();
+                let outcome = response
+                    .headers()
+                    .get("x-cx-outcome")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                (op, response.status(), outcome)
+            }
+        });
+        results.extend(futures_util::future::join_all(sends).await);
+    }
+    results
+}
+
+/// The defect issue 16 reported, end to end: 300 data actions through the
+/// gateway to an upstream that ignores `Idempotency-Key` (as Genesys does)
+/// and applies some of them before answering 500 or dropping the
+/// connection. None is applied twice, and none whose outcome is unknown is
+/// answered 200. Declared to honour keys, the same load is retried to 200.
+#[tokio::test]
+async fn posts_through_apply_then_fail_faults_are_applied_once_and_never_told_200_unknowingly() {
+    use tower_cx::mock::{MockConfig, RandomFaults};
+
+    let faults = || {
+        RandomFaults::new(16, "/api/v2/integrations")
+            .with(Fault::ApplyThenStatus(500), 0.08)
+            .with(Fault::ApplyThenDrop, 0.08)
+            .with(Fault::Status(503), 0.04)
+    };
+    let mock = MockServer::start_with(MockConfig::default().random_faults(faults()))
+        .await
+        .unwrap();
+    let config = mock.config().clone();
+    let audit = audit_path("ops");
+    let (_gateway, addr) = gateway_for_mock(&mock, &[], &config.client_secret, &audit).await;
+    let results = post_operations(&addr, 300).await;
+    let _ = std::fs::remove_file(&audit);
+
+    let mut ok = 0;
+    let mut unknown = 0;
+    let mut unknown_but_applied = 0;
+    for (op, status, outcome) in &results {
+        match *status {
+            StatusCode::OK => {
+                assert_eq!(mock.applied(op), 1, "{op}");
+                ok += 1;
+            }
+            StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
+                assert_eq!(outcome.as_deref(), Some("unknown"), "{op} {status}");
+                unknown += 1;
+                unknown_but_applied += usize::from(mock.applied(op) == 1);
+            }
+            other => panic!("{op}: unexpected {other}"),
+        }
+    }
+    println!(
+        "keys ignored: 300 operations, {ok} × 200, {unknown} unknown ({unknown_but_applied} of them applied upstream), {} applied twice",
+        mock.duplicate_applications()
+    );
+    assert_eq!(mock.duplicate_applications(), 0);
+    assert_eq!(ok + unknown, 300);
+    assert!(
+        unknown_but_applied > 0,
+        "the apply-then-fail faults happened"
+    );
+
+    // an upstream that honours keys, declared so: a POST applied and then
+    // dropped is sent again with its key, and the upstream answers it from
+    // what it stored, without applying it again
+    let mock = MockServer::start_with(
+        MockConfig::default()
+            .honour_idempotency_keys(true)
+            .random_faults(
+                RandomFaults::new(17, "/api/v2/integrations").with(Fault::ApplyThenDrop, 0.1),
+            ),
+    )
+    .await
+    .unwrap();
+    let config = mock.config().clone();
+    let audit = audit_path("ops-keys");
+    let (_gateway, addr) = gateway_for_mock(
+        &mock,
+        &["--upstream-honours-keys", "--max-attempts", "5"],
+        &config.client_secret,
+        &audit,
+    )
+    .await;
+    let results = post_operations(&addr, 100).await;
+    let _ = std::fs::remove_file(&audit);
+    let ok = results
+        .iter()
+        .filter(|(_, s, _)| *s == StatusCode::OK)
+        .count();
+    let replayed = mock.counters().replayed_by_key;
+    println!(
+        "keys honoured: 100 operations, {ok} × 200, {replayed} answered from the key, {} applied twice",
+        mock.duplicate_applications(),
+    );
+    assert_eq!(ok, 100);
+    assert!(replayed > 0, "drops were retried with their key");
+    assert_eq!(mock.duplicate_applications(), 0);
+    assert!(results.iter().all(|(op, _, _)| mock.applied(op) == 1));
+}

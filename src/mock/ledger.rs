@@ -137,9 +137,16 @@ impl Ledger {
 
     /// How often operations whose name contains `op` were applied.
     pub(crate) fn count(&self, op: &str) -> u64 {
+        // a name is `METHOD path id`: `op` is the whole name or its id
+        // (`op-1` is not `op-10`)
         self.applied
             .iter()
-            .filter(|(name, _)| name.contains(op))
+            .filter(|(name, _)| {
+                *name == op
+                    || name
+                        .strip_suffix(op)
+                        .is_some_and(|rest| rest.ends_with(' '))
+            })
             .map(|(_, n)| n)
             .sum()
     }
@@ -167,6 +174,23 @@ mod tests {
             operation_of(&post(r#"{"n":1}"#), "requestId"),
             operation_of(&post(r#"{"n":2}"#), "requestId")
         );
+    }
+
+    #[test]
+    fn an_operation_is_counted_by_its_whole_id() {
+        let (mut ledger, mut counters) = (Ledger::default(), MockCounters::default());
+        for name in [
+            "POST /x op-1",
+            "POST /x op-10",
+            "POST /x op-10",
+            "POST /x xop-1",
+        ] {
+            ledger.applied(&mut counters, name.into(), None, None);
+        }
+        assert_eq!(ledger.count("op-1"), 1);
+        assert_eq!(ledger.count("op-10"), 2);
+        assert_eq!(ledger.count("POST /x op-10"), 2);
+        assert_eq!(ledger.count("op-2"), 0);
     }
 
     #[test]

@@ -227,11 +227,11 @@ impl MockServer {
             .collect()
     }
 
-    /// How many times operations matching `op` were applied: `op` is
-    /// matched against each operation's name, `METHOD path id` where the
-    /// id is the body's
+    /// How many times the operation `op` was applied. An operation's name
+    /// is `METHOD path id`, where the id is the body's
     /// [`operation_id_field`](MockConfig::operation_id_field) (default
-    /// `requestId`) or the whole body; a `requestId` value alone is enough.
+    /// `requestId`) or the whole body; `op` is a whole name or a whole id
+    /// (`op-1` does not count `op-10`).
     pub fn applied(&self, op: &str) -> u64 {
         self.shared.lock().ledger.count(op)
     }
