@@ -17,10 +17,16 @@
 //!   the `401` marked [`TokenRejected`]. The retry layer then sends its copy
 //!   once more at once, using neither an attempt nor its budget, and not
 //!   again for the same logical request.
+//! - The retry layer puts the mark only into extensions the request already
+//!   has (an audit layer's record, say): making a map for the mark alone
+//!   would cost more than the copy it saves. Without it the bearer replays
+//!   itself, and a `401` to its replay comes back unmarked, so the retry
+//!   layer does not send it a third time.
 //!
 //! No composition needs a special case: `Stack`, a `ServiceBuilder` or a
-//! hand-made stack all get one replay and one copy. A layer of your own that
-//! replays requests can take part the same way.
+//! hand-made stack all get one replay, and one copy whenever the request
+//! carries extensions (`Stack` always has an audit layer). A layer of your
+//! own that replays requests can take part the same way.
 //!
 //! ```
 //! use tower_cx::replay::{ReplayedAbove, TokenRejected};

@@ -684,13 +684,19 @@ struct RetryOverBearer {
 }
 
 impl RetryOverBearer {
-    /// A retry layer over a bearer with its defaults: no setting tells the
-    /// bearer that a retry layer is above (`tower_cx::replay`).
+    /// An audit layer over a retry layer over a bearer with its defaults, as
+    /// `Stack` builds them: no setting tells the bearer that a retry layer
+    /// is above (`tower_cx::replay`).
     async fn new(retry: RetryLayer, latency: Duration) -> Self {
-        Self::with_bearer_replay(retry, latency, true).await
+        Self::with_bearer_replay(retry, latency, true, true).await
     }
 
-    async fn with_bearer_replay(retry: RetryLayer, latency: Duration, replay_on_401: bool) -> Self {
+    async fn with_bearer_replay(
+        retry: RetryLayer,
+        latency: Duration,
+        replay_on_401: bool,
+        audit: bool,
+    ) -> Self {
         let endpoint = TokenEndpoint::new();
         let auth_events = Events::default();
         let cache = cache(&endpoint, &auth_events);
@@ -700,6 +706,9 @@ impl RetryOverBearer {
         let service = {
             let events = events.clone();
             ServiceBuilder::new()
+                .option_layer(
+                    audit.then(|| tower_cx::audit::AuditLayer::new(tower_cx::audit::NoopSink)),
+                )
                 .layer(retry.on_event(move |e| events.lock().unwrap().push(e.clone())))
                 .layer(BearerLayer::new(cache.clone()).replay_on_401(replay_on_401))
                 .service(api.clone())
@@ -832,6 +841,24 @@ async fn a_default_bearer_under_a_retry_layer_replays_once_from_the_retry_layers
 }
 
 #[tokio::test(start_paused = true)]
+async fn without_extensions_to_carry_the_mark_the_bearer_replays_once_and_never_twice() {
+    // no audit layer: the request has no extensions, the retry layer makes
+    // no map for its mark, and the bearer replays from its own copy
+    let t =
+        RetryOverBearer::with_bearer_replay(RetryLayer::new(), Duration::ZERO, true, false).await;
+    assert_eq!(t.send(post()).await.status(), StatusCode::OK);
+    assert_eq!(t.api.tokens(), ["Bearer tok-1", "Bearer tok-2"]);
+    assert_eq!(t.token_replays(), 0, "the bearer replayed it");
+    // its replay rejected too: the 401 comes back unmarked, not sent again
+    t.api.revoke("tok-2");
+    t.api.revoke("tok-3");
+    advance(secs(30)).await;
+    assert_eq!(t.send(post()).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(t.api.tokens().len(), 4, "tok-2, then one replay with tok-3");
+    assert_eq!(t.token_replays(), 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn with_the_retry_layers_replay_off_a_default_bearer_replays_itself() {
     let retry = RetryLayer::new().replay_rejected_token(false);
     let t = RetryOverBearer::new(retry, Duration::ZERO).await;
@@ -848,7 +875,7 @@ async fn with_the_retry_layers_replay_off_a_default_bearer_replays_itself() {
 #[tokio::test(start_paused = true)]
 async fn with_both_replays_off_a_401_is_returned_and_the_token_dropped() {
     let retry = RetryLayer::new().replay_rejected_token(false);
-    let t = RetryOverBearer::with_bearer_replay(retry, Duration::ZERO, false).await;
+    let t = RetryOverBearer::with_bearer_replay(retry, Duration::ZERO, false, true).await;
     let response = t.send(get()).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert!(response.extensions().get::<TokenRejected>().is_some());

@@ -115,8 +115,10 @@ where
                 .and_then(RetryOverride::attempts)
                 .unwrap_or(config.max_attempts)
                 > 1;
-        // the 401 replay (`crate::replay`): a bearer below leaves it to us
-        if config.replay_rejected_token {
+        // the 401 replay (`crate::replay`): a bearer below leaves it to us.
+        // Only into extensions that exist already (an audit layer's record):
+        // making a map for the mark alone costs more than the bearer's copy
+        if config.replay_rejected_token && !request.extensions().is_empty() {
             request.extensions_mut().insert(ReplayedAbove);
         }
         let template = if replays_possible {
