@@ -88,6 +88,7 @@ pub mod hint;
 pub mod jobs;
 #[cfg(feature = "mock")]
 pub mod mock;
+pub mod observe;
 pub mod origin;
 pub mod priority;
 pub mod replay;

@@ -6,12 +6,13 @@ use std::task::{ready, Context, Poll};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 
-use super::event::{ms, EventKind};
 use super::sink::{DeadLetter, DeadLetterSink};
 use super::AuditRecord;
+use super::EventKind;
 use crate::body::Body;
 use crate::classify::{classify_error, Class, FailureKind};
 use crate::error::BoxError;
+use crate::observe::ms;
 
 pin_project! {
     /// Response future of [`Audit`](super::Audit): reports
@@ -70,14 +71,6 @@ impl Finisher {
             (0, _, _) => 1,
             (n, _, _) => n,
         };
-        if !record.enabled() {
-            // no sink wants the event: count what it would have counted
-            // whole microseconds, rounded: what `ms` keeps
-            let micros = (total.as_nanos() + 500) / 1000;
-            let micros = u64::try_from(micros).unwrap_or(u64::MAX);
-            record.stats().finished(outcome, error_kind, micros);
-            return attempts;
-        }
         let waiting = timings.backoff + timings.queue;
         record.publish(
             None,
@@ -136,7 +129,6 @@ where
         let record = &this.record.record;
         if outcome != "success" {
             if let Some(sink) = this.dead_letters.as_ref() {
-                record.stats().count_dead_letter();
                 sink.dead_letter(DeadLetter {
                     correlation_id: record.correlation_id().to_owned(),
                     attempts,

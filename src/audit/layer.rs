@@ -100,10 +100,7 @@ impl<S> Layer<S> for AuditLayer {
     type Service = Audit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Audit {
-            inner,
-            layer: self.clone(),
-        }
+        Audit::new(inner, self.clone())
     }
 }
 

@@ -35,12 +35,16 @@
 //!
 //! # How it works
 //!
-//! [`AuditLayer`] opens an [`AuditRecord`] per logical request and puts it
-//! in the request's extensions: a correlation id (the incoming `X-Request-Id`
-//! or `ININ-Correlation-Id` if sane, else a random UUID), also sent upstream
-//! in a header (`x-correlation-id` by default). The retry, breaker, limiter
-//! and bearer layers find the record and publish what they do; without an
-//! audit layer they publish nothing and work as before.
+//! [`AuditLayer`] opens a [`RequestContext`](crate::observe::RequestContext)
+//! (also named [`AuditRecord`]) per logical request and puts it in the
+//! request's extensions: a correlation id (the incoming `X-Request-Id` or
+//! `ININ-Correlation-Id` if sane, else a random UUID), also sent upstream in
+//! a header (`x-correlation-id` by default). The retry, breaker, limiter and
+//! bearer layers find the context and publish what they do into
+//! [`crate::observe`], which knows nothing of the audit layer: the audit
+//! layer is the context's [`Observer`](crate::observe::Observer), and feeds
+//! its stats and its sink. Without an audit layer the layers publish nothing
+//! and work as before.
 //!
 //! # The event schema
 //!
@@ -95,18 +99,22 @@
 mod event;
 mod future;
 mod layer;
-mod record;
+mod observer;
 mod redact;
 mod service;
 mod sink;
 mod stats;
 mod webhook;
 
-pub(crate) use event::ms;
-pub use event::{AuditEvent, EventKind, Timestamp};
+/// The events layers report: [`crate::observe::Event`], under the name
+/// the audit stream has always used.
+pub use crate::observe::Event as EventKind;
+/// The per-request context the audit layer puts in the extensions:
+/// [`crate::observe::RequestContext`].
+pub use crate::observe::RequestContext as AuditRecord;
+pub use event::{AuditEvent, Timestamp};
 pub use future::ResponseFuture;
 pub use layer::{AuditEmitter, AuditLayer};
-pub use record::AuditRecord;
 pub use redact::{
     is_secret_key, redact_json, redact_uri, redact_uri_for_event, MAX_EVENT_URL, REDACTED,
 };

@@ -1,14 +1,16 @@
 use std::fmt;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use tower::Service;
 
-use super::event::EventKind;
 use super::future::ResponseFuture;
+use super::observer::{AuditObserver, CountedDeadLetters};
 use super::redact::{is_secret_key, redact_json, redact_uri_for_event, strip_userinfo};
-use super::sink::DeadLettersHandled;
+use super::sink::{DeadLetterSink, DeadLettersHandled};
+use super::EventKind;
 use super::{AuditLayer, AuditRecord};
 use crate::body::{try_clone_request, Body, ReplayBody};
 use crate::error::BoxError;
@@ -20,12 +22,31 @@ use crate::priority::Priority;
 pub struct Audit<S> {
     pub(crate) inner: S,
     pub(crate) layer: AuditLayer,
+    /// The layer's sink and stats, as the observer of each request's context.
+    observer: Arc<AuditObserver>,
+    /// The layer's dead-letter sink, counted in its stats.
+    dead_letters: Option<Arc<dyn DeadLetterSink>>,
 }
 
 impl<S> Audit<S> {
     /// Wrap `inner`, auditing into the layer's sink.
     pub fn new(inner: S, layer: AuditLayer) -> Self {
-        Self { inner, layer }
+        let observer = Arc::new(AuditObserver {
+            sink: layer.sink.clone(),
+            stats: layer.stats.clone(),
+        });
+        let dead_letters = layer.dead_letters.clone().map(|inner| {
+            Arc::new(CountedDeadLetters {
+                inner,
+                stats: layer.stats.clone(),
+            }) as Arc<dyn DeadLetterSink>
+        });
+        Self {
+            inner,
+            layer,
+            observer,
+            dead_letters,
+        }
     }
 
     /// The wrapped service.
@@ -196,14 +217,8 @@ where
         request
             .headers_mut()
             .insert(layer.header.clone(), correlation_id.clone());
-        let enabled = layer.sink.enabled();
-        let record = AuditRecord::new(
-            correlation_id,
-            layer.sink.clone(),
-            enabled,
-            layer.stats.clone(),
-        );
-        if enabled {
+        let record = AuditRecord::new(correlation_id, self.observer.clone());
+        if record.enabled() {
             let priority = request.extensions().get::<Priority>().map(|p| p.as_str());
             let body = if layer.record_bodies {
                 request
@@ -227,7 +242,7 @@ where
         request.extensions_mut().insert(record.clone());
         // the caller dead-letters this request itself (a typed client,
         // after its own retries)
-        let dead_letters = layer
+        let dead_letters = self
             .dead_letters
             .clone()
             .filter(|_| request.extensions().get::<DeadLettersHandled>().is_none());

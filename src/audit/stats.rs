@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
 
-use super::event::EventKind;
+use super::EventKind;
 
 /// A cloneable handle on audit statistics: counts and latency percentiles
 /// (bounded memory: an HDR histogram from 1 µs to 1 h, 3 significant
@@ -166,8 +166,7 @@ impl AuditStats {
         }
     }
 
-    /// What observing a `request.finished` event with these fields counts
-    /// (called directly when no sink wants the event).
+    /// What observing a `request.finished` event with these fields counts.
     pub(crate) fn finished(&self, outcome: &str, error_kind: Option<&str>, total_us: u64) {
         let c = &self.inner.counters;
         let bump = |n: &AtomicU64| {

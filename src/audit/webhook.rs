@@ -19,7 +19,7 @@ use crate::auth::box_client;
 use crate::body::Body;
 use crate::error::{BoxError, ConfigError};
 use crate::retry::{RetryBudget, RetryLayer, RetryOverride};
-use crate::vendor::Transport;
+use crate::transport::Transport;
 
 type Client = BoxCloneSyncService<Request<Body>, Response<Bytes>, BoxError>;
 

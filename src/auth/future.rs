@@ -11,9 +11,9 @@ use tower::Service;
 
 use super::cache::{AuthEvent, Issued, Rejection};
 use super::{TokenCache, TokenError};
-use crate::audit::{ms, AuditRecord, EventKind as AuditKind};
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::BoxError;
+use crate::observe::{ms, Event, RequestContext};
 use crate::replay::TokenRejected;
 
 type Acquire = Pin<Box<dyn Future<Output = Result<Issued, TokenError>> + Send>>;
@@ -48,7 +48,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, B, S::Future>,
-        audit: Option<AuditRecord>,
+        audit: Option<RequestContext>,
     }
 }
 
@@ -107,7 +107,7 @@ where
         cache: TokenCache,
         token_id: u64,
         unauthorized: Unauthorized<S, B>,
-        audit: Option<AuditRecord>,
+        audit: Option<RequestContext>,
     ) -> Self {
         Self {
             state: State::Sent {
@@ -125,7 +125,7 @@ where
         cache: TokenCache,
         request: Request<B>,
         on_401: On401,
-        audit: Option<AuditRecord>,
+        audit: Option<RequestContext>,
     ) -> Self {
         Self {
             state: State::Acquiring {
@@ -158,7 +158,7 @@ where
 
 /// Tell the audit record how getting a token went.
 fn audit_token(
-    audit: Option<&AuditRecord>,
+    audit: Option<&RequestContext>,
     since: Option<Instant>,
     result: &Result<Issued, TokenError>,
 ) {
@@ -168,14 +168,14 @@ fn audit_token(
     match (result, since) {
         (Ok(_), Some(since)) => audit.publish(
             None,
-            AuditKind::TokenRefreshed {
+            Event::TokenRefreshed {
                 wait_ms: ms(since.elapsed()),
             },
         ),
         (Ok(_), None) => {}
         (Err(error), _) => audit.publish(
             None,
-            AuditKind::TokenRefreshFailed {
+            Event::TokenRefreshFailed {
                 error: error.to_string(),
             },
         ),
@@ -267,7 +267,7 @@ where
                     }
                     let invalidated = || {
                         if let Some(audit) = audit {
-                            audit.publish(None, AuditKind::TokenInvalidated { status: 401 });
+                            audit.publish(None, Event::TokenInvalidated { status: 401 });
                         }
                     };
                     match unauthorized {

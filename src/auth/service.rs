@@ -7,9 +7,9 @@ use tower::Service;
 
 use super::future::{On401, ResponseFuture, Unauthorized};
 use super::{BearerLayer, TokenCache};
-use crate::audit::AuditRecord;
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::{BoxError, InsecureUrl};
+use crate::observe::RequestContext;
 use crate::origin::Origin;
 use crate::replay::ReplayedAbove;
 
@@ -94,7 +94,7 @@ where
             return ResponseFuture::failed(insecure.into());
         }
         let cache = self.cache.clone();
-        let audit = request.extensions().get::<AuditRecord>().cloned();
+        let audit = request.extensions().get::<RequestContext>().cloned();
         // the 401 replay (`crate::replay`): ours, unless a layer above does it
         let replay_here =
             self.replay_on_401 && request.extensions().get::<ReplayedAbove>().is_none();

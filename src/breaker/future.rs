@@ -9,9 +9,9 @@ use tokio::time::Instant;
 
 use super::machine::{Admission, Breaker, Verdict};
 use super::service::publish_transitions;
-use crate::audit::AuditRecord;
 use crate::classify::{classify_error, Class, FailureKind};
 use crate::error::{BoxError, CircuitOpen};
+use crate::observe::RequestContext;
 use crate::retry_after::server_hint;
 
 pin_project! {
@@ -57,7 +57,7 @@ enum Report {
 pub(crate) struct Guard {
     breaker: Arc<Breaker>,
     report: Report,
-    audit: Option<AuditRecord>,
+    audit: Option<RequestContext>,
 }
 
 impl Guard {
@@ -93,7 +93,7 @@ impl<F> ResponseFuture<F> {
         breaker: Arc<Breaker>,
         admission: Admission,
         started: Option<Instant>,
-        audit: Option<AuditRecord>,
+        audit: Option<RequestContext>,
     ) -> Self {
         Self {
             kind: Kind::Admitted {

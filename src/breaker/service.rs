@@ -9,19 +9,19 @@ use tower::Service;
 use super::future::ResponseFuture;
 use super::machine::Breaker;
 use super::{CircuitBreakerHandle, CircuitBreakerLayer};
-use crate::audit::{AuditRecord, EventKind as AuditKind};
 use crate::error::BoxError;
+use crate::observe::{Event, RequestContext};
 
 /// Tell the request's audit record about the transitions it caused.
 pub(crate) fn publish_transitions(
-    audit: Option<&AuditRecord>,
+    audit: Option<&RequestContext>,
     transitions: &[super::BreakerEvent],
 ) {
     if let Some(audit) = audit {
         for transition in transitions {
             audit.publish(
                 None,
-                AuditKind::BreakerTransition {
+                Event::BreakerTransition {
                     from: transition.from.as_str(),
                     to: transition.to.as_str(),
                 },
@@ -99,7 +99,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let audit = request.extensions().get::<AuditRecord>().cloned();
+        let audit = request.extensions().get::<RequestContext>().cloned();
         let (admission, transitions) = self.breaker.core.admit(self.breaker.config.share.as_ref());
         publish_transitions(audit.as_ref(), &transitions);
         match admission {

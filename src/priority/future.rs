@@ -10,8 +10,8 @@ use tower::Service;
 
 use super::limiter::Permit;
 use super::queue::{Ticket, TicketState};
-use crate::audit::{ms, AuditRecord, EventKind as AuditKind};
 use crate::error::BoxError;
+use crate::observe::{ms, Event, RequestContext};
 use crate::retry_after::server_hint;
 
 pin_project! {
@@ -24,7 +24,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, B, S::Future>,
-        audit: Option<AuditRecord>,
+        audit: Option<RequestContext>,
     }
 }
 
@@ -65,7 +65,7 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    pub(crate) fn called(future: S::Future, permit: Permit, audit: Option<AuditRecord>) -> Self {
+    pub(crate) fn called(future: S::Future, permit: Permit, audit: Option<RequestContext>) -> Self {
         Self {
             state: State::Called {
                 future,
@@ -80,7 +80,7 @@ where
         permit: Permit,
         service: S,
         request: Request<B>,
-        audit: Option<AuditRecord>,
+        audit: Option<RequestContext>,
     ) -> Self {
         Self {
             state: State::Waiting {
@@ -97,7 +97,7 @@ where
         ticket: Ticket,
         service: S,
         request: Request<B>,
-        audit: Option<AuditRecord>,
+        audit: Option<RequestContext>,
     ) -> Self {
         let give_up = ticket
             .give_up_at()
@@ -158,14 +158,11 @@ where
                             TicketState::Granted(permit) => {
                                 if let (Some(audit), Some(at)) = (this.audit.as_ref(), *queued_at) {
                                     if ticket.after_gate() {
-                                        audit.publish(None, AuditKind::GateOpened {});
+                                        audit.publish(None, Event::GateOpened {});
                                     }
                                     let wait = at.elapsed();
                                     audit.add_queue(wait);
-                                    audit.publish(
-                                        None,
-                                        AuditKind::QueueWaited { wait_ms: ms(wait) },
-                                    );
+                                    audit.publish(None, Event::QueueWaited { wait_ms: ms(wait) });
                                 }
                                 *stage = Stage::Granted {
                                     permit: Some(permit),
@@ -178,7 +175,7 @@ where
                                     }
                                     audit.publish(
                                         None,
-                                        AuditKind::Shed {
+                                        Event::Shed {
                                             reason: overloaded.reason().as_str(),
                                         },
                                     );
@@ -263,7 +260,7 @@ where
                             if let (true, Some(audit)) = (closed, this.audit.as_ref()) {
                                 audit.publish(
                                     None,
-                                    AuditKind::GateClosed {
+                                    Event::GateClosed {
                                         for_ms: ms(hint.delay),
                                         source: hint.source.as_str(),
                                     },

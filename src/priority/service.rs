@@ -9,8 +9,8 @@ use super::future::ResponseFuture;
 use super::handle::PriorityLimitHandle;
 use super::limiter::{Admission, Limiter};
 use super::{Priority, PriorityLimitLayer};
-use crate::audit::{AuditRecord, EventKind as AuditKind};
 use crate::error::BoxError;
+use crate::observe::{Event, RequestContext};
 
 /// A concurrency limit with a priority queue and a shared rate gate; see the
 /// [module docs](crate::priority).
@@ -79,7 +79,7 @@ where
             .get::<Priority>()
             .copied()
             .unwrap_or_default();
-        let audit = request.extensions().get::<AuditRecord>().cloned();
+        let audit = request.extensions().get::<RequestContext>().cloned();
         match self.limiter.admit(priority) {
             Admission::Permit(permit) if self.limiter.config.pacer.is_some() => {
                 let clone = self.inner.clone();
@@ -101,7 +101,7 @@ where
                 if let Some(audit) = &audit {
                     audit.publish(
                         None,
-                        AuditKind::Shed {
+                        Event::Shed {
                             reason: overloaded.reason().as_str(),
                         },
                     );

@@ -9,11 +9,10 @@ use tokio::time::Instant;
 use super::config::{Config, RetryOverride};
 use super::event::{DelaySource, GiveUpReason, RetryEvent, RetryEventKind};
 use super::safety::{proves_not_processed, Safety};
-use crate::audit::ms as audit_ms;
-use crate::audit::{AuditRecord, EventKind as AuditKind};
 use crate::backoff::{between, Backoff, BackoffState};
 use crate::classify::{Class, FailureKind};
 use crate::error::{BoxError, RetryDeadlineExceeded};
+use crate::observe::{ms, Event, RequestContext};
 use crate::retry_after::{server_hint, HintSource, ServerHint};
 
 /// What to do after an attempt.
@@ -71,7 +70,7 @@ pub(crate) struct Attempts {
     /// Whether the request was already sent again after a rejected token.
     token_replayed: bool,
     /// The request's audit record, if an audit layer is outside.
-    audit: Option<AuditRecord>,
+    audit: Option<RequestContext>,
     /// When the current attempt started (only tracked for the audit).
     attempt_started: Option<Instant>,
     /// The request's [`RetryOverride`], if it has one.
@@ -124,7 +123,7 @@ impl Attempts {
         safety: Safety,
         replayable: bool,
         now: Instant,
-        audit: Option<AuditRecord>,
+        audit: Option<RequestContext>,
     ) -> Self {
         Self {
             attempt: 1,
@@ -152,7 +151,7 @@ impl Attempts {
     pub(crate) fn attempt_started(&mut self, now: Instant) {
         if let Some(audit) = &self.audit {
             audit.attempt_started();
-            audit.publish(Some(self.attempt), AuditKind::AttemptStarted {});
+            audit.publish(Some(self.attempt), Event::AttemptStarted {});
             self.attempt_started = Some(now);
         }
     }
@@ -161,7 +160,7 @@ impl Attempts {
     /// handler, or an audit sink that records events (the audit's stats do
     /// not count finished attempts).
     pub(crate) fn listened(&self, config: &Config) -> bool {
-        config.on_event.is_some() || self.audit.as_ref().is_some_and(AuditRecord::enabled)
+        config.on_event.is_some() || self.audit.as_ref().is_some_and(RequestContext::enabled)
     }
 
     /// How long the attempt that just ended took, if a sink wants events
@@ -170,7 +169,7 @@ impl Attempts {
         let started = self.attempt_started?;
         self.audit
             .as_ref()
-            .is_some_and(AuditRecord::enabled)
+            .is_some_and(RequestContext::enabled)
             .then(|| started.elapsed())
     }
 
@@ -186,7 +185,7 @@ impl Attempts {
         if let Some(audit) = &self.audit {
             audit.publish(
                 Some(before),
-                AuditKind::RetryGaveUp {
+                Event::RetryGaveUp {
                     reason: GiveUpReason::DeadlineReached.as_str(),
                 },
             );
@@ -369,7 +368,7 @@ impl Attempts {
 #[inline]
 fn emit_event(
     config: &Config,
-    audit: Option<&AuditRecord>,
+    audit: Option<&RequestContext>,
     attempt: u32,
     latency: Option<Duration>,
     kind: RetryEventKind,
@@ -383,9 +382,14 @@ fn emit_event(
 }
 
 /// The audit view of a retry decision.
-fn publish_to_audit(audit: &AuditRecord, attempt: u32, kind: &RetryEventKind, latency: Duration) {
+fn publish_to_audit(
+    audit: &RequestContext,
+    attempt: u32,
+    kind: &RetryEventKind,
+    latency: Duration,
+) {
     let event = match kind {
-        RetryEventKind::AttemptFinished { status, class } => AuditKind::AttemptFinished {
+        RetryEventKind::AttemptFinished { status, class } => Event::AttemptFinished {
             status: status.map(|s| s.as_u16()),
             class: match class {
                 Class::Success => "success",
@@ -393,20 +397,20 @@ fn publish_to_audit(audit: &AuditRecord, attempt: u32, kind: &RetryEventKind, la
                 Class::Fatal(_) => "fatal",
             },
             failure: class.failure().map(|f| f.as_str()),
-            latency_ms: audit_ms(latency),
+            latency_ms: ms(latency),
         },
-        RetryEventKind::HintIgnored(malformed) => AuditKind::HintIgnored {
+        RetryEventKind::HintIgnored(malformed) => Event::HintIgnored {
             header: malformed.source.as_str(),
             reason: malformed.reason,
         },
         RetryEventKind::RetryScheduled { delay, source } => {
             audit.add_backoff(*delay);
-            AuditKind::RetryScheduled {
-                delay_ms: audit_ms(*delay),
+            Event::RetryScheduled {
+                delay_ms: ms(*delay),
                 source: source.as_str(),
             }
         }
-        RetryEventKind::GaveUp(reason) => AuditKind::RetryGaveUp {
+        RetryEventKind::GaveUp(reason) => Event::RetryGaveUp {
             reason: reason.as_str(),
         },
     };

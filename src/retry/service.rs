@@ -11,9 +11,9 @@ use super::future::{ResponseFuture, Shared};
 use super::policy::Attempts;
 use super::safety::{new_idempotency_key, Safety, IDEMPOTENCY_KEY};
 use super::{RetryLayer, RetryOverride};
-use crate::audit::AuditRecord;
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::BoxError;
+use crate::observe::RequestContext;
 use crate::replay::ReplayedAbove;
 
 /// Retries requests that fail in a retryable way, honouring server hints.
@@ -87,11 +87,11 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let config = &self.shared.config;
-        let audit = request.extensions().get::<AuditRecord>().cloned();
+        let audit = request.extensions().get::<RequestContext>().cloned();
         // an audit layer just above read the clock a moment ago
         let now = audit
             .as_ref()
-            .map_or_else(Instant::now, AuditRecord::started);
+            .map_or_else(Instant::now, RequestContext::started);
         config.budget.deposit(now);
 
         // (boxed: most requests have none, and the future stays small)

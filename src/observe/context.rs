@@ -1,4 +1,4 @@
-//! The per-request audit record that inner layers publish into.
+//! The per-request context layers report into.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -6,39 +6,49 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::HeaderValue;
-
 use tokio::time::Instant;
 
-use super::event::{AuditEvent, EventKind};
-use super::sink::AuditSink;
-use super::stats::AuditStats;
+use super::Event;
 
-/// The audit record of one logical request, placed in the request's
-/// extensions by the [`AuditLayer`](super::AuditLayer). Inner layers find it
-/// there and [`publish`](Self::publish) what they do; without an audit layer
-/// there is no record and they publish nothing.
+/// Receives what the layers report about the requests it has contexts for.
+/// The audit layer is one ([`AuditLayer`](crate::audit::AuditLayer)); a
+/// layer never knows which.
+pub trait Observer: Send + Sync + 'static {
+    /// Whether events are wanted as values. When not, layers skip the work
+    /// of building what only an event carries (a latency reading, say), and
+    /// [`observe`](Self::observe) still hears every event, to count it.
+    fn enabled(&self) -> bool;
+
+    /// One event about the request `context` stands for; `attempt` when it
+    /// is about one attempt (1 for the first).
+    fn observe(&self, context: &RequestContext, attempt: Option<u32>, event: Event);
+}
+
+/// The context of one logical request, placed in the request's extensions
+/// by the layer that observes it (the audit layer). Inner layers find it
+/// there and [`publish`](Self::publish) what they do; without one they
+/// publish nothing. Clones share one context.
 #[derive(Clone)]
-pub struct AuditRecord {
+pub struct RequestContext {
     inner: Arc<Inner>,
 }
 
 struct Inner {
     /// The id as sent in the correlation header (visible ASCII, checked by
-    /// the audit layer); the `Arc<str>` events carry is made from it only
-    /// once an event is built, so a sink that records nothing never pays
-    /// for it.
+    /// the layer that made it); the `Arc<str>` events carry is made from it
+    /// only once an event is built.
     correlation_id: HeaderValue,
     correlation_arc: OnceLock<Arc<str>>,
     started: Instant,
-    sink: Arc<dyn AuditSink>,
-    /// `sink.enabled()`, asked once per request.
+    observer: Arc<dyn Observer>,
+    /// `observer.enabled()`, asked once per request.
     enabled: bool,
-    stats: AuditStats,
     attempts: AtomicU32,
     backoff_ns: AtomicU64,
     queue_ns: AtomicU64,
 }
 
+/// What a context counted about its request.
 #[derive(Clone, Copy)]
 pub(crate) struct Timings {
     pub(crate) attempts: u32,
@@ -46,21 +56,18 @@ pub(crate) struct Timings {
     pub(crate) queue: Duration,
 }
 
-impl AuditRecord {
-    pub(crate) fn new(
-        correlation_id: HeaderValue,
-        sink: Arc<dyn AuditSink>,
-        enabled: bool,
-        stats: AuditStats,
-    ) -> Self {
+impl RequestContext {
+    /// A context for the request sent with `correlation_id`, starting now,
+    /// reporting to `observer`.
+    pub(crate) fn new(correlation_id: HeaderValue, observer: Arc<dyn Observer>) -> Self {
+        let enabled = observer.enabled();
         Self {
             inner: Arc::new(Inner {
                 correlation_id,
                 correlation_arc: OnceLock::new(),
                 started: Instant::now(),
-                sink,
+                observer,
                 enabled,
-                stats,
                 attempts: AtomicU32::new(0),
                 backoff_ns: AtomicU64::new(0),
                 queue_ns: AtomicU64::new(0),
@@ -70,26 +77,26 @@ impl AuditRecord {
 
     /// The logical request's correlation id.
     pub fn correlation_id(&self) -> &str {
-        // the audit layer only makes ids of visible ASCII
+        // the layer that makes ids makes them of visible ASCII
         self.inner.correlation_id.to_str().unwrap_or("-")
     }
 
-    /// When the request entered the audit layer.
+    /// The correlation id as events carry it, made once per request.
+    pub fn correlation_arc(&self) -> Arc<str> {
+        self.inner
+            .correlation_arc
+            .get_or_init(|| Arc::from(self.correlation_id()))
+            .clone()
+    }
+
+    /// When the request entered the observing layer.
     pub fn started(&self) -> Instant {
         self.inner.started
     }
 
-    /// Publish an event about this request (to the sink, and the stats).
-    pub fn publish(&self, attempt: Option<u32>, kind: EventKind) {
-        let inner = &self.inner;
-        inner.stats.observe(&kind);
-        if inner.enabled {
-            let id = inner
-                .correlation_arc
-                .get_or_init(|| Arc::from(self.correlation_id()))
-                .clone();
-            inner.sink.record(&AuditEvent::new(id, attempt, kind));
-        }
+    /// Publish an event about this request.
+    pub fn publish(&self, attempt: Option<u32>, event: Event) {
+        self.inner.observer.observe(self, attempt, event);
     }
 
     pub(crate) fn timings(&self) -> Timings {
@@ -118,19 +125,16 @@ impl AuditRecord {
         self.inner.queue_ns.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    /// Whether the sink wants events (asked once, when the record was made).
+    /// Whether the observer wants events as values (asked once, when the
+    /// context was made).
     pub(crate) fn enabled(&self) -> bool {
         self.inner.enabled
     }
-
-    pub(crate) fn stats(&self) -> &AuditStats {
-        &self.inner.stats
-    }
 }
 
-impl fmt::Debug for AuditRecord {
+impl fmt::Debug for RequestContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AuditRecord")
+        f.debug_struct("RequestContext")
             .field("correlation_id", &self.correlation_id())
             .finish_non_exhaustive()
     }
