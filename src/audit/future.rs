@@ -6,6 +6,7 @@ use std::task::{ready, Context, Poll};
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 
+use super::observer::AuditObserver;
 use super::sink::{DeadLetter, DeadLetterSink};
 use super::AuditRecord;
 use super::EventKind;
@@ -31,6 +32,7 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn new(
         future: F,
         record: AuditRecord,
+        observer: Arc<AuditObserver>,
         dead_letters: Option<Arc<dyn DeadLetterSink>>,
         copy: Option<Box<Request<Body>>>,
     ) -> Self {
@@ -38,6 +40,7 @@ impl<F> ResponseFuture<F> {
             future,
             record: Finisher {
                 record,
+                observer,
                 finished: false,
             },
             dead_letters,
@@ -50,6 +53,8 @@ impl<F> ResponseFuture<F> {
 /// or, if the future is dropped first, as `cancelled`.
 struct Finisher {
     record: AuditRecord,
+    /// The record's observer, for counting an end no sink wants.
+    observer: Arc<AuditObserver>,
     finished: bool,
 }
 
@@ -71,6 +76,15 @@ impl Finisher {
             (0, _, _) => 1,
             (n, _, _) => n,
         };
+        if !record.enabled() {
+            // no sink wants the event: count what it would have counted,
+            // without building it (whole microseconds, rounded: what `ms`
+            // keeps)
+            let micros = (total.as_nanos() + 500) / 1000;
+            let micros = u64::try_from(micros).unwrap_or(u64::MAX);
+            self.observer.stats.finished(outcome, error_kind, micros);
+            return attempts;
+        }
         let waiting = timings.backoff + timings.queue;
         record.publish(
             None,

@@ -217,7 +217,8 @@ where
         request
             .headers_mut()
             .insert(layer.header.clone(), correlation_id.clone());
-        let record = AuditRecord::new(correlation_id, self.observer.clone());
+        let observer: Arc<dyn crate::observe::Observer> = self.observer.clone();
+        let record = AuditRecord::new(correlation_id, observer);
         if record.enabled() {
             let priority = request.extensions().get::<Priority>().map(|p| p.as_str());
             let body = if layer.record_bodies {
@@ -257,7 +258,7 @@ where
                 Box::new(Request::from_parts(parts, body.into()))
             });
         let future = self.inner.call(request);
-        ResponseFuture::new(future, record, dead_letters, copy)
+        ResponseFuture::new(future, record, self.observer.clone(), dead_letters, copy)
     }
 }
 
