@@ -3,6 +3,9 @@
 //! completed contacts, errors.
 #![cfg(feature = "mock")]
 
+#[path = "support/vendor_stacks.rs"]
+mod vendor_stacks;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,22 +35,14 @@ fn runner() -> JobRunner {
 }
 
 fn stack(mock: &MockServer, attempts: u32) -> CxService {
-    let c = mock.config().clone();
-    Stack::cxone(
-        &mock.cxone_token_url(),
-        c.client_id,
-        c.client_secret,
-        c.access_key_id,
-        c.access_key_secret,
-    )
-    .unwrap()
-    .retry(
-        RetryLayer::new()
-            .max_attempts(attempts)
-            .backoff(Backoff::constant(Duration::from_millis(1)))
-            .auto_idempotency_key(true),
-    )
-    .build()
+    vendor_stacks::cxone(mock)
+        .retry(
+            RetryLayer::new()
+                .max_attempts(attempts)
+                .backoff(Backoff::constant(Duration::from_millis(1)))
+                .auto_idempotency_key(true),
+        )
+        .build()
 }
 
 type Letters = Arc<Mutex<Vec<DeadLetter>>>;
@@ -193,23 +188,15 @@ async fn a_failed_job_is_rerun_with_one_key_across_attempts() {
     let mock = MockServer::start_with(MockConfig::default().honour_idempotency_keys(true))
         .await
         .unwrap();
-    let c = mock.config().clone();
     let origin = tower_cx::origin::Origin::parse(&mock.base_url()).unwrap();
-    let stack = Stack::cxone(
-        &mock.cxone_token_url(),
-        c.client_id,
-        c.client_secret,
-        c.access_key_id,
-        c.access_key_secret,
-    )
-    .unwrap()
-    .retry(
-        RetryLayer::new()
-            .max_attempts(4)
-            .backoff(Backoff::constant(Duration::from_millis(1)))
-            .idempotency_keys_honoured_by(origin),
-    )
-    .build();
+    let stack = vendor_stacks::cxone(&mock)
+        .retry(
+            RetryLayer::new()
+                .max_attempts(4)
+                .backoff(Backoff::constant(Duration::from_millis(1)))
+                .idempotency_keys_honoured_by(origin),
+        )
+        .build();
     let letters: Letters = Arc::default();
     let sink = letters.clone();
     let cxone = CxoneClient::new(stack, &mock.base_url())
@@ -418,17 +405,9 @@ async fn extraction_submissions_are_paced_30_s_apart_with_zero_violations() {
 #[tokio::test(start_paused = true)]
 async fn without_pacing_the_limit_answers_429_and_the_stack_waits_it_out() {
     let mock = MockServer::start().await.unwrap();
-    let c = mock.config().clone();
-    let stack = Stack::cxone(
-        &mock.cxone_token_url(),
-        c.client_id,
-        c.client_secret,
-        c.access_key_id,
-        c.access_key_secret,
-    )
-    .unwrap()
-    .retry(RetryLayer::new().deadline(Duration::from_secs(60)))
-    .build();
+    let stack = vendor_stacks::cxone(&mock)
+        .retry(RetryLayer::new().deadline(Duration::from_secs(60)))
+        .build();
     let extraction = CxoneClient::new(stack, &mock.base_url())
         .extraction_interval(Duration::ZERO)
         .data_extraction();

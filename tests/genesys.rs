@@ -2,6 +2,9 @@
 //! canonical stack and real loopback TCP.
 #![cfg(feature = "mock")]
 
+#[path = "support/vendor_stacks.rs"]
+mod vendor_stacks;
+
 use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,9 +31,7 @@ fn fast() -> RetryLayer {
 
 /// The canonical stack against the mock; `attempts` for its retry layer.
 fn stack(mock: &MockServer, attempts: u32) -> CxService {
-    let c = mock.config().clone();
-    Stack::genesys(&mock.genesys_region(), c.client_id, c.client_secret)
-        .unwrap()
+    vendor_stacks::genesys(mock)
         .retry(fast().max_attempts(attempts))
         .build()
 }
@@ -394,10 +395,8 @@ async fn one_dead_letter_per_failed_action_when_the_audit_layer_shares_the_sink(
     let letters: Letters = Arc::default();
     let sink = letters.clone();
     let sink = Arc::new(move |l: DeadLetter| sink.lock().unwrap().push(l));
-    let c = mock.config().clone();
     let audit_sink = sink.clone();
-    let stack = Stack::genesys(&mock.genesys_region(), c.client_id, c.client_secret)
-        .unwrap()
+    let stack = vendor_stacks::genesys(&mock)
         .retry(fast().max_attempts(1))
         .audit(
             tower_cx::audit::AuditLayer::new(tower_cx::audit::NoopSink)
@@ -590,8 +589,7 @@ async fn a_remote_status_inside_an_outer_400_is_the_nested_status() {
 // ---- the Genesys preset: long waits, learned pacing ----
 
 fn preset(mock: &MockServer) -> Stack {
-    let c = mock.config().clone();
-    Stack::genesys(&mock.genesys_region(), c.client_id, c.client_secret).unwrap()
+    vendor_stacks::genesys(mock)
 }
 
 async fn get_users(client: &CxService, mock: &MockServer) -> http::StatusCode {

@@ -1,6 +1,9 @@
 //! The embedded vendor mock, driven by the ready-made stack over real TCP.
 #![cfg(feature = "mock")]
 
+#[path = "support/vendor_stacks.rs"]
+mod vendor_stacks;
+
 use std::time::Duration;
 
 use http::{Request, StatusCode};
@@ -11,7 +14,6 @@ use tower_cx::backoff::Backoff;
 use tower_cx::body::Body;
 use tower_cx::mock::{Fault, MockConfig, MockServer};
 use tower_cx::retry::RetryLayer;
-use tower_cx::stack::Stack;
 
 fn fast_retry() -> RetryLayer {
     RetryLayer::new()
@@ -27,14 +29,7 @@ async fn json(response: http::Response<hyper::body::Incoming>) -> serde_json::Va
 #[tokio::test]
 async fn the_genesys_stack_lists_users_through_faults() {
     let mock = MockServer::start().await.unwrap();
-    let config = mock.config().clone();
-    let stack = Stack::genesys(
-        &mock.genesys_region(),
-        config.client_id,
-        config.client_secret,
-    )
-    .unwrap()
-    .retry(fast_retry());
+    let stack = vendor_stacks::genesys(&mock).retry(fast_retry());
     let handles = stack.handles();
     let client = stack.build();
     mock.fault(Some("/api/v2/users"), Fault::Status(503), 1);
@@ -126,10 +121,7 @@ async fn the_stack_paces_itself_by_the_genesys_headers_and_never_sees_a_429() {
     })
     .await
     .unwrap();
-    let c = mock.config().clone();
-    let client = Stack::genesys(&mock.genesys_region(), c.client_id, c.client_secret)
-        .unwrap()
-        .build();
+    let client = vendor_stacks::genesys(&mock).build();
     for _ in 0..7 {
         let request = Request::get(format!("{}/api/v2/users", mock.base_url()))
             .body(Body::empty())
@@ -160,16 +152,7 @@ async fn wrong_credentials_get_an_rfc6749_error() {
 #[tokio::test]
 async fn cxone_access_keys_and_completed_contacts_pages_end_with_204() {
     let mock = MockServer::start().await.unwrap();
-    let c = mock.config().clone();
-    let client = Stack::cxone(
-        &mock.cxone_token_url(),
-        c.client_id,
-        c.client_secret,
-        c.access_key_id,
-        c.access_key_secret,
-    )
-    .unwrap()
-    .build();
+    let client = vendor_stacks::cxone(&mock).build();
     let mut skip = 0;
     let mut contacts = 0;
     loop {
@@ -199,10 +182,8 @@ async fn a_keyed_post_to_a_key_honouring_origin_is_retried_and_applied_once() {
     let mock = MockServer::start_with(MockConfig::default().honour_idempotency_keys(true))
         .await
         .unwrap();
-    let c = mock.config().clone();
     let origin = tower_cx::origin::Origin::parse(&mock.base_url()).unwrap();
-    let client = Stack::genesys(&mock.genesys_region(), c.client_id, c.client_secret)
-        .unwrap()
+    let client = vendor_stacks::genesys(&mock)
         .retry(fast_retry().idempotency_keys_honoured_by(origin))
         .build();
     // applied, then the answer is lost: the retry with the same key gets

@@ -1,5 +1,9 @@
 //! The ready-made stack over a real hyper client and a loopback server.
 
+#[cfg(feature = "mock")]
+#[path = "support/vendor_stacks.rs"]
+mod vendor_stacks;
+
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -115,20 +119,14 @@ async fn the_full_stack_completes_every_request_through_a_fault_mix_with_zero_vi
     })
     .await
     .unwrap();
-    let config = mock.config().clone();
-    let stack = Stack::genesys(
-        &mock.genesys_region(),
-        config.client_id,
-        config.client_secret,
-    )
-    .unwrap()
-    .retry(
-        RetryLayer::new()
-            .max_attempts(5)
-            .backoff(Backoff::exponential(Duration::from_millis(50)))
-            .auto_idempotency_key(true),
-    )
-    .limiter(PriorityLimitLayer::new(4).max_queue(200));
+    let stack = vendor_stacks::genesys(&mock)
+        .retry(
+            RetryLayer::new()
+                .max_attempts(5)
+                .backoff(Backoff::exponential(Duration::from_millis(50)))
+                .auto_idempotency_key(true),
+        )
+        .limiter(PriorityLimitLayer::new(4).max_queue(200));
     let handles = stack.handles();
     let client = stack.build();
     mock.fault(Some("/api/v2/users"), Fault::Status(503), 5);
@@ -203,14 +201,7 @@ async fn a_token_lifetime_shorter_than_the_run_never_sends_an_expired_token() {
     })
     .await
     .unwrap();
-    let config = mock.config().clone();
-    let client = Stack::genesys(
-        &mock.genesys_region(),
-        config.client_id,
-        config.client_secret,
-    )
-    .unwrap()
-    .build();
+    let client = vendor_stacks::genesys(&mock).build();
     let started = tokio::time::Instant::now();
     let mut sent = 0;
     while started.elapsed() < Duration::from_secs(20) {
