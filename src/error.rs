@@ -133,6 +133,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_outcome_shows_header_names_never_values() {
+        let response = http::Response::builder()
+            .status(500)
+            .header("set-cookie", "session=s3cr3t")
+            .body(())
+            .unwrap();
+        let unknown = OutcomeUnknown::new(
+            2,
+            UnknownCause::Status(http::StatusCode::INTERNAL_SERVER_ERROR),
+        )
+        .with_response(response);
+        let shown = format!("{unknown:?} {unknown}");
+        assert!(shown.contains("set-cookie"), "{shown}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert_eq!(unknown.headers()["set-cookie"], "session=s3cr3t");
+    }
+
+    #[test]
     fn config_error_names_the_setting() {
         let err = ConfigError::new("ttl", "must be between 1 s and 60 s, got 0 s");
         assert_eq!(err.setting(), "ttl");
@@ -495,10 +513,12 @@ pub struct OutcomeUnknown {
 
 impl fmt::Debug for OutcomeUnknown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // header names only: a value (a `Set-Cookie`, say) may be a secret
+        let headers: Vec<&str> = self.headers.keys().map(|name| name.as_str()).collect();
         f.debug_struct("OutcomeUnknown")
             .field("attempt", &self.attempt)
             .field("cause", &self.cause)
-            .field("headers", &self.headers)
+            .field("headers", &headers)
             .field("source", &self.source)
             .finish_non_exhaustive()
     }
