@@ -86,6 +86,7 @@ pub mod fleet;
 pub mod genesys;
 pub mod hint;
 pub mod jobs;
+mod level;
 #[cfg(feature = "mock")]
 pub mod mock;
 pub mod observe;

@@ -500,10 +500,15 @@ async fn requests_keep_succeeding_while_redis_is_down_and_shared_state_resumes()
     let audit = tower_cx::audit::AuditLayer::new(tower_cx::audit::callback(move |event| {
         lines.lock().unwrap().push(event.to_json())
     }));
+    let record = audit.emitter().handler();
+    let seen = events.clone();
     let fleet = fleet(&redis.url(), &prefix("down"), &events)
         .op_timeout(Duration::from_millis(200))
         .retry_redis_after(Duration::from_millis(200))
-        .audit_to(&audit);
+        .on_event(move |event: &FleetEvent| {
+            seen.lock().unwrap().push(event.clone());
+            record(event);
+        });
     let member = member(&fleet, &upstream, Some(50));
     let call = |member: &Member| {
         let request = upstream.users();

@@ -17,6 +17,7 @@ use tower_cx::classify::{Class, Classify, DefaultClassifier, FailureKind};
 use tower_cx::error::{
     BoxError, CircuitOpen, OutcomeUnknown, OverloadReason, Overloaded, RequestNotSent, UnknownCause,
 };
+use tower_cx::observe::{RequestEvent, RequestOutcome};
 use tower_cx::origin::Origin;
 use tower_cx::retry::{
     DelaySource, GiveUpReason, RetryBudget, RetryEvent, RetryEventKind, RetryLayer, RetryOverride,
@@ -231,19 +232,28 @@ async fn retries_with_exact_exponential_delays_and_returns_success() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(upstream.arrivals(), [0, 500, 1500, 3500].map(ms));
     let events = events.lock().unwrap();
-    assert_eq!(events.len(), 7, "{events:#?}");
+    // each attempt: started, finished; and a delay between two
+    assert_eq!(events.len(), 11, "{events:#?}");
     assert_eq!(
         events[0],
+        RetryEvent {
+            attempt: 1,
+            kind: RetryEventKind::AttemptStarted,
+        }
+    );
+    assert_eq!(
+        events[1],
         RetryEvent {
             attempt: 1,
             kind: RetryEventKind::AttemptFinished {
                 status: Some(StatusCode::SERVICE_UNAVAILABLE),
                 class: Class::Retryable(FailureKind::Status(StatusCode::SERVICE_UNAVAILABLE)),
+                latency: Duration::ZERO,
             },
         }
     );
     assert_eq!(
-        events[1],
+        events[2],
         RetryEvent {
             attempt: 1,
             kind: RetryEventKind::RetryScheduled {
@@ -253,14 +263,21 @@ async fn retries_with_exact_exponential_delays_and_returns_success() {
         }
     );
     assert_eq!(
-        events[6],
-        RetryEvent {
-            attempt: 4,
-            kind: RetryEventKind::AttemptFinished {
-                status: Some(StatusCode::OK),
-                class: Class::Success,
+        events[9..],
+        [
+            RetryEvent {
+                attempt: 4,
+                kind: RetryEventKind::AttemptStarted,
             },
-        }
+            RetryEvent {
+                attempt: 4,
+                kind: RetryEventKind::AttemptFinished {
+                    status: Some(StatusCode::OK),
+                    class: Class::Success,
+                    latency: Duration::ZERO,
+                },
+            }
+        ]
     );
 }
 
@@ -379,7 +396,7 @@ async fn with_the_default_table_a_success_is_returned_at_once_and_reported() {
         .unwrap()
         .iter()
         .filter_map(|e| match e.kind {
-            RetryEventKind::AttemptFinished { status, class } => Some((status, class)),
+            RetryEventKind::AttemptFinished { status, class, .. } => Some((status, class)),
             _ => None,
         })
         .collect();
@@ -1145,30 +1162,31 @@ async fn an_unknown_outcome_is_recorded_and_dead_lettered_by_the_audit_layer() {
     assert_eq!(upstream.arrivals().len(), 1);
 
     let events = events.lock().unwrap();
-    let gave_up: Vec<&EventKind> = events
+    let gave_up: Vec<&GiveUpReason> = events
         .iter()
         .map(|e| &e.kind)
-        .filter(|k| matches!(k, EventKind::RetryGaveUp { .. }))
+        .filter_map(|k| match k {
+            EventKind::Retry(RetryEventKind::GaveUp(reason)) => Some(reason),
+            _ => None,
+        })
         .collect();
-    assert_eq!(
-        gave_up,
-        [&EventKind::RetryGaveUp {
-            reason: "outcome_unknown"
-        }]
-    );
+    assert_eq!(gave_up, [&GiveUpReason::OutcomeUnknown]);
     let finished = events
         .iter()
         .find_map(|e| match &e.kind {
-            EventKind::RequestFinished {
+            EventKind::Request(RequestEvent::Finished {
                 outcome,
                 error_kind,
                 attempts,
                 ..
-            } => Some((*outcome, *error_kind, *attempts)),
+            }) => Some((*outcome, *error_kind, *attempts)),
             _ => None,
         })
         .expect("request.finished");
-    assert_eq!(finished, ("error", Some("outcome_unknown"), 1));
+    assert_eq!(
+        finished,
+        (RequestOutcome::Error, Some(FailureKind::OutcomeUnknown), 1)
+    );
 
     let letters = letters.lock().unwrap();
     assert_eq!(letters.len(), 1);

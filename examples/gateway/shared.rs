@@ -48,7 +48,7 @@ fn fleet(
     limiter: PriorityLimitLayer,
     credentials: Option<ClientCredentials>,
 ) -> Result<Shared, BoxError> {
-    let fleet = tower_cx::fleet::RedisFleet::new(url)?.audit_to(audit);
+    let fleet = tower_cx::fleet::RedisFleet::new(url)?.on_event(audit.emitter().handler());
     println!("fleet state in Redis (shared token, rate gate and pacing)");
     // Shared state is named after the OAuth client (vendors limit per client).
     let name = flags.client_id.as_deref().unwrap_or(upstream);

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-use crate::observe::Event as EventKind;
+use crate::observe::{AuthEvent, Event as EventKind, FleetEvent, RequestEvent};
 
 /// One thing that happened to one logical request.
 ///
@@ -13,7 +13,7 @@ use crate::observe::Event as EventKind;
 /// `event` (the kind's name), `correlation_id`, `attempt` (when the event is
 /// about one attempt), then the kind's own fields. See the
 /// [module docs](crate::audit) for every kind.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AuditEvent {
     /// When it happened; serialized as RFC 3339 in UTC with milliseconds.
     pub ts: Timestamp,
@@ -52,11 +52,13 @@ impl AuditEvent {
     /// count.
     pub fn approx_bytes(&self) -> usize {
         let own = match &self.kind {
-            EventKind::RequestStarted {
+            EventKind::Request(RequestEvent::Started {
                 method, url, body, ..
-            } => method.len() + url.len() + body.as_ref().map_or(0, json_bytes),
-            EventKind::TokenRefreshFailed { error } => error.len(),
-            EventKind::FleetDegraded { reason, .. } => reason.len(),
+            }) => method.len() + url.len() + body.as_ref().map_or(0, json_bytes),
+            EventKind::Token(
+                AuthEvent::TokenAwaitFailed { error } | AuthEvent::RefreshFailed { error, .. },
+            ) => error.to_string().len(),
+            EventKind::Fleet(FleetEvent::Degraded { reason, .. }) => reason.len(),
             _ => 0,
         };
         std::mem::size_of::<Self>() + self.correlation_id.len() + own

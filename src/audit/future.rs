@@ -3,17 +3,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use super::observer::AuditObserver;
 use super::sink::{DeadLetter, DeadLetterSink};
 use super::AuditRecord;
-use super::EventKind;
 use crate::body::Body;
 use crate::classify::{classify_error, Class, FailureKind};
 use crate::error::BoxError;
-use crate::observe::ms;
+use crate::observe::{RequestEvent, RequestOutcome};
 
 pin_project! {
     /// Response future of [`Audit`](super::Audit): reports
@@ -61,9 +60,9 @@ struct Finisher {
 impl Finisher {
     fn finish(
         &mut self,
-        outcome: &'static str,
-        status: Option<u16>,
-        error_kind: Option<&'static str>,
+        outcome: RequestOutcome,
+        status: Option<StatusCode>,
+        error_kind: Option<FailureKind>,
     ) -> u32 {
         self.finished = true;
         let record = &self.record;
@@ -72,32 +71,28 @@ impl Finisher {
         // counted by a retry layer; without one, one attempt was sent unless
         // the request provably never left
         let attempts = match (timings.attempts, outcome, error_kind) {
-            (0, "cancelled", _) | (0, _, Some("not_sent")) => 0,
+            (0, RequestOutcome::Cancelled, _) | (0, _, Some(FailureKind::NotSent)) => 0,
             (0, _, _) => 1,
             (n, _, _) => n,
         };
         if !record.enabled() {
             // no sink wants the event: count what it would have counted,
-            // without building it (whole microseconds, rounded: what `ms`
-            // keeps)
-            let micros = (total.as_nanos() + 500) / 1000;
-            let micros = u64::try_from(micros).unwrap_or(u64::MAX);
-            self.observer.stats.finished(outcome, error_kind, micros);
+            // without building it
+            self.observer.stats.finished(outcome, error_kind, total);
             return attempts;
         }
-        let waiting = timings.backoff + timings.queue;
         record.publish(
             None,
-            EventKind::RequestFinished {
+            RequestEvent::Finished {
                 outcome,
                 status,
                 error_kind,
                 attempts,
-                total_ms: ms(total),
-                backoff_ms: ms(timings.backoff),
-                queue_ms: ms(timings.queue),
-                wire_ms: ms(total.saturating_sub(waiting)),
-            },
+                total,
+                backoff: timings.backoff,
+                queue: timings.queue,
+            }
+            .into(),
         );
         attempts
     }
@@ -106,7 +101,7 @@ impl Finisher {
 impl Drop for Finisher {
     fn drop(&mut self) {
         if !self.finished {
-            self.finish("cancelled", None, None);
+            self.finish(RequestOutcome::Cancelled, None, None);
         }
     }
 }
@@ -123,11 +118,11 @@ where
         let result = ready!(this.future.poll(cx)).map_err(Into::into);
         let (outcome, status, error_kind, message) = match &result {
             Ok(response) if response.status().as_u16() < 400 => {
-                ("success", Some(response.status().as_u16()), None, None)
+                (RequestOutcome::Success, Some(response.status()), None, None)
             }
             Ok(response) => (
-                "http_error",
-                Some(response.status().as_u16()),
+                RequestOutcome::HttpError,
+                Some(response.status()),
                 None,
                 Some(response.status().to_string()),
             ),
@@ -136,18 +131,25 @@ where
                     Class::Retryable(kind) | Class::Fatal(kind) => kind,
                     Class::Success => FailureKind::Other,
                 };
-                ("error", None, Some(kind.as_str()), Some(error.to_string()))
+                (
+                    RequestOutcome::Error,
+                    None,
+                    Some(kind),
+                    Some(error.to_string()),
+                )
             }
         };
         let attempts = this.record.finish(outcome, status, error_kind);
         let record = &this.record.record;
-        if outcome != "success" {
+        if outcome != RequestOutcome::Success {
             if let Some(sink) = this.dead_letters.as_ref() {
                 sink.dead_letter(DeadLetter {
                     correlation_id: record.correlation_id().to_owned(),
                     attempts,
-                    last_status: status,
-                    error_code: error_kind.unwrap_or(outcome).to_owned(),
+                    last_status: status.map(|s| s.as_u16()),
+                    error_code: error_kind
+                        .map_or_else(|| outcome.as_str(), |kind| kind.as_str())
+                        .to_owned(),
                     message: message.unwrap_or_default(),
                     request: this.copy.take().map(|copy| *copy),
                 });

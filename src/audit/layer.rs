@@ -7,6 +7,7 @@ use tower::Layer;
 use super::sink::{AuditSink, DeadLetterSink};
 use super::stats::AuditStats;
 use super::Audit;
+use crate::observe::Event;
 
 /// Applies [`Audit`] to services: one record per logical request, one event
 /// stream, shared [`AuditStats`].
@@ -83,10 +84,35 @@ pub struct AuditEmitter {
 }
 
 impl AuditEmitter {
-    /// Record `kind` now.
-    pub fn emit(&self, kind: super::EventKind) {
+    /// Record `event` now.
+    pub fn emit(&self, event: impl Into<Event>) {
         self.sink
-            .record(&super::AuditEvent::new(Arc::from("-"), None, kind));
+            .record(&super::AuditEvent::new(Arc::from("-"), None, event.into()));
+    }
+
+    /// A callback for a producer's `on_event` that records each of its
+    /// events, e.g. a [`RedisFleet`](crate::fleet::RedisFleet)'s
+    /// `fleet.degraded` and `fleet.restored`:
+    /// `fleet.on_event(audit.emitter().handler())`.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use tower_cx::audit::{callback, AuditLayer};
+    /// use tower_cx::observe::FleetEvent;
+    ///
+    /// let lines = Arc::new(Mutex::new(Vec::new()));
+    /// let seen = lines.clone();
+    /// let audit = AuditLayer::new(callback(move |e| seen.lock().unwrap().push(e.to_json())));
+    /// let record = audit.emitter().handler();
+    /// record(&FleetEvent::Restored { component: "gate" });
+    /// assert!(lines.lock().unwrap()[0].contains(r#""event":"fleet.restored""#));
+    /// ```
+    pub fn handler<E>(&self) -> impl Fn(&E) + Send + Sync + 'static
+    where
+        E: Clone + Into<Event>,
+    {
+        let emitter = self.clone();
+        move |event: &E| emitter.emit(event.clone())
     }
 }
 

@@ -62,8 +62,8 @@
 //! {"ts":"2026-11-22T08:49:12.031Z","correlation_id":"req-42","event":"gate.closed","for_ms":5000.0,"source":"retry-after"}
 //! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-42","event":"gate.opened"}
 //! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-42","event":"queue.waited","wait_ms":4969.0}
-//! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-43","event":"request.shed","reason":"queue_full"}
-//! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-44","event":"breaker.transition","from":"closed","to":"open"}
+//! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-43","event":"request.shed","priority":"low","reason":"queue_full"}
+//! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-44","event":"breaker.transition","from":"closed","to":"open","reason":"consecutive_failures"}
 //! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-45","event":"token.refreshed","wait_ms":120.0}
 //! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-45","event":"token.refresh_failed","error":"token request rejected (401 Unauthorized): invalid_client"}
 //! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-46","event":"token.invalidated","status":401}
@@ -72,8 +72,15 @@
 //!
 //! `request.finished` has `outcome` `success` (status below 400),
 //! `http_error` (a final 4xx/5xx response), `error` (no response; then
-//! `error_kind`: `connect`, `timeout`, `not_sent`, `transport`, `other`) or
-//! `cancelled` (the caller dropped the request first).
+//! `error_kind`: `connect`, `timeout`, `not_sent`, `transport`,
+//! `outcome_unknown`, `other`) or `cancelled` (the caller dropped the request
+//! first).
+//!
+//! Each line is an [`Event`](crate::observe::Event) (the layers' own typed
+//! events, the same values their `on_event` callbacks get) with the
+//! request's `ts`, `correlation_id` and `attempt`. Events about no request
+//! (a [`RedisFleet`](crate::fleet::RedisFleet)'s `fleet.degraded`, say)
+//! reach the sink through an [`AuditEmitter`], with `correlation_id` `-`.
 //!
 //! # Redaction
 //!

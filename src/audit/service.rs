@@ -10,10 +10,10 @@ use super::future::ResponseFuture;
 use super::observer::{AuditObserver, CountedDeadLetters};
 use super::redact::{is_secret_key, redact_json, redact_uri_for_event, strip_userinfo};
 use super::sink::{DeadLetterSink, DeadLettersHandled};
-use super::EventKind;
 use super::{AuditLayer, AuditRecord};
 use crate::body::{try_clone_request, Body, ReplayBody};
 use crate::error::BoxError;
+use crate::observe::RequestEvent;
 use crate::priority::Priority;
 
 /// Opens an [`AuditRecord`] per logical request and reports its end; see the
@@ -220,7 +220,7 @@ where
         let observer: Arc<dyn crate::observe::Observer> = self.observer.clone();
         let record = AuditRecord::new(correlation_id, observer);
         if record.enabled() {
-            let priority = request.extensions().get::<Priority>().map(|p| p.as_str());
+            let priority = request.extensions().get::<Priority>().copied();
             let body = if layer.record_bodies {
                 request
                     .body()
@@ -232,12 +232,13 @@ where
             };
             record.publish(
                 None,
-                EventKind::RequestStarted {
+                RequestEvent::Started {
                     method: request.method().to_string(),
                     url: redact_uri_for_event(request.uri()),
                     body,
                     priority,
-                },
+                }
+                .into(),
             );
         }
         request.extensions_mut().insert(record.clone());

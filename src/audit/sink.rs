@@ -10,7 +10,9 @@ use http::Request;
 use serde::Serialize;
 
 use super::event::AuditEvent;
+use super::EventKind;
 use crate::body::Body;
+use crate::observe::{AuthEvent, LimiterEvent, RequestEvent, RequestOutcome};
 
 /// Receives audit events. Recording must never block the request path and
 /// never fail it: a sink that cannot keep up drops events and counts them.
@@ -284,10 +286,12 @@ impl AuditSink for TracingSink {
     fn record(&self, event: &AuditEvent) {
         let failed = matches!(
             event.kind,
-            super::EventKind::RequestFinished { outcome, .. } if outcome != "success"
+            EventKind::Request(RequestEvent::Finished { outcome, .. })
+                if outcome != RequestOutcome::Success
         ) || matches!(
             event.kind,
-            super::EventKind::Shed { .. } | super::EventKind::TokenRefreshFailed { .. }
+            EventKind::Limiter(LimiterEvent::Shed { .. })
+                | EventKind::Token(AuthEvent::TokenAwaitFailed { .. })
         );
         let attempt = event.attempt.unwrap_or(0);
         let json = event.to_json();

@@ -3,10 +3,16 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
 use super::EventKind;
+use crate::classify::FailureKind;
+use crate::observe::{
+    AuthEvent, BreakerEvent, BreakerState, LimiterEvent, RequestEvent, RequestOutcome,
+    RetryEventKind,
+};
 
 /// A cloneable handle on audit statistics: counts and latency percentiles
 /// (bounded memory: an HDR histogram from 1 µs to 1 h, 3 significant
@@ -147,50 +153,57 @@ impl AuditStats {
             n.fetch_add(1, Ordering::Relaxed);
         };
         match kind {
-            EventKind::AttemptStarted {} => bump(&c.attempts),
-            EventKind::RetryScheduled { .. } => bump(&c.retries),
-            EventKind::Shed { .. } => bump(&c.shed),
-            EventKind::GateClosed { .. } => bump(&c.gate_closures),
-            EventKind::BreakerTransition { to: "open", .. } => bump(&c.breaker_opens),
-            EventKind::TokenRefreshed { .. } => bump(&c.token_refreshes),
-            EventKind::RequestFinished {
+            EventKind::Retry(RetryEventKind::AttemptStarted) => bump(&c.attempts),
+            EventKind::Retry(RetryEventKind::RetryScheduled { .. }) => bump(&c.retries),
+            EventKind::Limiter(LimiterEvent::Shed { .. }) => bump(&c.shed),
+            EventKind::Limiter(LimiterEvent::GateClosed { .. }) => bump(&c.gate_closures),
+            EventKind::Breaker(BreakerEvent {
+                to: BreakerState::Open { .. },
+                ..
+            }) => bump(&c.breaker_opens),
+            EventKind::Token(AuthEvent::TokenAwaited { .. }) => bump(&c.token_refreshes),
+            EventKind::Request(RequestEvent::Finished {
                 outcome,
                 error_kind,
-                total_ms,
+                total,
                 ..
-            } => {
-                let micros = (*total_ms * 1000.0).round().clamp(0.0, u64::MAX as f64) as u64;
-                self.finished(outcome, *error_kind, micros)
-            }
+            }) => self.finished(*outcome, *error_kind, *total),
             _ => {}
         }
     }
 
     /// What observing a `request.finished` event with these fields counts.
-    pub(crate) fn finished(&self, outcome: &str, error_kind: Option<&str>, total_us: u64) {
+    pub(crate) fn finished(
+        &self,
+        outcome: RequestOutcome,
+        error_kind: Option<FailureKind>,
+        total: Duration,
+    ) {
         let c = &self.inner.counters;
         let bump = |n: &AtomicU64| {
             n.fetch_add(1, Ordering::Relaxed);
         };
-        if outcome == "cancelled" {
+        if outcome == RequestOutcome::Cancelled {
             bump(&c.cancelled);
             return;
         }
         bump(&c.requests);
         match outcome {
-            "success" => bump(&c.successes),
-            "http_error" => bump(&c.http_errors),
+            RequestOutcome::Success => bump(&c.successes),
+            RequestOutcome::HttpError => bump(&c.http_errors),
             _ => {
                 bump(&c.errors);
                 match error_kind {
-                    Some("timeout") => bump(&c.timeouts),
-                    Some("connect") => bump(&c.connect_errors),
-                    Some("not_sent") => bump(&c.not_sent),
+                    Some(FailureKind::Timeout) => bump(&c.timeouts),
+                    Some(FailureKind::Connect) => bump(&c.connect_errors),
+                    Some(FailureKind::NotSent) => bump(&c.not_sent),
                     _ => {}
                 }
             }
         }
-        let micros = total_us.clamp(1, 3_600_000_000);
+        // whole microseconds, rounded (what events carry)
+        let micros = u64::try_from((total.as_nanos() + 500) / 1000).unwrap_or(u64::MAX);
+        let micros = micros.clamp(1, 3_600_000_000);
         let mut histogram = self
             .inner
             .latency_us

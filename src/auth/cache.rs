@@ -12,52 +12,10 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::source::TokenSource;
-use super::token::{LifetimeNote, Secret, TokenError};
+use super::token::{Secret, TokenError};
 use crate::backoff::{Backoff, BackoffState, Jitter, SharedRng};
+use crate::observe::AuthEvent;
 use tokio::task::AbortHandle;
-
-/// Something that happened to the cached token.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum AuthEvent {
-    /// A new token was stored.
-    TokenRefreshed {
-        /// Its lifetime (after sanitising).
-        lifetime: Duration,
-        /// How many tokens the cache has stored so far.
-        refresh_count: u64,
-    },
-    /// The announced lifetime was missing or out of bounds.
-    LifetimeAdjusted(LifetimeNote),
-    /// A refresh failed.
-    RefreshFailed {
-        /// Why.
-        error: TokenError,
-        /// Whether the current token is still valid (and still served).
-        token_still_valid: bool,
-        /// When the next refresh attempt is made (`None`: the next caller
-        /// starts it).
-        retry_in: Option<Duration>,
-    },
-    /// The token a request carried was refused (401) and dropped.
-    TokenInvalidated {
-        /// The status that caused it.
-        status: StatusCode,
-    },
-    /// A request refused with 401 was sent again with a fresh token.
-    RequestReplayed,
-    /// A 401 came within the [rejection
-    /// cooldown](TokenCacheBuilder::rejection_cooldown) of the last
-    /// 401-driven refresh: the token is kept and the 401 returned as it is,
-    /// so that a path that always answers 401 cannot drive the token
-    /// endpoint.
-    RejectionDeferred {
-        /// The status that was not acted on.
-        status: StatusCode,
-        /// How long until a 401 may drop the token again.
-        cooldown_left: Duration,
-    },
-}
 
 /// What the cache did with a token a request reported as refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,11 +9,12 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::Service;
 
-use super::cache::{AuthEvent, Issued, Rejection};
+use super::cache::{Issued, Rejection};
 use super::{TokenCache, TokenError};
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::BoxError;
-use crate::observe::{ms, Event, RequestContext};
+use crate::observe::AuthEvent;
+use crate::observe::RequestContext;
 use crate::replay::TokenRejected;
 
 type Acquire = Pin<Box<dyn Future<Output = Result<Issued, TokenError>> + Send>>;
@@ -168,16 +169,18 @@ fn audit_token(
     match (result, since) {
         (Ok(_), Some(since)) => audit.publish(
             None,
-            Event::TokenRefreshed {
-                wait_ms: ms(since.elapsed()),
-            },
+            AuthEvent::TokenAwaited {
+                wait: since.elapsed(),
+            }
+            .into(),
         ),
         (Ok(_), None) => {}
         (Err(error), _) => audit.publish(
             None,
-            Event::TokenRefreshFailed {
-                error: error.to_string(),
-            },
+            AuthEvent::TokenAwaitFailed {
+                error: error.clone(),
+            }
+            .into(),
         ),
     }
 }
@@ -267,7 +270,8 @@ where
                     }
                     let invalidated = || {
                         if let Some(audit) = audit {
-                            audit.publish(None, Event::TokenInvalidated { status: 401 });
+                            let status = StatusCode::UNAUTHORIZED;
+                            audit.publish(None, AuthEvent::TokenInvalidated { status }.into());
                         }
                     };
                     match unauthorized {

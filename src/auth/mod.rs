@@ -81,8 +81,9 @@ mod service;
 mod source;
 mod token;
 
+pub use crate::observe::AuthEvent;
 pub use crate::replay::TokenRejected;
-pub use cache::{AuthEvent, TokenCache, TokenCacheBuilder, TokenStatus};
+pub use cache::{TokenCache, TokenCacheBuilder, TokenStatus};
 pub use future::ResponseFuture;
 pub use layer::BearerLayer;
 #[cfg(feature = "redis")]

@@ -9,9 +9,10 @@ use std::time::Duration;
 use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
-use super::cache::{AuthEvent, Cached, Inner, Issued, MAX_LIFETIME};
+use super::cache::{Cached, Inner, Issued, MAX_LIFETIME};
 use super::token::{Token, TokenError};
 use crate::backoff::BackoffState;
+use crate::observe::AuthEvent;
 
 impl Inner {
     pub(super) async fn run_refresh(self: Arc<Self>) {

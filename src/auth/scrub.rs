@@ -2,7 +2,7 @@
 //! secrets a token request carried, and URLs shown without user info or
 //! query.
 
-use super::token::cut;
+use crate::error::cut;
 
 /// Removes known secrets (a client secret, its Basic form, form values)
 /// from server text before it is kept in an error. Text is scrubbed whole,
@@ -50,23 +50,7 @@ impl Scrubber {
     }
 }
 
-/// `uri` as it may be shown: scheme, host, port and path; no user info,
-/// no query (either may carry credentials).
-pub(crate) fn url_without_secrets(uri: &http::Uri) -> String {
-    let mut out = String::new();
-    if let Some(scheme) = uri.scheme_str() {
-        out.push_str(scheme);
-        out.push_str("://");
-    }
-    if let Some(host) = uri.host() {
-        out.push_str(host);
-    }
-    if let Some(port) = uri.port_u16() {
-        out.push_str(&format!(":{port}"));
-    }
-    out.push_str(uri.path());
-    out
-}
+pub(crate) use crate::error::url_without_secrets;
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,7 @@ use super::future::ResponseFuture;
 use super::machine::Breaker;
 use super::{CircuitBreakerHandle, CircuitBreakerLayer};
 use crate::error::BoxError;
-use crate::observe::{Event, RequestContext};
+use crate::observe::RequestContext;
 
 /// Tell the request's audit record about the transitions it caused.
 pub(crate) fn publish_transitions(
@@ -19,13 +19,7 @@ pub(crate) fn publish_transitions(
 ) {
     if let Some(audit) = audit {
         for transition in transitions {
-            audit.publish(
-                None,
-                Event::BreakerTransition {
-                    from: transition.from.as_str(),
-                    to: transition.to.as_str(),
-                },
-            );
+            audit.publish(None, transition.clone().into());
         }
     }
 }

@@ -21,7 +21,7 @@
 //! [`PauseShare`](crate::share::PauseShare),
 //! [`Pacer`](crate::priority::Pacer)). When Redis is unreachable, each
 //! instance falls back to its local state and requests keep flowing; a
-//! [`FleetEvent`] (and, through [`RedisFleet::audit_to`], an audit event)
+//! [`FleetEvent`] (and, with `on_event(audit.emitter().handler())`, an audit event)
 //! says why, and shared state resumes when Redis returns. An idle pub/sub
 //! subscription is checked with a `PING` ([`RedisFleet::keepalive`]), so a
 //! half-open connection is noticed and replaced.
@@ -72,47 +72,9 @@ pub use pacer::RedisPacer;
 pub use pause::RedisPauseShare;
 pub use token::SharedTokenSource;
 
-use crate::audit::{AuditEmitter, AuditLayer, EventKind};
 use crate::auth::{ClientCredentials, TokenSource};
 use crate::error::ConfigError;
-
-/// Something the fleet state did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FleetEvent {
-    /// Redis could not be used for `component` (`token`, `gate`,
-    /// `breaker` or `pacer`): this instance goes on with its local state.
-    Degraded {
-        /// The part that fell back.
-        component: &'static str,
-        /// Why: the kind of failure, never a URL or a secret.
-        reason: String,
-    },
-    /// Redis works again for `component`; shared state is used again.
-    Restored {
-        /// The part that recovered.
-        component: &'static str,
-    },
-    /// This instance held the refresh lock and fetched a token for the
-    /// fleet.
-    TokenFetched,
-    /// This instance took a token another instance fetched.
-    TokenShared,
-    /// The stored token was one the API refused: this instance removed it
-    /// (compare-and-delete) so that the fleet fetches a new one.
-    RejectedTokenRemoved,
-    /// A refresh lock expired without a new token (its holder died): this
-    /// instance took over.
-    LockTakenOver,
-    /// Another instance announced a pause: a closed rate gate
-    /// (`component` is `gate`) or a tripped breaker (`breaker`).
-    PauseReceived {
-        /// `gate` or `breaker`.
-        component: &'static str,
-        /// For how long.
-        for_: Duration,
-    },
-}
+pub use crate::observe::FleetEvent;
 
 type EventHandler = Arc<dyn Fn(&FleetEvent) + Send + Sync>;
 
@@ -262,31 +224,6 @@ impl RedisFleet {
     {
         let handler: EventHandler = Arc::new(handler);
         self.with(|c| c.on_event = Some(handler))
-    }
-
-    /// Record degradations and recoveries (`fleet.degraded`,
-    /// `fleet.restored`) in `audit`'s event stream, besides any
-    /// [`on_event`](Self::on_event) handler set before.
-    pub fn audit_to(self, audit: &AuditLayer) -> Self {
-        let emitter: AuditEmitter = audit.emitter();
-        let previous = self.inner.config.on_event.clone();
-        self.on_event(move |event| {
-            if let Some(previous) = &previous {
-                previous(event);
-            }
-            match event {
-                FleetEvent::Degraded { component, reason } => {
-                    emitter.emit(EventKind::FleetDegraded {
-                        component,
-                        reason: reason.clone(),
-                    })
-                }
-                FleetEvent::Restored { component } => {
-                    emitter.emit(EventKind::FleetRestored { component })
-                }
-                _ => {}
-            }
-        })
     }
 
     /// A token source shared by the fleet: one token per `key`, fetched by

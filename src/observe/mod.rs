@@ -1,5 +1,11 @@
-//! Observation: the leaf every layer reports into, and the one place that
-//! knows nothing of who listens.
+//! Observation: the one event vocabulary, and the per-request context every
+//! layer reports into, knowing nothing of who listens.
+//!
+//! Each layer's events are its own typed values, defined here:
+//! [`RetryEventKind`], [`LimiterEvent`], [`BreakerEvent`], [`AuthEvent`],
+//! [`FleetEvent`], and the observing layer's [`RequestEvent`]. A layer's
+//! `on_event` callback receives them; [`Event`] holds any of them, for
+//! whoever observes a whole logical request.
 //!
 //! The layer that observes a logical request (the
 //! [`AuditLayer`](crate::audit::AuditLayer)) puts a [`RequestContext`] in the
@@ -10,20 +16,37 @@
 //! layer, which is one consumer among possible others.
 //!
 //! ```
-//! use tower_cx::observe::{RequestContext, Event};
+//! use tower_cx::error::OverloadReason;
+//! use tower_cx::observe::{LimiterEvent, RequestContext};
+//! use tower_cx::priority::Priority;
 //!
 //! // a layer of your own reports the same way the crate's layers do
 //! fn report_shed(request: &http::Request<()>) {
 //!     if let Some(context) = request.extensions().get::<RequestContext>() {
-//!         context.publish(None, Event::Shed { reason: "my_reason" });
+//!         let shed = LimiterEvent::Shed {
+//!             priority: Priority::Low,
+//!             reason: OverloadReason::QueueFull,
+//!         };
+//!         context.publish(None, shed.into());
 //!     }
 //! }
 //! report_shed(&http::Request::new(()));
 //! ```
 
+mod breaker;
 mod context;
 mod event;
+mod fleet;
+mod limiter;
+mod request;
+mod retry;
+mod token;
 
+pub use breaker::{BreakerEvent, BreakerState, TransitionReason};
 pub use context::{Observer, RequestContext};
-pub(crate) use event::ms;
 pub use event::Event;
+pub use fleet::FleetEvent;
+pub use limiter::LimiterEvent;
+pub use request::{RequestEvent, RequestOutcome};
+pub use retry::{DelaySource, GiveUpReason, RetryEvent, RetryEventKind};
+pub use token::{AuthEvent, LifetimeNote};

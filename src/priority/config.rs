@@ -1,41 +1,13 @@
-//! The limiter's settings and the events it reports.
+//! The limiter's settings.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::pacing::{Pacing, PacingSpec};
 use super::shared::Pacer;
-use super::Priority;
-use crate::error::OverloadReason;
-use crate::retry_after::{Clock, HintSource, SystemClock};
+use crate::hint::{Clock, SystemClock};
+use crate::observe::LimiterEvent;
 use crate::share::PauseShare;
-
-/// Something the limiter did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LimiterEvent {
-    /// A server hint closed the rate gate: nothing is dispatched for `for_`.
-    GateClosed {
-        /// How long the gate stays closed from now.
-        for_: Duration,
-        /// The header the hint came from.
-        source: HintSource,
-    },
-    /// Another limiter sharing this one's gate (see
-    /// [`PauseShare`](crate::share::PauseShare)) saw a server hint: the gate is closed
-    /// for `for_`.
-    GateClosedElsewhere {
-        /// How long the gate stays closed from now.
-        for_: Duration,
-    },
-    /// A request was shed without being sent.
-    Shed {
-        /// Its priority.
-        priority: Priority,
-        /// Why.
-        reason: OverloadReason,
-    },
-}
 
 pub(crate) type EventHandler = Arc<dyn Fn(&LimiterEvent) + Send + Sync>;
 

@@ -11,7 +11,7 @@ use tower::Service;
 use super::limiter::Permit;
 use super::queue::{Ticket, TicketState};
 use crate::error::BoxError;
-use crate::observe::{ms, Event, RequestContext};
+use crate::observe::{LimiterEvent, RequestContext};
 use crate::retry_after::server_hint;
 
 pin_project! {
@@ -158,11 +158,11 @@ where
                             TicketState::Granted(permit) => {
                                 if let (Some(audit), Some(at)) = (this.audit.as_ref(), *queued_at) {
                                     if ticket.after_gate() {
-                                        audit.publish(None, Event::GateOpened {});
+                                        audit.publish(None, LimiterEvent::GateOpened.into());
                                     }
                                     let wait = at.elapsed();
                                     audit.add_queue(wait);
-                                    audit.publish(None, Event::QueueWaited { wait_ms: ms(wait) });
+                                    audit.publish(None, LimiterEvent::QueueWaited { wait }.into());
                                 }
                                 *stage = Stage::Granted {
                                     permit: Some(permit),
@@ -173,12 +173,11 @@ where
                                     if let Some(at) = *queued_at {
                                         audit.add_queue(at.elapsed());
                                     }
-                                    audit.publish(
-                                        None,
-                                        Event::Shed {
-                                            reason: overloaded.reason().as_str(),
-                                        },
-                                    );
+                                    let shed = LimiterEvent::Shed {
+                                        priority: ticket.priority,
+                                        reason: overloaded.reason(),
+                                    };
+                                    audit.publish(None, shed.into());
                                 }
                                 this.state.set(State::Failed {
                                     error: Some(overloaded.into()),
@@ -258,13 +257,11 @@ where
                         if let Some(hint) = report.hint {
                             let closed = limiter.close_gate(hint.delay, hint.source);
                             if let (true, Some(audit)) = (closed, this.audit.as_ref()) {
-                                audit.publish(
-                                    None,
-                                    Event::GateClosed {
-                                        for_ms: ms(hint.delay),
-                                        source: hint.source.as_str(),
-                                    },
-                                );
+                                let closed = LimiterEvent::GateClosed {
+                                    for_: hint.delay,
+                                    source: hint.source,
+                                };
+                                audit.publish(None, closed.into());
                             }
                         }
                     }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::config::LimiterEvent;
 use super::limiter::{Limiter, Now, State};
+use crate::observe::LimiterEvent;
 use crate::retry_after::HintSource;
 use crate::share::{Pausable, PauseTarget};
 

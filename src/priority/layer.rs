@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use tower::Layer;
 
-use super::config::{Config, LimiterEvent};
+use super::config::Config;
 use super::handle::{LimiterCell, PriorityLimitHandle};
 use super::limiter::Limiter;
 use super::pacing::PacingSpec;
 use super::shared::Pacer;
 use super::PriorityLimit;
+use crate::observe::LimiterEvent;
 use crate::retry_after::Clock;
 use crate::share::PauseShare;
 

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::config::{Config, LimiterEvent};
+use super::config::Config;
 use super::gate::Gate;
 use super::pacing::Pacing;
 use super::queue::{Queue, Slot, Ticket, Wakeups};
 use super::Priority;
 use crate::error::{OverloadReason, Overloaded};
+use crate::observe::LimiterEvent;
 
 /// The current instant, read from the clock the first time it is needed
 /// (a release with one priority waiting, no gate, no pacing and no adaptive

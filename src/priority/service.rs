@@ -10,7 +10,7 @@ use super::handle::PriorityLimitHandle;
 use super::limiter::{Admission, Limiter};
 use super::{Priority, PriorityLimitLayer};
 use crate::error::BoxError;
-use crate::observe::{Event, RequestContext};
+use crate::observe::{LimiterEvent, RequestContext};
 
 /// A concurrency limit with a priority queue and a shared rate gate; see the
 /// [module docs](crate::priority).
@@ -99,12 +99,11 @@ where
             }
             Admission::Rejected(overloaded) => {
                 if let Some(audit) = &audit {
-                    audit.publish(
-                        None,
-                        Event::Shed {
-                            reason: overloaded.reason().as_str(),
-                        },
-                    );
+                    let shed = LimiterEvent::Shed {
+                        priority,
+                        reason: overloaded.reason(),
+                    };
+                    audit.publish(None, shed.into());
                 }
                 ResponseFuture::failed(overloaded.into())
             }

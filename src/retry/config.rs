@@ -3,7 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::event::EventHandler;
+use crate::observe::RetryEvent;
+
+/// A callback that receives every [`RetryEvent`]. It runs on the request
+/// path: keep it short and non-blocking.
+pub(crate) type EventHandler = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
 use super::RetryBudget;
 use crate::backoff::{Backoff, SharedRng};
 use crate::classify::{Classify, DefaultClassifier};

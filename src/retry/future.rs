@@ -180,7 +180,8 @@ where
                             // in its `ReplayBody` impl, reported, not hidden.
                             "request body could not be replayed for a retry".into()
                         })?;
-                    this.attempts.attempt_started(Instant::now());
+                    this.attempts
+                        .attempt_started(&this.shared.config, Instant::now());
                     let future = service.call(request);
                     this.state.set(State::Called { future });
                 }

@@ -5,10 +5,10 @@ use std::time::Duration;
 use tower::Layer;
 
 use super::config::Config;
-use super::event::RetryEvent;
 use super::{Retry, RetryBudget};
 use crate::backoff::{Backoff, SharedRng};
 use crate::classify::Classify;
+use crate::observe::RetryEvent;
 use crate::origin::Origin;
 use crate::retry_after::Clock;
 

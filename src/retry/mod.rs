@@ -115,16 +115,15 @@
 
 mod budget;
 mod config;
-mod event;
 mod future;
 mod layer;
 mod policy;
 mod safety;
 mod service;
 
+pub use crate::observe::{DelaySource, GiveUpReason, RetryEvent, RetryEventKind};
 pub use budget::RetryBudget;
 pub use config::RetryOverride;
-pub use event::{DelaySource, GiveUpReason, RetryEvent, RetryEventKind};
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;
 pub use safety::{is_idempotent, new_idempotency_key, IDEMPOTENCY_KEY};

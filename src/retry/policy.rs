@@ -7,13 +7,12 @@ use http::{HeaderMap, StatusCode};
 use tokio::time::Instant;
 
 use super::config::{Config, RetryOverride};
-use super::event::{DelaySource, GiveUpReason, RetryEvent, RetryEventKind};
 use super::safety::{proves_not_processed, Safety};
 use crate::backoff::{between, Backoff, BackoffState};
 use crate::classify::{Class, FailureKind};
 use crate::error::{BoxError, RetryDeadlineExceeded};
-use crate::observe::{ms, Event, RequestContext};
-use crate::retry_after::{server_hint, HintSource, ServerHint};
+use crate::hint::{server_hint, HintSource, ServerHint};
+use crate::observe::{DelaySource, GiveUpReason, RequestContext, RetryEvent, RetryEventKind};
 
 /// What to do after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +70,8 @@ pub(crate) struct Attempts {
     token_replayed: bool,
     /// The request's audit record, if an audit layer is outside.
     audit: Option<RequestContext>,
-    /// When the current attempt started (only tracked for the audit).
+    /// When the current attempt started (only tracked when somebody
+    /// listens).
     attempt_started: Option<Instant>,
     /// The request's [`RetryOverride`], if it has one.
     overrides: Option<Box<RetryOverride>>,
@@ -148,29 +148,37 @@ impl Attempts {
 
     /// An attempt is handed to the inner service at `now` (the caller's
     /// clock reading, so the first attempt costs no second one).
-    pub(crate) fn attempt_started(&mut self, now: Instant) {
+    pub(crate) fn attempt_started(&mut self, config: &Config, now: Instant) {
         if let Some(audit) = &self.audit {
             audit.attempt_started();
-            audit.publish(Some(self.attempt), Event::AttemptStarted {});
+        }
+        if self.listened(config) {
             self.attempt_started = Some(now);
+        }
+        // the audit's stats count attempts even when no sink wants events
+        if self.audit.is_some() || config.on_event.is_some() {
+            self.emit(config, RetryEventKind::AttemptStarted);
         }
     }
 
-    /// Whether anybody hears of an attempt's outcome: the layer's event
-    /// handler, or an audit sink that records events (the audit's stats do
-    /// not count finished attempts).
+    /// Whether anybody hears of what an attempt does: the layer's event
+    /// handler, or an observer that wants events as values (the audit's
+    /// stats count attempts started, and nothing that needs a clock).
     pub(crate) fn listened(&self, config: &Config) -> bool {
         config.on_event.is_some() || self.audit.as_ref().is_some_and(RequestContext::enabled)
     }
 
-    /// How long the attempt that just ended took, if a sink wants events
-    /// (only they carry it; the stats do not, so no clock is read for them).
-    fn attempt_latency(&self) -> Option<Duration> {
-        let started = self.attempt_started?;
-        self.audit
-            .as_ref()
-            .is_some_and(RequestContext::enabled)
-            .then(|| started.elapsed())
+    /// How long the attempt that just ended took, if anybody listened when
+    /// it started.
+    fn attempt_latency(&self) -> Duration {
+        self.attempt_started
+            .map_or(Duration::ZERO, |started| started.elapsed())
+    }
+
+    /// Report one retry event about the current attempt to the request's
+    /// context (the audit) and to the layer's handler: the same value.
+    fn emit(&self, config: &Config, kind: RetryEventKind) {
+        emit_event(config, self.audit.as_ref(), self.attempt, kind);
     }
 
     /// The instant after which no attempt starts.
@@ -182,20 +190,12 @@ impl Attempts {
     /// be ready: report it and make the error.
     pub(crate) fn deadline_passed(&self, config: &Config) -> BoxError {
         let before = self.attempt.saturating_sub(1);
-        if let Some(audit) = &self.audit {
-            audit.publish(
-                Some(before),
-                Event::RetryGaveUp {
-                    reason: GiveUpReason::DeadlineReached.as_str(),
-                },
-            );
-        }
-        if let Some(handler) = &config.on_event {
-            handler(&RetryEvent {
-                attempt: before,
-                kind: RetryEventKind::GaveUp(GiveUpReason::DeadlineReached),
-            });
-        }
+        emit_event(
+            config,
+            self.audit.as_ref(),
+            before,
+            RetryEventKind::GaveUp(GiveUpReason::DeadlineReached),
+        );
         RetryDeadlineExceeded::new(before).into()
     }
 
@@ -217,10 +217,13 @@ impl Attempts {
             return Decision::Return;
         }
         let attempt = self.attempt;
-        let latency = self.attempt_latency();
         let audit = self.audit.as_ref();
-        let emit = |kind: RetryEventKind| emit_event(config, audit, attempt, latency, kind);
-        emit(RetryEventKind::AttemptFinished { status, class });
+        let emit = |kind: RetryEventKind| emit_event(config, audit, attempt, kind);
+        emit(RetryEventKind::AttemptFinished {
+            status,
+            class,
+            latency: self.attempt_latency(),
+        });
         let give_up = |reason: GiveUpReason| {
             emit(RetryEventKind::GaveUp(reason));
             Decision::Return
@@ -334,24 +337,16 @@ impl Attempts {
             return None;
         }
         self.token_replayed = true;
-        let latency = self.attempt_latency();
-        let audit = self.audit.as_ref();
-        let attempt = self.attempt;
-        emit_event(
+        self.emit(
             config,
-            audit,
-            attempt,
-            latency,
             RetryEventKind::AttemptFinished {
                 status: Some(status),
                 class,
+                latency: self.attempt_latency(),
             },
         );
-        emit_event(
+        self.emit(
             config,
-            audit,
-            attempt,
-            latency,
             RetryEventKind::RetryScheduled {
                 delay: Duration::ZERO,
                 source: DelaySource::TokenRejected,
@@ -364,55 +359,21 @@ impl Attempts {
     }
 }
 
-/// Report one retry event to the audit record and the layer's handler.
+/// Report one retry event to the request's context and the layer's
+/// handler.
 #[inline]
-fn emit_event(
-    config: &Config,
-    audit: Option<&RequestContext>,
-    attempt: u32,
-    latency: Option<Duration>,
-    kind: RetryEventKind,
-) {
+fn emit_event(config: &Config, audit: Option<&RequestContext>, attempt: u32, kind: RetryEventKind) {
     if let Some(audit) = audit {
-        publish_to_audit(audit, attempt, &kind, latency.unwrap_or_default());
-    }
-    if let Some(handler) = &config.on_event {
+        if let RetryEventKind::RetryScheduled { delay, .. } = kind {
+            audit.add_backoff(delay);
+        }
+        if let Some(handler) = &config.on_event {
+            audit.publish(Some(attempt), kind.clone().into());
+            handler(&RetryEvent { attempt, kind });
+        } else {
+            audit.publish(Some(attempt), kind.into());
+        }
+    } else if let Some(handler) = &config.on_event {
         handler(&RetryEvent { attempt, kind });
     }
-}
-
-/// The audit view of a retry decision.
-fn publish_to_audit(
-    audit: &RequestContext,
-    attempt: u32,
-    kind: &RetryEventKind,
-    latency: Duration,
-) {
-    let event = match kind {
-        RetryEventKind::AttemptFinished { status, class } => Event::AttemptFinished {
-            status: status.map(|s| s.as_u16()),
-            class: match class {
-                Class::Success => "success",
-                Class::Retryable(_) => "retryable",
-                Class::Fatal(_) => "fatal",
-            },
-            failure: class.failure().map(|f| f.as_str()),
-            latency_ms: ms(latency),
-        },
-        RetryEventKind::HintIgnored(malformed) => Event::HintIgnored {
-            header: malformed.source.as_str(),
-            reason: malformed.reason,
-        },
-        RetryEventKind::RetryScheduled { delay, source } => {
-            audit.add_backoff(*delay);
-            Event::RetryScheduled {
-                delay_ms: ms(*delay),
-                source: source.as_str(),
-            }
-        }
-        RetryEventKind::GaveUp(reason) => Event::RetryGaveUp {
-            reason: reason.as_str(),
-        },
-    };
-    audit.publish(Some(attempt), event);
 }

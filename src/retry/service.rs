@@ -128,7 +128,7 @@ where
         };
         let safety = Safety::of(config, overrides_ref, &request);
         let mut attempts = Attempts::new(overrides, safety, template.is_some(), now, audit);
-        attempts.attempt_started(now);
+        attempts.attempt_started(config, now);
 
         // Call the service that was driven to readiness; a retry takes a
         // clone of the spare, so a request that succeeds at once clones no

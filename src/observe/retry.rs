@@ -1,13 +1,14 @@
-//! Typed records of every decision the retry layer makes.
+//! The retry layer's events: every decision it makes.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
+use serde::{Serialize, Serializer};
 
+use super::event::Fields;
 use crate::classify::Class;
-use crate::retry_after::{HintSource, MalformedHint, ServerHint};
+use crate::hint::{HintSource, MalformedHint, ServerHint};
 
 /// One decision of the retry layer about one logical request.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,26 +23,85 @@ pub struct RetryEvent {
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum RetryEventKind {
+    /// An attempt was handed to the layers below the retry layer
+    /// (`attempt.started`).
+    AttemptStarted,
     /// An attempt ended: with a response (`status`) or an error (`status` is
-    /// `None`), classified as `class`.
+    /// `None`), classified as `class` (`attempt.finished`: `status`,
+    /// `class`, `failure`, `latency_ms`).
     AttemptFinished {
         /// The response status, if the attempt got a response.
         status: Option<StatusCode>,
         /// How the outcome was classified.
         class: Class,
+        /// From the attempt's start to its outcome; zero when nobody
+        /// listened when it started.
+        latency: Duration,
     },
     /// A server hint header was present but malformed; it was ignored and the
-    /// next hint or the backoff applies.
+    /// next hint or the backoff applies (`hint.ignored`: `header`,
+    /// `reason`).
     HintIgnored(MalformedHint),
-    /// Another attempt will start after `delay`.
+    /// Another attempt will start after `delay` (`retry.scheduled`:
+    /// `delay_ms`, `source`).
     RetryScheduled {
         /// How long the layer waits before the next attempt.
         delay: Duration,
         /// Where the delay came from.
         source: DelaySource,
     },
-    /// No further attempt: the outcome of attempt `attempt` is returned.
+    /// No further attempt: the outcome of attempt `attempt` is returned
+    /// (`retry.gave_up`: `reason`).
     GaveUp(GiveUpReason),
+}
+
+impl RetryEventKind {
+    /// The event's name (`attempt.started`, `attempt.finished`,
+    /// `hint.ignored`, `retry.scheduled`, `retry.gave_up`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            RetryEventKind::AttemptStarted => "attempt.started",
+            RetryEventKind::AttemptFinished { .. } => "attempt.finished",
+            RetryEventKind::HintIgnored(_) => "hint.ignored",
+            RetryEventKind::RetryScheduled { .. } => "retry.scheduled",
+            RetryEventKind::GaveUp(_) => "retry.gave_up",
+        }
+    }
+}
+
+impl Serialize for RetryEventKind {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = Fields::start(serializer, self.name())?;
+        match self {
+            RetryEventKind::AttemptStarted => fields,
+            RetryEventKind::AttemptFinished {
+                status,
+                class,
+                latency,
+            } => fields
+                .some("status", status.map(|s| s.as_u16()))?
+                .field("class", class_name(class))?
+                .some("failure", class.failure().map(|f| f.as_str()))?
+                .millis("latency_ms", *latency)?,
+            RetryEventKind::HintIgnored(malformed) => fields
+                .field("header", malformed.source.as_str())?
+                .field("reason", malformed.reason)?,
+            RetryEventKind::RetryScheduled { delay, source } => fields
+                .millis("delay_ms", *delay)?
+                .field("source", source.as_str())?,
+            RetryEventKind::GaveUp(reason) => fields.field("reason", reason.as_str())?,
+        }
+        .end()
+    }
+}
+
+/// `success`, `retryable` or `fatal`.
+fn class_name(class: &Class) -> &'static str {
+    match class {
+        Class::Success => "success",
+        Class::Retryable(_) => "retryable",
+        Class::Fatal(_) => "fatal",
+    }
 }
 
 /// Where a retry delay came from.
@@ -146,7 +206,3 @@ impl GiveUpReason {
         }
     }
 }
-
-/// A callback that receives every [`RetryEvent`]. It runs on the request
-/// path: keep it short and non-blocking.
-pub(crate) type EventHandler = Arc<dyn Fn(&RetryEvent) + Send + Sync>;

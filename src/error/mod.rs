@@ -14,6 +14,11 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+mod token;
+
+pub use token::TokenError;
+pub(crate) use token::{cut, url_without_secrets};
+
 /// The error type every layer of this crate returns: a boxed, sendable error.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 

@@ -1,0 +1,80 @@
+//! The priority limiter's events: the rate gate, the queue, sheds.
+
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+
+use super::event::Fields;
+use crate::error::OverloadReason;
+use crate::hint::HintSource;
+use crate::level::Priority;
+
+/// Something the limiter did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LimiterEvent {
+    /// A server hint in a response closed the rate gate: nothing is
+    /// dispatched for `for_` (`gate.closed`: `for_ms`, `source`).
+    GateClosed {
+        /// How long the gate stays closed from now.
+        for_: Duration,
+        /// The header the hint came from.
+        source: HintSource,
+    },
+    /// Another limiter sharing this one's gate (see
+    /// [`PauseShare`](crate::share::PauseShare)) saw a server hint: the gate
+    /// is closed for `for_` (`gate.closed_elsewhere`: `for_ms`).
+    GateClosedElsewhere {
+        /// How long the gate stays closed from now.
+        for_: Duration,
+    },
+    /// The rate gate reopened and a request that waited behind it was let
+    /// through (`gate.opened`).
+    GateOpened,
+    /// A request waited in the queue, a closed gate included
+    /// (`queue.waited`: `wait_ms`).
+    QueueWaited {
+        /// For how long.
+        wait: Duration,
+    },
+    /// A request was shed without being sent (`request.shed`: `priority`,
+    /// `reason`).
+    Shed {
+        /// Its priority.
+        priority: Priority,
+        /// Why.
+        reason: OverloadReason,
+    },
+}
+
+impl LimiterEvent {
+    /// The event's name (`gate.closed`, `gate.closed_elsewhere`,
+    /// `gate.opened`, `queue.waited`, `request.shed`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            LimiterEvent::GateClosed { .. } => "gate.closed",
+            LimiterEvent::GateClosedElsewhere { .. } => "gate.closed_elsewhere",
+            LimiterEvent::GateOpened => "gate.opened",
+            LimiterEvent::QueueWaited { .. } => "queue.waited",
+            LimiterEvent::Shed { .. } => "request.shed",
+        }
+    }
+}
+
+impl Serialize for LimiterEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let fields = Fields::start(serializer, self.name())?;
+        match self {
+            LimiterEvent::GateClosed { for_, source } => fields
+                .millis("for_ms", *for_)?
+                .field("source", source.as_str())?,
+            LimiterEvent::GateClosedElsewhere { for_ } => fields.millis("for_ms", *for_)?,
+            LimiterEvent::GateOpened => fields,
+            LimiterEvent::QueueWaited { wait } => fields.millis("wait_ms", *wait)?,
+            LimiterEvent::Shed { priority, reason } => fields
+                .field("priority", priority.as_str())?
+                .field("reason", reason.as_str())?,
+        }
+        .end()
+    }
+}
