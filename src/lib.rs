@@ -80,6 +80,7 @@ pub mod body;
 pub mod breaker;
 pub mod classify;
 pub mod cxone;
+pub mod dead_letter;
 pub mod error;
 #[cfg(feature = "redis")]
 pub mod fleet;
@@ -92,6 +93,7 @@ pub mod mock;
 pub mod observe;
 pub mod origin;
 pub mod priority;
+pub mod redact;
 pub mod replay;
 pub mod retry;
 /// The former name of [`hint`], kept so that `tower_cx::retry_after::..`

@@ -7,10 +7,10 @@ use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
 
 use super::observer::AuditObserver;
-use super::sink::{DeadLetter, DeadLetterSink};
 use super::AuditRecord;
 use crate::body::Body;
 use crate::classify::{classify_error, Class, FailureKind};
+use crate::dead_letter::{DeadLetter, DeadLetterSink};
 use crate::error::BoxError;
 use crate::observe::{RequestEvent, RequestOutcome};
 

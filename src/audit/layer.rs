@@ -4,9 +4,10 @@ use std::sync::Arc;
 use http::HeaderName;
 use tower::Layer;
 
-use super::sink::{AuditSink, DeadLetterSink};
+use super::sink::AuditSink;
 use super::stats::AuditStats;
 use super::Audit;
+use crate::dead_letter::DeadLetterSink;
 use crate::observe::Event;
 
 /// Applies [`Audit`] to services: one record per logical request, one event

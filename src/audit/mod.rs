@@ -107,28 +107,30 @@ mod event;
 mod future;
 mod layer;
 mod observer;
-mod redact;
 mod service;
 mod sink;
 mod stats;
 mod webhook;
 
+pub use crate::dead_letter::{
+    dead_letter_fn, DeadLetter, DeadLetterFn, DeadLetterSink, DeadLettersHandled,
+};
 /// The events layers report: [`crate::observe::Event`], under the name
 /// the audit stream has always used.
 pub use crate::observe::Event as EventKind;
 /// The per-request context the audit layer puts in the extensions:
 /// [`crate::observe::RequestContext`].
 pub use crate::observe::RequestContext as AuditRecord;
+pub use crate::redact::{
+    is_secret_key, redact_json, redact_uri, redact_uri_for_event, MAX_EVENT_URL, REDACTED,
+};
 pub use event::{AuditEvent, Timestamp};
 pub use future::ResponseFuture;
 pub use layer::{AuditEmitter, AuditLayer};
-pub use redact::{
-    is_secret_key, redact_json, redact_uri, redact_uri_for_event, MAX_EVENT_URL, REDACTED,
-};
 pub use service::Audit;
 pub use sink::{
-    callback, dead_letter_fn, AuditSink, CallbackSink, DeadLetter, DeadLetterFn, DeadLetterSink,
-    DeadLettersHandled, FanOut, JsonLinesDeadLetters, JsonLinesSink, NoopSink, TracingSink,
+    callback, AuditSink, CallbackSink, FanOut, JsonLinesDeadLetters, JsonLinesSink, NoopSink,
+    TracingSink,
 };
 pub use stats::{AuditStats, StatsSnapshot};
 pub use webhook::{WebhookSink, WebhookSinkBuilder};

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use super::event::AuditEvent;
-use super::sink::{AuditSink, DeadLetter, DeadLetterSink};
+use super::sink::AuditSink;
 use super::stats::AuditStats;
+use crate::dead_letter::{DeadLetter, DeadLetterSink};
 use crate::observe::{Event, Observer, RequestContext};
 
 /// An [`AuditLayer`](super::AuditLayer)'s sink and stats, shared by every

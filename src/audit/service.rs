@@ -8,13 +8,13 @@ use tower::Service;
 
 use super::future::ResponseFuture;
 use super::observer::{AuditObserver, CountedDeadLetters};
-use super::redact::{is_secret_key, redact_json, redact_uri_for_event, strip_userinfo};
-use super::sink::{DeadLetterSink, DeadLettersHandled};
 use super::{AuditLayer, AuditRecord};
 use crate::body::{try_clone_request, Body, ReplayBody};
+use crate::dead_letter::{DeadLetterSink, DeadLettersHandled};
 use crate::error::BoxError;
+use crate::level::Priority;
 use crate::observe::RequestEvent;
-use crate::priority::Priority;
+use crate::redact::{is_secret_key, redact_json, redact_uri_for_event, strip_userinfo};
 
 /// Opens an [`AuditRecord`] per logical request and reports its end; see the
 /// [module docs](crate::audit).

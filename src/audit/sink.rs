@@ -6,12 +6,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use http::Request;
 use serde::Serialize;
 
 use super::event::AuditEvent;
 use super::EventKind;
-use crate::body::Body;
+use crate::dead_letter::{DeadLetter, DeadLetterSink};
 use crate::observe::{AuthEvent, LimiterEvent, RequestEvent, RequestOutcome};
 
 /// Receives audit events. Recording must never block the request path and
@@ -360,85 +359,6 @@ impl fmt::Debug for FanOut {
     }
 }
 
-/// A request that failed for good, kept so it can be sent again later.
-///
-/// Its `Debug` shows the request's method and URL with secret-looking
-/// query values redacted, as the audit records do, and no headers or body.
-pub struct DeadLetter {
-    /// The logical request's correlation id.
-    pub correlation_id: String,
-    /// Attempts sent.
-    pub attempts: u32,
-    /// The last status, if the request got a response.
-    pub last_status: Option<u16>,
-    /// A short error code: the failure kind (`http_error`, `timeout`, ...).
-    pub error_code: String,
-    /// A human-readable message: the status, or the error's text. This
-    /// crate's errors carry no secrets; an error from your own inner client
-    /// is passed on as its `Display` gives it.
-    pub message: String,
-    /// The request, if its body could be kept (credentials headers removed).
-    pub request: Option<Request<Body>>,
-}
-
-impl fmt::Debug for DeadLetter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let request = self
-            .request
-            .as_ref()
-            .map(|r| format!("{} {}", r.method(), super::redact::redact_uri(r.uri())));
-        f.debug_struct("DeadLetter")
-            .field("correlation_id", &self.correlation_id)
-            .field("attempts", &self.attempts)
-            .field("last_status", &self.last_status)
-            .field("error_code", &self.error_code)
-            .field("message", &self.message)
-            .field("request", &request)
-            .finish()
-    }
-}
-
-/// A request extension: the caller dead-letters this request itself (the
-/// typed vendor clients do, once per logical call after their own
-/// retries), so the audit layer does not.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeadLettersHandled;
-
-/// Receives [`DeadLetter`]s.
-pub trait DeadLetterSink: Send + Sync + 'static {
-    /// Keep the dead letter. Called once per failed request; return quickly.
-    fn dead_letter(&self, letter: DeadLetter);
-}
-
-/// A dead-letter sink that calls a closure. Made by [`dead_letter_fn`].
-#[derive(Clone)]
-pub struct DeadLetterFn<F> {
-    f: F,
-}
-
-/// Hand each dead letter to `f`.
-pub fn dead_letter_fn<F>(f: F) -> DeadLetterFn<F>
-where
-    F: Fn(DeadLetter) + Send + Sync + 'static,
-{
-    DeadLetterFn { f }
-}
-
-impl<F> DeadLetterSink for DeadLetterFn<F>
-where
-    F: Fn(DeadLetter) + Send + Sync + 'static,
-{
-    fn dead_letter(&self, letter: DeadLetter) {
-        (self.f)(letter);
-    }
-}
-
-impl<F> fmt::Debug for DeadLetterFn<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeadLetterFn").finish_non_exhaustive()
-    }
-}
-
 /// Appends dead letters as JSON lines (`correlation_id`, `attempts`,
 /// `last_status`, `error_code`, `message`, and the request's `method`, `url`,
 /// `headers` and UTF-8 `body`) to a writer, to be read back and re-submitted.
@@ -490,7 +410,7 @@ impl DeadLetterSink for JsonLinesDeadLetters {
             method: request.map(|r| r.method().as_str()),
             // secret-looking query values do not go to disk: re-add them
             // when re-submitting
-            url: request.map(|r| super::redact::redact_uri(r.uri())),
+            url: request.map(|r| crate::redact::redact_uri(r.uri())),
             headers: request
                 .map(|r| {
                     r.headers()

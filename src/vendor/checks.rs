@@ -15,7 +15,7 @@ pub struct InvalidUrl {
 impl InvalidUrl {
     pub(crate) fn new(url: &str, reason: &'static str) -> Self {
         Self {
-            url: crate::audit::redact_uri(&url.parse().unwrap_or_default()),
+            url: crate::redact::redact_uri(&url.parse().unwrap_or_default()),
             reason,
         }
     }

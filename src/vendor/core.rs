@@ -14,8 +14,8 @@ use tower::{Service, ServiceExt};
 use super::checks::resolve_link;
 use super::rules::ErrorType;
 use super::{BusinessFailure, BusinessRule, RetryRules, UnexpectedBody, VendorError};
-use crate::audit::{DeadLetter, DeadLetterSink};
 use crate::body::{try_clone_request, Body};
+use crate::dead_letter::{DeadLetter, DeadLetterSink, DeadLettersHandled};
 use crate::error::BoxError;
 use crate::hint::{server_hint, SystemClock};
 use crate::transport::{collect_limited, BoxFuture, Transport};
@@ -286,9 +286,7 @@ impl<T: Transport> ClientCore<T> {
         request.extensions_mut().insert(counter.clone());
         let copy = dead_letters.and_then(|_| copy_request(&request));
         if dead_letters.is_some() {
-            request
-                .extensions_mut()
-                .insert(crate::audit::DeadLettersHandled);
+            request.extensions_mut().insert(DeadLettersHandled);
         }
         let decode = Decode {
             transport: self.transport.clone(),

@@ -36,10 +36,10 @@ macro_rules! shared_client_settings {
         /// Where calls and jobs that fail for good go, once per logical
         /// call after the client's retries, with a request that re-runs
         /// them. The client's requests carry
-        /// [`DeadLettersHandled`](crate::audit::DeadLettersHandled), so an
+        /// [`DeadLettersHandled`](crate::dead_letter::DeadLettersHandled), so an
         /// audit layer below that shares the sink does not letter each
         /// attempt again.
-        pub fn dead_letters(mut self, sink: impl $crate::audit::DeadLetterSink) -> Self {
+        pub fn dead_letters(mut self, sink: impl $crate::dead_letter::DeadLetterSink) -> Self {
             self.core.dead_letters = Some(::std::sync::Arc::new(sink));
             self
         }

@@ -1,4 +1,5 @@
-//! Keep secrets out of audit records.
+//! Keeping secrets out of what is recorded: URLs, query values and JSON
+//! bodies, as audit records and dead letters show them.
 
 use http::Uri;
 
