@@ -79,19 +79,18 @@ async fn handle(server: Arc<Server>, request: Request<Incoming>) -> Response<Ful
     let mut gate = server.gate.subscribe();
     gate.wait_for(|open| *open).await.unwrap();
 
-    let response = if request.uri().path() == "/flaky"
-        && seen.flaky.fetch_add(1, Ordering::SeqCst) == 0
-    {
-        Response::builder()
-            .status(StatusCode::SERVICE_UNAVAILABLE)
-            .header("retry-after", "0")
-            .body(Full::new(Bytes::from_static(b"{}")))
-    } else if request.method() == http::Method::POST {
-        let body = request.into_body().collect().await.unwrap().to_bytes();
-        Response::builder().body(Full::new(body))
-    } else {
-        Response::builder().body(Full::new(Bytes::from_static(b"ok")))
-    };
+    let response =
+        if request.uri().path() == "/flaky" && seen.flaky.fetch_add(1, Ordering::SeqCst) == 0 {
+            Response::builder()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .header("retry-after", "0")
+                .body(Full::new(Bytes::from_static(b"{}")))
+        } else if request.method() == http::Method::POST {
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            Response::builder().body(Full::new(body))
+        } else {
+            Response::builder().body(Full::new(Bytes::from_static(b"ok")))
+        };
     seen.in_flight.fetch_sub(1, Ordering::SeqCst);
     response.unwrap()
 }
