@@ -25,6 +25,10 @@
 //! The order, outermost first: Audit -> Retry -> Breaker -> PriorityLimit ->
 //! Bearer -> Timeout (per attempt) -> hyper-util client (HTTPS with the `tls`
 //! feature, plain HTTP for loopback). See `ARCHITECTURE.md` for why.
+//!
+//! The built-in client negotiates HTTP/2 by ALPN over TLS, falling back to
+//! HTTP/1.1 when the server offers only that; plain `http://` is HTTP/1.1
+//! unless [`Stack::http2_prior_knowledge`] is on.
 
 use std::fmt;
 use std::time::Duration;
@@ -59,6 +63,7 @@ pub struct Stack {
     limiter: PriorityLimitLayer,
     bearer: Option<BearerLayer>,
     timeout: Duration,
+    http2_prior_knowledge: bool,
 }
 
 impl Stack {
@@ -73,6 +78,7 @@ impl Stack {
             limiter: PriorityLimitLayer::new(16),
             bearer: None,
             timeout: Duration::from_secs(30),
+            http2_prior_knowledge: false,
         }
     }
 
@@ -199,6 +205,29 @@ impl Stack {
         self
     }
 
+    /// Speak HTTP/2 with prior knowledge (h2c) to plain `http://` origins,
+    /// for a server known to accept it: a sidecar, a loopback test server.
+    /// Off by default, when plain HTTP is HTTP/1.1. `https://` is the same
+    /// either way: the built-in client offers `h2` and `http/1.1` by ALPN
+    /// and speaks whichever the server picks. Over HTTP/2, the requests to
+    /// one origin share one connection, as concurrent streams.
+    ///
+    /// It applies to [`build`](Self::build)'s client only: a client given
+    /// to [`build_with`](Self::build_with) is used as it is, and token
+    /// requests go through the token source's own client
+    /// ([`ClientCredentials::http_client`] to replace it).
+    ///
+    /// ```
+    /// use tower_cx::stack::Stack;
+    ///
+    /// let client = Stack::new().http2_prior_knowledge(true).build();
+    /// # drop(client);
+    /// ```
+    pub fn http2_prior_knowledge(mut self, on: bool) -> Self {
+        self.http2_prior_knowledge = on;
+        self
+    }
+
     /// Handles on the shared state, to keep before building.
     pub fn handles(&self) -> StackHandles {
         StackHandles {
@@ -209,9 +238,12 @@ impl Stack {
         }
     }
 
-    /// The stack over the built-in hyper-util client.
+    /// The stack over the built-in hyper-util client: HTTPS with the `tls`
+    /// feature, HTTP/2 or HTTP/1.1 by ALPN; plain HTTP/1.1, or HTTP/2 with
+    /// [`http2_prior_knowledge`](Self::http2_prior_knowledge).
     pub fn build(self) -> CxService {
-        self.build_with(crate::auth::hyper_client())
+        let client = crate::auth::hyper_client().http2_prior_knowledge(self.http2_prior_knowledge);
+        self.build_with(client)
     }
 
     /// The stack over `client`: any cloneable service that sends a request
@@ -259,6 +291,7 @@ impl fmt::Debug for Stack {
             .field("limiter", &self.limiter)
             .field("bearer", &self.bearer)
             .field("timeout", &self.timeout)
+            .field("http2_prior_knowledge", &self.http2_prior_knowledge)
             .finish()
     }
 }

@@ -27,6 +27,15 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! The crate's built-in client (token requests, the webhook sink, CXone
+//! file downloads, [`Stack::build`](crate::stack::Stack::build)) is
+//! hyper-util's pooled client. Over TLS (the `tls` feature) it offers `h2`
+//! and `http/1.1` by ALPN and speaks whichever the server picks: over
+//! HTTP/2, requests share a pooled connection as concurrent streams (a
+//! burst on a cold pool may still open several). Plain `http://` is
+//! HTTP/1.1, or HTTP/2 with prior knowledge for a stack built with
+//! [`Stack::http2_prior_knowledge`](crate::stack::Stack::http2_prior_knowledge).
 
 mod client;
 mod read;
