@@ -87,6 +87,10 @@ pub mod fleet;
 pub mod genesys;
 pub mod hint;
 pub mod jobs;
+
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals;
 mod level;
 #[cfg(feature = "mock")]
 pub mod mock;

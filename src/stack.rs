@@ -242,7 +242,8 @@ impl Stack {
     /// feature, HTTP/2 or HTTP/1.1 by ALPN; plain HTTP/1.1, or HTTP/2 with
     /// [`http2_prior_knowledge`](Self::http2_prior_knowledge).
     pub fn build(self) -> CxService {
-        let client = crate::auth::hyper_client().http2_prior_knowledge(self.http2_prior_knowledge);
+        let client =
+            crate::transport::hyper_client().http2_prior_knowledge(self.http2_prior_knowledge);
         self.build_with(client)
     }
 

@@ -14,11 +14,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use proptest::prelude::*;
 use tower::{service_fn, Layer, ServiceExt};
-use tower_cx::auth::{parse_token_response, LifetimePolicy, TokenError};
+use tower_cx::auth::{LifetimePolicy, TokenError};
 use tower_cx::body::Body;
 use tower_cx::error::{BodyTooLarge, BoxError};
-use tower_cx::hint::{
-    parse_genesys, parse_ratelimit, parse_retry_after, server_hint, MalformedHint, SystemClock,
+use tower_cx::hint::{server_hint, MalformedHint, SystemClock};
+use tower_cx::internals::{
+    parse_genesys, parse_ratelimit, parse_retry_after, parse_token_response,
 };
 use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::RetryLayer;
@@ -334,7 +335,8 @@ proptest! {
         ic in proptest::collection::vec(any::<u8>(), 0..200),
         retry_after in header_bytes(),
     ) {
-        use tower_cx::cxone::{CxoneError, IC_STATUS_DESCRIPTION};
+        use tower_cx::cxone::CxoneError;
+        use tower_cx::internals::IC_STATUS_DESCRIPTION;
         use tower_cx::genesys::GenesysError;
 
         let status = StatusCode::from_u16(status).unwrap();

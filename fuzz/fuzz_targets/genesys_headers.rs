@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use tower_cx::hint::{parse_genesys, server_hint, SystemClock};
+use tower_cx::hint::{server_hint, SystemClock};
+use tower_cx::internals::parse_genesys;
 
 fuzz_target!(|data: &[u8]| {
     // three header values separated by 0xff (absent when not valid)

@@ -4,7 +4,8 @@
 
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
-use tower_cx::hint::{parse_ratelimit, MalformedHint};
+use tower_cx::hint::MalformedHint;
+use tower_cx::internals::parse_ratelimit;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(value) = HeaderValue::from_bytes(data) else {

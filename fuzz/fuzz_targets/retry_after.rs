@@ -6,7 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
-use tower_cx::hint::{parse_retry_after, MalformedHint};
+use tower_cx::hint::MalformedHint;
+use tower_cx::internals::parse_retry_after;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(value) = HeaderValue::from_bytes(data) else {

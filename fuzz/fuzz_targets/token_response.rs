@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 use libfuzzer_sys::fuzz_target;
-use tower_cx::auth::{parse_token_response, LifetimePolicy};
+use tower_cx::auth::LifetimePolicy;
+use tower_cx::internals::parse_token_response;
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {

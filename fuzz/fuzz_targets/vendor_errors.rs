@@ -4,7 +4,8 @@
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use libfuzzer_sys::fuzz_target;
-use tower_cx::cxone::{CxoneError, IC_STATUS_DESCRIPTION};
+use tower_cx::cxone::CxoneError;
+use tower_cx::internals::IC_STATUS_DESCRIPTION;
 use tower_cx::genesys::GenesysError;
 
 fuzz_target!(|data: &[u8]| {

@@ -15,13 +15,15 @@ use tower::{Layer, ServiceExt};
 
 use super::event::AuditEvent;
 use super::sink::AuditSink;
-use crate::auth::box_client;
 use crate::body::Body;
 use crate::error::{BoxError, ConfigError};
 use crate::retry::{RetryBudget, RetryLayer, RetryOverride};
-use crate::transport::Transport;
+use crate::transport::{buffered, hyper_client, Transport};
 
 type Client = BoxCloneSyncService<Request<Body>, Response<Bytes>, BoxError>;
+
+/// The most of a webhook's answer read (its body is not used).
+const MAX_RESPONSE_BODY: usize = 64 * 1024;
 
 /// POSTs events in batches (a JSON array per request) to a URL from a
 /// background task. Recording only queues the event: the request path never
@@ -194,7 +196,7 @@ impl WebhookSinkBuilder {
 
     /// Send with `client` instead of the built-in hyper client.
     pub fn http_client(mut self, client: impl Transport) -> Self {
-        self.client = Some(box_client(client));
+        self.client = Some(buffered(client, MAX_RESPONSE_BODY));
         self
     }
 
@@ -215,7 +217,7 @@ impl WebhookSinkBuilder {
         });
         let client = self
             .client
-            .unwrap_or_else(crate::auth::default_token_client);
+            .unwrap_or_else(|| buffered(hyper_client(), MAX_RESPONSE_BODY));
         let client: Client = BoxCloneSyncService::new(
             self.retry
                 .layer(tower::timeout::Timeout::new(client, self.timeout)),

@@ -93,5 +93,6 @@ pub use source::{
     box_client, source_fn, ClientAuth, ClientCredentials, SourceFn, TokenFuture, TokenHttpClient,
     TokenSource, CXONE_TOKEN_URL,
 };
-pub(crate) use source::{default_client as default_token_client, hyper_client};
-pub use token::{parse_token_response, LifetimeNote, LifetimePolicy, Secret, Token, TokenError};
+#[cfg(feature = "internals")]
+pub(crate) use token::parse_token_response;
+pub use token::{LifetimeNote, LifetimePolicy, Secret, Token, TokenError};

@@ -20,7 +20,7 @@ use crate::backoff::Backoff;
 use crate::body::Body;
 use crate::error::{BodyTooLarge, BoxError, InsecureUrl};
 use crate::retry::{RetryBudget, RetryLayer, RetryOverride};
-pub(crate) use crate::transport::hyper_client;
+use crate::transport::hyper_client;
 use crate::transport::Transport;
 
 /// The future a [`TokenSource`] returns.

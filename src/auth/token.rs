@@ -165,7 +165,8 @@ struct ErrorBody {
 
 /// Turn a token endpoint's answer into a [`Token`] or a typed error. Never
 /// panics, whatever the bytes.
-pub fn parse_token_response(
+#[cfg(any(test, feature = "internals"))]
+pub(crate) fn parse_token_response(
     status: StatusCode,
     content_type: Option<&str>,
     body: &[u8],

@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::vendor::{BusinessFailure, RetryRules, VendorError};
 
 /// The header CXone puts its status text in.
-pub const IC_STATUS_DESCRIPTION: &str = "icStatusDescription";
+pub(crate) const IC_STATUS_DESCRIPTION: &str = "icStatusDescription";
 
 /// An error reported by NICE CXone: a non-2xx answer whose text comes from
 /// the JSON body (`error_description`, `message`, `error`), the

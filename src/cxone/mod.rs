@@ -35,7 +35,9 @@ pub use client::{ContactsPage, CxoneApi, CxoneClient, PageLinks};
 pub use discovery::{
     discover, discover_from_token, Discovery, Issuer, TokenClaims, UnreadableToken, CXONE_ISSUER,
 };
-pub use error::{CxoneError, IC_STATUS_DESCRIPTION};
+pub use error::CxoneError;
+#[cfg(feature = "internals")]
+pub(crate) use error::IC_STATUS_DESCRIPTION;
 pub use extraction::{
     DataExtraction, ExtractionJob, ExtractionResult, ExtractionStatus, FinishedExtraction,
     NotRerunnable, RerunRefusal, ResultExpired,

@@ -35,8 +35,8 @@
 //! for an input is a [`MalformedHint`] whose copied value is capped at
 //! [`MalformedHint::MAX_VALUE_CHARS`] characters.
 //!
-//! Files: the `Retry-After` parser ([`parse_retry_after`]), the `RateLimit`
-//! and Genesys parsers ([`parse_ratelimit`], [`parse_genesys`]) and the
+//! Files: the `Retry-After` parser (`parse_retry_after`), the `RateLimit`
+//! and Genesys parsers (`parse_ratelimit`, `parse_genesys`) and the
 //! injectable wall clock ([`Clock`]) each live in their own file; this one
 //! holds what they share and [`server_hint`], which asks all three.
 
@@ -51,9 +51,9 @@ use http::header::RETRY_AFTER;
 use http::HeaderMap;
 
 pub use clock::{Clock, FixedClock, SystemClock};
-pub use ratelimit::{parse_genesys, parse_ratelimit};
+pub(crate) use ratelimit::{parse_genesys, parse_ratelimit};
 use ratelimit::{GENESYS_ALLOWED, GENESYS_COUNT, RATELIMIT};
-pub use retry_after::parse_retry_after;
+pub(crate) use retry_after::parse_retry_after;
 
 /// Which header a hint came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -35,7 +35,7 @@ pub(super) const GENESYS_RESET: HeaderName = HeaderName::from_static("inin-ratel
 /// syntax, has an item without parameters or without `r`, has `r=0` without
 /// `t`, or gives `r`, `t`, `limit`, `remaining` or `reset` as anything but a
 /// non-negative integer.
-pub fn parse_ratelimit(value: &HeaderValue) -> Result<Option<Duration>, MalformedHint> {
+pub(crate) fn parse_ratelimit(value: &HeaderValue) -> Result<Option<Duration>, MalformedHint> {
     let raw = value.as_bytes();
     let mut cur = Cursor::new(raw);
     cur.skip_ows();
@@ -64,7 +64,7 @@ pub fn parse_ratelimit(value: &HeaderValue) -> Result<Option<Duration>, Malforme
 /// of count and allowed is present, when a value that is needed is not a
 /// non-negative integer, or when the limit is reached but the reset header is
 /// missing.
-pub fn parse_genesys(headers: &HeaderMap) -> Result<Option<Duration>, MalformedHint> {
+pub(crate) fn parse_genesys(headers: &HeaderMap) -> Result<Option<Duration>, MalformedHint> {
     let count = headers.get(&GENESYS_COUNT);
     let allowed = headers.get(&GENESYS_ALLOWED);
     let bad = |raw: &[u8], reason| MalformedHint::new(HintSource::GenesysReset, raw, reason);

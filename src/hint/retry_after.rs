@@ -21,7 +21,10 @@ use super::{saturating_decimal, trim_ows, HintSource, MalformedHint};
 /// A [`MalformedHint`] for anything else: signs, decimals, exponents, hex,
 /// non-ASCII digits, digits with inner spaces, empty values and text that is
 /// not an HTTP-date.
-pub fn parse_retry_after(value: &HeaderValue, now: SystemTime) -> Result<Duration, MalformedHint> {
+pub(crate) fn parse_retry_after(
+    value: &HeaderValue,
+    now: SystemTime,
+) -> Result<Duration, MalformedHint> {
     let raw = value.as_bytes();
     let bad = |reason| MalformedHint::new(HintSource::RetryAfter, raw, reason);
     let trimmed = trim_ows(raw);
