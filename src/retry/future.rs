@@ -170,7 +170,7 @@ where
                             .deadline_passed(&this.shared.config)));
                     }
                     ready!(ready).map_err(Into::into)?;
-                    let request = this
+                    let mut request = this
                         .template
                         .as_ref()
                         .and_then(try_clone_request)
@@ -182,6 +182,7 @@ where
                         })?;
                     this.attempts
                         .attempt_started(&this.shared.config, Instant::now());
+                    this.attempts.tag(&mut request);
                     let future = service.call(request);
                     this.state.set(State::Called { future });
                 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Request, StatusCode};
 use tokio::time::Instant;
 
 use super::config::{Config, RetryOverride};
@@ -13,6 +13,7 @@ use crate::classify::{Class, FailureKind};
 use crate::error::{BoxError, RetryDeadlineExceeded};
 use crate::hint::{server_hint, HintSource, ServerHint};
 use crate::observe::{DelaySource, GiveUpReason, RequestContext, RetryEvent, RetryEventKind};
+use crate::replay::ReplayedAbove;
 
 /// What to do after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +69,12 @@ pub(crate) struct Attempts {
     replayable: bool,
     /// Whether the request was already sent again after a rejected token.
     token_replayed: bool,
-    /// The request's audit record, if an audit layer is outside.
+    /// The request's context, if an observing layer is outside: put on
+    /// each attempt.
     audit: Option<RequestContext>,
+    /// Each attempt is marked [`ReplayedAbove`]: a bearer below leaves the
+    /// 401 replay to this layer (see [`crate::replay`]).
+    mark_replay: bool,
     /// When the current attempt started (only tracked when somebody
     /// listens).
     attempt_started: Option<Instant>,
@@ -124,6 +129,7 @@ impl Attempts {
         replayable: bool,
         now: Instant,
         audit: Option<RequestContext>,
+        mark_replay: bool,
     ) -> Self {
         Self {
             attempt: 1,
@@ -133,6 +139,7 @@ impl Attempts {
             replayable,
             token_replayed: false,
             audit,
+            mark_replay,
             attempt_started: None,
             overrides,
             retrying: None,
@@ -158,6 +165,16 @@ impl Attempts {
         // the audit's stats count attempts even when no sink wants events
         if self.audit.is_some() || config.on_event.is_some() {
             self.emit(config, RetryEventKind::AttemptStarted);
+        }
+    }
+
+    /// Put the request's context and the replay mark on an attempt.
+    pub(crate) fn tag<B>(&self, request: &mut Request<B>) {
+        if let Some(audit) = &self.audit {
+            request.extensions_mut().insert(audit.clone());
+        }
+        if self.mark_replay {
+            request.extensions_mut().insert(ReplayedAbove);
         }
     }
 

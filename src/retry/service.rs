@@ -14,7 +14,6 @@ use super::{RetryLayer, RetryOverride};
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::BoxError;
 use crate::observe::RequestContext;
-use crate::replay::ReplayedAbove;
 
 /// Retries requests that fail in a retryable way, honouring server hints.
 ///
@@ -87,7 +86,11 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let config = &self.shared.config;
-        let audit = request.extensions().get::<RequestContext>().cloned();
+        // the context and the replay mark go on each attempt, not into the
+        // copy kept for retries: a copy of a map holding only them would
+        // cost more than putting them back
+        let had_extensions = !request.extensions().is_empty();
+        let audit = request.extensions_mut().remove::<RequestContext>();
         // an audit layer just above read the clock a moment ago
         let now = audit
             .as_ref()
@@ -116,19 +119,26 @@ where
                 .unwrap_or(config.max_attempts)
                 > 1;
         // the 401 replay (`crate::replay`): a bearer below leaves it to us.
-        // Only into extensions that exist already (an audit layer's record):
-        // making a map for the mark alone costs more than the bearer's copy
-        if config.replay_rejected_token && !request.extensions().is_empty() {
-            request.extensions_mut().insert(ReplayedAbove);
-        }
+        // Only into extensions that exist already (an audit layer's
+        // context): making a map for the mark alone costs more than the
+        // bearer's copy
+        let mark_replay = config.replay_rejected_token && had_extensions;
         let template = if replays_possible {
             try_clone_request(&request)
         } else {
             None
         };
         let safety = Safety::of(config, overrides_ref, &request);
-        let mut attempts = Attempts::new(overrides, safety, template.is_some(), now, audit);
+        let mut attempts = Attempts::new(
+            overrides,
+            safety,
+            template.is_some(),
+            now,
+            audit,
+            mark_replay,
+        );
         attempts.attempt_started(config, now);
+        attempts.tag(&mut request);
 
         // Call the service that was driven to readiness; a retry takes a
         // clone of the spare, so a request that succeeds at once clones no
