@@ -5,6 +5,9 @@
 //! shape: `event`, `attempt` and the kind's fields), so that a test need
 //! not match the event types' variants.
 //!
+//! [`Written`] is the same for what a writer is given (a JSON-lines sink,
+//! JSON-lines dead letters, a tracing subscriber): the text, shared.
+//!
 //! ```ignore
 //! let events = EventCapture::<AuditEvent>::new();
 //! let service = AuditLayer::new(events.sink()).layer(upstream);
@@ -16,6 +19,7 @@
 //! ```
 #![allow(dead_code)] // each test file uses what it needs
 
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use tower_cx::audit::{
@@ -124,5 +128,34 @@ impl EventCapture<DeadLetter> {
     pub fn dead_letters(&self) -> impl DeadLetterSink + Clone {
         let letters = self.clone();
         dead_letter_fn(move |letter| letters.push(letter))
+    }
+}
+
+/// A writer that keeps what it is given; its clones share it.
+#[derive(Clone, Default)]
+pub struct Written(Arc<Mutex<Vec<u8>>>);
+
+impl Written {
+    /// Adds `text` and a newline.
+    pub fn push_line(&self, text: impl AsRef<str>) {
+        let mut written = self.0.lock().unwrap();
+        written.extend_from_slice(text.as_ref().as_bytes());
+        written.push(b'\n');
+    }
+
+    /// Everything written so far (it must be UTF-8).
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).expect("UTF-8 text")
+    }
+}
+
+impl Write for Written {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
