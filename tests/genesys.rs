@@ -2,6 +2,8 @@
 //! canonical stack and real loopback TCP.
 #![cfg(feature = "mock")]
 
+#[path = "support/events.rs"]
+mod events;
 #[path = "support/vendor_stacks.rs"]
 mod vendor_stacks;
 
@@ -12,7 +14,7 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tower_cx::audit::{dead_letter_fn, DeadLetter};
+use tower_cx::audit::DeadLetter;
 use tower_cx::backoff::Backoff;
 use tower_cx::error::BodyTooLarge;
 use tower_cx::genesys::{BusinessRule, GenesysClient, GenesysError};
@@ -20,6 +22,8 @@ use tower_cx::mock::{Fault, MockServer};
 use tower_cx::retry::{RetryLayer, RetryOverride, IDEMPOTENCY_KEY};
 use tower_cx::stack::{CxService, Stack};
 use tower_cx::vendor::{BodyLimits, InvalidArgument, RetryRules, Rule};
+
+use events::EventCapture;
 
 const EXECUTE: &str = "/api/v2/integrations/actions/lookup/execute";
 
@@ -44,12 +48,11 @@ fn client(mock: &MockServer) -> GenesysClient<CxService> {
         .idempotent_action("lookup")
 }
 
-type Letters = Arc<Mutex<Vec<DeadLetter>>>;
+type Letters = EventCapture<DeadLetter>;
 
 fn with_letters(client: GenesysClient<CxService>) -> (GenesysClient<CxService>, Letters) {
-    let letters: Letters = Arc::default();
-    let sink = letters.clone();
-    let client = client.dead_letters(dead_letter_fn(move |l| sink.lock().unwrap().push(l)));
+    let letters = Letters::new();
+    let client = client.dead_letters(letters.dead_letters());
     (client, letters)
 }
 
@@ -146,8 +149,9 @@ async fn a_failure_after_retries_is_dead_lettered_and_replays_with_its_key() {
         .await
         .unwrap_err();
     assert_eq!(genesys_error(&err).remote_status().unwrap().as_u16(), 502);
-    let letter = letters.lock().unwrap().pop().expect("one dead letter");
-    assert!(letters.lock().unwrap().is_empty());
+    let mut taken = letters.take();
+    let letter = taken.pop().expect("one dead letter");
+    assert!(taken.is_empty());
     assert_eq!(letter.attempts, 3);
     assert_eq!(letter.last_status, Some(400));
     assert_eq!(letter.error_code, "ACTION.REMOTE_ENDPOINT");
@@ -167,7 +171,7 @@ async fn a_failure_after_retries_is_dead_lettered_and_replays_with_its_key() {
     let keys = mock.idempotency_keys(EXECUTE);
     assert_eq!(keys.len(), 4);
     assert!(keys.iter().all(|k| *k == key));
-    assert!(letters.lock().unwrap().is_empty());
+    assert!(letters.is_empty());
 }
 
 #[tokio::test]
@@ -204,7 +208,7 @@ async fn a_business_error_in_a_200_follows_the_retry_rules() {
     assert_eq!(e.message(), "mock business error");
     assert_eq!(e.output().unwrap()["success"], false);
     assert_eq!(mock.counters().requests[EXECUTE], 1);
-    assert_eq!(letters.lock().unwrap().len(), 1);
+    assert_eq!(letters.len(), 1);
 
     // made retryable by configuration: the next attempt succeeds
     mock.fault(Some(EXECUTE), Fault::BusinessError200, 1);
@@ -392,40 +396,35 @@ async fn a_listing_error_ends_the_stream_with_a_typed_error() {
 #[tokio::test]
 async fn one_dead_letter_per_failed_action_when_the_audit_layer_shares_the_sink() {
     let mock = MockServer::start().await.unwrap();
-    let letters: Letters = Arc::default();
-    let sink = letters.clone();
-    let sink = Arc::new(move |l: DeadLetter| sink.lock().unwrap().push(l));
-    let audit_sink = sink.clone();
+    let letters = Letters::new();
     let stack = vendor_stacks::genesys(&mock)
         .retry(fast().max_attempts(1))
         .audit(
             tower_cx::audit::AuditLayer::new(tower_cx::audit::NoopSink)
-                .dead_letters(dead_letter_fn(move |l| audit_sink(l))),
+                .dead_letters(letters.dead_letters()),
         )
         .build();
     let genesys = GenesysClient::new(stack, &mock.genesys_region())
         .retry(fast().max_attempts(3))
         .idempotent_action("lookup")
-        .dead_letters(dead_letter_fn(move |l| sink(l)));
+        .dead_letters(letters.dead_letters());
     mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(503), 3);
     genesys
         .data_actions()
         .execute::<_, Value>("lookup", &json!({}))
         .await
         .unwrap_err();
-    {
-        let letters = letters.lock().unwrap();
-        assert_eq!(letters.len(), 1, "the client's, not one per attempt");
-        assert_eq!(letters[0].error_code, "ACTION.REMOTE_ENDPOINT");
-        assert_eq!(letters[0].attempts, 3);
-    }
+    let action_letters = letters.take();
+    assert_eq!(action_letters.len(), 1, "the client's, not one per attempt");
+    assert_eq!(action_letters[0].error_code, "ACTION.REMOTE_ENDPOINT");
+    assert_eq!(action_letters[0].attempts, 3);
     // a listing is not the client's to dead-letter: the audit layer does
     mock.fault(Some("/api/v2/users"), Fault::Status(500), 1);
     let mut pages = Box::pin(genesys.list::<Value>("/api/v2/users"));
     pages.try_next().await.unwrap_err();
-    let letters = letters.lock().unwrap();
-    assert_eq!(letters.len(), 2);
-    assert_eq!(letters[1].last_status, Some(500));
+    let listing_letters = letters.take();
+    assert_eq!(listing_letters.len(), 1);
+    assert_eq!(listing_letters[0].last_status, Some(500));
 }
 
 #[tokio::test]
@@ -705,13 +704,11 @@ async fn an_action_applied_then_answered_500_is_sent_once_and_dead_lettered_as_u
     assert_eq!(genesys_error(&err).status().as_u16(), 500);
     assert_eq!(mock.applied("case-1"), 1, "applied once, never sent again");
     assert_eq!(mock.duplicate_applications(), 0);
-    {
-        let letters = letters.lock().unwrap();
-        assert_eq!(letters.len(), 1);
-        assert_eq!(letters[0].error_code, "outcome_unknown");
-        assert_eq!(letters[0].last_status, Some(500));
-        assert_eq!(letters[0].attempts, 1);
-    }
+    let letters = letters.take();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].error_code, "outcome_unknown");
+    assert_eq!(letters[0].last_status, Some(500));
+    assert_eq!(letters[0].attempts, 1);
 
     // the same action declared idempotent for this call is retried
     mock.fault(
