@@ -42,6 +42,29 @@ fn layer(events: &Events) -> CircuitBreakerLayer {
         .on_event(events.recorder())
 }
 
+/// Only the failure rate trips it: half of at least 20 calls in 30 s.
+fn half_failing_in_30s_of_20_calls() -> CircuitBreakerLayer {
+    CircuitBreakerLayer::new()
+        .consecutive_failures(0)
+        .failure_rate(0.5, secs(30), 20)
+}
+
+/// Two 503s, then a 503 with `Retry-After: value` (three failures in a
+/// row trip the breaker of `layer`); then 200s.
+fn tripping_with_hint(value: &str) -> Scripted {
+    Scripted::new([
+        status(503),
+        status(503),
+        status(503).header("retry-after", value),
+    ])
+}
+
+fn get() -> Request<Body> {
+    Request::get("http://127.0.0.1/")
+        .body(Body::empty())
+        .unwrap()
+}
+
 fn secs(v: u64) -> Duration {
     Duration::from_secs(v)
 }
@@ -52,6 +75,13 @@ fn ms(v: u64) -> Duration {
 
 async fn send(service: &CircuitBreaker<Scripted>) -> Result<Response<()>, BoxError> {
     service.clone().oneshot(Request::new(Body::empty())).await
+}
+
+/// Sends `n` requests one after the other; each gets an answer.
+async fn send_n(service: &CircuitBreaker<Scripted>, n: usize) {
+    for _ in 0..n {
+        send(service).await.unwrap();
+    }
 }
 
 fn open_error(result: Result<Response<()>, BoxError>) -> CircuitOpen {
@@ -121,9 +151,7 @@ async fn a_success_resets_the_consecutive_count() {
     ])
     .then(status(500));
     let service = layer.layer(upstream);
-    for _ in 0..5 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 5).await;
     assert_eq!(handle.state(), BreakerState::Closed);
     assert_eq!(handle.counts().consecutive_failures, 2);
     send(&service).await.unwrap();
@@ -132,20 +160,14 @@ async fn a_success_resets_the_consecutive_count() {
 
 #[tokio::test(start_paused = true)]
 async fn failure_ratio_needs_the_minimum_throughput() {
-    let layer = CircuitBreakerLayer::new()
-        .consecutive_failures(0)
-        .failure_rate(0.5, secs(30), 20);
+    let layer = half_failing_in_30s_of_20_calls();
     let handle = layer.handle();
     let upstream = Scripted::always(status(200));
     let service = layer.layer(upstream.clone());
     // 10 successes and 9 failures: 19 calls, under the minimum of 20
-    for _ in 0..10 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 10).await;
     upstream.push(vec![status(503); 10]);
-    for _ in 0..9 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 9).await;
     assert_eq!(handle.state(), BreakerState::Closed);
     // the 20th call is a failure: 10 of 20 = 50 %
     send(&service).await.unwrap();
@@ -154,20 +176,14 @@ async fn failure_ratio_needs_the_minimum_throughput() {
 
 #[tokio::test(start_paused = true)]
 async fn failure_ratio_window_slides() {
-    let layer = CircuitBreakerLayer::new()
-        .consecutive_failures(0)
-        .failure_rate(0.5, secs(30), 20);
+    let layer = half_failing_in_30s_of_20_calls();
     let handle = layer.handle();
     let upstream = Scripted::always(status(503));
     let service = layer.layer(upstream.clone());
-    for _ in 0..19 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 19).await;
     // 30 s later the first bucket has left the window: only new calls count
     advance(secs(30)).await;
-    for _ in 0..19 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 19).await;
     assert_eq!(handle.state(), BreakerState::Closed);
     send(&service).await.unwrap();
     assert!(matches!(handle.state(), BreakerState::Open { .. }));
@@ -182,9 +198,7 @@ async fn open_duration_grows_with_trips_in_a_row_and_resets_on_close() {
     let handle = layer.handle();
     let upstream = Scripted::always(status(503));
     let service = layer.layer(upstream.clone());
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     assert_eq!(handle.state(), BreakerState::Open { retry_in: secs(5) });
     for expected in [10, 20, 40, 60, 60] {
         let BreakerState::Open { retry_in } = handle.state() else {
@@ -203,9 +217,7 @@ async fn open_duration_grows_with_trips_in_a_row_and_resets_on_close() {
     upstream.push([status(200)]);
     send(&service).await.unwrap();
     assert_eq!(handle.state(), BreakerState::Closed);
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     assert_eq!(handle.state(), BreakerState::Open { retry_in: secs(5) });
 }
 
@@ -213,15 +225,9 @@ async fn open_duration_grows_with_trips_in_a_row_and_resets_on_close() {
 async fn a_server_hint_sets_the_open_duration() {
     let layer = layer(&Events::default());
     let handle = layer.handle();
-    let upstream = Scripted::new([
-        status(503),
-        status(503),
-        status(503).header("retry-after", "42"),
-    ]);
+    let upstream = tripping_with_hint("42");
     let service = layer.layer(upstream);
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     assert_eq!(handle.state(), BreakerState::Open { retry_in: secs(42) });
 }
 
@@ -231,9 +237,7 @@ async fn a_dropped_probe_frees_its_slot() {
     let handle = layer.handle();
     let upstream = Scripted::always(status(500));
     let service = layer.layer(upstream.clone());
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     advance(secs(5)).await;
     upstream.push([status(200).after(secs(10))]);
     let mut probe = tokio_test::task::spawn(send(&service));
@@ -252,9 +256,7 @@ async fn two_probes_and_two_successes_to_close() {
     let handle = layer.handle();
     let upstream = Scripted::always(status(500));
     let service = layer.layer(upstream.clone());
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     advance(secs(5)).await;
     upstream.push([status(200).after(secs(1)), status(200).after(secs(2))]);
     let a = tokio::spawn({
@@ -282,18 +284,14 @@ async fn rate_limiting_is_not_breakage() {
     let layer = layer(&Events::default());
     let handle = layer.handle();
     let service = layer.layer(Scripted::always(status(429)));
-    for _ in 0..50 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 50).await;
     assert_eq!(handle.state(), BreakerState::Closed);
     assert_eq!(handle.counts().failures, 0);
 
     let layer = layer_429();
     let handle = layer.handle();
     let service = layer.layer(Scripted::always(status(429)));
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     assert!(matches!(handle.state(), BreakerState::Open { .. }));
 }
 
@@ -383,11 +381,7 @@ async fn through_retry_and_breaker(
         .hint_jitter(0.0, Duration::ZERO);
     retry
         .layer(breaker.layer(upstream.clone()))
-        .oneshot(
-            Request::get("http://127.0.0.1/")
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .oneshot(get())
         .await
 }
 
@@ -410,14 +404,7 @@ async fn an_isolated_breaker_is_final_for_the_retry_layer() {
     let upstream = Scripted::always(status(200));
     let service = RetryLayer::new().layer(breaker.layer(upstream.clone()));
     let start = Instant::now();
-    let err = service
-        .oneshot(
-            Request::get("http://127.0.0.1/")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap_err();
+    let err = service.oneshot(get()).await.unwrap_err();
     assert!(err.is::<CircuitOpen>());
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert!(upstream.arrivals().is_empty());
@@ -429,9 +416,7 @@ async fn a_probe_from_an_earlier_round_does_not_free_a_slot_of_this_round() {
     let handle = layer.handle();
     let upstream = Scripted::always(status(500));
     let service = layer.layer(upstream.clone());
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     advance(secs(5)).await;
     // round 1: A is slow, B fails and reopens the breaker
     upstream.push([status(200).after(secs(100)), status(500)]);
@@ -466,14 +451,8 @@ async fn a_probe_from_an_earlier_round_does_not_free_a_slot_of_this_round() {
 async fn an_unbounded_open_duration_with_a_huge_hint_does_not_overflow() {
     let layer = layer(&Events::default()).max_open(Duration::MAX);
     let handle = layer.handle();
-    let service = layer.layer(Scripted::new([
-        status(503),
-        status(503),
-        status(503).header("retry-after", "99999999999999999999"),
-    ]));
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    let service = layer.layer(tripping_with_hint("99999999999999999999"));
+    send_n(&service, 3).await;
     assert!(matches!(handle.state(), BreakerState::Open { .. }));
 }
 
@@ -567,15 +546,9 @@ async fn an_http_date_hint_sets_the_open_duration_by_the_injected_clock() {
     let now = UNIX_EPOCH + secs(1_700_000_000);
     let layer = layer(&Events::default()).clock(FixedClock::new(now));
     let handle = layer.handle();
-    let upstream = Scripted::new([
-        status(503),
-        status(503),
-        status(503).header("retry-after", "Tue, 14 Nov 2023 22:14:50 GMT"),
-    ]);
+    let upstream = tripping_with_hint("Tue, 14 Nov 2023 22:14:50 GMT");
     let service = layer.layer(upstream);
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     assert_eq!(handle.state(), BreakerState::Open { retry_in: secs(90) });
 }
 
@@ -591,9 +564,7 @@ async fn a_handle_taken_before_any_setting_watches_the_built_breaker() {
         .on_event(events.recorder())
         .failure_rate(0.0, secs(30), 20);
     let service = layer.layer(Scripted::always(status(503)));
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     let open = BreakerState::Open { retry_in: secs(5) };
     assert_eq!(first_handle.state(), open);
     assert_eq!(middle_handle.state(), open);
@@ -623,9 +594,7 @@ async fn a_breaker_that_has_not_sent_yet_sees_a_shared_trip_on_its_first_request
         .share_state(share)
         .layer(b_upstream.clone());
     // a trips before b has sent anything
-    for _ in 0..3 {
-        send(&a).await.unwrap();
-    }
+    send_n(&a, 3).await;
     advance(secs(2)).await;
     // b's very first request fails fast, for the rest of a's open time
     assert_eq!(open_error(send(&b).await).retry_in(), Some(secs(3)));
@@ -647,9 +616,7 @@ async fn a_layer_that_has_not_made_a_service_yet_sees_a_shared_trip() {
         .layer(Scripted::always(status(503)));
     let b_layer = layer(&Events::default()).share_state(share);
     let b_handle = b_layer.handle();
-    for _ in 0..3 {
-        send(&a).await.unwrap();
-    }
+    send_n(&a, 3).await;
     assert_eq!(b_handle.state(), BreakerState::Open { retry_in: secs(5) });
     let b = b_layer.layer(Scripted::always(status(200)));
     assert_eq!(open_error(send(&b).await).retry_in(), Some(secs(5)));
