@@ -13,13 +13,13 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use serde_json::{json, Value};
 use tower_cx::audit::DeadLetter;
-use tower_cx::backoff::{Backoff, Jitter};
+use tower_cx::backoff::Backoff;
 use tower_cx::cxone::{
     discover, discover_from_token, CxoneApi, CxoneClient, CxoneError, Issuer, NotRerunnable,
     RerunRefusal, ResultExpired,
 };
 use tower_cx::error::InsecureUrl;
-use tower_cx::jobs::{JobFailed, JobRunner, JobState};
+use tower_cx::jobs::{JobFailed, JobState};
 use tower_cx::mock::{Fault, JobScript, MockConfig, MockServer};
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::{CxService, Stack};
@@ -28,14 +28,6 @@ use events::EventCapture;
 
 const JOBS: &str = "/data-extraction/v1/jobs";
 const CONTACTS: &str = "/incontactapi/services/v31.0/contacts/completed";
-
-fn runner() -> JobRunner {
-    JobRunner::new().backoff(
-        Backoff::exponential(Duration::from_secs(2))
-            .max_delay(Duration::from_secs(30))
-            .jitter(Jitter::None),
-    )
-}
 
 fn stack(mock: &MockServer, attempts: u32) -> CxService {
     vendor_stacks::cxone(mock)
@@ -53,7 +45,7 @@ type Letters = EventCapture<DeadLetter>;
 fn client(mock: &MockServer) -> (CxoneClient<CxService>, Letters) {
     let letters = Letters::new();
     let client = CxoneClient::new(stack(mock, 4), &mock.base_url())
-        .job_runner(runner())
+        .job_runner(vendor_stacks::exact_job_runner())
         .dead_letters(letters.dead_letters());
     (client, letters)
 }
@@ -201,7 +193,7 @@ async fn a_failed_job_is_rerun_with_one_key_across_attempts() {
         .build();
     let letters = Letters::new();
     let cxone = CxoneClient::new(stack, &mock.base_url())
-        .job_runner(runner())
+        .job_runner(vendor_stacks::exact_job_runner())
         .dead_letters(letters.dead_letters());
     let extraction = cxone.data_extraction();
     mock.script_cxone_job(JobScript::new([("RUNNING", ""), ("FAILED", "worker lost")]));

@@ -40,10 +40,15 @@ fn stack(mock: &MockServer, attempts: u32) -> CxService {
         .build()
 }
 
-/// The `lookup` action is read-only: declared idempotent, so its failures
-/// may be retried.
+/// The client over [`stack`] with 4 attempts. The `lookup` action is
+/// read-only: declared idempotent, so its failures may be retried.
 fn client(mock: &MockServer) -> GenesysClient<CxService> {
-    GenesysClient::new(stack(mock, 4), &mock.genesys_region())
+    client_over(mock, 4)
+}
+
+/// The client (3 attempts of its own) over [`stack`] with `stack_attempts`.
+fn client_over(mock: &MockServer, stack_attempts: u32) -> GenesysClient<CxService> {
+    GenesysClient::new(stack(mock, stack_attempts), &mock.genesys_region())
         .retry(fast().max_attempts(3))
         .idempotent_action("lookup")
 }
@@ -525,9 +530,7 @@ async fn data_actions_are_idempotent_only_when_declared_per_action_or_per_call()
 async fn a_remote_status_inside_an_outer_500_is_read_from_the_message() {
     let mock = MockServer::start().await.unwrap();
     // one attempt in the stack: the client's own rules decide
-    let genesys = GenesysClient::new(stack(&mock, 1), &mock.genesys_region())
-        .retry(fast().max_attempts(3))
-        .idempotent_action("lookup");
+    let genesys = client_over(&mock, 1);
     mock.fault(Some(EXECUTE), Fault::RemoteEndpointInternal(404), 1);
     let err = genesys
         .data_actions()
@@ -562,9 +565,7 @@ async fn a_remote_status_inside_an_outer_500_is_read_from_the_message() {
 #[tokio::test]
 async fn a_remote_status_inside_an_outer_400_is_the_nested_status() {
     let mock = MockServer::start().await.unwrap();
-    let genesys = GenesysClient::new(stack(&mock, 1), &mock.genesys_region())
-        .retry(fast().max_attempts(3))
-        .idempotent_action("lookup");
+    let genesys = client_over(&mock, 1);
     mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(429), 1);
     let _: Echo = genesys
         .data_actions()

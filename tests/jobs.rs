@@ -15,9 +15,8 @@ use futures_util::TryStreamExt;
 use serde_json::json;
 use tokio::time::Instant;
 use tower_cx::audit::DeadLetter;
-use tower_cx::backoff::{Backoff, Jitter};
 use tower_cx::genesys::GenesysClient;
-use tower_cx::jobs::{JobFailed, JobProgress, JobRunner, JobState, JobTimedOut};
+use tower_cx::jobs::{JobFailed, JobProgress, JobState, JobTimedOut};
 use tower_cx::mock::{Fault, JobScript, MockConfig, MockServer};
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::CxService;
@@ -25,15 +24,6 @@ use tower_cx::stack::CxService;
 use events::EventCapture;
 
 const JOBS: &str = "/api/v2/analytics/conversations/details/jobs";
-
-/// 2 s doubling to 30 s, no jitter: exact poll times.
-fn exact_runner() -> JobRunner {
-    JobRunner::new().backoff(
-        Backoff::exponential(Duration::from_secs(2))
-            .max_delay(Duration::from_secs(30))
-            .jitter(Jitter::None),
-    )
-}
 
 fn stack(mock: &MockServer, attempts: u32) -> CxService {
     vendor_stacks::genesys(mock)
@@ -49,7 +39,7 @@ type Seen = EventCapture<JobProgress>;
 
 fn client(mock: &MockServer, attempts: u32) -> (GenesysClient<CxService>, Seen) {
     let seen = Seen::new();
-    let runner = exact_runner().on_progress(seen.recorder());
+    let runner = vendor_stacks::exact_job_runner().on_progress(seen.recorder());
     let client =
         GenesysClient::new(stack(mock, attempts), &mock.genesys_region()).job_runner(runner);
     (client, seen)
@@ -210,7 +200,7 @@ async fn the_maximum_wait_ends_with_a_typed_timeout_and_a_dead_letter() {
     let mock = MockServer::start().await.unwrap();
     let letters = EventCapture::<DeadLetter>::new();
     let genesys = GenesysClient::new(stack(&mock, 4), &mock.genesys_region())
-        .job_runner(exact_runner().max_wait(Duration::from_secs(60)))
+        .job_runner(vendor_stacks::exact_job_runner().max_wait(Duration::from_secs(60)))
         .dead_letters(letters.dead_letters());
     mock.script_genesys_job(JobScript::new([("PENDING", "")]));
     let started = Instant::now();
@@ -225,7 +215,7 @@ async fn the_maximum_wait_ends_with_a_typed_timeout_and_a_dead_letter() {
     assert_eq!(request.body().as_bytes().unwrap().as_ref(), br#"{"q":1}"#);
 
     // re-run from the dead letter: a new job, fulfilled this time
-    let genesys = genesys.job_runner(exact_runner());
+    let genesys = genesys.job_runner(vendor_stacks::exact_job_runner());
     let job_id = genesys.analytics().replay(request).await.unwrap();
     assert!(job_id.starts_with("job-"));
 }

@@ -1,7 +1,12 @@
 //! One way for the tests to build each vendor's canonical stack against
-//! the embedded mock, with the mock's own credentials.
+//! the embedded mock, with the mock's own credentials; and a job runner
+//! whose poll times are exact.
 #![allow(dead_code)] // each test file uses what it needs
 
+use std::time::Duration;
+
+use tower_cx::backoff::{Backoff, Jitter};
+use tower_cx::jobs::JobRunner;
 use tower_cx::mock::MockServer;
 use tower_cx::stack::Stack;
 
@@ -27,4 +32,14 @@ pub fn cxone(mock: &MockServer) -> Stack {
         c.access_key_secret.clone(),
     )
     .expect("the mock's token URL and credentials are valid")
+}
+
+/// A job runner polling 2 s after the start, then doubling to 30 s, with
+/// no jitter: exact poll times (2, 6, 14, 30, 60, 90 s ...).
+pub fn exact_job_runner() -> JobRunner {
+    JobRunner::new().backoff(
+        Backoff::exponential(Duration::from_secs(2))
+            .max_delay(Duration::from_secs(30))
+            .jitter(Jitter::None),
+    )
 }
