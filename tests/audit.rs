@@ -3,6 +3,8 @@
 
 #[path = "support/events.rs"]
 mod events;
+#[path = "support/loopback.rs"]
+mod loopback;
 #[path = "support/upstream.rs"]
 mod upstream;
 
@@ -798,39 +800,19 @@ async fn dead_letters_as_json_lines_can_be_read_back() {
 /// The webhook sink against a real hyper server on 127.0.0.1.
 #[tokio::test]
 async fn the_webhook_sink_posts_to_a_real_loopback_server() {
-    use hyper::server::conn::http1;
-    use hyper_util::rt::TokioIo;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     let received = Arc::new(AtomicUsize::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let counter = received.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let counter = counter.clone();
-                        async move {
-                            use http_body_util::BodyExt;
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let batch: Vec<serde_json::Value> =
-                                serde_json::from_slice(&body).unwrap();
-                            counter.fetch_add(batch.len(), Ordering::SeqCst);
-                            Ok::<_, std::convert::Infallible>(Response::new(
-                                http_body_util::Empty::<bytes::Bytes>::new(),
-                            ))
-                        }
-                    });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    let sink = tower_cx::audit::WebhookSink::builder(&format!("http://{addr}/audit"))
+    let base = loopback::serve(tower::service_fn(move |req: Request<Body>| {
+        let batch: Vec<serde_json::Value> =
+            serde_json::from_slice(req.body().as_bytes().unwrap()).unwrap();
+        counter.fetch_add(batch.len(), Ordering::SeqCst);
+        let response = Response::new(http_body_util::Full::default());
+        async { Ok::<_, std::convert::Infallible>(response) }
+    }))
+    .await;
+    let sink = tower_cx::audit::WebhookSink::builder(&format!("{base}/audit"))
         .unwrap()
         .build();
     let service = AuditLayer::new(sink.clone()).layer(Scripted::new([]));

@@ -4,6 +4,8 @@
 
 #[path = "support/events.rs"]
 mod events;
+#[path = "support/loopback.rs"]
+mod loopback;
 #[path = "support/upstream.rs"]
 mod upstream;
 
@@ -1046,36 +1048,6 @@ async fn secrets_and_tokens_never_appear_in_debug_errors_or_events() {
 
 // ---------------------------------------------------------------- over real TCP
 
-/// Serve `endpoint` on 127.0.0.1 with hyper; returns its base URL.
-async fn serve(endpoint: TokenEndpoint) -> String {
-    use hyper::server::conn::http1;
-    use hyper_util::rt::TokioIo;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let endpoint = endpoint.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let mut endpoint = endpoint.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let bytes = body.collect().await.unwrap().to_bytes();
-                            endpoint
-                                .call(Request::from_parts(parts, Body::from(bytes)))
-                                .await
-                        }
-                    });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
 fn real_endpoint() -> TokenEndpoint {
     let mut endpoint = TokenEndpoint::new();
     endpoint.latency = Duration::ZERO;
@@ -1085,7 +1057,7 @@ fn real_endpoint() -> TokenEndpoint {
 #[tokio::test]
 async fn cxone_access_key_form_is_encoded_correctly_over_tcp() {
     let endpoint = real_endpoint();
-    let base = serve(endpoint.clone()).await;
+    let base = loopback::serve(endpoint.clone()).await;
     let credentials = ClientCredentials::cxone(
         &format!("{base}/auth/token"),
         "my client",
@@ -1125,7 +1097,7 @@ async fn cxone_access_key_form_is_encoded_correctly_over_tcp() {
 #[tokio::test]
 async fn genesys_preset_posts_client_credentials_with_basic_auth_over_tcp() {
     let endpoint = real_endpoint();
-    let base = serve(endpoint.clone()).await;
+    let base = loopback::serve(endpoint.clone()).await;
     let region = Region::custom(base.clone(), base);
     let credentials = ClientCredentials::genesys(&region, "gen-id", "gen-secret").unwrap();
     let cache = TokenCache::new(credentials);
@@ -1146,7 +1118,7 @@ async fn html_502_from_a_real_token_endpoint_is_a_typed_error() {
         "<html><h1>502 Bad Gateway</h1></html>",
         vec![],
     )]);
-    let base = serve(endpoint.clone()).await;
+    let base = loopback::serve(endpoint.clone()).await;
     let credentials = ClientCredentials::new(&format!("{base}/oauth/token"), "id", "secret")
         .unwrap()
         .retry(RetryLayer::new().max_attempts(1))

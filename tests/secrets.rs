@@ -12,6 +12,8 @@
 
 #[path = "support/events.rs"]
 mod events;
+#[path = "support/loopback.rs"]
+mod loopback;
 #[path = "support/upstream.rs"]
 mod upstream;
 
@@ -22,9 +24,8 @@ use base64::Engine as _;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tower::{service_fn, ServiceExt};
 use tower_cx::audit::{
     callback, dead_letter_fn, AuditLayer, DeadLetter, FanOut, JsonLinesDeadLetters, JsonLinesSink,
@@ -57,39 +58,23 @@ fn describe(error: &BoxError) -> String {
 }
 
 /// A loopback server that records the `Authorization` header of each
-/// request (or `-` when there is none) and answers `status`.
+/// request (or `-` when there is none) and its body, and answers `status`.
 async fn recording_server(status: StatusCode) -> (String, Arc<Mutex<Vec<String>>>) {
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let record = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let record = record.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let record = record.clone();
-                    async move {
-                        let auth = req
-                            .headers()
-                            .get("authorization")
-                            .map_or("-".to_owned(), |v| v.to_str().unwrap_or("?").to_owned());
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        record
-                            .lock()
-                            .unwrap()
-                            .push(format!("{auth} {}", String::from_utf8_lossy(&body)));
-                        let mut response = Response::new(Full::new(Bytes::new()));
-                        *response.status_mut() = status;
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let url = loopback::serve(service_fn(move |req: Request<Body>| {
+        let auth = req
+            .headers()
+            .get("authorization")
+            .map_or("-".to_owned(), |v| v.to_str().unwrap_or("?").to_owned());
+        let body = req.body().as_bytes().unwrap();
+        let line = format!("{auth} {}", String::from_utf8_lossy(body));
+        record.lock().unwrap().push(line);
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = status;
+        async { Ok::<_, std::convert::Infallible>(response) }
+    }))
+    .await;
     (url, seen)
 }
 
