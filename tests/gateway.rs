@@ -2,6 +2,9 @@
 //! mock with a bearer token it fetched itself.
 #![cfg(feature = "mock")]
 
+#[path = "support/loopback.rs"]
+mod loopback;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,10 +15,11 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use tower_cx::body::Body;
 use tower_cx::mock::{Fault, MockServer};
 
 /// The example binary `cargo test` builds next to the test binaries.
@@ -203,24 +207,11 @@ const UPSTREAM_TOKEN: &str = "upstream-token-7";
 /// Starts the recording upstream; returns its recorder and `http://ADDR`.
 async fn recording_upstream() -> (Recorder, String) {
     let recorder = Recorder::default();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let shared = recorder.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let recorder = shared.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |request| record(recorder.clone(), request));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let base = loopback::serve(tower::service_fn(move |request| {
+        std::future::ready(Ok::<_, std::convert::Infallible>(record(&shared, request)))
+    }))
+    .await;
     (recorder, base)
 }
 
@@ -233,16 +224,9 @@ async fn get(addr: &str, path: &str) -> http::Response<hyper::body::Incoming> {
     client.request(request).await.unwrap()
 }
 
-async fn record(
-    recorder: Recorder,
-    request: Request<hyper::body::Incoming>,
-) -> Result<http::Response<Full<Bytes>>, std::convert::Infallible> {
+fn record(recorder: &Recorder, request: Request<Body>) -> http::Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body.as_bytes().cloned().unwrap_or_default();
     let uri = parts.uri.to_string();
     recorder.seen.lock().unwrap().push(Seen {
         uri: uri.clone(),
@@ -255,7 +239,7 @@ async fn record(
         response
             .headers_mut()
             .insert("content-type", "application/json".parse().unwrap());
-        Ok(response)
+        response
     };
     if uri == "/oauth/token" {
         if let Some(failure) = recorder.token_failure.lock().unwrap().clone() {
@@ -275,7 +259,7 @@ async fn record(
             "location",
             "http://elsewhere.invalid/taken".parse().unwrap(),
         );
-        return Ok(response);
+        return response;
     }
     respond(200, format!(r#"{{"received":{}}}"#, body.len()))
 }
