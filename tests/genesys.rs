@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_cx::audit::DeadLetter;
 use tower_cx::backoff::Backoff;
-use tower_cx::error::BodyTooLarge;
-use tower_cx::genesys::{BusinessRule, GenesysClient, GenesysError};
+use tower_cx::error::{BodyTooLarge, BoxError};
+use tower_cx::genesys::{BusinessRule, DataActions, GenesysClient, GenesysError};
 use tower_cx::mock::{Fault, MockServer};
 use tower_cx::retry::{RetryLayer, RetryOverride, IDEMPOTENCY_KEY};
 use tower_cx::stack::{CxService, Stack};
@@ -59,6 +59,14 @@ fn with_letters(client: GenesysClient<CxService>) -> (GenesysClient<CxService>, 
     let letters = Letters::new();
     let client = client.dead_letters(letters.dead_letters());
     (client, letters)
+}
+
+/// Runs the `lookup` action with `{}`, which must fail: the error.
+async fn failed_lookup(actions: &DataActions<CxService>) -> BoxError {
+    actions
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err()
 }
 
 /// The vendor's typed error, itself or as the source of an
@@ -113,11 +121,7 @@ async fn a_remote_5xx_inside_a_400_is_retried_with_the_same_key() {
 async fn a_remote_4xx_and_an_authentication_failure_are_final() {
     let mock = MockServer::start().await.unwrap();
     mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(404), 1);
-    let err = client(&mock)
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&client(&mock).data_actions()).await;
     let e = genesys_error(&err);
     assert_eq!(e.remote_status().map(|s| s.as_u16()), Some(404));
     assert_eq!(mock.counters().requests[EXECUTE], 1);
@@ -127,11 +131,7 @@ async fn a_remote_4xx_and_an_authentication_failure_are_final() {
         Fault::DataActionError("ACTION.AUTHENTICATION".into()),
         1,
     );
-    let err = client(&mock)
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&client(&mock).data_actions()).await;
     let e = genesys_error(&err);
     assert_eq!(e.status().as_u16(), 400);
     assert_eq!(e.code(), Some("bad.request"));
@@ -202,11 +202,7 @@ async fn a_business_error_in_a_200_follows_the_retry_rules() {
     mock.fault(Some(EXECUTE), Fault::BusinessError200, 1);
     let (genesys, letters) =
         with_letters(client(&mock).business_rule(BusinessRule::success_flag()));
-    let err = genesys
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&genesys.data_actions()).await;
     let e = genesys_error(&err);
     assert!(e.is_business());
     assert_eq!(e.code(), Some("business.error"));
@@ -260,10 +256,7 @@ async fn error_shapes_are_typed() {
         Fault::Body(502, "<html>Bad Gateway</html>".into()),
         1,
     );
-    let err = actions
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&actions).await;
     let e = genesys_error(&err);
     assert_eq!(
         (e.status().as_u16(), e.message()),
@@ -284,10 +277,7 @@ async fn error_shapes_are_typed() {
         ),
         1,
     );
-    let err = actions
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&actions).await;
     let e = genesys_error(&err);
     assert_eq!(
         e.codes().collect::<Vec<_>>(),
@@ -297,10 +287,7 @@ async fn error_shapes_are_typed() {
 
     // a 200 that is not JSON
     mock.fault(Some(EXECUTE), Fault::Body(200, "not json".into()), 1);
-    let err = actions
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&actions).await;
     let e = err
         .downcast_ref::<tower_cx::vendor::UnexpectedBody>()
         .unwrap();
@@ -309,10 +296,7 @@ async fn error_shapes_are_typed() {
 
     // last: the 429 closes the stack's rate gate for 5 s
     mock.fault(Some(EXECUTE), Fault::RetryAfterSecs(5), 1);
-    let err = actions
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&actions).await;
     let e = genesys_error(&err);
     assert_eq!(e.status().as_u16(), 429);
     assert_eq!(e.code(), Some("too.many.requests.retry.after"));
@@ -328,20 +312,12 @@ async fn bodies_over_the_limits_are_typed_errors() {
     });
     let big = json!({"blob": "x".repeat(2000)}).to_string();
     mock.fault(Some(EXECUTE), Fault::Body(200, big.clone()), 1);
-    let err = genesys
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&genesys.data_actions()).await;
     let e = err.downcast_ref::<BodyTooLarge>().expect("BodyTooLarge");
     assert_eq!((e.limit(), e.status().as_u16()), (1024, 200));
 
     mock.fault(Some(EXECUTE), Fault::Body(400, big), 1);
-    let err = genesys
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&genesys.data_actions()).await;
     assert_eq!(err.downcast_ref::<BodyTooLarge>().unwrap().limit(), 256);
 }
 
@@ -414,11 +390,7 @@ async fn one_dead_letter_per_failed_action_when_the_audit_layer_shares_the_sink(
         .idempotent_action("lookup")
         .dead_letters(letters.dead_letters());
     mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(503), 3);
-    genesys
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    failed_lookup(&genesys.data_actions()).await;
     let action_letters = letters.take();
     assert_eq!(action_letters.len(), 1, "the client's, not one per attempt");
     assert_eq!(action_letters[0].error_code, "ACTION.REMOTE_ENDPOINT");
@@ -532,11 +504,7 @@ async fn a_remote_status_inside_an_outer_500_is_read_from_the_message() {
     // one attempt in the stack: the client's own rules decide
     let genesys = client_over(&mock, 1);
     mock.fault(Some(EXECUTE), Fault::RemoteEndpointInternal(404), 1);
-    let err = genesys
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&genesys.data_actions()).await;
     let e = genesys_error(&err);
     assert_eq!(e.status().as_u16(), 500);
     assert_eq!(e.code(), Some("internal.server.error"));
@@ -574,11 +542,7 @@ async fn a_remote_status_inside_an_outer_400_is_the_nested_status() {
         .unwrap();
     assert_eq!(mock.counters().requests[EXECUTE], 2);
     mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(403), 1);
-    let err = genesys
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&genesys.data_actions()).await;
     assert_eq!(
         genesys_error(&err).remote_status().map(|s| s.as_u16()),
         Some(403)
