@@ -264,6 +264,18 @@ fn record(recorder: &Recorder, request: Request<Body>) -> http::Response<Full<By
     respond(200, format!(r#"{{"received":{}}}"#, body.len()))
 }
 
+/// A new recording upstream and a gateway in front of it (see
+/// [`gateway_for_recorder`]): the recorder, the gateway and its address.
+async fn gateway_with_recorder(
+    authenticate: bool,
+    extra: &[&str],
+    name: &str,
+) -> (Recorder, Child, String) {
+    let (recorder, base) = recording_upstream().await;
+    let (gateway, addr) = gateway_for_recorder(&base, authenticate, extra, name).await;
+    (recorder, gateway, addr)
+}
+
 /// A gateway in front of the recording upstream, authenticating against its
 /// token endpoint when `authenticate`.
 async fn gateway_for_recorder(
@@ -349,8 +361,7 @@ async fn absolute_form_targets_and_host_tricks_reach_the_configured_upstream_onl
 
 #[tokio::test]
 async fn the_callers_authorization_and_hop_by_hop_headers_are_stripped() {
-    let (recorder, base) = recording_upstream().await;
-    let (_gateway, addr) = gateway_for_recorder(&base, true, &[], "hop").await;
+    let (recorder, _gateway, addr) = gateway_with_recorder(true, &[], "hop").await;
 
     let raw = "GET /api/me HTTP/1.1\r\nHost: x\r\n\
                Authorization: Bearer the-callers-own\r\n\
@@ -388,8 +399,7 @@ async fn the_callers_authorization_and_hop_by_hop_headers_are_stripped() {
 
 #[tokio::test]
 async fn a_redirect_to_another_host_is_passed_back_not_followed() {
-    let (recorder, base) = recording_upstream().await;
-    let (_gateway, addr) = gateway_for_recorder(&base, true, &[], "redirect").await;
+    let (recorder, _gateway, addr) = gateway_with_recorder(true, &[], "redirect").await;
 
     let response = get(&addr, "/redirect").await;
     assert_eq!(response.status(), StatusCode::FOUND);
@@ -406,9 +416,8 @@ async fn a_redirect_to_another_host_is_passed_back_not_followed() {
 
 #[tokio::test]
 async fn the_413_414_and_431_limits_answer_before_anything_is_forwarded() {
-    let (recorder, base) = recording_upstream().await;
-    let (_gateway, addr) =
-        gateway_for_recorder(&base, false, &["--max-body-bytes", "1024"], "limits").await;
+    let (recorder, _gateway, addr) =
+        gateway_with_recorder(false, &["--max-body-bytes", "1024"], "limits").await;
 
     // A huge declared length is refused at once: the body is never sent,
     // so an answer can only come from a refusal before reading.
@@ -567,9 +576,7 @@ async fn bad_numbers_in_flags_end_the_gateway_with_a_clear_error_not_a_panic() {
 
 #[tokio::test]
 async fn slow_clients_are_closed_by_the_header_and_body_timeouts() {
-    let (recorder, base) = recording_upstream().await;
-    let (_gateway, addr) = gateway_for_recorder(
-        &base,
+    let (recorder, _gateway, addr) = gateway_with_recorder(
         false,
         &["--header-timeout", "1", "--body-timeout", "1"],
         "slow",
@@ -619,9 +626,8 @@ async fn slow_clients_are_closed_by_the_header_and_body_timeouts() {
 
 #[tokio::test]
 async fn connections_over_the_limit_wait_until_one_closes() {
-    let (recorder, base) = recording_upstream().await;
-    let (_gateway, addr) =
-        gateway_for_recorder(&base, false, &["--max-connections", "2"], "connections").await;
+    let (recorder, _gateway, addr) =
+        gateway_with_recorder(false, &["--max-connections", "2"], "connections").await;
 
     // Two connections take both slots (accepted in order, before the third).
     let first = TcpStream::connect(host_port(&addr)).await.unwrap();
@@ -676,9 +682,7 @@ async fn post_head(addr: &str, path: &str, length: usize) -> Result<TcpStream, S
 
 #[tokio::test]
 async fn bodies_over_the_shared_budget_are_answered_503_at_once() {
-    let (recorder, base) = recording_upstream().await;
-    let (_gateway, addr) = gateway_for_recorder(
-        &base,
+    let (recorder, _gateway, addr) = gateway_with_recorder(
         false,
         &["--max-body-bytes", "1000", "--max-buffered-bytes", "1500"],
         "budget",
