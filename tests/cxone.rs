@@ -110,12 +110,7 @@ async fn a_job_runs_and_its_result_is_downloaded_without_the_token() {
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_result_url_is_replaced_once_then_reported() {
-    let mock = MockServer::start_with(MockConfig {
-        result_url_ttl: Duration::from_secs(5),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = vendor_stacks::mock_with(|c| c.result_url_ttl = Duration::from_secs(5)).await;
     let (cxone, _) = client(&mock);
     let extraction = cxone.data_extraction();
     let job = extraction.submit(&json!({})).await.unwrap();
@@ -125,12 +120,7 @@ async fn an_expired_result_url_is_replaced_once_then_reported() {
     let csv = extraction.download(&done).await.unwrap();
     assert!(!csv.is_empty());
 
-    let mock = MockServer::start_with(MockConfig {
-        result_url_ttl: Duration::ZERO,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = vendor_stacks::mock_with(|c| c.result_url_ttl = Duration::ZERO).await;
     let (cxone, _) = client(&mock);
     let extraction = cxone.data_extraction();
     let job = extraction.submit(&json!({})).await.unwrap();

@@ -11,6 +11,8 @@
 
 #[path = "support/events.rs"]
 mod events;
+#[path = "support/vendor_stacks.rs"]
+mod vendor_stacks;
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -23,7 +25,7 @@ use tower_cx::auth::{source_fn, ClientCredentials, TokenCache, TokenError};
 use tower_cx::backoff::Backoff;
 use tower_cx::body::Body;
 use tower_cx::fleet::{FleetEvent, RedisFleet};
-use tower_cx::mock::{MockConfig, MockServer};
+use tower_cx::mock::MockServer;
 use tower_cx::priority::{LimiterEvent, PriorityLimitLayer};
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::{CxService, Stack};
@@ -268,12 +270,7 @@ async fn the_fleet_makes_one_token_request_per_refresh() {
     };
     // 6 s tokens are due for refresh with 3 s left: over 4.5 s the fleet
     // needs exactly two tokens, however many members it has.
-    let mock = MockServer::start_with(MockConfig {
-        token_lifetime: Duration::from_secs(6),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = vendor_stacks::mock_with(|c| c.token_lifetime = Duration::from_secs(6)).await;
     let members = TestFleet::new(&redis, "token", &mock);
     let refreshes = members
         .run(3, None, |member, upstream| async move {
@@ -320,13 +317,11 @@ async fn a_rate_limit_seen_by_one_member_pauses_the_others() {
     // One token for the fleet, 8 requests per 2 s window; 6 workers with
     // think time send about 24 per window: the fleet runs into the limit,
     // and whoever is told to wait tells the others.
-    let mock = MockServer::start_with(MockConfig {
-        rate_limit: 8,
-        rate_window: Duration::from_secs(2),
-        ..MockConfig::default()
+    let mock = vendor_stacks::mock_with(|c| {
+        c.rate_limit = 8;
+        c.rate_window = Duration::from_secs(2);
     })
-    .await
-    .unwrap();
+    .await;
     let members = TestFleet::new(&redis, "gate", &mock);
     let reports = members
         .run(3, None, |member, upstream| async move {
@@ -385,12 +380,7 @@ async fn fleet_pacing_holds_the_configured_rate_over_a_minute() {
     let Some(redis) = RedisServer::shared() else {
         return;
     };
-    let mock = MockServer::start_with(MockConfig {
-        rate_limit: 1_000_000,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = vendor_stacks::mock_with(|c| c.rate_limit = 1_000_000).await;
     let members = TestFleet::new(&redis, "pace", &mock);
     // 20 per second for the fleet; each member alone would happily send
     // far more (8 workers, no latency).

@@ -614,13 +614,11 @@ async fn a_hint_over_180_s_stays_final_and_the_deadline_is_configurable() {
 #[tokio::test(start_paused = true)]
 async fn the_genesys_preset_paces_to_inin_ratelimit_allowed() {
     // an organisation whose tokens get 5 requests a minute, not 300
-    let mock = MockServer::start_with(tower_cx::mock::MockConfig {
-        rate_limit: 5,
-        in_flight_grace: Duration::ZERO,
-        ..tower_cx::mock::MockConfig::default()
+    let mock = vendor_stacks::mock_with(|c| {
+        c.rate_limit = 5;
+        c.in_flight_grace = Duration::ZERO;
     })
-    .await
-    .unwrap();
+    .await;
     let stack = preset(&mock);
     let limiter = stack.handles().limiter;
     assert_eq!(limiter.pacing_interval(), Some(Duration::from_millis(200)));

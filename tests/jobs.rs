@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tower_cx::audit::DeadLetter;
 use tower_cx::genesys::GenesysClient;
 use tower_cx::jobs::{JobFailed, JobProgress, JobState, JobTimedOut};
-use tower_cx::mock::{Fault, JobScript, MockConfig, MockServer};
+use tower_cx::mock::{Fault, JobScript, MockServer};
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::CxService;
 
@@ -170,12 +170,7 @@ async fn a_429_while_polling_is_waited_out_as_the_server_asks() {
 
 #[tokio::test(start_paused = true)]
 async fn a_job_longer_than_the_token_lifetime_never_notices() {
-    let mock = MockServer::start_with(MockConfig {
-        token_lifetime: Duration::from_secs(60),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = vendor_stacks::mock_with(|c| c.token_lifetime = Duration::from_secs(60)).await;
     let (genesys, seen) = client(&mock, 4);
     // 12 status reads: 2+4+8+16 + 8*30 = 270 s, four and a half token lifetimes
     let mut script = vec![("PENDING", ""); 11];

@@ -16,6 +16,8 @@ mod events;
 mod loopback;
 #[path = "support/upstream.rs"]
 mod upstream;
+#[path = "support/vendor_stacks.rs"]
+mod vendor_stacks;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,7 +38,7 @@ use tower_cx::backoff::Backoff;
 use tower_cx::body::Body;
 use tower_cx::breaker::CircuitBreakerLayer;
 use tower_cx::error::{BoxError, InsecureUrl};
-use tower_cx::mock::{Fault, MockConfig, MockServer};
+use tower_cx::mock::{Fault, MockServer};
 use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::Stack;
@@ -91,13 +93,11 @@ async fn no_secret_or_token_appears_in_any_output() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let mock = MockServer::start_with(MockConfig {
-        client_secret: CLIENT_SECRET.into(),
-        token_lifetime: Duration::from_secs(5),
-        ..MockConfig::default()
+    let mock = vendor_stacks::mock_with(|c| {
+        c.client_secret = CLIENT_SECRET.into();
+        c.token_lifetime = Duration::from_secs(5);
     })
-    .await
-    .unwrap();
+    .await;
     let c = mock.config().clone();
     let (webhook_url, webhook_seen) = recording_server(StatusCode::OK).await;
 

@@ -99,16 +99,14 @@ async fn the_custom_stack_retries_over_real_tcp() {
 #[cfg(feature = "mock")]
 #[tokio::test(start_paused = true)]
 async fn the_full_stack_completes_every_request_through_a_fault_mix_with_zero_violations() {
-    use tower_cx::mock::{Fault, MockConfig, MockServer};
+    use tower_cx::mock::Fault;
     use tower_cx::priority::{Priority, PriorityLimitLayer};
 
-    let mock = MockServer::start_with(MockConfig {
-        rate_limit: 40,
-        rate_window: Duration::from_secs(5),
-        ..MockConfig::default()
+    let mock = vendor_stacks::mock_with(|c| {
+        c.rate_limit = 40;
+        c.rate_window = Duration::from_secs(5);
     })
-    .await
-    .unwrap();
+    .await;
     let stack = vendor_stacks::genesys(&mock)
         .retry(
             RetryLayer::new()
@@ -183,14 +181,7 @@ async fn the_full_stack_completes_every_request_through_a_fault_mix_with_zero_vi
 #[cfg(feature = "mock")]
 #[tokio::test(start_paused = true)]
 async fn a_token_lifetime_shorter_than_the_run_never_sends_an_expired_token() {
-    use tower_cx::mock::{MockConfig, MockServer};
-
-    let mock = MockServer::start_with(MockConfig {
-        token_lifetime: Duration::from_secs(3),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = vendor_stacks::mock_with(|c| c.token_lifetime = Duration::from_secs(3)).await;
     let client = vendor_stacks::genesys(&mock).build();
     let started = tokio::time::Instant::now();
     let mut sent = 0;

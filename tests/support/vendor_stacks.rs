@@ -1,14 +1,23 @@
-//! One way for the tests to build each vendor's canonical stack against
-//! the embedded mock, with the mock's own credentials; and a job runner
-//! whose poll times are exact.
+//! The embedded mock for the tests: one way to start it with a setting or
+//! two changed, to build each vendor's canonical stack against it with the
+//! mock's own credentials, and a job runner whose poll times are exact.
 #![allow(dead_code)] // each test file uses what it needs
 
 use std::time::Duration;
 
 use tower_cx::backoff::{Backoff, Jitter};
 use tower_cx::jobs::JobRunner;
-use tower_cx::mock::MockServer;
+use tower_cx::mock::{MockConfig, MockServer};
 use tower_cx::stack::Stack;
+
+/// The mock, started with `change` made to its default configuration.
+pub async fn mock_with(change: impl FnOnce(&mut MockConfig)) -> MockServer {
+    let mut config = MockConfig::default();
+    change(&mut config);
+    MockServer::start_with(config)
+        .await
+        .expect("the mock starts")
+}
 
 /// `Stack::genesys` for the mock's region and client.
 pub fn genesys(mock: &MockServer) -> Stack {
