@@ -927,18 +927,17 @@ async fn rfc6749_error_body_is_a_typed_final_error() {
     )]);
     let cache = cache(&endpoint, &Events::default());
     let err = cache.refresh().await.unwrap_err();
-    match &err {
-        TokenError::Rejected {
-            status,
-            error,
-            description,
-        } => {
-            assert_eq!(*status, StatusCode::UNAUTHORIZED);
-            assert_eq!(error, "invalid_client");
-            assert_eq!(description.as_deref(), Some("Client authentication failed"));
-        }
-        other => panic!("{other:?}"),
-    }
+    let TokenError::Rejected {
+        status,
+        error,
+        description,
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error, "invalid_client");
+    assert_eq!(description.as_deref(), Some("Client authentication failed"));
     assert!(err.is_final());
 }
 

@@ -131,11 +131,10 @@ async fn a_failed_without_a_message_is_read_again_once_before_it_is_reported() {
     assert_eq!((failed.state(), failed.message()), (JobState::Failed, None));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_429_while_polling_is_waited_out_as_the_server_asks() {
-    let mock = MockServer::start().await.unwrap();
-    // one attempt in the stack: the runner itself sees the 429
-    let (genesys, seen) = client(&mock, 1);
+/// The timeline of a job whose first status read is answered 429 with
+/// `Retry-After: 7`, run by a client with `attempts` in its stack.
+async fn through_a_429(mock: &MockServer, attempts: u32) -> Vec<(String, u64)> {
+    let (genesys, seen) = client(mock, attempts);
     let jobs = genesys.analytics();
     let job_id = jobs.submit(&json!({})).await.unwrap();
     mock.fault(
@@ -144,25 +143,22 @@ async fn a_429_while_polling_is_waited_out_as_the_server_asks() {
         1,
     );
     jobs.wait(&job_id).await.unwrap();
+    timeline(&seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_while_polling_is_waited_out_as_the_server_asks() {
+    let mock = MockServer::start().await.unwrap();
+    // one attempt in the stack: the runner itself sees the 429
     // 2 s: 429 (wait 7 s); 9 s: QUEUED; +4 s: PENDING; +8 s: FULFILLED
     assert_eq!(
-        timeline(&seen),
+        through_a_429(&mock, 1).await,
         at(&[("QUEUED", 9), ("PENDING", 13), ("FULFILLED", 21)])
     );
     assert_eq!(mock.counters().retry_after_violations, 0);
 
     // through the full stack the retry layer honours it instead
-    seen.clear();
-    let (genesys, seen) = client(&mock, 4);
-    let jobs = genesys.analytics();
-    let job_id = jobs.submit(&json!({})).await.unwrap();
-    mock.fault(
-        Some(&format!("{JOBS}/{job_id}")),
-        Fault::RetryAfterSecs(7),
-        1,
-    );
-    jobs.wait(&job_id).await.unwrap();
-    let timeline = timeline(&seen);
+    let timeline = through_a_429(&mock, 4).await;
     assert_eq!(timeline[0].0, "QUEUED");
     assert!(timeline[0].1 >= 9, "{timeline:?}");
     assert_eq!(mock.counters().retry_after_violations, 0);
