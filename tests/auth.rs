@@ -63,7 +63,7 @@ struct EndpointState {
     script: Mutex<VecDeque<TokenAnswer>>,
     down: AtomicBool,
     /// `(authorization header, form body)` of each request.
-    seen: Mutex<Vec<(Option<String>, String)>>,
+    seen: EventCapture<(Option<String>, String)>,
 }
 
 /// A token endpoint. Answers after `latency` (paused-time friendly), from
@@ -103,7 +103,7 @@ impl TokenEndpoint {
     }
 
     fn answer(&self, auth: Option<String>, form: String) -> Response<Full<Bytes>> {
-        self.state.seen.lock().unwrap().push((auth, form));
+        self.state.seen.push((auth, form));
         let down = self.state.down.load(Ordering::SeqCst);
         let scripted = self.state.script.lock().unwrap().pop_front();
         let answer = match (down, scripted) {
@@ -1068,7 +1068,7 @@ async fn cxone_access_key_form_is_encoded_correctly_over_tcp() {
     let cache = TokenCache::new(credentials);
     cache.refresh().await.unwrap();
 
-    let seen = endpoint.state.seen.lock().unwrap().clone();
+    let seen = endpoint.state.seen.all();
     assert_eq!(seen.len(), 1);
     let (auth, form) = &seen[0];
     let basic = auth.as_deref().unwrap().strip_prefix("Basic ").unwrap();
@@ -1101,7 +1101,7 @@ async fn genesys_preset_posts_client_credentials_with_basic_auth_over_tcp() {
     let credentials = ClientCredentials::genesys(&region, "gen-id", "gen-secret").unwrap();
     let cache = TokenCache::new(credentials);
     cache.refresh().await.unwrap();
-    let seen = endpoint.state.seen.lock().unwrap().clone();
+    let seen = endpoint.state.seen.all();
     let (auth, form) = &seen[0];
     let expected = base64::engine::general_purpose::STANDARD.encode("gen-id:gen-secret");
     assert_eq!(auth.as_deref(), Some(format!("Basic {expected}").as_str()));
@@ -1128,7 +1128,7 @@ async fn html_502_from_a_real_token_endpoint_is_a_typed_error() {
     let err = cache.refresh().await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("502") && text.contains("text/html"), "{text}");
-    let (auth, form) = endpoint.state.seen.lock().unwrap()[0].clone();
+    let (auth, form) = endpoint.state.seen.all()[0].clone();
     assert_eq!(auth, None, "client_secret_post sends no Basic header");
     assert_eq!(
         form,

@@ -2,6 +2,8 @@
 //! mock with a bearer token it fetched itself.
 #![cfg(feature = "mock")]
 
+#[path = "support/events.rs"]
+mod events;
 #[path = "support/loopback.rs"]
 mod loopback;
 
@@ -21,6 +23,8 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tower_cx::body::Body;
 use tower_cx::mock::{Fault, MockServer};
+
+use events::EventCapture;
 
 /// The example binary `cargo test` builds next to the test binaries.
 fn gateway_binary() -> PathBuf {
@@ -185,20 +189,15 @@ struct Seen {
 
 #[derive(Clone, Default)]
 struct Recorder {
-    seen: Arc<Mutex<Vec<Seen>>>,
+    seen: EventCapture<Seen>,
     /// When set, the token endpoint answers 401 with this body.
     token_failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Recorder {
     fn api_requests(&self) -> Vec<Seen> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.uri != "/oauth/token")
-            .cloned()
-            .collect()
+        let seen = self.seen.all().into_iter();
+        seen.filter(|s| s.uri != "/oauth/token").collect()
     }
 }
 
@@ -228,7 +227,7 @@ fn record(recorder: &Recorder, request: Request<Body>) -> http::Response<Full<By
     let (parts, body) = request.into_parts();
     let body = body.as_bytes().cloned().unwrap_or_default();
     let uri = parts.uri.to_string();
-    recorder.seen.lock().unwrap().push(Seen {
+    recorder.seen.push(Seen {
         uri: uri.clone(),
         headers: parts.headers.clone(),
         body_len: body.len(),
@@ -488,7 +487,7 @@ async fn trace_connect_and_unknown_methods_are_answered_405_and_never_forwarded(
         );
     }
     assert!(
-        recorder.seen.lock().unwrap().is_empty(),
+        recorder.seen.is_empty(),
         "nothing reached the upstream, not even for a token"
     );
 }

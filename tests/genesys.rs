@@ -8,7 +8,6 @@ mod events;
 mod vendor_stacks;
 
 use std::error::Error as _;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
@@ -433,13 +432,13 @@ async fn a_listing_without_next_uri_follows_page_number_up_to_page_count() {
 
 /// A transport that answers `{}` and records whether each request was
 /// declared idempotent.
-type Declarations = Arc<Mutex<Vec<(String, Option<RetryOverride>)>>>;
+type Declarations = EventCapture<(String, Option<RetryOverride>)>;
 
 fn recording() -> (impl tower_cx::vendor::Transport, Declarations) {
-    let seen: Declarations = Arc::default();
+    let seen = Declarations::new();
     let log = seen.clone();
     let transport = tower::service_fn(move |req: http::Request<tower_cx::body::Body>| {
-        log.lock().unwrap().push((
+        log.push((
             req.uri().path().to_owned(),
             req.extensions().get::<RetryOverride>().cloned(),
         ));
@@ -478,7 +477,7 @@ async fn data_actions_are_idempotent_only_when_declared_per_action_or_per_call()
         .unwrap();
     genesys.analytics().submit(&json!({})).await.unwrap();
     let declared = RetryOverride::new().idempotent(true);
-    let seen = seen.lock().unwrap();
+    let seen = seen.all();
     let got: Vec<_> = seen
         .iter()
         .map(|(path, o)| (path.rsplit('/').nth(1).unwrap().to_owned(), o.clone()))

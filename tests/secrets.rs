@@ -19,7 +19,6 @@ mod upstream;
 #[path = "support/vendor_stacks.rs"]
 mod vendor_stacks;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -43,7 +42,7 @@ use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::Stack;
 
-use events::Written;
+use events::{EventCapture, Written};
 use upstream::Scripted;
 
 const CLIENT_SECRET: &str = "cs-9f8e7d6c5b4a39281706f5e4d3c2b1a0";
@@ -61,8 +60,8 @@ fn describe(error: &BoxError) -> String {
 
 /// A loopback server that records the `Authorization` header of each
 /// request (or `-` when there is none) and its body, and answers `status`.
-async fn recording_server(status: StatusCode) -> (String, Arc<Mutex<Vec<String>>>) {
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+async fn recording_server(status: StatusCode) -> (String, EventCapture<String>) {
+    let seen = EventCapture::new();
     let record = seen.clone();
     let url = loopback::serve(service_fn(move |req: Request<Body>| {
         let auth = req
@@ -71,7 +70,7 @@ async fn recording_server(status: StatusCode) -> (String, Arc<Mutex<Vec<String>>
             .map_or("-".to_owned(), |v| v.to_str().unwrap_or("?").to_owned());
         let body = req.body().as_bytes().unwrap();
         let line = format!("{auth} {}", String::from_utf8_lossy(body));
-        record.lock().unwrap().push(line);
+        record.push(line);
         let mut response = Response::new(Full::new(Bytes::new()));
         *response.status_mut() = status;
         async { Ok::<_, std::convert::Infallible>(response) }
@@ -102,7 +101,7 @@ async fn no_secret_or_token_appears_in_any_output() {
     let (webhook_url, webhook_seen) = recording_server(StatusCode::OK).await;
 
     // the token client records every token the endpoint issues
-    let issued: Arc<Mutex<Vec<String>>> = Arc::default();
+    let issued = EventCapture::<String>::new();
     let http = Client::builder(TokioExecutor::new()).build_http::<Body>();
     let token_client = {
         let issued = issued.clone();
@@ -115,7 +114,7 @@ async fn no_secret_or_token_appears_in_any_output() {
                 let bytes = body.collect().await?.to_bytes();
                 if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) {
                     if let Some(token) = json["access_token"].as_str() {
-                        issued.lock().unwrap().push(token.to_owned());
+                        issued.push(token.to_owned());
                     }
                 }
                 Ok::<_, BoxError>(Response::from_parts(parts, Full::new(bytes)))
@@ -198,12 +197,12 @@ async fn no_secret_or_token_appears_in_any_output() {
     capture.push_line(format!("{stack:?}"));
     let handles = stack.handles();
     // the API client records the Authorization values it sends
-    let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sent = EventCapture::<String>::new();
     let api_client = {
         let sent = sent.clone();
         service_fn(move |request: Request<Body>| {
             if let Some(auth) = request.headers().get("authorization") {
-                sent.lock().unwrap().push(
+                sent.push(
                     auth.to_str()
                         .unwrap()
                         .trim_start_matches("Bearer ")
@@ -323,13 +322,13 @@ async fn no_secret_or_token_appears_in_any_output() {
     ));
     capture.push_line(format!("{tokens:?} {webhook:?} {json_lines:?}"));
     capture.push_line(letters_file.text());
-    for line in webhook_seen.lock().unwrap().iter() {
+    for line in webhook_seen.all().iter() {
         capture.push_line(line);
     }
 
     let text = capture.text();
-    let issued = issued.lock().unwrap().clone();
-    let sent = sent.lock().unwrap().clone();
+    let issued = issued.all();
+    let sent = sent.all();
     // the scenario did what it says: several tokens, all used, every sink fed
     assert!(issued.len() >= 3, "tokens issued: {}", issued.len());
     assert!(sent.iter().all(|t| issued.contains(t)));
@@ -347,15 +346,13 @@ async fn no_secret_or_token_appears_in_any_output() {
     }
     // the request to another origin carried no token
     let elsewhere = webhook_seen
-        .lock()
-        .unwrap()
+        .all()
         .iter()
         .filter(|l| l.starts_with("- "))
         .count();
     assert!(elsewhere >= 1);
     assert!(webhook_seen
-        .lock()
-        .unwrap()
+        .all()
         .iter()
         .all(|line| !line.starts_with("Bearer")));
 
@@ -444,7 +441,7 @@ async fn the_token_goes_to_the_api_origin_only() {
     // no refresh, the 401 returned as it is
     let response = get(format!("{other}/download/file.csv")).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(seen.lock().unwrap().as_slice(), ["- "]);
+    assert_eq!(seen.all(), ["- "]);
     assert_eq!(tokens.status().refresh_count, 1);
     assert_eq!(mock.counters().tokens_issued, 1);
 
@@ -461,7 +458,7 @@ async fn the_token_goes_to_the_api_origin_only() {
     )
     .await
     .unwrap();
-    assert!(seen.lock().unwrap()[1].starts_with("Bearer "));
+    assert!(seen.all()[1].starts_with("Bearer "));
 }
 
 /// A token endpoint that echoes what it was sent (the `Authorization`
