@@ -11,6 +11,8 @@
 
 #[path = "support/events.rs"]
 mod events;
+#[path = "support/upstream.rs"]
+mod upstream;
 #[path = "support/vendor_stacks.rs"]
 mod vendor_stacks;
 
@@ -31,6 +33,7 @@ use tower_cx::retry::RetryLayer;
 use tower_cx::stack::{CxService, Stack};
 
 use events::EventCapture;
+use upstream::{status, Scripted};
 
 /// A `redis-server` child process on a loopback port, stopped on drop; or
 /// the server `.ci/run` started (`TOWER_CX_REDIS_URL`), for the tests that
@@ -584,15 +587,8 @@ async fn a_breaker_tripping_on_one_member_opens_the_breakers_of_the_fleet() {
                 .consecutive_failures(2)
                 .share_state(fleet(&url, &prefix, &events).breaker("upstream"));
             let handle = layer.handle();
-            let status = if i == 0 { 503 } else { 200 };
-            let service = tower::Layer::layer(
-                &layer,
-                tower::service_fn(move |_req: Request<Body>| async move {
-                    Ok::<_, tower_cx::error::BoxError>(
-                        http::Response::builder().status(status).body(()).unwrap(),
-                    )
-                }),
-            );
+            let code = if i == 0 { 503 } else { 200 };
+            let service = tower::Layer::layer(&layer, Scripted::always(status(code)));
             (service, handle)
         })
         .collect();
@@ -775,12 +771,7 @@ async fn a_half_open_subscription_is_detected_by_its_keepalive() {
         .keepalive(Duration::from_millis(100))
         .gate("api");
     let limiter = PriorityLimitLayer::new(1).share_gate(share);
-    let service = tower::Layer::layer(
-        &limiter,
-        tower::service_fn(|_req: Request<Body>| async {
-            Ok::<_, tower_cx::error::BoxError>(http::Response::new(()))
-        }),
-    );
+    let service = tower::Layer::layer(&limiter, Scripted::new([]));
     // the first request subscribes
     service
         .clone()
