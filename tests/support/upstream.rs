@@ -4,10 +4,13 @@
 //! time.
 //!
 //! ```ignore
+//! // a 503, a 429 with a hint, then 200 to every later request
 //! let upstream = Scripted::new([status(503), status(429).header("retry-after", "2")]);
-//! let service = RetryLayer::new().layer(upstream.clone());
+//! let service = layer.layer(upstream.clone());
 //! // ... send through `service` ...
-//! assert_eq!(upstream.arrivals(), [secs(0), secs(1), secs(3)]);
+//! assert_eq!(upstream.count(), 3);
+//! assert_eq!(upstream.arrivals()[2], Duration::from_secs(2) + backoff);
+//! assert_eq!(upstream.seen()[0].header("idempotency-key"), Some("k-1"));
 //! ```
 #![allow(dead_code)] // each test file uses what it needs
 
