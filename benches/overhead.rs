@@ -10,7 +10,8 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
 use http::{Request, Response};
 use std::time::{Duration, Instant};
 use tower::{Layer, Service};
@@ -73,33 +74,58 @@ where
     })
 }
 
+/// A benchmark group that times the bare service first, then what each
+/// layered service adds to it (see [`added`]).
+struct Overhead<'a, T> {
+    group: BenchmarkGroup<'a, WallTime>,
+    bare: T,
+}
+
+impl<'a, T> Overhead<'a, T>
+where
+    T: Service<Request<Body>, Response = Response<()>>,
+    T::Error: std::fmt::Debug,
+{
+    fn new(c: &'a mut Criterion, name: &str, mut bare: T) -> Self {
+        let mut group = c.benchmark_group(name);
+        group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
+        Self { group, bare }
+    }
+
+    /// What `layered` adds to the bare service, as `name`.
+    fn added<S>(&mut self, name: &str, mut layered: S)
+    where
+        S: Service<Request<Body>, Response = Response<()>>,
+        S::Error: std::fmt::Debug,
+    {
+        let bare = &mut self.bare;
+        self.group
+            .bench_function(name, |b| added(b, &mut layered, bare));
+    }
+
+    fn finish(self) {
+        self.group.finish();
+    }
+}
+
 fn retry(c: &mut Criterion) {
     let runtime = runtime();
     let _guard = runtime.enter();
-
-    let mut group = c.benchmark_group("retry");
-    let mut bare = upstream();
-    group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
-
-    let mut ours = RetryLayer::new().layer(upstream());
-    group.bench_function("tower-cx RetryLayer", |b| added(b, &mut ours, &mut bare));
+    let mut group = Overhead::new(c, "retry", upstream());
+    group.added("tower-cx RetryLayer", RetryLayer::new().layer(upstream()));
 
     // The request clone both retry layers make for a replay, measured alone:
     // most of what either adds on the happy path.
     let template = request();
-    group.bench_function("request clone alone", |b| {
+    group.group.bench_function("request clone alone", |b| {
         b.iter(|| black_box(try_clone_request(&template)))
     });
 
-    let mut peer = tower::retry::Retry::new(PeerPolicy::new(), upstream());
-    group.bench_function("tower::retry (TpsBudget)", |b| {
-        added(b, &mut peer, &mut bare)
-    });
-
-    let mut resilience = resilience_retry();
-    group.bench_function("tower-resilience Retry (token bucket)", |b| {
-        added(b, &mut resilience, &mut bare)
-    });
+    group.added(
+        "tower::retry (TpsBudget)",
+        tower::retry::Retry::new(PeerPolicy::new(), upstream()),
+    );
+    group.added("tower-resilience Retry (token bucket)", resilience_retry());
     group.finish();
 }
 
@@ -108,91 +134,80 @@ fn bearer(c: &mut Criterion) {
     let _guard = runtime.enter();
     let cache = cached_token(&runtime);
 
-    let mut group = c.benchmark_group("bearer");
-    let mut bare = upstream();
-    group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
-
-    let mut ours = BearerLayer::new(cache.clone()).layer(upstream());
-    group.bench_function("tower-cx BearerLayer (cached token, 401 replay on)", |b| {
-        added(b, &mut ours, &mut bare)
-    });
-
-    let mut no_replay = BearerLayer::new(cache.clone())
-        .replay_on_401(false)
-        .layer(upstream());
-    group.bench_function("tower-cx BearerLayer (cached token, 401 replay off)", |b| {
-        added(b, &mut no_replay, &mut bare)
-    });
-
-    let mut peer = AddAuthorizationLayer::bearer("bench-token").layer(upstream());
-    group.bench_function("tower-http AddAuthorization (static bearer)", |b| {
-        added(b, &mut peer, &mut bare)
-    });
+    let mut group = Overhead::new(c, "bearer", upstream());
+    group.added(
+        "tower-cx BearerLayer (cached token, 401 replay on)",
+        BearerLayer::new(cache.clone()).layer(upstream()),
+    );
+    group.added(
+        "tower-cx BearerLayer (cached token, 401 replay off)",
+        BearerLayer::new(cache.clone())
+            .replay_on_401(false)
+            .layer(upstream()),
+    );
+    group.added(
+        "tower-http AddAuthorization (static bearer)",
+        AddAuthorizationLayer::bearer("bench-token").layer(upstream()),
+    );
     group.finish();
 }
 
 fn breaker(c: &mut Criterion) {
     let runtime = runtime();
     let _guard = runtime.enter();
-    let mut group = c.benchmark_group("breaker");
-    let mut bare = upstream();
-    group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
-    let mut ours = CircuitBreakerLayer::new().layer(upstream());
-    group.bench_function("tower-cx CircuitBreakerLayer (closed)", |b| {
-        added(b, &mut ours, &mut bare)
-    });
-    let mut peer = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+    let mut group = Overhead::new(c, "breaker", upstream());
+    group.added(
+        "tower-cx CircuitBreakerLayer (closed)",
+        CircuitBreakerLayer::new().layer(upstream()),
+    );
+    let peer = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
         .failure_rate_threshold(0.5)
         .build()
-        .unwrap()
-        .layer(upstream());
-    group.bench_function("tower-resilience CircuitBreaker (closed)", |b| {
-        added(b, &mut peer, &mut bare)
-    });
+        .unwrap();
+    group.added(
+        "tower-resilience CircuitBreaker (closed)",
+        peer.layer(upstream()),
+    );
     group.finish();
 }
 
 fn limiter(c: &mut Criterion) {
     let runtime = runtime();
     let _guard = runtime.enter();
-    let mut group = c.benchmark_group("limiter");
-    let mut bare = upstream();
-    group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
-    let mut ours = PriorityLimitLayer::new(16).layer(upstream());
-    group.bench_function("tower-cx PriorityLimitLayer (uncontended)", |b| {
-        added(b, &mut ours, &mut bare)
-    });
-    let mut tower_limit = tower::limit::ConcurrencyLimit::new(upstream(), 16);
-    group.bench_function("tower ConcurrencyLimit (uncontended)", |b| {
-        added(b, &mut tower_limit, &mut bare)
-    });
-    let mut bulkhead = tower_resilience::bulkhead::BulkheadLayer::builder()
+    let mut group = Overhead::new(c, "limiter", upstream());
+    group.added(
+        "tower-cx PriorityLimitLayer (uncontended)",
+        PriorityLimitLayer::new(16).layer(upstream()),
+    );
+    group.added(
+        "tower ConcurrencyLimit (uncontended)",
+        tower::limit::ConcurrencyLimit::new(upstream(), 16),
+    );
+    let bulkhead = tower_resilience::bulkhead::BulkheadLayer::builder()
         .max_concurrent_calls(16)
         .backpressure()
         .build()
-        .unwrap()
-        .layer(upstream());
-    group.bench_function("tower-resilience Bulkhead (uncontended)", |b| {
-        added(b, &mut bulkhead, &mut bare)
-    });
+        .unwrap();
+    group.added(
+        "tower-resilience Bulkhead (uncontended)",
+        bulkhead.layer(upstream()),
+    );
     group.finish();
 }
 
 fn audit(c: &mut Criterion) {
     let runtime = runtime();
     let _guard = runtime.enter();
-    let mut group = c.benchmark_group("audit");
-    let mut bare = upstream();
-    group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
-    let mut noop = AuditLayer::new(NoopSink).layer(upstream());
-    group.bench_function("tower-cx AuditLayer (no-op sink)", |b| {
-        added(b, &mut noop, &mut bare)
-    });
-    let mut lines =
-        AuditLayer::new(JsonLinesSink::with_capacity(std::io::sink(), 1 << 20)).layer(upstream());
-    group.bench_function("tower-cx AuditLayer (JSON lines to io::sink)", |b| {
-        added(b, &mut lines, &mut bare)
-    });
+    let mut group = Overhead::new(c, "audit", upstream());
+    group.added(
+        "tower-cx AuditLayer (no-op sink)",
+        AuditLayer::new(NoopSink).layer(upstream()),
+    );
+    let lines = JsonLinesSink::with_capacity(std::io::sink(), 1 << 20);
+    group.added(
+        "tower-cx AuditLayer (JSON lines to io::sink)",
+        AuditLayer::new(lines).layer(upstream()),
+    );
     group.finish();
 }
 
@@ -205,24 +220,19 @@ fn stack(c: &mut Criterion) {
     let _guard = runtime.enter();
     let cache = cached_token(&runtime);
 
-    let mut group = c.benchmark_group("stack");
-    let mut bare = upstream();
-    group.bench_function("bare service", |b| b.iter(|| drive(&mut bare)));
-
-    let mut ours = canonical_stack(cache.clone(), true);
-    group.bench_function("tower-cx canonical stack", |b| {
-        added(b, &mut ours, &mut bare)
-    });
-
-    let mut ours_no_timeout = canonical_stack(cache.clone(), false);
-    group.bench_function("tower-cx canonical stack without timeout", |b| {
-        added(b, &mut ours_no_timeout, &mut bare)
-    });
-
-    let mut peer = peer_stack();
-    group.bench_function("tower built-ins (retry, limit, auth, timeout)", |b| {
-        added(b, &mut peer, &mut bare)
-    });
+    let mut group = Overhead::new(c, "stack", upstream());
+    group.added(
+        "tower-cx canonical stack",
+        canonical_stack(cache.clone(), true),
+    );
+    group.added(
+        "tower-cx canonical stack without timeout",
+        canonical_stack(cache.clone(), false),
+    );
+    group.added(
+        "tower built-ins (retry, limit, auth, timeout)",
+        peer_stack(),
+    );
     group.finish();
 }
 

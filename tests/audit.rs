@@ -1,7 +1,13 @@
 //! The audit layer: exact event sequences through the real layers, sinks,
 //! stats, dead letters and redaction.
 
-use std::collections::VecDeque;
+#[path = "support/events.rs"]
+mod events;
+#[path = "support/loopback.rs"]
+mod loopback;
+#[path = "support/upstream.rs"]
+mod upstream;
+
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
@@ -13,7 +19,7 @@ use http::{Request, Response, StatusCode};
 use serde_json::json;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_cx::audit::{
-    callback, dead_letter_fn, AuditEvent, AuditLayer, DeadLetter, EventKind, JsonLinesSink,
+    dead_letter_fn, AuditEvent, AuditLayer, DeadLetter, EventKind, JsonLinesSink,
 };
 use tower_cx::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
 use tower_cx::backoff::{Backoff, Jitter};
@@ -24,76 +30,13 @@ use tower_cx::observe::{RequestEvent, RetryEventKind};
 use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::{RetryBudget, RetryLayer};
 
-#[derive(Clone)]
-enum Answer {
-    Status(u16),
-    RetryAfter(u16, &'static str),
-    Slow(u16, Duration),
-    /// 401 unless the request carries `Bearer tok-2`.
-    NeedsSecondToken,
-}
+use events::{EventCapture, Written};
+use upstream::{status, Scripted};
 
-/// A scripted upstream; answers `200` once the script runs out.
-#[derive(Clone)]
-struct Upstream {
-    script: Arc<Mutex<VecDeque<Answer>>>,
-}
-
-impl Upstream {
-    fn new(script: Vec<Answer>) -> Self {
-        Self {
-            script: Arc::new(Mutex::new(script.into())),
-        }
-    }
-}
-
-impl Service<Request<Body>> for Upstream {
-    type Response = Response<()>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<()>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let answer = self
-            .script
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or(Answer::Status(200));
-        let token = request
-            .headers()
-            .get("authorization")
-            .map(|v| v.to_str().unwrap().to_owned());
-        Box::pin(async move {
-            let (status, retry_after) = match answer {
-                Answer::Status(code) => (code, None),
-                Answer::RetryAfter(code, value) => (code, Some(value)),
-                Answer::Slow(code, latency) => {
-                    tokio::time::sleep(latency).await;
-                    (code, None)
-                }
-                Answer::NeedsSecondToken => {
-                    let ok = token.as_deref() == Some("Bearer tok-2");
-                    (if ok { 200 } else { 401 }, None)
-                }
-            };
-            let mut response = Response::builder().status(status);
-            if let Some(value) = retry_after {
-                response = response.header("retry-after", value);
-            }
-            Ok(response.body(()).unwrap())
-        })
-    }
-}
-
-type Events = Arc<Mutex<Vec<AuditEvent>>>;
+type Events = EventCapture<AuditEvent>;
 
 fn audit(events: &Events) -> AuditLayer {
-    let events = events.clone();
-    AuditLayer::new(callback(move |e| events.lock().unwrap().push(e.clone())))
+    AuditLayer::new(events.sink())
 }
 
 fn retry() -> RetryLayer {
@@ -105,17 +48,12 @@ fn retry() -> RetryLayer {
 
 /// `(event name, attempt)` of each event.
 fn names(events: &Events) -> Vec<(&'static str, Option<u32>)> {
-    events
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|e| (e.name(), e.attempt))
-        .collect()
+    events.all().iter().map(|e| (e.name(), e.attempt)).collect()
 }
 
 /// The last event (`request.finished`), as its JSON.
 fn finished(events: &Events) -> serde_json::Value {
-    json(&events.lock().unwrap().last().unwrap().kind)
+    json(&events.all().last().unwrap().kind)
 }
 
 /// An event as the sinks write it, without `ts`, `correlation_id` and
@@ -136,7 +74,7 @@ async fn success_on_the_first_attempt() {
     let service = ServiceBuilder::new()
         .layer(audit(&events))
         .layer(retry())
-        .service(Upstream::new(vec![]));
+        .service(Scripted::new([]));
     service.oneshot(get()).await.unwrap();
     assert_eq!(
         names(&events),
@@ -168,10 +106,9 @@ async fn a_503_then_success() {
     let service = ServiceBuilder::new()
         .layer(audit(&events))
         .layer(retry())
-        .service(Upstream::new(vec![Answer::Slow(
-            503,
-            Duration::from_millis(20),
-        )]));
+        .service(Scripted::new(
+            [status(503).after(Duration::from_millis(20))],
+        ));
     service.oneshot(get()).await.unwrap();
     assert_eq!(
         names(&events),
@@ -185,7 +122,7 @@ async fn a_503_then_success() {
             ("request.finished", None),
         ]
     );
-    let events = events.lock().unwrap();
+    let events = events.all();
     assert_eq!(
         json(&events[2].kind),
         json!({
@@ -222,7 +159,7 @@ async fn a_429_with_retry_after_closes_the_gate() {
         .layer(audit(&events))
         .layer(retry())
         .layer(PriorityLimitLayer::new(4))
-        .service(Upstream::new(vec![Answer::RetryAfter(429, "2")]));
+        .service(Scripted::new([status(429).header("retry-after", "2")]));
     service.oneshot(get()).await.unwrap();
     assert_eq!(
         names(&events),
@@ -237,7 +174,7 @@ async fn a_429_with_retry_after_closes_the_gate() {
             ("request.finished", None),
         ]
     );
-    let events = events.lock().unwrap();
+    let events = events.all();
     assert_eq!(
         json(&events[2].kind),
         json!({"event": "gate.closed", "for_ms": 2000.0, "source": "retry-after"})
@@ -264,10 +201,14 @@ async fn a_401_refreshes_the_token_and_replays() {
         .layer(audit(&events))
         .layer(retry())
         .layer(BearerLayer::new(tokens))
-        .service(Upstream::new(vec![
-            Answer::NeedsSecondToken,
-            Answer::NeedsSecondToken,
-        ]));
+        .service(Scripted::answering(|request| {
+            // 401 unless the request carries the second token
+            if request.header("authorization") == Some("Bearer tok-2") {
+                status(200)
+            } else {
+                status(401)
+            }
+        }));
     let response = service.oneshot(get()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     // under a retry layer the bearer leaves the replay to it
@@ -288,11 +229,11 @@ async fn a_401_refreshes_the_token_and_replays() {
         ]
     );
     assert_eq!(
-        json(&events.lock().unwrap()[5].kind),
+        json(&events.all()[5].kind),
         json!({"event": "retry.scheduled", "delay_ms": 0.0, "source": "token-rejected"})
     );
     assert_eq!(
-        json(&events.lock().unwrap()[2].kind),
+        json(&events.all()[2].kind),
         json!({"event": "token.refreshed", "wait_ms": 100.0})
     );
 }
@@ -308,7 +249,7 @@ async fn an_open_breaker_is_reported_and_the_request_ends_not_sent() {
                 .consecutive_failures(1)
                 .open_duration(Backoff::constant(Duration::from_secs(10))),
         )
-        .service(Upstream::new(vec![Answer::Status(503)]));
+        .service(Scripted::new([status(503)]));
     let err = service.oneshot(get()).await.unwrap_err();
     assert!(err.is::<tower_cx::error::CircuitOpen>());
     assert_eq!(
@@ -325,7 +266,7 @@ async fn an_open_breaker_is_reported_and_the_request_ends_not_sent() {
             ("request.finished", None),
         ]
     );
-    let events = events.lock().unwrap();
+    let events = events.all();
     assert_eq!(
         json(&events[2].kind),
         json!({
@@ -363,15 +304,12 @@ async fn a_shed_request_is_reported() {
     let service = ServiceBuilder::new()
         .layer(audit(&events))
         .layer(limiter)
-        .service(Upstream::new(vec![Answer::Slow(
-            200,
-            Duration::from_secs(5),
-        )]));
+        .service(Scripted::new([status(200).after(Duration::from_secs(5))]));
     let holder = tokio::spawn(service.clone().oneshot(get()));
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
-    events.lock().unwrap().clear();
+    events.clear();
     let err = service.oneshot(get()).await.unwrap_err();
     assert!(err.is::<tower_cx::error::Overloaded>());
     assert_eq!(
@@ -383,7 +321,7 @@ async fn a_shed_request_is_reported() {
         ]
     );
     assert_eq!(
-        json(&events.lock().unwrap()[1].kind),
+        json(&events.all()[1].kind),
         json!({"event": "request.shed", "priority": "normal", "reason": "queue_full"})
     );
     holder.await.unwrap().unwrap();
@@ -395,19 +333,16 @@ async fn queue_time_is_measured_and_reported() {
     let service = ServiceBuilder::new()
         .layer(audit(&events))
         .layer(PriorityLimitLayer::new(1))
-        .service(Upstream::new(vec![Answer::Slow(
-            200,
-            Duration::from_secs(3),
-        )]));
+        .service(Scripted::new([status(200).after(Duration::from_secs(3))]));
     let holder = tokio::spawn(service.clone().oneshot(get()));
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
-    events.lock().unwrap().clear();
+    events.clear();
     service.oneshot(get()).await.unwrap();
     holder.await.unwrap().unwrap();
     // only the queued request's own events (the holder finishes meanwhile)
-    let all = events.lock().unwrap();
+    let all = events.all();
     let id = all[0].correlation_id.clone();
     let events: Vec<_> = all.iter().filter(|e| e.correlation_id == id).collect();
     assert_eq!(events.len(), 3);
@@ -425,30 +360,19 @@ async fn queue_time_is_measured_and_reported() {
 #[tokio::test(start_paused = true)]
 async fn the_correlation_id_comes_from_the_request_or_is_generated_and_sent_upstream() {
     let events = Events::default();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let upstream = {
-        let seen = seen.clone();
-        tower::service_fn(move |req: Request<Body>| {
-            seen.lock().unwrap().push(
-                req.headers()
-                    .get("x-correlation-id")
-                    .map(|v| v.to_str().unwrap().to_owned()),
-            );
-            async { Ok::<_, BoxError>(Response::new(())) }
-        })
-    };
-    let service = audit(&events).layer(upstream);
+    let upstream = Scripted::new([]);
+    let service = audit(&events).layer(upstream.clone());
     let request = Request::get("https://x/")
         .header("ININ-Correlation-Id", "abc-123")
         .body(Body::empty())
         .unwrap();
     service.clone().oneshot(request).await.unwrap();
     service.oneshot(get()).await.unwrap();
-    let seen = seen.lock().unwrap();
+    let seen = upstream.header_values("x-correlation-id");
     assert_eq!(seen[0].as_deref(), Some("abc-123"));
     let generated = seen[1].clone().unwrap();
     assert_eq!(generated.len(), 36);
-    let events = events.lock().unwrap();
+    let events = events.all();
     assert_eq!(&*events[0].correlation_id, "abc-123");
     assert_eq!(&*events[2].correlation_id, generated.as_str());
 }
@@ -460,11 +384,11 @@ async fn stats_count_requests_and_latencies() {
     let service = ServiceBuilder::new()
         .layer(layer)
         .layer(retry().max_attempts(2))
-        .service(Upstream::new(vec![
-            Answer::Slow(200, Duration::from_millis(10)),
-            Answer::Status(503),
-            Answer::Status(503),
-            Answer::Slow(200, Duration::from_millis(30)),
+        .service(Scripted::new([
+            status(200).after(Duration::from_millis(10)),
+            status(503),
+            status(503),
+            status(200).after(Duration::from_millis(30)),
         ]));
     for _ in 0..3 {
         service.clone().oneshot(get()).await.unwrap();
@@ -480,20 +404,13 @@ async fn stats_count_requests_and_latencies() {
 
 #[tokio::test(start_paused = true)]
 async fn failures_go_to_the_dead_letter_sink_with_a_replayable_request() {
-    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
-    let layer = {
-        let letters = letters.clone();
-        audit(&Events::default())
-            .dead_letters(dead_letter_fn(move |l| letters.lock().unwrap().push(l)))
-    };
+    let letters = EventCapture::<DeadLetter>::new();
+    let layer = audit(&Events::default()).dead_letters(letters.dead_letters());
     let stats = layer.stats_handle();
     let service = ServiceBuilder::new()
         .layer(layer)
         .layer(retry().max_attempts(2))
-        .service(Upstream::new(vec![
-            Answer::Status(503),
-            Answer::Status(503),
-        ]));
+        .service(Scripted::new([status(503), status(503)]));
     let request = Request::put("https://api.example.com/api/v2/things/1")
         .header("authorization", "Bearer user-supplied-secret")
         .header("content-type", "application/json")
@@ -501,7 +418,7 @@ async fn failures_go_to_the_dead_letter_sink_with_a_replayable_request() {
         .unwrap();
     let response = service.oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let letters = letters.lock().unwrap();
+    let letters = letters.take();
     assert_eq!(letters.len(), 1);
     let letter = &letters[0];
     assert_eq!(letter.attempts, 2);
@@ -518,35 +435,21 @@ async fn failures_go_to_the_dead_letter_sink_with_a_replayable_request() {
     assert_eq!(stats.snapshot().dead_letters, 1);
 }
 
-/// A writer that appends to a shared buffer.
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn json_lines_have_the_documented_shape() {
-    let buffer = Buffer::default();
+    let buffer = Written::default();
     let sink = JsonLinesSink::new(buffer.clone());
     let service = ServiceBuilder::new()
         .layer(AuditLayer::new(sink.clone()))
         .layer(retry())
-        .service(Upstream::new(vec![Answer::Status(502)]));
+        .service(Scripted::new([status(502)]));
     let mut request = get();
     request
         .extensions_mut()
         .insert(tower_cx::priority::Priority::High);
     service.oneshot(request).await.unwrap();
     sink.flush();
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let text = buffer.text();
     let lines: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -579,13 +482,10 @@ mod redaction {
         ) {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
             let events = Events::default();
-            let buffer = Buffer::default();
+            let buffer = Written::default();
             runtime.block_on(async {
                 let sink = JsonLinesSink::new(buffer.clone());
-                let fan = tower_cx::audit::FanOut::new().with(sink.clone()).with({
-                    let events = events.clone();
-                    callback(move |e| events.lock().unwrap().push(e.clone()))
-                });
+                let fan = tower_cx::audit::FanOut::new().with(sink.clone()).with(events.sink());
                 let tokens = TokenCache::new(source_fn({
                     let secret = secret.clone();
                     move || {
@@ -597,7 +497,7 @@ mod redaction {
                     .layer(AuditLayer::new(fan).record_bodies(true))
                     .layer(retry().max_attempts(2))
                     .layer(BearerLayer::new(tokens))
-                    .service(Upstream::new(vec![Answer::Status(429)]));
+                    .service(Scripted::new([status(429)]));
                 let url = format!("https://user:{secret}@api.example.com/x?{key}={secret}&page=1");
                 let request = Request::post(url)
                     .header("authorization", format!("Bearer {secret}"))
@@ -609,10 +509,10 @@ mod redaction {
                 service.oneshot(request).await.unwrap();
                 sink.flush();
             });
-            let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+            let text = buffer.text();
             prop_assert!(text.lines().count() >= 6);
             prop_assert!(!text.contains(&secret), "{text}");
-            for event in events.lock().unwrap().iter() {
+            for event in events.all().iter() {
                 let shown = format!("{:?}", event);
                 prop_assert!(!shown.contains(&secret), "{}", shown);
             }
@@ -693,7 +593,7 @@ mod webhook {
             .build()
     }
 
-    async fn requests(service: &tower_cx::audit::Audit<Upstream>, n: usize) {
+    async fn requests(service: &tower_cx::audit::Audit<Scripted>, n: usize) {
         for _ in 0..n {
             let start = Instant::now();
             service.clone().oneshot(get()).await.unwrap();
@@ -733,7 +633,7 @@ mod webhook {
         let receiver = Receiver::default();
         receiver.mode.store(DOWN, Ordering::SeqCst);
         let sink = sink(&receiver);
-        let service = AuditLayer::new(sink.clone()).layer(Upstream::new(vec![]));
+        let service = AuditLayer::new(sink.clone()).layer(Scripted::new([]));
         requests(&service, 10).await; // 20 events: the queue is full
         tokio::time::sleep(Duration::from_secs(3)).await;
         assert_eq!(sink.delivered(), 0);
@@ -761,7 +661,7 @@ mod webhook {
         let receiver = Receiver::default();
         receiver.mode.store(REFUSE, Ordering::SeqCst);
         let sink = sink(&receiver);
-        let service = AuditLayer::new(sink.clone()).layer(Upstream::new(vec![]));
+        let service = AuditLayer::new(sink.clone()).layer(Scripted::new([]));
         requests(&service, 15).await; // 30 events: 20 kept, 3 batches' worth
         tokio::time::sleep(Duration::from_millis(10_500)).await;
         // one POST at 0 s, then one per 1 s interval
@@ -777,7 +677,7 @@ mod webhook {
         let receiver = Receiver::default();
         receiver.mode.store(SLOW, Ordering::SeqCst);
         let sink = sink(&receiver);
-        let service = AuditLayer::new(sink.clone()).layer(Upstream::new(vec![]));
+        let service = AuditLayer::new(sink.clone()).layer(Scripted::new([]));
         requests(&service, 3).await;
         tokio::time::sleep(Duration::from_secs(12)).await;
         assert_eq!(sink.delivered(), 0);
@@ -797,21 +697,20 @@ mod webhook {
 
 #[tokio::test(start_paused = true)]
 async fn the_tracing_sink_emits_structured_events() {
-    let buffer = Buffer::default();
+    let buffer = Written::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let service = AuditLayer::new(tower_cx::audit::TracingSink)
-        .layer(Upstream::new(vec![Answer::Status(500)]));
+    let service = AuditLayer::new(tower_cx::audit::TracingSink).layer(Scripted::new([status(500)]));
     let request = Request::get("https://x/")
         .header("x-request-id", "trace-1")
         .body(Body::empty())
         .unwrap();
     service.oneshot(request).await.unwrap();
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let text = buffer.text();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
     assert!(
@@ -833,7 +732,7 @@ async fn a_request_held_by_the_gate_sees_it_open() {
     let service = ServiceBuilder::new()
         .layer(audit(&events))
         .layer(limiter)
-        .service(Upstream::new(vec![]));
+        .service(Scripted::new([]));
     handle.close_gate(Duration::from_secs(7));
     service.oneshot(get()).await.unwrap();
     assert_eq!(
@@ -846,7 +745,7 @@ async fn a_request_held_by_the_gate_sees_it_open() {
         ]
     );
     assert_eq!(
-        json(&events.lock().unwrap()[2].kind),
+        json(&events.all()[2].kind),
         json!({"event": "queue.waited", "wait_ms": 7000.0})
     );
 }
@@ -857,12 +756,12 @@ async fn bodies_are_recorded_only_when_asked_and_masked() {
         let events = Events::default();
         let service = audit(&events)
             .record_bodies(record)
-            .layer(Upstream::new(vec![]));
+            .layer(Scripted::new([]));
         let request = Request::post("https://x/login")
             .body(Body::from(r#"{"user":"ann","password":"hunter2"}"#))
             .unwrap();
         service.oneshot(request).await.unwrap();
-        let line = events.lock().unwrap()[0].to_json();
+        let line = events.all()[0].to_json();
         assert!(!line.contains("hunter2"), "{line}");
         assert_eq!(
             line.contains(r#""body":{"password":"[redacted]","user":"ann"}"#),
@@ -874,20 +773,20 @@ async fn bodies_are_recorded_only_when_asked_and_masked() {
 
 #[tokio::test(start_paused = true)]
 async fn dead_letters_as_json_lines_can_be_read_back() {
-    let buffer = Buffer::default();
+    let buffer = Written::default();
     let layer = audit(&Events::default())
         .dead_letters(tower_cx::audit::JsonLinesDeadLetters::new(buffer.clone()));
     let service = ServiceBuilder::new()
         .layer(layer)
         .layer(retry().max_attempts(1))
-        .service(Upstream::new(vec![Answer::Status(422)]));
+        .service(Scripted::new([status(422)]));
     let request = Request::post("https://api.example.com/api/v2/orders?page=1")
         .header("authorization", "Bearer never-kept")
         .header("idempotency-key", "k-7")
         .body(Body::from("{\"item\":1}"))
         .unwrap();
     service.oneshot(request).await.unwrap();
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let text = buffer.text();
     assert!(!text.contains("never-kept"));
     let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
     assert_eq!(line["attempts"], 1);
@@ -906,42 +805,22 @@ async fn dead_letters_as_json_lines_can_be_read_back() {
 /// The webhook sink against a real hyper server on 127.0.0.1.
 #[tokio::test]
 async fn the_webhook_sink_posts_to_a_real_loopback_server() {
-    use hyper::server::conn::http1;
-    use hyper_util::rt::TokioIo;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     let received = Arc::new(AtomicUsize::new(0));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let counter = received.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let counter = counter.clone();
-                        async move {
-                            use http_body_util::BodyExt;
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let batch: Vec<serde_json::Value> =
-                                serde_json::from_slice(&body).unwrap();
-                            counter.fetch_add(batch.len(), Ordering::SeqCst);
-                            Ok::<_, std::convert::Infallible>(Response::new(
-                                http_body_util::Empty::<bytes::Bytes>::new(),
-                            ))
-                        }
-                    });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    let sink = tower_cx::audit::WebhookSink::builder(&format!("http://{addr}/audit"))
+    let base = loopback::serve(tower::service_fn(move |req: Request<Body>| {
+        let batch: Vec<serde_json::Value> =
+            serde_json::from_slice(req.body().as_bytes().unwrap()).unwrap();
+        counter.fetch_add(batch.len(), Ordering::SeqCst);
+        let response = Response::new(http_body_util::Full::default());
+        async { Ok::<_, std::convert::Infallible>(response) }
+    }))
+    .await;
+    let sink = tower_cx::audit::WebhookSink::builder(&format!("{base}/audit"))
         .unwrap()
         .build();
-    let service = AuditLayer::new(sink.clone()).layer(Upstream::new(vec![]));
+    let service = AuditLayer::new(sink.clone()).layer(Scripted::new([]));
     for _ in 0..3 {
         service.clone().oneshot(get()).await.unwrap();
     }
@@ -954,8 +833,8 @@ async fn the_webhook_sink_posts_to_a_real_loopback_server() {
 
 #[tokio::test(start_paused = true)]
 async fn dead_letters_keep_no_credentials() {
-    let buffer = Buffer::default();
-    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
+    let buffer = Written::default();
+    let letters = EventCapture::<DeadLetter>::new();
     let fan = {
         let letters = letters.clone();
         let file = tower_cx::audit::JsonLinesDeadLetters::new(buffer.clone());
@@ -969,13 +848,13 @@ async fn dead_letters_keep_no_credentials() {
                 request: None,
             };
             tower_cx::audit::DeadLetterSink::dead_letter(&file, letter);
-            letters.lock().unwrap().push(copy);
+            letters.push(copy);
         })
     };
     let service = ServiceBuilder::new()
         .layer(audit(&Events::default()).dead_letters(fan))
         .layer(retry().max_attempts(1))
-        .service(Upstream::new(vec![Answer::Status(500)]));
+        .service(Scripted::new([status(500)]));
     let mut sensitive = http::HeaderValue::from_static("opaque-sensitive");
     sensitive.set_sensitive(true);
     let request =
@@ -987,7 +866,7 @@ async fn dead_letters_keep_no_credentials() {
             .body(Body::from("{}"))
             .unwrap();
     service.oneshot(request).await.unwrap();
-    let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let text = buffer.text();
     for secret in [
         "hunter2",
         "SECRETTOK",
@@ -1002,7 +881,7 @@ async fn dead_letters_keep_no_credentials() {
         "{text}"
     );
     assert!(text.contains("accept"), "{text}");
-    assert_eq!(letters.lock().unwrap().len(), 1);
+    assert_eq!(letters.len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1010,10 +889,7 @@ async fn a_cancelled_request_is_reported_as_cancelled() {
     let events = Events::default();
     let layer = audit(&events);
     let stats = layer.stats_handle();
-    let service = layer.layer(Upstream::new(vec![Answer::Slow(
-        200,
-        Duration::from_secs(60),
-    )]));
+    let service = layer.layer(Scripted::new([status(200).after(Duration::from_secs(60))]));
     let result = tokio::time::timeout(Duration::from_secs(1), service.oneshot(get())).await;
     assert!(result.is_err());
     assert_eq!(
@@ -1035,7 +911,7 @@ async fn a_hint_the_gate_ignores_is_not_reported_as_closing_it() {
     let service = ServiceBuilder::new()
         .layer(audit(&events))
         .layer(PriorityLimitLayer::new(4))
-        .service(Upstream::new(vec![Answer::RetryAfter(429, "3600")]));
+        .service(Scripted::new([status(429).header("retry-after", "3600")]));
     service.oneshot(get()).await.unwrap();
     assert!(!names(&events)
         .iter()
@@ -1048,10 +924,7 @@ async fn time_queued_before_a_shed_counts_as_queue_time() {
     let service = ServiceBuilder::new()
         .layer(audit(&events))
         .layer(PriorityLimitLayer::new(1).max_queue_wait(Duration::from_secs(2)))
-        .service(Upstream::new(vec![Answer::Slow(
-            200,
-            Duration::from_secs(10),
-        )]));
+        .service(Scripted::new([status(200).after(Duration::from_secs(10))]));
     let holder = tokio::spawn(service.clone().oneshot(get()));
     for _ in 0..10 {
         tokio::task::yield_now().await;
@@ -1124,12 +997,12 @@ async fn a_no_op_sink_keeps_the_same_stats_as_a_recording_one() {
             .layer(layer)
             .layer(retry().max_attempts(2))
             .layer(CircuitBreakerLayer::new())
-            .service(Upstream::new(vec![
-                Answer::Slow(200, Duration::from_millis(10)),
-                Answer::Status(503),
-                Answer::Slow(200, Duration::from_millis(30)),
-                Answer::Status(404),
-                Answer::Slow(200, Duration::from_secs(60)),
+            .service(Scripted::new([
+                status(200).after(Duration::from_millis(10)),
+                status(503),
+                status(200).after(Duration::from_millis(30)),
+                status(404),
+                status(200).after(Duration::from_secs(60)),
             ]));
         for _ in 0..3 {
             service.clone().oneshot(get()).await.unwrap();
@@ -1159,19 +1032,8 @@ async fn a_no_op_sink_keeps_the_same_stats_as_a_recording_one() {
 
 #[tokio::test(start_paused = true)]
 async fn an_incoming_correlation_id_is_trimmed_and_sent_upstream_with_a_no_op_sink() {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let upstream = {
-        let seen = seen.clone();
-        tower::service_fn(move |req: Request<Body>| {
-            seen.lock().unwrap().push(
-                req.headers()
-                    .get("x-correlation-id")
-                    .map(|v| v.to_str().unwrap().to_owned()),
-            );
-            async { Ok::<_, BoxError>(Response::new(())) }
-        })
-    };
-    let service = AuditLayer::new(tower_cx::audit::NoopSink).layer(upstream);
+    let upstream = Scripted::new([]);
+    let service = AuditLayer::new(tower_cx::audit::NoopSink).layer(upstream.clone());
     let request = Request::get("https://x/")
         .header("x-request-id", " req-7 ")
         .header("inin-correlation-id", "other")
@@ -1180,7 +1042,7 @@ async fn an_incoming_correlation_id_is_trimmed_and_sent_upstream_with_a_no_op_si
     service.clone().oneshot(request).await.unwrap();
     service.clone().oneshot(get()).await.unwrap();
     service.oneshot(get()).await.unwrap();
-    let seen = seen.lock().unwrap();
+    let seen = upstream.header_values("x-correlation-id");
     assert_eq!(seen[0].as_deref(), Some("req-7"));
     let (first, second) = (seen[1].clone().unwrap(), seen[2].clone().unwrap());
     for id in [&first, &second] {
@@ -1259,7 +1121,7 @@ fn a_stuck_json_lines_writer_queues_at_most_the_byte_cap() {
 #[tokio::test(start_paused = true)]
 async fn long_urls_are_cut_and_semicolon_parameters_redacted_in_events() {
     let events = Events::default();
-    let service = audit(&events).layer(Upstream::new(vec![]));
+    let service = audit(&events).layer(Scripted::new([]));
     let url = format!(
         "https://api.example.com/x?a=1;api_key=S3CR3T;b=2&q={}",
         "z".repeat(60_000)
@@ -1268,7 +1130,7 @@ async fn long_urls_are_cut_and_semicolon_parameters_redacted_in_events() {
         .oneshot(Request::get(url).body(Body::empty()).unwrap())
         .await
         .unwrap();
-    let events = events.lock().unwrap();
+    let events = events.all();
     let EventKind::Request(RequestEvent::Started { url, .. }) = &events[0].kind else {
         panic!("{:?}", events[0]);
     };

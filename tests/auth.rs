@@ -2,6 +2,13 @@
 //! process for exact paused-time tests, and a real hyper server on 127.0.0.1
 //! for the wire format.
 
+#[path = "support/events.rs"]
+mod events;
+#[path = "support/loopback.rs"]
+mod loopback;
+#[path = "support/upstream.rs"]
+mod upstream;
+
 use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
@@ -28,6 +35,9 @@ use tower_cx::error::{BoxError, InsecureUrl};
 use tower_cx::genesys::Region;
 use tower_cx::retry::{DelaySource, RetryBudget, RetryEvent, RetryEventKind, RetryLayer};
 
+use events::EventCapture;
+use upstream::{status, Scripted};
+
 // ---------------------------------------------------------------- token endpoint
 
 /// One scripted answer of the token endpoint.
@@ -53,7 +63,7 @@ struct EndpointState {
     script: Mutex<VecDeque<TokenAnswer>>,
     down: AtomicBool,
     /// `(authorization header, form body)` of each request.
-    seen: Mutex<Vec<(Option<String>, String)>>,
+    seen: EventCapture<(Option<String>, String)>,
 }
 
 /// A token endpoint. Answers after `latency` (paused-time friendly), from
@@ -93,7 +103,7 @@ impl TokenEndpoint {
     }
 
     fn answer(&self, auth: Option<String>, form: String) -> Response<Full<Bytes>> {
-        self.state.seen.lock().unwrap().push((auth, form));
+        self.state.seen.push((auth, form));
         let down = self.state.down.load(Ordering::SeqCst);
         let scripted = self.state.script.lock().unwrap().pop_front();
         let answer = match (down, scripted) {
@@ -188,24 +198,54 @@ impl Service<Request<Body>> for TokenEndpoint {
 // ---------------------------------------------------------------- API
 
 /// An API that accepts `Bearer tok-N` unless revoked, answers after
-/// `latency`, and records the token of every request.
-#[derive(Clone, Default, Debug)]
+/// `latency`, and records the token of every request (which must be
+/// marked sensitive).
+#[derive(Clone)]
 struct Api {
+    upstream: Scripted,
     revoked: Arc<Mutex<HashSet<String>>>,
-    seen: Arc<Mutex<Vec<(Duration, String)>>>,
-    forbid: bool,
-    /// Answer 401 to every request, whatever its token.
-    always_401: bool,
-    latency: Duration,
-    start: Option<Instant>,
 }
 
 impl Api {
     fn new() -> Self {
-        Self {
-            start: Some(Instant::now()),
-            ..Self::default()
-        }
+        Self::build(Duration::ZERO, None)
+    }
+
+    /// Answers after `latency`.
+    fn slow(latency: Duration) -> Self {
+        Self::build(latency, None)
+    }
+
+    /// Answers `code` to every request, whatever its token.
+    fn always(code: u16) -> Self {
+        Self::build(Duration::ZERO, Some(code))
+    }
+
+    fn build(latency: Duration, always: Option<u16>) -> Self {
+        let revoked: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let upstream = Scripted::answering({
+            let revoked = revoked.clone();
+            move |request| {
+                let value = request.headers.get("authorization");
+                assert!(
+                    value.is_some_and(|v| v.is_sensitive()),
+                    "Authorization must be marked sensitive"
+                );
+                let token = request.header("authorization").unwrap();
+                let code = match always {
+                    Some(code) => code,
+                    None if revoked.lock().unwrap().contains(token) => 401,
+                    None => 200,
+                };
+                status(code).after(latency)
+            }
+        });
+        Self { upstream, revoked }
+    }
+
+    /// The service to put under the bearer.
+    fn service(&self) -> Scripted {
+        self.upstream.clone()
     }
 
     fn revoke(&self, token: &str) {
@@ -216,56 +256,18 @@ impl Api {
     }
 
     fn tokens(&self) -> Vec<String> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, t)| t.clone())
-            .collect()
+        let tokens = self.upstream.header_values("authorization").into_iter();
+        tokens.map(Option::unwrap_or_default).collect()
     }
 }
 
-impl Service<Request<Body>> for Api {
-    type Response = Response<()>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<()>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let this = self.clone();
-        let value = request.headers().get("authorization").cloned();
-        Box::pin(async move {
-            let sensitive = value.as_ref().is_some_and(|v| v.is_sensitive());
-            let token = value
-                .map(|v| v.to_str().unwrap().to_owned())
-                .unwrap_or_default();
-            assert!(sensitive, "Authorization must be marked sensitive");
-            let elapsed = this.start.map(|s| s.elapsed()).unwrap_or_default();
-            this.seen.lock().unwrap().push((elapsed, token.clone()));
-            tokio::time::sleep(this.latency).await;
-            let status = if this.forbid {
-                StatusCode::FORBIDDEN
-            } else if this.always_401 || this.revoked.lock().unwrap().contains(&token) {
-                StatusCode::UNAUTHORIZED
-            } else {
-                StatusCode::OK
-            };
-            Ok(Response::builder().status(status).body(()).unwrap())
-        })
-    }
-}
-
-type Events = Arc<Mutex<Vec<AuthEvent>>>;
+type Events = EventCapture<AuthEvent>;
 
 fn cache(endpoint: &TokenEndpoint, events: &Events) -> TokenCache {
-    let events = events.clone();
     TokenCache::builder(endpoint.credentials())
         .refresh_backoff(Backoff::exponential(Duration::from_secs(1)).jitter(Jitter::None))
         .rng(SharedRng::seeded(1))
-        .on_event(move |e| events.lock().unwrap().push(e.clone()))
+        .on_event(events.recorder())
         .build()
 }
 
@@ -281,7 +283,10 @@ fn post() -> Request<Body> {
         .unwrap()
 }
 
-async fn call(service: &Bearer<Api>, request: Request<Body>) -> Result<Response<()>, BoxError> {
+async fn call(
+    service: &Bearer<Scripted>,
+    request: Request<Body>,
+) -> Result<Response<()>, BoxError> {
     service.clone().oneshot(request).await
 }
 
@@ -304,7 +309,7 @@ async fn refresh_ahead_starts_at_the_exact_instant_without_delaying_callers() {
     let events = Events::default();
     let cache = cache(&endpoint, &events);
     let api = Api::new();
-    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    let service = BearerLayer::new(cache.clone()).layer(api.service());
 
     call(&service, get()).await.unwrap();
     assert_eq!(endpoint.requests(), 1);
@@ -359,7 +364,7 @@ async fn ten_thousand_callers_at_expiry_make_exactly_one_token_request() {
     let endpoint = TokenEndpoint::new();
     let cache = cache(&endpoint, &Events::default());
     let api = Api::new();
-    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    let service = BearerLayer::new(cache.clone()).layer(api.service());
     call(&service, get()).await.unwrap();
     assert_eq!(endpoint.requests(), 1);
 
@@ -392,7 +397,7 @@ async fn a_failing_refresh_keeps_serving_the_valid_token_and_recovers() {
     let events = Events::default();
     let cache = cache(&endpoint, &events);
     let api = Api::new();
-    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    let service = BearerLayer::new(cache.clone()).layer(api.service());
     call(&service, get()).await.unwrap();
     let received = Instant::now();
 
@@ -407,8 +412,7 @@ async fn a_failing_refresh_keeps_serving_the_valid_token_and_recovers() {
     }
     assert!(api.tokens().iter().all(|t| t == "Bearer tok-1"));
     let failures: Vec<_> = events
-        .lock()
-        .unwrap()
+        .all()
         .iter()
         .filter_map(|e| match e {
             AuthEvent::RefreshFailed {
@@ -444,7 +448,7 @@ async fn expiry_while_the_endpoint_is_down_gives_a_typed_error_then_recovers() {
     let endpoint = TokenEndpoint::new();
     let cache = cache(&endpoint, &Events::default());
     let api = Api::new();
-    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    let service = BearerLayer::new(cache.clone()).layer(api.service());
     call(&service, get()).await.unwrap();
 
     endpoint.set_down(true);
@@ -487,9 +491,8 @@ async fn a_hundred_concurrent_401s_make_one_refresh_and_each_request_is_replayed
     let endpoint = TokenEndpoint::new();
     let events = Events::default();
     let cache = cache(&endpoint, &events);
-    let mut api = Api::new();
-    api.latency = Duration::from_millis(50);
-    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    let api = Api::slow(Duration::from_millis(50));
+    let service = BearerLayer::new(cache.clone()).layer(api.service());
     cache.refresh().await.unwrap();
     api.revoke("tok-1");
 
@@ -507,7 +510,7 @@ async fn a_hundred_concurrent_401s_make_one_refresh_and_each_request_is_replayed
     assert_eq!(tokens.len(), 200, "each request sent twice, no more");
     assert_eq!(tokens.iter().filter(|t| *t == "Bearer tok-1").count(), 100);
     assert_eq!(tokens.iter().filter(|t| *t == "Bearer tok-2").count(), 100);
-    let events = events.lock().unwrap();
+    let events = events.all();
     let invalidated = events
         .iter()
         .filter(|e| matches!(e, AuthEvent::TokenInvalidated { .. }))
@@ -524,9 +527,8 @@ async fn a_hundred_concurrent_401s_make_one_refresh_and_each_request_is_replayed
 async fn a_late_401_does_not_throw_away_a_newer_token() {
     let endpoint = TokenEndpoint::new();
     let cache = cache(&endpoint, &Events::default());
-    let mut api = Api::new();
-    api.latency = secs(10);
-    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    let api = Api::slow(secs(10));
+    let service = BearerLayer::new(cache.clone()).layer(api.service());
     cache.refresh().await.unwrap();
     api.revoke("tok-1");
 
@@ -551,7 +553,7 @@ async fn a_second_401_is_returned_not_replayed_again() {
     let endpoint = TokenEndpoint::new();
     let cache = cache(&endpoint, &Events::default());
     let api = Api::new();
-    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    let service = BearerLayer::new(cache.clone()).layer(api.service());
     cache.refresh().await.unwrap();
     api.revoke("tok-1");
     api.revoke("tok-2");
@@ -565,9 +567,8 @@ async fn callers_of_an_always_401_path_cannot_drive_the_token_endpoint() {
     let endpoint = TokenEndpoint::new();
     let events = Events::default();
     let cache = cache(&endpoint, &events);
-    let mut api = Api::new();
-    api.always_401 = true;
-    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    let api = Api::always(401);
+    let service = BearerLayer::new(cache.clone()).layer(api.service());
     cache.refresh().await.unwrap();
     // 20 requests: the first 401 drops tok-1 and is replayed with tok-2;
     // every later 401 falls in the 30 s cooldown and is returned as it is
@@ -578,8 +579,7 @@ async fn callers_of_an_always_401_path_cannot_drive_the_token_endpoint() {
     assert_eq!(endpoint.requests(), 2, "tok-1 and one refresh");
     assert_eq!(api.tokens().len(), 21, "one replay, no more");
     let deferred = events
-        .lock()
-        .unwrap()
+        .all()
         .iter()
         .filter(|e| matches!(e, AuthEvent::RejectionDeferred { .. }))
         .count();
@@ -637,9 +637,8 @@ async fn new_tokens_leave_no_timer_task_behind() {
 async fn forbidden_never_triggers_a_refresh() {
     let endpoint = TokenEndpoint::new();
     let cache = cache(&endpoint, &Events::default());
-    let mut api = Api::new();
-    api.forbid = true;
-    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    let api = Api::always(403);
+    let service = BearerLayer::new(cache.clone()).layer(api.service());
     for _ in 0..5 {
         let response = call(&service, get()).await.unwrap();
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
@@ -653,7 +652,7 @@ async fn a_401_on_a_streaming_body_is_returned_and_the_token_dropped() {
     let endpoint = TokenEndpoint::new();
     let cache = cache(&endpoint, &Events::default());
     let api = Api::new();
-    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    let service = BearerLayer::new(cache.clone()).layer(api.service());
     cache.refresh().await.unwrap();
     api.revoke("tok-1");
     let body = Body::from_stream(Full::new(Bytes::from_static(b"{}")));
@@ -670,7 +669,7 @@ async fn a_401_on_a_streaming_body_is_returned_and_the_token_dropped() {
 
 // ---------------------------------------------------------------- 401 replay by the retry layer
 
-type RetryEvents = Arc<Mutex<Vec<RetryEvent>>>;
+type RetryEvents = EventCapture<RetryEvent>;
 type Client = BoxCloneSyncService<Request<Body>, Response<()>, BoxError>;
 
 /// A retry layer over a bearer whose own replay is off, as `Stack`
@@ -700,19 +699,15 @@ impl RetryOverBearer {
         let endpoint = TokenEndpoint::new();
         let auth_events = Events::default();
         let cache = cache(&endpoint, &auth_events);
-        let mut api = Api::new();
-        api.latency = latency;
+        let api = Api::slow(latency);
         let events = RetryEvents::default();
-        let service = {
-            let events = events.clone();
-            ServiceBuilder::new()
-                .option_layer(
-                    audit.then(|| tower_cx::audit::AuditLayer::new(tower_cx::audit::NoopSink)),
-                )
-                .layer(retry.on_event(move |e| events.lock().unwrap().push(e.clone())))
-                .layer(BearerLayer::new(cache.clone()).replay_on_401(replay_on_401))
-                .service(api.clone())
-        };
+        let service = ServiceBuilder::new()
+            .option_layer(
+                audit.then(|| tower_cx::audit::AuditLayer::new(tower_cx::audit::NoopSink)),
+            )
+            .layer(retry.on_event(events.recorder()))
+            .layer(BearerLayer::new(cache.clone()).replay_on_401(replay_on_401))
+            .service(api.service());
         cache.refresh().await.unwrap();
         api.revoke("tok-1");
         Self {
@@ -731,8 +726,7 @@ impl RetryOverBearer {
     /// Replays the retry layer made for a rejected token.
     fn token_replays(&self) -> usize {
         self.events
-            .lock()
-            .unwrap()
+            .all()
             .iter()
             .filter(|e| {
                 matches!(
@@ -769,7 +763,7 @@ async fn under_a_retry_layer_a_hundred_401s_make_one_refresh_and_one_replay_each
     assert_eq!(tokens.len(), 200, "each request sent twice, no more");
     assert_eq!(tokens.iter().filter(|t| *t == "Bearer tok-2").count(), 100);
     assert_eq!(t.token_replays(), 100);
-    let auth_events = t.auth_events.lock().unwrap();
+    let auth_events = t.auth_events.all();
     let count = |f: fn(&AuthEvent) -> bool| auth_events.iter().filter(|e| f(e)).count();
     assert_eq!(
         count(|e| matches!(e, AuthEvent::TokenInvalidated { .. })),
@@ -906,8 +900,7 @@ async fn missing_zero_and_absurd_lifetimes_are_adjusted_with_an_event() {
             "{expires_in:?}"
         );
         let adjusted: Vec<_> = events
-            .lock()
-            .unwrap()
+            .all()
             .iter()
             .filter_map(|e| match e {
                 AuthEvent::LifetimeAdjusted(note) => Some(note.clone()),
@@ -934,18 +927,17 @@ async fn rfc6749_error_body_is_a_typed_final_error() {
     )]);
     let cache = cache(&endpoint, &Events::default());
     let err = cache.refresh().await.unwrap_err();
-    match &err {
-        TokenError::Rejected {
-            status,
-            error,
-            description,
-        } => {
-            assert_eq!(*status, StatusCode::UNAUTHORIZED);
-            assert_eq!(error, "invalid_client");
-            assert_eq!(description.as_deref(), Some("Client authentication failed"));
-        }
-        other => panic!("{other:?}"),
-    }
+    let TokenError::Rejected {
+        status,
+        error,
+        description,
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error, "invalid_client");
+    assert_eq!(description.as_deref(), Some("Client authentication failed"));
     assert!(err.is_final());
 }
 
@@ -1002,7 +994,7 @@ async fn the_bearer_layer_never_sends_a_token_over_plain_http_to_a_remote_host()
     let endpoint = TokenEndpoint::new();
     let cache = cache(&endpoint, &Events::default());
     let api = Api::new();
-    let service = BearerLayer::new(cache).layer(api.clone());
+    let service = BearerLayer::new(cache).layer(api.service());
     let request = Request::get("http://api.mypurecloud.com/api/v2/users/me")
         .body(Body::empty())
         .unwrap();
@@ -1027,14 +1019,11 @@ async fn secrets_and_tokens_never_appear_in_debug_errors_or_events() {
     .http_client(endpoint.clone())
     .retry(RetryLayer::new().max_attempts(1));
     let shown_credentials = format!("{credentials:?}");
-    let cache = {
-        let events = events.clone();
-        TokenCache::builder(credentials)
-            .on_event(move |e| events.lock().unwrap().push(e.clone()))
-            .build()
-    };
+    let cache = TokenCache::builder(credentials)
+        .on_event(events.recorder())
+        .build();
     let api = Api::new();
-    let service = BearerLayer::new(cache.clone()).layer(api.clone());
+    let service = BearerLayer::new(cache.clone()).layer(api.service());
     call(&service, get()).await.unwrap();
     api.revoke("tok-1");
     endpoint.set_down(true);
@@ -1048,7 +1037,7 @@ async fn secrets_and_tokens_never_appear_in_debug_errors_or_events() {
         format!("{error:?}"),
         error.to_string(),
     ];
-    shown.extend(events.lock().unwrap().iter().map(|e| format!("{e:?}")));
+    shown.extend(events.all().iter().map(|e| format!("{e:?}")));
     for text in &shown {
         for secret in ["client-s3cr3t", "access-key-s3cr3t", "tok-1", "tok-2"] {
             assert!(!text.contains(secret), "{secret} leaked in {text}");
@@ -1057,36 +1046,6 @@ async fn secrets_and_tokens_never_appear_in_debug_errors_or_events() {
 }
 
 // ---------------------------------------------------------------- over real TCP
-
-/// Serve `endpoint` on 127.0.0.1 with hyper; returns its base URL.
-async fn serve(endpoint: TokenEndpoint) -> String {
-    use hyper::server::conn::http1;
-    use hyper_util::rt::TokioIo;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let endpoint = endpoint.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let mut endpoint = endpoint.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let bytes = body.collect().await.unwrap().to_bytes();
-                            endpoint
-                                .call(Request::from_parts(parts, Body::from(bytes)))
-                                .await
-                        }
-                    });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    format!("http://{addr}")
-}
 
 fn real_endpoint() -> TokenEndpoint {
     let mut endpoint = TokenEndpoint::new();
@@ -1097,7 +1056,7 @@ fn real_endpoint() -> TokenEndpoint {
 #[tokio::test]
 async fn cxone_access_key_form_is_encoded_correctly_over_tcp() {
     let endpoint = real_endpoint();
-    let base = serve(endpoint.clone()).await;
+    let base = loopback::serve(endpoint.clone()).await;
     let credentials = ClientCredentials::cxone(
         &format!("{base}/auth/token"),
         "my client",
@@ -1109,7 +1068,7 @@ async fn cxone_access_key_form_is_encoded_correctly_over_tcp() {
     let cache = TokenCache::new(credentials);
     cache.refresh().await.unwrap();
 
-    let seen = endpoint.state.seen.lock().unwrap().clone();
+    let seen = endpoint.state.seen.all();
     assert_eq!(seen.len(), 1);
     let (auth, form) = &seen[0];
     let basic = auth.as_deref().unwrap().strip_prefix("Basic ").unwrap();
@@ -1137,12 +1096,12 @@ async fn cxone_access_key_form_is_encoded_correctly_over_tcp() {
 #[tokio::test]
 async fn genesys_preset_posts_client_credentials_with_basic_auth_over_tcp() {
     let endpoint = real_endpoint();
-    let base = serve(endpoint.clone()).await;
+    let base = loopback::serve(endpoint.clone()).await;
     let region = Region::custom(base.clone(), base);
     let credentials = ClientCredentials::genesys(&region, "gen-id", "gen-secret").unwrap();
     let cache = TokenCache::new(credentials);
     cache.refresh().await.unwrap();
-    let seen = endpoint.state.seen.lock().unwrap().clone();
+    let seen = endpoint.state.seen.all();
     let (auth, form) = &seen[0];
     let expected = base64::engine::general_purpose::STANDARD.encode("gen-id:gen-secret");
     assert_eq!(auth.as_deref(), Some(format!("Basic {expected}").as_str()));
@@ -1158,7 +1117,7 @@ async fn html_502_from_a_real_token_endpoint_is_a_typed_error() {
         "<html><h1>502 Bad Gateway</h1></html>",
         vec![],
     )]);
-    let base = serve(endpoint.clone()).await;
+    let base = loopback::serve(endpoint.clone()).await;
     let credentials = ClientCredentials::new(&format!("{base}/oauth/token"), "id", "secret")
         .unwrap()
         .retry(RetryLayer::new().max_attempts(1))
@@ -1169,7 +1128,7 @@ async fn html_502_from_a_real_token_endpoint_is_a_typed_error() {
     let err = cache.refresh().await.unwrap_err();
     let text = err.to_string();
     assert!(text.contains("502") && text.contains("text/html"), "{text}");
-    let (auth, form) = endpoint.state.seen.lock().unwrap()[0].clone();
+    let (auth, form) = endpoint.state.seen.all()[0].clone();
     assert_eq!(auth, None, "client_secret_post sends no Basic header");
     assert_eq!(
         form,
@@ -1193,7 +1152,7 @@ async fn a_panicking_token_source_releases_its_waiters_with_an_error() {
 async fn dropping_every_handle_stops_a_retrying_background_refresh() {
     let endpoint = TokenEndpoint::new();
     let cache = cache(&endpoint, &Events::default());
-    let service = BearerLayer::new(cache.clone()).layer(Api::new());
+    let service = BearerLayer::new(cache.clone()).layer(Api::new().service());
     call(&service, get()).await.unwrap();
     endpoint.set_down(true);
     advance(secs(3240)).await;
@@ -1215,7 +1174,7 @@ async fn dropping_every_handle_stops_a_retrying_background_refresh() {
 async fn ten_thousand_callers_at_cold_start_make_exactly_one_token_request() {
     let endpoint = TokenEndpoint::new();
     let cache = cache(&endpoint, &Events::default());
-    let service = BearerLayer::new(cache.clone()).layer(Api::new());
+    let service = BearerLayer::new(cache.clone()).layer(Api::new().service());
     let tasks: Vec<_> = (0..10_000)
         .map(|_| {
             let service = service.clone();
@@ -1259,7 +1218,7 @@ async fn an_already_expired_token_is_a_typed_error_not_a_loop() {
     }))
     .refresh_backoff(Backoff::constant(secs(1)))
     .build();
-    let service = BearerLayer::new(cache).layer(Api::new());
+    let service = BearerLayer::new(cache).layer(Api::new().service());
     let err = call(&service, get()).await.unwrap_err();
     let err = err.downcast_ref::<TokenError>().unwrap();
     assert!(

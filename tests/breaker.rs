@@ -1,15 +1,15 @@
 //! The circuit breaker, in paused time with exact expectations.
 
-use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+#[path = "support/events.rs"]
+mod events;
+#[path = "support/upstream.rs"]
+mod upstream;
+
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use tokio::time::{advance, Instant};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 use tower_cx::backoff::{Backoff, Jitter};
 use tower_cx::body::Body;
 use tower_cx::breaker::{
@@ -18,92 +18,19 @@ use tower_cx::breaker::{
 use tower_cx::error::{BoxError, CircuitOpen, OverloadReason, Overloaded};
 use tower_cx::retry::{RetryBudget, RetryLayer};
 
-#[derive(Clone)]
-enum Answer {
-    Status(u16),
-    RetryAfter(u16, &'static str),
-    Timeout,
-    NotSent,
-    Slow(u16, Duration),
+use events::EventCapture;
+use upstream::{error, status, timeout, Answer, Scripted};
+
+/// A limiter below refused the request: it was never sent.
+fn shed() -> Answer {
+    error(|| Overloaded::new(OverloadReason::QueueFull).into())
 }
 
-/// An upstream answering from a script, then `fallback`; records arrivals.
-#[derive(Clone)]
-struct Upstream {
-    script: Arc<Mutex<VecDeque<Answer>>>,
-    fallback: Answer,
-    arrivals: Arc<Mutex<Vec<Duration>>>,
-    start: Instant,
-}
-
-impl Upstream {
-    fn new(script: Vec<Answer>, fallback: Answer) -> Self {
-        Self {
-            script: Arc::new(Mutex::new(script.into())),
-            fallback,
-            arrivals: Arc::default(),
-            start: Instant::now(),
-        }
-    }
-
-    fn always(answer: Answer) -> Self {
-        Self::new(vec![], answer)
-    }
-
-    fn push(&self, answers: Vec<Answer>) {
-        self.script.lock().unwrap().extend(answers);
-    }
-
-    fn arrivals(&self) -> Vec<Duration> {
-        self.arrivals.lock().unwrap().clone()
-    }
-}
-
-impl Service<Request<Body>> for Upstream {
-    type Response = Response<()>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<()>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request<Body>) -> Self::Future {
-        self.arrivals.lock().unwrap().push(self.start.elapsed());
-        let answer = self
-            .script
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or_else(|| self.fallback.clone());
-        Box::pin(async move {
-            let status = match answer {
-                Answer::Status(code) => code,
-                Answer::RetryAfter(code, value) => {
-                    return Ok(Response::builder()
-                        .status(code)
-                        .header("retry-after", value)
-                        .body(())
-                        .unwrap())
-                }
-                Answer::Timeout => return Err(tower::timeout::error::Elapsed::new().into()),
-                Answer::NotSent => return Err(Overloaded::new(OverloadReason::QueueFull).into()),
-                Answer::Slow(code, latency) => {
-                    tokio::time::sleep(latency).await;
-                    code
-                }
-            };
-            Ok(Response::builder().status(status).body(()).unwrap())
-        })
-    }
-}
-
-type Events = Arc<Mutex<Vec<BreakerEvent>>>;
+type Events = EventCapture<BreakerEvent>;
 
 /// 3 failures in a row trip it; open 5 s doubling up to 60 s, no jitter; the
 /// failure-rate window off unless a test turns it on.
 fn layer(events: &Events) -> CircuitBreakerLayer {
-    let events = events.clone();
     CircuitBreakerLayer::new()
         .consecutive_failures(3)
         .failure_rate(0.0, Duration::from_secs(30), 20)
@@ -112,7 +39,30 @@ fn layer(events: &Events) -> CircuitBreakerLayer {
                 .max_delay(secs(60))
                 .jitter(Jitter::None),
         )
-        .on_event(move |e| events.lock().unwrap().push(e.clone()))
+        .on_event(events.recorder())
+}
+
+/// Only the failure rate trips it: half of at least 20 calls in 30 s.
+fn half_failing_in_30s_of_20_calls() -> CircuitBreakerLayer {
+    CircuitBreakerLayer::new()
+        .consecutive_failures(0)
+        .failure_rate(0.5, secs(30), 20)
+}
+
+/// Two 503s, then a 503 with `Retry-After: value` (three failures in a
+/// row trip the breaker of `layer`); then 200s.
+fn tripping_with_hint(value: &str) -> Scripted {
+    Scripted::new([
+        status(503),
+        status(503),
+        status(503).header("retry-after", value),
+    ])
+}
+
+fn get() -> Request<Body> {
+    Request::get("http://127.0.0.1/")
+        .body(Body::empty())
+        .unwrap()
 }
 
 fn secs(v: u64) -> Duration {
@@ -123,8 +73,15 @@ fn ms(v: u64) -> Duration {
     Duration::from_millis(v)
 }
 
-async fn send(service: &CircuitBreaker<Upstream>) -> Result<Response<()>, BoxError> {
+async fn send(service: &CircuitBreaker<Scripted>) -> Result<Response<()>, BoxError> {
     service.clone().oneshot(Request::new(Body::empty())).await
+}
+
+/// Sends `n` requests one after the other; each gets an answer.
+async fn send_n(service: &CircuitBreaker<Scripted>, n: usize) {
+    for _ in 0..n {
+        send(service).await.unwrap();
+    }
 }
 
 fn open_error(result: Result<Response<()>, BoxError>) -> CircuitOpen {
@@ -136,8 +93,7 @@ fn open_error(result: Result<Response<()>, BoxError>) -> CircuitOpen {
 
 fn reasons(events: &Events) -> Vec<(&'static str, &'static str, TransitionReason)> {
     events
-        .lock()
-        .unwrap()
+        .all()
         .iter()
         .map(|e| (e.from.as_str(), e.to.as_str(), e.reason))
         .collect()
@@ -148,7 +104,7 @@ async fn every_transition_happens_at_the_exact_instant() {
     let events = Events::default();
     let layer = layer(&events);
     let handle = layer.handle();
-    let upstream = Upstream::always(Answer::Status(502));
+    let upstream = Scripted::always(status(502));
     let service = layer.layer(upstream.clone());
 
     send(&service).await.unwrap();
@@ -164,7 +120,7 @@ async fn every_transition_happens_at_the_exact_instant() {
 
     advance(ms(1)).await;
     assert_eq!(handle.state(), BreakerState::HalfOpen);
-    upstream.push(vec![Answer::Status(200)]);
+    upstream.push([status(200)]);
     send(&service).await.unwrap(); // the probe succeeds
     assert_eq!(handle.state(), BreakerState::Closed);
     assert_eq!(
@@ -186,20 +142,16 @@ async fn a_success_resets_the_consecutive_count() {
     let events = Events::default();
     let layer = layer(&events);
     let handle = layer.handle();
-    let upstream = Upstream::new(
-        vec![
-            Answer::Status(500),
-            Answer::Status(500),
-            Answer::Status(200),
-            Answer::Status(500),
-            Answer::Status(500),
-        ],
-        Answer::Status(500),
-    );
+    let upstream = Scripted::new([
+        status(500),
+        status(500),
+        status(200),
+        status(500),
+        status(500),
+    ])
+    .then(status(500));
     let service = layer.layer(upstream);
-    for _ in 0..5 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 5).await;
     assert_eq!(handle.state(), BreakerState::Closed);
     assert_eq!(handle.counts().consecutive_failures, 2);
     send(&service).await.unwrap();
@@ -208,20 +160,14 @@ async fn a_success_resets_the_consecutive_count() {
 
 #[tokio::test(start_paused = true)]
 async fn failure_ratio_needs_the_minimum_throughput() {
-    let layer = CircuitBreakerLayer::new()
-        .consecutive_failures(0)
-        .failure_rate(0.5, secs(30), 20);
+    let layer = half_failing_in_30s_of_20_calls();
     let handle = layer.handle();
-    let upstream = Upstream::always(Answer::Status(200));
+    let upstream = Scripted::always(status(200));
     let service = layer.layer(upstream.clone());
     // 10 successes and 9 failures: 19 calls, under the minimum of 20
-    for _ in 0..10 {
-        send(&service).await.unwrap();
-    }
-    upstream.push(vec![Answer::Status(503); 10]);
-    for _ in 0..9 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 10).await;
+    upstream.push(vec![status(503); 10]);
+    send_n(&service, 9).await;
     assert_eq!(handle.state(), BreakerState::Closed);
     // the 20th call is a failure: 10 of 20 = 50 %
     send(&service).await.unwrap();
@@ -230,20 +176,14 @@ async fn failure_ratio_needs_the_minimum_throughput() {
 
 #[tokio::test(start_paused = true)]
 async fn failure_ratio_window_slides() {
-    let layer = CircuitBreakerLayer::new()
-        .consecutive_failures(0)
-        .failure_rate(0.5, secs(30), 20);
+    let layer = half_failing_in_30s_of_20_calls();
     let handle = layer.handle();
-    let upstream = Upstream::always(Answer::Status(503));
+    let upstream = Scripted::always(status(503));
     let service = layer.layer(upstream.clone());
-    for _ in 0..19 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 19).await;
     // 30 s later the first bucket has left the window: only new calls count
     advance(secs(30)).await;
-    for _ in 0..19 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 19).await;
     assert_eq!(handle.state(), BreakerState::Closed);
     send(&service).await.unwrap();
     assert!(matches!(handle.state(), BreakerState::Open { .. }));
@@ -256,11 +196,9 @@ async fn open_duration_grows_with_trips_in_a_row_and_resets_on_close() {
     let events = Events::default();
     let layer = layer(&events);
     let handle = layer.handle();
-    let upstream = Upstream::always(Answer::Status(503));
+    let upstream = Scripted::always(status(503));
     let service = layer.layer(upstream.clone());
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     assert_eq!(handle.state(), BreakerState::Open { retry_in: secs(5) });
     for expected in [10, 20, 40, 60, 60] {
         let BreakerState::Open { retry_in } = handle.state() else {
@@ -276,12 +214,10 @@ async fn open_duration_grows_with_trips_in_a_row_and_resets_on_close() {
         );
     }
     advance(secs(60)).await;
-    upstream.push(vec![Answer::Status(200)]);
+    upstream.push([status(200)]);
     send(&service).await.unwrap();
     assert_eq!(handle.state(), BreakerState::Closed);
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     assert_eq!(handle.state(), BreakerState::Open { retry_in: secs(5) });
 }
 
@@ -289,18 +225,9 @@ async fn open_duration_grows_with_trips_in_a_row_and_resets_on_close() {
 async fn a_server_hint_sets_the_open_duration() {
     let layer = layer(&Events::default());
     let handle = layer.handle();
-    let upstream = Upstream::new(
-        vec![
-            Answer::Status(503),
-            Answer::Status(503),
-            Answer::RetryAfter(503, "42"),
-        ],
-        Answer::Status(200),
-    );
+    let upstream = tripping_with_hint("42");
     let service = layer.layer(upstream);
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     assert_eq!(handle.state(), BreakerState::Open { retry_in: secs(42) });
 }
 
@@ -308,19 +235,17 @@ async fn a_server_hint_sets_the_open_duration() {
 async fn a_dropped_probe_frees_its_slot() {
     let layer = layer(&Events::default());
     let handle = layer.handle();
-    let upstream = Upstream::always(Answer::Status(500));
+    let upstream = Scripted::always(status(500));
     let service = layer.layer(upstream.clone());
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     advance(secs(5)).await;
-    upstream.push(vec![Answer::Slow(200, secs(10))]);
+    upstream.push([status(200).after(secs(10))]);
     let mut probe = tokio_test::task::spawn(send(&service));
     assert!(probe.poll().is_pending(), "the probe is in flight");
     // the single probe slot is taken: others fail fast
     assert_eq!(open_error(send(&service).await).retry_in(), Some(secs(1)));
     drop(probe);
-    upstream.push(vec![Answer::Status(200)]);
+    upstream.push([status(200)]);
     send(&service).await.unwrap(); // a new probe gets the slot
     assert_eq!(handle.state(), BreakerState::Closed);
 }
@@ -329,13 +254,11 @@ async fn a_dropped_probe_frees_its_slot() {
 async fn two_probes_and_two_successes_to_close() {
     let layer = layer(&Events::default()).half_open(2, 2);
     let handle = layer.handle();
-    let upstream = Upstream::always(Answer::Status(500));
+    let upstream = Scripted::always(status(500));
     let service = layer.layer(upstream.clone());
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     advance(secs(5)).await;
-    upstream.push(vec![Answer::Slow(200, secs(1)), Answer::Slow(200, secs(2))]);
+    upstream.push([status(200).after(secs(1)), status(200).after(secs(2))]);
     let a = tokio::spawn({
         let s = service.clone();
         async move { send(&s).await }
@@ -360,19 +283,15 @@ async fn two_probes_and_two_successes_to_close() {
 async fn rate_limiting_is_not_breakage() {
     let layer = layer(&Events::default());
     let handle = layer.handle();
-    let service = layer.layer(Upstream::always(Answer::Status(429)));
-    for _ in 0..50 {
-        send(&service).await.unwrap();
-    }
+    let service = layer.layer(Scripted::always(status(429)));
+    send_n(&service, 50).await;
     assert_eq!(handle.state(), BreakerState::Closed);
     assert_eq!(handle.counts().failures, 0);
 
     let layer = layer_429();
     let handle = layer.handle();
-    let service = layer.layer(Upstream::always(Answer::Status(429)));
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    let service = layer.layer(Scripted::always(status(429)));
+    send_n(&service, 3).await;
     assert!(matches!(handle.state(), BreakerState::Open { .. }));
 }
 
@@ -384,17 +303,14 @@ fn layer_429() -> CircuitBreakerLayer {
 async fn timeouts_count_501_and_not_sent_errors_do_not() {
     let layer = layer(&Events::default());
     let handle = layer.handle();
-    let upstream = Upstream::new(
-        vec![
-            Answer::Timeout,
-            Answer::Status(501),
-            Answer::NotSent,
-            Answer::Timeout,
-            Answer::Status(404),
-            Answer::Timeout,
-        ],
-        Answer::Status(200),
-    );
+    let upstream = Scripted::new([
+        timeout(),
+        status(501),
+        shed(),
+        timeout(),
+        status(404),
+        timeout(),
+    ]);
     let service = layer.layer(upstream);
     let mut states = Vec::new();
     for _ in 0..6 {
@@ -410,14 +326,7 @@ async fn timeouts_count_501_and_not_sent_errors_do_not() {
 async fn slow_calls_count_as_failures() {
     let layer = layer(&Events::default()).slow_call(secs(2));
     let handle = layer.handle();
-    let upstream = Upstream::new(
-        vec![
-            Answer::Slow(200, secs(2)),
-            Answer::Slow(200, secs(3)),
-            Answer::Slow(200, secs(3)),
-        ],
-        Answer::Slow(200, secs(3)),
-    );
+    let upstream = Scripted::new([status(200).after(secs(2))]).then(status(200).after(secs(3)));
     let service = layer.layer(upstream);
     send(&service).await.unwrap();
     assert_eq!(
@@ -436,7 +345,7 @@ async fn isolate_refuses_everything_until_reset() {
     let events = Events::default();
     let layer = layer(&events);
     let handle = layer.handle();
-    let upstream = Upstream::always(Answer::Status(200));
+    let upstream = Scripted::always(status(200));
     let service = layer.layer(upstream.clone());
     handle.isolate();
     let err = open_error(send(&service).await);
@@ -459,7 +368,7 @@ async fn isolate_refuses_everything_until_reset() {
 /// most `attempts`) over a breaker that opens for 2 s on one failure, over
 /// `upstream`; and a `GET` through it.
 async fn through_retry_and_breaker(
-    upstream: &Upstream,
+    upstream: &Scripted,
     attempts: u32,
 ) -> Result<Response<()>, BoxError> {
     let breaker = CircuitBreakerLayer::new()
@@ -472,17 +381,13 @@ async fn through_retry_and_breaker(
         .hint_jitter(0.0, Duration::ZERO);
     retry
         .layer(breaker.layer(upstream.clone()))
-        .oneshot(
-            Request::get("http://127.0.0.1/")
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .oneshot(get())
         .await
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_retry_layer_waits_for_the_breaker_probe_time() {
-    let upstream = Upstream::new(vec![Answer::Status(503)], Answer::Status(200));
+    let upstream = Scripted::new([status(503)]);
     let start = Instant::now();
     let response = through_retry_and_breaker(&upstream, 4).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -496,17 +401,10 @@ async fn the_retry_layer_waits_for_the_breaker_probe_time() {
 async fn an_isolated_breaker_is_final_for_the_retry_layer() {
     let breaker = CircuitBreakerLayer::new();
     breaker.handle().isolate();
-    let upstream = Upstream::always(Answer::Status(200));
+    let upstream = Scripted::always(status(200));
     let service = RetryLayer::new().layer(breaker.layer(upstream.clone()));
     let start = Instant::now();
-    let err = service
-        .oneshot(
-            Request::get("http://127.0.0.1/")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap_err();
+    let err = service.oneshot(get()).await.unwrap_err();
     assert!(err.is::<CircuitOpen>());
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert!(upstream.arrivals().is_empty());
@@ -516,14 +414,12 @@ async fn an_isolated_breaker_is_final_for_the_retry_layer() {
 async fn a_probe_from_an_earlier_round_does_not_free_a_slot_of_this_round() {
     let layer = layer(&Events::default()).half_open(2, 2);
     let handle = layer.handle();
-    let upstream = Upstream::always(Answer::Status(500));
+    let upstream = Scripted::always(status(500));
     let service = layer.layer(upstream.clone());
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     advance(secs(5)).await;
     // round 1: A is slow, B fails and reopens the breaker
-    upstream.push(vec![Answer::Slow(200, secs(100)), Answer::Status(500)]);
+    upstream.push([status(200).after(secs(100)), status(500)]);
     let a = tokio::spawn({
         let s = service.clone();
         async move { send(&s).await }
@@ -533,10 +429,7 @@ async fn a_probe_from_an_earlier_round_does_not_free_a_slot_of_this_round() {
     assert!(matches!(handle.state(), BreakerState::Open { .. }));
     // round 2: C and D take both slots
     advance(secs(10)).await;
-    upstream.push(vec![
-        Answer::Slow(200, secs(100)),
-        Answer::Slow(200, secs(100)),
-    ]);
+    upstream.push([status(200).after(secs(100)), status(200).after(secs(100))]);
     let c = tokio::spawn({
         let s = service.clone();
         async move { send(&s).await }
@@ -558,17 +451,8 @@ async fn a_probe_from_an_earlier_round_does_not_free_a_slot_of_this_round() {
 async fn an_unbounded_open_duration_with_a_huge_hint_does_not_overflow() {
     let layer = layer(&Events::default()).max_open(Duration::MAX);
     let handle = layer.handle();
-    let service = layer.layer(Upstream::new(
-        vec![
-            Answer::Status(503),
-            Answer::Status(503),
-            Answer::RetryAfter(503, "99999999999999999999"),
-        ],
-        Answer::Status(200),
-    ));
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    let service = layer.layer(tripping_with_hint("99999999999999999999"));
+    send_n(&service, 3).await;
     assert!(matches!(handle.state(), BreakerState::Open { .. }));
 }
 
@@ -579,10 +463,10 @@ async fn a_trip_opens_every_breaker_sharing_the_state_for_as_long() {
     let (a_events, b_events): (Events, Events) = Default::default();
     let a = layer(&a_events)
         .share_state(share.clone())
-        .layer(Upstream::always(Answer::Status(503)));
+        .layer(Scripted::always(status(503)));
     let b_layer = layer(&b_events).share_state(share.clone());
     let b_handle = b_layer.handle();
-    let b_upstream = Upstream::always(Answer::Status(200));
+    let b_upstream = Scripted::always(status(200));
     let b = b_layer.layer(b_upstream.clone());
     // b joins the share with its first request
     assert_eq!(send(&b).await.unwrap().status(), StatusCode::OK);
@@ -612,7 +496,7 @@ async fn a_trip_opens_every_breaker_sharing_the_state_for_as_long() {
 
 #[tokio::test(start_paused = true)]
 async fn waiting_for_the_breaker_does_not_use_up_attempts() {
-    let upstream = Upstream::new(vec![Answer::Status(503)], Answer::Status(200));
+    let upstream = Scripted::new([status(503)]);
     // two attempts: the 503, then the one after the breaker's wait; the
     // refusal in between was never sent and does not count
     let response = through_retry_and_breaker(&upstream, 2).await.unwrap();
@@ -623,7 +507,7 @@ async fn waiting_for_the_breaker_does_not_use_up_attempts() {
 #[tokio::test(start_paused = true)]
 async fn a_breaker_that_stays_open_still_ends_the_request() {
     // every probe fails: the breaker reopens each time
-    let upstream = Upstream::always(Answer::Status(503));
+    let upstream = Scripted::always(status(503));
     let result = through_retry_and_breaker(&upstream, 3).await;
     // 3 real attempts (each a 503 that reopens the breaker), each followed
     // by a refused try that waits for the probe time
@@ -639,7 +523,7 @@ async fn a_shared_pause_is_capped_at_max_open() {
         .max_open(secs(300))
         .share_state(share.clone());
     let handle = layer.handle();
-    let service = layer.layer(Upstream::new(vec![], Answer::Status(200)));
+    let service = layer.layer(Scripted::new([]));
     // the first request subscribes the breaker to the share
     assert_eq!(send(&service).await.unwrap().status(), StatusCode::OK);
     // one bad message: ten years
@@ -662,18 +546,9 @@ async fn an_http_date_hint_sets_the_open_duration_by_the_injected_clock() {
     let now = UNIX_EPOCH + secs(1_700_000_000);
     let layer = layer(&Events::default()).clock(FixedClock::new(now));
     let handle = layer.handle();
-    let upstream = Upstream::new(
-        vec![
-            Answer::Status(503),
-            Answer::Status(503),
-            Answer::RetryAfter(503, "Tue, 14 Nov 2023 22:14:50 GMT"),
-        ],
-        Answer::Status(200),
-    );
+    let upstream = tripping_with_hint("Tue, 14 Nov 2023 22:14:50 GMT");
     let service = layer.layer(upstream);
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    send_n(&service, 3).await;
     assert_eq!(handle.state(), BreakerState::Open { retry_in: secs(90) });
 }
 
@@ -686,15 +561,10 @@ async fn a_handle_taken_before_any_setting_watches_the_built_breaker() {
     let middle_handle = early.handle();
     let layer = early
         .open_duration(Backoff::constant(secs(5)))
-        .on_event({
-            let events = events.clone();
-            move |e| events.lock().unwrap().push(e.clone())
-        })
+        .on_event(events.recorder())
         .failure_rate(0.0, secs(30), 20);
-    let service = layer.layer(Upstream::always(Answer::Status(503)));
-    for _ in 0..3 {
-        send(&service).await.unwrap();
-    }
+    let service = layer.layer(Scripted::always(status(503)));
+    send_n(&service, 3).await;
     let open = BreakerState::Open { retry_in: secs(5) };
     assert_eq!(first_handle.state(), open);
     assert_eq!(middle_handle.state(), open);
@@ -718,15 +588,13 @@ async fn a_breaker_that_has_not_sent_yet_sees_a_shared_trip_on_its_first_request
     let (a_events, b_events): (Events, Events) = Default::default();
     let a = layer(&a_events)
         .share_state(share.clone())
-        .layer(Upstream::always(Answer::Status(503)));
-    let b_upstream = Upstream::always(Answer::Status(200));
+        .layer(Scripted::always(status(503)));
+    let b_upstream = Scripted::always(status(200));
     let b = layer(&b_events)
         .share_state(share)
         .layer(b_upstream.clone());
     // a trips before b has sent anything
-    for _ in 0..3 {
-        send(&a).await.unwrap();
-    }
+    send_n(&a, 3).await;
     advance(secs(2)).await;
     // b's very first request fails fast, for the rest of a's open time
     assert_eq!(open_error(send(&b).await).retry_in(), Some(secs(3)));
@@ -745,13 +613,11 @@ async fn a_layer_that_has_not_made_a_service_yet_sees_a_shared_trip() {
     let share = LocalPauseShare::new();
     let a = layer(&Events::default())
         .share_state(share.clone())
-        .layer(Upstream::always(Answer::Status(503)));
+        .layer(Scripted::always(status(503)));
     let b_layer = layer(&Events::default()).share_state(share);
     let b_handle = b_layer.handle();
-    for _ in 0..3 {
-        send(&a).await.unwrap();
-    }
+    send_n(&a, 3).await;
     assert_eq!(b_handle.state(), BreakerState::Open { retry_in: secs(5) });
-    let b = b_layer.layer(Upstream::always(Answer::Status(200)));
+    let b = b_layer.layer(Scripted::always(status(200)));
     assert_eq!(open_error(send(&b).await).retry_in(), Some(secs(5)));
 }

@@ -10,15 +10,17 @@
 //! of fresh requests against the healed upstream all succeed, which needs
 //! the breaker's probe slot and the token cache's single flight to be free.
 
-use std::collections::VecDeque;
+#[path = "support/upstream.rs"]
+mod upstream;
+
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use proptest::prelude::*;
 use tower::util::BoxCloneSyncService;
-use tower::{service_fn, ServiceBuilder, ServiceExt};
+use tower::{ServiceBuilder, ServiceExt};
 use tower_cx::audit::{AuditLayer, NoopSink};
 use tower_cx::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
 use tower_cx::backoff::{Backoff, Jitter, SharedRng};
@@ -27,6 +29,8 @@ use tower_cx::breaker::{BreakerState, CircuitBreakerHandle, CircuitBreakerLayer}
 use tower_cx::error::BoxError;
 use tower_cx::priority::{Priority, PriorityLimitHandle, PriorityLimitLayer};
 use tower_cx::retry::RetryLayer;
+
+use upstream::{ok, status, Scripted};
 
 const PERMITS: usize = 2;
 
@@ -64,7 +68,7 @@ struct Harness {
     limiter: PriorityLimitHandle,
     breaker: CircuitBreakerHandle,
     tokens: TokenCache,
-    healthy: Arc<Mutex<bool>>,
+    upstream: Scripted,
 }
 
 fn harness(answers: Vec<Answer>) -> Harness {
@@ -79,34 +83,11 @@ fn harness(answers: Vec<Answer>) -> Harness {
     }))
     .rng(SharedRng::seeded(1))
     .build();
-    let script = Arc::new(Mutex::new(VecDeque::from(answers)));
-    let healthy = Arc::new(Mutex::new(false));
-    let upstream = {
-        let healthy = healthy.clone();
-        service_fn(move |request: Request<Body>| {
-            let script = script.clone();
-            let healthy = healthy.clone();
-            async move {
-                assert!(request.headers().contains_key("authorization"));
-                let next = if *healthy.lock().unwrap() {
-                    None
-                } else {
-                    script.lock().unwrap().pop_front()
-                };
-                let answer = next.unwrap_or(Answer {
-                    fail: false,
-                    latency_ms: 50,
-                });
-                tokio::time::sleep(Duration::from_millis(answer.latency_ms)).await;
-                let status = if answer.fail {
-                    StatusCode::SERVICE_UNAVAILABLE
-                } else {
-                    StatusCode::OK
-                };
-                Ok::<_, BoxError>(Response::builder().status(status).body(()).unwrap())
-            }
-        })
-    };
+    let script = answers.into_iter().map(|answer| {
+        let code = if answer.fail { 503 } else { 200 };
+        status(code).after(Duration::from_millis(answer.latency_ms))
+    });
+    let upstream = Scripted::new(script).then(ok().after(Duration::from_millis(50)));
     let limiter = PriorityLimitLayer::new(PERMITS).max_queue(64);
     let breaker = CircuitBreakerLayer::new()
         .consecutive_failures(2)
@@ -125,13 +106,13 @@ fn harness(answers: Vec<Answer>) -> Harness {
         .layer(breaker)
         .layer(limiter)
         .layer(BearerLayer::new(tokens.clone()))
-        .service(upstream);
+        .service(upstream.clone());
     Harness {
         client: BoxCloneSyncService::new(client),
         limiter: handles.0,
         breaker: handles.1,
         tokens,
-        healthy,
+        upstream,
     }
 }
 
@@ -206,7 +187,7 @@ async fn run(answers: Vec<Answer>, plans: Vec<Plan>, seen: Arc<Seen>) -> Result<
     // heal the upstream; after the longest open duration, a burst of fresh
     // requests must all succeed: a leaked permit, probe slot or refresh lock
     // would make some of them hang or fail
-    *h.healthy.lock().unwrap() = true;
+    h.upstream.clear_script();
     tokio::time::sleep(Duration::from_secs(2)).await;
     // a 4 s token is refreshed every 2 s and a refresh takes 300 ms: one
     // may be running now, but none may stay in flight
@@ -247,6 +228,9 @@ async fn run(answers: Vec<Answer>, plans: Vec<Plan>, seen: Arc<Seen>) -> Result<
     prop_assert_eq!((status.in_flight, status.available), (0, PERMITS));
     // and a forced refresh still goes through the single flight
     prop_assert!(h.tokens.refresh().await.is_ok());
+    // every request that reached the upstream carried a token
+    let seen = h.upstream.seen();
+    prop_assert!(seen.iter().all(|s| s.headers.contains_key("authorization")));
     Ok(())
 }
 

@@ -3,36 +3,31 @@
 //! completed contacts, errors.
 #![cfg(feature = "mock")]
 
+#[path = "support/events.rs"]
+mod events;
 #[path = "support/vendor_stacks.rs"]
 mod vendor_stacks;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use serde_json::{json, Value};
-use tower_cx::audit::{dead_letter_fn, DeadLetter};
-use tower_cx::backoff::{Backoff, Jitter};
+use tower_cx::audit::DeadLetter;
+use tower_cx::backoff::Backoff;
 use tower_cx::cxone::{
     discover, discover_from_token, CxoneApi, CxoneClient, CxoneError, Issuer, NotRerunnable,
     RerunRefusal, ResultExpired,
 };
 use tower_cx::error::InsecureUrl;
-use tower_cx::jobs::{JobFailed, JobRunner, JobState};
+use tower_cx::jobs::{JobFailed, JobState};
 use tower_cx::mock::{Fault, JobScript, MockConfig, MockServer};
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::{CxService, Stack};
 
+use events::EventCapture;
+
 const JOBS: &str = "/data-extraction/v1/jobs";
 const CONTACTS: &str = "/incontactapi/services/v31.0/contacts/completed";
-
-fn runner() -> JobRunner {
-    JobRunner::new().backoff(
-        Backoff::exponential(Duration::from_secs(2))
-            .max_delay(Duration::from_secs(30))
-            .jitter(Jitter::None),
-    )
-}
 
 fn stack(mock: &MockServer, attempts: u32) -> CxService {
     vendor_stacks::cxone(mock)
@@ -45,14 +40,13 @@ fn stack(mock: &MockServer, attempts: u32) -> CxService {
         .build()
 }
 
-type Letters = Arc<Mutex<Vec<DeadLetter>>>;
+type Letters = EventCapture<DeadLetter>;
 
 fn client(mock: &MockServer) -> (CxoneClient<CxService>, Letters) {
-    let letters: Letters = Arc::default();
-    let sink = letters.clone();
+    let letters = Letters::new();
     let client = CxoneClient::new(stack(mock, 4), &mock.base_url())
-        .job_runner(runner())
-        .dead_letters(dead_letter_fn(move |l| sink.lock().unwrap().push(l)));
+        .job_runner(vendor_stacks::exact_job_runner())
+        .dead_letters(letters.dead_letters());
     (client, letters)
 }
 
@@ -116,12 +110,7 @@ async fn a_job_runs_and_its_result_is_downloaded_without_the_token() {
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_result_url_is_replaced_once_then_reported() {
-    let mock = MockServer::start_with(MockConfig {
-        result_url_ttl: Duration::from_secs(5),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = vendor_stacks::mock_with(|c| c.result_url_ttl = Duration::from_secs(5)).await;
     let (cxone, _) = client(&mock);
     let extraction = cxone.data_extraction();
     let job = extraction.submit(&json!({})).await.unwrap();
@@ -131,12 +120,7 @@ async fn an_expired_result_url_is_replaced_once_then_reported() {
     let csv = extraction.download(&done).await.unwrap();
     assert!(!csv.is_empty());
 
-    let mock = MockServer::start_with(MockConfig {
-        result_url_ttl: Duration::ZERO,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = vendor_stacks::mock_with(|c| c.result_url_ttl = Duration::ZERO).await;
     let (cxone, _) = client(&mock);
     let extraction = cxone.data_extraction();
     let job = extraction.submit(&json!({})).await.unwrap();
@@ -166,7 +150,7 @@ async fn every_terminal_state_is_typed() {
         assert_eq!(failed.message(), (!message.is_empty()).then_some(message));
     }
     // each failed job was dead-lettered with its submission
-    let letters = letters.lock().unwrap();
+    let letters = letters.take();
     assert_eq!(letters.len(), 3);
     let body: Value = serde_json::from_slice(
         letters[1]
@@ -197,11 +181,10 @@ async fn a_failed_job_is_rerun_with_one_key_across_attempts() {
                 .idempotency_keys_honoured_by(origin),
         )
         .build();
-    let letters: Letters = Arc::default();
-    let sink = letters.clone();
+    let letters = Letters::new();
     let cxone = CxoneClient::new(stack, &mock.base_url())
-        .job_runner(runner())
-        .dead_letters(dead_letter_fn(move |l| sink.lock().unwrap().push(l)));
+        .job_runner(vendor_stacks::exact_job_runner())
+        .dead_letters(letters.dead_letters());
     let extraction = cxone.data_extraction();
     mock.script_cxone_job(JobScript::new([("RUNNING", ""), ("FAILED", "worker lost")]));
     let job = extraction
@@ -213,7 +196,7 @@ async fn a_failed_job_is_rerun_with_one_key_across_attempts() {
         err.downcast_ref::<JobFailed>().unwrap().message(),
         Some("worker lost")
     );
-    assert_eq!(letters.lock().unwrap().len(), 1);
+    assert_eq!(letters.len(), 1);
 
     // the re-run is applied, then its answer is lost in a 502: the stack
     // retries it with the same key and gets the first answer back
@@ -291,7 +274,7 @@ async fn a_dead_letter_resubmits_with_its_key() {
     mock.script_cxone_job(JobScript::new([("FAILED", "boom")]));
     let job = extraction.submit(&json!({"n": 1})).await.unwrap();
     extraction.wait(&job).await.unwrap_err();
-    let letter = letters.lock().unwrap().pop().unwrap();
+    let letter = letters.take().pop().unwrap();
     let replayed = extraction.replay(letter.request.unwrap()).await.unwrap();
     assert_eq!(replayed.idempotency_key(), job.idempotency_key());
     extraction.wait(&replayed).await.unwrap();

@@ -7,6 +7,9 @@
 //! cost no wall-clock time.
 #![cfg(feature = "mock")]
 
+#[path = "support/vendor_stacks.rs"]
+mod vendor_stacks;
+
 use std::error::Error as StdError;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +23,7 @@ use tower_cx::backoff::Backoff;
 use tower_cx::body::Body;
 use tower_cx::breaker::{BreakerState, CircuitBreakerLayer};
 use tower_cx::error::{BodyTooLarge, BoxError, CircuitOpen};
-use tower_cx::mock::{Fault, MockConfig, MockServer};
+use tower_cx::mock::Fault;
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::{CxService, Stack};
 use tower_cx::transport::read_limited;
@@ -45,12 +48,7 @@ async fn get(client: &CxService, url: &str) -> Result<StatusCode, BoxError> {
 
 #[tokio::test(start_paused = true)]
 async fn a_token_endpoint_outage_is_invisible_while_the_token_lives_then_typed_then_healed() {
-    let mock = MockServer::start_with(MockConfig {
-        token_lifetime: Duration::from_secs(120),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = vendor_stacks::mock_with(|c| c.token_lifetime = Duration::from_secs(120)).await;
     let c = mock.config().clone();
     let credentials =
         ClientCredentials::genesys(&mock.genesys_region(), c.client_id, c.client_secret).unwrap();

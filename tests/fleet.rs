@@ -9,6 +9,13 @@
 //! message elsewhere.
 #![cfg(all(feature = "redis", feature = "mock"))]
 
+#[path = "support/events.rs"]
+mod events;
+#[path = "support/upstream.rs"]
+mod upstream;
+#[path = "support/vendor_stacks.rs"]
+mod vendor_stacks;
+
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -20,10 +27,13 @@ use tower_cx::auth::{source_fn, ClientCredentials, TokenCache, TokenError};
 use tower_cx::backoff::Backoff;
 use tower_cx::body::Body;
 use tower_cx::fleet::{FleetEvent, RedisFleet};
-use tower_cx::mock::{MockConfig, MockServer};
+use tower_cx::mock::MockServer;
 use tower_cx::priority::{LimiterEvent, PriorityLimitLayer};
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::{CxService, Stack};
+
+use events::EventCapture;
+use upstream::{status, Scripted};
 
 /// A `redis-server` child process on a loopback port, stopped on drop; or
 /// the server `.ci/run` started (`TOWER_CX_REDIS_URL`), for the tests that
@@ -134,13 +144,13 @@ impl Upstream {
     }
 }
 
-type Events = Arc<Mutex<Vec<FleetEvent>>>;
+type Events = EventCapture<FleetEvent>;
 
 /// One fleet member: its own Redis connection, token cache and limiter.
 struct Member {
     client: CxService,
     tokens: TokenCache,
-    limiter_events: Arc<Mutex<Vec<LimiterEvent>>>,
+    limiter_events: EventCapture<LimiterEvent>,
 }
 
 fn member(fleet: &RedisFleet, upstream: &Upstream, pacing: Option<u32>) -> Member {
@@ -151,11 +161,10 @@ fn member(fleet: &RedisFleet, upstream: &Upstream, pacing: Option<u32>) -> Membe
     )
     .unwrap();
     let tokens = TokenCache::new(fleet.client_credentials(credentials));
-    let limiter_events = Arc::new(Mutex::new(Vec::new()));
-    let seen = limiter_events.clone();
+    let limiter_events = EventCapture::new();
     let mut limiter = PriorityLimitLayer::new(8)
         .share_gate(fleet.gate("api"))
-        .on_event(move |e| seen.lock().unwrap().push(e.clone()));
+        .on_event(limiter_events.recorder());
     if let Some(per_second) = pacing {
         limiter = limiter.pacer(fleet.pacer("api", per_second, Duration::from_secs(1)));
     }
@@ -177,37 +186,68 @@ fn member(fleet: &RedisFleet, upstream: &Upstream, pacing: Option<u32>) -> Membe
 }
 
 fn fleet(url: &str, prefix: &str, events: &Events) -> RedisFleet {
-    let events = events.clone();
     RedisFleet::new(url)
         .unwrap()
         .prefix(prefix)
-        .on_event(move |e| events.lock().unwrap().push(e.clone()))
+        .on_event(events.recorder())
 }
 
-/// Run `work` on `n` threads, each with its own runtime, and collect what
-/// each returns.
-async fn on_threads<T, F, Fut>(n: usize, work: F) -> Vec<T>
-where
-    T: Send + 'static,
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = T>,
-{
-    let work = Arc::new(work);
-    let threads: Vec<_> = (0..n)
-        .map(|i| {
-            let work = work.clone();
-            std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(work(i))
+/// The members of one test's fleet: the Redis server and key prefix they
+/// share, the fleet events they report, and the mock they call.
+#[derive(Clone)]
+struct TestFleet {
+    url: String,
+    prefix: String,
+    events: Events,
+    upstream: Upstream,
+}
+
+impl TestFleet {
+    fn new(redis: &RedisServer, test: &str, mock: &MockServer) -> Self {
+        Self {
+            url: redis.url(),
+            prefix: prefix(test),
+            events: Events::new(),
+            upstream: Upstream::of(mock),
+        }
+    }
+
+    /// A new member, with its own Redis connection; pacing at `pacing` per
+    /// second if any.
+    fn member(&self, pacing: Option<u32>) -> Member {
+        member(
+            &fleet(&self.url, &self.prefix, &self.events),
+            &self.upstream,
+            pacing,
+        )
+    }
+
+    /// Run `work` for `n` new members, each on its own thread and Tokio
+    /// runtime (as separate processes would be), and collect what each
+    /// returns.
+    async fn run<T, F, Fut>(&self, n: usize, pacing: Option<u32>, work: F) -> Vec<T>
+    where
+        T: Send + 'static,
+        F: Fn(Member, Upstream) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = T>,
+    {
+        let work = Arc::new(work);
+        let threads: Vec<_> = (0..n)
+            .map(|_| {
+                let (work, members) = (work.clone(), self.clone());
+                std::thread::spawn(move || {
+                    let member = members.member(pacing);
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(work(member, members.upstream))
+                })
             })
-        })
-        .collect();
-    tokio::task::spawn_blocking(move || threads.into_iter().map(|t| t.join().unwrap()).collect())
-        .await
-        .unwrap()
+            .collect();
+        let joined = move || threads.into_iter().map(|t| t.join().unwrap()).collect();
+        tokio::task::spawn_blocking(joined).await.unwrap()
+    }
 }
 
 /// Whether `condition` holds within `tries` looks, `step` apart (real time:
@@ -233,20 +273,10 @@ async fn the_fleet_makes_one_token_request_per_refresh() {
     };
     // 6 s tokens are due for refresh with 3 s left: over 4.5 s the fleet
     // needs exactly two tokens, however many members it has.
-    let mock = MockServer::start_with(MockConfig {
-        token_lifetime: Duration::from_secs(6),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
-    let upstream = Upstream::of(&mock);
-    let (url, prefix) = (redis.url(), prefix("token"));
-    let events: Events = Arc::default();
-    let shared = events.clone();
-    let refreshes = on_threads(3, move |_| {
-        let member = member(&fleet(&url, &prefix, &shared), &upstream, None);
-        let upstream = upstream.clone();
-        async move {
+    let mock = vendor_stacks::mock_with(|c| c.token_lifetime = Duration::from_secs(6)).await;
+    let members = TestFleet::new(&redis, "token", &mock);
+    let refreshes = members
+        .run(3, None, |member, upstream| async move {
             let started = tokio::time::Instant::now();
             while started.elapsed() < Duration::from_millis(4500) {
                 let response = member
@@ -259,9 +289,8 @@ async fn the_fleet_makes_one_token_request_per_refresh() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             member.tokens.status().refresh_count
-        }
-    })
-    .await;
+        })
+        .await;
     let counters = mock.counters();
     assert_eq!(
         counters.tokens_issued, 2,
@@ -269,7 +298,7 @@ async fn the_fleet_makes_one_token_request_per_refresh() {
     );
     assert_eq!(counters.expired_token_requests, 0);
     assert_eq!(refreshes, [2, 2, 2], "every member took both tokens");
-    let events = events.lock().unwrap();
+    let events = members.events.all();
     let fetched = events
         .iter()
         .filter(|e| **e == FleetEvent::TokenFetched)
@@ -291,21 +320,14 @@ async fn a_rate_limit_seen_by_one_member_pauses_the_others() {
     // One token for the fleet, 8 requests per 2 s window; 6 workers with
     // think time send about 24 per window: the fleet runs into the limit,
     // and whoever is told to wait tells the others.
-    let mock = MockServer::start_with(MockConfig {
-        rate_limit: 8,
-        rate_window: Duration::from_secs(2),
-        ..MockConfig::default()
+    let mock = vendor_stacks::mock_with(|c| {
+        c.rate_limit = 8;
+        c.rate_window = Duration::from_secs(2);
     })
-    .await
-    .unwrap();
-    let upstream = Upstream::of(&mock);
-    let (url, prefix) = (redis.url(), prefix("gate"));
-    let events: Events = Arc::default();
-    let shared = events.clone();
-    let reports = on_threads(3, move |_| {
-        let member = member(&fleet(&url, &prefix, &shared), &upstream, None);
-        let upstream = upstream.clone();
-        async move {
+    .await;
+    let members = TestFleet::new(&redis, "gate", &mock);
+    let reports = members
+        .run(3, None, |member, upstream| async move {
             let mut workers = tokio::task::JoinSet::new();
             for _ in 0..2 {
                 let (client, upstream) = (member.client.clone(), upstream.clone());
@@ -330,15 +352,13 @@ async fn a_rate_limit_seen_by_one_member_pauses_the_others() {
             }
             let received = member
                 .limiter_events
-                .lock()
-                .unwrap()
+                .all()
                 .iter()
                 .filter(|e| matches!(e, LimiterEvent::GateClosedElsewhere { .. }))
                 .count();
             (ok, received)
-        }
-    })
-    .await;
+        })
+        .await;
     let counters = mock.counters();
     assert_eq!(counters.tokens_issued, 1);
     assert_eq!(
@@ -349,7 +369,7 @@ async fn a_rate_limit_seen_by_one_member_pauses_the_others() {
     assert!(ok >= 16, "the fleet used the windows it had: {reports:?}");
     let informed = reports.iter().filter(|(_, received)| *received > 0).count();
     assert!(informed >= 2, "members were paused by others: {reports:?}");
-    assert!(events.lock().unwrap().iter().any(|e| matches!(
+    assert!(members.events.all().iter().any(|e| matches!(
         e,
         FleetEvent::PauseReceived {
             component: "gate",
@@ -363,23 +383,13 @@ async fn fleet_pacing_holds_the_configured_rate_over_a_minute() {
     let Some(redis) = RedisServer::shared() else {
         return;
     };
-    let mock = MockServer::start_with(MockConfig {
-        rate_limit: 1_000_000,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
-    let upstream = Upstream::of(&mock);
-    let (url, prefix) = (redis.url(), prefix("pace"));
-    let events: Events = Arc::default();
-    let shared = events.clone();
+    let mock = vendor_stacks::mock_with(|c| c.rate_limit = 1_000_000).await;
+    let members = TestFleet::new(&redis, "pace", &mock);
     // 20 per second for the fleet; each member alone would happily send
     // far more (8 workers, no latency).
     let start = tokio::time::Instant::now() + Duration::from_millis(500);
-    let counts = on_threads(3, move |_| {
-        let member = member(&fleet(&url, &prefix, &shared), &upstream, Some(20));
-        let upstream = upstream.clone();
-        async move {
+    let counts = members
+        .run(3, Some(20), move |member, upstream| async move {
             // warm up the token and the connections before the clock starts
             member
                 .client
@@ -411,9 +421,8 @@ async fn fleet_pacing_holds_the_configured_rate_over_a_minute() {
                 done += n.unwrap();
             }
             done
-        }
-    })
-    .await;
+        })
+        .await;
     let total: u64 = counts.iter().sum();
     let rate = total as f64 / 60.0;
     println!("fleet pacing: {total} requests in 60 s = {rate:.2}/s (configured 20/s), per member {counts:?}");
@@ -425,9 +434,9 @@ async fn fleet_pacing_holds_the_configured_rate_over_a_minute() {
         counts.iter().all(|&n| n > 200),
         "every member got a share: {counts:?}"
     );
-    assert!(!events
-        .lock()
-        .unwrap()
+    assert!(!members
+        .events
+        .all()
         .iter()
         .any(|e| matches!(e, FleetEvent::Degraded { .. })));
 }
@@ -440,7 +449,7 @@ async fn a_dead_lock_holder_is_taken_over_after_its_lock_expires() {
     let mock = MockServer::start().await.unwrap();
     let upstream = Upstream::of(&mock);
     let (url, prefix) = (redis.url(), prefix("lock"));
-    let events: Events = Arc::default();
+    let events = Events::new();
 
     // Member A takes the refresh lock, then dies mid-refresh: its token
     // request never ends and its runtime (its process) goes away.
@@ -481,7 +490,7 @@ async fn a_dead_lock_holder_is_taken_over_after_its_lock_expires() {
     let tokens = TokenCache::new(b_fleet.token_source(credentials, "shared"));
     tokens.refresh().await.unwrap();
     assert_eq!(mock.counters().tokens_issued, 1);
-    let events = events.lock().unwrap();
+    let events = events.all();
     assert!(events.contains(&FleetEvent::LockTakenOver), "{events:?}");
     assert!(events.contains(&FleetEvent::TokenFetched), "{events:?}");
 }
@@ -494,19 +503,16 @@ async fn requests_keep_succeeding_while_redis_is_down_and_shared_state_resumes()
     let port = redis.port;
     let mock = MockServer::start().await.unwrap();
     let upstream = Upstream::of(&mock);
-    let events: Events = Arc::default();
-    let audited: Arc<Mutex<Vec<String>>> = Arc::default();
-    let lines = audited.clone();
-    let audit = tower_cx::audit::AuditLayer::new(tower_cx::audit::callback(move |event| {
-        lines.lock().unwrap().push(event.to_json())
-    }));
+    let events = Events::new();
+    let audited = EventCapture::<tower_cx::audit::AuditEvent>::new();
+    let audit = tower_cx::audit::AuditLayer::new(audited.sink());
     let record = audit.emitter().handler();
     let seen = events.clone();
     let fleet = fleet(&redis.url(), &prefix("down"), &events)
         .op_timeout(Duration::from_millis(200))
         .retry_redis_after(Duration::from_millis(200))
         .on_event(move |event: &FleetEvent| {
-            seen.lock().unwrap().push(event.clone());
+            seen.push(event.clone());
             record(event);
         });
     let member = member(&fleet, &upstream, Some(50));
@@ -529,7 +535,7 @@ async fn requests_keep_succeeding_while_redis_is_down_and_shared_state_resumes()
     // A new token is needed while Redis is down: fetched locally.
     member.tokens.refresh().await.unwrap();
     {
-        let events = events.lock().unwrap();
+        let events = events.all();
         let degraded: Vec<_> = events
             .iter()
             .filter_map(|e| match e {
@@ -550,27 +556,22 @@ async fn requests_keep_succeeding_while_redis_is_down_and_shared_state_resumes()
     for _ in 0..100 {
         assert_eq!(call(&member).await, StatusCode::OK);
         restored = events
-            .lock()
-            .unwrap()
+            .all()
             .contains(&FleetEvent::Restored { component: "pacer" });
         if restored {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(restored, "{:?}", events.lock().unwrap());
+    assert!(restored, "{:?}", events.all());
     // The audit stream says why, and when it ended.
-    let audited = audited.lock().unwrap();
+    let degraded = audited.named("fleet.degraded");
     assert!(
-        audited
-            .iter()
-            .any(|l| l.contains(r#""event":"fleet.degraded""#)
-                && l.contains(r#""component":"pacer""#)),
-        "{audited:?}"
+        degraded.iter().any(|e| e["component"] == "pacer"),
+        "{:?}",
+        audited.json()
     );
-    assert!(audited
-        .iter()
-        .any(|l| l.contains(r#""event":"fleet.restored""#)));
+    assert!(!audited.named("fleet.restored").is_empty());
 }
 
 #[tokio::test]
@@ -582,7 +583,7 @@ async fn a_breaker_tripping_on_one_member_opens_the_breakers_of_the_fleet() {
         return;
     };
     let (url, prefix) = (redis.url(), prefix("breaker"));
-    let events: Events = Arc::default();
+    let events = Events::new();
     // Three members, each with its own Redis connection and breaker; the
     // upstream of the first fails, the others' is healthy.
     let members: Vec<_> = (0..3)
@@ -591,15 +592,8 @@ async fn a_breaker_tripping_on_one_member_opens_the_breakers_of_the_fleet() {
                 .consecutive_failures(2)
                 .share_state(fleet(&url, &prefix, &events).breaker("upstream"));
             let handle = layer.handle();
-            let status = if i == 0 { 503 } else { 200 };
-            let service = tower::Layer::layer(
-                &layer,
-                tower::service_fn(move |_req: Request<Body>| async move {
-                    Ok::<_, tower_cx::error::BoxError>(
-                        http::Response::builder().status(status).body(()).unwrap(),
-                    )
-                }),
-            );
+            let code = if i == 0 { 503 } else { 200 };
+            let service = tower::Layer::layer(&layer, Scripted::always(status(code)));
             (service, handle)
         })
         .collect();
@@ -633,8 +627,7 @@ async fn a_breaker_tripping_on_one_member_opens_the_breakers_of_the_fleet() {
         assert_eq!(handle.counts().failures, 0);
     }
     let received = events
-        .lock()
-        .unwrap()
+        .all()
         .iter()
         .filter(|e| {
             matches!(
@@ -673,23 +666,21 @@ async fn a_token_the_api_refuses_is_removed_from_redis_and_replaced_once_for_the
         return;
     };
     let mock = MockServer::start().await.unwrap();
-    let upstream = Upstream::of(&mock);
-    let (url, prefix) = (redis.url(), prefix("poison"));
-    let events: Events = Arc::default();
+    let members = TestFleet::new(&redis, "poison", &mock);
     // A first member stores a good token, then the stored token is
     // overwritten with one the API refuses (a revoked token does the same).
-    let first = member(&fleet(&url, &prefix, &events), &upstream, None);
+    let first = members.member(None);
     let response = first
         .client
         .clone()
-        .oneshot(upstream.users())
+        .oneshot(members.upstream.users())
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
-    let key = token_key(&url, &prefix).await;
+    let key = token_key(&members.url, &members.prefix).await;
     let bogus = r#"{"access_token":"bogus-token","due_ms":60000}"#;
     let _: () = redis_cmd(
-        &url,
+        &members.url,
         redis::cmd("SET")
             .arg(&key)
             .arg(bogus)
@@ -700,11 +691,8 @@ async fn a_token_the_api_refuses_is_removed_from_redis_and_replaced_once_for_the
 
     // Three fresh members take the stored token, get 401 and recover: the
     // fleet makes one token request for the refused token.
-    let shared = events.clone();
-    let statuses = on_threads(3, move |_| {
-        let member = member(&fleet(&url, &prefix, &shared), &upstream, None);
-        let upstream = upstream.clone();
-        async move {
+    let statuses = members
+        .run(3, None, |member, upstream| async move {
             let mut statuses = Vec::new();
             for _ in 0..3 {
                 let response = member
@@ -716,9 +704,8 @@ async fn a_token_the_api_refuses_is_removed_from_redis_and_replaced_once_for_the
                 statuses.push(response.status().as_u16());
             }
             statuses
-        }
-    })
-    .await;
+        })
+        .await;
     assert_eq!(statuses, vec![vec![200, 200, 200]; 3]);
     assert_eq!(
         mock.counters().tokens_issued,
@@ -727,7 +714,7 @@ async fn a_token_the_api_refuses_is_removed_from_redis_and_replaced_once_for_the
     );
     let stored: String = redis_cmd(&redis.url(), redis::cmd("GET").arg(&key)).await;
     assert!(!stored.contains("bogus-token"));
-    let events = events.lock().unwrap();
+    let events = members.events.all();
     let removed = events
         .iter()
         .filter(|e| **e == FleetEvent::RejectedTokenRemoved)
@@ -741,7 +728,7 @@ async fn a_slow_token_fetch_keeps_its_lock_and_the_fleet_fetches_once() {
         return;
     };
     let (url, prefix) = (redis.url(), prefix("renew"));
-    let events: Events = Arc::default();
+    let events = Events::new();
     // The fetch takes three times the lock's TTL.
     let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let source = |fetches: Arc<std::sync::atomic::AtomicUsize>| {
@@ -772,7 +759,7 @@ async fn a_slow_token_fetch_keeps_its_lock_and_the_fleet_fetches_once() {
     b.refresh().await.unwrap();
     first.await.unwrap().unwrap();
     assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
-    let events = events.lock().unwrap();
+    let events = events.all();
     assert!(!events.contains(&FleetEvent::LockTakenOver), "{events:?}");
     assert!(events.contains(&FleetEvent::TokenShared), "{events:?}");
 }
@@ -782,19 +769,14 @@ async fn a_half_open_subscription_is_detected_by_its_keepalive() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
-    let events: Events = Arc::default();
+    let events = Events::new();
     let prefix = prefix("keepalive");
     let share = fleet(&redis.url(), &prefix, &events)
         .op_timeout(Duration::from_millis(200))
         .keepalive(Duration::from_millis(100))
         .gate("api");
     let limiter = PriorityLimitLayer::new(1).share_gate(share);
-    let service = tower::Layer::layer(
-        &limiter,
-        tower::service_fn(|_req: Request<Body>| async {
-            Ok::<_, tower_cx::error::BoxError>(http::Response::new(()))
-        }),
-    );
+    let service = tower::Layer::layer(&limiter, Scripted::new([]));
     // the first request subscribes
     service
         .clone()
@@ -815,7 +797,7 @@ async fn a_half_open_subscription_is_detected_by_its_keepalive() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let degraded = |events: &Events| {
-        events.lock().unwrap().iter().any(|e| {
+        events.all().iter().any(|e| {
             matches!(e, FleetEvent::Degraded { component: "gate", reason }
                 if reason.contains("ping"))
         })
@@ -829,16 +811,15 @@ async fn a_half_open_subscription_is_detected_by_its_keepalive() {
     signal("-STOP");
     let detected = eventually(100, Duration::from_millis(20), || degraded(&events)).await;
     signal("-CONT");
-    assert!(detected, "{:?}", events.lock().unwrap());
+    assert!(detected, "{:?}", events.all());
     // and it subscribes again once Redis answers
     let restored = eventually(200, Duration::from_millis(20), || {
         events
-            .lock()
-            .unwrap()
+            .all()
             .contains(&FleetEvent::Restored { component: "gate" })
     })
     .await;
-    assert!(restored, "{:?}", events.lock().unwrap());
+    assert!(restored, "{:?}", events.all());
     drop(service);
 }
 
@@ -847,7 +828,7 @@ async fn a_standalone_redis_passes_the_cluster_check() {
     let Some(redis) = RedisServer::shared() else {
         return;
     };
-    let events: Events = Arc::default();
+    let events = Events::new();
     let fleet = fleet(&redis.url(), &prefix("check"), &events);
     assert_eq!(fleet.check().await, Ok(()));
 }
@@ -859,7 +840,7 @@ async fn a_wrong_redis_password_falls_back_without_printing_the_url() {
     };
     let mock = MockServer::start().await.unwrap();
     let upstream = Upstream::of(&mock);
-    let events: Events = Arc::default();
+    let events = Events::new();
     // the test server has no password: AUTH with one fails
     let url = redis
         .url()
@@ -876,7 +857,7 @@ async fn a_wrong_redis_password_falls_back_without_printing_the_url() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
-    let events = events.lock().unwrap();
+    let events = events.all();
     assert!(
         events.iter().any(|e| matches!(
             e,

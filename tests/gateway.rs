@@ -2,6 +2,11 @@
 //! mock with a bearer token it fetched itself.
 #![cfg(feature = "mock")]
 
+#[path = "support/events.rs"]
+mod events;
+#[path = "support/loopback.rs"]
+mod loopback;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,11 +17,14 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use tower_cx::body::Body;
 use tower_cx::mock::{Fault, MockServer};
+
+use events::EventCapture;
 
 /// The example binary `cargo test` builds next to the test binaries.
 fn gateway_binary() -> PathBuf {
@@ -181,20 +189,15 @@ struct Seen {
 
 #[derive(Clone, Default)]
 struct Recorder {
-    seen: Arc<Mutex<Vec<Seen>>>,
+    seen: EventCapture<Seen>,
     /// When set, the token endpoint answers 401 with this body.
     token_failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Recorder {
     fn api_requests(&self) -> Vec<Seen> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.uri != "/oauth/token")
-            .cloned()
-            .collect()
+        let seen = self.seen.all().into_iter();
+        seen.filter(|s| s.uri != "/oauth/token").collect()
     }
 }
 
@@ -203,24 +206,11 @@ const UPSTREAM_TOKEN: &str = "upstream-token-7";
 /// Starts the recording upstream; returns its recorder and `http://ADDR`.
 async fn recording_upstream() -> (Recorder, String) {
     let recorder = Recorder::default();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let shared = recorder.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let recorder = shared.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |request| record(recorder.clone(), request));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let base = loopback::serve(tower::service_fn(move |request| {
+        std::future::ready(Ok::<_, std::convert::Infallible>(record(&shared, request)))
+    }))
+    .await;
     (recorder, base)
 }
 
@@ -233,18 +223,11 @@ async fn get(addr: &str, path: &str) -> http::Response<hyper::body::Incoming> {
     client.request(request).await.unwrap()
 }
 
-async fn record(
-    recorder: Recorder,
-    request: Request<hyper::body::Incoming>,
-) -> Result<http::Response<Full<Bytes>>, std::convert::Infallible> {
+fn record(recorder: &Recorder, request: Request<Body>) -> http::Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = body.as_bytes().cloned().unwrap_or_default();
     let uri = parts.uri.to_string();
-    recorder.seen.lock().unwrap().push(Seen {
+    recorder.seen.push(Seen {
         uri: uri.clone(),
         headers: parts.headers.clone(),
         body_len: body.len(),
@@ -255,7 +238,7 @@ async fn record(
         response
             .headers_mut()
             .insert("content-type", "application/json".parse().unwrap());
-        Ok(response)
+        response
     };
     if uri == "/oauth/token" {
         if let Some(failure) = recorder.token_failure.lock().unwrap().clone() {
@@ -275,9 +258,21 @@ async fn record(
             "location",
             "http://elsewhere.invalid/taken".parse().unwrap(),
         );
-        return Ok(response);
+        return response;
     }
     respond(200, format!(r#"{{"received":{}}}"#, body.len()))
+}
+
+/// A new recording upstream and a gateway in front of it (see
+/// [`gateway_for_recorder`]): the recorder, the gateway and its address.
+async fn gateway_with_recorder(
+    authenticate: bool,
+    extra: &[&str],
+    name: &str,
+) -> (Recorder, Child, String) {
+    let (recorder, base) = recording_upstream().await;
+    let (gateway, addr) = gateway_for_recorder(&base, authenticate, extra, name).await;
+    (recorder, gateway, addr)
 }
 
 /// A gateway in front of the recording upstream, authenticating against its
@@ -365,8 +360,7 @@ async fn absolute_form_targets_and_host_tricks_reach_the_configured_upstream_onl
 
 #[tokio::test]
 async fn the_callers_authorization_and_hop_by_hop_headers_are_stripped() {
-    let (recorder, base) = recording_upstream().await;
-    let (_gateway, addr) = gateway_for_recorder(&base, true, &[], "hop").await;
+    let (recorder, _gateway, addr) = gateway_with_recorder(true, &[], "hop").await;
 
     let raw = "GET /api/me HTTP/1.1\r\nHost: x\r\n\
                Authorization: Bearer the-callers-own\r\n\
@@ -404,8 +398,7 @@ async fn the_callers_authorization_and_hop_by_hop_headers_are_stripped() {
 
 #[tokio::test]
 async fn a_redirect_to_another_host_is_passed_back_not_followed() {
-    let (recorder, base) = recording_upstream().await;
-    let (_gateway, addr) = gateway_for_recorder(&base, true, &[], "redirect").await;
+    let (recorder, _gateway, addr) = gateway_with_recorder(true, &[], "redirect").await;
 
     let response = get(&addr, "/redirect").await;
     assert_eq!(response.status(), StatusCode::FOUND);
@@ -422,9 +415,8 @@ async fn a_redirect_to_another_host_is_passed_back_not_followed() {
 
 #[tokio::test]
 async fn the_413_414_and_431_limits_answer_before_anything_is_forwarded() {
-    let (recorder, base) = recording_upstream().await;
-    let (_gateway, addr) =
-        gateway_for_recorder(&base, false, &["--max-body-bytes", "1024"], "limits").await;
+    let (recorder, _gateway, addr) =
+        gateway_with_recorder(false, &["--max-body-bytes", "1024"], "limits").await;
 
     // A huge declared length is refused at once: the body is never sent,
     // so an answer can only come from a refusal before reading.
@@ -495,7 +487,7 @@ async fn trace_connect_and_unknown_methods_are_answered_405_and_never_forwarded(
         );
     }
     assert!(
-        recorder.seen.lock().unwrap().is_empty(),
+        recorder.seen.is_empty(),
         "nothing reached the upstream, not even for a token"
     );
 }
@@ -583,9 +575,7 @@ async fn bad_numbers_in_flags_end_the_gateway_with_a_clear_error_not_a_panic() {
 
 #[tokio::test]
 async fn slow_clients_are_closed_by_the_header_and_body_timeouts() {
-    let (recorder, base) = recording_upstream().await;
-    let (_gateway, addr) = gateway_for_recorder(
-        &base,
+    let (recorder, _gateway, addr) = gateway_with_recorder(
         false,
         &["--header-timeout", "1", "--body-timeout", "1"],
         "slow",
@@ -635,9 +625,8 @@ async fn slow_clients_are_closed_by_the_header_and_body_timeouts() {
 
 #[tokio::test]
 async fn connections_over_the_limit_wait_until_one_closes() {
-    let (recorder, base) = recording_upstream().await;
-    let (_gateway, addr) =
-        gateway_for_recorder(&base, false, &["--max-connections", "2"], "connections").await;
+    let (recorder, _gateway, addr) =
+        gateway_with_recorder(false, &["--max-connections", "2"], "connections").await;
 
     // Two connections take both slots (accepted in order, before the third).
     let first = TcpStream::connect(host_port(&addr)).await.unwrap();
@@ -692,9 +681,7 @@ async fn post_head(addr: &str, path: &str, length: usize) -> Result<TcpStream, S
 
 #[tokio::test]
 async fn bodies_over_the_shared_budget_are_answered_503_at_once() {
-    let (recorder, base) = recording_upstream().await;
-    let (_gateway, addr) = gateway_for_recorder(
-        &base,
+    let (recorder, _gateway, addr) = gateway_with_recorder(
         false,
         &["--max-body-bytes", "1000", "--max-buffered-bytes", "1500"],
         "budget",

@@ -2,24 +2,27 @@
 //! canonical stack and real loopback TCP.
 #![cfg(feature = "mock")]
 
+#[path = "support/events.rs"]
+mod events;
 #[path = "support/vendor_stacks.rs"]
 mod vendor_stacks;
 
 use std::error::Error as _;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tower_cx::audit::{dead_letter_fn, DeadLetter};
+use tower_cx::audit::DeadLetter;
 use tower_cx::backoff::Backoff;
-use tower_cx::error::BodyTooLarge;
-use tower_cx::genesys::{BusinessRule, GenesysClient, GenesysError};
+use tower_cx::error::{BodyTooLarge, BoxError};
+use tower_cx::genesys::{BusinessRule, DataActions, GenesysClient, GenesysError};
 use tower_cx::mock::{Fault, MockServer};
 use tower_cx::retry::{RetryLayer, RetryOverride, IDEMPOTENCY_KEY};
 use tower_cx::stack::{CxService, Stack};
 use tower_cx::vendor::{BodyLimits, InvalidArgument, RetryRules, Rule};
+
+use events::EventCapture;
 
 const EXECUTE: &str = "/api/v2/integrations/actions/lookup/execute";
 
@@ -36,21 +39,33 @@ fn stack(mock: &MockServer, attempts: u32) -> CxService {
         .build()
 }
 
-/// The `lookup` action is read-only: declared idempotent, so its failures
-/// may be retried.
+/// The client over [`stack`] with 4 attempts. The `lookup` action is
+/// read-only: declared idempotent, so its failures may be retried.
 fn client(mock: &MockServer) -> GenesysClient<CxService> {
-    GenesysClient::new(stack(mock, 4), &mock.genesys_region())
+    client_over(mock, 4)
+}
+
+/// The client (3 attempts of its own) over [`stack`] with `stack_attempts`.
+fn client_over(mock: &MockServer, stack_attempts: u32) -> GenesysClient<CxService> {
+    GenesysClient::new(stack(mock, stack_attempts), &mock.genesys_region())
         .retry(fast().max_attempts(3))
         .idempotent_action("lookup")
 }
 
-type Letters = Arc<Mutex<Vec<DeadLetter>>>;
+type Letters = EventCapture<DeadLetter>;
 
 fn with_letters(client: GenesysClient<CxService>) -> (GenesysClient<CxService>, Letters) {
-    let letters: Letters = Arc::default();
-    let sink = letters.clone();
-    let client = client.dead_letters(dead_letter_fn(move |l| sink.lock().unwrap().push(l)));
+    let letters = Letters::new();
+    let client = client.dead_letters(letters.dead_letters());
     (client, letters)
+}
+
+/// Runs the `lookup` action with `{}`, which must fail: the error.
+async fn failed_lookup(actions: &DataActions<CxService>) -> BoxError {
+    actions
+        .execute::<_, Value>("lookup", &json!({}))
+        .await
+        .unwrap_err()
 }
 
 /// The vendor's typed error, itself or as the source of an
@@ -105,11 +120,7 @@ async fn a_remote_5xx_inside_a_400_is_retried_with_the_same_key() {
 async fn a_remote_4xx_and_an_authentication_failure_are_final() {
     let mock = MockServer::start().await.unwrap();
     mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(404), 1);
-    let err = client(&mock)
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&client(&mock).data_actions()).await;
     let e = genesys_error(&err);
     assert_eq!(e.remote_status().map(|s| s.as_u16()), Some(404));
     assert_eq!(mock.counters().requests[EXECUTE], 1);
@@ -119,11 +130,7 @@ async fn a_remote_4xx_and_an_authentication_failure_are_final() {
         Fault::DataActionError("ACTION.AUTHENTICATION".into()),
         1,
     );
-    let err = client(&mock)
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&client(&mock).data_actions()).await;
     let e = genesys_error(&err);
     assert_eq!(e.status().as_u16(), 400);
     assert_eq!(e.code(), Some("bad.request"));
@@ -146,8 +153,9 @@ async fn a_failure_after_retries_is_dead_lettered_and_replays_with_its_key() {
         .await
         .unwrap_err();
     assert_eq!(genesys_error(&err).remote_status().unwrap().as_u16(), 502);
-    let letter = letters.lock().unwrap().pop().expect("one dead letter");
-    assert!(letters.lock().unwrap().is_empty());
+    let mut taken = letters.take();
+    let letter = taken.pop().expect("one dead letter");
+    assert!(taken.is_empty());
     assert_eq!(letter.attempts, 3);
     assert_eq!(letter.last_status, Some(400));
     assert_eq!(letter.error_code, "ACTION.REMOTE_ENDPOINT");
@@ -167,7 +175,7 @@ async fn a_failure_after_retries_is_dead_lettered_and_replays_with_its_key() {
     let keys = mock.idempotency_keys(EXECUTE);
     assert_eq!(keys.len(), 4);
     assert!(keys.iter().all(|k| *k == key));
-    assert!(letters.lock().unwrap().is_empty());
+    assert!(letters.is_empty());
 }
 
 #[tokio::test]
@@ -193,18 +201,14 @@ async fn a_business_error_in_a_200_follows_the_retry_rules() {
     mock.fault(Some(EXECUTE), Fault::BusinessError200, 1);
     let (genesys, letters) =
         with_letters(client(&mock).business_rule(BusinessRule::success_flag()));
-    let err = genesys
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&genesys.data_actions()).await;
     let e = genesys_error(&err);
     assert!(e.is_business());
     assert_eq!(e.code(), Some("business.error"));
     assert_eq!(e.message(), "mock business error");
     assert_eq!(e.output().unwrap()["success"], false);
     assert_eq!(mock.counters().requests[EXECUTE], 1);
-    assert_eq!(letters.lock().unwrap().len(), 1);
+    assert_eq!(letters.len(), 1);
 
     // made retryable by configuration: the next attempt succeeds
     mock.fault(Some(EXECUTE), Fault::BusinessError200, 1);
@@ -251,10 +255,7 @@ async fn error_shapes_are_typed() {
         Fault::Body(502, "<html>Bad Gateway</html>".into()),
         1,
     );
-    let err = actions
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&actions).await;
     let e = genesys_error(&err);
     assert_eq!(
         (e.status().as_u16(), e.message()),
@@ -275,10 +276,7 @@ async fn error_shapes_are_typed() {
         ),
         1,
     );
-    let err = actions
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&actions).await;
     let e = genesys_error(&err);
     assert_eq!(
         e.codes().collect::<Vec<_>>(),
@@ -288,10 +286,7 @@ async fn error_shapes_are_typed() {
 
     // a 200 that is not JSON
     mock.fault(Some(EXECUTE), Fault::Body(200, "not json".into()), 1);
-    let err = actions
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&actions).await;
     let e = err
         .downcast_ref::<tower_cx::vendor::UnexpectedBody>()
         .unwrap();
@@ -300,10 +295,7 @@ async fn error_shapes_are_typed() {
 
     // last: the 429 closes the stack's rate gate for 5 s
     mock.fault(Some(EXECUTE), Fault::RetryAfterSecs(5), 1);
-    let err = actions
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&actions).await;
     let e = genesys_error(&err);
     assert_eq!(e.status().as_u16(), 429);
     assert_eq!(e.code(), Some("too.many.requests.retry.after"));
@@ -319,20 +311,12 @@ async fn bodies_over_the_limits_are_typed_errors() {
     });
     let big = json!({"blob": "x".repeat(2000)}).to_string();
     mock.fault(Some(EXECUTE), Fault::Body(200, big.clone()), 1);
-    let err = genesys
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&genesys.data_actions()).await;
     let e = err.downcast_ref::<BodyTooLarge>().expect("BodyTooLarge");
     assert_eq!((e.limit(), e.status().as_u16()), (1024, 200));
 
     mock.fault(Some(EXECUTE), Fault::Body(400, big), 1);
-    let err = genesys
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&genesys.data_actions()).await;
     assert_eq!(err.downcast_ref::<BodyTooLarge>().unwrap().limit(), 256);
 }
 
@@ -392,40 +376,31 @@ async fn a_listing_error_ends_the_stream_with_a_typed_error() {
 #[tokio::test]
 async fn one_dead_letter_per_failed_action_when_the_audit_layer_shares_the_sink() {
     let mock = MockServer::start().await.unwrap();
-    let letters: Letters = Arc::default();
-    let sink = letters.clone();
-    let sink = Arc::new(move |l: DeadLetter| sink.lock().unwrap().push(l));
-    let audit_sink = sink.clone();
+    let letters = Letters::new();
     let stack = vendor_stacks::genesys(&mock)
         .retry(fast().max_attempts(1))
         .audit(
             tower_cx::audit::AuditLayer::new(tower_cx::audit::NoopSink)
-                .dead_letters(dead_letter_fn(move |l| audit_sink(l))),
+                .dead_letters(letters.dead_letters()),
         )
         .build();
     let genesys = GenesysClient::new(stack, &mock.genesys_region())
         .retry(fast().max_attempts(3))
         .idempotent_action("lookup")
-        .dead_letters(dead_letter_fn(move |l| sink(l)));
+        .dead_letters(letters.dead_letters());
     mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(503), 3);
-    genesys
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
-    {
-        let letters = letters.lock().unwrap();
-        assert_eq!(letters.len(), 1, "the client's, not one per attempt");
-        assert_eq!(letters[0].error_code, "ACTION.REMOTE_ENDPOINT");
-        assert_eq!(letters[0].attempts, 3);
-    }
+    failed_lookup(&genesys.data_actions()).await;
+    let action_letters = letters.take();
+    assert_eq!(action_letters.len(), 1, "the client's, not one per attempt");
+    assert_eq!(action_letters[0].error_code, "ACTION.REMOTE_ENDPOINT");
+    assert_eq!(action_letters[0].attempts, 3);
     // a listing is not the client's to dead-letter: the audit layer does
     mock.fault(Some("/api/v2/users"), Fault::Status(500), 1);
     let mut pages = Box::pin(genesys.list::<Value>("/api/v2/users"));
     pages.try_next().await.unwrap_err();
-    let letters = letters.lock().unwrap();
-    assert_eq!(letters.len(), 2);
-    assert_eq!(letters[1].last_status, Some(500));
+    let listing_letters = letters.take();
+    assert_eq!(listing_letters.len(), 1);
+    assert_eq!(listing_letters[0].last_status, Some(500));
 }
 
 #[tokio::test]
@@ -457,13 +432,13 @@ async fn a_listing_without_next_uri_follows_page_number_up_to_page_count() {
 
 /// A transport that answers `{}` and records whether each request was
 /// declared idempotent.
-type Declarations = Arc<Mutex<Vec<(String, Option<RetryOverride>)>>>;
+type Declarations = EventCapture<(String, Option<RetryOverride>)>;
 
 fn recording() -> (impl tower_cx::vendor::Transport, Declarations) {
-    let seen: Declarations = Arc::default();
+    let seen = Declarations::new();
     let log = seen.clone();
     let transport = tower::service_fn(move |req: http::Request<tower_cx::body::Body>| {
-        log.lock().unwrap().push((
+        log.push((
             req.uri().path().to_owned(),
             req.extensions().get::<RetryOverride>().cloned(),
         ));
@@ -502,7 +477,7 @@ async fn data_actions_are_idempotent_only_when_declared_per_action_or_per_call()
         .unwrap();
     genesys.analytics().submit(&json!({})).await.unwrap();
     let declared = RetryOverride::new().idempotent(true);
-    let seen = seen.lock().unwrap();
+    let seen = seen.all();
     let got: Vec<_> = seen
         .iter()
         .map(|(path, o)| (path.rsplit('/').nth(1).unwrap().to_owned(), o.clone()))
@@ -526,15 +501,9 @@ async fn data_actions_are_idempotent_only_when_declared_per_action_or_per_call()
 async fn a_remote_status_inside_an_outer_500_is_read_from_the_message() {
     let mock = MockServer::start().await.unwrap();
     // one attempt in the stack: the client's own rules decide
-    let genesys = GenesysClient::new(stack(&mock, 1), &mock.genesys_region())
-        .retry(fast().max_attempts(3))
-        .idempotent_action("lookup");
+    let genesys = client_over(&mock, 1);
     mock.fault(Some(EXECUTE), Fault::RemoteEndpointInternal(404), 1);
-    let err = genesys
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&genesys.data_actions()).await;
     let e = genesys_error(&err);
     assert_eq!(e.status().as_u16(), 500);
     assert_eq!(e.code(), Some("internal.server.error"));
@@ -563,9 +532,7 @@ async fn a_remote_status_inside_an_outer_500_is_read_from_the_message() {
 #[tokio::test]
 async fn a_remote_status_inside_an_outer_400_is_the_nested_status() {
     let mock = MockServer::start().await.unwrap();
-    let genesys = GenesysClient::new(stack(&mock, 1), &mock.genesys_region())
-        .retry(fast().max_attempts(3))
-        .idempotent_action("lookup");
+    let genesys = client_over(&mock, 1);
     mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(429), 1);
     let _: Echo = genesys
         .data_actions()
@@ -574,11 +541,7 @@ async fn a_remote_status_inside_an_outer_400_is_the_nested_status() {
         .unwrap();
     assert_eq!(mock.counters().requests[EXECUTE], 2);
     mock.fault(Some(EXECUTE), Fault::RemoteEndpoint(403), 1);
-    let err = genesys
-        .data_actions()
-        .execute::<_, Value>("lookup", &json!({}))
-        .await
-        .unwrap_err();
+    let err = failed_lookup(&genesys.data_actions()).await;
     assert_eq!(
         genesys_error(&err).remote_status().map(|s| s.as_u16()),
         Some(403)
@@ -650,13 +613,11 @@ async fn a_hint_over_180_s_stays_final_and_the_deadline_is_configurable() {
 #[tokio::test(start_paused = true)]
 async fn the_genesys_preset_paces_to_inin_ratelimit_allowed() {
     // an organisation whose tokens get 5 requests a minute, not 300
-    let mock = MockServer::start_with(tower_cx::mock::MockConfig {
-        rate_limit: 5,
-        in_flight_grace: Duration::ZERO,
-        ..tower_cx::mock::MockConfig::default()
+    let mock = vendor_stacks::mock_with(|c| {
+        c.rate_limit = 5;
+        c.in_flight_grace = Duration::ZERO;
     })
-    .await
-    .unwrap();
+    .await;
     let stack = preset(&mock);
     let limiter = stack.handles().limiter;
     assert_eq!(limiter.pacing_interval(), Some(Duration::from_millis(200)));
@@ -705,13 +666,11 @@ async fn an_action_applied_then_answered_500_is_sent_once_and_dead_lettered_as_u
     assert_eq!(genesys_error(&err).status().as_u16(), 500);
     assert_eq!(mock.applied("case-1"), 1, "applied once, never sent again");
     assert_eq!(mock.duplicate_applications(), 0);
-    {
-        let letters = letters.lock().unwrap();
-        assert_eq!(letters.len(), 1);
-        assert_eq!(letters[0].error_code, "outcome_unknown");
-        assert_eq!(letters[0].last_status, Some(500));
-        assert_eq!(letters[0].attempts, 1);
-    }
+    let letters = letters.take();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].error_code, "outcome_unknown");
+    assert_eq!(letters[0].last_status, Some(500));
+    assert_eq!(letters[0].attempts, 1);
 
     // the same action declared idempotent for this call is retried
     mock.fault(

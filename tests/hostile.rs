@@ -6,17 +6,18 @@
 //!
 //! The same parsers are fuzzed by the cargo-fuzz targets under `fuzz/`.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+#[path = "support/upstream.rs"]
+mod upstream;
+
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use proptest::prelude::*;
-use tower::{service_fn, Layer, ServiceExt};
+use tower::{Layer, ServiceExt};
 use tower_cx::auth::{LifetimePolicy, TokenError};
 use tower_cx::body::Body;
-use tower_cx::error::{BodyTooLarge, BoxError};
+use tower_cx::error::BodyTooLarge;
 use tower_cx::hint::{server_hint, MalformedHint, SystemClock};
 use tower_cx::internals::{
     parse_genesys, parse_ratelimit, parse_retry_after, parse_token_response,
@@ -24,6 +25,8 @@ use tower_cx::internals::{
 use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::RetryLayer;
 use tower_cx::transport::read_limited;
+
+use upstream::{status, Scripted};
 
 fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
@@ -198,20 +201,7 @@ const MAX_GATE: Duration = Duration::from_secs(20);
 /// One 429 carrying `headers`, then 200s; returns the time the logical
 /// request took, the attempts made, and the final status.
 async fn through_retry(headers: HeaderMap) -> (Duration, u32, StatusCode) {
-    let calls = Arc::new(AtomicU32::new(0));
-    let counter = calls.clone();
-    let upstream = service_fn(move |_req: Request<Body>| {
-        let n = counter.fetch_add(1, Ordering::SeqCst);
-        let headers = headers.clone();
-        async move {
-            let mut response = Response::new(());
-            if n == 0 {
-                *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-                *response.headers_mut() = headers;
-            }
-            Ok::<_, BoxError>(response)
-        }
-    });
+    let upstream = Scripted::new([status(429).headers(headers)]);
     let limiter = PriorityLimitLayer::new(1).max_gate(MAX_GATE);
     let gate = limiter.handle();
     let client = RetryLayer::new()
@@ -219,7 +209,7 @@ async fn through_retry(headers: HeaderMap) -> (Duration, u32, StatusCode) {
         .max_server_hint(CAP)
         .hint_jitter(0.1, JITTER_MAX)
         .deadline(DEADLINE)
-        .layer(limiter.layer(upstream));
+        .layer(limiter.layer(upstream.clone()));
     let started = tokio::time::Instant::now();
     let response = client
         .oneshot(
@@ -233,11 +223,8 @@ async fn through_retry(headers: HeaderMap) -> (Duration, u32, StatusCode) {
     if let Some(closed_for) = gate.status().gate_closed_for {
         assert!(closed_for <= MAX_GATE, "{closed_for:?}");
     }
-    (
-        started.elapsed(),
-        calls.load(Ordering::SeqCst),
-        response.status(),
-    )
+    let attempts = upstream.count() as u32;
+    (started.elapsed(), attempts, response.status())
 }
 
 proptest! {

@@ -4,35 +4,29 @@
 //! job-status read both vendor clients share, over fixed answers.
 #![cfg(feature = "mock")]
 
-use std::sync::{Arc, Mutex};
+#[path = "support/events.rs"]
+mod events;
+#[path = "support/vendor_stacks.rs"]
+mod vendor_stacks;
+
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
 use serde_json::json;
 use tokio::time::Instant;
-use tower_cx::audit::{dead_letter_fn, DeadLetter};
-use tower_cx::backoff::{Backoff, Jitter};
+use tower_cx::audit::DeadLetter;
 use tower_cx::genesys::GenesysClient;
-use tower_cx::jobs::{JobFailed, JobProgress, JobRunner, JobState, JobTimedOut};
-use tower_cx::mock::{Fault, JobScript, MockConfig, MockServer};
+use tower_cx::jobs::{JobFailed, JobProgress, JobState, JobTimedOut};
+use tower_cx::mock::{Fault, JobScript, MockServer};
 use tower_cx::retry::RetryLayer;
-use tower_cx::stack::{CxService, Stack};
+use tower_cx::stack::CxService;
+
+use events::EventCapture;
 
 const JOBS: &str = "/api/v2/analytics/conversations/details/jobs";
 
-/// 2 s doubling to 30 s, no jitter: exact poll times.
-fn exact_runner() -> JobRunner {
-    JobRunner::new().backoff(
-        Backoff::exponential(Duration::from_secs(2))
-            .max_delay(Duration::from_secs(30))
-            .jitter(Jitter::None),
-    )
-}
-
 fn stack(mock: &MockServer, attempts: u32) -> CxService {
-    let c = mock.config().clone();
-    Stack::genesys(&mock.genesys_region(), c.client_id, c.client_secret)
-        .unwrap()
+    vendor_stacks::genesys(mock)
         .retry(
             RetryLayer::new()
                 .max_attempts(attempts)
@@ -41,20 +35,18 @@ fn stack(mock: &MockServer, attempts: u32) -> CxService {
         .build()
 }
 
-type Seen = Arc<Mutex<Vec<JobProgress>>>;
+type Seen = EventCapture<JobProgress>;
 
 fn client(mock: &MockServer, attempts: u32) -> (GenesysClient<CxService>, Seen) {
-    let seen: Seen = Arc::default();
-    let sink = seen.clone();
-    let runner = exact_runner().on_progress(move |p| sink.lock().unwrap().push(p.clone()));
+    let seen = Seen::new();
+    let runner = vendor_stacks::exact_job_runner().on_progress(seen.recorder());
     let client =
         GenesysClient::new(stack(mock, attempts), &mock.genesys_region()).job_runner(runner);
     (client, seen)
 }
 
 fn timeline(seen: &Seen) -> Vec<(String, u64)> {
-    seen.lock()
-        .unwrap()
+    seen.all()
         .iter()
         .map(|p| (p.vendor_state.clone(), p.elapsed.as_secs()))
         .collect()
@@ -127,7 +119,7 @@ async fn a_failed_without_a_message_is_read_again_once_before_it_is_reported() {
     );
 
     // a FAILED that turns out to be a glitch: the re-read says FULFILLED
-    seen.lock().unwrap().clear();
+    seen.clear();
     mock.script_genesys_job(JobScript::new([("FAILED", ""), ("FULFILLED", "")]));
     genesys.analytics().run(&json!({})).await.unwrap();
     assert_eq!(timeline(&seen), at(&[("FAILED", 2), ("FULFILLED", 4)]));
@@ -139,11 +131,10 @@ async fn a_failed_without_a_message_is_read_again_once_before_it_is_reported() {
     assert_eq!((failed.state(), failed.message()), (JobState::Failed, None));
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_429_while_polling_is_waited_out_as_the_server_asks() {
-    let mock = MockServer::start().await.unwrap();
-    // one attempt in the stack: the runner itself sees the 429
-    let (genesys, seen) = client(&mock, 1);
+/// The timeline of a job whose first status read is answered 429 with
+/// `Retry-After: 7`, run by a client with `attempts` in its stack.
+async fn through_a_429(mock: &MockServer, attempts: u32) -> Vec<(String, u64)> {
+    let (genesys, seen) = client(mock, attempts);
     let jobs = genesys.analytics();
     let job_id = jobs.submit(&json!({})).await.unwrap();
     mock.fault(
@@ -152,25 +143,22 @@ async fn a_429_while_polling_is_waited_out_as_the_server_asks() {
         1,
     );
     jobs.wait(&job_id).await.unwrap();
+    timeline(&seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_while_polling_is_waited_out_as_the_server_asks() {
+    let mock = MockServer::start().await.unwrap();
+    // one attempt in the stack: the runner itself sees the 429
     // 2 s: 429 (wait 7 s); 9 s: QUEUED; +4 s: PENDING; +8 s: FULFILLED
     assert_eq!(
-        timeline(&seen),
+        through_a_429(&mock, 1).await,
         at(&[("QUEUED", 9), ("PENDING", 13), ("FULFILLED", 21)])
     );
     assert_eq!(mock.counters().retry_after_violations, 0);
 
     // through the full stack the retry layer honours it instead
-    seen.lock().unwrap().clear();
-    let (genesys, seen) = client(&mock, 4);
-    let jobs = genesys.analytics();
-    let job_id = jobs.submit(&json!({})).await.unwrap();
-    mock.fault(
-        Some(&format!("{JOBS}/{job_id}")),
-        Fault::RetryAfterSecs(7),
-        1,
-    );
-    jobs.wait(&job_id).await.unwrap();
-    let timeline = timeline(&seen);
+    let timeline = through_a_429(&mock, 4).await;
     assert_eq!(timeline[0].0, "QUEUED");
     assert!(timeline[0].1 >= 9, "{timeline:?}");
     assert_eq!(mock.counters().retry_after_violations, 0);
@@ -178,22 +166,14 @@ async fn a_429_while_polling_is_waited_out_as_the_server_asks() {
 
 #[tokio::test(start_paused = true)]
 async fn a_job_longer_than_the_token_lifetime_never_notices() {
-    let mock = MockServer::start_with(MockConfig {
-        token_lifetime: Duration::from_secs(60),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = vendor_stacks::mock_with(|c| c.token_lifetime = Duration::from_secs(60)).await;
     let (genesys, seen) = client(&mock, 4);
     // 12 status reads: 2+4+8+16 + 8*30 = 270 s, four and a half token lifetimes
     let mut script = vec![("PENDING", ""); 11];
     script.push(("FULFILLED", ""));
     mock.script_genesys_job(JobScript::new(script));
     let job_id = genesys.analytics().run(&json!({})).await.unwrap();
-    assert_eq!(
-        seen.lock().unwrap().last().unwrap().elapsed,
-        Duration::from_secs(270)
-    );
+    assert_eq!(seen.all().last().unwrap().elapsed, Duration::from_secs(270));
     let pages: Vec<_> = genesys
         .analytics()
         .results(&job_id)
@@ -209,11 +189,10 @@ async fn a_job_longer_than_the_token_lifetime_never_notices() {
 #[tokio::test(start_paused = true)]
 async fn the_maximum_wait_ends_with_a_typed_timeout_and_a_dead_letter() {
     let mock = MockServer::start().await.unwrap();
-    let letters: Arc<Mutex<Vec<DeadLetter>>> = Arc::default();
-    let sink = letters.clone();
+    let letters = EventCapture::<DeadLetter>::new();
     let genesys = GenesysClient::new(stack(&mock, 4), &mock.genesys_region())
-        .job_runner(exact_runner().max_wait(Duration::from_secs(60)))
-        .dead_letters(dead_letter_fn(move |l| sink.lock().unwrap().push(l)));
+        .job_runner(vendor_stacks::exact_job_runner().max_wait(Duration::from_secs(60)))
+        .dead_letters(letters.dead_letters());
     mock.script_genesys_job(JobScript::new([("PENDING", "")]));
     let started = Instant::now();
     let err = genesys.analytics().run(&json!({"q": 1})).await.unwrap_err();
@@ -221,13 +200,13 @@ async fn the_maximum_wait_ends_with_a_typed_timeout_and_a_dead_letter() {
     assert_eq!(timed_out.last_state(), Some(JobState::Running));
     // polls at 2, 6, 14, 30 and 60 s; the next (30 s later) would pass 60 s
     assert_eq!(started.elapsed(), Duration::from_secs(60));
-    let letter = letters.lock().unwrap().pop().unwrap();
+    let letter = letters.take().pop().unwrap();
     let request = letter.request.unwrap();
     assert_eq!(request.uri().path(), JOBS);
     assert_eq!(request.body().as_bytes().unwrap().as_ref(), br#"{"q":1}"#);
 
     // re-run from the dead letter: a new job, fulfilled this time
-    let genesys = genesys.job_runner(exact_runner());
+    let genesys = genesys.job_runner(vendor_stacks::exact_job_runner());
     let job_id = genesys.analytics().replay(request).await.unwrap();
     assert!(job_id.starts_with("job-"));
 }
@@ -246,7 +225,7 @@ async fn dropping_the_wait_stops_polling() {
     assert_eq!(polls, 3, "at 2, 6 and 14 s");
     tokio::time::sleep(Duration::from_secs(600)).await;
     assert_eq!(mock.counters().requests[&status_path], polls);
-    assert_eq!(seen.lock().unwrap().len(), 3);
+    assert_eq!(seen.len(), 3);
 }
 
 /// A transport answering every request with one fixed response.

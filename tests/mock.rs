@@ -65,13 +65,11 @@ async fn the_genesys_stack_lists_users_through_faults() {
 
 #[tokio::test]
 async fn the_rate_limit_answers_429_with_genesys_headers_and_counts_violations() {
-    let mock = MockServer::start_with(MockConfig {
-        rate_limit: 3,
-        in_flight_grace: Duration::ZERO,
-        ..MockConfig::default()
+    let mock = vendor_stacks::mock_with(|c| {
+        c.rate_limit = 3;
+        c.in_flight_grace = Duration::ZERO;
     })
-    .await
-    .unwrap();
+    .await;
     let c = mock.config().clone();
     let tokens = TokenCache::new(
         ClientCredentials::genesys(&mock.genesys_region(), c.client_id, c.client_secret).unwrap(),
@@ -114,13 +112,11 @@ async fn the_rate_limit_answers_429_with_genesys_headers_and_counts_violations()
 
 #[tokio::test]
 async fn the_stack_paces_itself_by_the_genesys_headers_and_never_sees_a_429() {
-    let mock = MockServer::start_with(MockConfig {
-        rate_limit: 3,
-        rate_window: Duration::from_secs(1),
-        ..MockConfig::default()
+    let mock = vendor_stacks::mock_with(|c| {
+        c.rate_limit = 3;
+        c.rate_window = Duration::from_secs(1);
     })
-    .await
-    .unwrap();
+    .await;
     let client = vendor_stacks::genesys(&mock).build();
     for _ in 0..7 {
         let request = Request::get(format!("{}/api/v2/users", mock.base_url()))
@@ -453,12 +449,7 @@ async fn cxone_tokens_live_3600_s_and_carry_the_tenant_claims() {
 
 #[tokio::test(start_paused = true)]
 async fn cxone_routes_send_no_genesys_headers_and_cxone_shaped_401_and_429() {
-    let mock = MockServer::start_with(MockConfig {
-        rate_limit: 1,
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = vendor_stacks::mock_with(|c| c.rate_limit = 1).await;
     let client = bare_cxone(&mock);
     let url = format!(
         "{}/incontactapi/services/v31.0/contacts/completed",

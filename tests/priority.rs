@@ -1,86 +1,53 @@
 //! The priority limiter and its rate gate, in paused time with exact
 //! expectations.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+#[path = "support/events.rs"]
+mod events;
+#[path = "support/upstream.rs"]
+mod upstream;
+
 use std::time::Duration;
 
 use http::{HeaderName, Request, Response, StatusCode};
 use tokio::time::{advance, Instant};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 use tower_cx::body::Body;
 use tower_cx::error::{BoxError, OverloadReason, Overloaded};
 use tower_cx::priority::{
     LimiterEvent, Priority, PriorityFromHeaderLayer, PriorityLimit, PriorityLimitLayer,
 };
 
+use events::EventCapture;
+use upstream::{status, Scripted};
+
 /// An upstream that follows each request's instructions (`x-latency-ms`,
-/// `x-status`, `x-retry-after`) and records `(x-id, arrival time)`.
-#[derive(Clone)]
-struct Upstream {
-    seen: Arc<Mutex<Vec<(String, Duration)>>>,
-    start: Instant,
-}
-
-impl Upstream {
-    fn new() -> Self {
-        Self {
-            seen: Arc::default(),
-            start: Instant::now(),
+/// `x-status`, `x-retry-after`).
+fn instructed() -> Scripted {
+    Scripted::answering(|request| {
+        let latency = request
+            .header("x-latency-ms")
+            .map_or(0, |v| v.parse().unwrap());
+        let code = request
+            .header("x-status")
+            .map_or(200, |v| v.parse().unwrap());
+        let answer = status(code).after(Duration::from_millis(latency));
+        match request.header("x-retry-after") {
+            Some(value) => answer.header("retry-after", value),
+            None => answer,
         }
-    }
-
-    fn order(&self) -> Vec<String> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
-    fn seen(&self) -> Vec<(String, Duration)> {
-        self.seen.lock().unwrap().clone()
-    }
+    })
 }
 
-fn header(request: &Request<Body>, name: &str) -> Option<String> {
-    request
-        .headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_owned())
+/// The `x-id` of each request the upstream saw, in order.
+fn order(upstream: &Scripted) -> Vec<String> {
+    arrivals(upstream).into_iter().map(|(id, _)| id).collect()
 }
 
-impl Service<Request<Body>> for Upstream {
-    type Response = Response<()>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<()>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let id = header(&request, "x-id").unwrap_or_default();
-        self.seen.lock().unwrap().push((id, self.start.elapsed()));
-        let latency = header(&request, "x-latency-ms")
-            .map(|v| Duration::from_millis(v.parse().unwrap()))
-            .unwrap_or_default();
-        let status: u16 = header(&request, "x-status")
-            .map(|v| v.parse().unwrap())
-            .unwrap_or(200);
-        let retry_after = header(&request, "x-retry-after");
-        Box::pin(async move {
-            tokio::time::sleep(latency).await;
-            let mut response = Response::builder().status(status);
-            if let Some(value) = retry_after {
-                response = response.header("retry-after", value);
-            }
-            Ok(response.body(()).unwrap())
-        })
-    }
+/// `(x-id, arrival time)` of each request the upstream saw.
+fn arrivals(upstream: &Scripted) -> Vec<(String, Duration)> {
+    let seen = upstream.seen().into_iter();
+    seen.map(|s| (s.header("x-id").unwrap_or_default().to_owned(), s.at))
+        .collect()
 }
 
 fn req(id: &str, priority: Priority, latency_ms: u64) -> Request<Body> {
@@ -104,7 +71,7 @@ fn throttled_req(id: &str, latency_ms: u64, retry_after: &str) -> Request<Body> 
 
 type Task = tokio::task::JoinHandle<Result<Response<()>, BoxError>>;
 
-fn spawn(service: &PriorityLimit<Upstream>, request: Request<Body>) -> Task {
+fn spawn(service: &PriorityLimit<Scripted>, request: Request<Body>) -> Task {
     let service = service.clone();
     tokio::spawn(async move { service.oneshot(request).await })
 }
@@ -132,7 +99,7 @@ use Priority::{High, Low, Normal};
 
 #[tokio::test(start_paused = true)]
 async fn waiters_are_dispatched_by_priority_then_arrival() {
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let layer = PriorityLimitLayer::new(1).aging(None);
     let handle = layer.handle();
     let service = layer.layer(upstream.clone());
@@ -155,7 +122,7 @@ async fn waiters_are_dispatched_by_priority_then_arrival() {
         task.await.unwrap().unwrap();
     }
     assert_eq!(
-        upstream.order(),
+        order(&upstream),
         ["holder", "H1", "H2", "N1", "N2", "L1", "L2"]
     );
     let status = handle.status();
@@ -167,8 +134,8 @@ async fn waiters_are_dispatched_by_priority_then_arrival() {
 
 #[tokio::test(start_paused = true)]
 async fn a_full_queue_evicts_the_newest_lower_priority_waiter_or_rejects() {
-    let upstream = Upstream::new();
-    let shed = Arc::new(Mutex::new(Vec::new()));
+    let upstream = instructed();
+    let shed = EventCapture::new();
     let layer = {
         let shed = shed.clone();
         PriorityLimitLayer::new(1)
@@ -176,7 +143,7 @@ async fn a_full_queue_evicts_the_newest_lower_priority_waiter_or_rejects() {
             .aging(None)
             .on_event(move |e| {
                 if let LimiterEvent::Shed { priority, reason } = e {
-                    shed.lock().unwrap().push((*priority, *reason));
+                    shed.push((*priority, *reason));
                 }
             })
     };
@@ -206,9 +173,9 @@ async fn a_full_queue_evicts_the_newest_lower_priority_waiter_or_rejects() {
     holder.await.unwrap().unwrap();
     h1.await.unwrap().unwrap();
     n1.await.unwrap().unwrap();
-    assert_eq!(upstream.order(), ["holder", "H1", "N1"]);
+    assert_eq!(order(&upstream), ["holder", "H1", "N1"]);
     assert_eq!(
-        *shed.lock().unwrap(),
+        shed.all(),
         [
             (Low, OverloadReason::Evicted),
             (Low, OverloadReason::QueueFull),
@@ -224,7 +191,7 @@ async fn aging_promotes_a_long_waiting_low_request() {
         (Some(secs(10)), ["holder", "L1", "H1", "N1"]),
         (None, ["holder", "H1", "N1", "L1"]),
     ] {
-        let upstream = Upstream::new();
+        let upstream = instructed();
         let service = PriorityLimitLayer::new(1)
             .aging(aging)
             .layer(upstream.clone());
@@ -241,18 +208,15 @@ async fn aging_promotes_a_long_waiting_low_request() {
             task.await.unwrap().unwrap();
         }
         // at 25 s, L1 has waited 25 s: two steps, High, and it came first
-        assert_eq!(upstream.order(), expected, "{aging:?}");
+        assert_eq!(order(&upstream), expected, "{aging:?}");
     }
 }
 
 #[tokio::test(start_paused = true)]
 async fn one_429_closes_the_gate_for_every_queued_request_until_the_hint_passes() {
-    let upstream = Upstream::new();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let layer = {
-        let events = events.clone();
-        PriorityLimitLayer::new(4).on_event(move |e| events.lock().unwrap().push(e.clone()))
-    };
+    let upstream = instructed();
+    let events = EventCapture::<LimiterEvent>::new();
+    let layer = PriorityLimitLayer::new(4).on_event(events.recorder());
     let handle = layer.handle();
     let service = layer.layer(upstream.clone());
 
@@ -272,12 +236,16 @@ async fn one_429_closes_the_gate_for_every_queued_request_until_the_hint_passes(
     assert_eq!(status.gate_closed_for, Some(secs(9)));
     advance(secs(9) - Duration::from_millis(1)).await;
     settle().await;
-    assert_eq!(upstream.seen().len(), 1, "nothing before the hint passes");
+    assert_eq!(
+        arrivals(&upstream).len(),
+        1,
+        "nothing before the hint passes"
+    );
     for task in tasks {
         task.await.unwrap().unwrap();
     }
     assert_eq!(
-        upstream.seen(),
+        arrivals(&upstream),
         [
             ("A".to_string(), secs(0)),
             ("H1".to_string(), secs(10)),
@@ -286,14 +254,14 @@ async fn one_429_closes_the_gate_for_every_queued_request_until_the_hint_passes(
         ]
     );
     assert!(matches!(
-        events.lock().unwrap()[0],
+        events.all()[0],
         LimiterEvent::GateClosed { for_, .. } if for_ == secs(10)
     ));
 }
 
 #[tokio::test(start_paused = true)]
 async fn pacing_is_exact_over_a_simulated_minute() {
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let service = PriorityLimitLayer::new(1000)
         .max_queue(1000)
         .pacing(300, secs(60))
@@ -305,7 +273,7 @@ async fn pacing_is_exact_over_a_simulated_minute() {
     // sleeping (not `advance`) lets paused time stop at every pacing timer
     tokio::time::sleep(secs(60) - Duration::from_millis(1)).await;
     settle().await;
-    let seen = upstream.seen();
+    let seen = arrivals(&upstream);
     assert_eq!(seen.len(), 300, "300 per minute, not one more");
     for (k, (_, at)) in seen.iter().enumerate() {
         assert_eq!(*at, Duration::from_millis(200 * k as u64), "request {k}");
@@ -313,12 +281,12 @@ async fn pacing_is_exact_over_a_simulated_minute() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    assert_eq!(upstream.seen().len(), 400);
+    assert_eq!(arrivals(&upstream).len(), 400);
 }
 
 #[tokio::test(start_paused = true)]
 async fn max_queue_wait_sheds_at_the_exact_instant() {
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let layer = PriorityLimitLayer::new(1).max_queue_wait(secs(5));
     let handle = layer.handle();
     let service = layer.layer(upstream.clone());
@@ -335,7 +303,7 @@ async fn max_queue_wait_sheds_at_the_exact_instant() {
 
 #[tokio::test(start_paused = true)]
 async fn dropping_a_future_releases_its_permit_or_its_place() {
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let layer = PriorityLimitLayer::new(1);
     let handle = layer.handle();
     let service = layer.layer(upstream.clone());
@@ -349,14 +317,14 @@ async fn dropping_a_future_releases_its_permit_or_its_place() {
     drop(in_flight);
     assert_eq!(handle.status().available, 1);
     service.oneshot(req("C", Normal, 0)).await.unwrap();
-    assert_eq!(upstream.order(), ["A", "C"]);
+    assert_eq!(order(&upstream), ["A", "C"]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn ten_thousand_requests_with_random_cancellation_leave_the_limiter_whole() {
     use rand::{RngExt, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let layer = PriorityLimitLayer::new(16)
         .max_queue(20_000)
         .aging(Some(secs(1)));
@@ -395,7 +363,7 @@ async fn ten_thousand_requests_with_random_cancellation_leave_the_limiter_whole(
 
 #[tokio::test(start_paused = true)]
 async fn the_priority_can_come_from_a_header() {
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let limit = PriorityLimitLayer::new(1).aging(None);
     let service = PriorityFromHeaderLayer::new(HeaderName::from_static("x-priority"))
         .layer(limit.layer(upstream.clone()));
@@ -418,12 +386,12 @@ async fn the_priority_can_come_from_a_header() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    assert_eq!(upstream.order(), ["first", "high", "junk", "low"]);
+    assert_eq!(order(&upstream), ["first", "high", "junk", "low"]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_daily_cap_or_absurd_hint_does_not_freeze_the_limiter() {
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let layer = PriorityLimitLayer::new(2);
     let handle = layer.handle();
     let service = layer.layer(upstream.clone());
@@ -437,12 +405,12 @@ async fn a_daily_cap_or_absurd_hint_does_not_freeze_the_limiter() {
             .await
             .unwrap();
     }
-    assert_eq!(upstream.seen().len(), 4);
+    assert_eq!(arrivals(&upstream).len(), 4);
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_gate_can_be_reopened_by_hand() {
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let layer = PriorityLimitLayer::new(2);
     let handle = layer.handle();
     let service = layer.layer(upstream.clone());
@@ -452,12 +420,12 @@ async fn the_gate_can_be_reopened_by_hand() {
     assert_eq!(handle.status().queued, [0, 0, 1]);
     handle.open_gate();
     waiting.await.unwrap().unwrap();
-    assert_eq!(upstream.seen(), [("W".to_string(), secs(0))]);
+    assert_eq!(arrivals(&upstream), [("W".to_string(), secs(0))]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn extreme_settings_do_not_overflow() {
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let service = PriorityLimitLayer::new(1)
         .max_queue_wait(Duration::MAX)
         .layer(upstream.clone());
@@ -481,7 +449,7 @@ async fn extreme_settings_do_not_overflow() {
 
 #[test]
 fn a_limiter_outliving_its_runtime_still_dispatches_in_the_next_one() {
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let layer = PriorityLimitLayer::new(4);
     let handle = layer.handle();
     let service = layer.layer(upstream.clone());
@@ -510,7 +478,7 @@ fn a_limiter_outliving_its_runtime_still_dispatches_in_the_next_one() {
 #[tokio::test(start_paused = true)]
 async fn two_limiters_sharing_a_pacer_send_at_one_rate_together() {
     use tower_cx::priority::LocalPacer;
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let pacer = LocalPacer::new(5, secs(1));
     let a = PriorityLimitLayer::new(4)
         .pacer(pacer.clone())
@@ -526,7 +494,7 @@ async fn two_limiters_sharing_a_pacer_send_at_one_rate_together() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    let mut times: Vec<Duration> = upstream.seen().into_iter().map(|(_, at)| at).collect();
+    let mut times: Vec<Duration> = arrivals(&upstream).into_iter().map(|(_, at)| at).collect();
     times.sort();
     let ms = Duration::from_millis;
     assert_eq!(
@@ -539,14 +507,13 @@ async fn two_limiters_sharing_a_pacer_send_at_one_rate_together() {
 #[tokio::test(start_paused = true)]
 async fn a_hint_seen_by_one_limiter_closes_the_gate_of_every_limiter_sharing_it() {
     use tower_cx::share::LocalPauseShare;
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let share = LocalPauseShare::new();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = events.clone();
+    let events = EventCapture::<LimiterEvent>::new();
     let a_layer = PriorityLimitLayer::new(4).share_gate(share.clone());
     let b_layer = PriorityLimitLayer::new(4)
         .share_gate(share.clone())
-        .on_event(move |e| seen.lock().unwrap().push(e.clone()));
+        .on_event(events.recorder());
     let b_handle = b_layer.handle();
     let a = a_layer.layer(upstream.clone());
     let b = b_layer.layer(upstream.clone());
@@ -555,18 +522,18 @@ async fn a_hint_seen_by_one_limiter_closes_the_gate_of_every_limiter_sharing_it(
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(b_handle.status().gate_closed_for, Some(secs(3)));
     assert_eq!(
-        events.lock().unwrap().as_slice(),
+        events.all().as_slice(),
         [LimiterEvent::GateClosedElsewhere { for_: secs(3) }]
     );
     b.oneshot(req("b1", Normal, 0)).await.unwrap();
-    let seen = upstream.seen();
+    let seen = arrivals(&upstream);
     assert_eq!(seen.last().unwrap(), &("b1".to_string(), secs(3)));
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_limiter_built_during_a_shared_pause_holds_its_first_request() {
     use tower_cx::share::LocalPauseShare;
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let share = LocalPauseShare::new();
     let a = PriorityLimitLayer::new(4)
         .share_gate(share.clone())
@@ -581,21 +548,20 @@ async fn a_limiter_built_during_a_shared_pause_holds_its_first_request() {
     assert_eq!(b_handle.status().gate_closed_for, Some(secs(3)));
     b.oneshot(req("b0", Normal, 0)).await.unwrap();
     assert_eq!(
-        upstream.seen().last().unwrap(),
+        arrivals(&upstream).last().unwrap(),
         &("b0".to_string(), secs(5))
     );
 }
 
 #[tokio::test(start_paused = true)]
 async fn handles_taken_at_any_point_of_building_observe_the_built_limiter() {
-    let upstream = Upstream::new();
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let seen = events.clone();
+    let upstream = instructed();
+    let events = EventCapture::<LimiterEvent>::new();
     let layer = PriorityLimitLayer::new(1);
     let first = layer.handle();
     let layer = layer.max_queue(0);
     let second = layer.handle();
-    let layer = layer.on_event(move |e| seen.lock().unwrap().push(e.clone()));
+    let layer = layer.on_event(events.recorder());
     let service = layer.layer(upstream.clone());
     let busy = spawn(&service, req("busy", Normal, 1000));
     settle().await;
@@ -607,7 +573,7 @@ async fn handles_taken_at_any_point_of_building_observe_the_built_limiter() {
     let shed = service.clone().oneshot(req("shed", High, 0)).await;
     assert_eq!(overload_reason(shed), OverloadReason::QueueFull);
     assert_eq!(
-        events.lock().unwrap().as_slice(),
+        events.all().as_slice(),
         [LimiterEvent::Shed {
             priority: High,
             reason: OverloadReason::QueueFull
@@ -620,7 +586,7 @@ async fn handles_taken_at_any_point_of_building_observe_the_built_limiter() {
 
 #[tokio::test(start_paused = true)]
 async fn a_clone_configured_apart_is_a_limiter_of_its_own() {
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let base = PriorityLimitLayer::new(1);
     let handle = base.handle();
     let other = base.clone().max_queue(0);
@@ -640,7 +606,7 @@ async fn a_clone_configured_apart_is_a_limiter_of_its_own() {
 #[tokio::test(start_paused = true)]
 async fn pacing_burst_holds_whether_set_before_or_after_pacing() {
     for burst_first in [true, false] {
-        let upstream = Upstream::new();
+        let upstream = instructed();
         let layer = PriorityLimitLayer::new(8);
         let layer = if burst_first {
             layer.pacing_burst(3).pacing(1, secs(1))
@@ -654,7 +620,7 @@ async fn pacing_burst_holds_whether_set_before_or_after_pacing() {
         for task in tasks {
             task.await.unwrap().unwrap();
         }
-        let times: Vec<Duration> = upstream.seen().into_iter().map(|(_, at)| at).collect();
+        let times: Vec<Duration> = arrivals(&upstream).into_iter().map(|(_, at)| at).collect();
         assert_eq!(
             times,
             [secs(0), secs(0), secs(0), secs(1)],
@@ -665,7 +631,7 @@ async fn pacing_burst_holds_whether_set_before_or_after_pacing() {
 
 #[tokio::test(start_paused = true)]
 async fn a_waiter_granted_just_before_the_gate_closed_waits_for_it() {
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let service = PriorityLimitLayer::new(2).layer(upstream.clone());
     // Two in flight end at the same instant: one frees a permit for the
     // waiter, the other brings a 429 that closes the gate for 3 s.
@@ -678,7 +644,7 @@ async fn a_waiter_granted_just_before_the_gate_closed_waits_for_it() {
     ok.await.unwrap().unwrap();
     throttled.await.unwrap().unwrap();
     waiter.await.unwrap().unwrap();
-    let seen = upstream.seen();
+    let seen = arrivals(&upstream);
     assert_eq!(
         seen.last().unwrap(),
         &("waiter".to_string(), Duration::from_millis(3010)),
@@ -692,7 +658,7 @@ fn ms(v: u64) -> Duration {
 
 #[tokio::test(start_paused = true)]
 async fn window_pacing_sends_a_whole_allowance_at_once_and_never_more_in_any_window() {
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let service = PriorityLimitLayer::new(100)
         .pacing_window(3, secs(1))
         .layer(upstream.clone());
@@ -720,7 +686,7 @@ async fn window_pacing_sends_a_whole_allowance_at_once_and_never_more_in_any_win
         ("g", 2000),
         ("h", 2000),
     ];
-    let seen = upstream.seen();
+    let seen = arrivals(&upstream);
     assert_eq!(
         seen,
         expected.map(|(id, at)| (id.to_owned(), ms(at))).to_vec()
@@ -736,8 +702,8 @@ async fn window_pacing_sends_a_whole_allowance_at_once_and_never_more_in_any_win
 /// One request in flight for `holding_ms` through a limit of 1 with
 /// adaptive LIFO after `lifo_after`, then `a`, `b`, `c`, `d` queued behind it
 /// (1 s each); everything run to the end.
-async fn holder_then_four(lifo_after: Duration, holding_ms: u64) -> Upstream {
-    let upstream = Upstream::new();
+async fn holder_then_four(lifo_after: Duration, holding_ms: u64) -> Scripted {
+    let upstream = instructed();
     let service = PriorityLimitLayer::new(1)
         .adaptive_lifo(lifo_after)
         .layer(upstream.clone());
@@ -757,11 +723,11 @@ async fn holder_then_four(lifo_after: Duration, holding_ms: u64) -> Upstream {
 async fn adaptive_lifo_serves_the_newest_waiter_once_the_queue_has_stood() {
     // the queue stands for 3 s behind the holder: newest first
     let upstream = holder_then_four(secs(1), 3000).await;
-    assert_eq!(upstream.order(), ["holder", "d", "c", "b", "a"]);
+    assert_eq!(order(&upstream), ["holder", "d", "c", "b", "a"]);
 
     // a threshold longer than any wait: first come, first served
     let upstream = holder_then_four(secs(10), 3000).await;
-    assert_eq!(upstream.order(), ["holder", "a", "b", "c", "d"]);
+    assert_eq!(order(&upstream), ["holder", "a", "b", "c", "d"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -770,7 +736,7 @@ async fn adaptive_lifo_switches_when_the_oldest_waiter_reaches_the_threshold() {
     // at 1 s the oldest (a) has waited 1 s: it goes; at 2 s the oldest (b)
     // has waited 2 s: the newest goes from then on
     assert_eq!(
-        upstream.seen(),
+        arrivals(&upstream),
         [
             ("holder".to_owned(), secs(0)),
             ("a".to_owned(), secs(1)),
@@ -784,7 +750,7 @@ async fn adaptive_lifo_switches_when_the_oldest_waiter_reaches_the_threshold() {
 #[tokio::test(start_paused = true)]
 async fn adaptive_lifo_keeps_priorities_and_aging() {
     // priorities first, newest first within a standing priority
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let service = PriorityLimitLayer::new(1)
         .adaptive_lifo(secs(1))
         .aging(Some(secs(10)))
@@ -798,11 +764,11 @@ async fn adaptive_lifo_keeps_priorities_and_aging() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    assert_eq!(upstream.order(), ["holder", "H1", "N2", "N1", "L1"]);
+    assert_eq!(order(&upstream), ["holder", "H1", "N2", "N1", "L1"]);
 
     // a Low queue ages with its oldest waiter: after 12 s it is at the
     // Normal level, and its waiter came before N1 (waiting 7 s)
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let service = PriorityLimitLayer::new(1)
         .adaptive_lifo(secs(1))
         .aging(Some(secs(10)))
@@ -818,7 +784,7 @@ async fn adaptive_lifo_keeps_priorities_and_aging() {
     for task in tasks {
         task.await.unwrap().unwrap();
     }
-    assert_eq!(upstream.order(), ["holder", "H1", "L1", "N1"]);
+    assert_eq!(order(&upstream), ["holder", "H1", "L1", "N1"]);
 }
 
 /// A new instance of a fleet (its own `RedisFleet`) built while another
@@ -837,7 +803,7 @@ async fn a_new_fleet_instance_holds_its_first_request_during_a_running_pause() {
         .unwrap()
         .subsec_nanos();
     let prefix = format!("test-prio-{}-{nanos:08x}", std::process::id());
-    let instance = |upstream: &Upstream| {
+    let instance = |upstream: &Scripted| {
         let layer = PriorityLimitLayer::new(4).share_gate(
             RedisFleet::new(&url)
                 .unwrap()
@@ -858,7 +824,7 @@ async fn a_new_fleet_instance_holds_its_first_request_during_a_running_pause() {
         }
         false
     }
-    let upstream = Upstream::new();
+    let upstream = instructed();
     let (_a, a_handle) = instance(&upstream);
     a_handle.close_gate(secs(60));
     // the announcement has reached Redis once a further instance reads it
@@ -867,8 +833,8 @@ async fn a_new_fleet_instance_holds_its_first_request_during_a_running_pause() {
     let (b, b_handle) = instance(&upstream);
     let first = spawn(&b, req("b0", Normal, 0));
     assert!(paused(&b_handle).await, "b read the running pause");
-    assert!(upstream.seen().is_empty(), "b's first request waits");
+    assert!(arrivals(&upstream).is_empty(), "b's first request waits");
     b_handle.open_gate();
     first.await.unwrap().unwrap();
-    assert_eq!(upstream.order(), ["b0"]);
+    assert_eq!(order(&upstream), ["b0"]);
 }

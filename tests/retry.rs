@@ -1,11 +1,13 @@
 //! The retry layer, end to end over a scripted service, in paused time.
 
-use std::collections::VecDeque;
+#[path = "support/events.rs"]
+mod events;
+#[path = "support/upstream.rs"]
+mod upstream;
+
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -25,115 +27,10 @@ use tower_cx::retry::{
 };
 use tower_cx::retry_after::{FixedClock, HintSource};
 
+use events::EventCapture;
+use upstream::{dropped, error, not_sent, ok, status, timeout, Scripted};
+
 // ---------------------------------------------------------------- harness
-
-/// What the scripted upstream answers to one attempt.
-#[derive(Clone)]
-enum Answer {
-    Status(u16, Vec<(&'static str, String)>),
-    NotSent,
-    Timeout,
-    /// The connection was reset after the request was written.
-    Dropped,
-    /// The inner service fails with this error.
-    Error(fn() -> BoxError),
-}
-
-fn ok() -> Answer {
-    Answer::Status(200, vec![])
-}
-
-fn status(code: u16) -> Answer {
-    Answer::Status(code, vec![])
-}
-
-fn with_header(code: u16, name: &'static str, value: impl Into<String>) -> Answer {
-    Answer::Status(code, vec![(name, value.into())])
-}
-
-/// One request as the upstream saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    at: Duration,
-    method: Method,
-    headers: HeaderMap,
-}
-
-/// A service that answers from a script (then `fallback` forever) and
-/// records when each attempt arrived, relative to its creation.
-#[derive(Clone)]
-struct Upstream {
-    script: Arc<Mutex<VecDeque<Answer>>>,
-    fallback: Answer,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    start: Instant,
-}
-
-impl Upstream {
-    fn new(script: Vec<Answer>) -> Self {
-        Self::with_fallback(script, ok())
-    }
-
-    fn with_fallback(script: Vec<Answer>, fallback: Answer) -> Self {
-        Self {
-            script: Arc::new(Mutex::new(script.into())),
-            fallback,
-            seen: Arc::default(),
-            start: Instant::now(),
-        }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn arrivals(&self) -> Vec<Duration> {
-        self.seen().into_iter().map(|s| s.at).collect()
-    }
-}
-
-impl Service<Request<Body>> for Upstream {
-    type Response = Response<()>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<()>, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
-        self.seen.lock().unwrap().push(Seen {
-            at: self.start.elapsed(),
-            method: request.method().clone(),
-            headers: request.headers().clone(),
-        });
-        let answer = self
-            .script
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or_else(|| self.fallback.clone());
-        Box::pin(async move {
-            match answer {
-                Answer::Status(code, headers) => {
-                    let mut response = Response::builder().status(code);
-                    for (name, value) in headers {
-                        response = response.header(name, value);
-                    }
-                    Ok(response.body(()).unwrap())
-                }
-                Answer::NotSent => Err(RequestNotSent::new("connection refused").into()),
-                Answer::Timeout => Err(tower::timeout::error::Elapsed::new().into()),
-                Answer::Dropped => Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionReset,
-                    "connection reset by peer",
-                )
-                .into()),
-                Answer::Error(make) => Err(make()),
-            }
-        })
-    }
-}
 
 /// An RNG that always yields the same word, so every unit sample is known:
 /// `1 << 63` is exactly 0.5.
@@ -155,17 +52,16 @@ impl rand::TryRng for ConstRng {
 
 const HALF: u64 = 1 << 63;
 
-type Events = Arc<Mutex<Vec<RetryEvent>>>;
+type Events = EventCapture<RetryEvent>;
 
 /// The layer under test: no jitter on backoff or hints, an unlimited budget,
 /// and events recorded.
 fn layer(events: &Events) -> RetryLayer {
-    let events = events.clone();
     RetryLayer::new()
         .backoff(Backoff::exponential(ms(500)).jitter(Jitter::None))
         .hint_jitter(0.0, Duration::ZERO)
         .budget(RetryBudget::unlimited())
-        .on_event(move |e| events.lock().unwrap().push(e.clone()))
+        .on_event(events.recorder())
 }
 
 fn ms(v: u64) -> Duration {
@@ -197,8 +93,7 @@ where
 
 fn gave_up(events: &Events) -> Vec<GiveUpReason> {
     events
-        .lock()
-        .unwrap()
+        .all()
         .iter()
         .filter_map(|e| match &e.kind {
             RetryEventKind::GaveUp(reason) => Some(reason.clone()),
@@ -209,8 +104,7 @@ fn gave_up(events: &Events) -> Vec<GiveUpReason> {
 
 fn scheduled(events: &Events) -> Vec<(Duration, DelaySource)> {
     events
-        .lock()
-        .unwrap()
+        .all()
         .iter()
         .filter_map(|e| match &e.kind {
             RetryEventKind::RetryScheduled { delay, source } => Some((*delay, *source)),
@@ -224,14 +118,14 @@ fn scheduled(events: &Events) -> Vec<(Duration, DelaySource)> {
 #[tokio::test(start_paused = true)]
 async fn retries_with_exact_exponential_delays_and_returns_success() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![status(503), status(502), status(504), ok()]);
+    let upstream = Scripted::new([status(503), status(502), status(504), ok()]);
     let service = layer(&events).layer(upstream.clone());
 
     let response = send(service, get()).await.unwrap();
 
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(upstream.arrivals(), [0, 500, 1500, 3500].map(ms));
-    let events = events.lock().unwrap();
+    let events = events.all();
     // each attempt: started, finished; and a delay between two
     assert_eq!(events.len(), 11, "{events:#?}");
     assert_eq!(
@@ -295,7 +189,7 @@ async fn each_jitter_mode_gives_its_exact_delays() {
     ];
     for (jitter, expected) in cases {
         let events = Events::default();
-        let upstream = Upstream::with_fallback(vec![], status(503));
+        let upstream = Scripted::always(status(503));
         let service = layer(&events)
             .backoff(Backoff::exponential(ms(500)).jitter(jitter))
             .rng(SharedRng::from_rng(ConstRng(HALF)))
@@ -310,7 +204,7 @@ async fn each_jitter_mode_gives_its_exact_delays() {
 #[tokio::test(start_paused = true)]
 async fn final_response_is_returned_as_a_response_after_the_last_attempt() {
     let events = Events::default();
-    let upstream = Upstream::with_fallback(vec![], status(500));
+    let upstream = Scripted::always(status(500));
     let service = layer(&events).max_attempts(2).layer(upstream.clone());
     let response = send(service, get())
         .await
@@ -322,7 +216,7 @@ async fn final_response_is_returned_as_a_response_after_the_last_attempt() {
 #[tokio::test(start_paused = true)]
 async fn retryable_errors_are_retried_and_the_last_error_is_returned() {
     let events = Events::default();
-    let upstream = Upstream::with_fallback(vec![], Answer::Timeout);
+    let upstream = Scripted::always(timeout());
     let service = layer(&events).max_attempts(3).layer(upstream.clone());
     let err = send(service, get()).await.unwrap_err();
     assert!(err.is::<tower::timeout::error::Elapsed>(), "{err}");
@@ -333,7 +227,7 @@ async fn retryable_errors_are_retried_and_the_last_error_is_returned() {
 async fn fatal_statuses_are_not_retried() {
     for code in [400, 401, 403, 404, 409, 422, 501, 505] {
         let events = Events::default();
-        let upstream = Upstream::with_fallback(vec![], status(code));
+        let upstream = Scripted::always(status(code));
         let service = layer(&events).layer(upstream.clone());
         let response = send(service, get()).await.unwrap();
         assert_eq!(response.status().as_u16(), code);
@@ -365,7 +259,7 @@ async fn a_custom_classifier_decides_on_successful_statuses_too() {
     // classifier of the user's, with or without anybody listening
     for listening in [false, true] {
         let events = Events::default();
-        let upstream = Upstream::new(vec![status(202), status(202), ok()]);
+        let upstream = Scripted::new([status(202), status(202), ok()]);
         let retry = if listening {
             layer(&events)
         } else {
@@ -385,15 +279,14 @@ async fn a_custom_classifier_decides_on_successful_statuses_too() {
 #[tokio::test(start_paused = true)]
 async fn with_the_default_table_a_success_is_returned_at_once_and_reported() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![status(204)]);
+    let upstream = Scripted::new([status(204)]);
     let service = layer(&events).layer(upstream.clone());
     let response = send(service, get()).await.unwrap();
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     assert_eq!(upstream.arrivals(), [ms(0)]);
     // a listener still hears of the attempt
     let finished: Vec<_> = events
-        .lock()
-        .unwrap()
+        .all()
         .iter()
         .filter_map(|e| match e.kind {
             RetryEventKind::AttemptFinished { status, class, .. } => Some((status, class)),
@@ -408,7 +301,7 @@ async fn with_the_default_table_a_success_is_returned_at_once_and_reported() {
 #[tokio::test(start_paused = true)]
 async fn retry_after_wins_over_backoff_and_is_never_undercut() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![with_header(429, "retry-after", "7"), ok()]);
+    let upstream = Scripted::new([status(429).header("retry-after", "7"), ok()]);
     // default hint spread: up to 10 % of the hint, at most 1 s; sample 0.5
     let service = layer(&events)
         .hint_jitter(0.1, secs(1))
@@ -423,7 +316,7 @@ async fn retry_after_wins_over_backoff_and_is_never_undercut() {
 #[tokio::test(start_paused = true)]
 async fn hint_spread_is_capped_at_its_maximum() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![with_header(503, "retry-after", "100"), ok()]);
+    let upstream = Scripted::new([status(503).header("retry-after", "100"), ok()]);
     let service = layer(&events)
         .deadline(secs(300))
         .hint_jitter(0.1, secs(1))
@@ -473,7 +366,7 @@ async fn retry_after_conformance_through_the_layer() {
     ];
     for (value, now, expected, hint_used) in cases {
         let events = Events::default();
-        let upstream = Upstream::new(vec![with_header(503, "retry-after", value), ok()]);
+        let upstream = Scripted::new([status(503).header("retry-after", value), ok()]);
         let service = layer(&events)
             .clock(FixedClock::new(now))
             .layer(upstream.clone());
@@ -487,8 +380,7 @@ async fn retry_after_conformance_through_the_layer() {
         };
         assert_eq!(scheduled(&events), [(expected, source)], "{value:?}");
         let ignored = events
-            .lock()
-            .unwrap()
+            .all()
             .iter()
             .filter(|e| matches!(e.kind, RetryEventKind::HintIgnored(_)))
             .count();
@@ -499,16 +391,12 @@ async fn retry_after_conformance_through_the_layer() {
 #[tokio::test(start_paused = true)]
 async fn ratelimit_and_genesys_reset_headers_are_honoured() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![
-        with_header(429, "ratelimit", "\"default\";r=0;t=3"),
-        Answer::Status(
-            429,
-            vec![
-                ("inin-ratelimit-count", "300".into()),
-                ("inin-ratelimit-allowed", "300".into()),
-                ("inin-ratelimit-reset", "4".into()),
-            ],
-        ),
+    let upstream = Scripted::new([
+        status(429).header("ratelimit", "\"default\";r=0;t=3"),
+        status(429)
+            .header("inin-ratelimit-count", "300")
+            .header("inin-ratelimit-allowed", "300")
+            .header("inin-ratelimit-reset", "4"),
         ok(),
     ]);
     let service = layer(&events).layer(upstream.clone());
@@ -526,7 +414,7 @@ async fn ratelimit_and_genesys_reset_headers_are_honoured() {
 #[tokio::test(start_paused = true)]
 async fn hint_over_the_cap_returns_the_response_at_once() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![with_header(429, "retry-after", "181"), ok()]);
+    let upstream = Scripted::new([status(429).header("retry-after", "181"), ok()]);
     let service = layer(&events).layer(upstream.clone());
     let start = Instant::now();
     let response = send(service, get()).await.unwrap();
@@ -547,11 +435,7 @@ async fn hint_over_the_cap_returns_the_response_at_once() {
 #[tokio::test(start_paused = true)]
 async fn huge_retry_after_is_over_the_cap_not_an_overflow() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![with_header(
-        503,
-        "retry-after",
-        "99999999999999999999999999",
-    )]);
+    let upstream = Scripted::new([status(503).header("retry-after", "99999999999999999999999999")]);
     let service = layer(&events).layer(upstream.clone());
     let response = send(service, get()).await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -564,7 +448,7 @@ async fn huge_retry_after_is_over_the_cap_not_an_overflow() {
 #[tokio::test(start_paused = true)]
 async fn hint_past_the_deadline_returns_the_response_at_once() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![with_header(429, "retry-after", "11"), ok()]);
+    let upstream = Scripted::new([status(429).header("retry-after", "11"), ok()]);
     let service = layer(&events).deadline(secs(10)).layer(upstream.clone());
     let start = Instant::now();
     let response = send(service, get()).await.unwrap();
@@ -581,7 +465,7 @@ async fn hint_past_the_deadline_returns_the_response_at_once() {
 #[tokio::test(start_paused = true)]
 async fn deadline_ends_the_retry_loop() {
     let events = Events::default();
-    let upstream = Upstream::with_fallback(vec![], status(503));
+    let upstream = Scripted::always(status(503));
     let service = layer(&events)
         .max_attempts(100)
         .deadline(secs(10))
@@ -599,7 +483,7 @@ async fn deadline_ends_the_retry_loop() {
 #[tokio::test(start_paused = true)]
 async fn budget_caps_retries_under_sustained_failure() {
     let events = Events::default();
-    let upstream = Upstream::with_fallback(vec![], status(503));
+    let upstream = Scripted::always(status(503));
     // 20 % of first attempts plus 10/s over 10 s: (1000 + 10*10*5)/5 = 300 retries
     let service = layer(&events)
         .budget(RetryBudget::new(secs(10), 10, 0.2).unwrap())
@@ -654,7 +538,7 @@ fn unknown(result: Result<Response<()>, BoxError>) -> OutcomeUnknown {
 #[tokio::test(start_paused = true)]
 async fn a_post_answered_500_is_sent_once_and_its_outcome_is_unknown() {
     let events = Events::default();
-    let upstream = Upstream::with_fallback(vec![with_header(500, "x-request-id", "r-1")], ok());
+    let upstream = Scripted::new([status(500).header("x-request-id", "r-1")]);
     let service = layer(&events).layer(upstream.clone());
     let unknown = unknown(send(service, post()).await);
     assert_eq!(unknown.attempt(), 1);
@@ -690,13 +574,13 @@ async fn every_failure_that_proves_nothing_leaves_a_post_or_patch_unknown() {
             status(408),
             UnknownCause::Status(StatusCode::REQUEST_TIMEOUT),
         ),
-        (Answer::Timeout, UnknownCause::Timeout),
-        (Answer::Dropped, UnknownCause::ConnectionLost),
+        (timeout(), UnknownCause::Timeout),
+        (dropped(), UnknownCause::ConnectionLost),
     ];
     for method in [Method::POST, Method::PATCH] {
         for (answer, cause) in cases.clone() {
             let events = Events::default();
-            let upstream = Upstream::new(vec![answer]);
+            let upstream = Scripted::new([answer]);
             let service = layer(&events).layer(upstream.clone());
             let mut request = post();
             *request.method_mut() = method.clone();
@@ -711,7 +595,7 @@ async fn every_failure_that_proves_nothing_leaves_a_post_or_patch_unknown() {
 #[tokio::test(start_paused = true)]
 async fn an_unknown_outcome_keeps_the_error_as_its_source() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![Answer::Dropped]);
+    let upstream = Scripted::new([dropped()]);
     let service = layer(&events).layer(upstream.clone());
     let err = send(service, post()).await.unwrap_err();
     let unknown = err.downcast_ref::<OutcomeUnknown>().unwrap();
@@ -723,15 +607,9 @@ async fn an_unknown_outcome_keeps_the_error_as_its_source() {
 
 #[tokio::test(start_paused = true)]
 async fn the_same_failures_are_retried_for_an_idempotent_method() {
-    for answer in [
-        status(500),
-        status(502),
-        status(504),
-        Answer::Timeout,
-        Answer::Dropped,
-    ] {
+    for answer in [status(500), status(502), status(504), timeout(), dropped()] {
         let events = Events::default();
-        let upstream = Upstream::new(vec![answer, ok()]);
+        let upstream = Scripted::new([answer, ok()]);
         let service = layer(&events).layer(upstream.clone());
         let response = send(service, get()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -742,7 +620,7 @@ async fn the_same_failures_are_retried_for_an_idempotent_method() {
 #[tokio::test(start_paused = true)]
 async fn a_post_answered_429_is_retried_after_the_hint() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![with_header(429, "retry-after", "2"), ok()]);
+    let upstream = Scripted::new([status(429).header("retry-after", "2"), ok()]);
     let service = layer(&events).layer(upstream.clone());
     let response = send(service, post()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -753,14 +631,14 @@ async fn a_post_answered_429_is_retried_after_the_hint() {
 #[tokio::test(start_paused = true)]
 async fn a_post_answered_503_with_retry_after_is_retried_and_without_is_not() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![with_header(503, "retry-after", "3"), ok()]);
+    let upstream = Scripted::new([status(503).header("retry-after", "3"), ok()]);
     let service = layer(&events).layer(upstream.clone());
     let response = send(service, post()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(upstream.arrivals(), [secs(0), secs(3)]);
 
     // a 503 with only the Genesys rate headers proves nothing
-    let upstream = Upstream::new(vec![with_header(503, "inin-ratelimit-reset", "3"), ok()]);
+    let upstream = Scripted::new([status(503).header("inin-ratelimit-reset", "3"), ok()]);
     let service = layer(&events).layer(upstream.clone());
     unknown(send(service, post()).await);
     assert_eq!(upstream.arrivals().len(), 1);
@@ -775,7 +653,7 @@ async fn refusals_by_this_crates_layers_make_a_post_retryable() {
     ];
     for refusal in refusals {
         let events = Events::default();
-        let upstream = Upstream::new(vec![Answer::Error(refusal), ok()]);
+        let upstream = Scripted::new([error(refusal), ok()]);
         let service = layer(&events).layer(upstream.clone());
         let response = send(service, post()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -786,7 +664,7 @@ async fn refusals_by_this_crates_layers_make_a_post_retryable() {
 #[tokio::test(start_paused = true)]
 async fn a_post_that_was_provably_not_sent_is_retried() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![Answer::NotSent, ok()]);
+    let upstream = Scripted::new([not_sent(), ok()]);
     let service = layer(&events).layer(upstream.clone());
     let response = send(service, post()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -795,9 +673,9 @@ async fn a_post_that_was_provably_not_sent_is_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn a_post_declared_idempotent_is_retried_after_any_failure() {
-    for answer in [status(500), Answer::Timeout, Answer::Dropped] {
+    for answer in [status(500), timeout(), dropped()] {
         let events = Events::default();
-        let upstream = Upstream::new(vec![answer, ok()]);
+        let upstream = Scripted::new([answer, ok()]);
         let service = layer(&events).layer(upstream.clone());
         let mut request = post();
         request
@@ -812,7 +690,7 @@ async fn a_post_declared_idempotent_is_retried_after_any_failure() {
 #[tokio::test(start_paused = true)]
 async fn a_key_alone_unlocks_nothing_when_the_origin_does_not_honour_keys() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![status(500), ok()]);
+    let upstream = Scripted::new([status(500), ok()]);
     let service = layer(&events)
         .auto_idempotency_key(true)
         // another origin honours keys; this one is not declared
@@ -826,13 +704,7 @@ async fn a_key_alone_unlocks_nothing_when_the_origin_does_not_honour_keys() {
 #[tokio::test(start_paused = true)]
 async fn an_origin_that_honours_keys_gets_keyed_posts_again_with_the_same_key() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![
-        status(500),
-        Answer::Dropped,
-        Answer::Timeout,
-        ok(),
-        ok(),
-    ]);
+    let upstream = Scripted::new([status(500), dropped(), timeout(), ok(), ok()]);
     let service = layer(&events)
         .auto_idempotency_key(true)
         .idempotency_keys_honoured_by(origin())
@@ -853,7 +725,7 @@ async fn an_origin_that_honours_keys_gets_keyed_posts_again_with_the_same_key() 
     assert!(seen.iter().all(|s| s.method == Method::POST));
 
     // a keyed POST without automatic keys: the caller's key is kept
-    let upstream = Upstream::new(vec![status(502), ok()]);
+    let upstream = Scripted::new([status(502), ok()]);
     let service = layer(&events)
         .auto_idempotency_key(true)
         .idempotency_keys_honoured_by(origin())
@@ -870,7 +742,7 @@ async fn an_origin_that_honours_keys_gets_keyed_posts_again_with_the_same_key() 
         .all(|s| s.headers[IDEMPOTENCY_KEY] == "order-42"));
 
     // an honouring origin does not make an unkeyed POST repeatable
-    let upstream = Upstream::new(vec![status(500), ok()]);
+    let upstream = Scripted::new([status(500), ok()]);
     let service = layer(&events)
         .idempotency_keys_honoured_by(origin())
         .layer(upstream.clone());
@@ -886,7 +758,7 @@ async fn keyed_409_is_retried_for_an_honouring_origin_and_422_never() {
             .auto_idempotency_key(true)
             .idempotency_keys_honoured_by(origin())
     };
-    let upstream = Upstream::new(vec![status(409), ok()]);
+    let upstream = Scripted::new([status(409), ok()]);
     let service = honouring().layer(upstream.clone());
     assert_eq!(
         send(service, post()).await.unwrap().status(),
@@ -894,7 +766,7 @@ async fn keyed_409_is_retried_for_an_honouring_origin_and_422_never() {
     );
     assert_eq!(upstream.arrivals().len(), 2);
 
-    let upstream = Upstream::new(vec![status(422), ok()]);
+    let upstream = Scripted::new([status(422), ok()]);
     let service = honouring().layer(upstream.clone());
     assert_eq!(
         send(service, post()).await.unwrap().status(),
@@ -903,7 +775,7 @@ async fn keyed_409_is_retried_for_an_honouring_origin_and_422_never() {
     assert_eq!(upstream.arrivals().len(), 1);
 
     // keyed, but the origin is not known to honour keys: a 409 is final
-    let upstream = Upstream::new(vec![status(409), ok()]);
+    let upstream = Scripted::new([status(409), ok()]);
     let service = layer(&events)
         .auto_idempotency_key(true)
         .layer(upstream.clone());
@@ -917,7 +789,7 @@ async fn keyed_409_is_retried_for_an_honouring_origin_and_422_never() {
 #[tokio::test(start_paused = true)]
 async fn an_unknown_outcome_names_the_attempt_it_came_from() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![with_header(429, "retry-after", "1"), status(504)]);
+    let upstream = Scripted::new([status(429).header("retry-after", "1"), status(504)]);
     let service = layer(&events).layer(upstream.clone());
     let unknown = unknown(send(service, post()).await);
     assert_eq!(unknown.attempt(), 2);
@@ -932,12 +804,12 @@ async fn an_unknown_outcome_names_the_attempt_it_came_from() {
 async fn an_unknown_outcome_comes_whatever_attempts_remain_and_is_final_above() {
     // one attempt only: still unknown, not a plain 500
     let events = Events::default();
-    let upstream = Upstream::new(vec![status(500)]);
+    let upstream = Scripted::new([status(500)]);
     let service = layer(&events).max_attempts(1).layer(upstream.clone());
     unknown(send(service, post()).await);
 
     // a retry layer above takes it as final
-    let upstream = Upstream::new(vec![status(500), ok()]);
+    let upstream = Scripted::new([status(500), ok()]);
     let inner = layer(&events).layer(upstream.clone());
     let outer = layer(&events).auto_idempotency_key(true).layer(inner);
     let unknown = unknown(send(outer, post()).await);
@@ -952,7 +824,7 @@ async fn an_unknown_outcome_comes_whatever_attempts_remain_and_is_final_above() 
 #[tokio::test(start_paused = true)]
 async fn a_streaming_body_is_sent_once_and_never_retried() {
     let events = Events::default();
-    let upstream = Upstream::with_fallback(vec![], status(503));
+    let upstream = Scripted::always(status(503));
     let service = layer(&events).layer(upstream.clone());
     let body = Body::from_stream(http_body_util::Full::new(bytes::Bytes::from_static(b"x")));
     let request = Request::put("http://127.0.0.1/api").body(body).unwrap();
@@ -965,7 +837,7 @@ async fn a_streaming_body_is_sent_once_and_never_retried() {
 #[tokio::test(start_paused = true)]
 async fn per_request_override_changes_the_policy_for_that_request_only() {
     let events = Events::default();
-    let upstream = Upstream::with_fallback(vec![], status(503));
+    let upstream = Scripted::always(status(503));
     let service = layer(&events).layer(upstream.clone());
 
     let mut bulk = get();
@@ -990,7 +862,7 @@ async fn per_request_override_changes_the_policy_for_that_request_only() {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_future_mid_backoff_cancels_the_request() {
     let events = Events::default();
-    let upstream = Upstream::with_fallback(vec![], status(503));
+    let upstream = Scripted::always(status(503));
     let service = layer(&events).layer(upstream.clone());
     let mut future = tokio_test::task::spawn(send(service, get()));
     assert!(future.poll().is_pending(), "sleeping in backoff");
@@ -1026,8 +898,7 @@ async fn a_refused_connection_makes_even_a_post_retryable() {
         .expect("the client's own error is returned");
     assert!(err.is_connect());
     let finished: Vec<Class> = events
-        .lock()
-        .unwrap()
+        .all()
         .iter()
         .filter_map(|e| match e.kind {
             RetryEventKind::AttemptFinished { class, .. } => Some(class),
@@ -1082,7 +953,7 @@ async fn a_connection_dropped_after_the_post_was_written_is_an_unknown_outcome()
 #[tokio::test(start_paused = true)]
 async fn override_can_declare_a_post_idempotent_or_a_get_not() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![status(503), ok()]);
+    let upstream = Scripted::new([status(503), ok()]);
     let service = layer(&events).layer(upstream.clone());
     let mut token_request = post();
     token_request
@@ -1092,7 +963,7 @@ async fn override_can_declare_a_post_idempotent_or_a_get_not() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(upstream.arrivals().len(), 2);
 
-    let upstream = Upstream::new(vec![status(503), ok()]);
+    let upstream = Scripted::new([status(503), ok()]);
     let service = layer(&events).layer(upstream.clone());
     let mut unsafe_get = get();
     unsafe_get
@@ -1110,7 +981,7 @@ async fn override_can_declare_a_post_idempotent_or_a_get_not() {
 #[tokio::test(start_paused = true)]
 async fn no_attempt_starts_after_the_deadline_while_waiting_for_readiness() {
     let events = Events::default();
-    let upstream = Upstream::new(vec![status(503)]);
+    let upstream = Scripted::new([status(503)]);
     let limited = tower::limit::ConcurrencyLimit::new(upstream.clone(), 1);
     let mut blocker = limited.clone();
     let service = layer(&events)
@@ -1143,25 +1014,19 @@ async fn no_attempt_starts_after_the_deadline_while_waiting_for_readiness() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unknown_outcome_is_recorded_and_dead_lettered_by_the_audit_layer() {
-    use tower_cx::audit::{callback, dead_letter_fn, AuditEvent, AuditLayer, EventKind};
+    use tower_cx::audit::{AuditEvent, AuditLayer, DeadLetter, EventKind};
 
-    let events: Arc<Mutex<Vec<AuditEvent>>> = Arc::default();
-    let letters = Arc::new(Mutex::new(Vec::new()));
-    let upstream = Upstream::new(vec![status(500)]);
-    let service = AuditLayer::new(callback({
-        let events = events.clone();
-        move |e: &AuditEvent| events.lock().unwrap().push(e.clone())
-    }))
-    .dead_letters(dead_letter_fn({
-        let letters = letters.clone();
-        move |letter| letters.lock().unwrap().push(letter)
-    }))
-    .layer(layer(&Events::default()).layer(upstream.clone()));
+    let events = EventCapture::<AuditEvent>::new();
+    let letters = EventCapture::<DeadLetter>::new();
+    let upstream = Scripted::new([status(500)]);
+    let service = AuditLayer::new(events.sink())
+        .dead_letters(letters.dead_letters())
+        .layer(layer(&Events::default()).layer(upstream.clone()));
     let err = send(service, post()).await.unwrap_err();
     assert!(OutcomeUnknown::find(err.as_ref()).is_some());
     assert_eq!(upstream.arrivals().len(), 1);
 
-    let events = events.lock().unwrap();
+    let events = events.all();
     let gave_up: Vec<&GiveUpReason> = events
         .iter()
         .map(|e| &e.kind)
@@ -1188,7 +1053,7 @@ async fn an_unknown_outcome_is_recorded_and_dead_lettered_by_the_audit_layer() {
         (RequestOutcome::Error, Some(FailureKind::OutcomeUnknown), 1)
     );
 
-    let letters = letters.lock().unwrap();
+    let letters = letters.take();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].error_code, "outcome_unknown");
     assert!(letters[0].message.contains("may have been applied"));

@@ -10,18 +10,23 @@
 //! the bearer token is never sent to another origin than the API's.
 #![cfg(feature = "mock")]
 
-use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+#[path = "support/events.rs"]
+mod events;
+#[path = "support/loopback.rs"]
+mod loopback;
+#[path = "support/upstream.rs"]
+mod upstream;
+#[path = "support/vendor_stacks.rs"]
+mod vendor_stacks;
+
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tower::{service_fn, ServiceExt};
 use tower_cx::audit::{
     callback, dead_letter_fn, AuditLayer, DeadLetter, FanOut, JsonLinesDeadLetters, JsonLinesSink,
@@ -32,38 +37,15 @@ use tower_cx::backoff::Backoff;
 use tower_cx::body::Body;
 use tower_cx::breaker::CircuitBreakerLayer;
 use tower_cx::error::{BoxError, InsecureUrl};
-use tower_cx::mock::{Fault, MockConfig, MockServer};
+use tower_cx::mock::{Fault, MockServer};
 use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::Stack;
 
+use events::{EventCapture, Written};
+use upstream::Scripted;
+
 const CLIENT_SECRET: &str = "cs-9f8e7d6c5b4a39281706f5e4d3c2b1a0";
-
-/// Everything the scenario printed, logged or recorded.
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Capture {
-    fn push(&self, text: impl AsRef<str>) {
-        let mut buffer = self.0.lock().unwrap();
-        buffer.extend_from_slice(text.as_ref().as_bytes());
-        buffer.push(b'\n');
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl Write for Capture {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(data);
-        Ok(data.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Every error in the chain, with `Display` and `Debug`.
 fn describe(error: &BoxError) -> String {
@@ -77,45 +59,29 @@ fn describe(error: &BoxError) -> String {
 }
 
 /// A loopback server that records the `Authorization` header of each
-/// request (or `-` when there is none) and answers `status`.
-async fn recording_server(status: StatusCode) -> (String, Arc<Mutex<Vec<String>>>) {
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
+/// request (or `-` when there is none) and its body, and answers `status`.
+async fn recording_server(status: StatusCode) -> (String, EventCapture<String>) {
+    let seen = EventCapture::new();
     let record = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let record = record.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let record = record.clone();
-                    async move {
-                        let auth = req
-                            .headers()
-                            .get("authorization")
-                            .map_or("-".to_owned(), |v| v.to_str().unwrap_or("?").to_owned());
-                        let body = req.into_body().collect().await.unwrap().to_bytes();
-                        record
-                            .lock()
-                            .unwrap()
-                            .push(format!("{auth} {}", String::from_utf8_lossy(&body)));
-                        let mut response = Response::new(Full::new(Bytes::new()));
-                        *response.status_mut() = status;
-                        Ok::<_, std::convert::Infallible>(response)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let url = loopback::serve(service_fn(move |req: Request<Body>| {
+        let auth = req
+            .headers()
+            .get("authorization")
+            .map_or("-".to_owned(), |v| v.to_str().unwrap_or("?").to_owned());
+        let body = req.body().as_bytes().unwrap();
+        let line = format!("{auth} {}", String::from_utf8_lossy(body));
+        record.push(line);
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = status;
+        async { Ok::<_, std::convert::Infallible>(response) }
+    }))
+    .await;
     (url, seen)
 }
 
 #[tokio::test(start_paused = true)]
 async fn no_secret_or_token_appears_in_any_output() {
-    let capture = Capture::default();
+    let capture = Written::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer({
             let capture = capture.clone();
@@ -126,18 +92,16 @@ async fn no_secret_or_token_appears_in_any_output() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let mock = MockServer::start_with(MockConfig {
-        client_secret: CLIENT_SECRET.into(),
-        token_lifetime: Duration::from_secs(5),
-        ..MockConfig::default()
+    let mock = vendor_stacks::mock_with(|c| {
+        c.client_secret = CLIENT_SECRET.into();
+        c.token_lifetime = Duration::from_secs(5);
     })
-    .await
-    .unwrap();
+    .await;
     let c = mock.config().clone();
     let (webhook_url, webhook_seen) = recording_server(StatusCode::OK).await;
 
     // the token client records every token the endpoint issues
-    let issued: Arc<Mutex<Vec<String>>> = Arc::default();
+    let issued = EventCapture::<String>::new();
     let http = Client::builder(TokioExecutor::new()).build_http::<Body>();
     let token_client = {
         let issued = issued.clone();
@@ -150,7 +114,7 @@ async fn no_secret_or_token_appears_in_any_output() {
                 let bytes = body.collect().await?.to_bytes();
                 if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&bytes) {
                     if let Some(token) = json["access_token"].as_str() {
-                        issued.lock().unwrap().push(token.to_owned());
+                        issued.push(token.to_owned());
                     }
                 }
                 Ok::<_, BoxError>(Response::from_parts(parts, Full::new(bytes)))
@@ -166,7 +130,7 @@ async fn no_secret_or_token_appears_in_any_output() {
                     .max_attempts(2)
                     .backoff(Backoff::constant(Duration::from_millis(10))),
             );
-    capture.push(format!("{credentials:?}"));
+    capture.push_line(format!("{credentials:?}"));
 
     // every sink and every hook writes into the capture
     let json_lines = JsonLinesSink::new(capture.clone());
@@ -180,17 +144,15 @@ async fn no_secret_or_token_appears_in_any_output() {
         .with(webhook.clone())
         .with({
             let capture = capture.clone();
-            callback(move |event| capture.push(format!("{} {event:?}", event.to_json())))
+            callback(move |event| capture.push_line(format!("{} {event:?}", event.to_json())))
         });
-    let dead_letters = FanOut::new();
-    let _ = dead_letters;
-    let letters_file = Capture::default();
+    let letters_file = Written::default();
     let letters = {
         let capture = capture.clone();
         let file = JsonLinesDeadLetters::new(letters_file.clone());
         dead_letter_fn(move |letter: DeadLetter| {
-            capture.push(format!("{letter:?}"));
-            capture.push(format!(
+            capture.push_line(format!("{letter:?}"));
+            capture.push_line(format!(
                 "{:?}",
                 letter.request.as_ref().map(|r| r.headers())
             ));
@@ -200,7 +162,7 @@ async fn no_secret_or_token_appears_in_any_output() {
     let tokens = TokenCache::builder(credentials)
         .on_event({
             let capture = capture.clone();
-            move |event| capture.push(format!("{event:?}"))
+            move |event| capture.push_line(format!("{event:?}"))
         })
         .build();
     let bearer = BearerLayer::new(tokens.clone())
@@ -219,28 +181,28 @@ async fn no_secret_or_token_appears_in_any_output() {
                 .auto_idempotency_key(true)
                 .on_event({
                     let capture = capture.clone();
-                    move |event| capture.push(format!("{event:?}"))
+                    move |event| capture.push_line(format!("{event:?}"))
                 }),
         )
         .breaker(CircuitBreakerLayer::new().on_event({
             let capture = capture.clone();
-            move |event| capture.push(format!("{event:?}"))
+            move |event| capture.push_line(format!("{event:?}"))
         }))
         .limiter(PriorityLimitLayer::new(4).on_event({
             let capture = capture.clone();
-            move |event| capture.push(format!("{event:?}"))
+            move |event| capture.push_line(format!("{event:?}"))
         }))
         .bearer_layer(bearer)
         .timeout(Duration::from_secs(5));
-    capture.push(format!("{stack:?}"));
+    capture.push_line(format!("{stack:?}"));
     let handles = stack.handles();
     // the API client records the Authorization values it sends
-    let sent: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sent = EventCapture::<String>::new();
     let api_client = {
         let sent = sent.clone();
         service_fn(move |request: Request<Body>| {
             if let Some(auth) = request.headers().get("authorization") {
-                sent.lock().unwrap().push(
+                sent.push(
                     auth.to_str()
                         .unwrap()
                         .trim_start_matches("Bearer ")
@@ -257,17 +219,17 @@ async fn no_secret_or_token_appears_in_any_output() {
         let client = client.clone();
         let capture = capture.clone();
         async move {
-            capture.push(format!("{request:?}"));
+            capture.push_line(format!("{request:?}"));
             match client.oneshot(request).await {
                 Ok(response) => {
-                    capture.push(format!("{response:?}"));
+                    capture.push_line(format!("{response:?}"));
                     let status = response.status();
                     let body = response.into_body().collect().await.unwrap().to_bytes();
-                    capture.push(String::from_utf8_lossy(&body));
+                    capture.push_line(String::from_utf8_lossy(&body));
                     Ok(status)
                 }
                 Err(error) => {
-                    capture.push(describe(&error));
+                    capture.push_line(describe(&error));
                     Err(error)
                 }
             }
@@ -320,24 +282,21 @@ async fn no_secret_or_token_appears_in_any_output() {
     mock.clear_faults();
     mock.fault(Some("/oauth/token"), Fault::Status(401), usize::MAX);
     let refused = tokens.refresh().await.unwrap_err();
-    capture.push(format!("{refused} {refused:?}"));
+    capture.push_line(format!("{refused} {refused:?}"));
     let _ = send(users()).await;
     mock.clear_faults();
     // 7. a plain-HTTP URL to a remote host: refused before anything is sent
     let bare_bearer = BearerLayer::new(tokens.clone());
-    let insecure = tower::Layer::layer(
-        &bare_bearer,
-        service_fn(|_req: Request<Body>| async { Ok::<_, BoxError>(Response::new(())) }),
-    )
-    .oneshot(
-        Request::get("http://api.example.com/x")
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await
-    .unwrap_err();
+    let insecure = tower::Layer::layer(&bare_bearer, Scripted::new([]))
+        .oneshot(
+            Request::get("http://api.example.com/x")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap_err();
     assert!(insecure.is::<InsecureUrl>());
-    capture.push(describe(&insecure));
+    capture.push_line(describe(&insecure));
     // recover, and one more to a different origin: sent without a token
     tokio::time::sleep(Duration::from_secs(120)).await;
     assert_eq!(send(users()).await.unwrap(), StatusCode::OK);
@@ -356,20 +315,20 @@ async fn no_secret_or_token_appears_in_any_output() {
     json_lines.flush();
     webhook.flush().await;
     webhook.flush().await;
-    capture.push(format!(
+    capture.push_line(format!(
         "{handles:?} {:?} {:?}",
         handles.stats.snapshot(),
         tokens.status()
     ));
-    capture.push(format!("{tokens:?} {webhook:?} {json_lines:?}"));
-    capture.push(letters_file.text());
-    for line in webhook_seen.lock().unwrap().iter() {
-        capture.push(line);
+    capture.push_line(format!("{tokens:?} {webhook:?} {json_lines:?}"));
+    capture.push_line(letters_file.text());
+    for line in webhook_seen.all().iter() {
+        capture.push_line(line);
     }
 
     let text = capture.text();
-    let issued = issued.lock().unwrap().clone();
-    let sent = sent.lock().unwrap().clone();
+    let issued = issued.all();
+    let sent = sent.all();
     // the scenario did what it says: several tokens, all used, every sink fed
     assert!(issued.len() >= 3, "tokens issued: {}", issued.len());
     assert!(sent.iter().all(|t| issued.contains(t)));
@@ -387,15 +346,13 @@ async fn no_secret_or_token_appears_in_any_output() {
     }
     // the request to another origin carried no token
     let elsewhere = webhook_seen
-        .lock()
-        .unwrap()
+        .all()
         .iter()
         .filter(|l| l.starts_with("- "))
         .count();
     assert!(elsewhere >= 1);
     assert!(webhook_seen
-        .lock()
-        .unwrap()
+        .all()
         .iter()
         .all(|line| !line.starts_with("Bearer")));
 
@@ -436,21 +393,14 @@ async fn credentials_are_refused_over_plain_http_to_remote_hosts() {
     }
     // the bearer layer refuses to attach a token to a remote plain-HTTP URL,
     // and nothing reaches the inner service
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
+    let upstream = Scripted::new([]);
     let tokens = TokenCache::new(tower_cx::auth::source_fn(|| async {
         Ok::<_, TokenError>(tower_cx::auth::Token::new(
             "tok-never-sent",
             Duration::from_secs(60),
         ))
     }));
-    let service = tower::Layer::layer(
-        &BearerLayer::new(tokens),
-        service_fn(move |_req: Request<Body>| {
-            counter.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, BoxError>(Response::new(())) }
-        }),
-    );
+    let service = tower::Layer::layer(&BearerLayer::new(tokens), upstream.clone());
     let error = service
         .oneshot(
             Request::get("http://api.example.com/")
@@ -463,7 +413,7 @@ async fn credentials_are_refused_over_plain_http_to_remote_hosts() {
         error.downcast_ref::<InsecureUrl>().unwrap().host(),
         "api.example.com"
     );
-    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(upstream.count(), 0);
 }
 
 #[tokio::test]
@@ -491,7 +441,7 @@ async fn the_token_goes_to_the_api_origin_only() {
     // no refresh, the 401 returned as it is
     let response = get(format!("{other}/download/file.csv")).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(seen.lock().unwrap().as_slice(), ["- "]);
+    assert_eq!(seen.all(), ["- "]);
     assert_eq!(tokens.status().refresh_count, 1);
     assert_eq!(mock.counters().tokens_issued, 1);
 
@@ -508,7 +458,7 @@ async fn the_token_goes_to_the_api_origin_only() {
     )
     .await
     .unwrap();
-    assert!(seen.lock().unwrap()[1].starts_with("Bearer "));
+    assert!(seen.all()[1].starts_with("Bearer "));
 }
 
 /// A token endpoint that echoes what it was sent (the `Authorization`
@@ -648,8 +598,7 @@ fn debug_and_errors_show_no_url_credentials() {
 
 #[tokio::test]
 async fn a_relative_uri_gets_no_token_when_origins_are_restricted() {
-    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-    let record = seen.clone();
+    let upstream = Scripted::new([]);
     let tokens = TokenCache::new(tower_cx::auth::source_fn(|| async {
         Ok::<_, TokenError>(tower_cx::auth::Token::new(
             "tok-Q7Z",
@@ -660,14 +609,7 @@ async fn a_relative_uri_gets_no_token_when_origins_are_restricted() {
         &BearerLayer::new(tokens)
             .allow_origin("https://api.example.com")
             .unwrap(),
-        service_fn(move |req: Request<Body>| {
-            let auth = req
-                .headers()
-                .get("authorization")
-                .map_or("-".to_owned(), |v| v.to_str().unwrap().to_owned());
-            record.lock().unwrap().push(auth);
-            async { Ok::<_, BoxError>(Response::new(())) }
-        }),
+        upstream.clone(),
     );
     for uri in ["/path", "https://api.example.com/path"] {
         let request = Request::get(uri)
@@ -676,5 +618,8 @@ async fn a_relative_uri_gets_no_token_when_origins_are_restricted() {
             .unwrap();
         service.clone().oneshot(request).await.unwrap();
     }
-    assert_eq!(seen.lock().unwrap().as_slice(), ["-", "Bearer tok-Q7Z"]);
+    assert_eq!(
+        upstream.header_values("authorization"),
+        [None, Some("Bearer tok-Q7Z".to_owned())]
+    );
 }

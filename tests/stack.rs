@@ -1,5 +1,7 @@
 //! The ready-made stack over a real hyper client and a loopback server.
 
+#[path = "support/loopback.rs"]
+mod loopback;
 #[cfg(feature = "mock")]
 #[path = "support/vendor_stacks.rs"]
 mod vendor_stacks;
@@ -12,10 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use tower::ServiceExt;
+use tower::{service_fn, ServiceExt};
 use tower_cx::backoff::Backoff;
 use tower_cx::body::Body;
 use tower_cx::genesys::Region;
@@ -25,46 +24,37 @@ use tower_cx::stack::Stack;
 /// `/oauth/token` issues `tok`; `/flaky` answers 503 then 200; everything
 /// else needs `Bearer tok`.
 async fn serve() -> (String, Arc<AtomicU32>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let flaky = Arc::new(AtomicU32::new(0));
     let calls = flaky.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let calls = calls.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let calls = calls.clone();
-                    async move {
-                        let (status, body) = match req.uri().path() {
-                            "/oauth/token" => (
-                                200,
-                                r#"{"access_token":"tok","token_type":"bearer","expires_in":3600}"#,
-                            ),
-                            "/flaky" if calls.fetch_add(1, Ordering::SeqCst) == 0 => (503, "{}"),
-                            "/flaky" => (200, "{\"ok\":true}"),
-                            _ if req.headers().get("authorization").map(|v| v.as_bytes())
-                                == Some(b"Bearer tok") =>
-                            {
-                                (200, "{\"me\":true}")
-                            }
-                            _ => (401, "{}"),
-                        };
-                        Ok::<_, Infallible>(
-                            Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::from_static(body.as_bytes())))
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (format!("http://{addr}"), flaky)
+    let base = loopback::serve(service_fn(move |req: Request<Body>| {
+        let (status, body) = match req.uri().path() {
+            "/oauth/token" => (
+                200,
+                r#"{"access_token":"tok","token_type":"bearer","expires_in":3600}"#,
+            ),
+            "/flaky" if calls.fetch_add(1, Ordering::SeqCst) == 0 => (503, "{}"),
+            "/flaky" => (200, "{\"ok\":true}"),
+            _ if req.headers().get("authorization").map(|v| v.as_bytes())
+                == Some(b"Bearer tok") =>
+            {
+                (200, "{\"me\":true}")
+            }
+            _ => (401, "{}"),
+        };
+        answer(status, body)
+    }))
+    .await;
+    (base, flaky)
+}
+
+/// A response with this status and body.
+fn answer(
+    status: u16,
+    body: impl Into<Bytes>,
+) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    std::future::ready(Ok(response))
 }
 
 #[tokio::test]
@@ -109,16 +99,14 @@ async fn the_custom_stack_retries_over_real_tcp() {
 #[cfg(feature = "mock")]
 #[tokio::test(start_paused = true)]
 async fn the_full_stack_completes_every_request_through_a_fault_mix_with_zero_violations() {
-    use tower_cx::mock::{Fault, MockConfig, MockServer};
+    use tower_cx::mock::Fault;
     use tower_cx::priority::{Priority, PriorityLimitLayer};
 
-    let mock = MockServer::start_with(MockConfig {
-        rate_limit: 40,
-        rate_window: Duration::from_secs(5),
-        ..MockConfig::default()
+    let mock = vendor_stacks::mock_with(|c| {
+        c.rate_limit = 40;
+        c.rate_window = Duration::from_secs(5);
     })
-    .await
-    .unwrap();
+    .await;
     let stack = vendor_stacks::genesys(&mock)
         .retry(
             RetryLayer::new()
@@ -193,14 +181,7 @@ async fn the_full_stack_completes_every_request_through_a_fault_mix_with_zero_vi
 #[cfg(feature = "mock")]
 #[tokio::test(start_paused = true)]
 async fn a_token_lifetime_shorter_than_the_run_never_sends_an_expired_token() {
-    use tower_cx::mock::{MockConfig, MockServer};
-
-    let mock = MockServer::start_with(MockConfig {
-        token_lifetime: Duration::from_secs(3),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let mock = vendor_stacks::mock_with(|c| c.token_lifetime = Duration::from_secs(3)).await;
     let client = vendor_stacks::genesys(&mock).build();
     let started = tokio::time::Instant::now();
     let mut sent = 0;
@@ -233,45 +214,24 @@ async fn a_token_lifetime_shorter_than_the_run_never_sends_an_expired_token() {
 /// if it had been revoked) and accepts any later token. Counts token
 /// requests and API calls.
 async fn serve_rotating() -> (String, Arc<AtomicU32>, Arc<AtomicU32>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (issued, calls) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
     let counters = (issued.clone(), calls.clone());
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (issued, calls) = counters.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (issued, calls) = (issued.clone(), calls.clone());
-                    async move {
-                        let (status, body) = if req.uri().path() == "/oauth/token" {
-                            let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
-                            let body = format!(
-                                r#"{{"access_token":"tok-{n}","token_type":"bearer","expires_in":3600}}"#
-                            );
-                            (200, body)
-                        } else {
-                            calls.fetch_add(1, Ordering::SeqCst);
-                            match req.headers().get("authorization").map(|v| v.as_bytes()) {
-                                Some(b"Bearer tok-1") | None => (401, "{}".to_owned()),
-                                Some(_) => (200, "{\"ok\":true}".to_owned()),
-                            }
-                        };
-                        Ok::<_, Infallible>(
-                            Response::builder()
-                                .status(status)
-                                .body(Full::new(Bytes::from(body)))
-                                .unwrap(),
-                        )
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    let base = loopback::serve(service_fn(move |req: Request<Body>| {
+        let (issued, calls) = &counters;
+        if req.uri().path() == "/oauth/token" {
+            let n = issued.fetch_add(1, Ordering::SeqCst) + 1;
+            let body =
+                format!(r#"{{"access_token":"tok-{n}","token_type":"bearer","expires_in":3600}}"#);
+            return answer(200, body);
         }
-    });
-    (format!("http://{addr}"), issued, calls)
+        calls.fetch_add(1, Ordering::SeqCst);
+        match req.headers().get("authorization").map(|v| v.as_bytes()) {
+            Some(b"Bearer tok-1") | None => answer(401, "{}"),
+            Some(_) => answer(200, "{\"ok\":true}"),
+        }
+    }))
+    .await;
+    (base, issued, calls)
 }
 
 /// In the stack the retry layer replays a request whose token was
