@@ -36,6 +36,9 @@ use tower_cx::share::{LocalPauseShare, PauseShare};
 /// The sizes every table is measured at.
 const SIZES: [usize; 3] = [10_000, 40_000, 160_000];
 
+/// A table's name and what prints it (given the number of runs).
+type Table = (&'static str, fn(usize));
+
 fn main() {
     let sections: Vec<String> = std::env::args().skip(1).collect();
     let runs: usize = std::env::var("SCALING_RUNS")
@@ -45,7 +48,7 @@ fn main() {
         .max(1);
     let wanted = |name: &str| sections.is_empty() || sections.iter().any(|s| s == name);
     println!("Per item, best of {runs} runs (SCALING_RUNS); wall time on a paused Tokio clock.\n");
-    let tables: [(&str, fn(usize)); 6] = [
+    let tables: [Table; 6] = [
         ("queue", queue),
         ("breaker", breaker),
         ("pacing", pacing),
