@@ -646,9 +646,11 @@ fn sinks(runs: usize) {
 fn share(runs: usize) {
     header(
         "Members of a pause share (`LocalPauseShare`)",
-        "n limiters built on one share (each subscribes once), all alive; then \
-         one pause announced to all of them; then n limiters built and dropped \
-         one after another while n stay alive (churn). Per member.",
+        "n limiter layers on one share, built beforehand; timed: each makes its \
+         service (the limiter subscribes to the share), all staying alive; then \
+         one pause announced to all of them; then n more layers make a service \
+         and drop it, one after another, while the n stay alive (churn). Per \
+         member.",
         &["subscribe", "announce", "subscribe with churn"],
     );
     let runtime = paused_runtime();
@@ -656,21 +658,22 @@ fn share(runs: usize) {
         let cells = best(runs, || {
             let _guard = runtime.enter();
             let share = LocalPauseShare::new();
-            let member = |share: &LocalPauseShare| {
-                PriorityLimitLayer::new(1)
-                    .share_gate(share.clone())
-                    .layer(upstream())
+            let layers = || -> Vec<PriorityLimitLayer> {
+                (0..n)
+                    .map(|_| PriorityLimitLayer::new(1).share_gate(share.clone()))
+                    .collect()
             };
+            let (members, churn) = (layers(), layers());
             let start = Instant::now();
-            let members: Vec<_> = (0..n).map(|_| member(&share)).collect();
+            let members: Vec<_> = members.iter().map(|l| l.layer(upstream())).collect();
             let subscribe = per_item(start.elapsed(), n);
             let start = Instant::now();
             share.announce(0, Duration::from_secs(1));
             let announce = per_item(start.elapsed(), n);
             assert!(members[n - 1].handle().status().gate_closed_for.is_some());
             let start = Instant::now();
-            for _ in 0..n {
-                drop(member(&share));
+            for layer in churn {
+                drop(layer.layer(upstream()));
             }
             let churn = per_item(start.elapsed(), n);
             [subscribe, announce, churn]
