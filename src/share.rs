@@ -171,9 +171,22 @@ pub struct LocalPauseShare {
 
 #[derive(Default)]
 struct Members {
+    /// The members, and members gone since the last pruning.
     targets: Vec<PauseTarget>,
+    /// Members left by the last pruning: the next one is due once the list
+    /// has doubled, so that subscribing costs O(1) amortized, not a pass
+    /// over every member.
+    pruned_to: usize,
     /// The end of the longest pause announced.
     paused_until: Option<Instant>,
+}
+
+impl Members {
+    /// Forget the members that are gone.
+    fn prune(&mut self) {
+        self.targets.retain(PauseTarget::is_alive);
+        self.pruned_to = self.targets.len();
+    }
 }
 
 impl LocalPauseShare {
@@ -196,6 +209,8 @@ impl PauseShare for LocalPauseShare {
             if let Some(until) = Instant::now().checked_add(pause) {
                 members.paused_until = Some(members.paused_until.map_or(until, |u| u.max(until)));
             }
+            // every member is visited anyway
+            members.prune();
             members.targets.clone()
         };
         for target in targets.iter().filter(|t| t.id() != from) {
@@ -206,7 +221,9 @@ impl PauseShare for LocalPauseShare {
     fn subscribe(&self, target: PauseTarget) {
         let running = {
             let mut members = self.lock();
-            members.targets.retain(PauseTarget::is_alive);
+            if members.targets.len() >= 2 * members.pruned_to {
+                members.prune();
+            }
             members.targets.push(target.clone());
             members
                 .paused_until
@@ -225,5 +242,48 @@ impl fmt::Debug for LocalPauseShare {
         f.debug_struct("LocalPauseShare")
             .field("members", &n)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Member(std::sync::atomic::AtomicU32);
+
+    impl Pausable for Member {
+        fn pause_from_share(&self, _pause: Duration) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn member() -> Arc<Member> {
+        Arc::new(Member(std::sync::atomic::AtomicU32::new(0)))
+    }
+
+    fn subscribe(share: &LocalPauseShare, member: &Arc<Member>) {
+        let weak: Weak<dyn Pausable> = Arc::downgrade(member) as Weak<dyn Pausable>;
+        share.subscribe(PauseTarget::new(weak, next_id()));
+    }
+
+    #[test]
+    fn members_gone_are_forgotten_without_a_pass_per_subscription() {
+        let share = LocalPauseShare::new();
+        let kept: Vec<_> = (0..100).map(|_| member()).collect();
+        for m in &kept {
+            subscribe(&share, m);
+        }
+        // members that come and go: the list never holds more than twice
+        // the members left by the last pruning
+        for _ in 0..1_000 {
+            subscribe(&share, &member());
+            let members = share.lock();
+            assert!(members.targets.len() <= 2 * members.pruned_to + 1);
+            assert!(members.pruned_to <= kept.len());
+        }
+        share.announce(0, Duration::from_secs(1));
+        assert!(kept.iter().all(|m| m.0.load(Ordering::Relaxed) == 1));
+        // an announcement visits every member, and forgets those gone
+        assert_eq!(share.lock().targets.len(), kept.len());
     }
 }

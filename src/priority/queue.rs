@@ -1,8 +1,7 @@
-//! The waiting room: three FIFO queues (one per priority), the mailbox each
-//! waiter is granted or evicted through, and the ticket a queued request
-//! holds.
+//! The waiting room: three FIFO queues (one per priority, in one `arena`),
+//! the mailbox each waiter is granted or evicted through, and the ticket a
+//! queued request holds.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
@@ -10,6 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::arena::Arena;
 use super::limiter::{Limiter, Now, Permit};
 use super::Priority;
 use crate::error::{OverloadReason, Overloaded};
@@ -86,6 +86,7 @@ impl Wakeups {
 
 /// One waiter.
 pub(super) struct Entry {
+    /// Its arrival order (across priorities).
     seq: u64,
     pub(super) priority: Priority,
     /// Set when aging, a maximum queue wait or adaptive LIFO needs it.
@@ -93,30 +94,26 @@ pub(super) struct Entry {
     pub(super) slot: Arc<Slot>,
 }
 
-/// The waiters, one FIFO per priority.
+/// The waiters, one FIFO per priority. A waiter that gives up leaves in
+/// O(1) by its key, wherever it stands.
 #[derive(Default)]
 pub(super) struct Queue {
-    queues: [VecDeque<Entry>; 3],
-    queued: usize,
+    queues: Arena<Entry, 3>,
     seq: u64,
 }
 
 impl Queue {
     /// How many wait.
     pub(super) fn len(&self) -> usize {
-        self.queued
+        self.queues.len()
     }
 
     /// How many wait, by priority: `[low, normal, high]`.
     pub(super) fn lens(&self) -> [usize; 3] {
-        [
-            self.queues[0].len(),
-            self.queues[1].len(),
-            self.queues[2].len(),
-        ]
+        [0, 1, 2].map(|index| self.queues.list_len(index))
     }
 
-    /// Queue a waiter; its sequence number.
+    /// Queue a waiter; its key, to [`remove`](Self::remove) it by.
     pub(super) fn push(
         &mut self,
         priority: Priority,
@@ -124,15 +121,13 @@ impl Queue {
         slot: Arc<Slot>,
     ) -> u64 {
         self.seq += 1;
-        let seq = self.seq;
-        self.queues[priority.index()].push_back(Entry {
-            seq,
+        let entry = Entry {
+            seq: self.seq,
             priority,
             enqueued_at,
             slot,
-        });
-        self.queued += 1;
-        seq
+        };
+        self.queues.push_back(priority.index(), entry)
     }
 
     /// Take out the newest waiter of a priority lower than `priority`, the
@@ -141,10 +136,8 @@ impl Queue {
         let lower = (0..3)
             .map(Priority::from_index)
             .take_while(|p| *p < priority)
-            .find(|p| !self.queues[p.index()].is_empty())?;
-        let entry = self.queues[lower.index()].pop_back()?;
-        self.queued -= 1;
-        Some(entry)
+            .find(|p| self.queues.list_len(p.index()) > 0)?;
+        self.queues.pop_back(lower.index())
     }
 
     /// Evict an entry taken out of the queue; the waker to wake.
@@ -152,13 +145,10 @@ impl Queue {
         entry.slot.settle(EVICTED)
     }
 
-    /// Remove the waiter `seq` of `priority`, if it is still queued.
-    pub(super) fn remove(&mut self, priority: Priority, seq: u64) {
-        let queue = &mut self.queues[priority.index()];
-        if let Some(position) = queue.iter().position(|e| e.seq == seq) {
-            queue.remove(position);
-            self.queued -= 1;
-        }
+    /// Remove the waiter of `priority` under `key`, if it is still queued.
+    pub(super) fn remove(&mut self, priority: Priority, key: u64) {
+        let entry = self.queues.remove(key);
+        debug_assert!(entry.is_none_or(|e| e.priority == priority));
     }
 
     /// Take out the waiter whose turn it is.
@@ -169,14 +159,11 @@ impl Queue {
         now: &mut Now,
     ) -> Option<Entry> {
         let (index, newest) = self.best(aging, lifo_after, now)?;
-        let queue = &mut self.queues[index];
-        let entry = if newest {
-            queue.pop_back()
+        if newest {
+            self.queues.pop_back(index)
         } else {
-            queue.pop_front()
-        }?;
-        self.queued -= 1;
-        Some(entry)
+            self.queues.pop_front(index)
+        }
     }
 
     /// The queue whose turn it is, and whether its newest waiter goes
@@ -192,11 +179,8 @@ impl Queue {
         lifo_after: Option<Duration>,
         now: &mut Now,
     ) -> Option<(usize, bool)> {
-        let mut heads = self
-            .queues
-            .iter()
-            .enumerate()
-            .filter_map(|(index, queue)| queue.front().map(|head| (index, head)));
+        let mut heads =
+            (0..3).filter_map(|index| self.queues.front(index).map(|head| (index, head)));
         let (first, head) = heads.next()?;
         let (index, head) = match heads.next() {
             None => (first, head),
@@ -238,6 +222,7 @@ impl Queue {
 pub(crate) struct Ticket {
     pub(super) limiter: Arc<Limiter>,
     pub(super) slot: Arc<Slot>,
+    /// Its key in the queue (what [`Queue::push`] returned).
     pub(super) seq: u64,
     pub(super) priority: Priority,
     pub(super) enqueued_at: Option<Instant>,
@@ -308,5 +293,45 @@ impl Drop for Ticket {
         if !self.used {
             self.limiter.leave(self);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiters_leave_in_any_order_and_the_rest_keep_priority_then_arrival_order() {
+        let mut queue = Queue::default();
+        // waiter i has priority i % 3
+        let waiters: Vec<(Priority, u64, Arc<Slot>)> = (0..300)
+            .map(|i| {
+                let (priority, slot) = (Priority::from_index(i % 3), Slot::new());
+                (priority, queue.push(priority, None, slot.clone()), slot)
+            })
+            .collect();
+        // all but every fifth leave, in a scattered order (twice: no effect)
+        for i in (0..300).map(|i| i * 7 % 300).filter(|i| i % 5 != 0) {
+            let (priority, key, _) = &waiters[i];
+            queue.remove(*priority, *key);
+            queue.remove(*priority, *key);
+        }
+        assert_eq!((queue.len(), queue.lens()), (60, [20, 20, 20]));
+        let position = |entry: &Entry| {
+            waiters
+                .iter()
+                .position(|(_, _, slot)| Arc::ptr_eq(slot, &entry.slot))
+        };
+        // full: the newest low waiter makes room for a high one
+        let evicted = queue.evict_below(Priority::High).expect("a low waiter");
+        assert_eq!(position(&evicted), Some(285));
+        let mut order = Vec::new();
+        while let Some(entry) = queue.pop_best(None, None, &mut Now::default()) {
+            order.push(position(&entry).expect("a waiter of this queue"));
+        }
+        let stayed = |p: usize| (0..300).filter(move |i| i % 5 == 0 && i % 3 == p && *i != 285);
+        let expected: Vec<usize> = stayed(2).chain(stayed(1)).chain(stayed(0)).collect();
+        assert_eq!(order, expected);
+        assert_eq!((queue.len(), queue.lens()), (0, [0, 0, 0]));
     }
 }
