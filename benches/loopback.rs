@@ -183,9 +183,7 @@ fn breakdown(tokens: &TokenCache, client: &HttpClient) -> Vec<(String, Boxed)> {
         }
         if on[4] {
             s = Boxed::new(
-                BearerLayer::new(tokens.clone())
-                    .replay_on_401(false)
-                    .layer(s),
+                BearerLayer::new(tokens.clone()).layer(s),
             );
         }
         if on[3] {

@@ -138,7 +138,7 @@ fn main() {
             measure(BearerLayer::new(cache.clone()).layer(upstream())),
         ),
         (
-            "`BearerLayer`, replay off (as `Stack` composes it)",
+            "`BearerLayer`, replay off",
             measure(
                 BearerLayer::new(cache.clone())
                     .replay_on_401(false)

@@ -82,8 +82,9 @@ pub fn canonical_stack(
         .layer(RetryLayer::new())
         .layer(CircuitBreakerLayer::new())
         .layer(PriorityLimitLayer::new(16))
-        // as `Stack` builds it: the retry layer replays a rejected token
-        .layer(BearerLayer::new(cache).replay_on_401(false))
+        // as `Stack` builds it: the retry layer above marks each request
+        // (`crate::replay`), so the bearer keeps no copy of its own
+        .layer(BearerLayer::new(cache))
         .option_layer(timeout.then(|| TimeoutLayer::new(Duration::from_secs(30))))
         .service(upstream())
 }
