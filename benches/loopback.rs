@@ -182,9 +182,7 @@ fn breakdown(tokens: &TokenCache, client: &HttpClient) -> Vec<(String, Boxed)> {
             s = Boxed::new(TimeoutLayer::new(Duration::from_secs(30)).layer(s));
         }
         if on[4] {
-            s = Boxed::new(
-                BearerLayer::new(tokens.clone()).layer(s),
-            );
+            s = Boxed::new(BearerLayer::new(tokens.clone()).layer(s));
         }
         if on[3] {
             s = Boxed::new(PriorityLimitLayer::new(CONCURRENCY).layer(s));

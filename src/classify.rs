@@ -10,7 +10,8 @@
 //! | every other 4xx and 5xx (501 and 505 included) | fatal |
 //! | connect error, [`RequestNotSent`], [`Overloaded`], [`CircuitOpen`] (not isolated) | retryable, and the request was never sent |
 //! | timeout ([`tower::timeout::error::Elapsed`], [`tokio::time::error::Elapsed`], hyper timeouts) | retryable |
-//! | connection closed or reset mid-exchange | retryable (the request may have been applied) |
+//! | an HTTP/2 stream refused by the server (`REFUSED_STREAM`, RFC 9113 §8.7) | retryable, and the request was never processed |
+//! | connection closed or reset mid-exchange, any other HTTP/2 stream error | retryable (the request may have been applied) |
 //! | [`OutcomeUnknown`] (a retry layer below gave up on an unknown outcome) | fatal |
 //! | anything else | fatal |
 //!
@@ -225,6 +226,14 @@ fn recognise(err: &(dyn StdError + 'static)) -> Option<FailureKind> {
         }
         return None;
     }
+    if let Some(err) = err.downcast_ref::<h2::Error>() {
+        // RFC 9113 §8.7: a stream refused "prior to any processing" may be
+        // sent again, whatever its method
+        if err.reason() == Some(h2::Reason::REFUSED_STREAM) {
+            return Some(FailureKind::NotSent);
+        }
+        return Some(FailureKind::Transport);
+    }
     if let Some(err) = err.downcast_ref::<io::Error>() {
         return match err.kind() {
             io::ErrorKind::ConnectionRefused => Some(FailureKind::Connect),
@@ -322,6 +331,32 @@ mod tests {
         );
         let other = io::Error::new(io::ErrorKind::InvalidData, "bad");
         assert_eq!(classify_error(&other), Class::Fatal(FailureKind::Other));
+    }
+
+    #[test]
+    fn a_refused_http2_stream_was_not_sent_and_other_resets_may_have_been() {
+        let refused = h2::Error::from(h2::Reason::REFUSED_STREAM);
+        assert_eq!(
+            classify_error(&refused),
+            Class::Retryable(FailureKind::NotSent)
+        );
+        // as hyper hands it on: inside another error's source chain
+        let wrapped = io::Error::other(h2::Error::from(h2::Reason::REFUSED_STREAM));
+        assert_eq!(
+            classify_error(&wrapped),
+            Class::Retryable(FailureKind::NotSent)
+        );
+        for reason in [
+            h2::Reason::INTERNAL_ERROR,
+            h2::Reason::CANCEL,
+            h2::Reason::NO_ERROR,
+        ] {
+            assert_eq!(
+                classify_error(&h2::Error::from(reason)),
+                Class::Retryable(FailureKind::Transport),
+                "{reason:?}"
+            );
+        }
     }
 
     #[test]

@@ -223,3 +223,61 @@ async fn plain_http_is_http11_by_default() {
     let (connections, http2, other, _) = server.counts();
     assert_eq!((connections, http2, other), (1, 0, 1));
 }
+
+/// A server that refuses the first stream with `REFUSED_STREAM` (RFC 9113
+/// §8.7: closed before any processing) and answers the rest `201`: the
+/// bodies of the streams it processed, in order.
+async fn refusing_server() -> (String, Arc<std::sync::Mutex<Vec<Bytes>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let processed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = processed.clone();
+    tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        let mut connection = h2::server::handshake(socket).await.unwrap();
+        let mut streams = 0;
+        while let Some(Ok((request, mut respond))) = connection.accept().await {
+            streams += 1;
+            if streams == 1 {
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                continue;
+            }
+            let mut body = request.into_body();
+            let mut bytes = Vec::new();
+            while let Some(chunk) = body.data().await {
+                let chunk = chunk.unwrap();
+                let _ = body.flow_control().release_capacity(chunk.len());
+                bytes.extend_from_slice(&chunk);
+            }
+            seen.lock().unwrap().push(Bytes::from(bytes));
+            let response = Response::builder().status(201).body(()).unwrap();
+            respond.send_response(response, true).unwrap();
+        }
+    });
+    (base, processed)
+}
+
+/// A `POST` whose stream the server refused was provably not processed: it
+/// is sent again (with its body), though a `POST` that may have been
+/// processed never is.
+#[tokio::test]
+async fn a_post_whose_http2_stream_was_refused_is_sent_again() {
+    let (base, processed) = refusing_server().await;
+    let stack = Stack::new()
+        .retry(RetryLayer::new().backoff(Backoff::constant(std::time::Duration::ZERO)))
+        .http2_prior_knowledge(true);
+    let handles = stack.handles();
+    let client = stack.build();
+    let request = Request::post(format!("{base}/orders"))
+        .body(Body::from("{\"order\":1}"))
+        .unwrap();
+    let response = client.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        *processed.lock().unwrap(),
+        [Bytes::from_static(b"{\"order\":1}")],
+        "processed once, after the refused stream"
+    );
+    let stats = handles.stats.snapshot();
+    assert_eq!((stats.attempts, stats.retries), (2, 1));
+}

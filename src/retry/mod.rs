@@ -78,7 +78,7 @@
 //! | method × origin | failure | retried? |
 //! |---|---|---|
 //! | repeatable (any row) | any retryable failure | yes |
-//! | `POST`/`PATCH`, any origin | connect error, nothing written ([`RequestNotSent`](crate::error::RequestNotSent)) | yes |
+//! | `POST`/`PATCH`, any origin | connect error, nothing written ([`RequestNotSent`](crate::error::RequestNotSent)), an HTTP/2 stream refused (`REFUSED_STREAM`) | yes |
 //! | `POST`/`PATCH`, any origin | refused by this crate's layers: breaker open ([`CircuitOpen`](crate::error::CircuitOpen)), queue ([`Overloaded`](crate::error::Overloaded)), rate gate | yes |
 //! | `POST`/`PATCH`, any origin | `429` | yes |
 //! | `POST`/`PATCH`, any origin | `503` with `Retry-After` | yes |
