@@ -13,8 +13,10 @@
 //! request. Layers: `bare`, `audit`, `retry`, `bearer`, `breaker`,
 //! `limiter`, `stack` (the default), `bearer-noreplay`; the peers
 //! `peer-auth` (tower-http's `AddAuthorization`), `peer-retry` (`tower::retry`
-//! with a `TpsBudget`), `peer-resilience-retry` (tower-resilience's retry)
-//! and `peer-stack` (tower's and tower-http's built-ins).
+//! with a `TpsBudget`), `peer-limit` (tower's `ConcurrencyLimit`),
+//! `peer-breaker` (tower-resilience's circuit breaker, closed),
+//! `peer-resilience-retry` (tower-resilience's retry) and `peer-stack`
+//! (tower's and tower-http's built-ins).
 //!
 //! End to end, the modes `wire-bare`, `wire-stack` and `wire-peers` send N
 //! requests (32 in flight) over loopback TCP to a local hyper server on a
@@ -113,6 +115,18 @@ fn main() {
             n,
         ),
         "peer-retry" => drive(tower::retry::Retry::new(PeerPolicy::new(), upstream()), n),
+        "peer-limit" => drive(
+            tower::limit::ConcurrencyLimitLayer::new(16).layer(upstream()),
+            n,
+        ),
+        "peer-breaker" => drive(
+            tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+                .failure_rate_threshold(0.5)
+                .build()
+                .expect("a valid breaker")
+                .layer(upstream()),
+            n,
+        ),
         "peer-stack" => drive(peer_stack(), n),
         "peer-resilience-retry" => drive(resilience_retry(), n),
         "stack" => drive(canonical_stack(cache, true), n),

@@ -17,11 +17,13 @@
 //!   the `401` marked [`TokenRejected`]. The retry layer then sends its copy
 //!   once more at once, using neither an attempt nor its budget, and not
 //!   again for the same logical request.
-//! - The retry layer puts the mark only into extensions the request already
-//!   has (an audit layer's record, say): making a map for the mark alone
-//!   would cost more than the copy it saves. Without it the bearer replays
-//!   itself, and a `401` to its replay comes back unmarked, so the retry
-//!   layer does not send it a third time.
+//! - The mark travels in the request's
+//!   [`RequestContext`](crate::observe::RequestContext) when it has one (an
+//!   audit layer outside), else as the [`ReplayedAbove`] extension, put only
+//!   into extensions the request already has: making a map for the mark
+//!   alone would cost more than the copy it saves. Without either, the
+//!   bearer replays itself, and a `401` to its replay comes back unmarked,
+//!   so the retry layer does not send it a third time.
 //!
 //! No composition needs a special case: `Stack`, a `ServiceBuilder` or a
 //! hand-made stack all get one replay, and one copy whenever the request
@@ -29,17 +31,59 @@
 //! own that replays requests can take part the same way.
 //!
 //! ```
-//! use tower_cx::replay::{ReplayedAbove, TokenRejected};
+//! use tower_cx::replay::{self, ReplayedAbove, TokenRejected};
 //!
 //! // a layer above that will replay a rejected token marks the request
+//! // (a request with no context and no extensions cannot carry the mark:
+//! // the bearer then replays by itself)
 //! let mut request = http::Request::new(());
+//! assert!(!replay::mark(&mut request));
 //! request.extensions_mut().insert(ReplayedAbove);
+//! assert!(replay::is_marked(&request));
 //!
 //! // the bearer marks a 401 whose token it dropped without replaying
 //! let mut response = http::Response::new(());
 //! response.extensions_mut().insert(TokenRejected);
 //! assert!(response.extensions().get::<TokenRejected>().is_some());
 //! ```
+
+use http::Request;
+
+use crate::observe::RequestContext;
+
+/// Mark `request`: a layer above the bearer (yours) keeps a copy and will
+/// replay it after a rejected token. Returns whether the mark was made: in
+/// the request's [`RequestContext`] if it has one, else as
+/// [`ReplayedAbove`] into extensions it already has; not otherwise.
+pub fn mark<B>(request: &mut Request<B>) -> bool {
+    let context = request.extensions().get::<RequestContext>().cloned();
+    mark_with(request, context.as_ref())
+}
+
+/// Whether a layer above marked `request` ([`mark`]).
+pub fn is_marked<B>(request: &Request<B>) -> bool {
+    let context = request.extensions().get::<RequestContext>();
+    is_marked_with(request, context)
+}
+
+/// [`mark`], for a layer that holds the request's context already.
+pub(crate) fn mark_with<B>(request: &mut Request<B>, context: Option<&RequestContext>) -> bool {
+    if let Some(context) = context {
+        context.mark_replayed_above();
+        return true;
+    }
+    if request.extensions().is_empty() {
+        return false;
+    }
+    request.extensions_mut().insert(ReplayedAbove);
+    true
+}
+
+/// [`is_marked`], for a layer that holds the request's context already.
+pub(crate) fn is_marked_with<B>(request: &Request<B>, context: Option<&RequestContext>) -> bool {
+    context.is_some_and(RequestContext::replayed_above)
+        || request.extensions().get::<ReplayedAbove>().is_some()
+}
 
 /// Request extension: a layer above the bearer keeps a replayable copy of
 /// this request and sends it once more when the answer comes back marked

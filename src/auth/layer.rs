@@ -56,7 +56,7 @@ impl BearerLayer {
     /// On a 401, refresh the token and send the request once more (default
     /// on). Replaying needs a copy of each request made before it is sent;
     /// turn this off to save that copy when a 401 should simply be returned.
-    /// A request marked [`ReplayedAbove`](crate::replay::ReplayedAbove) (a
+    /// A request marked ([`replay::mark`](crate::replay::mark)) (a
     /// retry layer above does) is never replayed here, whatever this says.
     pub fn replay_on_401(mut self, enabled: bool) -> Self {
         self.replay_on_401 = enabled;

@@ -51,7 +51,7 @@
 //!   cooldown](TokenCacheBuilder::rejection_cooldown) (30 s) keep the token
 //!   and are returned as they are, neither refreshed nor replayed.
 //! - Under a [`RetryLayer`](crate::retry::RetryLayer), the retry layer marks
-//!   each request [`ReplayedAbove`](crate::replay::ReplayedAbove): the bearer
+//!   each request ([`replay::mark`](crate::replay::mark)): the bearer
 //!   then keeps no copy of its own, and returns the 401 marked
 //!   [`TokenRejected`] for the retry layer to send once more from the copy it
 //!   keeps anyway. One replay, one copy, with no setting to change (the

@@ -11,12 +11,12 @@ use crate::body::{try_clone_request, ReplayBody};
 use crate::error::{BoxError, InsecureUrl};
 use crate::observe::RequestContext;
 use crate::origin::Origin;
-use crate::replay::ReplayedAbove;
+use crate::replay;
 
 /// Injects `Authorization: Bearer ...` at call time; on a 401 drops the
 /// token the request carried, gets a fresh one and replays the request once
-/// (or leaves the replay to a layer above that marked the request
-/// [`ReplayedAbove`]: see [`crate::replay`]).
+/// (or leaves the replay to a layer above that marked the request: see
+/// [`crate::replay`]).
 ///
 /// See the [module docs](crate::auth).
 #[derive(Debug, Clone)]
@@ -96,8 +96,7 @@ where
         let cache = self.cache.clone();
         let audit = request.extensions().get::<RequestContext>().cloned();
         // the 401 replay (`crate::replay`): ours, unless a layer above does it
-        let replay_here =
-            self.replay_on_401 && request.extensions().get::<ReplayedAbove>().is_none();
+        let replay_here = self.replay_on_401 && !replay::is_marked_with(&request, audit.as_ref());
         match cache.fresh() {
             // Hot path: a valid cached token, no waiting. The service is
             // kept (a clone of the ready one) only for a replay of our own.

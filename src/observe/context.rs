@@ -1,7 +1,7 @@
 //! The per-request context layers report into.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -46,6 +46,9 @@ struct Inner {
     attempts: AtomicU32,
     backoff_ns: AtomicU64,
     queue_ns: AtomicU64,
+    /// The 401 replay mark ([`crate::replay`]), when the request has a
+    /// context to carry it.
+    replayed_above: AtomicBool,
 }
 
 /// What a context counted about its request.
@@ -71,6 +74,7 @@ impl RequestContext {
                 attempts: AtomicU32::new(0),
                 backoff_ns: AtomicU64::new(0),
                 queue_ns: AtomicU64::new(0),
+                replayed_above: AtomicBool::new(false),
             }),
         }
     }
@@ -123,6 +127,16 @@ impl RequestContext {
     pub(crate) fn add_queue(&self, wait: Duration) {
         let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
         self.inner.queue_ns.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Carry the 401 replay mark ([`crate::replay::mark`]).
+    pub(crate) fn mark_replayed_above(&self) {
+        self.inner.replayed_above.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the 401 replay mark is set ([`crate::replay::is_marked`]).
+    pub(crate) fn replayed_above(&self) -> bool {
+        self.inner.replayed_above.load(Ordering::Relaxed)
     }
 
     /// Whether the observer wants events as values (asked once, when the

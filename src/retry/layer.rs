@@ -127,7 +127,7 @@ impl RetryLayer {
     /// Send a request once more, at once, when the bearer layer below
     /// rejected its token: a `401` marked
     /// [`TokenRejected`](crate::replay::TokenRejected) (default on). The
-    /// request is marked [`ReplayedAbove`](crate::replay::ReplayedAbove), so
+    /// request is marked ([`replay::mark`](crate::replay::mark)), so
     /// a bearer below leaves the replay to this layer, which keeps a copy of
     /// the request anyway: one replay, one copy (see [`crate::replay`]).
     /// Once per logical request, whatever its method; it uses neither an

@@ -168,13 +168,17 @@ impl Attempts {
         }
     }
 
-    /// Put the request's context and the replay mark on an attempt.
+    /// Put the request's context on an attempt, and the replay mark when
+    /// it travels as an extension (without a context).
     pub(crate) fn tag<B>(&self, request: &mut Request<B>) {
-        if let Some(audit) = &self.audit {
-            request.extensions_mut().insert(audit.clone());
-        }
-        if self.mark_replay {
-            request.extensions_mut().insert(ReplayedAbove);
+        match &self.audit {
+            Some(audit) => {
+                request.extensions_mut().insert(audit.clone());
+            }
+            None if self.mark_replay => {
+                request.extensions_mut().insert(ReplayedAbove);
+            }
+            None => {}
         }
     }
 

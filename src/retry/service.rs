@@ -14,6 +14,7 @@ use super::{RetryLayer, RetryOverride};
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::BoxError;
 use crate::observe::RequestContext;
+use crate::replay;
 
 /// Retries requests that fail in a retryable way, honouring server hints.
 ///
@@ -89,7 +90,6 @@ where
         // the context and the replay mark go on each attempt, not into the
         // copy kept for retries: a copy of a map holding only them would
         // cost more than putting them back
-        let had_extensions = !request.extensions().is_empty();
         let audit = request.extensions_mut().remove::<RequestContext>();
         // an audit layer just above read the clock a moment ago
         let now = audit
@@ -118,11 +118,10 @@ where
                 .and_then(RetryOverride::attempts)
                 .unwrap_or(config.max_attempts)
                 > 1;
-        // the 401 replay (`crate::replay`): a bearer below leaves it to us.
-        // Only into extensions that exist already (an audit layer's
-        // context): making a map for the mark alone costs more than the
-        // bearer's copy
-        let mark_replay = config.replay_rejected_token && had_extensions;
+        // the 401 replay (`crate::replay`): a bearer below leaves it to us
+        // when it finds the mark
+        let mark_replay =
+            config.replay_rejected_token && replay::mark_with(&mut request, audit.as_ref());
         let template = if replays_possible {
             try_clone_request(&request)
         } else {
