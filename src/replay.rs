@@ -18,7 +18,7 @@
 //!   once more at once, using neither an attempt nor its budget, and not
 //!   again for the same logical request.
 //! - The mark travels in the request's
-//!   [`RequestContext`](crate::observe::RequestContext) when it has one (an
+//!   [`RequestContext`] when it has one (an
 //!   audit layer outside), else as the [`ReplayedAbove`] extension, put only
 //!   into extensions the request already has: making a map for the mark
 //!   alone would cost more than the copy it saves. Without either, the
