@@ -3,8 +3,9 @@
 //! loopback TCP.
 //!
 //! No sleeps and no timing thresholds: the retries here wait zero (a
-//! `Retry-After: 0`, a zero backoff), and the per-attempt timeouts are
-//! only a guard against a hang.
+//! `Retry-After: 0`, a zero backoff); the one short reqwest timeout ends
+//! attempts against a server that never answers, and no assertion depends
+//! on how long anything took.
 #![cfg(all(feature = "reqwest", feature = "mock"))]
 
 #[path = "support/loopback.rs"]
@@ -225,4 +226,58 @@ async fn a_post_to_a_closed_port_is_retried_then_fails_as_a_connect_error() {
     assert_eq!(handle.counts().failures, 3);
     let s = stats.snapshot();
     assert_eq!((s.requests, s.errors, s.connect_errors), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn reqwest_timeouts_are_timeouts_a_get_is_retried_a_post_is_unknown() {
+    // accepts every connection and never answers: only reqwest's own
+    // timeout ends an attempt (nothing here depends on how long it took)
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let reqwest = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(1))
+        .build()
+        .unwrap();
+    let attempts = Arc::new(Mutex::new(0u32));
+    let counted = attempts.clone();
+    let transport = ReqwestTransport::new(reqwest);
+    let counting = tower::service_fn(move |request: Request<Body>| {
+        *counted.lock().unwrap() += 1;
+        transport.send(request)
+    });
+    let client = retry(3).layer(counting);
+
+    let get = Request::get(format!("{base}/items"))
+        .body(Body::empty())
+        .unwrap();
+    let error = client.send(get).await.unwrap_err();
+    assert_eq!(*attempts.lock().unwrap(), 3, "a GET is retried");
+    assert!(find::<reqwest::Error>(error.as_ref()).unwrap().is_timeout());
+    assert_eq!(
+        classify_error(error.as_ref()),
+        Class::Retryable(FailureKind::Timeout)
+    );
+
+    *attempts.lock().unwrap() = 0;
+    let post = Request::post(format!("{base}/orders"))
+        .body(Body::from("{\"requestId\":\"r-3\"}"))
+        .unwrap();
+    let error = client.send(post).await.unwrap_err();
+    assert_eq!(
+        *attempts.lock().unwrap(),
+        1,
+        "a POST that timed out may have been applied: not sent again"
+    );
+    assert!(
+        find::<OutcomeUnknown>(error.as_ref()).is_some(),
+        "{error:?}"
+    );
+    silent.abort();
 }

@@ -1,36 +1,15 @@
 //! A [`Transport`](super::Transport) over your own `reqwest::Client`
-//! (feature `reqwest`).
+//! (feature `reqwest`): [`ReqwestTransport`].
 //!
-//! ```no_run
-//! use std::time::Duration;
+//! ```
+//! use tower_cx::transport::ReqwestTransport;
 //!
-//! use tower::ServiceBuilder;
-//! use tower_cx::audit::{AuditLayer, NoopSink};
-//! use tower_cx::breaker::CircuitBreakerLayer;
-//! use tower_cx::priority::PriorityLimitLayer;
-//! use tower_cx::retry::RetryLayer;
-//! use tower_cx::stack::ServiceBuilderExt;
-//! use tower_cx::transport::{ReqwestTransport, Transport};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), tower_cx::error::BoxError> {
-//! // proxies, TLS settings and the connection pool are reqwest's
-//! let reqwest = reqwest::Client::builder()
-//!     .pool_idle_timeout(Duration::from_secs(60))
-//!     .build()?;
-//! let client = ServiceBuilder::new()
-//!     .audit(AuditLayer::new(NoopSink))
-//!     .with_retry(RetryLayer::new())
-//!     .circuit_breaker(CircuitBreakerLayer::new())
-//!     .priority_limit(PriorityLimitLayer::new(16))
-//!     .timeout(Duration::from_secs(30))
-//!     .service(ReqwestTransport::new(reqwest));
-//! let request = http::Request::get("https://api.example.com/v1/items")
-//!     .body(tower_cx::body::Body::empty())?;
-//! let response = client.send(request).await?;
-//! println!("{}", response.status());
-//! # Ok(())
-//! # }
+//! let client = reqwest::Client::builder()
+//!     .redirect(reqwest::redirect::Policy::none())
+//!     .build()
+//!     .expect("a TLS backend and a resolver");
+//! let transport = ReqwestTransport::new(client);
+//! # let _ = transport.client();
 //! ```
 
 use std::fmt;
@@ -59,33 +38,56 @@ type Pending = <reqwest::Client as tower::Service<reqwest::Request>>::Future;
 /// ALPN over TLS). The layers above add the retries, the breaker, the
 /// limiter and the token.
 ///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// use tower::ServiceBuilder;
+/// use tower_cx::audit::{AuditLayer, NoopSink};
+/// use tower_cx::breaker::CircuitBreakerLayer;
+/// use tower_cx::priority::PriorityLimitLayer;
+/// use tower_cx::retry::RetryLayer;
+/// use tower_cx::stack::ServiceBuilderExt;
+/// use tower_cx::transport::{ReqwestTransport, Transport};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower_cx::error::BoxError> {
+/// // proxies, TLS settings and the connection pool are reqwest's
+/// let reqwest = reqwest::Client::builder()
+///     .pool_idle_timeout(Duration::from_secs(60))
+///     .build()?;
+/// let client = ServiceBuilder::new()
+///     .audit(AuditLayer::new(NoopSink))
+///     .with_retry(RetryLayer::new())
+///     .circuit_breaker(CircuitBreakerLayer::new())
+///     .priority_limit(PriorityLimitLayer::new(16))
+///     .timeout(Duration::from_secs(30))
+///     .service(ReqwestTransport::new(reqwest));
+/// let request = http::Request::get("https://api.example.com/v1/items")
+///     .body(tower_cx::body::Body::empty())?;
+/// let response = client.send(request).await?;
+/// println!("{}", response.status());
+/// # Ok(())
+/// # }
+/// ```
+///
 /// - A buffered [`Body`] is handed to reqwest as its bytes (a reference
 ///   count, no copy): a retry or a 401 replay sends the layers' own copy,
 ///   so every attempt carries the same bytes. A streaming body is sent as
-///   a stream, once.
+///   a stream, once (its size hint kept, so a known length is sent as
+///   `content-length`).
 /// - Method, URI, version, headers and extensions go over as they are; a
 ///   URI that is not absolute is refused by reqwest (a builder error).
 /// - The response comes back as an `http::Response<reqwest::Body>`.
 /// - Errors are `reqwest::Error`s, which [`classify`](crate::classify)
 ///   reads: a connect failure (`is_connect()`) was never sent, so the
 ///   retry layer may retry even a `POST`, and the breaker counts it; a
-///   timeout is a timeout; any other failure of the exchange may have
-///   reached the server; a builder, redirect or decode error is final.
+///   timeout (`is_timeout()`) is a timeout; any other failure of the
+///   exchange may have reached the server; a builder, redirect or decode
+///   error is final.
 ///
 /// A client follows redirects if it was built to (reqwest's default): the
 /// layers then see only the last answer. [`ReqwestTransport::default`]
 /// builds one that does not, like the crate's built-in client.
-///
-/// ```
-/// use tower_cx::transport::ReqwestTransport;
-///
-/// let client = reqwest::Client::builder()
-///     .redirect(reqwest::redirect::Policy::none())
-///     .build()
-///     .expect("a TLS backend and a resolver");
-/// let transport = ReqwestTransport::new(client);
-/// # let _ = transport.client();
-/// ```
 #[derive(Clone, Debug)]
 pub struct ReqwestTransport {
     client: reqwest::Client,
@@ -278,9 +280,9 @@ mod tests {
         port
     }
 
-    /// Serves one connection on loopback with `answer` for each request;
-    /// its base URL.
-    async fn serve_once<F, Fut>(answer: F) -> String
+    /// Serves loopback connections with `answer` for each request; its
+    /// base URL.
+    async fn serve<F, Fut>(answer: F) -> String
     where
         F: Fn(Request<hyper::body::Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<http_body_util::Full<Bytes>>> + Send + 'static,
@@ -289,14 +291,18 @@ mod tests {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let answer = std::sync::Arc::new(answer);
         tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let service = hyper::service::service_fn(move |request| {
+            while let Ok((stream, _)) = listener.accept().await {
                 let answer = answer.clone();
-                async move { Ok::<_, Infallible>(answer(request).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                let service = hyper::service::service_fn(move |request| {
+                    let answer = answer.clone();
+                    async move { Ok::<_, Infallible>(answer(request).await) }
+                });
+                tokio::spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
         });
         base
     }
@@ -376,7 +382,7 @@ mod tests {
 
     #[tokio::test]
     async fn too_many_redirects_is_final() {
-        let base = serve_once(|_| async {
+        let base = serve(|_| async {
             Response::builder()
                 .status(302)
                 .header("location", "/again")
@@ -403,7 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_default_transport_does_not_follow_redirects() {
-        let base = serve_once(|_| async {
+        let base = serve(|_| async {
             Response::builder()
                 .status(302)
                 .header("location", "/elsewhere")
@@ -424,7 +430,7 @@ mod tests {
 
     #[tokio::test]
     async fn method_uri_headers_and_a_buffered_body_go_over_as_they_are() {
-        let base = serve_once(|request: Request<hyper::body::Incoming>| async move {
+        let base = serve(|request: Request<hyper::body::Incoming>| async move {
             let echo = format!(
                 "{} {} {} {}",
                 request.method(),
@@ -452,14 +458,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_streaming_body_is_sent_as_a_stream() {
-        let base = serve_once(|request: Request<hyper::body::Incoming>| async move {
-            let chunked = request
-                .headers()
-                .get("transfer-encoding")
-                .is_some_and(|v| v == "chunked");
+        let base = serve(|request: Request<hyper::body::Incoming>| async move {
+            let framing = match request.headers().get("content-length") {
+                Some(length) => format!("length {}", length.to_str().unwrap()),
+                None => format!("{:?}", request.headers().get("transfer-encoding")),
+            };
             let body = request.into_body().collect().await.unwrap().to_bytes();
             Response::builder()
-                .header("x-chunked", chunked.to_string())
+                .header("x-framing", framing)
                 .body(http_body_util::Full::new(body))
                 .unwrap()
         })
@@ -473,9 +479,20 @@ mod tests {
             .send(post(&format!("{base}/upload"), body))
             .await
             .unwrap();
-        assert_eq!(response.headers()["x-chunked"], "true");
+        assert_eq!(response.headers()["x-framing"], "Some(\"chunked\")");
         let body = crate::transport::read_limited(response, 64).await.unwrap();
         assert_eq!(body, "part one, part two");
+
+        // a stream whose length is known is sent with it
+        let body = Body::from_stream(http_body_util::Full::new(Bytes::from_static(b"sized")));
+        assert!(!body.is_replayable());
+        let response = transport()
+            .send(post(&format!("{base}/upload"), body))
+            .await
+            .unwrap();
+        assert_eq!(response.headers()["x-framing"], "length 5");
+        let body = crate::transport::read_limited(response, 64).await.unwrap();
+        assert_eq!(body, "sized");
     }
 
     #[test]
