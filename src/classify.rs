@@ -8,12 +8,12 @@
 //! | 1xx, 2xx, 3xx | success |
 //! | 408, 429, 500, 502, 503, 504 | retryable |
 //! | every other 4xx and 5xx (501 and 505 included) | fatal |
-//! | connect error, [`RequestNotSent`], [`Overloaded`], [`CircuitOpen`] (not isolated) | retryable, and the request was never sent |
-//! | timeout ([`tower::timeout::error::Elapsed`], [`tokio::time::error::Elapsed`], hyper timeouts) | retryable |
+//! | connect error (`reqwest::Error::is_connect` too), [`RequestNotSent`], [`Overloaded`], [`CircuitOpen`] (not isolated) | retryable, and the request was never sent |
+//! | timeout ([`tower::timeout::error::Elapsed`], [`tokio::time::error::Elapsed`], hyper timeouts, `reqwest::Error::is_timeout`) | retryable |
 //! | an HTTP/2 stream refused by the server (`REFUSED_STREAM`, RFC 9113 §8.7) | retryable, and the request was never processed |
-//! | connection closed or reset mid-exchange, any other HTTP/2 stream error | retryable (the request may have been applied) |
+//! | connection closed or reset mid-exchange, any other HTTP/2 stream error (any other `reqwest` request or body error) | retryable (the request may have been applied) |
 //! | [`OutcomeUnknown`] (a retry layer below gave up on an unknown outcome) | fatal |
-//! | anything else | fatal |
+//! | anything else (a `reqwest` builder, redirect or decode error too) | fatal |
 //!
 //! Whether a retryable outcome is actually retried also depends on the
 //! request (its method, an `Idempotency-Key` to an origin that honours keys)
@@ -211,6 +211,10 @@ fn recognise(err: &(dyn StdError + 'static)) -> Option<FailureKind> {
     if err.is::<tower::timeout::error::Elapsed>() || err.is::<tokio::time::error::Elapsed>() {
         return Some(FailureKind::Timeout);
     }
+    #[cfg(feature = "reqwest")]
+    if let Some(err) = err.downcast_ref::<reqwest::Error>() {
+        return Some(reqwest_failure(err));
+    }
     if let Some(err) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
         if err.is_connect() {
             return Some(FailureKind::Connect);
@@ -247,6 +251,24 @@ fn recognise(err: &(dyn StdError + 'static)) -> Option<FailureKind> {
         };
     }
     None
+}
+
+/// What a `reqwest::Error` says: a connect failure (refused, DNS, TLS
+/// handshake, a connect timeout) never sent the request; a timeout after
+/// that is a timeout; any other failure of the exchange may have reached
+/// the server; a builder, redirect, status or decode error is final.
+#[cfg(feature = "reqwest")]
+fn reqwest_failure(err: &reqwest::Error) -> FailureKind {
+    if err.is_connect() {
+        // before `is_timeout`: a connect timeout is both, and never sent
+        FailureKind::Connect
+    } else if err.is_timeout() {
+        FailureKind::Timeout
+    } else if err.is_request() || err.is_body() {
+        FailureKind::Transport
+    } else {
+        FailureKind::Other
+    }
 }
 
 /// A classifier that asks a closure first and falls back to the default

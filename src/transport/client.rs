@@ -30,8 +30,11 @@ pub(crate) type Connector = HttpConnector;
 /// plain `http://` connections carry no ALPN.
 #[cfg(feature = "tls")]
 pub(crate) fn connector() -> Connector {
+    // the ring provider named, not the process default: with two providers
+    // compiled in (another crate enabling aws-lc-rs) the default is ambiguous
     hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
+        .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+        .expect("ring supports the default TLS versions")
         .https_or_http()
         .enable_http1()
         .enable_http2()

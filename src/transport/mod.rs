@@ -36,9 +36,14 @@
 //! burst on a cold pool may still open several). Plain `http://` is
 //! HTTP/1.1, or HTTP/2 with prior knowledge for a stack built with
 //! [`Stack::http2_prior_knowledge`](crate::stack::Stack::http2_prior_knowledge).
+//!
+//! With the `reqwest` feature, `ReqwestTransport` sends over your own
+//! `reqwest::Client` instead (its proxies, TLS settings and pool).
 
 mod client;
 mod read;
+#[cfg(feature = "reqwest")]
+mod reqwest_transport;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -52,6 +57,8 @@ use crate::error::BoxError;
 pub(crate) use client::{buffered, hyper_client};
 pub(crate) use read::collect_limited;
 pub use read::read_limited;
+#[cfg(feature = "reqwest")]
+pub use reqwest_transport::{ReqwestFuture, ReqwestTransport};
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
