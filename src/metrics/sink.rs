@@ -234,3 +234,111 @@ impl fmt::Debug for MetricsSink {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    use super::*;
+    use crate::audit::Timestamp;
+
+    fn event(id: &str, kind: impl Into<Event>) -> AuditEvent {
+        AuditEvent {
+            ts: Timestamp(SystemTime::now()),
+            correlation_id: Arc::from(id),
+            attempt: None,
+            kind: kind.into(),
+        }
+    }
+
+    fn started(method: &str) -> RequestEvent {
+        RequestEvent::Started {
+            method: method.into(),
+            url: "https://api.example.com/x/1".into(),
+            body: None,
+            priority: None,
+        }
+    }
+
+    fn finished(outcome: RequestOutcome) -> RequestEvent {
+        RequestEvent::Finished {
+            outcome,
+            status: None,
+            error_kind: None,
+            attempts: 0,
+            total: Duration::from_millis(250),
+            backoff: Duration::ZERO,
+            queue: Duration::ZERO,
+        }
+    }
+
+    /// Every value recorded, as `name{label values}` and the value.
+    fn recorded(recorder: &DebuggingRecorder) -> Vec<(String, String)> {
+        let mut all: Vec<_> = recorder
+            .snapshotter()
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .map(|(key, _, _, value)| {
+                let key = key.key();
+                let labels: Vec<&str> = key.labels().map(|l| l.value()).collect();
+                let value = match value {
+                    DebugValue::Counter(n) => n.to_string(),
+                    DebugValue::Gauge(v) => v.to_string(),
+                    DebugValue::Histogram(vs) => format!("{vs:?}"),
+                };
+                (format!("{}{labels:?}", key.name()), value)
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn requests_sharing_an_id_are_tracked_until_the_last_ends() {
+        let recorder = DebuggingRecorder::new();
+        let sink = ::metrics::with_local_recorder(&recorder, MetricsSink::new);
+        ::metrics::with_local_recorder(&recorder, || {
+            sink.record(&event("dup", started("GET")));
+            sink.record(&event("dup", started("POST")));
+            assert_eq!(sink.tracked(), 1);
+            sink.record(&event("dup", finished(RequestOutcome::Cancelled)));
+            assert_eq!(sink.tracked(), 1);
+            sink.record(&event("dup", finished(RequestOutcome::Success)));
+            assert_eq!(sink.tracked(), 0);
+            // an end whose start was not seen
+            sink.record(&event("lost", finished(RequestOutcome::Success)));
+        });
+        let active = r#"http.client.active_requests["GET", "api.example.com", "443"]"#;
+        assert_eq!(
+            recorded(&recorder),
+            [
+                // the second shares the first one's labels
+                (active.to_owned(), "0".to_owned()),
+                (
+                    r#"http.client.request.duration["GET", "api.example.com", "443"]"#.into(),
+                    "[0.25]".into()
+                ),
+                (
+                    r#"http.client.request.duration["_OTHER"]"#.into(),
+                    "[0.25]".into()
+                ),
+                (
+                    r#"tower_cx.request.duration["GET", "api.example.com", "443", "cancelled"]"#
+                        .into(),
+                    "[0.25]".into()
+                ),
+                (
+                    r#"tower_cx.request.duration["GET", "api.example.com", "443"]"#.into(),
+                    "[0.25]".into()
+                ),
+                (
+                    r#"tower_cx.request.duration["_OTHER"]"#.into(),
+                    "[0.25]".into()
+                ),
+            ]
+        );
+    }
+}
