@@ -1,4 +1,4 @@
-//! Metrics (feature `metrics`), through the [`metrics`](::metrics) facade:
+//! Metrics (feature `metrics`), through the [`metrics`](https://docs.rs/metrics) facade:
 //! install any recorder (an OpenTelemetry or a Prometheus exporter), and
 //! the stack's events become instruments.
 //!

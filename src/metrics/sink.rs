@@ -25,7 +25,7 @@ const MAX_TRACKED: usize = 65_536;
 ///
 /// Put it in the [`AuditLayer`](crate::audit::AuditLayer), alone or beside
 /// other sinks with a [`FanOut`](crate::audit::FanOut). It records through
-/// the [`metrics`](::metrics) facade, to whatever recorder is installed,
+/// the [`metrics`](https://docs.rs/metrics) facade, to whatever recorder is installed,
 /// on the request path: each event costs a short lock and the recorder's
 /// own work.
 ///
