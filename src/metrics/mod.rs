@@ -78,20 +78,28 @@
 //!   letters.
 //!
 //! With the ready-made [`Stack`](crate::stack::Stack), give it an audit
-//! layer with the sink and layers with the callbacks, and sample its
-//! handles:
+//! layer with the sink and layers with the callbacks, and sample their
+//! handles (or all of the stack's, with
+//! [`MetricsSampler::stack`]):
 //!
 //! ```
+//! # use std::time::Duration;
 //! use tower_cx::audit::AuditLayer;
 //! use tower_cx::breaker::CircuitBreakerLayer;
 //! use tower_cx::metrics::{self, MetricsSampler, MetricsSink};
+//! use tower_cx::priority::PriorityLimitLayer;
 //! use tower_cx::stack::Stack;
 //!
-//! let stack = Stack::new()
-//!     .audit(AuditLayer::new(MetricsSink::new()))
-//!     .breaker(CircuitBreakerLayer::new().on_event(metrics::breaker_events("api")));
-//! let sampler = MetricsSampler::new().stack("api", &stack.handles());
-//! # let _ = (stack, sampler);
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let breaker = CircuitBreakerLayer::new().on_event(metrics::breaker_events("genesys"));
+//! let limiter = PriorityLimitLayer::new(16).on_event(metrics::limiter_events("genesys"));
+//! let sampler = MetricsSampler::new().breaker("genesys", breaker.handle()).limiter("genesys", limiter.handle());
+//! let client = Stack::new().audit(AuditLayer::new(MetricsSink::new())).breaker(breaker).limiter(limiter).build();
+//! let sampling = sampler.spawn(Duration::from_secs(15)); // sets the gauges every 15 s
+//! # sampling.abort();
+//! # drop(client);
+//! # }
 //! ```
 //!
 //! # Instruments
