@@ -38,8 +38,10 @@ const MAX_TRACKED: usize = 65_536;
 /// Labels come from the request's `request.started` event: the method
 /// (`_OTHER` outside the known set) and the URL's host and port, never its
 /// path or query, nor the correlation id. The sink remembers them, keyed
-/// by correlation id, until `request.finished`; requests that share an
-/// incoming correlation id at the same time share the first one's labels.
+/// by correlation id, until `request.finished` (at most 65 536 requests at
+/// once; past that, a request is recorded with the method `_OTHER` and no
+/// server, and is not counted in flight). Requests that share an incoming
+/// correlation id at the same time share the first one's labels.
 ///
 /// ```
 /// use tower_cx::audit::{AuditLayer, FanOut, JsonLinesSink};
