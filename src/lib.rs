@@ -87,6 +87,8 @@ pub mod fleet;
 pub mod genesys;
 pub mod hint;
 pub mod jobs;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 
 #[cfg(feature = "internals")]
 #[doc(hidden)]
