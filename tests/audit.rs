@@ -348,7 +348,7 @@ async fn queue_time_is_measured_and_reported() {
     assert_eq!(events.len(), 3);
     assert_eq!(
         json(&events[1].kind),
-        json!({"event": "queue.waited", "wait_ms": 3000.0})
+        json!({"event": "queue.waited", "wait_ms": 3000.0, "priority": "normal"})
     );
     let end = json(&events[2].kind);
     assert_eq!(
@@ -746,7 +746,7 @@ async fn a_request_held_by_the_gate_sees_it_open() {
     );
     assert_eq!(
         json(&events.all()[2].kind),
-        json!({"event": "queue.waited", "wait_ms": 7000.0})
+        json!({"event": "queue.waited", "wait_ms": 7000.0, "priority": "normal"})
     );
 }
 

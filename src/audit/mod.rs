@@ -61,7 +61,7 @@
 //! {"ts":"2026-11-22T08:49:12.031Z","correlation_id":"req-42","attempt":3,"event":"retry.gave_up","reason":"budget_exhausted"}
 //! {"ts":"2026-11-22T08:49:12.031Z","correlation_id":"req-42","event":"gate.closed","for_ms":5000.0,"source":"retry-after"}
 //! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-42","event":"gate.opened"}
-//! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-42","event":"queue.waited","wait_ms":4969.0}
+//! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-42","event":"queue.waited","wait_ms":4969.0,"priority":"high"}
 //! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-43","event":"request.shed","priority":"low","reason":"queue_full"}
 //! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-44","event":"breaker.transition","from":"closed","to":"open","reason":"consecutive_failures"}
 //! {"ts":"2026-11-22T08:49:17.100Z","correlation_id":"req-45","event":"token.refreshed","wait_ms":120.0}

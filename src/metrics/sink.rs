@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use ::metrics::{counter, gauge, histogram, SharedString};
 
@@ -13,7 +12,6 @@ use crate::audit::{AuditEvent, AuditSink};
 use crate::observe::{
     AuthEvent, Event, LimiterEvent, RequestEvent, RequestOutcome, RetryEventKind,
 };
-use crate::priority::Priority;
 
 /// Requests tracked at once, at most: past this many started and not yet
 /// finished, a request is recorded without its method and server.
@@ -58,7 +56,6 @@ pub struct MetricsSink {
 /// What the sink remembers of a request between its start and its end.
 struct Tracked {
     labels: RequestLabels,
-    priority: Priority,
     /// Whether an `attempt.finished` was seen (a retry layer reports them;
     /// without one, the logical request is its one attempt).
     attempt_seen: bool,
@@ -86,7 +83,7 @@ impl MetricsSink {
         self.requests.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn started(&self, id: &Arc<str>, method: &str, url: &str, priority: Option<Priority>) {
+    fn started(&self, id: &Arc<str>, method: &str, url: &str) {
         let labels = {
             let mut requests = self.lock();
             if let Some(tracked) = requests.get_mut(id) {
@@ -101,7 +98,6 @@ impl MetricsSink {
                     id.clone(),
                     Tracked {
                         labels: labels.clone(),
-                        priority: priority.unwrap_or_default(),
                         attempt_seen: false,
                         refs: 1,
                     },
@@ -172,14 +168,6 @@ impl MetricsSink {
         }
         histogram!(names::REQUEST_DURATION, labels.outcome(*status, error_type)).record(seconds);
     }
-
-    fn queue_waited(&self, id: &str, wait: Duration) {
-        let priority = self
-            .lock()
-            .get(id)
-            .map_or(Priority::default(), |tracked| tracked.priority);
-        histogram!(names::QUEUE_WAIT, "priority" => priority.as_str()).record(wait.as_secs_f64());
-    }
 }
 
 impl Default for MetricsSink {
@@ -192,12 +180,9 @@ impl AuditSink for MetricsSink {
     fn record(&self, event: &AuditEvent) {
         let id = &event.correlation_id;
         match &event.kind {
-            Event::Request(RequestEvent::Started {
-                method,
-                url,
-                priority,
-                ..
-            }) => self.started(id, method, url, *priority),
+            Event::Request(RequestEvent::Started { method, url, .. }) => {
+                self.started(id, method, url)
+            }
             Event::Request(finished @ RequestEvent::Finished { .. }) => self.finished(id, finished),
             Event::Retry(RetryEventKind::AttemptFinished {
                 status,
@@ -218,7 +203,10 @@ impl AuditSink for MetricsSink {
             Event::Retry(RetryEventKind::GaveUp(reason)) => {
                 counter!(names::RETRY_GIVE_UPS, "reason" => reason.as_str()).increment(1);
             }
-            Event::Limiter(LimiterEvent::QueueWaited { wait }) => self.queue_waited(id, *wait),
+            Event::Limiter(LimiterEvent::QueueWaited { wait, priority }) => {
+                let seconds = wait.as_secs_f64();
+                histogram!(names::QUEUE_WAIT, "priority" => priority.as_str()).record(seconds);
+            }
             Event::Token(AuthEvent::TokenAwaitFailed { .. }) => {
                 counter!(names::TOKEN_REFRESH_FAILURES).increment(1);
             }
@@ -239,7 +227,7 @@ impl fmt::Debug for MetricsSink {
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
+    use std::time::{Duration, SystemTime};
 
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 

@@ -32,10 +32,12 @@ pub enum LimiterEvent {
     /// through (`gate.opened`).
     GateOpened,
     /// A request waited in the queue, a closed gate included
-    /// (`queue.waited`: `wait_ms`).
+    /// (`queue.waited`: `wait_ms`, `priority`).
     QueueWaited {
         /// For how long.
         wait: Duration,
+        /// The priority it waited at.
+        priority: Priority,
     },
     /// A request was shed without being sent (`request.shed`: `priority`,
     /// `reason`).
@@ -70,7 +72,9 @@ impl Serialize for LimiterEvent {
                 .field("source", source.as_str())?,
             LimiterEvent::GateClosedElsewhere { for_ } => fields.millis("for_ms", *for_)?,
             LimiterEvent::GateOpened => fields,
-            LimiterEvent::QueueWaited { wait } => fields.millis("wait_ms", *wait)?,
+            LimiterEvent::QueueWaited { wait, priority } => fields
+                .millis("wait_ms", *wait)?
+                .field("priority", priority.as_str())?,
             LimiterEvent::Shed { priority, reason } => fields
                 .field("priority", priority.as_str())?
                 .field("reason", reason.as_str())?,

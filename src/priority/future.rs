@@ -162,7 +162,11 @@ where
                                     }
                                     let wait = at.elapsed();
                                     audit.add_queue(wait);
-                                    audit.publish(None, LimiterEvent::QueueWaited { wait }.into());
+                                    let waited = LimiterEvent::QueueWaited {
+                                        wait,
+                                        priority: ticket.priority,
+                                    };
+                                    audit.publish(None, waited.into());
                                 }
                                 *stage = Stage::Granted {
                                     permit: Some(permit),
