@@ -1,6 +1,6 @@
-//! The `gateway` example, started as a process, proxying to the embedded
-//! mock with a bearer token it fetched itself.
-#![cfg(feature = "mock")]
+//! The `tower-cx-gateway` binary, started as a process, proxying to the
+//! embedded mock with a bearer token it fetched itself.
+#![cfg(all(feature = "gateway", feature = "mock"))]
 
 #[path = "support/events.rs"]
 mod events;
@@ -26,19 +26,9 @@ use tower_cx::mock::{Fault, MockServer};
 
 use events::EventCapture;
 
-/// The example binary `cargo test` builds next to the test binaries.
+/// The gateway binary `cargo test` builds for this test.
 fn gateway_binary() -> PathBuf {
-    let deps = std::env::current_exe().unwrap();
-    let profile = deps.parent().unwrap().parent().unwrap();
-    let binary = profile
-        .join("examples")
-        .join(format!("gateway{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        binary.exists(),
-        "{} is missing: run `cargo test --all-features`, which builds the examples",
-        binary.display()
-    );
-    binary
+    PathBuf::from(env!("CARGO_BIN_EXE_tower-cx-gateway"))
 }
 
 /// Starts the gateway and returns it with the address it listens on.

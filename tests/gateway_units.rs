@@ -1,9 +1,8 @@
-//! The gateway example's unit tests (flags, limits, error answers). The
-//! example stays a plain binary, which `tests/gateway.rs` starts as a
-//! process; its modules are compiled here too, so that `cargo test` runs
-//! their tests.
-#![cfg(feature = "mock")]
+//! The `tower-cx-gateway` binary's unit tests (flags, limits, error
+//! answers). The binary is started as a process by `tests/gateway.rs`; its
+//! modules are compiled here too, so that `cargo test` runs their tests.
+#![cfg(all(feature = "gateway", feature = "mock"))]
 #![allow(dead_code)]
 
-#[path = "../examples/gateway/main.rs"]
+#[path = "../src/bin/tower-cx-gateway/main.rs"]
 mod gateway;

@@ -269,7 +269,7 @@ impl Flags {
             )?,
             audit_file: r.string("--audit-file", "TOWER_CX_AUDIT_FILE")?,
             redis: r.string("--redis", "TOWER_CX_REDIS")?,
-            mock: r.args.contains("--mock"),
+            mock: r.switch("--mock", "TOWER_CX_MOCK")?,
             upstream_honours_keys: r
                 .switch("--upstream-honours-keys", "TOWER_CX_UPSTREAM_HONOURS_KEYS")?,
             limits,

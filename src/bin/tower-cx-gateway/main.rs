@@ -1,4 +1,4 @@
-//! Gateway: a reverse proxy that wraps any HTTP upstream in the full
+//! tower-cx-gateway: a reverse proxy that wraps any HTTP upstream in the full
 //! tower-cx stack (Audit -> Retry -> CircuitBreaker -> PriorityLimit + rate
 //! gate -> Bearer -> Timeout).
 //!
@@ -10,8 +10,9 @@
 //! from the `x-priority: high|normal|low` header.
 //!
 //! ```text
-//! cargo run --example gateway -- --mock
-//! cargo run --example gateway -- \
+//! cargo install tower-cx --features gateway
+//! tower-cx-gateway --mock --listen 127.0.0.1:8080
+//! tower-cx-gateway \
 //!     --listen 127.0.0.1:8080 \
 //!     --upstream https://api.mypurecloud.ie \
 //!     --token-url https://login.mypurecloud.ie/oauth/token \
@@ -47,7 +48,7 @@
 //! | `--max-buffered-bytes N` | `TOWER_CX_MAX_BUFFERED_BYTES` | 67108864 (64 MiB of bodies across requests; then 503) |
 //! | `--max-header-bytes N` | `TOWER_CX_MAX_HEADER_BYTES` | 32768 (request line and headers; then 431) |
 //! | `--max-uri-bytes N` | `TOWER_CX_MAX_URI_BYTES` | 8192 (path and query; then 414) |
-//! | `--mock` | | start the embedded Genesys mock as upstream |
+//! | `--mock` | `TOWER_CX_MOCK=1` | start the embedded Genesys mock as upstream (feature `mock`) |
 //!
 //! Every number is checked at start-up: a value out of range ends the
 //! gateway with a message naming the flag and exit status 2.
@@ -133,9 +134,12 @@ fn print_help() {
     }
 }
 
-async fn run(mut flags: Flags) -> Result<(), BoxError> {
+async fn run(flags: Flags) -> Result<(), BoxError> {
+    #[cfg(feature = "mock")]
+    let mut flags = flags;
     // `--mock`: the embedded Genesys Cloud mock is the upstream and the
     // token server, with its demo credentials.
+    #[cfg(feature = "mock")]
     let _mock = if flags.mock {
         let mock = tower_cx::mock::MockServer::start().await?;
         let config = mock.config().clone();
@@ -150,6 +154,12 @@ async fn run(mut flags: Flags) -> Result<(), BoxError> {
     } else {
         None
     };
+    #[cfg(not(feature = "mock"))]
+    if flags.mock {
+        return Err(
+            "--mock needs the mock feature: cargo install tower-cx --features gateway,mock".into(),
+        );
+    }
 
     let upstream: Uri = flags
         .upstream

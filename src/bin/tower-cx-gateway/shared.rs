@@ -73,5 +73,5 @@ fn fleet(
     _limiter: PriorityLimitLayer,
     _credentials: Option<ClientCredentials>,
 ) -> Result<Shared, BoxError> {
-    Err("--redis needs the redis feature: cargo run --features redis --example gateway".into())
+    Err("--redis needs the redis feature: cargo install tower-cx --features gateway,redis".into())
 }
