@@ -83,6 +83,8 @@
 //! On start it prints `listening on http://ADDR`; on Ctrl-C it prints the
 //! audit statistics and exits.
 
+mod admin;
+mod assemble;
 mod flags;
 mod limits;
 mod proxy;
@@ -90,24 +92,17 @@ mod shared;
 
 use std::sync::Arc;
 
-use http::header::HeaderName;
 use http::Uri;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower::Layer;
-use tower_cx::audit::{AuditLayer, JsonLinesSink, NoopSink};
-use tower_cx::auth::ClientCredentials;
 use tower_cx::error::BoxError;
-use tower_cx::origin::Origin;
-use tower_cx::priority::PriorityFromHeaderLayer;
-use tower_cx::retry::RetryLayer;
-use tower_cx::stack::{Stack, StackHandles};
 
+use admin::Admin;
 use flags::Flags;
 use limits::{AcceptBackoff, BodyBudget};
-use proxy::{Gateway, Upstream};
+use proxy::Gateway;
 
 #[tokio::main]
 async fn main() {
@@ -171,8 +166,13 @@ async fn run(flags: Flags) -> Result<(), BoxError> {
         return Err("--upstream: an absolute URL such as https://api.example.com".into());
     }
 
-    let (stack, handles) = build_stack(&flags, &upstream)?;
+    let metrics = admin::install_recorder()?;
+    let (stack, handles) = assemble::build_stack(&flags, &upstream)?;
+    if let Some(tokens) = &handles.tokens {
+        admin::keep_token(tokens.clone());
+    }
     let gateway = Gateway {
+        admin: Arc::new(Admin::new(&handles, metrics)),
         stack,
         upstream: Arc::new(upstream),
         authenticates: flags.token_url.is_some(),
@@ -199,59 +199,6 @@ async fn run(flags: Flags) -> Result<(), BoxError> {
         stats.p99_ms
     );
     Ok(())
-}
-
-/// The whole stack, outermost first: priority from `x-priority`, then
-/// Audit -> Retry -> Breaker -> PriorityLimit -> Bearer -> Timeout.
-fn build_stack(flags: &Flags, upstream: &Uri) -> Result<(Upstream, StackHandles), BoxError> {
-    let origin = upstream.to_string();
-    let audit = match &flags.audit_file {
-        Some(path) => AuditLayer::new(
-            JsonLinesSink::file(path).map_err(|e| format!("--audit-file {path}: {e}"))?,
-        ),
-        None => AuditLayer::new(NoopSink),
-    };
-    let mut retry = RetryLayer::new()
-        .max_attempts(flags.max_attempts)
-        .auto_idempotency_key(true);
-    if flags.upstream_honours_keys {
-        retry = retry.idempotency_keys_honoured_by(Origin::parse(&origin)?);
-    }
-    let shared = shared::layers(flags, &audit, &origin, credentials(flags)?)?;
-    let mut stack = Stack::new()
-        .audit(audit)
-        .retry(retry)
-        .breaker(shared.breaker)
-        .limiter(shared.limiter)
-        .timeout(flags.timeout);
-    if let Some(tokens) = shared.tokens {
-        // the token goes to the upstream's origin and nowhere else
-        stack = stack.bearer(tokens).allow_origin(&origin)?;
-    }
-    let handles = stack.handles();
-    let priority = PriorityFromHeaderLayer::new(HeaderName::from_static("x-priority"));
-    Ok((Upstream::new(priority.layer(stack.build())), handles))
-}
-
-/// The OAuth client credentials, with `--token-url`.
-fn credentials(flags: &Flags) -> Result<Option<ClientCredentials>, BoxError> {
-    let Some(token_url) = &flags.token_url else {
-        return Ok(None);
-    };
-    let client_id = flags
-        .client_id
-        .clone()
-        .ok_or("--client-id is required with --token-url")?;
-    let secret = flags
-        .client_secret
-        .clone()
-        .ok_or("--client-secret or TOWER_CX_CLIENT_SECRET is required with --token-url")?;
-    let mut credentials =
-        ClientCredentials::new(token_url, client_id, secret)?.client_auth(flags.auth_style);
-    if let Some(scope) = &flags.scope {
-        credentials = credentials.scope(scope.clone());
-    }
-    Ok(Some(credentials))
 }
 
 /// Accept and serve connections until Ctrl-C, within the limits.

@@ -20,6 +20,7 @@ use tower_cx::error::{
     find, BoxError, CircuitOpen, OutcomeUnknown, Overloaded, RetryDeadlineExceeded, UnknownCause,
 };
 
+use super::admin::Admin;
 use super::limits::{read_body, BodyBudget, BodyError, Limits};
 
 /// The stack as the gateway calls it.
@@ -60,6 +61,8 @@ pub const OUTCOME_HEADER: &str = "x-cx-outcome";
 #[derive(Clone)]
 pub struct Gateway {
     pub stack: Upstream,
+    /// `/healthz`, `/readyz` and `/metrics`, answered here.
+    pub admin: Arc<Admin>,
     pub upstream: Arc<Uri>,
     pub authenticates: bool,
     pub limits: Arc<Limits>,
@@ -73,6 +76,9 @@ impl Gateway {
         request: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        if let Some(answer) = self.admin.answer(&request) {
+            return Ok(answer);
+        }
         if let Some(refused) = self.refuse(&request) {
             return Ok(refused);
         }

@@ -5,6 +5,7 @@ use tower_cx::audit::AuditLayer;
 use tower_cx::auth::{ClientCredentials, TokenCache};
 use tower_cx::breaker::CircuitBreakerLayer;
 use tower_cx::error::BoxError;
+use tower_cx::metrics;
 use tower_cx::priority::PriorityLimitLayer;
 
 use super::flags::Flags;
@@ -17,26 +18,41 @@ pub struct Shared {
     pub tokens: Option<TokenCache>,
 }
 
+/// The name the layers' metrics carry (`name="upstream"`).
+pub const METRICS_NAME: &str = "upstream";
+
 /// The layers for `flags`: shared through Redis with `--redis`, this
-/// instance's own otherwise. Fleet degradations and recoveries go to `audit`.
+/// instance's own otherwise. Fleet degradations and recoveries go to `audit`;
+/// every layer's events also go to the metrics.
 pub fn layers(
     flags: &Flags,
     audit: &AuditLayer,
     upstream: &str,
     credentials: Option<ClientCredentials>,
 ) -> Result<Shared, BoxError> {
-    let limiter = PriorityLimitLayer::new(flags.concurrency).max_queue(flags.queue_depth);
+    let limiter = PriorityLimitLayer::new(flags.concurrency)
+        .max_queue(flags.queue_depth)
+        .on_event(metrics::limiter_events(METRICS_NAME));
     match flags.redis.as_deref() {
         None => Ok(Shared {
             limiter: match flags.rate {
                 Some((n, per)) => limiter.pacing(n, per),
                 None => limiter,
             },
-            breaker: CircuitBreakerLayer::new(),
-            tokens: credentials.map(TokenCache::new),
+            breaker: breaker(),
+            tokens: credentials.map(|c| {
+                TokenCache::builder(c)
+                    .on_event(metrics::auth_events(METRICS_NAME))
+                    .build()
+            }),
         }),
         Some(url) => fleet(url, flags, audit, upstream, limiter, credentials),
     }
+}
+
+/// The breaker, its transitions counted in the metrics.
+fn breaker() -> CircuitBreakerLayer {
+    CircuitBreakerLayer::new().on_event(metrics::breaker_events(METRICS_NAME))
 }
 
 #[cfg(feature = "redis")]
@@ -48,7 +64,12 @@ fn fleet(
     limiter: PriorityLimitLayer,
     credentials: Option<ClientCredentials>,
 ) -> Result<Shared, BoxError> {
-    let fleet = tower_cx::fleet::RedisFleet::new(url)?.on_event(audit.emitter().handler());
+    let to_audit = audit.emitter().handler();
+    let to_metrics = metrics::fleet_events(METRICS_NAME);
+    let fleet = tower_cx::fleet::RedisFleet::new(url)?.on_event(move |event| {
+        to_audit(event);
+        to_metrics(event);
+    });
     println!("fleet state in Redis (shared token, rate gate and pacing)");
     // Shared state is named after the OAuth client (vendors limit per client).
     let name = flags.client_id.as_deref().unwrap_or(upstream);
@@ -59,8 +80,12 @@ fn fleet(
     Ok(Shared {
         limiter: limiter.share_gate(fleet.gate(name)),
         // one member finding the upstream down opens every member's breaker
-        breaker: CircuitBreakerLayer::new().share_state(fleet.breaker(upstream)),
-        tokens: credentials.map(|c| TokenCache::new(fleet.client_credentials(c))),
+        breaker: breaker().share_state(fleet.breaker(upstream)),
+        tokens: credentials.map(|c| {
+            TokenCache::builder(fleet.client_credentials(c))
+                .on_event(metrics::auth_events(METRICS_NAME))
+                .build()
+        }),
     })
 }
 

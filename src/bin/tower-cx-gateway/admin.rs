@@ -1,0 +1,148 @@
+//! What the gateway answers itself and never forwards: `GET /healthz` (200
+//! while the process serves), `GET /readyz` (200 with a token in hand and the
+//! breaker not open, else 503 with the reason) and `GET /metrics`
+//! (Prometheus text of the stack's instruments).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::time::Instant;
+use tower_cx::auth::TokenCache;
+use tower_cx::breaker::CircuitBreakerHandle;
+use tower_cx::error::BoxError;
+use tower_cx::metrics::MetricsSampler;
+use tower_cx::observe::BreakerState;
+use tower_cx::stack::StackHandles;
+
+use super::proxy::ProxyBody;
+use super::shared::METRICS_NAME;
+
+/// The gateway's own paths.
+const PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The state the gateway's own answers read.
+pub struct Admin {
+    tokens: Option<TokenCache>,
+    breaker: CircuitBreakerHandle,
+    sampler: MetricsSampler,
+    metrics: PrometheusHandle,
+}
+
+/// Installs the process-wide Prometheus recorder (no listener of its own:
+/// `/metrics` renders it) and returns its handle.
+pub fn install_recorder() -> Result<PrometheusHandle, BoxError> {
+    Ok(PrometheusBuilder::new().install_recorder()?)
+}
+
+impl Admin {
+    /// The answers over a stack's handles, rendering `metrics`.
+    pub fn new(handles: &StackHandles, metrics: PrometheusHandle) -> Self {
+        Self {
+            tokens: handles.tokens.clone(),
+            breaker: handles.breaker.clone(),
+            sampler: MetricsSampler::new().stack(METRICS_NAME, handles),
+            metrics,
+        }
+    }
+
+    /// The gateway's own answer to `request`, or `None` to forward it.
+    pub fn answer<B>(&self, request: &Request<B>) -> Option<Response<ProxyBody>> {
+        let path = request.uri().path();
+        if !PATHS.contains(&path) {
+            return None;
+        }
+        if request.method() != Method::GET && request.method() != Method::HEAD {
+            let mut response = json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{\"error\":\"method_not_allowed\"}".into(),
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return Some(response);
+        }
+        Some(match path {
+            "/healthz" => json(StatusCode::OK, "{\"status\":\"serving\"}".into()),
+            "/readyz" => match self.not_ready() {
+                None => json(StatusCode::OK, "{\"ready\":true}".into()),
+                Some(reason) => json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({ "ready": false, "reason": reason }).to_string(),
+                ),
+            },
+            _ => self.render(),
+        })
+    }
+
+    /// Why the gateway should not get traffic now, if it should not.
+    fn not_ready(&self) -> Option<&'static str> {
+        if let Some(tokens) = &self.tokens {
+            let in_hand = tokens
+                .status()
+                .expires_at
+                .is_some_and(|at| at > Instant::now());
+            if !in_hand {
+                return Some("no_token");
+            }
+        }
+        match self.breaker.state() {
+            BreakerState::Open { .. } => Some("circuit_open"),
+            BreakerState::Isolated => Some("circuit_isolated"),
+            BreakerState::Closed | BreakerState::HalfOpen => None,
+        }
+    }
+
+    /// The gauges sampled now, then every instrument as Prometheus text.
+    fn render(&self) -> Response<ProxyBody> {
+        self.sampler.sample();
+        self.metrics.run_upkeep();
+        let mut response =
+            Response::new(Either::Right(Full::new(Bytes::from(self.metrics.render()))));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        response
+    }
+}
+
+fn json(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Keeps a token in hand without waiting for traffic, so that `/readyz`
+/// can turn ready before the first request: fetches the first token
+/// (retrying from 0.5 s, doubling to 10 s), then refreshes it when due.
+/// The endpoint's error text is not printed (it may echo credentials).
+pub fn keep_token(tokens: TokenCache) {
+    tokio::spawn(async move {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            let status = tokens.status();
+            if let Some(at) = status.refresh_at.filter(|at| *at > Instant::now()) {
+                tokio::time::sleep_until(at).await;
+                continue;
+            }
+            match tokens.refresh().await {
+                Ok(()) => wait = Duration::from_millis(500),
+                Err(_) => {
+                    eprintln!(
+                        "token: the token endpoint refused or did not answer; again in {wait:?}"
+                    );
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,71 @@
+//! The stack the gateway forwards through, from the flags, with the audit
+//! fanned out to the file (`--audit-file`) and the metrics.
+
+use http::header::HeaderName;
+use http::Uri;
+use tower::Layer;
+use tower_cx::audit::{AuditLayer, FanOut, JsonLinesSink};
+use tower_cx::auth::ClientCredentials;
+use tower_cx::error::BoxError;
+use tower_cx::metrics::MetricsSink;
+use tower_cx::origin::Origin;
+use tower_cx::priority::PriorityFromHeaderLayer;
+use tower_cx::retry::RetryLayer;
+use tower_cx::stack::{Stack, StackHandles};
+
+use super::flags::Flags;
+use super::proxy::Upstream;
+use super::shared;
+
+/// The whole stack, outermost first: priority from `x-priority`, then
+/// Audit -> Retry -> Breaker -> PriorityLimit -> Bearer -> Timeout.
+pub fn build_stack(flags: &Flags, upstream: &Uri) -> Result<(Upstream, StackHandles), BoxError> {
+    let origin = upstream.to_string();
+    let mut sinks = FanOut::new().with(MetricsSink::new());
+    if let Some(path) = &flags.audit_file {
+        sinks =
+            sinks.with(JsonLinesSink::file(path).map_err(|e| format!("--audit-file {path}: {e}"))?);
+    }
+    let audit = AuditLayer::new(sinks);
+    let mut retry = RetryLayer::new()
+        .max_attempts(flags.max_attempts)
+        .auto_idempotency_key(true);
+    if flags.upstream_honours_keys {
+        retry = retry.idempotency_keys_honoured_by(Origin::parse(&origin)?);
+    }
+    let shared = shared::layers(flags, &audit, &origin, credentials(flags)?)?;
+    let mut stack = Stack::new()
+        .audit(audit)
+        .retry(retry)
+        .breaker(shared.breaker)
+        .limiter(shared.limiter)
+        .timeout(flags.timeout);
+    if let Some(tokens) = shared.tokens {
+        // the token goes to the upstream's origin and nowhere else
+        stack = stack.bearer(tokens).allow_origin(&origin)?;
+    }
+    let handles = stack.handles();
+    let priority = PriorityFromHeaderLayer::new(HeaderName::from_static("x-priority"));
+    Ok((Upstream::new(priority.layer(stack.build())), handles))
+}
+
+/// The OAuth client credentials, with `--token-url`.
+fn credentials(flags: &Flags) -> Result<Option<ClientCredentials>, BoxError> {
+    let Some(token_url) = &flags.token_url else {
+        return Ok(None);
+    };
+    let client_id = flags
+        .client_id
+        .clone()
+        .ok_or("--client-id is required with --token-url")?;
+    let secret = flags
+        .client_secret
+        .clone()
+        .ok_or("--client-secret or TOWER_CX_CLIENT_SECRET is required with --token-url")?;
+    let mut credentials =
+        ClientCredentials::new(token_url, client_id, secret)?.client_auth(flags.auth_style);
+    if let Some(scope) = &flags.scope {
+        credentials = credentials.scope(scope.clone());
+    }
+    Ok(Some(credentials))
+}
