@@ -1,0 +1,158 @@
+//! The `tower-cx-gateway` binary's operator endpoints, started as a process:
+//! `/healthz`, `/readyz` and `/metrics`, answered by the gateway itself.
+#![cfg(all(feature = "gateway", feature = "mock"))]
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tower_cx::mock::MockServer;
+
+/// Starts the gateway with `args` and returns it with its base URL.
+async fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tower-cx-gateway"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                return addr.to_string();
+            }
+        }
+        panic!("the gateway exited before listening");
+    })
+    .await
+    .expect("the gateway starts");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// `GET base+path`: the status and the body text.
+async fn get(base: &str, path: &str) -> (StatusCode, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::get(format!("{base}{path}"))
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A token endpoint that answers 503 until `up` is set.
+async fn token_endpoint(up: Arc<AtomicBool>) -> String {
+    let app = Router::new().route(
+        "/oauth/token",
+        post(move || {
+            let up = up.clone();
+            async move {
+                if up.load(Ordering::SeqCst) {
+                    let token = r#"{"access_token":"t-1","token_type":"bearer","expires_in":3600}"#;
+                    (
+                        StatusCode::OK,
+                        [("content-type", "application/json")],
+                        token,
+                    )
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [("content-type", "text/plain")],
+                        "down",
+                    )
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/oauth/token")
+}
+
+#[tokio::test]
+async fn healthz_is_200_and_readyz_waits_for_the_first_token() {
+    let mock = MockServer::start().await.unwrap();
+    let up = Arc::new(AtomicBool::new(false));
+    let token_url = token_endpoint(up.clone()).await;
+    let base = mock.base_url();
+    let (_gateway, addr) = start(
+        &[
+            "--upstream",
+            &base,
+            "--token-url",
+            &token_url,
+            "--client-id",
+            "c",
+        ],
+        &[("TOWER_CX_CLIENT_SECRET", "s")],
+    )
+    .await;
+
+    assert_eq!(get(&addr, "/healthz").await.0, StatusCode::OK);
+    let (status, body) = get(&addr, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let reason: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reason["reason"], "no_token", "{body}");
+
+    up.store(true, Ordering::SeqCst);
+    let mut ready = false;
+    for _ in 0..300 {
+        if get(&addr, "/readyz").await.0 == StatusCode::OK {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "ready once the token endpoint answers");
+    assert_eq!(get(&addr, "/healthz").await.0, StatusCode::OK);
+    let counters = mock.counters();
+    assert_eq!(counters.requests.get("/healthz"), None, "never proxied");
+    assert_eq!(counters.requests.get("/readyz"), None, "never proxied");
+}
+
+#[tokio::test]
+async fn metrics_show_the_proxied_request_without_correlation_ids() {
+    let audit = std::env::temp_dir().join(format!(
+        "tower-cx-gateway-metrics-{}.jsonl",
+        std::process::id()
+    ));
+    let audit_arg = audit.to_str().unwrap().to_owned();
+    let (_gateway, addr) = start(&["--mock", "--audit-file", &audit_arg], &[]).await;
+
+    let (status, _) = get(&addr, "/api/v2/users?pageSize=2").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, text) = get(&addr, "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.contains("http_client_request_duration"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("tower_cx_")), "{text}");
+
+    let lines = std::fs::read_to_string(&audit).unwrap();
+    let _ = std::fs::remove_file(&audit);
+    let ids: Vec<String> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|e| e["correlation_id"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!ids.is_empty(), "{lines}");
+    for id in ids {
+        assert!(!text.contains(&id), "{id} in /metrics");
+    }
+    assert!(!text.contains("correlation"), "{text}");
+}
