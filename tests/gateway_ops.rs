@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tower_cx::mock::MockServer;
+use tower_cx::mock::{Fault, MockServer};
 
 /// Starts the gateway with `args` and returns it with its base URL.
 async fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
@@ -155,4 +155,72 @@ async fn metrics_show_the_proxied_request_without_correlation_ids() {
         assert!(!text.contains(&id), "{id} in /metrics");
     }
     assert!(!text.contains("correlation"), "{text}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0() {
+    let mock = MockServer::start().await.unwrap();
+    mock.fault(
+        Some("/api/v2/users"),
+        Fault::Delay(Duration::from_secs(3)),
+        1,
+    );
+    let token_url = format!("{}/oauth/token", mock.base_url());
+    let base = mock.base_url();
+    let client_id = mock.config().client_id.clone();
+    let secret = mock.config().client_secret.clone();
+    let (mut gateway, addr) = start(
+        &[
+            "--upstream",
+            &base,
+            "--token-url",
+            &token_url,
+            "--client-id",
+            &client_id,
+        ],
+        &[("TOWER_CX_CLIENT_SECRET", &secret)],
+    )
+    .await;
+
+    let slow = tokio::spawn({
+        let addr = addr.clone();
+        async move { get(&addr, "/api/v2/users?pageSize=1").await }
+    });
+    // the request has reached the upstream, which holds it
+    let mut arrived = false;
+    for _ in 0..300 {
+        if mock.counters().requests.contains_key("/api/v2/users") {
+            arrived = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(arrived, "the request reaches the mock");
+
+    let pid = gateway.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    // new connections are refused once the listener is closed
+    let host = addr.strip_prefix("http://").unwrap().to_owned();
+    let mut refused = false;
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(&host).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "new connections are refused after SIGTERM");
+
+    let (status, body) = slow.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let exit = tokio::time::timeout(Duration::from_secs(60), gateway.wait())
+        .await
+        .expect("the gateway exits")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
 }

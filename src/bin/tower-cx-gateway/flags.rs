@@ -32,6 +32,8 @@ pub struct Flags {
     /// The upstream origin applies a request with an `Idempotency-Key` at
     /// most once, so keyed POST/PATCH requests to it may be retried.
     pub upstream_honours_keys: bool,
+    /// How long requests in flight may finish after SIGTERM or Ctrl-C.
+    pub shutdown_grace: Duration,
     pub limits: Limits,
 }
 
@@ -272,6 +274,12 @@ impl Flags {
             mock: r.switch("--mock", "TOWER_CX_MOCK")?,
             upstream_honours_keys: r
                 .switch("--upstream-honours-keys", "TOWER_CX_UPSTREAM_HONOURS_KEYS")?,
+            shutdown_grace: r.seconds(
+                "--shutdown-grace",
+                "TOWER_CX_SHUTDOWN_GRACE",
+                Duration::from_secs(30),
+                0.0,
+            )?,
             limits,
         };
         let rest = r.args.finish();

@@ -48,6 +48,7 @@
 //! | `--max-buffered-bytes N` | `TOWER_CX_MAX_BUFFERED_BYTES` | 67108864 (64 MiB of bodies across requests; then 503) |
 //! | `--max-header-bytes N` | `TOWER_CX_MAX_HEADER_BYTES` | 32768 (request line and headers; then 431) |
 //! | `--max-uri-bytes N` | `TOWER_CX_MAX_URI_BYTES` | 8192 (path and query; then 414) |
+//! | `--shutdown-grace SECS` | `TOWER_CX_SHUTDOWN_GRACE` | 30 (on SIGTERM or Ctrl-C, for requests in flight to finish) |
 //! | `--mock` | `TOWER_CX_MOCK=1` | start the embedded Genesys mock as upstream (feature `mock`) |
 //!
 //! Every number is checked at start-up: a value out of range ends the
@@ -80,28 +81,34 @@
 //! (`limits.rs` says what each one does). Accept errors (out of descriptors)
 //! pause accepting for 5 ms, doubling up to 1 s, logged once per pause run.
 //!
-//! On start it prints `listening on http://ADDR`; on Ctrl-C it prints the
-//! audit statistics and exits.
+//! The gateway answers three paths itself and never forwards them:
+//! `GET /healthz` (200 while it serves), `GET /readyz` (200 when a token is
+//! in hand and the breaker is not open; 503 with `{"ready":false,"reason":..}`
+//! otherwise) and `GET /metrics` (Prometheus text: the OpenTelemetry HTTP
+//! client instruments and the `tower_cx_` ones).
+//!
+//! On start it prints `listening on http://ADDR`. On SIGTERM or Ctrl-C it
+//! stops accepting (new connections are refused), lets requests in flight
+//! finish for up to `--shutdown-grace`, drops and counts what remains,
+//! prints the audit statistics and exits 0.
 
 mod admin;
 mod assemble;
 mod flags;
 mod limits;
 mod proxy;
+mod serve;
 mod shared;
 
 use std::sync::Arc;
 
 use http::Uri;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tower_cx::error::BoxError;
 
 use admin::Admin;
 use flags::Flags;
-use limits::{AcceptBackoff, BodyBudget};
+use limits::BodyBudget;
 use proxy::Gateway;
 
 #[tokio::main]
@@ -183,7 +190,7 @@ async fn run(flags: Flags) -> Result<(), BoxError> {
     let listener = TcpListener::bind(flags.listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
     println!("upstream {}", gateway.upstream);
-    serve(listener, gateway).await;
+    let stopped = serve::serve(listener, gateway, flags.shutdown_grace).await;
 
     let stats = handles.stats.snapshot();
     println!(
@@ -198,65 +205,9 @@ async fn run(flags: Flags) -> Result<(), BoxError> {
         stats.p50_ms,
         stats.p99_ms
     );
+    println!(
+        "stopped ({} request(s) dropped at shutdown)",
+        stopped.dropped
+    );
     Ok(())
-}
-
-/// Accept and serve connections until Ctrl-C, within the limits.
-async fn serve(listener: TcpListener, gateway: Gateway) {
-    let limits = gateway.limits.clone();
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_header_size(limits.max_header_bytes)
-        .max_buf_size(limits.max_header_bytes.max(64 * 1024));
-    let mut backoff = AcceptBackoff::default();
-    let shutdown = tokio::signal::ctrl_c();
-    tokio::pin!(shutdown);
-    loop {
-        // Over the limit, wait here: new connections stay in the backlog.
-        let permit = tokio::select! {
-            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
-            _ = &mut shutdown => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    let pause = backoff.failed();
-                    if pause.log {
-                        eprintln!(
-                            "accept: {e} ({} error(s) in a row); pausing accepts for {:?}",
-                            pause.errors, pause.wait
-                        );
-                    }
-                    tokio::time::sleep(pause.wait).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        if let Some(errors) = backoff.succeeded() {
-            eprintln!("accept: accepting again after {errors} error(s)");
-        }
-        let gateway = gateway.clone();
-        let http = http.clone();
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request| gateway.clone().handle(request, peer));
-            match http.serve_connection(TokioIo::new(stream), service).await {
-                // a slow, malformed or vanished client: not worth a line each
-                // (a flood of them would flood the log)
-                Err(e)
-                    if e.is_timeout()
-                        || e.is_parse()
-                        || e.is_parse_too_large()
-                        || e.is_incomplete_message()
-                        || e.is_closed() => {}
-                Err(e) => eprintln!("connection from {peer}: {e}"),
-                Ok(()) => {}
-            }
-            drop(permit);
-        });
-    }
 }

@@ -1,0 +1,170 @@
+//! The accept loop within the limits, and the graceful shutdown: on SIGTERM
+//! or Ctrl-C the listener closes (new connections are refused), idle
+//! connections close, and requests in flight finish within the grace
+//! period; whatever is still running then is dropped and counted.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use super::limits::AcceptBackoff;
+use super::proxy::Gateway;
+
+/// How a serve run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stopped {
+    /// Requests still in flight when the grace period ran out, dropped.
+    pub dropped: usize,
+}
+
+/// Requests being answered now.
+#[derive(Debug, Clone, Default)]
+struct InFlight(Arc<AtomicUsize>);
+
+/// One request in flight, until dropped.
+struct Entered(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(&self) -> Entered {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Entered(self.0.clone())
+    }
+
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Resolves on SIGTERM (Unix) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                return;
+            }
+            Err(e) => eprintln!("shutdown: cannot listen for SIGTERM ({e}); Ctrl-C only"),
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Accept and serve connections until SIGTERM or Ctrl-C, then shut down
+/// gracefully within `grace`.
+pub async fn serve(listener: TcpListener, gateway: Gateway, grace: Duration) -> Stopped {
+    let limits = gateway.limits.clone();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(64 * 1024));
+    let mut backoff = AcceptBackoff::default();
+    let (stopping, stop) = watch::channel(false);
+    let in_flight = InFlight::default();
+    let mut tasks = JoinSet::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        while tasks.try_join_next().is_some() {}
+        // Over the limit, wait here: new connections stay in the backlog.
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    let pause = backoff.failed();
+                    if pause.log {
+                        eprintln!(
+                            "accept: {e} ({} error(s) in a row); pausing accepts for {:?}",
+                            pause.errors, pause.wait
+                        );
+                    }
+                    tokio::time::sleep(pause.wait).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        if let Some(errors) = backoff.succeeded() {
+            eprintln!("accept: accepting again after {errors} error(s)");
+        }
+        let gateway = gateway.clone();
+        let http = http.clone();
+        let in_flight = in_flight.clone();
+        let mut stop = stop.clone();
+        tasks.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let gateway = gateway.clone();
+                let entered = in_flight.enter();
+                async move {
+                    let response = gateway.handle(request, peer).await;
+                    drop(entered);
+                    response
+                }
+            });
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = async { drop(stop.wait_for(|stop| *stop).await) } => {
+                    // finish the request in flight, then close
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            match served {
+                // a slow, malformed or vanished client: not worth a line each
+                // (a flood of them would flood the log)
+                Err(e)
+                    if e.is_timeout()
+                        || e.is_parse()
+                        || e.is_parse_too_large()
+                        || e.is_incomplete_message()
+                        || e.is_closed() => {}
+                Err(e) => eprintln!("connection from {peer}: {e}"),
+                Ok(()) => {}
+            }
+            drop(permit);
+        });
+    }
+
+    // Stop accepting: closing the listener refuses new connections.
+    drop(listener);
+    let _ = stopping.send(true);
+    println!(
+        "shutting down: {} request(s) in flight, waiting up to {grace:?}",
+        in_flight.count()
+    );
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    let dropped = match drained {
+        Ok(()) => 0,
+        Err(_) => in_flight.count(),
+    };
+    tasks.abort_all();
+    if dropped > 0 {
+        eprintln!("shutdown: {dropped} request(s) still in flight after {grace:?}, dropped");
+    }
+    Stopped { dropped }
+}
