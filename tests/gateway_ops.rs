@@ -4,7 +4,7 @@
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::routing::post;
@@ -20,6 +20,15 @@ use tower_cx::mock::{Fault, MockServer};
 
 /// Starts the gateway with `args` and returns it with its base URL.
 async fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+    let (child, addr, _) = start_with_output(args, env).await;
+    (child, addr)
+}
+
+/// [`start`], and the lines the gateway prints after it listens.
+async fn start_with_output(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, String, Arc<Mutex<Vec<String>>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tower-cx-gateway"))
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
@@ -40,8 +49,14 @@ async fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     })
     .await
     .expect("the gateway starts");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let keep = output.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            keep.lock().unwrap().push(line);
+        }
+    });
+    (child, addr, output)
 }
 
 /// `GET base+path`: the status and the body text.
@@ -223,4 +238,88 @@ async fn sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(
         .expect("the gateway exits")
         .unwrap();
     assert_eq!(exit.code(), Some(0));
+}
+
+#[tokio::test]
+async fn requests_still_in_flight_after_the_grace_period_are_dropped_and_counted() {
+    let mock = MockServer::start().await.unwrap();
+    mock.fault(
+        Some("/api/v2/users"),
+        Fault::Delay(Duration::from_secs(120)),
+        1,
+    );
+    let token_url = format!("{}/oauth/token", mock.base_url());
+    let base = mock.base_url();
+    let client_id = mock.config().client_id.clone();
+    let secret = mock.config().client_secret.clone();
+    let audit = std::env::temp_dir().join(format!(
+        "tower-cx-gateway-grace-{}.jsonl",
+        std::process::id()
+    ));
+    let audit_arg = audit.to_str().unwrap().to_owned();
+    let (mut gateway, addr, output) = start_with_output(
+        &[
+            "--upstream",
+            &base,
+            "--token-url",
+            &token_url,
+            "--client-id",
+            &client_id,
+            "--shutdown-grace",
+            "0",
+            "--audit-file",
+            &audit_arg,
+        ],
+        &[("TOWER_CX_CLIENT_SECRET", &secret)],
+    )
+    .await;
+
+    let stuck = tokio::spawn(async move {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let request = Request::get(format!("{addr}/api/v2/users"))
+            .body(Full::default())
+            .unwrap();
+        client.request(request).await.map(|r| r.status())
+    });
+    let mut arrived = false;
+    for _ in 0..300 {
+        if mock.counters().requests.contains_key("/api/v2/users") {
+            arrived = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(arrived, "the request reaches the mock");
+    let pid = gateway.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    let exit = tokio::time::timeout(Duration::from_secs(60), gateway.wait())
+        .await
+        .expect("the gateway exits")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    assert!(
+        stuck.await.unwrap().is_err(),
+        "the dropped request gets no answer"
+    );
+    let mut counted = false;
+    for _ in 0..300 {
+        let lines = output.lock().unwrap().clone();
+        if lines
+            .iter()
+            .any(|l| l == "stopped (1 request(s) dropped at shutdown)")
+        {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(counted, "{:?}", output.lock().unwrap());
+    let lines = std::fs::read_to_string(&audit).unwrap();
+    let _ = std::fs::remove_file(&audit);
+    assert!(lines.contains("\"cancelled\""), "{lines}");
 }

@@ -17,15 +17,30 @@ use super::flags::Flags;
 use super::proxy::Upstream;
 use super::shared;
 
+/// The stack with what the gateway reads of it.
+pub struct Assembled {
+    /// The stack as the gateway calls it.
+    pub upstream: Upstream,
+    /// Its token cache, breaker, limiter and statistics.
+    pub handles: StackHandles,
+    /// The `--audit-file` sink, to flush at exit.
+    pub audit_file: Option<JsonLinesSink>,
+}
+
 /// The whole stack, outermost first: priority from `x-priority`, then
 /// Audit -> Retry -> Breaker -> PriorityLimit -> Bearer -> Timeout.
-pub fn build_stack(flags: &Flags, upstream: &Uri) -> Result<(Upstream, StackHandles), BoxError> {
+pub fn build_stack(flags: &Flags, upstream: &Uri) -> Result<Assembled, BoxError> {
     let origin = upstream.to_string();
     let mut sinks = FanOut::new().with(MetricsSink::new());
-    if let Some(path) = &flags.audit_file {
-        sinks =
-            sinks.with(JsonLinesSink::file(path).map_err(|e| format!("--audit-file {path}: {e}"))?);
-    }
+    let audit_file = match &flags.audit_file {
+        Some(path) => {
+            let file =
+                JsonLinesSink::file(path).map_err(|e| format!("--audit-file {path}: {e}"))?;
+            sinks = sinks.with(file.clone());
+            Some(file)
+        }
+        None => None,
+    };
     let audit = AuditLayer::new(sinks);
     let mut retry = RetryLayer::new()
         .max_attempts(flags.max_attempts)
@@ -46,7 +61,11 @@ pub fn build_stack(flags: &Flags, upstream: &Uri) -> Result<(Upstream, StackHand
     }
     let handles = stack.handles();
     let priority = PriorityFromHeaderLayer::new(HeaderName::from_static("x-priority"));
-    Ok((Upstream::new(priority.layer(stack.build())), handles))
+    Ok(Assembled {
+        upstream: Upstream::new(priority.layer(stack.build())),
+        handles,
+        audit_file,
+    })
 }
 
 /// The OAuth client credentials, with `--token-url`.

@@ -174,7 +174,11 @@ async fn run(flags: Flags) -> Result<(), BoxError> {
     }
 
     let metrics = admin::install_recorder()?;
-    let (stack, handles) = assemble::build_stack(&flags, &upstream)?;
+    let assemble::Assembled {
+        upstream: stack,
+        handles,
+        audit_file,
+    } = assemble::build_stack(&flags, &upstream)?;
     if let Some(tokens) = &handles.tokens {
         admin::keep_token(tokens.clone());
     }
@@ -192,6 +196,10 @@ async fn run(flags: Flags) -> Result<(), BoxError> {
     println!("upstream {}", gateway.upstream);
     let stopped = serve::serve(listener, gateway, flags.shutdown_grace).await;
 
+    if let Some(file) = audit_file {
+        // the dropped requests' `cancelled` lines included
+        tokio::task::spawn_blocking(move || file.flush()).await?;
+    }
     let stats = handles.stats.snapshot();
     println!(
         "requests {} successes {} http errors {} errors {} attempts {} retries {} shed {} p50 {:.1} ms p99 {:.1} ms",

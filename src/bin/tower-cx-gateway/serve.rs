@@ -1,7 +1,9 @@
 //! The accept loop within the limits, and the graceful shutdown: on SIGTERM
 //! or Ctrl-C the listener closes (new connections are refused), idle
 //! connections close, and requests in flight finish within the grace
-//! period; whatever is still running then is dropped and counted.
+//! period; whatever is still running then is dropped, counted and recorded
+//! by the audit layer as `cancelled` (not dead-lettered: the audit layer
+//! dead-letters requests that ended in a failure, not dropped ones).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -162,9 +164,14 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, grace: Duration) -> 
         Ok(()) => 0,
         Err(_) => in_flight.count(),
     };
-    tasks.abort_all();
     if dropped > 0 {
-        eprintln!("shutdown: {dropped} request(s) still in flight after {grace:?}, dropped");
+        eprintln!(
+            "shutdown: {dropped} request(s) still in flight after {grace:?}, dropped \
+             (recorded as cancelled in the audit stream)"
+        );
     }
+    // Dropping a request's future records it as `cancelled` in the audit.
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
     Stopped { dropped }
 }
