@@ -32,10 +32,19 @@ pub struct Admin {
     metrics: PrometheusHandle,
 }
 
+/// Histogram buckets in seconds: OpenTelemetry's advice for
+/// `http.client.request.duration`, up to a minute for queued and retried
+/// requests. Buckets (not summaries) so that a fleet's scrapes add up.
+const BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 30.0, 60.0,
+];
+
 /// Installs the process-wide Prometheus recorder (no listener of its own:
 /// `/metrics` renders it) and returns its handle.
 pub fn install_recorder() -> Result<PrometheusHandle, BoxError> {
-    Ok(PrometheusBuilder::new().install_recorder()?)
+    Ok(PrometheusBuilder::new()
+        .set_buckets(&BUCKETS)?
+        .install_recorder()?)
 }
 
 impl Admin {
