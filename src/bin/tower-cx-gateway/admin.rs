@@ -155,3 +155,48 @@ pub fn keep_token(tokens: TokenCache) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower_cx::breaker::CircuitBreakerLayer;
+    use tower_cx::stack::Stack;
+
+    fn admin(breaker: CircuitBreakerLayer) -> Admin {
+        let handles = Stack::new().breaker(breaker).handles();
+        let metrics = PrometheusBuilder::new().build_recorder().handle();
+        Admin::new(&handles, metrics)
+    }
+
+    fn get(admin: &Admin, path: &str) -> Option<StatusCode> {
+        let request = Request::get(path).body(()).unwrap();
+        admin.answer(&request).map(|r| r.status())
+    }
+
+    #[tokio::test]
+    async fn only_the_gateways_own_paths_are_answered_here() {
+        let admin = admin(CircuitBreakerLayer::new());
+        assert_eq!(get(&admin, "/healthz"), Some(StatusCode::OK));
+        assert_eq!(get(&admin, "/readyz"), Some(StatusCode::OK));
+        assert_eq!(get(&admin, "/metrics"), Some(StatusCode::OK));
+        assert_eq!(get(&admin, "/healthz/x"), None);
+        assert_eq!(get(&admin, "/api/v2/users"), None);
+        let post = Request::post("/readyz").body(()).unwrap();
+        let answer = admin.answer(&post).unwrap();
+        assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[tokio::test]
+    async fn an_isolated_breaker_is_not_ready() {
+        let breaker = CircuitBreakerLayer::new();
+        let handle = breaker.handle();
+        let admin = admin(breaker);
+        handle.isolate();
+        assert_eq!(admin.not_ready(), Some("circuit_isolated"));
+        assert_eq!(
+            get(&admin, "/readyz"),
+            Some(StatusCode::SERVICE_UNAVAILABLE)
+        );
+        assert_eq!(get(&admin, "/healthz"), Some(StatusCode::OK));
+    }
+}
