@@ -2,16 +2,15 @@
 //! request through a [`Stack`] (token, pacing, retries, breaker, audit) to
 //! Genesys Cloud, here the embedded mock.
 //!
-//! Run: `cargo run --example gateway` starts the mock and the gateway, sends
-//! it one request, prints the answer and exits; with `-- --serve` it keeps
-//! serving (`curl localhost:8080/api/v2/users/me`). For an operator's
-//! ready-made sidecar with flags, health and metrics, see the
-//! `tower-cx-gateway` binary (feature `gateway`).
+//! `cargo run --example gateway` sends it one request, prints the answer and
+//! exits; with `-- --serve` it keeps serving on `127.0.0.1:8080`. The
+//! ready-made sidecar with flags, health, metrics and graceful shutdown is
+//! the `tower-cx-gateway` binary (feature `gateway`).
 
-use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tower::ServiceExt;
@@ -20,35 +19,33 @@ use tower_cx::error::BoxError;
 use tower_cx::mock::MockServer;
 use tower_cx::stack::{CxService, Stack};
 
-/// Forward one request to `api` through the stack; its errors become a 502.
+type Answer = Response<Either<Incoming, Full<Bytes>>>;
+
+/// Forwards one request to `api` through the stack; its errors become a 502.
 async fn forward(
     stack: CxService,
     api: String,
     request: Request<Incoming>,
-) -> Result<Response<http_body_util::Either<Incoming, Full<bytes::Bytes>>>, BoxError> {
+) -> Result<Answer, BoxError> {
     let (mut parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    parts.uri = format!("{api}{path}").parse::<Uri>()?;
+    parts.uri = format!("{api}{path}").parse()?;
     parts.headers.remove(http::header::HOST);
-    let body = Body::from_bytes(body.collect().await?.to_bytes());
-    Ok(
-        match stack.oneshot(Request::from_parts(parts, body)).await {
-            Ok(response) => response.map(http_body_util::Either::Left),
-            Err(e) => {
-                let mut answer =
-                    Response::new(http_body_util::Either::Right(Full::from(e.to_string())));
-                *answer.status_mut() = StatusCode::BAD_GATEWAY;
-                answer
-            }
-        },
-    )
+    let request = Request::from_parts(parts, Body::from_bytes(body.collect().await?.to_bytes()));
+    Ok(match stack.oneshot(request).await {
+        Ok(response) => response.map(Either::Left),
+        Err(e) => {
+            let mut answer = Response::new(Either::Right(Full::from(e.to_string())));
+            *answer.status_mut() = StatusCode::BAD_GATEWAY;
+            answer
+        }
+    })
 }
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let mock = MockServer::start().await?;
-    let config = mock.config().clone();
-    let region = mock.genesys_region();
+    let (region, config) = (mock.genesys_region(), mock.config().clone());
     let stack = Stack::genesys(&region, config.client_id, config.client_secret)?.build();
     let serve = std::env::args().any(|a| a == "--serve");
     let listener = tokio::net::TcpListener::bind(if serve {
@@ -59,20 +56,19 @@ async fn main() -> Result<(), BoxError> {
     .await?;
     let addr = listener.local_addr()?;
     println!("gateway on http://{addr}, upstream {}", region.api_base());
-    let api = region.api_base();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (stack, api) = (stack.clone(), api.clone());
+            let (stack, api) = (stack.clone(), region.api_base());
             let service =
                 hyper::service::service_fn(move |r| forward(stack.clone(), api.clone(), r));
-            tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+            let http = hyper::server::conn::http1::Builder::new();
+            tokio::spawn(http.serve_connection(TokioIo::new(stream), service));
         }
     });
     if serve {
-        tokio::signal::ctrl_c().await?;
-        return Ok(());
+        return Ok(tokio::signal::ctrl_c().await?);
     }
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let response = client
         .get(format!("http://{addr}/api/v2/users?pageSize=2").parse()?)
         .await?;
