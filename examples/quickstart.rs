@@ -13,8 +13,11 @@
 //! happened, including the mock's own count of rule violations and of
 //! operations applied twice (both must be zero).
 //!
-//! Run: `cargo run --example quickstart` (no credentials, no network).
+//! Run: `cargo run --example quickstart` (no credentials, no network). On a
+//! terminal a live progress bar shows the run; in a log or a pipe, a plain
+//! line every 20 requests.
 
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,32 +98,35 @@ async fn main() -> Result<(), BoxError> {
             request.extensions_mut().insert(priority);
             let status = client.oneshot(request).await.map(|r| r.status());
             let n = done.fetch_add(1, Ordering::SeqCst) + 1;
-            if n % 20 == 0 {
-                println!(
-                    "  {n:>3}/{REQUESTS} done after {:.1} s",
-                    started.elapsed().as_secs_f64()
-                );
-            }
+            progress(n, started.elapsed());
             Ok::<_, BoxError>(status)
         }));
     }
     let (mut ok, mut http_errors, mut errors, mut unknown) = (0, 0, 0, 0);
+    // told after the run, so that they never break the progress bar
+    let mut notes = Vec::new();
     for task in tasks {
         match task.await? {
             Ok(Ok(status)) if status == StatusCode::OK => ok += 1,
             Ok(Ok(_)) => http_errors += 1,
             Ok(Err(error)) if OutcomeUnknown::find(error.as_ref()).is_some() => {
                 unknown += 1;
-                println!("  not retried: {error}");
+                notes.push(format!("  not retried: {error}"));
             }
             Ok(Err(error)) => {
                 errors += 1;
                 if errors <= 3 {
-                    println!("  error: {error}");
+                    notes.push(format!("  error: {error}"));
                 }
             }
             Err(error) => return Err(error),
         }
+    }
+    if std::io::stdout().is_terminal() {
+        println!(); // past the progress bar
+    }
+    for note in notes {
+        println!("{note}");
     }
     let elapsed = started.elapsed();
     let stats = handles.stats.snapshot();
@@ -174,4 +180,20 @@ async fn main() -> Result<(), BoxError> {
         println!("  {name:<24} {value}");
     }
     Ok(())
+}
+
+/// Report `n` of the requests done after `elapsed`: a live bar redrawn in
+/// place on a terminal, a plain line every 20 requests otherwise (a log, a
+/// pipe, CI).
+fn progress(n: usize, elapsed: Duration) {
+    const WIDTH: usize = 30;
+    let seconds = elapsed.as_secs_f64();
+    if std::io::stdout().is_terminal() {
+        let filled = n * WIDTH / REQUESTS;
+        let bar = format!("{}{}", "#".repeat(filled), ".".repeat(WIDTH - filled));
+        print!("\r  [{bar}] {n:>3}/{REQUESTS} after {seconds:.1} s");
+        let _ = std::io::stdout().flush();
+    } else if n % 20 == 0 {
+        println!("  {n:>3}/{REQUESTS} done after {seconds:.1} s");
+    }
 }
