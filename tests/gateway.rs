@@ -4,6 +4,8 @@
 
 #[path = "support/events.rs"]
 mod events;
+#[path = "support/gateway_process.rs"]
+mod gateway_process;
 #[path = "support/loopback.rs"]
 mod loopback;
 
@@ -33,30 +35,13 @@ fn gateway_binary() -> PathBuf {
 
 /// Starts the gateway and returns it with the address it listens on.
 async fn start_gateway(args: &[&str], secret: &str, audit: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(gateway_binary())
-        .args(["--listen", "127.0.0.1:0", "--audit-file"])
-        .arg(audit)
-        .args(args)
-        .env("TOWER_CX_CLIENT_SECRET", secret)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                return addr.to_string();
-            }
-        }
-        panic!("the gateway exited before listening");
-    })
-    .await
-    .expect("the gateway starts");
-    // Keep draining its output so that it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
+    let audit = audit.to_str().expect("a UTF-8 path");
+    let args: Vec<&str> = ["--audit-file", audit]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    let gateway = gateway_process::start(&args, &[("TOWER_CX_CLIENT_SECRET", secret)]).await;
+    (gateway.child, gateway.addr)
 }
 
 /// The gateway in front of `mock`, authenticating with the mock's client id

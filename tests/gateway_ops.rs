@@ -2,9 +2,11 @@
 //! `/healthz`, `/readyz` and `/metrics`, answered by the gateway itself.
 #![cfg(all(feature = "gateway", feature = "mock"))]
 
-use std::process::Stdio;
+#[path = "support/gateway_process.rs"]
+mod gateway_process;
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::routing::post;
@@ -14,49 +16,13 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tower_cx::mock::{Fault, MockServer};
 
 /// Starts the gateway with `args` and returns it with its base URL.
 async fn start(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
-    let (child, addr, _) = start_with_output(args, env).await;
-    (child, addr)
-}
-
-/// [`start`], and the lines the gateway prints after it listens.
-async fn start_with_output(
-    args: &[&str],
-    env: &[(&str, &str)],
-) -> (Child, String, Arc<Mutex<Vec<String>>>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tower-cx-gateway"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(addr) = line.strip_prefix("listening on ") {
-                return addr.to_string();
-            }
-        }
-        panic!("the gateway exited before listening");
-    })
-    .await
-    .expect("the gateway starts");
-    let output = Arc::new(Mutex::new(Vec::new()));
-    let keep = output.clone();
-    tokio::spawn(async move {
-        while let Ok(Some(line)) = lines.next_line().await {
-            keep.lock().unwrap().push(line);
-        }
-    });
-    (child, addr, output)
+    let gateway = gateway_process::start(args, env).await;
+    (gateway.child, gateway.addr)
 }
 
 /// `GET base+path`: the status and the body text.
@@ -202,22 +168,9 @@ async fn sigterm_lets_the_request_in_flight_finish_refuses_new_ones_and_exits_0(
         async move { get(&addr, "/api/v2/users?pageSize=1").await }
     });
     // the request has reached the upstream, which holds it
-    let mut arrived = false;
-    for _ in 0..300 {
-        if mock.counters().requests.contains_key("/api/v2/users") {
-            arrived = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(arrived, "the request reaches the mock");
+    gateway_process::wait_until_mock_saw(&mock, "/api/v2/users").await;
 
-    let pid = gateway.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    gateway_process::terminate(&gateway);
 
     // new connections are refused once the listener is closed
     let host = addr.strip_prefix("http://").unwrap().to_owned();
@@ -257,7 +210,11 @@ async fn requests_still_in_flight_after_the_grace_period_are_dropped_and_counted
         std::process::id()
     ));
     let audit_arg = audit.to_str().unwrap().to_owned();
-    let (mut gateway, addr, output) = start_with_output(
+    let gateway_process::Gateway {
+        child: mut gateway,
+        addr,
+        output,
+    } = gateway_process::start(
         &[
             "--upstream",
             &base,
@@ -281,21 +238,8 @@ async fn requests_still_in_flight_after_the_grace_period_are_dropped_and_counted
             .unwrap();
         client.request(request).await.map(|r| r.status())
     });
-    let mut arrived = false;
-    for _ in 0..300 {
-        if mock.counters().requests.contains_key("/api/v2/users") {
-            arrived = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(arrived, "the request reaches the mock");
-    let pid = gateway.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    gateway_process::wait_until_mock_saw(&mock, "/api/v2/users").await;
+    gateway_process::terminate(&gateway);
 
     let exit = tokio::time::timeout(Duration::from_secs(60), gateway.wait())
         .await
