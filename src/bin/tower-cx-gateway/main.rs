@@ -81,11 +81,15 @@
 //! (`limits.rs` says what each one does). Accept errors (out of descriptors)
 //! pause accepting for 5 ms, doubling up to 1 s, logged once per pause run.
 //!
-//! The gateway answers three paths itself and never forwards them:
+//! The gateway answers these paths itself and never forwards them:
 //! `GET /healthz` (200 while it serves), `GET /readyz` (200 when a token is
 //! in hand and the breaker is not open; 503 with `{"ready":false,"reason":..}`
-//! otherwise) and `GET /metrics` (Prometheus text: the OpenTelemetry HTTP
-//! client instruments and the `tower_cx_` ones).
+//! otherwise), `GET /metrics` (Prometheus text: the OpenTelemetry HTTP
+//! client instruments and the `tower_cx_` ones) and `GET /_cx/status` (the
+//! operator's status page: the token's expiry, breaker, rate gate, queue per
+//! priority, pacing, fleet state, recent retries and sheds; HTML reloading
+//! itself every 2 s, or JSON at `/_cx/status.json`, with `?format=json` or
+//! with `Accept: application/json`). Serve them to operators only.
 //!
 //! On start it prints `listening on http://ADDR`. On SIGTERM or Ctrl-C it
 //! stops accepting (new connections are refused), lets requests in flight
@@ -178,12 +182,13 @@ async fn run(flags: Flags) -> Result<(), BoxError> {
         upstream: stack,
         handles,
         audit_file,
+        board,
     } = assemble::build_stack(&flags, &upstream)?;
     if let Some(tokens) = &handles.tokens {
         admin::keep_token(tokens.clone());
     }
     let gateway = Gateway {
-        admin: Arc::new(Admin::new(&handles, metrics)),
+        admin: Arc::new(Admin::new(&handles, metrics).status(board)),
         stack,
         upstream: Arc::new(upstream),
         authenticates: flags.token_url.is_some(),
