@@ -177,8 +177,8 @@ pub fn panels(chart: &Panels) -> Result<String, ChartError> {
                 panel
                     .draw_series(DashedLineSeries::new(
                         [(0.0, reference.y), (x_max, reference.y)],
+                        12,
                         6,
-                        4,
                         BLACK.stroke_width(1),
                     ))
                     .map_err(draw_error)?;
