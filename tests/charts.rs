@@ -145,6 +145,13 @@ fn input_a_chart_cannot_draw_is_a_typed_error() {
         chart::panels(&attempts_chart(eight)),
         Err(ChartError::TooManySeries(8))
     ));
+    for bin in [0.0, -1.0, f64::NAN] {
+        let chart = Panels {
+            bin,
+            ..attempts_chart(vec![series("tower-cx", &[100.0])])
+        };
+        assert!(matches!(chart::panels(&chart), Err(ChartError::Bin(_))));
+    }
     let error = chart::grouped_bars(&GroupedBars {
         title: String::new(),
         x_desc: String::new(),

@@ -48,6 +48,8 @@ pub enum ChartError {
         /// The number of groups.
         groups: usize,
     },
+    /// A bin width that is not a positive finite number.
+    Bin(f64),
     /// plotters failed to draw.
     Draw(String),
 }
@@ -67,6 +69,9 @@ impl fmt::Display for ChartError {
                 f,
                 "series {label:?} has {values} values for {groups} groups"
             ),
+            ChartError::Bin(width) => {
+                write!(f, "a bin must be wider than zero and finite, not {width}")
+            }
             ChartError::Draw(e) => write!(f, "drawing the chart failed: {e}"),
         }
     }
@@ -119,6 +124,9 @@ pub struct Panels {
 /// Render `chart` as an SVG document.
 pub fn panels(chart: &Panels) -> Result<String, ChartError> {
     check_series(&chart.series)?;
+    if !(chart.bin.is_finite() && chart.bin > 0.0) {
+        return Err(ChartError::Bin(chart.bin));
+    }
     let bins = chart
         .series
         .iter()
