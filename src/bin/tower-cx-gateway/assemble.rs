@@ -4,7 +4,7 @@
 use http::header::HeaderName;
 use http::Uri;
 use tower::Layer;
-use tower_cx::audit::{AuditLayer, FanOut, JsonLinesSink};
+use tower_cx::audit::{AuditLayer, FanOut, JsonLinesDeadLetters, JsonLinesSink};
 use tower_cx::auth::ClientCredentials;
 use tower_cx::error::BoxError;
 use tower_cx::metrics::MetricsSink;
@@ -45,7 +45,19 @@ pub fn build_stack(flags: &Flags, upstream: &Uri) -> Result<Assembled, BoxError>
         }
         None => None,
     };
-    let audit = AuditLayer::new(sinks);
+    let mut audit = AuditLayer::new(sinks);
+    if let Some(path) = &flags.dead_letter_file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("--dead-letter-file {path}: {e}"))?;
+        // unbuffered: a letter is on disk when the request ends, shutdown
+        // or not
+        audit = audit
+            .dead_letters(JsonLinesDeadLetters::new(file))
+            .dead_letter_dropped(true);
+    }
     let mut retry = RetryLayer::new()
         .max_attempts(flags.max_attempts)
         .auto_idempotency_key(true);
