@@ -875,3 +875,123 @@ async fn a_wrong_redis_password_falls_back_without_printing_the_url() {
     assert!(!format!("{events:?}").contains("Q7Z"), "{events:?}");
     assert!(!format!("{events:?}").contains("127.0.0.1"), "{events:?}");
 }
+
+/// Three members, each on its own thread and runtime, send `requests`
+/// requests one after another to an upstream that always answers 503,
+/// each with the retry budget `budget()` makes (and, for a fleet's, its
+/// fleet, connected before the storm starts); returns the first attempts
+/// and the retries the upstream saw.
+async fn storm<B, F>(requests: usize, budget: F) -> (usize, usize)
+where
+    B: tower_cx::retry::Budget,
+    F: Fn() -> (B, Option<RedisFleet>) + Send + Sync + 'static,
+{
+    // (each answer takes a moment, as over a network: the members'
+    // settling tasks get to run)
+    let upstream = Scripted::always(status(503).after(Duration::from_millis(2)));
+    let budget = Arc::new(budget);
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let (upstream, budget) = (upstream.clone(), budget.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let (budget, fleet) = budget();
+                    if let Some(fleet) = fleet {
+                        fleet.check().await.unwrap();
+                    }
+                    let retry = RetryLayer::new()
+                        .max_attempts(4)
+                        .backoff(Backoff::constant(Duration::from_millis(1)))
+                        .budget(budget);
+                    let service = tower::Layer::layer(&retry, upstream);
+                    for _ in 0..requests {
+                        let response = service
+                            .clone()
+                            .oneshot(
+                                Request::get("http://upstream/")
+                                    .body(Body::empty())
+                                    .unwrap(),
+                            )
+                            .await
+                            .unwrap();
+                        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+                    }
+                })
+            })
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| t.join().unwrap()))
+        .await
+        .unwrap();
+    let first = 3 * requests;
+    (first, upstream.count() - first)
+}
+
+#[tokio::test]
+async fn a_shared_retry_budget_holds_the_retries_of_the_whole_fleet() {
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    a_shared_retry_budget_holds_the_fleet(Backend::server(&redis)).await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_a_shared_retry_budget_holds_the_retries_of_the_whole_fleet() {
+    let Some(cluster) = Backend::cluster() else {
+        return;
+    };
+    a_shared_retry_budget_holds_the_fleet(cluster).await;
+}
+
+async fn a_shared_retry_budget_holds_the_fleet(backend: Backend) {
+    use tower_cx::retry::RetryBudget;
+
+    // 10 s window, a reserve of 2 retries per second (20), 10 % of first
+    // attempts; each member wants 3 retries per request, far more.
+    let (ttl, min_per_sec, percent, batch) = (Duration::from_secs(10), 2, 0.1, 4u32);
+    let requests = 60;
+    // Alone, each member has its own reserve: 3 x (20 + 6) retries.
+    let (first, local) = storm(requests, move || {
+        (RetryBudget::new(ttl, min_per_sec, percent).unwrap(), None)
+    })
+    .await;
+    assert_eq!((first, local), (180, 78));
+    // Shared: one reserve and 10 % of the fleet's first attempts (20 + 18),
+    // plus at most `batch` retries per member the fleet had not seen yet.
+    let events = Events::new();
+    let prefix = prefix("budget");
+    let (recorder, members) = (events.recorder(), backend.clone());
+    let (first, shared) = storm(requests, move || {
+        let fleet = members
+            .connect()
+            .prefix(prefix.clone())
+            .on_event(recorder.clone());
+        let budget = fleet
+            .retry_budget("api", ttl, min_per_sec, percent)
+            .unwrap()
+            .batch(batch);
+        (budget, Some(fleet))
+    })
+    .await;
+    println!("retries against an always-failing upstream, 3 members x {requests} requests: {local} with local budgets, {shared} with one fleet budget");
+    let budget = 20 + first / 10;
+    assert!(
+        shared <= budget + 3 * batch as usize,
+        "{shared} retries for a fleet budget of {budget} (+ {})",
+        3 * batch
+    );
+    // the reserve is the fleet's: used, once
+    assert!(shared >= 20, "{shared}");
+    assert!(
+        !events
+            .all()
+            .iter()
+            .any(|e| matches!(e, FleetEvent::Degraded { .. })),
+        "{:?}",
+        events.all()
+    );
+}

@@ -15,11 +15,16 @@
 //!   that trips on one instance opens every instance's breaker.
 //! - [`RedisPacer`]: a fleet-wide pacing schedule (GCRA, atomic in a Lua
 //!   script on the Redis clock), used by the priority limiter.
+//! - [`RedisRetryBudget`] from [`RedisFleet::retry_budget`]: one retry
+//!   budget for the fleet, so that a fleet in a storm adds at most the
+//!   budget's share of retries in total, not per member; settled with
+//!   Redis in the background, never waited for on the request path.
 //!
 //! Each piece plugs into the same trait as its in-memory counterpart
 //! ([`TokenSource`],
 //! [`PauseShare`](crate::share::PauseShare),
-//! [`Pacer`](crate::priority::Pacer)). When Redis is unreachable, each
+//! [`Pacer`](crate::priority::Pacer),
+//! [`Budget`](crate::retry::Budget)). When Redis is unreachable, each
 //! instance falls back to its local state and requests keep flowing; a
 //! [`FleetEvent`] (and, with `on_event(audit.emitter().handler())`, an audit event)
 //! says why, and shared state resumes when Redis returns. An idle pub/sub
@@ -61,6 +66,7 @@
 //! | `{tower-cx:gate:NAME}:closed` | the channel announcing gate pauses |
 //! | `{tower-cx:breaker:NAME}`, `...:closed` | an open breaker, and its channel |
 //! | `{tower-cx:pace:NAME}` | the pacing schedule (GCRA's next slot) |
+//! | `{tower-cx:budget:NAME}` | a retry budget: a hash of window slot -> balance |
 //!
 //! `KEY` is the token source's key (for client credentials: token URL,
 //! client id and scopes). This layout (the hash tags) is new in this
@@ -95,6 +101,7 @@
 //! # }
 //! ```
 
+mod budget;
 mod conn;
 mod pacer;
 mod pause;
@@ -108,6 +115,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub use budget::RedisRetryBudget;
 pub use conn::Deployment;
 use conn::{Conn, Seeds};
 pub use pacer::RedisPacer;
@@ -350,6 +358,35 @@ impl RedisFleet {
     /// [derived](Self::derived) names. The hash tag spans the whole key,
     /// from its first character: a `}` inside `name` only shortens the tag,
     /// equally for the key and its derived names, which stay in one slot.
+    /// A retry budget shared by the fleet, called `name`: retries may add
+    /// `percent` of the fleet's first attempts (0 to 1000, e.g. `0.2`),
+    /// plus a reserve of `min_per_sec` per second, over a window of `ttl`
+    /// (1 s to 60 s), as [`RetryBudget::new`](crate::retry::RetryBudget::new)
+    /// but for all members together. Bad settings are a [`ConfigError`].
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), tower_cx::error::BoxError> {
+    /// use std::time::Duration;
+    /// use tower_cx::fleet::RedisFleet;
+    /// use tower_cx::retry::RetryLayer;
+    ///
+    /// let fleet = RedisFleet::new("redis://127.0.0.1:6379")?;
+    /// let budget = fleet.retry_budget("genesys", Duration::from_secs(10), 10, 0.2)?;
+    /// let retry = RetryLayer::new().budget(budget);
+    /// # let _ = retry;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn retry_budget(
+        &self,
+        name: &str,
+        ttl: Duration,
+        min_per_sec: u32,
+        percent: f32,
+    ) -> Result<RedisRetryBudget, ConfigError> {
+        RedisRetryBudget::new(self.clone(), name, ttl, min_per_sec, percent)
+    }
+
     pub(crate) fn key(&self, kind: &str, name: &str) -> String {
         format!("{{{}:{kind}:{name}}}", self.inner.config.prefix)
     }
