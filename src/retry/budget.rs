@@ -49,6 +49,16 @@ pub trait Budget: fmt::Debug + Send + Sync + 'static {
     fn withdraw(&self, now: Instant) -> bool;
 }
 
+impl<B: Budget + ?Sized> Budget for Arc<B> {
+    fn deposit(&self, now: Instant) {
+        (**self).deposit(now)
+    }
+
+    fn withdraw(&self, now: Instant) -> bool {
+        (**self).withdraw(now)
+    }
+}
+
 /// Limits retries to a share of first attempts, so a failing upstream sees at
 /// most `1 + percent` times its normal load instead of `max_attempts` times.
 ///
@@ -146,6 +156,7 @@ impl RetryBudget {
     /// reserve, a first attempt's deposit, and the length of one of the
     /// window's slots; `None` when unlimited. For budgets kept elsewhere
     /// (a fleet's) with the same accounting.
+    #[cfg(feature = "redis")]
     pub(crate) fn units(&self) -> Option<BudgetUnits> {
         self.inner.as_ref().map(|b| BudgetUnits {
             reserve: b.reserve as i64,
@@ -190,6 +201,7 @@ impl RetryBudget {
 }
 
 /// A [`RetryBudget`]'s accounting, in its fixed-point units.
+#[cfg(feature = "redis")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BudgetUnits {
     /// Always there: `min_per_sec * ttl` retries.

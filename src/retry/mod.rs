@@ -123,6 +123,7 @@ mod safety;
 mod service;
 
 pub use crate::observe::{DelaySource, GiveUpReason, RetryEvent, RetryEventKind};
+#[cfg(feature = "redis")]
 pub(crate) use budget::BudgetUnits;
 pub use budget::{Budget, RetryBudget};
 pub use config::RetryOverride;
