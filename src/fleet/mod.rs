@@ -353,11 +353,6 @@ impl RedisFleet {
         RedisPacer::new(self.clone(), name, requests, per)
     }
 
-    /// The key of the shared piece `kind` called `name`: every key and
-    /// channel of the fleet is built here, as this key or one of the
-    /// [derived](Self::derived) names. The hash tag spans the whole key,
-    /// from its first character: a `}` inside `name` only shortens the tag,
-    /// equally for the key and its derived names, which stay in one slot.
     /// A retry budget shared by the fleet, called `name`: retries may add
     /// `percent` of the fleet's first attempts (0 to 1000, e.g. `0.2`),
     /// plus a reserve of `min_per_sec` per second, over a window of `ttl`
@@ -387,6 +382,11 @@ impl RedisFleet {
         RedisRetryBudget::new(self.clone(), name, ttl, min_per_sec, percent)
     }
 
+    /// The key of the shared piece `kind` called `name`: every key and
+    /// channel of the fleet is built here, as this key or one of the
+    /// [derived](Self::derived) names. The hash tag spans the whole key,
+    /// from its first character: a `}` inside `name` only shortens the tag,
+    /// equally for the key and its derived names, which stay in one slot.
     pub(crate) fn key(&self, kind: &str, name: &str) -> String {
         format!("{{{}:{kind}:{name}}}", self.inner.config.prefix)
     }
