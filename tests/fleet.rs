@@ -11,13 +11,14 @@
 
 #[path = "support/events.rs"]
 mod events;
+#[path = "support/redis_server.rs"]
+mod redis_server;
 #[path = "support/upstream.rs"]
 mod upstream;
 #[path = "support/vendor_stacks.rs"]
 mod vendor_stacks;
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,96 +27,15 @@ use tower::ServiceExt;
 use tower_cx::auth::{source_fn, ClientCredentials, TokenCache, TokenError};
 use tower_cx::backoff::Backoff;
 use tower_cx::body::Body;
-use tower_cx::fleet::{FleetEvent, RedisFleet};
+use tower_cx::fleet::{Deployment, FleetEvent, RedisFleet};
 use tower_cx::mock::MockServer;
 use tower_cx::priority::{LimiterEvent, PriorityLimitLayer};
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::{CxService, Stack};
 
 use events::EventCapture;
+use redis_server::{prefix, Backend, RedisServer};
 use upstream::{status, Scripted};
-
-/// A `redis-server` child process on a loopback port, stopped on drop; or
-/// the server `.ci/run` started (`TOWER_CX_REDIS_URL`), for the tests that
-/// do not stop it (each test uses its own key prefix).
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    external: Option<String>,
-}
-
-impl RedisServer {
-    /// The shared server if there is one, else a new one.
-    fn shared() -> Option<Self> {
-        match std::env::var("TOWER_CX_REDIS_URL") {
-            Ok(url) if !url.is_empty() => Some(Self {
-                child: None,
-                port: 0,
-                external: Some(url),
-            }),
-            _ => Self::start(),
-        }
-    }
-
-    fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
-    }
-
-    fn start_on(port: u16) -> Option<Self> {
-        let spawned = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match spawned {
-            Ok(child) => child,
-            Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!("SKIPPED: redis-server cannot be started ({e}); install redis-server");
-                return None;
-            }
-            Err(e) => panic!("redis-server is required in CI: {e}"),
-        };
-        let server = Self {
-            child: Some(child),
-            port,
-            external: None,
-        };
-        // Wait until it accepts connections.
-        for _ in 0..250 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(server);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis-server did not start on port {port}");
-    }
-
-    fn url(&self) -> String {
-        match &self.external {
-            Some(url) => url.clone(),
-            None => format!("redis://127.0.0.1:{}", self.port),
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// What the tests need to reach the mock from another runtime.
 #[derive(Clone)]
@@ -196,6 +116,7 @@ fn fleet(url: &str, prefix: &str, events: &Events) -> RedisFleet {
 /// share, the fleet events they report, and the mock they call.
 #[derive(Clone)]
 struct TestFleet {
+    backend: Backend,
     url: String,
     prefix: String,
     events: Events,
@@ -203,9 +124,10 @@ struct TestFleet {
 }
 
 impl TestFleet {
-    fn new(redis: &RedisServer, test: &str, mock: &MockServer) -> Self {
+    fn new(backend: &Backend, test: &str, mock: &MockServer) -> Self {
         Self {
-            url: redis.url(),
+            backend: backend.clone(),
+            url: backend.url().to_owned(),
             prefix: prefix(test),
             events: Events::new(),
             upstream: Upstream::of(mock),
@@ -215,11 +137,15 @@ impl TestFleet {
     /// A new member, with its own Redis connection; pacing at `pacing` per
     /// second if any.
     fn member(&self, pacing: Option<u32>) -> Member {
-        member(
-            &fleet(&self.url, &self.prefix, &self.events),
-            &self.upstream,
-            pacing,
-        )
+        member(&self.fleet(), &self.upstream, pacing)
+    }
+
+    /// A new member's own connection to the fleet's Redis.
+    fn fleet(&self) -> RedisFleet {
+        self.backend
+            .connect()
+            .prefix(self.prefix.clone())
+            .on_event(self.events.recorder())
     }
 
     /// Run `work` for `n` new members, each on its own thread and Tokio
@@ -262,19 +188,27 @@ async fn eventually(tries: u32, step: Duration, mut condition: impl FnMut() -> b
     condition()
 }
 
-fn prefix(test: &str) -> String {
-    format!("test-{test}-{:08x}", rand::random::<u32>())
-}
-
 #[tokio::test]
 async fn the_fleet_makes_one_token_request_per_refresh() {
     let Some(redis) = RedisServer::shared() else {
         return;
     };
+    one_token_request_per_refresh(Backend::server(&redis)).await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_the_fleet_makes_one_token_request_per_refresh() {
+    let Some(cluster) = Backend::cluster() else {
+        return;
+    };
+    one_token_request_per_refresh(cluster).await;
+}
+
+async fn one_token_request_per_refresh(backend: Backend) {
     // 6 s tokens are due for refresh with 3 s left: over 4.5 s the fleet
     // needs exactly two tokens, however many members it has.
     let mock = vendor_stacks::mock_with(|c| c.token_lifetime = Duration::from_secs(6)).await;
-    let members = TestFleet::new(&redis, "token", &mock);
+    let members = TestFleet::new(&backend, "token", &mock);
     let refreshes = members
         .run(3, None, |member, upstream| async move {
             let started = tokio::time::Instant::now();
@@ -317,6 +251,18 @@ async fn a_rate_limit_seen_by_one_member_pauses_the_others() {
     let Some(redis) = RedisServer::shared() else {
         return;
     };
+    a_rate_limit_pauses_the_fleet(Backend::server(&redis)).await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_a_rate_limit_seen_by_one_member_pauses_the_others() {
+    let Some(cluster) = Backend::cluster() else {
+        return;
+    };
+    a_rate_limit_pauses_the_fleet(cluster).await;
+}
+
+async fn a_rate_limit_pauses_the_fleet(backend: Backend) {
     // One token for the fleet, 8 requests per 2 s window; 6 workers with
     // think time send about 24 per window: the fleet runs into the limit,
     // and whoever is told to wait tells the others.
@@ -325,7 +271,7 @@ async fn a_rate_limit_seen_by_one_member_pauses_the_others() {
         c.rate_window = Duration::from_secs(2);
     })
     .await;
-    let members = TestFleet::new(&redis, "gate", &mock);
+    let members = TestFleet::new(&backend, "gate", &mock);
     let reports = members
         .run(3, None, |member, upstream| async move {
             let mut workers = tokio::task::JoinSet::new();
@@ -383,8 +329,20 @@ async fn fleet_pacing_holds_the_configured_rate_over_a_minute() {
     let Some(redis) = RedisServer::shared() else {
         return;
     };
+    pacing_holds_the_rate(Backend::server(&redis)).await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_fleet_pacing_holds_the_configured_rate_over_a_minute() {
+    let Some(cluster) = Backend::cluster() else {
+        return;
+    };
+    pacing_holds_the_rate(cluster).await;
+}
+
+async fn pacing_holds_the_rate(backend: Backend) {
     let mock = vendor_stacks::mock_with(|c| c.rate_limit = 1_000_000).await;
-    let members = TestFleet::new(&redis, "pace", &mock);
+    let members = TestFleet::new(&backend, "pace", &mock);
     // 20 per second for the fleet; each member alone would happily send
     // far more (8 workers, no latency).
     let start = tokio::time::Instant::now() + Duration::from_millis(500);
@@ -654,7 +612,7 @@ async fn redis_cmd<T: redis::FromRedisValue>(url: &str, cmd: &redis::Cmd) -> T {
 /// The fleet's stored token key under `prefix` (not the lock).
 async fn token_key(url: &str, prefix: &str) -> String {
     let keys: Vec<String> =
-        redis_cmd(url, redis::cmd("KEYS").arg(format!("{prefix}:token:*"))).await;
+        redis_cmd(url, redis::cmd("KEYS").arg(format!("{{{prefix}:token:*"))).await;
     let mut keys: Vec<_> = keys.into_iter().filter(|k| !k.ends_with(":lock")).collect();
     assert_eq!(keys.len(), 1, "{keys:?}");
     keys.remove(0)
@@ -666,7 +624,7 @@ async fn a_token_the_api_refuses_is_removed_from_redis_and_replaced_once_for_the
         return;
     };
     let mock = MockServer::start().await.unwrap();
-    let members = TestFleet::new(&redis, "poison", &mock);
+    let members = TestFleet::new(&Backend::server(&redis), "poison", &mock);
     // A first member stores a good token, then the stored token is
     // overwritten with one the API refuses (a revoked token does the same).
     let first = members.member(None);
@@ -784,7 +742,7 @@ async fn a_half_open_subscription_is_detected_by_its_keepalive() {
         .await
         .unwrap();
     // wait until the subscription stands
-    let channel = format!("{prefix}:gate:api:closed");
+    let channel = format!("{{{prefix}:gate:api}}:closed");
     for _ in 0..250 {
         let (_, subscribers): (String, u32) = redis_cmd(
             &redis.url(),
@@ -830,7 +788,53 @@ async fn a_standalone_redis_passes_the_cluster_check() {
     };
     let events = Events::new();
     let fleet = fleet(&redis.url(), &prefix("check"), &events);
-    assert_eq!(fleet.check().await, Ok(()));
+    assert_eq!(fleet.check().await, Ok(Deployment::Standalone));
+}
+
+#[tokio::test]
+async fn a_cluster_is_found_from_one_node_or_named_and_both_share_its_state() {
+    let Some(cluster) = Backend::cluster() else {
+        return;
+    };
+    // the first member names the cluster, the second gives one node's URL
+    let (named, found) = (cluster.connect(), cluster.connect());
+    assert_eq!(named.check().await, Ok(Deployment::Cluster));
+    assert_eq!(found.check().await, Ok(Deployment::Cluster));
+    // a pause announced through one reaches a limiter on the other
+    let prefix = prefix("cluster-check");
+    let a = PriorityLimitLayer::new(1).share_gate(named.prefix(prefix.clone()).gate("api"));
+    let b = PriorityLimitLayer::new(1).share_gate(found.prefix(prefix).gate("api"));
+    let (a_handle, b_handle) = (a.handle(), b.handle());
+    let a_service = tower::Layer::layer(&a, Scripted::new([]));
+    let b_service = tower::Layer::layer(&b, Scripted::new([]));
+    for service in [&a_service, &b_service] {
+        service
+            .clone()
+            .oneshot(Request::new(Body::empty()))
+            .await
+            .unwrap();
+    }
+    // b's subscription stands once a pause announced now reaches it
+    let reached = eventually(100, Duration::from_millis(50), || {
+        a_handle.close_gate(Duration::from_secs(60));
+        b_handle.status().gate_closed_for > Some(Duration::from_secs(30))
+    })
+    .await;
+    assert!(reached, "{:?}", b_handle.status());
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_told_by_check_without_its_url() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let fleet = RedisFleet::new(&format!("redis://:pw-Q7Z@127.0.0.1:{port}")).unwrap();
+    let err = fleet.check().await.unwrap_err();
+    assert!(err.reason().starts_with("redis"), "{err}");
+    assert!(!err.to_string().contains("Q7Z"), "{err}");
+    assert!(!err.to_string().contains("127.0.0.1"), "{err}");
 }
 
 #[tokio::test]
@@ -870,4 +874,124 @@ async fn a_wrong_redis_password_falls_back_without_printing_the_url() {
     );
     assert!(!format!("{events:?}").contains("Q7Z"), "{events:?}");
     assert!(!format!("{events:?}").contains("127.0.0.1"), "{events:?}");
+}
+
+/// Three members, each on its own thread and runtime, send `requests`
+/// requests one after another to an upstream that always answers 503,
+/// each with the retry budget `budget()` makes (and, for a fleet's, its
+/// fleet, connected before the storm starts); returns the first attempts
+/// and the retries the upstream saw.
+async fn storm<B, F>(requests: usize, budget: F) -> (usize, usize)
+where
+    B: tower_cx::retry::Budget,
+    F: Fn() -> (B, Option<RedisFleet>) + Send + Sync + 'static,
+{
+    // (each answer takes a moment, as over a network: the members'
+    // settling tasks get to run)
+    let upstream = Scripted::always(status(503).after(Duration::from_millis(2)));
+    let budget = Arc::new(budget);
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let (upstream, budget) = (upstream.clone(), budget.clone());
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let (budget, fleet) = budget();
+                    if let Some(fleet) = fleet {
+                        fleet.check().await.unwrap();
+                    }
+                    let retry = RetryLayer::new()
+                        .max_attempts(4)
+                        .backoff(Backoff::constant(Duration::from_millis(1)))
+                        .budget(budget);
+                    let service = tower::Layer::layer(&retry, upstream);
+                    for _ in 0..requests {
+                        let response = service
+                            .clone()
+                            .oneshot(
+                                Request::get("http://upstream/")
+                                    .body(Body::empty())
+                                    .unwrap(),
+                            )
+                            .await
+                            .unwrap();
+                        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+                    }
+                })
+            })
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| t.join().unwrap()))
+        .await
+        .unwrap();
+    let first = 3 * requests;
+    (first, upstream.count() - first)
+}
+
+#[tokio::test]
+async fn a_shared_retry_budget_holds_the_retries_of_the_whole_fleet() {
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    a_shared_retry_budget_holds_the_fleet(Backend::server(&redis)).await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_a_shared_retry_budget_holds_the_retries_of_the_whole_fleet() {
+    let Some(cluster) = Backend::cluster() else {
+        return;
+    };
+    a_shared_retry_budget_holds_the_fleet(cluster).await;
+}
+
+async fn a_shared_retry_budget_holds_the_fleet(backend: Backend) {
+    use tower_cx::retry::RetryBudget;
+
+    // 10 s window, a reserve of 2 retries per second (20), 10 % of first
+    // attempts; each member wants 3 retries per request, far more.
+    let (ttl, min_per_sec, percent, batch) = (Duration::from_secs(10), 2, 0.1, 4u32);
+    let requests = 60;
+    // Alone, each member has its own reserve: 3 x (20 + 6) retries.
+    let (first, local) = storm(requests, move || {
+        (RetryBudget::new(ttl, min_per_sec, percent).unwrap(), None)
+    })
+    .await;
+    assert_eq!((first, local), (180, 78));
+    // Shared: one reserve and 10 % of the fleet's first attempts (20 + 18),
+    // plus at most `batch` retries per member the fleet had not seen yet.
+    let events = Events::new();
+    let prefix = prefix("budget");
+    let (recorder, members) = (events.recorder(), backend.clone());
+    let (first, shared) = storm(requests, move || {
+        let fleet = members
+            .connect()
+            .prefix(prefix.clone())
+            .on_event(recorder.clone());
+        let budget = fleet
+            .retry_budget("api", ttl, min_per_sec, percent)
+            .unwrap()
+            .batch(batch);
+        (budget, Some(fleet))
+    })
+    .await;
+    println!("retries against an always-failing upstream, 3 members x {requests} requests: {local} with local budgets, {shared} with one fleet budget");
+    let budget = 20 + first / 10;
+    assert!(
+        shared <= budget + 3 * batch as usize,
+        "{shared} retries for a fleet budget of {budget} (+ {})",
+        3 * batch
+    );
+    // the reserve is the fleet's: used, once
+    assert!(shared >= 20, "{shared}");
+    assert!(
+        !events
+            .all()
+            .iter()
+            .any(|e| matches!(e, FleetEvent::Degraded { .. })),
+        "{:?}",
+        events.all()
+    );
 }

@@ -15,20 +15,65 @@
 //!   that trips on one instance opens every instance's breaker.
 //! - [`RedisPacer`]: a fleet-wide pacing schedule (GCRA, atomic in a Lua
 //!   script on the Redis clock), used by the priority limiter.
+//! - [`RedisRetryBudget`] from [`RedisFleet::retry_budget`]: one retry
+//!   budget for the fleet, so that a fleet in a storm adds at most the
+//!   budget's share of retries in total, not per member; settled with
+//!   Redis in the background, never waited for on the request path.
 //!
 //! Each piece plugs into the same trait as its in-memory counterpart
 //! ([`TokenSource`],
 //! [`PauseShare`](crate::share::PauseShare),
-//! [`Pacer`](crate::priority::Pacer)). When Redis is unreachable, each
+//! [`Pacer`](crate::priority::Pacer),
+//! [`Budget`](crate::retry::Budget)). When Redis is unreachable, each
 //! instance falls back to its local state and requests keep flowing; a
 //! [`FleetEvent`] (and, with `on_event(audit.emitter().handler())`, an audit event)
 //! says why, and shared state resumes when Redis returns. An idle pub/sub
 //! subscription is checked with a `PING` ([`RedisFleet::keepalive`]), so a
 //! half-open connection is noticed and replaced.
 //!
-//! Redis Cluster is not supported yet: a cluster is refused, with
-//! [`ClusterUnsupported`] from [`RedisFleet::check`] at start-up and as the
-//! reason of every [`FleetEvent::Degraded`] after, never used half-working.
+//! # Deployments
+//!
+//! - **One server** (a primary, possibly with replicas):
+//!   [`RedisFleet::new`]`("redis://host:6379")`.
+//! - **Redis Cluster**: [`RedisFleet::new`] with any node's URL works too:
+//!   at connect time the fleet asks the node (`INFO cluster`) and, if it is
+//!   a cluster node, uses a cluster connection seeded by it, which follows
+//!   the cluster's slots and `MOVED` redirections. [`RedisFleet::cluster`]
+//!   names several nodes up front, so that the fleet can connect (and
+//!   subscribe) while one of them is down. [`RedisFleet::check`] tells which
+//!   it found.
+//!
+//! Every key carries a hash tag (`{...}`) that covers the whole name of
+//! one shared piece, so each Lua script and each multi-command call touches
+//! one slot, and different pieces spread over the cluster. Pauses travel
+//! by classic pub/sub (`PUBLISH` inside the gate's script), which a cluster
+//! forwards to every node; each member subscribes through a plain
+//! connection to one node it was given (in turn, after a failure). The
+//! redis crate's cluster client can subscribe only over RESP3 with a push
+//! channel, and sharded pub/sub (`SSUBSCRIBE`) would need Redis 7 and a
+//! subscription that follows slot moves; a plain subscription keeps one
+//! listener for both deployments.
+//!
+//! # Keys
+//!
+//! With the default [`prefix`](RedisFleet::prefix) `tower-cx`:
+//!
+//! | key or channel | holds |
+//! |---|---|
+//! | `{tower-cx:token:KEY}` | the shared token (JSON, expires with it) |
+//! | `{tower-cx:token:KEY}:lock` | the refresh lock (`SET NX PX`) |
+//! | `{tower-cx:gate:NAME}` | a closed rate gate (expires with the pause) |
+//! | `{tower-cx:gate:NAME}:closed` | the channel announcing gate pauses |
+//! | `{tower-cx:breaker:NAME}`, `...:closed` | an open breaker, and its channel |
+//! | `{tower-cx:pace:NAME}` | the pacing schedule (GCRA's next slot) |
+//! | `{tower-cx:budget:NAME}` | a retry budget: a hash of window slot -> balance |
+//!
+//! `KEY` is the token source's key (for client credentials: token URL,
+//! client id and scopes). This layout (the hash tags) is new in this
+//! version: members of an older version use other keys, so during a
+//! rolling upgrade the fleet runs two tokens, two gates and two pacing
+//! schedules (each half at the full rate) until the last old member is
+//! gone. Upgrade at a quiet time, or halve the rate while both run.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -56,18 +101,23 @@
 //! # }
 //! ```
 
+mod budget;
+mod conn;
 mod pacer;
 mod pause;
 mod token;
 
 use std::fmt;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::Instant;
 
+pub use budget::RedisRetryBudget;
+pub use conn::Deployment;
+use conn::{Conn, Seeds};
 pub use pacer::RedisPacer;
 pub use pause::RedisPauseShare;
 pub use token::SharedTokenSource;
@@ -98,12 +148,12 @@ pub struct RedisFleet {
 }
 
 struct Inner {
-    client: redis::Client,
+    seeds: Arc<Seeds>,
     config: Config,
-    conn: tokio::sync::Mutex<Option<ConnectionManager>>,
+    conn: tokio::sync::Mutex<Option<Conn>>,
     health: Mutex<Health>,
-    /// The server turned out to be a cluster: refused for good.
-    cluster: std::sync::atomic::AtomicBool,
+    /// The seed the next subscription goes through.
+    next_seed: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -118,40 +168,79 @@ struct Health {
 #[derive(Debug, Clone)]
 pub(crate) struct RedisDown(pub(crate) String);
 
-/// The Redis server is a Redis Cluster node, which the fleet state does not
-/// support yet: its scripts and pub/sub expect one node, and the client
-/// does not follow `MOVED` redirections. Returned by
-/// [`RedisFleet::check`]; while it holds, every component uses its local
-/// state and reports [`FleetEvent::Degraded`] with this reason (never
-/// silently). Use a standalone Redis (or a primary with replicas).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClusterUnsupported;
+/// The fleet's Redis cannot be used now, from [`RedisFleet::check`]: the
+/// reason, with no URL or credentials in it. The fleet itself does not
+/// fail for it: each member uses its local state and tries again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUnavailable {
+    reason: String,
+}
 
-impl fmt::Display for ClusterUnsupported {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("redis: cluster mode is not supported for fleet state (use a standalone redis)")
+impl RedisUnavailable {
+    /// Why, e.g. `redis: connection refused`.
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 }
 
-impl std::error::Error for ClusterUnsupported {}
-
-/// Whether an `INFO cluster` reply says cluster mode is on.
-pub(crate) fn cluster_enabled(info: &str) -> bool {
-    info.lines()
-        .filter_map(|line| line.trim().split_once(':'))
-        .any(|(name, value)| name == "cluster_enabled" && value.trim() == "1")
+impl fmt::Display for RedisUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
 }
+
+impl std::error::Error for RedisUnavailable {}
 
 impl RedisFleet {
     /// A fleet on the Redis at `url` (`redis://host:port/db`, or
-    /// `rediss://` with TLS where the redis crate supports it). Fails only
+    /// `rediss://` with TLS where the redis crate supports it): one server,
+    /// or any node of a Redis Cluster (found at connect time). Fails only
     /// for a malformed URL; nothing connects yet.
     pub fn new(url: &str) -> Result<Self, ConfigError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| ConfigError::new("redis url", format!("{:?}", e.kind())))?;
-        Ok(Self {
+        let client = open(url)?;
+        Ok(Self::on(Seeds {
+            nodes: vec![client],
+            cluster: false,
+        }))
+    }
+
+    /// A fleet on the Redis Cluster with these nodes (`redis://host:port`
+    /// each; one is enough, more let the fleet start and subscribe while
+    /// some are down). The cluster's other nodes are found from them.
+    /// Fails for no URL, a malformed one, or nodes with different
+    /// credentials; nothing connects yet.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), tower_cx::error::ConfigError> {
+    /// let fleet = tower_cx::fleet::RedisFleet::cluster(&[
+    ///     "redis://10.0.0.1:6379",
+    ///     "redis://10.0.0.2:6379",
+    ///     "redis://10.0.0.3:6379",
+    /// ])?;
+    /// # let _ = fleet;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cluster<U: AsRef<str>>(urls: &[U]) -> Result<Self, ConfigError> {
+        if urls.is_empty() {
+            return Err(ConfigError::new("redis cluster", "no node URL given"));
+        }
+        let nodes = urls
+            .iter()
+            .map(|url| open(url.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        conn::cluster_client(&nodes, Duration::from_secs(1))
+            .map_err(|e| ConfigError::new("redis cluster", format!("{:?}", e.kind())))?;
+        Ok(Self::on(Seeds {
+            nodes,
+            cluster: true,
+        }))
+    }
+
+    fn on(seeds: Seeds) -> Self {
+        Self {
             inner: Arc::new(Inner {
-                client,
+                seeds: Arc::new(seeds),
                 config: Config {
                     prefix: "tower-cx".into(),
                     op_timeout: Duration::from_millis(500),
@@ -162,9 +251,9 @@ impl RedisFleet {
                 },
                 conn: tokio::sync::Mutex::new(None),
                 health: Mutex::default(),
-                cluster: std::sync::atomic::AtomicBool::new(false),
+                next_seed: AtomicUsize::new(0),
             }),
-        })
+        }
     }
 
     fn with(self, change: impl FnOnce(&mut Config)) -> Self {
@@ -172,11 +261,11 @@ impl RedisFleet {
         change(&mut config);
         Self {
             inner: Arc::new(Inner {
-                client: self.inner.client.clone(),
+                seeds: self.inner.seeds.clone(),
                 config,
                 conn: tokio::sync::Mutex::new(None),
                 health: Mutex::default(),
-                cluster: std::sync::atomic::AtomicBool::new(false),
+                next_seed: AtomicUsize::new(0),
             }),
         }
     }
@@ -264,12 +353,56 @@ impl RedisFleet {
         RedisPacer::new(self.clone(), name, requests, per)
     }
 
-    pub(crate) fn key(&self, kind: &str, name: &str) -> String {
-        format!("{}:{kind}:{name}", self.inner.config.prefix)
+    /// A retry budget shared by the fleet, called `name`: retries may add
+    /// `percent` of the fleet's first attempts (0 to 1000, e.g. `0.2`),
+    /// plus a reserve of `min_per_sec` per second, over a window of `ttl`
+    /// (1 s to 60 s), as [`RetryBudget::new`](crate::retry::RetryBudget::new)
+    /// but for all members together. Bad settings are a [`ConfigError`].
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), tower_cx::error::BoxError> {
+    /// use std::time::Duration;
+    /// use tower_cx::fleet::RedisFleet;
+    /// use tower_cx::retry::RetryLayer;
+    ///
+    /// let fleet = RedisFleet::new("redis://127.0.0.1:6379")?;
+    /// let budget = fleet.retry_budget("genesys", Duration::from_secs(10), 10, 0.2)?;
+    /// let retry = RetryLayer::new().budget(budget);
+    /// # let _ = retry;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn retry_budget(
+        &self,
+        name: &str,
+        ttl: Duration,
+        min_per_sec: u32,
+        percent: f32,
+    ) -> Result<RedisRetryBudget, ConfigError> {
+        RedisRetryBudget::new(self.clone(), name, ttl, min_per_sec, percent)
     }
 
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.inner.client
+    /// The key of the shared piece `kind` called `name`: every key and
+    /// channel of the fleet is built here, as this key or one of the
+    /// [derived](Self::derived) names. The hash tag spans the whole key,
+    /// from its first character: a `}` inside `name` only shortens the tag,
+    /// equally for the key and its derived names, which stay in one slot.
+    pub(crate) fn key(&self, kind: &str, name: &str) -> String {
+        format!("{{{}:{kind}:{name}}}", self.inner.config.prefix)
+    }
+
+    /// A further key or channel of the piece whose key is `key` (a lock, a
+    /// channel): in the same hash slot.
+    pub(crate) fn derived(key: &str, suffix: &str) -> String {
+        format!("{key}:{suffix}")
+    }
+
+    /// A pub/sub connection through the next seed node (in a cluster,
+    /// classic pub/sub reaches every node).
+    pub(crate) async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        let nodes = &self.inner.seeds.nodes;
+        let next = self.inner.next_seed.fetch_add(1, Ordering::Relaxed);
+        nodes[next % nodes.len()].get_async_pubsub().await
     }
 
     pub(crate) fn lock_ttl_value(&self) -> Duration {
@@ -294,7 +427,7 @@ impl RedisFleet {
     /// While Redis is known to be down, fails at once.
     pub(crate) async fn run<T, F, Fut>(&self, op: F) -> Result<T, RedisDown>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let timeout = self.inner.config.op_timeout;
@@ -311,7 +444,7 @@ impl RedisFleet {
         }
         let result = tokio::time::timeout(timeout, async {
             let conn = self.connection().await?;
-            op(conn).await.map_err(|e| describe(&e))
+            op(conn).await.map_err(|e| conn::describe(&e))
         })
         .await
         .unwrap_or_else(|_| Err(RedisDown(format!("redis timed out after {timeout:?}"))));
@@ -322,68 +455,45 @@ impl RedisFleet {
         result
     }
 
-    /// Connect now and check the server: `Err` for a Redis Cluster, which
-    /// is refused (see [`ClusterUnsupported`]). A Redis that cannot be
-    /// reached is not an error here (the fleet falls back to local state
-    /// and retries, as always); call this at start-up to refuse a cluster
-    /// early and clearly.
+    /// Connect now and tell what the fleet's Redis is: one server or a
+    /// cluster. A Redis that cannot be reached is not fatal to the fleet
+    /// (it falls back to local state and retries, as always); call this at
+    /// start-up to say early and clearly where the shared state lives.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), tower_cx::error::BoxError> {
-    /// let fleet = tower_cx::fleet::RedisFleet::new("redis://127.0.0.1:6379")?;
-    /// fleet.check().await?; // a cluster is refused here
+    /// use tower_cx::fleet::{Deployment, RedisFleet};
+    ///
+    /// let fleet = RedisFleet::new("redis://127.0.0.1:6379")?;
+    /// match fleet.check().await? {
+    ///     Deployment::Cluster => println!("fleet state in a Redis Cluster"),
+    ///     _ => println!("fleet state in Redis"),
+    /// }
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn check(&self) -> Result<(), ClusterUnsupported> {
+    pub async fn check(&self) -> Result<Deployment, RedisUnavailable> {
         let timeout = self.inner.config.op_timeout;
-        let _ = tokio::time::timeout(timeout, self.connection()).await;
-        if self
-            .inner
-            .cluster
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return Err(ClusterUnsupported);
+        match tokio::time::timeout(timeout, self.connection()).await {
+            Ok(Ok(conn)) => Ok(conn.deployment()),
+            Ok(Err(down)) => Err(RedisUnavailable { reason: down.0 }),
+            Err(_) => Err(RedisUnavailable {
+                reason: format!("redis timed out after {timeout:?}"),
+            }),
         }
-        Ok(())
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, RedisDown> {
-        if self
-            .inner
-            .cluster
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
-            return Err(RedisDown(ClusterUnsupported.to_string()));
-        }
+    async fn connection(&self) -> Result<Conn, RedisDown> {
         let mut slot = self.inner.conn.lock().await;
         if let Some(conn) = slot.as_ref() {
             return Ok(conn.clone());
         }
-        let timeout = self.inner.config.op_timeout;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(self.inner.config.retry_redis_after);
+        let config = &self.inner.config;
         let conn = self
             .inner
-            .client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| describe(&e))?;
-        // A cluster is refused, not used half-working (CROSSSLOT, MOVED).
-        let info: String = redis::cmd("INFO")
-            .arg("cluster")
-            .query_async(&mut conn.clone())
-            .await
-            .map_err(|e| describe(&e))?;
-        if cluster_enabled(&info) {
-            self.inner
-                .cluster
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            return Err(RedisDown(ClusterUnsupported.to_string()));
-        }
+            .seeds
+            .connect(config.op_timeout, config.retry_redis_after)
+            .await?;
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -423,18 +533,9 @@ impl RedisFleet {
     }
 }
 
-/// A Redis error as text with no URL or credentials in it.
-fn describe(error: &redis::RedisError) -> RedisDown {
-    let kind = if error.is_timeout() {
-        "timed out".to_string()
-    } else if error.is_connection_refusal() {
-        "connection refused".to_string()
-    } else if error.is_connection_dropped() || error.is_io_error() {
-        "connection lost".to_string()
-    } else {
-        format!("{:?}", error.kind())
-    };
-    RedisDown(format!("redis: {kind}"))
+/// A client for `url`, or a typed error that does not print it.
+fn open(url: &str) -> Result<redis::Client, ConfigError> {
+    redis::Client::open(url).map_err(|e| ConfigError::new("redis url", format!("{:?}", e.kind())))
 }
 
 impl fmt::Debug for RedisFleet {
@@ -452,16 +553,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cluster_is_recognised_in_the_info_reply() {
-        let cluster = "# Cluster\r\ncluster_enabled:1\r\n";
-        let standalone = "# Cluster\r\ncluster_enabled:0\r\n";
-        assert!(cluster_enabled(cluster));
-        assert!(!cluster_enabled(standalone));
-        assert!(!cluster_enabled(""));
-        assert!(!cluster_enabled("cluster_enabled:10\r\n"));
+    fn every_key_of_a_piece_is_in_one_hash_slot() {
+        let fleet = RedisFleet::new("redis://127.0.0.1:1").unwrap().prefix("p");
+        let key = fleet.key("token", "https://login/oauth|id|");
+        assert_eq!(key, "{p:token:https://login/oauth|id|}");
+        let lock = RedisFleet::derived(&key, "lock");
+        assert_eq!(lock, "{p:token:https://login/oauth|id|}:lock");
+        // a brace in a name shortens the tag for the key and its derived
+        // names alike
+        let odd = fleet.key("gate", "a}b");
+        let channel = RedisFleet::derived(&odd, "closed");
+        let tag = |k: &str| k[..=k.find('}').unwrap()].to_string();
+        assert_eq!(tag(&odd), tag(&channel));
+        assert_eq!(tag(&odd), "{p:gate:a}");
+    }
+
+    #[test]
+    fn bad_cluster_settings_are_typed_errors() {
+        let none: [&str; 0] = [];
         assert_eq!(
-            RedisDown(ClusterUnsupported.to_string()).0,
-            "redis: cluster mode is not supported for fleet state (use a standalone redis)"
+            RedisFleet::cluster(&none).unwrap_err().setting(),
+            "redis cluster"
         );
+        let err =
+            RedisFleet::cluster(&["redis://:secret-Q7Z@127.0.0.1:1", "not a url"]).unwrap_err();
+        assert_eq!(err.setting(), "redis url");
+        assert!(!err.to_string().contains("Q7Z"));
+        assert!(RedisFleet::cluster(&["redis://127.0.0.1:1", "redis://127.0.0.1:2"]).is_ok());
     }
 }

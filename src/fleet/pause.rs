@@ -13,7 +13,7 @@ use crate::share::{PauseShare, PauseTarget};
 
 /// Sets the gate key unless it is already closed for longer, and tells the
 /// fleet. ARGV: wait in ms, the message, the channel. The channel is not a
-/// key (a cluster would refuse a second key in another slot: `CROSSSLOT`).
+/// key: a classic `PUBLISH` reaches every node of a cluster.
 const ANNOUNCE: &str = r"
 local left = redis.call('PTTL', KEYS[1])
 if left < tonumber(ARGV[1]) then
@@ -99,7 +99,7 @@ impl RedisPauseShare {
         Self {
             inner: Arc::new(Inner {
                 component,
-                channel: format!("{key}:closed"),
+                channel: RedisFleet::derived(&key, "closed"),
                 key,
                 fleet,
                 instance: format!("{:016x}", rand::random::<u64>()),
@@ -217,13 +217,13 @@ impl Inner {
     async fn listen_once(&self) -> Result<(), RedisDown> {
         let timeout = self.fleet.op_timeout_value();
         let connect = async {
-            let mut pubsub = self.fleet.client().get_async_pubsub().await?;
+            let mut pubsub = self.fleet.pubsub().await?;
             pubsub.subscribe(&self.channel).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         let pubsub = match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(pubsub)) => pubsub,
-            Ok(Err(e)) => return Err(super::describe(&e)),
+            Ok(Err(e)) => return Err(super::conn::describe(&e)),
             Err(_) => return Err(RedisDown("redis: timed out".into())),
         };
         // Subscribed: a gate closed before now is in the key.

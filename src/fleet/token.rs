@@ -94,7 +94,7 @@ impl SharedTokenSource {
         let key = fleet.key("token", key);
         Self {
             inner: Arc::new(Inner {
-                lock: format!("{key}:lock"),
+                lock: RedisFleet::derived(&key, "lock"),
                 key,
                 fleet,
                 source,

@@ -1,4 +1,8 @@
 //! The retry budget: a cap on retries relative to first attempts.
+//!
+//! [`Budget`] is what the retry layer asks; [`RetryBudget`] is this
+//! process's own, and a budget shared by a fleet (`fleet::RedisRetryBudget`
+//! with the `redis` feature) implements the same trait.
 
 use std::fmt;
 use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
@@ -10,6 +14,50 @@ use tokio::time::Instant;
 use crate::error::ConfigError;
 
 const SLOTS: usize = 10;
+
+/// What the retry layer asks of a retry budget: it deposits once per logical
+/// request and withdraws once per retry, giving the time it has already
+/// read. Both run on the request path: they must not wait (no lock held
+/// across I/O, no network round trip).
+///
+/// ```
+/// use tokio::time::Instant;
+/// use tower_cx::retry::{Budget, RetryBudget, RetryLayer};
+///
+/// /// Counts what passes through a budget.
+/// #[derive(Debug, Default)]
+/// struct Counting(RetryBudget, std::sync::atomic::AtomicU64);
+///
+/// impl Budget for Counting {
+///     fn deposit(&self, now: Instant) {
+///         Budget::deposit(&self.0, now)
+///     }
+///     fn withdraw(&self, now: Instant) -> bool {
+///         self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+///         Budget::withdraw(&self.0, now)
+///     }
+/// }
+///
+/// let layer = RetryLayer::new().budget(Counting::default());
+/// # let _ = layer;
+/// ```
+pub trait Budget: fmt::Debug + Send + Sync + 'static {
+    /// Record a first attempt made at `now`.
+    fn deposit(&self, now: Instant);
+    /// Take one retry from the budget at `now`; `false` if it is exhausted
+    /// (the retry is not made).
+    fn withdraw(&self, now: Instant) -> bool;
+}
+
+impl<B: Budget + ?Sized> Budget for Arc<B> {
+    fn deposit(&self, now: Instant) {
+        (**self).deposit(now)
+    }
+
+    fn withdraw(&self, now: Instant) -> bool {
+        (**self).withdraw(now)
+    }
+}
 
 /// Limits retries to a share of first attempts, so a failing upstream sees at
 /// most `1 + percent` times its normal load instead of `max_attempts` times.
@@ -104,6 +152,21 @@ impl RetryBudget {
         Self { inner: None }
     }
 
+    /// The budget in its fixed-point units (a retry costs 1000): the
+    /// reserve, a first attempt's deposit, and the length of one of the
+    /// window's slots; `None` when unlimited. For budgets kept elsewhere
+    /// (a fleet's) with the same accounting.
+    #[cfg(feature = "redis")]
+    pub(crate) fn units(&self) -> Option<BudgetUnits> {
+        self.inner.as_ref().map(|b| BudgetUnits {
+            reserve: b.reserve as i64,
+            deposit: b.deposit_amount as i64,
+            withdraw: b.withdraw_amount as i64,
+            slot: std::time::Duration::from_millis(b.slot_millis),
+            slots: SLOTS as u32,
+        })
+    }
+
     /// Record a first attempt made at `now`.
     pub(crate) fn deposit(&self, now: Instant) {
         if let Some(budget) = &self.inner {
@@ -134,6 +197,32 @@ impl RetryBudget {
         } else {
             false
         }
+    }
+}
+
+/// A [`RetryBudget`]'s accounting, in its fixed-point units.
+#[cfg(feature = "redis")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BudgetUnits {
+    /// Always there: `min_per_sec * ttl` retries.
+    pub(crate) reserve: i64,
+    /// What a first attempt adds (`percent * 1000`).
+    pub(crate) deposit: i64,
+    /// What a retry takes (1000).
+    pub(crate) withdraw: i64,
+    /// One slot of the window; deposits and withdrawals expire after
+    /// `slots` of them.
+    pub(crate) slot: std::time::Duration,
+    pub(crate) slots: u32,
+}
+
+impl Budget for RetryBudget {
+    fn deposit(&self, now: Instant) {
+        RetryBudget::deposit(self, now)
+    }
+
+    fn withdraw(&self, now: Instant) -> bool {
+        RetryBudget::withdraw(self, now)
     }
 }
 

@@ -8,7 +8,7 @@ use crate::observe::RetryEvent;
 /// A callback that receives every [`RetryEvent`]. It runs on the request
 /// path: keep it short and non-blocking.
 pub(crate) type EventHandler = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
-use super::RetryBudget;
+use super::{Budget, RetryBudget};
 use crate::backoff::{Backoff, SharedRng};
 use crate::classify::{Classify, DefaultClassifier};
 use crate::origin::Origin;
@@ -23,7 +23,7 @@ pub(crate) struct Config {
     pub(crate) max_server_hint: Duration,
     pub(crate) hint_jitter_ratio: f64,
     pub(crate) hint_jitter_max: Duration,
-    pub(crate) budget: RetryBudget,
+    pub(crate) budget: Arc<dyn Budget>,
     pub(crate) classifier: Arc<dyn Classify>,
     /// `classifier` is the [`DefaultClassifier`]: a status under 400 is a
     /// success without asking it.
@@ -47,7 +47,7 @@ impl Default for Config {
             max_server_hint: Duration::from_secs(180),
             hint_jitter_ratio: 0.1,
             hint_jitter_max: Duration::from_secs(1),
-            budget: RetryBudget::default(),
+            budget: Arc::new(RetryBudget::default()),
             classifier: Arc::new(DefaultClassifier),
             default_classifier: true,
             rng: SharedRng::from_os(),

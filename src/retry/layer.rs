@@ -5,7 +5,7 @@ use std::time::Duration;
 use tower::Layer;
 
 use super::config::Config;
-use super::{Retry, RetryBudget};
+use super::{Budget, Retry};
 use crate::backoff::{Backoff, SharedRng};
 use crate::classify::Classify;
 use crate::observe::RetryEvent;
@@ -72,9 +72,11 @@ impl RetryLayer {
         self
     }
 
-    /// The retry budget; use [`RetryBudget::unlimited`] to turn it off.
-    pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.config.budget = budget;
+    /// The retry budget (a [`RetryBudget`](super::RetryBudget) by default, or any [`Budget`],
+    /// such as a fleet's shared one); use [`RetryBudget::unlimited`](super::RetryBudget::unlimited) to
+    /// turn it off.
+    pub fn budget(mut self, budget: impl Budget) -> Self {
+        self.config.budget = Arc::new(budget);
         self
     }
 

@@ -59,7 +59,8 @@
 //!    returns the response at once instead of sleeping. Without a hint the
 //!    backoff applies, and a delay that would reach the deadline ends the
 //!    request.
-//! 4. The [`RetryBudget`] has room.
+//! 4. The [`RetryBudget`] (or any [`Budget`], such as a fleet's shared one)
+//!    has room.
 //!
 //! # Side effects: what may be sent twice
 //!
@@ -122,7 +123,9 @@ mod safety;
 mod service;
 
 pub use crate::observe::{DelaySource, GiveUpReason, RetryEvent, RetryEventKind};
-pub use budget::RetryBudget;
+#[cfg(feature = "redis")]
+pub(crate) use budget::BudgetUnits;
+pub use budget::{Budget, RetryBudget};
 pub use config::RetryOverride;
 pub use future::ResponseFuture;
 pub use layer::RetryLayer;

@@ -65,6 +65,9 @@ pub fn build_stack(flags: &Flags, upstream: &Uri) -> Result<Assembled, BoxError>
         retry = retry.idempotency_keys_honoured_by(Origin::parse(&origin)?);
     }
     let shared = shared::layers(flags, &audit, &origin, credentials(flags)?)?;
+    if let Some(budget) = shared.retry_budget {
+        retry = retry.budget(budget);
+    }
     let mut stack = Stack::new()
         .audit(audit)
         .retry(retry)

@@ -58,8 +58,10 @@
 //! With `--redis redis://127.0.0.1:6379` (and the `redis` feature) the
 //! gateway is one member of a fleet: every member shares one token per
 //! client, one rate gate (a 429 seen by one pauses all), one breaker state
-//! (an outage found by one opens every member's breaker) and one pacing
-//! schedule (`--rate` is then the fleet's rate, not each member's). Without
+//! (an outage found by one opens every member's breaker), one pacing
+//! schedule (`--rate` is then the fleet's rate, not each member's) and one
+//! retry budget (retries add at most 20 % to the fleet's requests, not to
+//! each member's). The URL may be any node of a Redis Cluster. Without
 //! Redis the members fall back to their own state and keep serving.
 //!
 //! Only `GET HEAD POST PUT PATCH DELETE OPTIONS` are forwarded; any other

@@ -1,21 +1,26 @@
 //! The layers whose state can live in Redis (`--redis`): this instance's
 //! own, or the fleet's.
 
+use std::sync::Arc;
+
 use tower_cx::audit::AuditLayer;
 use tower_cx::auth::{ClientCredentials, TokenCache};
 use tower_cx::breaker::CircuitBreakerLayer;
 use tower_cx::error::BoxError;
 use tower_cx::metrics;
 use tower_cx::priority::PriorityLimitLayer;
+use tower_cx::retry::Budget;
 
 use super::flags::Flags;
 
-/// The limiter, the breaker and the token cache, with their state here or
-/// in the fleet.
+/// The limiter, the breaker, the token cache and the retry budget, with
+/// their state here or in the fleet.
 pub struct Shared {
     pub limiter: PriorityLimitLayer,
     pub breaker: CircuitBreakerLayer,
     pub tokens: Option<TokenCache>,
+    /// The fleet's retry budget; `None`: the retry layer's own.
+    pub retry_budget: Option<Arc<dyn Budget>>,
 }
 
 /// The name the layers' metrics carry (`name="upstream"`).
@@ -45,6 +50,7 @@ pub fn layers(
                     .on_event(metrics::auth_events(METRICS_NAME))
                     .build()
             }),
+            retry_budget: None,
         }),
         Some(url) => fleet(url, flags, audit, upstream, limiter, credentials),
     }
@@ -70,7 +76,7 @@ fn fleet(
         to_audit(event);
         to_metrics(event);
     });
-    println!("fleet state in Redis (shared token, rate gate and pacing)");
+    println!("fleet state in Redis (shared token, rate gate, pacing and retry budget)");
     // Shared state is named after the OAuth client (vendors limit per client).
     let name = flags.client_id.as_deref().unwrap_or(upstream);
     let limiter = match flags.rate {
@@ -86,6 +92,14 @@ fn fleet(
                 .on_event(metrics::auth_events(METRICS_NAME))
                 .build()
         }),
+        // the retry layer's default budget (10 s, 10/s, 20 %), for the
+        // whole fleet: retries to this upstream, whichever member makes them
+        retry_budget: Some(Arc::new(fleet.retry_budget(
+            upstream,
+            std::time::Duration::from_secs(10),
+            10,
+            0.2,
+        )?)),
     })
 }
 
