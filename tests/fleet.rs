@@ -32,6 +32,7 @@ use tower_cx::mock::MockServer;
 use tower_cx::priority::{LimiterEvent, PriorityLimitLayer};
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::{CxService, Stack};
+use tower_cx::status::StatusBoard;
 
 use events::EventCapture;
 use redis_server::{prefix, Backend, RedisServer};
@@ -994,4 +995,62 @@ async fn a_shared_retry_budget_holds_the_fleet(backend: Backend) {
         "{:?}",
         events.all()
     );
+}
+
+#[tokio::test]
+async fn members_see_each_other_and_forget_one_that_stopped_beating() {
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    members_come_and_go(Backend::server(&redis)).await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_members_see_each_other_and_forget_one_that_stopped_beating() {
+    let Some(cluster) = Backend::cluster() else {
+        return;
+    };
+    members_come_and_go(cluster).await;
+}
+
+async fn members_come_and_go(backend: Backend) {
+    let mock = MockServer::start().await.unwrap();
+    let fleet = TestFleet::new(&backend, "members", &mock);
+    // a heartbeat every 200 ms: a member is listed for 600 ms after its last
+    let memberships: Vec<_> = ["gw-b", "gw-a", "gw-c"]
+        .into_iter()
+        .map(|name| {
+            fleet
+                .fleet()
+                .keepalive(Duration::from_millis(200))
+                .membership(name)
+        })
+        .collect();
+    assert_eq!(memberships[0].ttl(), Duration::from_millis(600));
+    assert_eq!(memberships[0].members(), None, "nothing seen before a beat");
+    for membership in &memberships {
+        membership.beat().await.unwrap();
+    }
+    let everyone = memberships[0].beat().await.unwrap();
+    assert_eq!(everyone, ["gw-a", "gw-b", "gw-c"]);
+    assert_eq!(memberships[0].members().unwrap(), everyone);
+    // as the status page shows them
+    let board = StatusBoard::new().fleet_membership(memberships[0].clone());
+    let shown = board.snapshot().fleet.unwrap();
+    assert_eq!(shown.name, "gw-b");
+    assert_eq!(shown.member.as_deref(), Some("gw-b"));
+    assert_eq!(shown.members.unwrap(), everyone);
+
+    // gw-a and gw-c stop; gw-b keeps beating past their time
+    let beating = memberships[0].spawn();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(
+        eventually(50, Duration::from_millis(20), || {
+            memberships[0].members().as_deref() == Some(&["gw-b".to_owned()][..])
+        })
+        .await,
+        "{:?}",
+        memberships[0].members()
+    );
+    beating.abort();
 }

@@ -19,6 +19,8 @@
 //!   budget for the fleet, so that a fleet in a storm adds at most the
 //!   budget's share of retries in total, not per member; settled with
 //!   Redis in the background, never waited for on the request path.
+//! - [`Membership`] from [`RedisFleet::membership`]: which members are
+//!   alive (a heartbeat every keepalive period), for a status page.
 //!
 //! Each piece plugs into the same trait as its in-memory counterpart
 //! ([`TokenSource`],
@@ -67,6 +69,7 @@
 //! | `{tower-cx:breaker:NAME}`, `...:closed` | an open breaker, and its channel |
 //! | `{tower-cx:pace:NAME}` | the pacing schedule (GCRA's next slot) |
 //! | `{tower-cx:budget:NAME}` | a retry budget: a hash of window slot -> balance |
+//! | `{tower-cx:members:all}` | the members: a sorted set of names by last heartbeat (ms) |
 //!
 //! `KEY` is the token source's key (for client credentials: token URL,
 //! client id and scopes). This layout (the hash tags) is new in this
@@ -103,6 +106,7 @@
 
 mod budget;
 mod conn;
+mod members;
 mod pacer;
 mod pause;
 mod token;
@@ -118,6 +122,7 @@ use tokio::time::Instant;
 pub use budget::RedisRetryBudget;
 pub use conn::Deployment;
 use conn::{Conn, Seeds};
+pub use members::Membership;
 pub use pacer::RedisPacer;
 pub use pause::RedisPauseShare;
 pub use token::SharedTokenSource;

@@ -11,7 +11,8 @@ use super::event::Fields;
 #[non_exhaustive]
 pub enum FleetEvent {
     /// Redis could not be used for `component` (`token`, `gate`,
-    /// `breaker`, `pacer` or `retry_budget`): this instance goes on with its local state
+    /// `breaker`, `pacer`, `retry_budget` or `members`): this instance goes
+    /// on with its local state
     /// (`fleet.degraded`: `component`, `reason`).
     Degraded {
         /// The part that fell back.

@@ -36,6 +36,8 @@ pub struct StatusBoard {
     breakers: Vec<(String, CircuitBreakerHandle)>,
     tokens: Vec<(String, TokenCache)>,
     fleet: Option<String>,
+    #[cfg(feature = "redis")]
+    membership: Option<crate::fleet::Membership>,
     recent: Recent,
 }
 
@@ -56,6 +58,8 @@ impl StatusBoard {
             breakers: Vec::new(),
             tokens: Vec::new(),
             fleet: None,
+            #[cfg(feature = "redis")]
+            membership: None,
             recent: Recent::new(DEFAULT_CAPACITY),
         }
     }
@@ -120,6 +124,29 @@ impl StatusBoard {
         self
     }
 
+    /// Show the fleet's members as `membership` last saw them (feature
+    /// `redis`; spawn its heartbeat, see
+    /// [`Membership::spawn`](crate::fleet::Membership::spawn)). Shows the
+    /// fleet under this member's name unless [`fleet`](Self::fleet) named
+    /// it.
+    #[cfg(feature = "redis")]
+    pub fn fleet_membership(mut self, membership: crate::fleet::Membership) -> Self {
+        if self.fleet.is_none() {
+            self.fleet = Some(membership.member().to_owned());
+        }
+        self.membership = Some(membership);
+        self
+    }
+
+    /// This instance's name and the members it saw, with a membership.
+    fn members(&self) -> (Option<String>, Option<Vec<String>>) {
+        #[cfg(feature = "redis")]
+        if let Some(membership) = &self.membership {
+            return (Some(membership.member().to_owned()), membership.members());
+        }
+        (None, None)
+    }
+
     /// A tower service answering with this board's page (HTML) or its JSON:
     /// see [`StatusService`].
     pub fn service(&self) -> StatusService {
@@ -141,6 +168,7 @@ impl StatusBoard {
         let now = Instant::now();
         let wall = SystemTime::now();
         let degraded = self.recent.lock().degraded.clone();
+        let (member, members) = self.members();
         Status {
             generated_at: Timestamp(wall).to_string(),
             tokens: self
@@ -166,6 +194,8 @@ impl StatusBoard {
                     "degraded"
                 }
                 .to_owned(),
+                member,
+                members,
                 degraded,
             }),
             recent: self.recent.view(),

@@ -170,6 +170,17 @@ fn fleet(page: &mut Page, status: &Status) {
         "bad"
     };
     page.row("state", |p| p.field("fleet.state", &fleet.state, class));
+    if let Some(member) = &fleet.member {
+        page.row("this member", |p| p.field("fleet.member", member, ""));
+        let members = fleet.members.as_ref();
+        page.row("members alive", |p| {
+            p.option("fleet.members.len", members.map(Vec::len).as_ref(), "");
+            for (i, name) in members.into_iter().flatten().enumerate() {
+                p.raw(if i == 0 { ": " } else { ", " });
+                p.field(&format!("fleet.members.{i}"), name, "");
+            }
+        });
+    }
     for (i, degraded) in fleet.degraded.iter().enumerate() {
         page.row(&format!("{} fell back", degraded.component), |p| {
             p.field(

@@ -57,6 +57,10 @@
 //! - with [`StatusBoard::fleet`], which fleet components fell back to
 //!   local state and why (send the fleet's events to the audit layer).
 //!
+//! With the `redis` feature, `StatusBoard::fleet_membership` also shows
+//! the fleet's members alive, as this instance's
+//! `fleet::Membership` heartbeat last saw them.
+//!
 //! # Serving it
 //!
 //! [`StatusService`] answers `GET`/`HEAD` on any path with the HTML page,

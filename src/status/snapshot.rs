@@ -124,6 +124,12 @@ pub struct FleetView {
     /// `shared` while every component uses Redis, `degraded` while any
     /// falls back to this instance's own state.
     pub state: String,
+    /// This instance's name in the fleet, with a membership
+    /// ([`StatusBoard::fleet_membership`](super::StatusBoard::fleet_membership)).
+    pub member: Option<String>,
+    /// The members seen alive at the last heartbeat (sorted), with a
+    /// membership; `None` before its first heartbeat.
+    pub members: Option<Vec<String>>,
     /// The components that fell back, with why and since when.
     pub degraded: Vec<DegradedView>,
 }

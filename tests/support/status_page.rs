@@ -37,8 +37,14 @@ pub fn at<'a>(json: &'a Value, field: &str) -> Option<&'a Value> {
         })
 }
 
-/// How the page shows the JSON value at `field`.
+/// How the page shows the JSON value at `field` (`….len`: an array's
+/// length).
 pub fn shown(json: &Value, field: &str) -> String {
+    if let Some(array) = field.strip_suffix(".len") {
+        if let Some(Value::Array(items)) = at(json, array) {
+            return items.len().to_string();
+        }
+    }
     match at(json, field) {
         None | Some(Value::Null) if field.ends_with(".pacing") => "off".to_owned(),
         None | Some(Value::Null) => "-".to_owned(),

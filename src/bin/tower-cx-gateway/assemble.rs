@@ -65,6 +65,8 @@ pub fn build_stack(flags: &Flags, upstream: &Uri) -> Result<Assembled, BoxError>
         retry = retry.idempotency_keys_honoured_by(Origin::parse(&origin)?);
     }
     let shared = shared::layers(flags, &audit, &origin, credentials(flags)?)?;
+    #[cfg(feature = "redis")]
+    let membership = shared.membership;
     if let Some(budget) = shared.retry_budget {
         retry = retry.budget(budget);
     }
@@ -83,6 +85,10 @@ pub fn build_stack(flags: &Flags, upstream: &Uri) -> Result<Assembled, BoxError>
     let mut board = board.stack(shared::METRICS_NAME, &handles);
     if flags.redis.is_some() {
         board = board.fleet(flags.client_id.as_deref().unwrap_or(&origin));
+    }
+    #[cfg(feature = "redis")]
+    if let Some(membership) = membership {
+        board = board.fleet_membership(membership);
     }
     let priority = PriorityFromHeaderLayer::new(HeaderName::from_static("x-priority"));
     Ok(Assembled {

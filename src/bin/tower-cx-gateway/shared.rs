@@ -21,6 +21,9 @@ pub struct Shared {
     pub tokens: Option<TokenCache>,
     /// The fleet's retry budget; `None`: the retry layer's own.
     pub retry_budget: Option<Arc<dyn Budget>>,
+    /// This member of the fleet, beating, for the status page.
+    #[cfg(feature = "redis")]
+    pub membership: Option<tower_cx::fleet::Membership>,
 }
 
 /// The name the layers' metrics carry (`name="upstream"`).
@@ -51,6 +54,8 @@ pub fn layers(
                     .build()
             }),
             retry_budget: None,
+            #[cfg(feature = "redis")]
+            membership: None,
         }),
         Some(url) => fleet(url, flags, audit, upstream, limiter, credentials),
     }
@@ -83,7 +88,15 @@ fn fleet(
         Some((n, per)) => limiter.pacer(fleet.pacer(name, n, per)),
         None => limiter,
     };
+    // the status page's list of members: this one by its host name
+    let member = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("gateway-{}", std::process::id()));
+    let membership = fleet.membership(member);
+    membership.spawn();
     Ok(Shared {
+        membership: Some(membership),
         limiter: limiter.share_gate(fleet.gate(name)),
         // one member finding the upstream down opens every member's breaker
         breaker: breaker().share_state(fleet.breaker(upstream)),
