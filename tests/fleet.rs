@@ -1029,3 +1029,53 @@ async fn a_high_priority_request_never_waits_behind_the_low_priority_backlog_of_
     assert!(normal.1.is_some_and(|n| high_p50 <= n && n <= low_p50));
     assert_eq!(high_shed_over_low.load(Ordering::Relaxed), 0);
 }
+
+#[tokio::test]
+async fn the_redis_schedule_keeps_its_near_future_for_higher_priorities() {
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    let events = Events::new();
+    let fleet = fleet(&redis.url(), &prefix("horizon"), &events);
+    // one slot a second: the answers below come within it
+    let second = Duration::from_secs(1);
+    let pacer = fleet.pacer("api", 1, second);
+    let near = |answer: Reservation| match answer {
+        Reservation::Granted(wait) => ("granted", second.saturating_sub(wait)),
+        Reservation::Deferred(wait) => ("deferred", second.saturating_sub(wait)),
+    };
+    assert_eq!(
+        pacer.reserve(Priority::Low).await,
+        Reservation::Granted(Duration::ZERO)
+    );
+    // the next slot is a second ahead: low is told to ask again then,
+    // normal books it (one interval ahead), high books the one after
+    let (low, normal) = (
+        pacer.reserve(Priority::Low).await,
+        pacer.reserve(Priority::Normal).await,
+    );
+    let (low, normal) = (near(low), near(normal));
+    assert!(
+        low.0 == "deferred" && low.1 < Duration::from_millis(200),
+        "{low:?}"
+    );
+    assert!(
+        normal.0 == "granted" && normal.1 < Duration::from_millis(200),
+        "{normal:?}"
+    );
+    assert!(matches!(
+        pacer.reserve(Priority::Normal).await,
+        Reservation::Deferred(_)
+    ));
+    match pacer.reserve(Priority::High).await {
+        Reservation::Granted(wait) => assert!(wait > second && wait <= 2 * second, "{wait:?}"),
+        deferred => panic!("high is never deferred: {deferred:?}"),
+    }
+    // a lifted horizon books any slot
+    let wide = pacer.horizon(Priority::Low, Duration::MAX);
+    assert!(matches!(
+        wide.reserve(Priority::Low).await,
+        Reservation::Granted(wait) if wait > 2 * second
+    ));
+    assert!(events.all().is_empty(), "{:?}", events.all());
+}

@@ -622,6 +622,40 @@ async fn a_gate_closing_while_a_slot_is_being_booked_holds_every_request_until_i
     );
 }
 
+#[test]
+fn a_question_to_the_pacer_cut_short_by_its_runtime_is_asked_again_in_the_next() {
+    use tower_cx::priority::LocalPacer;
+    let upstream = instructed();
+    let pacer = SlowPacer {
+        pacer: LocalPacer::new(5, secs(1)),
+        delay: ms(50),
+    };
+    let layer = PriorityLimitLayer::new(4).pacer(pacer);
+    let handle = layer.handle();
+    let limited = layer.layer(upstream.clone());
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    first.block_on(async {
+        // queued, its slot being asked for when the runtime ends
+        let waiting = spawn(&limited, req("lost", Normal, 0));
+        settle().await;
+        drop(waiting);
+    });
+    drop(first);
+    assert_eq!(handle.status().queued, [0, 0, 0]);
+    runtime().block_on(async {
+        let result = tokio::time::timeout(secs(3600), limited.oneshot(req("next", Normal, 0)));
+        assert!(result.await.is_ok(), "the request is dispatched, not stuck");
+    });
+    assert_eq!(order(&upstream), ["next"]);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_limiter_reports_when_the_shared_pacer_keeps_a_slot_for_higher_priorities() {
     use tower_cx::priority::LocalPacer;

@@ -44,7 +44,8 @@ return {1, wait}";
 /// the low priority backlog of the others: it waits at most about one slot
 /// per instance. A deferred instance asks again when the schedule is near
 /// enough for its priority: one round trip per reservation, plus one per
-/// deferral. [`horizon`](Self::horizon) changes the horizons.
+/// deferral (an instance saturating the schedule with low requests alone
+/// asks twice per slot). [`horizon`](Self::horizon) changes the horizons.
 ///
 /// Without Redis, the instance paces itself alone at the same rate (its
 /// local state), and says so with a [`FleetEvent`](super::FleetEvent).
