@@ -9,6 +9,10 @@
 //! then even pacing) and without pacing. Paused Tokio time makes the run
 //! deterministic and quick.
 //!
+//! Then the **Priority** scenario: three fleet members share one pacer at
+//! the API's rate under twice that load, with mixed priorities; p50 and p95
+//! per priority, and sheds.
+//!
 //! Besides the tables, it writes one SVG chart per scenario,
 //! `storm-sustained.svg` and `storm-bursts.svg`: the attempts reaching the
 //! API in each second, one panel per strategy, into the directory named by
@@ -20,12 +24,15 @@
 
 #[path = "support/chart.rs"]
 mod chart;
+#[path = "../tests/support/storm_priority.rs"]
+mod storm_priority;
 #[path = "../tests/support/storm_sim.rs"]
 mod storm_sim;
 
 use std::time::Duration;
 
 use chart::{Panels, Reference, Series};
+use storm_priority::{run_priority, PriorityReport, PriorityScenario};
 use storm_sim::{run, Report, Scenario, Strategy};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -82,5 +89,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })?;
         println!("\nChart: {}\n", chart::write(file, &svg)?.display());
     }
+    priority(&runtime);
     Ok(())
+}
+
+/// The Priority scenario: a fleet sharing one pacer under twice its rate.
+fn priority(runtime: &tokio::runtime::Runtime) {
+    let s = PriorityScenario::fleet();
+    println!(
+        "## Priority\n\n{} members sharing one pacer at C = {} requests/s (a LocalPacer standing for the fleet's Redis schedule), {} C offered for {:?} (high, normal and low in turn on every member), {} in flight and a queue of {} per member, latency {:?}: {} requests\n",
+        s.members,
+        s.capacity,
+        s.load,
+        s.duration,
+        s.concurrency,
+        s.max_queue,
+        s.latency,
+        s.requests(),
+    );
+    let report = runtime.block_on(run_priority(&s));
+    println!("{}\n{report}\n", PriorityReport::table_header());
+    let s = PriorityScenario { aging: None, ..s };
+    let report = runtime.block_on(run_priority(&s));
+    println!(
+        "Without aging:\n\n{}\n{report}\n",
+        PriorityReport::table_header()
+    );
 }

@@ -19,17 +19,21 @@ mod upstream;
 mod vendor_stacks;
 
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use http::{Request, StatusCode};
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 use tower_cx::auth::{source_fn, ClientCredentials, TokenCache, TokenError};
 use tower_cx::backoff::Backoff;
 use tower_cx::body::Body;
 use tower_cx::fleet::{Deployment, FleetEvent, RedisFleet};
 use tower_cx::mock::MockServer;
-use tower_cx::priority::{LimiterEvent, PriorityLimitLayer};
+use tower_cx::priority::{
+    LimiterEvent, Pacer, PacerFuture, Priority, PriorityLimitHandle, PriorityLimitLayer,
+    Reservation,
+};
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::{CxService, Stack};
 use tower_cx::status::StatusBoard;
@@ -1053,4 +1057,208 @@ async fn members_come_and_go(backend: Backend) {
         memberships[0].members()
     );
     beating.abort();
+}
+
+/// A pacer that counts its questions (each one Redis round trip once the
+/// script is loaded) and the deferrals among the answers.
+struct Counted {
+    pacer: tower_cx::fleet::RedisPacer,
+    asked: Arc<AtomicU64>,
+    deferred: Arc<AtomicU64>,
+}
+
+impl Pacer for Counted {
+    fn reserve(&self, priority: Priority) -> PacerFuture {
+        self.asked.fetch_add(1, Ordering::Relaxed);
+        let (answer, deferred) = (self.pacer.reserve(priority), self.deferred.clone());
+        Box::pin(async move {
+            let answer = answer.await;
+            if matches!(answer, Reservation::Deferred(_)) {
+                deferred.fetch_add(1, Ordering::Relaxed);
+            }
+            answer
+        })
+    }
+}
+
+async fn answer_at_once(_: Request<Body>) -> Result<http::Response<()>, std::convert::Infallible> {
+    Ok(http::Response::new(()))
+}
+
+#[tokio::test]
+async fn a_high_priority_request_never_waits_behind_the_low_priority_backlog_of_the_fleet() {
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    // 100 requests per second for the fleet of 3; 200 per second offered for
+    // 1.5 s, high, normal and low in turn on every member; queues of 40
+    const RATE: u32 = 100;
+    const PER_MEMBER: u32 = 100;
+    let prefix = prefix("priority");
+    let events = Events::new();
+    let (asked, deferred) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let handles: Arc<OnceLock<Vec<PriorityLimitHandle>>> = Arc::default();
+    let high_shed_over_low = Arc::new(AtomicU64::new(0));
+    let members: Vec<(RedisFleet, PriorityLimitLayer)> = (0..3)
+        .map(|_| {
+            let fleet = fleet(&redis.url(), &prefix, &events);
+            let pacer = Counted {
+                pacer: fleet.pacer("api", RATE, Duration::from_secs(1)),
+                asked: asked.clone(),
+                deferred: deferred.clone(),
+            };
+            let (handles, violations) = (handles.clone(), high_shed_over_low.clone());
+            let layer = PriorityLimitLayer::new(8)
+                .max_queue(40)
+                .pacer(pacer)
+                .on_event(move |event| {
+                    if let LimiterEvent::Shed {
+                        priority: Priority::High,
+                        ..
+                    } = event
+                    {
+                        let all = handles.get().expect("every member's handle");
+                        if all.iter().any(|h| h.status().queued[0] > 0) {
+                            violations.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            (fleet, layer)
+        })
+        .collect();
+    let _ = handles.set(members.iter().map(|(_, l)| l.handle()).collect());
+    let start = std::time::Instant::now() + Duration::from_millis(500);
+    let step = Duration::from_secs(1) / (2 * RATE);
+    let threads: Vec<_> = members
+        .into_iter()
+        .enumerate()
+        .map(|(m, (fleet, layer))| {
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    fleet.check().await.unwrap(); // connected before the clock starts
+                    let service = layer.layer(tower::service_fn(answer_at_once));
+                    let start = tokio::time::Instant::from_std(start);
+                    let mut tasks = Vec::new();
+                    for k in 0..PER_MEMBER {
+                        let at = start + step * (3 * k + m as u32);
+                        let priority =
+                            [Priority::High, Priority::Normal, Priority::Low][(k as usize + m) % 3];
+                        let service = service.clone();
+                        tasks.push(tokio::spawn(async move {
+                            tokio::time::sleep_until(at).await;
+                            let mut request = Request::new(Body::empty());
+                            request.extensions_mut().insert(priority);
+                            let answered = service.oneshot(request).await.is_ok();
+                            (priority, answered, at.elapsed())
+                        }));
+                    }
+                    let mut seen = Vec::new();
+                    for task in tasks {
+                        seen.push(task.await.unwrap());
+                    }
+                    seen
+                })
+            })
+        })
+        .collect();
+    let seen: Vec<_> = tokio::task::spawn_blocking(move || {
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    })
+    .await
+    .unwrap();
+    let p50 = |priority: Priority| {
+        let mut waits: Vec<_> = seen
+            .iter()
+            .filter(|(p, answered, _)| *p == priority && *answered)
+            .map(|(_, _, wait)| *wait)
+            .collect();
+        waits.sort();
+        (waits.len(), waits.get(waits.len() / 2).copied())
+    };
+    let (high, normal, low) = (
+        p50(Priority::High),
+        p50(Priority::Normal),
+        p50(Priority::Low),
+    );
+    let answered = high.0 + normal.0 + low.0;
+    let (asked, deferred) = (
+        asked.load(Ordering::Relaxed),
+        deferred.load(Ordering::Relaxed),
+    );
+    println!(
+        "fleet priority: answered (count, p50) high {high:?}, normal {normal:?}, low {low:?}; \
+         {asked} pacer round trips ({deferred} deferrals) for {answered} requests = {:.2} per request",
+        asked as f64 / answered as f64
+    );
+    let events = events.all();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, FleetEvent::Degraded { .. })),
+        "paced through Redis: {events:?}"
+    );
+    assert_eq!(high.0, PER_MEMBER as usize, "every high request answered");
+    let (Some(high_p50), Some(low_p50)) = (high.1, low.1) else {
+        panic!("some low requests answered: {low:?}");
+    };
+    assert!(high_p50 * 5 <= low_p50, "{high_p50:?} vs {low_p50:?}");
+    assert!(normal.1.is_some_and(|n| high_p50 <= n && n <= low_p50));
+    assert_eq!(high_shed_over_low.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test]
+async fn the_redis_schedule_keeps_its_near_future_for_higher_priorities() {
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    let events = Events::new();
+    let fleet = fleet(&redis.url(), &prefix("horizon"), &events);
+    // one slot a second: the answers below come within it
+    let second = Duration::from_secs(1);
+    let pacer = fleet.pacer("api", 1, second);
+    let near = |answer: Reservation| match answer {
+        Reservation::Granted(wait) => ("granted", second.saturating_sub(wait)),
+        Reservation::Deferred(wait) => ("deferred", second.saturating_sub(wait)),
+    };
+    assert_eq!(
+        pacer.reserve(Priority::Low).await,
+        Reservation::Granted(Duration::ZERO)
+    );
+    // the next slot is a second ahead: low is told to ask again then,
+    // normal books it (one interval ahead), high books the one after
+    let (low, normal) = (
+        pacer.reserve(Priority::Low).await,
+        pacer.reserve(Priority::Normal).await,
+    );
+    let (low, normal) = (near(low), near(normal));
+    assert!(
+        low.0 == "deferred" && low.1 < Duration::from_millis(200),
+        "{low:?}"
+    );
+    assert!(
+        normal.0 == "granted" && normal.1 < Duration::from_millis(200),
+        "{normal:?}"
+    );
+    assert!(matches!(
+        pacer.reserve(Priority::Normal).await,
+        Reservation::Deferred(_)
+    ));
+    match pacer.reserve(Priority::High).await {
+        Reservation::Granted(wait) => assert!(wait > second && wait <= 2 * second, "{wait:?}"),
+        deferred => panic!("high is never deferred: {deferred:?}"),
+    }
+    // a lifted horizon books any slot
+    let wide = pacer.horizon(Priority::Low, Duration::MAX);
+    assert!(matches!(
+        wide.reserve(Priority::Low).await,
+        Reservation::Granted(wait) if wait > 2 * second
+    ));
+    assert!(events.all().is_empty(), "{:?}", events.all());
 }

@@ -505,6 +505,184 @@ async fn two_limiters_sharing_a_pacer_send_at_one_rate_together() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_shared_pacer_gives_each_slot_to_the_highest_priority_waiter_of_any_limiter() {
+    use tower_cx::priority::LocalPacer;
+    let upstream = instructed();
+    // 5 per second for both: a slot every 200 ms
+    let pacer = LocalPacer::new(5, secs(1));
+    let a = PriorityLimitLayer::new(4)
+        .pacer(pacer.clone())
+        .layer(upstream.clone());
+    let b = PriorityLimitLayer::new(4)
+        .pacer(pacer.clone())
+        .layer(upstream.clone());
+    let mut tasks = vec![
+        spawn(&a, req("a-low-0", Low, 0)),
+        spawn(&a, req("a-low-1", Low, 0)),
+        spawn(&a, req("a-low-2", Low, 0)),
+        spawn(&b, req("b-normal-0", Normal, 0)),
+        spawn(&b, req("b-normal-1", Normal, 0)),
+    ];
+    settle().await;
+    advance(ms(100)).await;
+    tasks.push(spawn(&a, req("a-high", High, 0)));
+    tasks.push(spawn(&b, req("b-high", High, 0)));
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let expected = [
+        ("a-low-0", 0),
+        // from the first slot after they arrived, the highs go first,
+        // whichever limiter booked the slot
+        ("b-high", 200),
+        ("a-high", 400),
+        // then normal, which books a slot ahead, before low, which takes
+        // only a slot free now
+        ("b-normal-0", 600),
+        ("b-normal-1", 800),
+        ("a-low-1", 1000),
+        ("a-low-2", 1200),
+    ];
+    let expected: Vec<_> = expected
+        .into_iter()
+        .map(|(id, at)| (id.to_string(), ms(at)))
+        .collect();
+    assert_eq!(arrivals(&upstream), expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_slot_booked_for_a_waiter_that_gives_up_goes_to_the_next_one() {
+    use tower_cx::priority::LocalPacer;
+    let upstream = instructed();
+    let layer = PriorityLimitLayer::new(4).pacer(LocalPacer::new(5, secs(1)));
+    let handle = layer.handle();
+    let limited = layer.layer(upstream.clone());
+    let first = spawn(&limited, req("first", Normal, 0));
+    // the limiter books the slot at 200 ms for the high waiter
+    let high = spawn(&limited, req("high", High, 0));
+    let low = spawn(&limited, req("low", Low, 0));
+    settle().await;
+    advance(ms(100)).await;
+    high.abort();
+    assert!(high.await.unwrap_err().is_cancelled());
+    first.await.unwrap().unwrap();
+    low.await.unwrap().unwrap();
+    assert_eq!(
+        arrivals(&upstream),
+        [("first".to_string(), ms(0)), ("low".to_string(), ms(200))]
+    );
+    assert_eq!(handle.status().in_flight, 0);
+    assert_eq!(handle.status().queued, [0, 0, 0]);
+}
+
+/// A pacer whose answer takes `delay` (a round trip to Redis, say).
+struct SlowPacer {
+    pacer: tower_cx::priority::LocalPacer,
+    delay: Duration,
+}
+
+impl tower_cx::priority::Pacer for SlowPacer {
+    fn reserve(&self, priority: Priority) -> tower_cx::priority::PacerFuture {
+        let (pacer, delay) = (self.pacer.clone(), self.delay);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            pacer.try_reserve(priority)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gate_closing_while_a_slot_is_being_booked_holds_every_request_until_it_reopens() {
+    use tower_cx::priority::LocalPacer;
+    let upstream = instructed();
+    let pacer = SlowPacer {
+        pacer: LocalPacer::new(5, secs(1)),
+        delay: ms(50),
+    };
+    let layer = PriorityLimitLayer::new(4).pacer(pacer);
+    let handle = layer.handle();
+    let limited = layer.layer(upstream.clone());
+    let tasks = [
+        spawn(&limited, req("r0", Normal, 0)),
+        spawn(&limited, req("r1", Normal, 0)),
+    ];
+    settle().await;
+    advance(ms(10)).await;
+    // the answer for r0 (a slot at 50 ms) is on its way
+    handle.close_gate(secs(1));
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    // The slot came due while the gate was closed: given up. When the gate
+    // reopens (1010 ms) the pacer is asked again (50 ms), and the next slot
+    // is 200 ms later.
+    assert_eq!(
+        arrivals(&upstream),
+        [("r0".to_string(), ms(1060)), ("r1".to_string(), ms(1260))]
+    );
+}
+
+#[test]
+fn a_question_to_the_pacer_cut_short_by_its_runtime_is_asked_again_in_the_next() {
+    use tower_cx::priority::LocalPacer;
+    let upstream = instructed();
+    let pacer = SlowPacer {
+        pacer: LocalPacer::new(5, secs(1)),
+        delay: ms(50),
+    };
+    let layer = PriorityLimitLayer::new(4).pacer(pacer);
+    let handle = layer.handle();
+    let limited = layer.layer(upstream.clone());
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    first.block_on(async {
+        // queued, its slot being asked for when the runtime ends
+        let waiting = spawn(&limited, req("lost", Normal, 0));
+        settle().await;
+        drop(waiting);
+    });
+    drop(first);
+    assert_eq!(handle.status().queued, [0, 0, 0]);
+    runtime().block_on(async {
+        let result = tokio::time::timeout(secs(3600), limited.oneshot(req("next", Normal, 0)));
+        assert!(result.await.is_ok(), "the request is dispatched, not stuck");
+    });
+    assert_eq!(order(&upstream), ["next"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limiter_reports_when_the_shared_pacer_keeps_a_slot_for_higher_priorities() {
+    use tower_cx::priority::LocalPacer;
+    let upstream = instructed();
+    let events = EventCapture::<LimiterEvent>::new();
+    let limited = PriorityLimitLayer::new(4)
+        .pacer(LocalPacer::new(5, secs(1)))
+        .on_event(events.recorder())
+        .layer(upstream.clone());
+    let tasks = [
+        spawn(&limited, req("low-0", Low, 0)),
+        spawn(&limited, req("low-1", Low, 0)),
+    ];
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        events.all(),
+        [LimiterEvent::PacerDeferred {
+            priority: Low,
+            for_: ms(200)
+        }]
+    );
+    assert_eq!(arrivals(&upstream)[1], ("low-1".to_string(), ms(200)));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_hint_seen_by_one_limiter_closes_the_gate_of_every_limiter_sharing_it() {
     use tower_cx::share::LocalPauseShare;
     let upstream = instructed();

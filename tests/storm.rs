@@ -2,6 +2,8 @@
 //! properties the tower-cx stack promises under pushback, exact under paused
 //! time.
 
+#[path = "support/storm_priority.rs"]
+mod storm_priority;
 #[path = "support/storm_sim.rs"]
 mod storm_sim;
 
@@ -228,4 +230,26 @@ async fn attempts_per_second_count_every_attempt_and_show_who_stays_under_capaci
     let tenths = tenths.attempts_per_bin(Duration::from_millis(100));
     let regrouped: Vec<u64> = tenths.chunks(10).map(|c| c.iter().sum()).collect();
     assert_eq!(regrouped, ours);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fleet_sharing_one_pacer_serves_high_priority_first_under_twice_its_rate() {
+    use storm_priority::{run_priority, PriorityReport, PriorityScenario};
+    use tower_cx::priority::Priority::{High, Low, Normal};
+    let scenario = PriorityScenario::fleet();
+    let report = run_priority(&scenario).await;
+    println!("{}\n{report}", PriorityReport::table_header());
+    let (high, normal, low) = (report.row(High), report.row(Normal), report.row(Low));
+    assert_eq!(high.ok, high.requests, "{report}");
+    let (Some(high_p50), Some(normal_p50), Some(low_p50)) = (high.p50, normal.p50, low.p50) else {
+        panic!("every priority is served: {report}");
+    };
+    assert!(high_p50 * 5 <= low_p50, "{report}");
+    assert!(high_p50 < normal_p50 && normal_p50 < low_p50, "{report}");
+    // the queues overflowed: low was shed, never high while a low waited
+    assert!(low.shed > 0, "{report}");
+    assert_eq!(report.high_shed_over_low, 0, "{report}");
+    // at the shared rate: no 429, none sent into a wait, C served
+    assert_eq!((report.rejected, report.in_window), (0, 0), "{report}");
+    assert!(report.goodput >= 0.95, "{report}");
 }

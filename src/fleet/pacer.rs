@@ -1,33 +1,51 @@
-//! One pacing schedule for the fleet: GCRA in a Lua script.
+//! One pacing schedule for the fleet: GCRA with per-priority horizons in a
+//! Lua script.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::RedisFleet;
-use crate::priority::{LocalPacer, Pacer, PacerFuture};
+use crate::priority::{LocalPacer, Pacer, PacerFuture, Priority, Reservation};
 
-/// Reserves the next slot of the schedule on the Redis clock (GCRA). KEYS:
-/// the schedule. ARGV: interval and burst tolerance in microseconds.
-/// Returns the wait in microseconds.
+/// Reserves the next slot of the schedule on the Redis clock (GCRA), if the
+/// asking priority's horizon allows. KEYS: the schedule. ARGV: interval,
+/// burst tolerance and horizon in microseconds (a negative horizon: no
+/// limit). Returns `{1, wait}` for a slot after `wait`, `{0, retry}` for
+/// none (ask again after `retry`), in microseconds; a deferral writes
+/// nothing.
 const RESERVE: &str = r"
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
+local horizon = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local wait = tat - tolerance - now
 if wait < 0 then wait = 0 end
+if horizon >= 0 and wait > horizon then
+  return {0, wait - horizon}
+end
 local next_tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1000)
-return wait";
+return {1, wait}";
 
 /// A fleet-wide [`Pacer`]: `requests` per `per` for every instance
 /// together, each slot reserved atomically in Redis (GCRA on the Redis
 /// clock, so instances' clocks do not matter). Made by
 /// [`RedisFleet::pacer`]; give it to
 /// [`PriorityLimitLayer::pacer`](crate::priority::PriorityLimitLayer::pacer).
+///
+/// Priorities book the shared schedule to different horizons, as with
+/// [`LocalPacer`]: by default a low priority request takes a slot only when
+/// one is free now, a normal one books at most one slot ahead, a high one
+/// any slot. So a high priority request on one instance never waits behind
+/// the low priority backlog of the others: it waits at most about one slot
+/// per instance. A deferred instance asks again when the schedule is near
+/// enough for its priority: one round trip per reservation, plus one per
+/// deferral (an instance saturating the schedule with low requests alone
+/// asks twice per slot). [`horizon`](Self::horizon) changes the horizons.
 ///
 /// Without Redis, the instance paces itself alone at the same rate (its
 /// local state), and says so with a [`FleetEvent`](super::FleetEvent).
@@ -36,11 +54,14 @@ pub struct RedisPacer {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     fleet: RedisFleet,
     key: String,
     interval_us: u64,
     tolerance_us: u64,
+    /// Per priority (`Priority::index`); -1 for no limit.
+    horizons_us: [i64; 3],
     script: redis::Script,
     local: LocalPacer,
 }
@@ -48,60 +69,92 @@ struct Inner {
 impl RedisPacer {
     pub(crate) fn new(fleet: RedisFleet, name: &str, requests: u32, per: Duration) -> Self {
         let local = LocalPacer::new(requests, per);
+        let interval_us = micros(local.interval()).max(1);
         Self {
             inner: Arc::new(Inner {
                 key: fleet.key("pace", name),
                 fleet,
-                interval_us: local.interval().as_micros().max(1) as u64,
+                interval_us: interval_us as u64,
                 tolerance_us: 0,
+                horizons_us: [0, interval_us, -1],
                 script: redis::Script::new(RESERVE),
                 local,
             }),
         }
     }
 
+    fn with(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Inner::clone(&self.inner);
+        change(&mut inner);
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
     /// Let up to `burst` requests go at once within the rate.
     pub fn burst(self, burst: u32) -> Self {
-        let inner = &self.inner;
-        let tolerance_us = inner.interval_us * u64::from(burst.max(1) - 1);
-        Self {
-            inner: Arc::new(Inner {
-                fleet: inner.fleet.clone(),
-                key: inner.key.clone(),
-                interval_us: inner.interval_us,
-                tolerance_us,
-                script: inner.script.clone(),
-                local: inner.local.clone().burst(burst),
-            }),
-        }
+        self.with(|inner| {
+            inner.tolerance_us = inner.interval_us * u64::from(burst.max(1) - 1);
+            inner.local = inner.local.clone().burst(burst);
+        })
+    }
+
+    /// A request of `priority` takes a slot only while it would wait at
+    /// most `ahead` for it; otherwise its limiter asks again when it would
+    /// (defaults: low zero, normal one interval, high no limit).
+    /// `Duration::MAX` lifts the limit. Every instance sharing the schedule
+    /// should use the same horizons.
+    pub fn horizon(self, priority: Priority, ahead: Duration) -> Self {
+        self.with(|inner| {
+            inner.horizons_us[priority.index()] = if ahead == Duration::MAX {
+                -1
+            } else {
+                micros(ahead)
+            };
+            inner.local = inner.local.clone().horizon(priority, ahead);
+        })
     }
 }
 
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn from_micros(us: i64) -> Duration {
+    Duration::from_micros(u64::try_from(us).unwrap_or(0))
+}
+
 impl Pacer for RedisPacer {
-    fn reserve(&self) -> PacerFuture {
+    fn reserve(&self, priority: Priority) -> PacerFuture {
         let inner = self.inner.clone();
         Box::pin(async move {
             let (key, script) = (inner.key.clone(), inner.script.clone());
             let (interval, tolerance) = (inner.interval_us, inner.tolerance_us);
-            let reserved: Result<i64, _> = inner
+            let horizon = inner.horizons_us[priority.index()];
+            let answer: Result<(i64, i64), _> = inner
                 .fleet
                 .run(|mut conn| async move {
                     script
                         .key(&key)
                         .arg(interval)
                         .arg(tolerance)
+                        .arg(horizon)
                         .invoke_async(&mut conn)
                         .await
                 })
                 .await;
-            match reserved {
-                Ok(wait_us) => {
+            match answer {
+                Ok((granted, us)) => {
                     inner.fleet.restored("pacer");
-                    Duration::from_micros(u64::try_from(wait_us).unwrap_or(0))
+                    if granted == 1 {
+                        Reservation::Granted(from_micros(us))
+                    } else {
+                        Reservation::Deferred(from_micros(us))
+                    }
                 }
                 Err(down) => {
                     inner.fleet.degraded("pacer", &down);
-                    inner.local.reserve_now()
+                    inner.local.try_reserve(priority)
                 }
             }
         })

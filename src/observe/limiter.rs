@@ -47,11 +47,22 @@ pub enum LimiterEvent {
         /// Why.
         reason: OverloadReason,
     },
+    /// The limiter's external [`Pacer`](crate::priority::Pacer) kept the
+    /// next slot from its best waiter's priority, for higher priorities:
+    /// the limiter asks again after `for_` (`pacer.deferred`: `for_ms`,
+    /// `priority`).
+    PacerDeferred {
+        /// The priority the limiter asked at (its best waiter's, aging
+        /// included).
+        priority: Priority,
+        /// When it asks again, from now.
+        for_: Duration,
+    },
 }
 
 impl LimiterEvent {
     /// The event's name (`gate.closed`, `gate.closed_elsewhere`,
-    /// `gate.opened`, `queue.waited`, `request.shed`).
+    /// `gate.opened`, `queue.waited`, `request.shed`, `pacer.deferred`).
     pub fn name(&self) -> &'static str {
         match self {
             LimiterEvent::GateClosed { .. } => "gate.closed",
@@ -59,6 +70,7 @@ impl LimiterEvent {
             LimiterEvent::GateOpened => "gate.opened",
             LimiterEvent::QueueWaited { .. } => "queue.waited",
             LimiterEvent::Shed { .. } => "request.shed",
+            LimiterEvent::PacerDeferred { .. } => "pacer.deferred",
         }
     }
 }
@@ -78,7 +90,28 @@ impl Serialize for LimiterEvent {
             LimiterEvent::Shed { priority, reason } => fields
                 .field("priority", priority.as_str())?
                 .field("reason", reason.as_str())?,
+            LimiterEvent::PacerDeferred { priority, for_ } => fields
+                .millis("for_ms", *for_)?
+                .field("priority", priority.as_str())?,
         }
         .end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deferral_by_the_pacer_serializes_flat() {
+        let event = LimiterEvent::PacerDeferred {
+            priority: Priority::Low,
+            for_: Duration::from_millis(400),
+        };
+        assert_eq!(event.name(), "pacer.deferred");
+        assert_eq!(
+            serde_json::to_string(&event).unwrap(),
+            r#"{"event":"pacer.deferred","for_ms":400.0,"priority":"low"}"#
+        );
     }
 }

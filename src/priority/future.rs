@@ -50,14 +50,14 @@ enum Stage {
         /// When it queued, if the audit record wants the wait.
         queued_at: Option<Instant>,
     },
-    /// Holding a permit; the limiter's pacer (if any) not asked yet.
-    Granted { permit: Option<Permit> },
-    /// Holding a permit, waiting for the pacer's slot or the rate gate.
-    Pacing {
-        wait: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Holding a permit (and the paced slot, if any), waiting for the
+    /// rate gate that closed after the grant.
+    Gated {
+        wait: Pin<Box<Sleep>>,
         permit: Option<Permit>,
     },
-    /// Holding a permit and a paced slot: sent once the gate is open.
+    /// Holding a permit (and the paced slot, if any): sent once the gate is
+    /// open.
     Ready { permit: Option<Permit> },
 }
 
@@ -70,24 +70,6 @@ where
             state: State::Called {
                 future,
                 permit: Some(permit),
-            },
-            audit,
-        }
-    }
-
-    /// A permit is held, the pacer decides when to send.
-    pub(crate) fn permitted(
-        permit: Permit,
-        service: S,
-        request: Request<B>,
-        audit: Option<RequestContext>,
-    ) -> Self {
-        Self {
-            state: State::Waiting {
-                stage: Stage::Granted {
-                    permit: Some(permit),
-                },
-                pending: Some((service, request)),
             },
             audit,
         }
@@ -168,7 +150,7 @@ where
                                     };
                                     audit.publish(None, waited.into());
                                 }
-                                *stage = Stage::Granted {
+                                *stage = Stage::Ready {
                                     permit: Some(permit),
                                 };
                             }
@@ -189,26 +171,7 @@ where
                             }
                         }
                     }
-                    Stage::Granted { permit } => {
-                        let pacer = permit
-                            .as_ref()
-                            .and_then(|p| p.limiter().config.pacer.clone());
-                        let permit = permit.take();
-                        *stage = match pacer {
-                            Some(pacer) => {
-                                let reservation = pacer.reserve();
-                                let wait = Box::pin(async move {
-                                    let wait = reservation.await;
-                                    if !wait.is_zero() {
-                                        tokio::time::sleep(wait).await;
-                                    }
-                                });
-                                Stage::Pacing { wait, permit }
-                            }
-                            None => Stage::Ready { permit },
-                        };
-                    }
-                    Stage::Pacing { wait, permit } => {
+                    Stage::Gated { wait, permit } => {
                         ready!(wait.as_mut().poll(cx));
                         let permit = permit.take();
                         *stage = Stage::Ready { permit };
@@ -223,7 +186,7 @@ where
                         if let Some(until) = closed {
                             let wait = Box::pin(tokio::time::sleep_until(until));
                             let permit = permit.take();
-                            *stage = Stage::Pacing { wait, permit };
+                            *stage = Stage::Gated { wait, permit };
                             continue;
                         }
                         let Some((service, _)) = pending.as_mut() else {

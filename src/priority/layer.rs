@@ -143,9 +143,19 @@ impl PriorityLimitLayer {
     }
 
     /// Take dispatch slots from `pacer` (shared with other limiters, or with
-    /// a whole fleet through Redis) instead of the built-in pacing. Each
-    /// request asks the pacer for a slot once it holds a permit, and waits
-    /// for it before it is sent.
+    /// a whole fleet through Redis) instead of the built-in pacing.
+    ///
+    /// Requests wait in the queue, by priority, for their slot. The limiter
+    /// holds at most one reservation at a time: it asks the pacer for a
+    /// slot at its best waiter's priority (aging included) once a permit is
+    /// free, and when the slot comes due, the best waiter then is sent (a
+    /// higher priority arriving meanwhile goes first; a waiter that gives up
+    /// leaves the slot to the next). A pacer may defer a priority to keep
+    /// the shared schedule's near future for higher ones
+    /// ([`LocalPacer`](super::LocalPacer)'s horizons); the limiter then asks
+    /// again when told, or at once for a higher priority. A slot that comes
+    /// due while the rate gate is closed is given up, and the pacer is asked
+    /// again when the gate reopens.
     pub fn pacer(self, pacer: impl Pacer) -> Self {
         let pacer: Arc<dyn Pacer> = Arc::new(pacer);
         self.with(|c| {

@@ -1,6 +1,7 @@
 //! The limiter's core: permits, admission, dispatch to waiters, and the
 //! timer that dispatches when the gate or pacing allows. The queue, the
-//! gate and pacing are apart (`queue`, `gate`, `pacing`).
+//! gate, pacing and an external pacer's slots are apart (`queue`, `gate`,
+//! `pacing`, `reserve`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -12,6 +13,7 @@ use super::config::Config;
 use super::gate::Gate;
 use super::pacing::Pacing;
 use super::queue::{Queue, Slot, Ticket, Wakeups};
+use super::reserve::Reserved;
 use super::Priority;
 use crate::error::{OverloadReason, Overloaded};
 use crate::observe::LimiterEvent;
@@ -32,6 +34,12 @@ pub(super) struct State {
     pub(super) queue: Queue,
     pub(super) gate: Gate,
     pub(super) pacing: Option<Pacing>,
+    /// What the limiter holds of its external pacer's schedule, if it has
+    /// one.
+    pub(super) reserved: Option<Reserved>,
+    /// Ask the external pacer for a slot at this priority once the lock is
+    /// released.
+    pub(super) ask: Option<Priority>,
     /// A timer task is armed to dispatch at this instant.
     timer_at: Option<Instant>,
     /// Wakers and events to deliver once the lock is released.
@@ -70,12 +78,14 @@ impl Limiter {
     pub(crate) fn new(config: Config) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             in_flight: AtomicUsize::new(0),
-            slow: AtomicBool::new(config.pacing.is_some()),
+            slow: AtomicBool::new(config.pacing.is_some() || config.pacer.is_some()),
             gate_closed: AtomicBool::new(false),
             state: Mutex::new(State {
                 queue: Queue::default(),
                 gate: Gate::default(),
                 pacing: config.new_pacing(),
+                reserved: config.pacer.as_ref().map(|_| Reserved::default()),
+                ask: None,
                 timer_at: None,
                 wake: Wakeups::default(),
                 events: Vec::new(),
@@ -107,26 +117,39 @@ impl Limiter {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Release the lock, then wake and report.
-    pub(super) fn unlock(&self, mut state: MutexGuard<'_, State>) {
-        let (first, rest) = state.wake.take();
-        let events = std::mem::take(&mut state.events);
-        drop(state);
-        if let Some(waker) = first {
-            waker.wake();
-        }
-        for waker in rest {
-            waker.wake();
-        }
-        if let Some(handler) = &self.config.on_event {
-            for event in &events {
-                handler(event);
+    /// Release the lock, then wake and report, and ask the external pacer
+    /// for a slot if the dispatch wants one (when its answer is ready at
+    /// once, take the lock again to dispatch with it, and so on).
+    pub(super) fn unlock<'a>(&'a self, mut state: MutexGuard<'a, State>) {
+        loop {
+            let (first, rest) = state.wake.take();
+            let events = std::mem::take(&mut state.events);
+            let ask = state.ask.take();
+            drop(state);
+            if let Some(waker) = first {
+                waker.wake();
             }
+            for waker in rest {
+                waker.wake();
+            }
+            if let Some(handler) = &self.config.on_event {
+                for event in &events {
+                    handler(event);
+                }
+            }
+            let Some(priority) = ask else {
+                return;
+            };
+            let Some(reservation) = self.ask_pacer(priority) else {
+                return;
+            };
+            state = self.lock();
+            self.reservation(&mut state, priority, reservation);
         }
     }
 
     /// Take a permit if one is free, lock-free.
-    fn try_acquire(&self) -> bool {
+    pub(super) fn try_acquire(&self) -> bool {
         let max = self.config.max_concurrency;
         let mut current = self.in_flight.load(Ordering::SeqCst);
         while current < max {
@@ -165,7 +188,9 @@ impl Limiter {
         let mut now = Now::default();
         let mut state = self.lock();
         if state.queue.len() == 0 && !state.gate.is_closed(&mut now) {
+            let external = state.reserved.is_some();
             let permitted = match state.pacing.as_mut() {
+                None if external => self.take_due_slot(&mut state, &mut now),
                 None => self.try_acquire(),
                 Some(pacing) => {
                     self.in_flight.load(Ordering::SeqCst) < self.config.max_concurrency
@@ -257,6 +282,7 @@ impl Limiter {
         let reopened = self.reopen_if_due(state, now);
         while state.queue.len() > 0 {
             if let Some(until) = state.gate.until() {
+                self.drop_slot_before(state, until);
                 self.arm_timer(state, until);
                 break;
             }
@@ -271,6 +297,9 @@ impl Limiter {
                     self.arm_timer(state, at);
                     break;
                 }
+            }
+            if !self.take_reserved(state, now) {
+                break;
             }
             let (aging, lifo_after) = (self.config.aging, self.config.lifo_after);
             let Some(entry) = state.queue.pop_best(aging, lifo_after, now) else {
@@ -289,7 +318,10 @@ impl Limiter {
 
     /// Leave the slow path once nothing needs it.
     pub(super) fn update_slow(&self, state: &State, now: &mut Now) {
-        let slow = state.queue.len() > 0 || state.pacing.is_some() || state.gate.is_closed(now);
+        let slow = state.queue.len() > 0
+            || state.pacing.is_some()
+            || state.reserved.is_some()
+            || state.gate.is_closed(now);
         // most calls change nothing: spare the shared cache line a write
         if self.slow.load(Ordering::SeqCst) != slow {
             self.slow.store(slow, Ordering::SeqCst);

@@ -60,6 +60,11 @@
 //!   limiters (or, with the `redis` feature, a fleet of processes), and a
 //!   [`PauseShare`](crate::share::PauseShare) spreads gate closures between
 //!   them.
+//! - Either way, paced requests wait in the queue, and each slot goes to the
+//!   best waiter when it comes due. A shared pacer also keeps its near
+//!   future for higher priorities ([`LocalPacer::horizon`]), so that a high
+//!   priority request of one limiter does not wait behind the low priority
+//!   backlog of the others.
 //! - The queue order holds among waiters. A request arriving at the
 //!   very instant a permit frees up, before it saw the queue, may take that
 //!   permit ahead of a waiter (who then gets the next one): the price of a
@@ -79,6 +84,7 @@ mod layer;
 mod limiter;
 mod pacing;
 mod queue;
+mod reserve;
 mod service;
 mod shared;
 
@@ -93,7 +99,7 @@ pub use future::ResponseFuture;
 pub use handle::{LimiterStatus, PriorityLimitHandle};
 pub use layer::PriorityLimitLayer;
 pub use service::PriorityLimit;
-pub use shared::{LocalPacer, Pacer, PacerFuture};
+pub use shared::{LocalPacer, Pacer, PacerFuture, Reservation};
 
 /// Sets a request's [`Priority`] extension from a header (e.g. `x-priority:
 /// high`), for gateways. A missing or unknown value leaves the request as it

@@ -94,6 +94,23 @@ pub(super) struct Entry {
     pub(super) slot: Arc<Slot>,
 }
 
+impl Entry {
+    /// The level it stands at: its priority, raised by one per aging step
+    /// waited (at most to high).
+    fn level(&self, aging: Option<Duration>, now: &mut Now) -> u8 {
+        let mut level = self.priority.index() as u8;
+        if let (Some(aging), Some(at)) = (aging, self.enqueued_at) {
+            let waited = now.get().saturating_duration_since(at);
+            if waited >= aging.saturating_mul(2) {
+                level += 2;
+            } else if waited >= aging {
+                level += 1;
+            }
+        }
+        level.min(2)
+    }
+}
+
 /// The waiters, one FIFO per priority. A waiter that gives up leaves in
 /// O(1) by its key, wherever it stands.
 #[derive(Default)]
@@ -166,6 +183,19 @@ impl Queue {
         }
     }
 
+    /// The priority the waiter whose turn it is stands at (aging included:
+    /// a queue ages with its oldest waiter).
+    pub(super) fn best_level(
+        &self,
+        aging: Option<Duration>,
+        lifo_after: Option<Duration>,
+        now: &mut Now,
+    ) -> Option<Priority> {
+        let (index, _) = self.best(aging, lifo_after, now)?;
+        let head = self.queues.front(index)?;
+        Some(Priority::from_index(head.level(aging, now).into()))
+    }
+
     /// The queue whose turn it is, and whether its newest waiter goes
     /// (adaptive LIFO) rather than its oldest.
     ///
@@ -185,18 +215,7 @@ impl Queue {
         let (index, head) = match heads.next() {
             None => (first, head),
             Some(next) => {
-                let mut level = |head: &Entry| {
-                    let mut level = head.priority.index() as u8;
-                    if let (Some(aging), Some(at)) = (aging, head.enqueued_at) {
-                        let waited = now.get().saturating_duration_since(at);
-                        if waited >= aging.saturating_mul(2) {
-                            level += 2;
-                        } else if waited >= aging {
-                            level += 1;
-                        }
-                    }
-                    level.min(2)
-                };
+                let mut level = |head: &Entry| head.level(aging, now);
                 let key = |level: u8, head: &Entry| (level, std::cmp::Reverse(head.seq));
                 let mut best = (key(level(head), head), first, head);
                 for (index, head) in std::iter::once(next).chain(heads) {

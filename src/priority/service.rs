@@ -81,11 +81,6 @@ where
             .unwrap_or_default();
         let audit = request.extensions().get::<RequestContext>().cloned();
         match self.limiter.admit(priority) {
-            Admission::Permit(permit) if self.limiter.config.pacer.is_some() => {
-                let clone = self.inner.clone();
-                let service = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::permitted(permit, service, request, audit)
-            }
             Admission::Permit(permit) => {
                 let future = self.inner.call(request);
                 ResponseFuture::called(future, permit, audit)

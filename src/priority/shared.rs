@@ -5,19 +5,24 @@
 //! ```
 //! use std::time::Duration;
 //!
-//! use tower_cx::priority::{LocalPacer, Pacer, PriorityLimitLayer};
+//! use tower_cx::priority::{LocalPacer, Priority, PriorityLimitLayer, Reservation};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
 //! // Two limiters (say, one per API host) that together send at most 5
-//! // requests per second.
+//! // requests per second, high priority first.
 //! let pacer = LocalPacer::new(5, Duration::from_secs(1));
 //! let a = PriorityLimitLayer::new(8).pacer(pacer.clone());
 //! let b = PriorityLimitLayer::new(8).pacer(pacer.clone());
 //! # let _ = (a, b);
-//! // Reservations are spaced 200 ms apart, whoever makes them.
-//! assert_eq!(pacer.reserve().await, Duration::ZERO);
-//! assert_eq!(pacer.reserve().await, Duration::from_millis(200));
+//! // Slots are spaced 200 ms apart, whoever takes them.
+//! assert_eq!(pacer.reserve_now(), Duration::ZERO);
+//! assert_eq!(pacer.reserve_now(), Duration::from_millis(200));
+//! // The schedule is booked 400 ms ahead: too far for low priority (which
+//! // takes only a slot free now), not for high.
+//! let ms = Duration::from_millis;
+//! assert_eq!(pacer.try_reserve(Priority::Low), Reservation::Deferred(ms(400)));
+//! assert_eq!(pacer.try_reserve(Priority::High), Reservation::Granted(ms(400)));
 //! # }
 //! ```
 
@@ -29,32 +34,88 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// The future of a [`Pacer`] reservation: how long to wait before sending.
-pub type PacerFuture = Pin<Box<dyn Future<Output = Duration> + Send + 'static>>;
+use super::Priority;
+
+/// The future of a [`Pacer`] reservation.
+pub type PacerFuture = Pin<Box<dyn Future<Output = Reservation> + Send + 'static>>;
+
+/// A [`Pacer`]'s answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// A slot is reserved for the request: send it after this wait.
+    Granted(Duration),
+    /// No slot for this priority now (the schedule keeps room for higher
+    /// priorities): ask again after this wait.
+    Deferred(Duration),
+}
 
 /// Hands out dispatch slots at a fixed rate to one or more limiters.
 ///
-/// A limiter with a pacer asks it for a slot once a request holds a
-/// concurrency permit, waits the returned delay, then sends. A reservation
-/// is never refused: it is a place in a schedule, so callers spread over the
-/// rate exactly, however many limiters (or processes) share the pacer.
+/// A limiter with a pacer holds at most one reservation at a time: it asks
+/// for a slot at the priority of its best waiter (aging included) once a
+/// permit is free, and when the slot comes due it dispatches whichever
+/// waiter is best then (a request of higher priority that arrived in the
+/// meantime goes first). A [`Deferred`](Reservation::Deferred) answer makes
+/// it ask again at the time given. So a pacer may keep the schedule's near
+/// future for higher priorities across every limiter (or process) that
+/// shares it, as [`LocalPacer`] and the fleet's Redis pacer do.
 pub trait Pacer: Send + Sync + 'static {
-    /// Reserve the next slot; resolves to how long to wait for it.
-    fn reserve(&self) -> PacerFuture;
+    /// Ask for the next slot for a request of `priority`.
+    fn reserve(&self, priority: Priority) -> PacerFuture;
 }
 
 impl<P: Pacer + ?Sized> Pacer for Arc<P> {
-    fn reserve(&self) -> PacerFuture {
-        (**self).reserve()
+    fn reserve(&self, priority: Priority) -> PacerFuture {
+        (**self).reserve(priority)
     }
+}
+
+/// How far ahead of now each priority may book a schedule, beyond its
+/// burst: `None` is no limit. Indexed by `Priority::index`.
+pub(crate) type Horizons = [Option<Duration>; 3];
+
+/// The default horizons for slots `interval` apart: low takes only a slot
+/// free now, normal books at most one slot ahead, high any slot.
+pub(crate) fn default_horizons(interval: Duration) -> Horizons {
+    [Some(Duration::ZERO), Some(interval), None]
+}
+
+/// GCRA with a horizon: the answer for a request at `now` on a schedule
+/// whose next free slot is `tat` (advanced if granted).
+pub(crate) fn gcra(
+    tat: &mut Option<Instant>,
+    now: Instant,
+    interval: Duration,
+    tolerance: Duration,
+    horizon: Option<Duration>,
+) -> Reservation {
+    let current = tat.unwrap_or(now).max(now);
+    let wait = current
+        .checked_sub(tolerance)
+        .map_or(Duration::ZERO, |go| go.saturating_duration_since(now));
+    if let Some(horizon) = horizon {
+        if wait > horizon {
+            return Reservation::Deferred(wait - horizon);
+        }
+    }
+    *tat = Some(current + interval);
+    Reservation::Granted(wait)
 }
 
 /// An in-memory [`Pacer`] (GCRA: a schedule of evenly spaced slots with an
 /// optional burst). Clones share the schedule.
+///
+/// Priorities book the schedule to different horizons: by default a low
+/// priority request takes a slot only when one is free now, a normal one
+/// books at most one slot ahead, and a high one any slot, so that a high
+/// priority request waits at most about one slot per limiter behind lower
+/// priorities, however much of them the other limiters have queued.
+/// [`horizon`](Self::horizon) changes this.
 #[derive(Clone)]
 pub struct LocalPacer {
     interval: Duration,
     tolerance: Duration,
+    horizons: Horizons,
     tat: Arc<Mutex<Option<Instant>>>,
 }
 
@@ -62,9 +123,11 @@ impl LocalPacer {
     /// `requests` per `per`, evenly spaced (at least one request per
     /// `per`).
     pub fn new(requests: u32, per: Duration) -> Self {
+        let interval = per / requests.max(1);
         Self {
-            interval: per / requests.max(1),
+            interval,
             tolerance: Duration::ZERO,
+            horizons: default_horizons(interval),
             tat: Arc::default(),
         }
     }
@@ -75,27 +138,59 @@ impl LocalPacer {
         self
     }
 
+    /// A request of `priority` takes a slot only while it would wait at
+    /// most `ahead` for it; otherwise it is
+    /// [`Deferred`](Reservation::Deferred) until it would (defaults: low
+    /// zero, normal one interval, high no limit).
+    /// `Duration::MAX` lifts the limit.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_cx::priority::{LocalPacer, Priority};
+    ///
+    /// // normal requests may book up to a second ahead
+    /// let pacer = LocalPacer::new(300, Duration::from_secs(60))
+    ///     .horizon(Priority::Normal, Duration::from_secs(1));
+    /// # let _ = pacer;
+    /// ```
+    pub fn horizon(mut self, priority: Priority, ahead: Duration) -> Self {
+        self.horizons[priority.index()] = (ahead != Duration::MAX).then_some(ahead);
+        self
+    }
+
     /// The time between two slots.
     pub fn interval(&self) -> Duration {
         self.interval
     }
 
-    /// Reserve a slot now; how long to wait for it.
+    /// Reserve a slot now, whatever the priority; how long to wait for it.
     pub fn reserve_now(&self) -> Duration {
-        let now = Instant::now();
+        match self.answer(None) {
+            Reservation::Granted(wait) | Reservation::Deferred(wait) => wait,
+        }
+    }
+
+    /// Reserve a slot now for a request of `priority`, if its horizon
+    /// allows.
+    pub fn try_reserve(&self, priority: Priority) -> Reservation {
+        self.answer(self.horizons[priority.index()])
+    }
+
+    fn answer(&self, horizon: Option<Duration>) -> Reservation {
         let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
-        let current = tat.unwrap_or(now).max(now);
-        *tat = Some(current + self.interval);
-        current
-            .checked_sub(self.tolerance)
-            .map_or(Duration::ZERO, |go| go.saturating_duration_since(now))
+        gcra(
+            &mut tat,
+            Instant::now(),
+            self.interval,
+            self.tolerance,
+            horizon,
+        )
     }
 }
 
 impl Pacer for LocalPacer {
-    fn reserve(&self) -> PacerFuture {
-        let wait = self.reserve_now();
-        Box::pin(std::future::ready(wait))
+    fn reserve(&self, priority: Priority) -> PacerFuture {
+        Box::pin(std::future::ready(self.try_reserve(priority)))
     }
 }
 
@@ -104,6 +199,7 @@ impl fmt::Debug for LocalPacer {
         f.debug_struct("LocalPacer")
             .field("interval", &self.interval)
             .field("tolerance", &self.tolerance)
+            .field("horizons", &self.horizons)
             .finish()
     }
 }
@@ -112,15 +208,55 @@ impl fmt::Debug for LocalPacer {
 mod tests {
     use super::*;
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn local_pacer_spaces_slots_and_allows_its_burst() {
         let pacer = LocalPacer::new(4, Duration::from_secs(1)).burst(2);
         let waits: Vec<_> = (0..5).map(|_| pacer.reserve_now()).collect();
-        let ms = |n| Duration::from_millis(n);
         assert_eq!(waits, [ms(0), ms(0), ms(250), ms(500), ms(750)]);
         tokio::time::advance(Duration::from_secs(10)).await;
         // idle time does not pile up beyond the burst
         let waits: Vec<_> = (0..3).map(|_| pacer.reserve_now()).collect();
         assert_eq!(waits, [ms(0), ms(0), ms(250)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_priority_books_the_schedule_to_its_horizon() {
+        use Reservation::{Deferred, Granted};
+        let pacer = LocalPacer::new(4, Duration::from_secs(1));
+        assert_eq!(pacer.try_reserve(Priority::Low), Granted(ms(0)));
+        // the next slot is 250 ms ahead: normal books it, low may not
+        assert_eq!(pacer.try_reserve(Priority::Low), Deferred(ms(250)));
+        assert_eq!(pacer.try_reserve(Priority::Normal), Granted(ms(250)));
+        assert_eq!(pacer.try_reserve(Priority::Normal), Deferred(ms(250)));
+        assert_eq!(pacer.try_reserve(Priority::High), Granted(ms(500)));
+        assert_eq!(pacer.try_reserve(Priority::High), Granted(ms(750)));
+        // a deferral reserves nothing: asked again when it said, low gets
+        // the slot after high's
+        tokio::time::advance(ms(1000)).await;
+        assert_eq!(pacer.try_reserve(Priority::Low), Granted(ms(0)));
+        let wide = pacer.clone().horizon(Priority::Low, Duration::MAX);
+        assert_eq!(wide.try_reserve(Priority::Low), Granted(ms(250)));
+        let narrow = pacer.horizon(Priority::High, ms(100));
+        assert_eq!(narrow.try_reserve(Priority::High), Deferred(ms(400)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_horizon_counts_beyond_the_burst() {
+        use Reservation::{Deferred, Granted};
+        let pacer = LocalPacer::new(4, Duration::from_secs(1)).burst(3);
+        let lows: Vec<_> = (0..4).map(|_| pacer.try_reserve(Priority::Low)).collect();
+        assert_eq!(
+            lows,
+            [
+                Granted(ms(0)),
+                Granted(ms(0)),
+                Granted(ms(0)),
+                Deferred(ms(250))
+            ]
+        );
     }
 }
