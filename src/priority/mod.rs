@@ -89,8 +89,9 @@ use tower::{Layer, Service};
 
 pub use crate::level::{Priority, UnknownPriority};
 pub use crate::observe::LimiterEvent;
+pub use crate::observe::PacingSource;
 pub use future::ResponseFuture;
-pub use handle::{LimiterStatus, PriorityLimitHandle};
+pub use handle::{LimiterStatus, PacingStatus, PriorityLimitHandle};
 pub use layer::PriorityLimitLayer;
 pub use service::PriorityLimit;
 pub use shared::{LocalPacer, Pacer, PacerFuture};

@@ -37,7 +37,8 @@ pub fn layers(
         None => Ok(Shared {
             limiter: match flags.rate {
                 Some((n, per)) => limiter.pacing(n, per),
-                None => limiter,
+                // pace to what the upstream advertises, or to its 429s
+                None => limiter.learn_rate(),
             },
             breaker: breaker(),
             tokens: credentials.map(|c| {
@@ -75,7 +76,8 @@ fn fleet(
     let name = flags.client_id.as_deref().unwrap_or(upstream);
     let limiter = match flags.rate {
         Some((n, per)) => limiter.pacer(fleet.pacer(name, n, per)),
-        None => limiter,
+        // each member learns on its own (the fleet does not share it yet)
+        None => limiter.learn_rate(),
     };
     Ok(Shared {
         limiter: limiter.share_gate(fleet.gate(name)),
