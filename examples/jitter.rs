@@ -10,12 +10,22 @@
 //! write landed between its read and its write. The client learns the
 //! outcome one more hop later, then backs off.
 //!
+//! Besides the table, it writes `jitter.svg`, the time to the last
+//! success per jitter mode as bars, into the directory named by the
+//! `CHARTS_DIR` environment variable (by default `target/charts/`).
+//!
 //! Run: `cargo run --release --example jitter`
+//! (`CHARTS_DIR=docs/charts cargo run --release --example jitter` renews the
+//! chart `BENCHMARKS.md` shows)
+
+#[path = "support/chart.rs"]
+mod chart;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
+use chart::{GroupedBars, Series};
 use tower_cx::backoff::{Backoff, BackoffState, Jitter, SharedRng};
 
 const RUNS: u64 = 1000;
@@ -109,16 +119,28 @@ fn mean_and_se(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
     (mean, (variance / n).sqrt())
 }
 
-fn main() {
+/// (name in the table, in the chart's legend, the mode)
+const JITTERS: [(&str, &str, Jitter); 4] = [
+    ("none", "no jitter", Jitter::None),
+    ("full", "full jitter", Jitter::Full),
+    ("equal", "equal jitter", Jitter::Equal),
+    ("decorrelated", "decorrelated jitter", Jitter::Decorrelated),
+];
+const CLIENTS: [usize; 2] = [50, 100];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // mean time to the last success in seconds, per jitter mode and client count
+    let mut series: Vec<Series> = JITTERS
+        .iter()
+        .map(|(_, label, _)| Series {
+            label: (*label).to_owned(),
+            values: Vec::new(),
+        })
+        .collect();
     println!("| clients | jitter | attempts (mean ± s.e., {RUNS} runs) | attempts per client | time to last success (mean ± s.e.) |");
     println!("|---:|---|---:|---:|---:|");
-    for clients in [50, 100] {
-        for (name, jitter) in [
-            ("none", Jitter::None),
-            ("full", Jitter::Full),
-            ("equal", Jitter::Equal),
-            ("decorrelated", Jitter::Decorrelated),
-        ] {
+    for clients in CLIENTS {
+        for ((name, _, jitter), series) in JITTERS.into_iter().zip(&mut series) {
             let runs: Vec<Outcome> = (0..RUNS)
                 .map(|seed| simulate(clients, jitter, seed))
                 .collect();
@@ -129,6 +151,17 @@ fn main() {
                 "| {clients} | {name} | {attempts:.1} ± {attempts_se:.1} | {:.2} | {time:.0} ± {time_se:.0} ms |",
                 attempts / clients as f64,
             );
+            series.values.push(time / 1000.0);
         }
     }
+    let svg = chart::grouped_bars(&GroupedBars {
+        title: format!("Time until the last client succeeded (mean of {RUNS} seeded runs)"),
+        x_desc: "clients contending for one record".to_owned(),
+        y_desc: "time to the last success (s)".to_owned(),
+        groups: CLIENTS.iter().map(|n| format!("{n} clients")).collect(),
+        series,
+        value_label: |s| format!("{s:.2} s"),
+    })?;
+    println!("\nChart: {}", chart::write("jitter.svg", &svg)?.display());
+    Ok(())
 }

@@ -9,22 +9,38 @@
 //! then even pacing) and without pacing. Paused Tokio time makes the run
 //! deterministic and quick.
 //!
+//! Besides the tables, it writes one SVG chart per scenario,
+//! `storm-sustained.svg` and `storm-bursts.svg`: the attempts reaching the
+//! API in each second, one panel per strategy, into the directory named by
+//! the `CHARTS_DIR` environment variable (by default `target/charts/`).
+//!
 //! Run: `cargo run --release --example storm`
+//! (`CHARTS_DIR=docs/charts cargo run --release --example storm` renews the
+//! charts `BENCHMARKS.md` shows)
 
+#[path = "support/chart.rs"]
+mod chart;
 #[path = "../tests/support/storm_sim.rs"]
 mod storm_sim;
 
+use std::time::Duration;
+
+use chart::{Panels, Reference, Series};
 use storm_sim::{run, Report, Scenario, Strategy};
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("a Tokio runtime");
-    for (name, scenario) in [
-        ("Sustained storm", Scenario::storm()),
-        ("Bursts with room between them", Scenario::bursty()),
+    for (name, file, scenario) in [
+        ("Sustained storm", "storm-sustained.svg", Scenario::storm()),
+        (
+            "Bursts with room between them",
+            "storm-bursts.svg",
+            Scenario::bursty(),
+        ),
     ] {
         println!(
             "## {name}\n\n{} clients, C = {} requests/s, {} bursts of {} every {:?} (clients spread over {:?}), latency {:?}: {} requests\n",
@@ -38,10 +54,33 @@ fn main() {
             scenario.requests(),
         );
         println!("{}", Report::table_header());
+        let mut series = Vec::new();
         for strategy in Strategy::ALL {
             let report = runtime.block_on(run(&scenario, strategy));
             println!("{report}");
+            series.push(Series {
+                label: strategy.label().to_owned(),
+                values: (report.attempts_per_bin(Duration::from_secs(1)).iter())
+                    .map(|&n| n as f64)
+                    .collect(),
+            });
         }
-        println!();
+        let svg = chart::panels(&Panels {
+            title: format!(
+                "{name}: attempts reaching the API per second ({} clients, {} requests)",
+                scenario.clients,
+                scenario.requests()
+            ),
+            x_desc: "time since the first request (s)".to_owned(),
+            y_desc: "attempts per second".to_owned(),
+            bin: 1.0,
+            series,
+            reference: Some(Reference {
+                label: format!("C = {} / s", scenario.capacity),
+                y: f64::from(scenario.capacity),
+            }),
+        })?;
+        println!("\nChart: {}\n", chart::write(file, &svg)?.display());
     }
+    Ok(())
 }

@@ -40,6 +40,13 @@
 //!   [`VendorError`](vendor::VendorError) trait, retry rules by error code,
 //!   business rules, body limits.
 //!
+//! Consumers of the layers' events and handles:
+//!
+//! - [`status`]: an operator's status page (JSON and a self-refreshing
+//!   HTML page) of every layer's live state, as a tower service to mount.
+//! - `metrics` (feature `metrics`): OpenTelemetry and the layers' own
+//!   instruments through the `metrics` facade.
+//!
 //! ```
 //! use std::time::Duration;
 //! use tower::timeout::TimeoutLayer;
@@ -107,5 +114,6 @@ pub mod retry;
 pub use hint as retry_after;
 pub mod share;
 pub mod stack;
+pub mod status;
 pub mod transport;
 pub mod vendor;

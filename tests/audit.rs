@@ -31,7 +31,7 @@ use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::{RetryBudget, RetryLayer};
 
 use events::{EventCapture, Written};
-use upstream::{status, Scripted};
+use upstream::{ok, status, Scripted};
 
 type Events = EventCapture<AuditEvent>;
 
@@ -433,6 +433,45 @@ async fn failures_go_to_the_dead_letter_sink_with_a_replayable_request() {
     );
     assert_eq!(copy.headers()["content-type"], "application/json");
     assert_eq!(stats.snapshot().dead_letters, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_dropped_before_its_outcome_is_dead_lettered_only_when_asked() {
+    for letter_dropped in [false, true] {
+        let letters = EventCapture::<DeadLetter>::new();
+        let layer = audit(&Events::default())
+            .dead_letters(letters.dead_letters())
+            .dead_letter_dropped(letter_dropped);
+        let service = ServiceBuilder::new()
+            .layer(layer)
+            .layer(retry())
+            .service(Scripted::always(ok().after(Duration::from_secs(60))));
+        let request = Request::post("https://api.example.com/api/v2/things")
+            .header("authorization", "Bearer user-supplied-secret")
+            .body(Body::from("{\"name\":\"x\"}"))
+            .unwrap();
+        let pending = tokio::spawn(service.oneshot(request));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        pending.abort();
+        let _ = pending.await;
+        let letters = letters.take();
+        if !letter_dropped {
+            assert!(
+                letters.is_empty(),
+                "not asked: a dropped request is only audited"
+            );
+            continue;
+        }
+        assert_eq!(letters.len(), 1);
+        let letter = &letters[0];
+        assert_eq!(letter.error_code, "cancelled");
+        // the retry layer counted the attempt in flight
+        assert_eq!((letter.attempts, letter.last_status), (1, None));
+        let copy = letter.request.as_ref().expect("a replayable copy");
+        assert_eq!(copy.method(), http::Method::POST);
+        assert_eq!(copy.body().as_bytes().unwrap(), "{\"name\":\"x\"}");
+        assert!(copy.headers().get("authorization").is_none());
+    }
 }
 
 #[tokio::test(start_paused = true)]

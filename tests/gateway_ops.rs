@@ -210,6 +210,11 @@ async fn requests_still_in_flight_after_the_grace_period_are_dropped_and_counted
         std::process::id()
     ));
     let audit_arg = audit.to_str().unwrap().to_owned();
+    let letters = std::env::temp_dir().join(format!(
+        "tower-cx-gateway-grace-letters-{}.jsonl",
+        std::process::id()
+    ));
+    let letters_arg = letters.to_str().unwrap().to_owned();
     let gateway_process::Gateway {
         child: mut gateway,
         addr,
@@ -226,6 +231,8 @@ async fn requests_still_in_flight_after_the_grace_period_are_dropped_and_counted
             "0",
             "--audit-file",
             &audit_arg,
+            "--dead-letter-file",
+            &letters_arg,
         ],
         &[("TOWER_CX_CLIENT_SECRET", &secret)],
     )
@@ -266,4 +273,22 @@ async fn requests_still_in_flight_after_the_grace_period_are_dropped_and_counted
     let lines = std::fs::read_to_string(&audit).unwrap();
     let _ = std::fs::remove_file(&audit);
     assert!(lines.contains("\"cancelled\""), "{lines}");
+    // nothing lost silently: the dropped request is a dead letter to replay
+    let written = std::fs::read_to_string(&letters).unwrap();
+    let _ = std::fs::remove_file(&letters);
+    let letters: Vec<serde_json::Value> = written
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), 1, "{written}");
+    assert_eq!(letters[0]["error_code"], "cancelled");
+    assert_eq!(letters[0]["method"], "GET");
+    assert!(
+        letters[0]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/api/v2/users"),
+        "{written}"
+    );
+    assert!(!written.contains(&secret) && !written.to_lowercase().contains("authorization"));
 }

@@ -199,3 +199,33 @@ async fn in_bursts_tower_cx_beats_the_naive_loop_and_tower_retry_on_every_column
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn attempts_per_second_count_every_attempt_and_show_who_stays_under_capacity() {
+    let scenario = quick();
+    let second = Duration::from_secs(1);
+    let ours = run(&scenario, Strategy::TowerCx).await;
+    let naive = run(&scenario, Strategy::Naive).await;
+    for report in [&ours, &naive] {
+        let bins = report.attempts_per_bin(second);
+        assert_eq!(bins.iter().sum::<u64>(), report.attempts, "{report}");
+        // the run ends with the last attempt's response
+        assert_eq!(bins.len() as u64, report.makespan.as_secs() + 1, "{report}");
+    }
+    // bins of one second are the API's own windows: paced, never over C
+    let capacity = u64::from(scenario.capacity);
+    let ours = ours.attempts_per_bin(second);
+    assert!(ours.iter().all(|&n| n <= capacity), "{ours:?}");
+    assert_eq!(ours[0], capacity, "a window's allowance goes at once");
+    // the naive loop sends its first burst, 3 per client, all at once
+    let naive = naive.attempts_per_bin(second);
+    assert!(
+        naive[0] >= u64::from(scenario.clients * scenario.burst_size),
+        "{naive:?}"
+    );
+    // finer bins split the same attempts
+    let tenths = run(&scenario, Strategy::TowerCx).await;
+    let tenths = tenths.attempts_per_bin(Duration::from_millis(100));
+    let regrouped: Vec<u64> = tenths.chunks(10).map(|c| c.iter().sum()).collect();
+    assert_eq!(regrouped, ours);
+}

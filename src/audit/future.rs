@@ -21,10 +21,16 @@ pin_project! {
         #[pin]
         future: F,
         record: Finisher,
-        dead_letters: Option<Arc<dyn DeadLetterSink>>,
-        // boxed: kept only with a dead-letter sink, and large
-        copy: Option<Box<Request<Body>>>,
     }
+}
+
+/// Where a request that fails for good goes, with its replayable copy.
+pub(crate) struct Letters {
+    pub(crate) sink: Arc<dyn DeadLetterSink>,
+    // boxed: kept only with a dead-letter sink, and large
+    pub(crate) copy: Option<Box<Request<Body>>>,
+    /// Letter the request too if it is dropped before its outcome.
+    pub(crate) on_drop: bool,
 }
 
 impl<F> ResponseFuture<F> {
@@ -32,18 +38,16 @@ impl<F> ResponseFuture<F> {
         future: F,
         record: AuditRecord,
         observer: Arc<AuditObserver>,
-        dead_letters: Option<Arc<dyn DeadLetterSink>>,
-        copy: Option<Box<Request<Body>>>,
+        letters: Option<Letters>,
     ) -> Self {
         Self {
             future,
             record: Finisher {
                 record,
                 observer,
+                letters,
                 finished: false,
             },
-            dead_letters,
-            copy,
         }
     }
 }
@@ -54,6 +58,7 @@ struct Finisher {
     record: AuditRecord,
     /// The record's observer, for counting an end no sink wants.
     observer: Arc<AuditObserver>,
+    letters: Option<Letters>,
     finished: bool,
 }
 
@@ -96,12 +101,30 @@ impl Finisher {
         );
         attempts
     }
+
+    /// Hands the request to the dead-letter sink, if there is one.
+    fn letter(&mut self, attempts: u32, status: Option<StatusCode>, code: &str, message: String) {
+        if let Some(letters) = self.letters.as_mut() {
+            letters.sink.dead_letter(DeadLetter {
+                correlation_id: self.record.correlation_id().to_owned(),
+                attempts,
+                last_status: status.map(|s| s.as_u16()),
+                error_code: code.to_owned(),
+                message,
+                request: letters.copy.take().map(|copy| *copy),
+            });
+        }
+    }
 }
 
 impl Drop for Finisher {
     fn drop(&mut self) {
         if !self.finished {
-            self.finish(RequestOutcome::Cancelled, None, None);
+            let attempts = self.finish(RequestOutcome::Cancelled, None, None);
+            if self.letters.as_ref().is_some_and(|l| l.on_drop) {
+                let message = "dropped before its outcome was known".to_owned();
+                self.letter(attempts, None, RequestOutcome::Cancelled.as_str(), message);
+            }
         }
     }
 }
@@ -140,20 +163,10 @@ where
             }
         };
         let attempts = this.record.finish(outcome, status, error_kind);
-        let record = &this.record.record;
         if outcome != RequestOutcome::Success {
-            if let Some(sink) = this.dead_letters.as_ref() {
-                sink.dead_letter(DeadLetter {
-                    correlation_id: record.correlation_id().to_owned(),
-                    attempts,
-                    last_status: status.map(|s| s.as_u16()),
-                    error_code: error_kind
-                        .map_or_else(|| outcome.as_str(), |kind| kind.as_str())
-                        .to_owned(),
-                    message: message.unwrap_or_default(),
-                    request: this.copy.take().map(|copy| *copy),
-                });
-            }
+            let code = error_kind.map_or_else(|| outcome.as_str(), |kind| kind.as_str());
+            this.record
+                .letter(attempts, status, code, message.unwrap_or_default());
         }
         Poll::Ready(result)
     }

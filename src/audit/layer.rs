@@ -18,6 +18,7 @@ pub struct AuditLayer {
     pub(crate) stats: AuditStats,
     pub(crate) header: HeaderName,
     pub(crate) dead_letters: Option<Arc<dyn DeadLetterSink>>,
+    pub(crate) letter_dropped: bool,
     pub(crate) record_bodies: bool,
 }
 
@@ -31,6 +32,7 @@ impl AuditLayer {
             stats: AuditStats::new(),
             header: HeaderName::from_static("x-correlation-id"),
             dead_letters: None,
+            letter_dropped: false,
             record_bodies: false,
         }
     }
@@ -60,6 +62,16 @@ impl AuditLayer {
     /// when the body allows.
     pub fn dead_letters(mut self, sink: impl DeadLetterSink) -> Self {
         self.dead_letters = Some(Arc::new(sink));
+        self
+    }
+
+    /// Also dead-letter requests dropped before their outcome (their caller
+    /// went away, or a server's shutdown grace period ran out), with the
+    /// code `cancelled`, so that nothing that may not have been applied is
+    /// lost silently. Off by default: a caller that drops a request usually
+    /// meant to. No effect without [`dead_letters`](Self::dead_letters).
+    pub fn dead_letter_dropped(mut self, enabled: bool) -> Self {
+        self.letter_dropped = enabled;
         self
     }
 

@@ -6,6 +6,7 @@ use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use tower::Service;
 
+use super::future::Letters;
 use super::future::ResponseFuture;
 use super::observer::{AuditObserver, CountedDeadLetters};
 use super::{AuditLayer, AuditRecord};
@@ -259,7 +260,12 @@ where
                 Box::new(Request::from_parts(parts, body.into()))
             });
         let future = self.inner.call(request);
-        ResponseFuture::new(future, record, self.observer.clone(), dead_letters, copy)
+        let letters = dead_letters.map(|sink| Letters {
+            sink,
+            copy,
+            on_drop: self.layer.letter_dropped,
+        });
+        ResponseFuture::new(future, record, self.observer.clone(), letters)
     }
 }
 

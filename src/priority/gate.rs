@@ -21,6 +21,9 @@ pub(super) struct Gate {
     /// Held until then (at most) while the share finds out whether a pause
     /// is running elsewhere.
     held: Option<Instant>,
+    /// The header of the hint behind `paused`, if it was seen here (`None`
+    /// when a limiter sharing the gate closed it).
+    source: Option<HintSource>,
 }
 
 impl Gate {
@@ -30,6 +33,11 @@ impl Gate {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The header of the server hint that closed it here, if one did.
+    pub(super) fn source(&self) -> Option<HintSource> {
+        self.paused.and(self.source)
     }
 
     /// Whether it is closed at `now`.
@@ -66,6 +74,7 @@ impl Limiter {
             return false;
         }
         state.gate.paused = Some(until);
+        state.gate.source = source;
         self.gate_changed(&mut state);
         if self.config.on_event.is_some() {
             state.events.push(match source {

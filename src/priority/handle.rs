@@ -22,6 +22,11 @@ pub struct LimiterStatus {
     pub queued: [usize; 3],
     /// Time until the rate gate reopens, if it is closed.
     pub gate_closed_for: Option<Duration>,
+    /// While the gate is closed by a server hint this limiter saw (or a
+    /// [`close_gate`](PriorityLimitHandle::close_gate) by hand, which
+    /// counts as `Retry-After`): the header it came from. `None` while the
+    /// gate is open, or closed by a limiter sharing it.
+    pub gate_source: Option<HintSource>,
 }
 
 /// The pacing in force: the rate, where it comes from, and the ceiling

@@ -373,6 +373,11 @@ impl Limiter {
                 .until()
                 .map(|until| until.saturating_duration_since(now))
                 .filter(|d| !d.is_zero()),
+            gate_source: state
+                .gate
+                .until()
+                .filter(|until| *until > now)
+                .and_then(|_| state.gate.source()),
         }
     }
 

@@ -176,6 +176,9 @@ pub struct Report {
     pub p99: Option<Duration>,
     /// The API's capacity, per second.
     pub capacity: u32,
+    /// When each attempt reached the API, from the start of the run, in
+    /// arrival order (for charts: [`attempts_per_bin`](Self::attempts_per_bin)).
+    pub sent: Vec<Duration>,
 }
 
 impl Report {
@@ -188,6 +191,18 @@ impl Report {
     /// Attempts that reached the API per successful logical request.
     pub fn attempts_per_success(&self) -> f64 {
         self.attempts as f64 / self.successes.max(1) as f64
+    }
+
+    /// Attempts that reached the API in each `bin` from the start of the
+    /// run, up to the bin of the last attempt (empty bins included).
+    pub fn attempts_per_bin(&self, bin: Duration) -> Vec<u64> {
+        assert!(!bin.is_zero(), "a bin must be longer than zero");
+        let index = |t: &Duration| (t.as_nanos() / bin.as_nanos()) as usize;
+        let mut bins = vec![0; self.sent.iter().map(index).max().map_or(0, |i| i + 1)];
+        for t in &self.sent {
+            bins[index(t)] += 1;
+        }
+        bins
     }
 
     /// The header of the table [`Display`](fmt::Display) writes rows of.
@@ -236,6 +251,8 @@ struct ApiState {
     attempts: u64,
     in_window: u64,
     rejected: u64,
+    /// When each attempt arrived, from `origin`.
+    sent: Vec<Duration>,
 }
 
 /// The simulated API: a `tower::Service`, cheap to clone (shared books).
@@ -260,6 +277,7 @@ impl SimApi {
                 attempts: 0,
                 in_window: 0,
                 rejected: 0,
+                sent: Vec::new(),
             })),
         }
     }
@@ -268,6 +286,11 @@ impl SimApi {
     pub fn counters(&self) -> (u64, u64, u64) {
         let s = self.state.lock().unwrap();
         (s.attempts, s.in_window, s.rejected)
+    }
+
+    /// When each attempt so far arrived, from `origin`, in arrival order.
+    pub fn sent(&self) -> Vec<Duration> {
+        self.state.lock().unwrap().sent.clone()
     }
 }
 
@@ -289,6 +312,7 @@ impl Service<Request<Body>> for SimApi {
                 s.in_window += 1;
             }
             let elapsed = now - s.origin;
+            s.sent.push(elapsed);
             let window = elapsed.as_secs();
             if window != s.window {
                 s.window = window;
@@ -519,5 +543,6 @@ pub async fn run(scenario: &Scenario, strategy: Strategy) -> Report {
         p50: percentile(0.50),
         p99: percentile(0.99),
         capacity: scenario.capacity,
+        sent: api.sent(),
     }
 }

@@ -1,7 +1,8 @@
 //! What the gateway answers itself and never forwards: `GET /healthz` (200
 //! while the process serves), `GET /readyz` (200 with a token in hand and the
-//! breaker not open, else 503 with the reason) and `GET /metrics`
-//! (Prometheus text of the stack's instruments).
+//! breaker not open, else 503 with the reason), `GET /metrics`
+//! (Prometheus text of the stack's instruments) and `GET /_cx/status` (the
+//! status page, HTML or JSON, also at `/_cx/status.json`).
 
 use std::time::Duration;
 
@@ -11,18 +12,26 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::time::Instant;
+use tower::Service;
 use tower_cx::auth::TokenCache;
 use tower_cx::breaker::CircuitBreakerHandle;
 use tower_cx::error::BoxError;
 use tower_cx::metrics::MetricsSampler;
 use tower_cx::observe::BreakerState;
 use tower_cx::stack::StackHandles;
+use tower_cx::status::{StatusBoard, StatusService};
 
 use super::proxy::ProxyBody;
 use super::shared::METRICS_NAME;
 
 /// The gateway's own paths.
-const PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+const PATHS: [&str; 5] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/_cx/status",
+    "/_cx/status.json",
+];
 
 /// The state the gateway's own answers read.
 pub struct Admin {
@@ -30,6 +39,7 @@ pub struct Admin {
     breaker: CircuitBreakerHandle,
     sampler: MetricsSampler,
     metrics: PrometheusHandle,
+    status: StatusService,
 }
 
 /// Histogram buckets in seconds: OpenTelemetry's advice for
@@ -55,7 +65,15 @@ impl Admin {
             breaker: handles.breaker.clone(),
             sampler: MetricsSampler::new().stack(METRICS_NAME, handles),
             metrics,
+            status: StatusBoard::new().stack(METRICS_NAME, handles).service(),
         }
+    }
+
+    /// Answer `/_cx/status` from `board` (by default, a board of the
+    /// stack's handles that heard no event).
+    pub fn status(mut self, board: StatusBoard) -> Self {
+        self.status = board.service();
+        self
     }
 
     /// The gateway's own answer to `request`, or `None` to forward it.
@@ -83,7 +101,8 @@ impl Admin {
                     serde_json::json!({ "ready": false, "reason": reason }).to_string(),
                 ),
             },
-            _ => self.render(),
+            "/metrics" => self.render(),
+            _ => self.status_page(request),
         })
     }
 
@@ -103,6 +122,16 @@ impl Admin {
             BreakerState::Isolated => Some("circuit_isolated"),
             BreakerState::Closed | BreakerState::HalfOpen => None,
         }
+    }
+
+    /// The status page, HTML or JSON as the request asks.
+    fn status_page<B>(&self, request: &Request<B>) -> Response<ProxyBody> {
+        let mut ask = Request::new(());
+        *ask.method_mut() = request.method().clone();
+        *ask.uri_mut() = request.uri().clone();
+        *ask.headers_mut() = request.headers().clone();
+        let Ok(response) = self.status.clone().call(ask).into_inner();
+        response.map(Either::Right)
     }
 
     /// The gauges sampled now, then every instrument as Prometheus text.
@@ -179,6 +208,9 @@ mod tests {
         assert_eq!(get(&admin, "/healthz"), Some(StatusCode::OK));
         assert_eq!(get(&admin, "/readyz"), Some(StatusCode::OK));
         assert_eq!(get(&admin, "/metrics"), Some(StatusCode::OK));
+        assert_eq!(get(&admin, "/_cx/status"), Some(StatusCode::OK));
+        assert_eq!(get(&admin, "/_cx/status.json"), Some(StatusCode::OK));
+        assert_eq!(get(&admin, "/_cx/status/x"), None);
         assert_eq!(get(&admin, "/healthz/x"), None);
         assert_eq!(get(&admin, "/api/v2/users"), None);
         let post = Request::post("/readyz").body(()).unwrap();

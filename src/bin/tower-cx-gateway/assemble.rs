@@ -4,7 +4,7 @@
 use http::header::HeaderName;
 use http::Uri;
 use tower::Layer;
-use tower_cx::audit::{AuditLayer, FanOut, JsonLinesSink};
+use tower_cx::audit::{AuditLayer, FanOut, JsonLinesDeadLetters, JsonLinesSink};
 use tower_cx::auth::ClientCredentials;
 use tower_cx::error::BoxError;
 use tower_cx::metrics::MetricsSink;
@@ -12,6 +12,7 @@ use tower_cx::origin::Origin;
 use tower_cx::priority::PriorityFromHeaderLayer;
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::{Stack, StackHandles};
+use tower_cx::status::StatusBoard;
 
 use super::flags::Flags;
 use super::proxy::Upstream;
@@ -25,13 +26,16 @@ pub struct Assembled {
     pub handles: StackHandles,
     /// The `--audit-file` sink, to flush at exit.
     pub audit_file: Option<JsonLinesSink>,
+    /// The operator's status page (`/_cx/status`).
+    pub board: StatusBoard,
 }
 
 /// The whole stack, outermost first: priority from `x-priority`, then
 /// Audit -> Retry -> Breaker -> PriorityLimit -> Bearer -> Timeout.
 pub fn build_stack(flags: &Flags, upstream: &Uri) -> Result<Assembled, BoxError> {
     let origin = upstream.to_string();
-    let mut sinks = FanOut::new().with(MetricsSink::new());
+    let board = StatusBoard::new().title("tower-cx-gateway");
+    let mut sinks = FanOut::new().with(MetricsSink::new()).with(board.clone());
     let audit_file = match &flags.audit_file {
         Some(path) => {
             let file =
@@ -41,7 +45,19 @@ pub fn build_stack(flags: &Flags, upstream: &Uri) -> Result<Assembled, BoxError>
         }
         None => None,
     };
-    let audit = AuditLayer::new(sinks);
+    let mut audit = AuditLayer::new(sinks);
+    if let Some(path) = &flags.dead_letter_file {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("--dead-letter-file {path}: {e}"))?;
+        // unbuffered: a letter is on disk when the request ends, shutdown
+        // or not
+        audit = audit
+            .dead_letters(JsonLinesDeadLetters::new(file))
+            .dead_letter_dropped(true);
+    }
     let mut retry = RetryLayer::new()
         .max_attempts(flags.max_attempts)
         .auto_idempotency_key(true);
@@ -60,11 +76,17 @@ pub fn build_stack(flags: &Flags, upstream: &Uri) -> Result<Assembled, BoxError>
         stack = stack.bearer(tokens).allow_origin(&origin)?;
     }
     let handles = stack.handles();
+    // the board's clone in the audit sinks shares what it hears
+    let mut board = board.stack(shared::METRICS_NAME, &handles);
+    if flags.redis.is_some() {
+        board = board.fleet(flags.client_id.as_deref().unwrap_or(&origin));
+    }
     let priority = PriorityFromHeaderLayer::new(HeaderName::from_static("x-priority"));
     Ok(Assembled {
         upstream: Upstream::new(priority.layer(stack.build())),
         handles,
         audit_file,
+        board,
     })
 }
 

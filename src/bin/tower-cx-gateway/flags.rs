@@ -27,6 +27,9 @@ pub struct Flags {
     pub rate: Option<(u32, Duration)>,
     pub timeout: Duration,
     pub audit_file: Option<String>,
+    /// `--dead-letter-file`: requests that fail for good, or are dropped at
+    /// shutdown, as JSON lines.
+    pub dead_letter_file: Option<String>,
     pub redis: Option<String>,
     pub mock: bool,
     /// The upstream origin applies a request with an `Idempotency-Key` at
@@ -270,6 +273,7 @@ impl Flags {
                 0.001,
             )?,
             audit_file: r.string("--audit-file", "TOWER_CX_AUDIT_FILE")?,
+            dead_letter_file: r.string("--dead-letter-file", "TOWER_CX_DEAD_LETTER_FILE")?,
             redis: r.string("--redis", "TOWER_CX_REDIS")?,
             mock: r.switch("--mock", "TOWER_CX_MOCK")?,
             upstream_honours_keys: r

@@ -39,6 +39,7 @@
 //! | `--rate N/SECS` | `TOWER_CX_RATE` | paced to the limit the upstream advertises (`inin-ratelimit-*`, `RateLimit`, `X-RateLimit-*`), or adapted to its 429s |
 //! | `--timeout SECS` | `TOWER_CX_TIMEOUT` | 30 (per attempt) |
 //! | `--audit-file PATH` | `TOWER_CX_AUDIT_FILE` | stats only |
+//! | `--dead-letter-file PATH` | `TOWER_CX_DEAD_LETTER_FILE` | none: failures are audited only |
 //! | `--redis URL` | `TOWER_CX_REDIS` | none: this instance alone |
 //! | `--upstream-honours-keys` | `TOWER_CX_UPSTREAM_HONOURS_KEYS=1` | off: POST/PATCH are not retried once they may have been applied |
 //! | `--header-timeout SECS` | `TOWER_CX_HEADER_TIMEOUT` | 10 (also closes a keep-alive connection idle that long) |
@@ -81,16 +82,26 @@
 //! (`limits.rs` says what each one does). Accept errors (out of descriptors)
 //! pause accepting for 5 ms, doubling up to 1 s, logged once per pause run.
 //!
-//! The gateway answers three paths itself and never forwards them:
+//! The gateway answers these paths itself and never forwards them:
 //! `GET /healthz` (200 while it serves), `GET /readyz` (200 when a token is
 //! in hand and the breaker is not open; 503 with `{"ready":false,"reason":..}`
-//! otherwise) and `GET /metrics` (Prometheus text: the OpenTelemetry HTTP
-//! client instruments and the `tower_cx_` ones).
+//! otherwise), `GET /metrics` (Prometheus text: the OpenTelemetry HTTP
+//! client instruments and the `tower_cx_` ones) and `GET /_cx/status` (the
+//! operator's status page: the token's expiry, breaker, rate gate, queue per
+//! priority, pacing, fleet state, recent retries and sheds; HTML reloading
+//! itself every 2 s, or JSON at `/_cx/status.json`, with `?format=json` or
+//! with `Accept: application/json`). Serve them to operators only.
+//!
+//! With `--dead-letter-file`, every request that fails for good (after its
+//! retries) and every request dropped before its outcome (its caller went
+//! away, or the shutdown grace ran out: code `cancelled`) is appended as one
+//! JSON line with a replayable copy (method, URL with secret-looking query
+//! values redacted, headers without credentials, UTF-8 body).
 //!
 //! On start it prints `listening on http://ADDR`. On SIGTERM or Ctrl-C it
 //! stops accepting (new connections are refused), lets requests in flight
-//! finish for up to `--shutdown-grace`, drops and counts what remains,
-//! prints the audit statistics and exits 0.
+//! finish for up to `--shutdown-grace`, drops, counts and dead-letters what
+//! remains, prints the audit statistics and exits 0.
 
 mod admin;
 mod assemble;
@@ -178,12 +189,13 @@ async fn run(flags: Flags) -> Result<(), BoxError> {
         upstream: stack,
         handles,
         audit_file,
+        board,
     } = assemble::build_stack(&flags, &upstream)?;
     if let Some(tokens) = &handles.tokens {
         admin::keep_token(tokens.clone());
     }
     let gateway = Gateway {
-        admin: Arc::new(Admin::new(&handles, metrics)),
+        admin: Arc::new(Admin::new(&handles, metrics).status(board)),
         stack,
         upstream: Arc::new(upstream),
         authenticates: flags.token_url.is_some(),

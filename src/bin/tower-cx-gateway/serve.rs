@@ -2,8 +2,8 @@
 //! or Ctrl-C the listener closes (new connections are refused), idle
 //! connections close, and requests in flight finish within the grace
 //! period; whatever is still running then is dropped, counted and recorded
-//! by the audit layer as `cancelled` (not dead-lettered: the audit layer
-//! dead-letters requests that ended in a failure, not dropped ones).
+//! by the audit layer as `cancelled`, and dead-lettered with the code
+//! `cancelled` under `--dead-letter-file`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
