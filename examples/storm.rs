@@ -14,6 +14,11 @@
 //! API in each second, one panel per strategy, into the directory named by
 //! the `CHARTS_DIR` environment variable (by default `target/charts/`).
 //!
+//! Then the learned-limit scenarios (tables only): an unknown limit the
+//! API advertises, a silent limit (429s only) with an AWS-adaptive-style
+//! CUBIC client for comparison, and a rate set at twice and at half the
+//! real one, with and without `learn_rate()`.
+//!
 //! Run: `cargo run --release --example storm`
 //! (`CHARTS_DIR=docs/charts cargo run --release --example storm` renews the
 //! charts `BENCHMARKS.md` shows)

@@ -60,6 +60,15 @@
 //!   limiters (or, with the `redis` feature, a fleet of processes), and a
 //!   [`PauseShare`](crate::share::PauseShare) spreads gate closures between
 //!   them.
+//! - Learned pacing ([`learn_rate`](PriorityLimitLayer::learn_rate)) needs
+//!   no rate: it paces to the quota the server advertises, or adapts to its
+//!   `429`s; a configured rate is then the ceiling.
+//!   [`PriorityLimitHandle::pacing`] shows the rate in force and where it
+//!   comes from.
+//! - Whatever paces (a configured or learned rate), each paced slot goes to
+//!   the best waiter by priority (with aging); when the gate reopens, the
+//!   waiters go out at the rate in force (one slot at a time with smooth
+//!   pacing and no burst), best first, not all at once.
 //! - The queue order holds among waiters. A request arriving at the
 //!   very instant a permit frees up, before it saw the queue, may take that
 //!   permit ahead of a waiter (who then gets the next one): the price of a
