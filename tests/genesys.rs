@@ -20,6 +20,7 @@ use tower_cx::genesys::{BusinessRule, DataActions, GenesysClient, GenesysError};
 use tower_cx::hint::QuotaSource;
 use tower_cx::mock::{Fault, MockServer};
 use tower_cx::observe::PacingSource;
+use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::{RetryLayer, RetryOverride, IDEMPOTENCY_KEY};
 use tower_cx::stack::{CxService, Stack};
 use tower_cx::vendor::{BodyLimits, InvalidArgument, RetryRules, Rule};
@@ -700,4 +701,46 @@ async fn an_action_applied_then_answered_500_is_sent_once_and_dead_lettered_as_u
         .unwrap();
     assert!(out.is_object());
     assert_eq!(mock.applied("case-2"), 1);
+}
+
+/// The gateway experiment, in process: an upstream allowing 40
+/// requests per 2 s and advertising it the Genesys way, 16 in flight, 200
+/// requests at once. Learning paces from the first answer on: no request
+/// is refused; without it, the limit is found by 429s.
+#[tokio::test(start_paused = true)]
+async fn learned_pacing_meets_no_429_where_the_unpaced_limiter_meets_many() {
+    let mut attempts = Vec::new();
+    for learn in [true, false] {
+        let mock = vendor_stacks::mock_with(|c| {
+            c.rate_limit = 40;
+            c.rate_window = Duration::from_secs(2);
+        })
+        .await;
+        let limiter = PriorityLimitLayer::new(16);
+        let limiter = if learn { limiter.learn_rate() } else { limiter };
+        let client = preset(&mock).limiter(limiter).build();
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let (client, url) = (client.clone(), format!("{}/api/v2/users", mock.base_url()));
+                tokio::spawn(async move {
+                    let request = http::Request::get(url)
+                        .body(tower_cx::body::Body::empty())
+                        .unwrap();
+                    tower::ServiceExt::oneshot(client, request)
+                        .await
+                        .unwrap()
+                        .status()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), http::StatusCode::OK);
+        }
+        let counters = mock.counters();
+        assert_eq!(counters.retry_after_violations, 0);
+        attempts.push(counters.requests["/api/v2/users"]);
+    }
+    println!("{attempts:?}");
+    assert_eq!(attempts[0], 200, "learned: every request sent once");
+    assert!(attempts[1] > 200, "unpaced: {} attempts", attempts[1]);
 }
