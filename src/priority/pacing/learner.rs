@@ -87,16 +87,27 @@ impl Learner {
         configured: Option<Duration>,
         now: Instant,
     ) -> (Option<Duration>, PacingSource) {
+        self.combined(configured, now, true)
+    }
+
+    /// [`interval`](Self::interval), with or without the spread of the
+    /// remaining quota.
+    fn combined(
+        &self,
+        configured: Option<Duration>,
+        now: Instant,
+        with_spread: bool,
+    ) -> (Option<Duration>, PacingSource) {
+        let advertised = self
+            .advertised
+            .map(|a| (a.interval, PacingSource::Advertised(a.source)));
         let learned = match self.mode {
             Learn::Off => None,
-            Learn::Legacy(_) => self
-                .advertised
-                .map(|a| (a.interval, PacingSource::Advertised(a.source))),
+            Learn::Legacy(_) => advertised,
             Learn::On { .. } => {
-                let spread = self.spread.filter(|s| now < s.until);
+                let spread = self.spread.filter(|s| with_spread && now < s.until);
                 [
-                    self.advertised
-                        .map(|a| (a.interval, PacingSource::Advertised(a.source))),
+                    advertised,
                     spread.map(|s| (s.interval, PacingSource::Advertised(s.source))),
                     self.cubic.map(|c| (c.interval(now), PacingSource::Adapted)),
                 ]
@@ -106,25 +117,28 @@ impl Learner {
             }
         };
         let configured = configured.map(|c| (c, PacingSource::Configured));
-        let (interval, source) = match (self.mode, learned, configured) {
-            // the configured rate is the ceiling
-            (Learn::On { .. }, Some(l), Some(c)) => {
-                if c.0 >= l.0 {
-                    c
-                } else {
-                    l
-                }
+        let slowest = |a: (Duration, PacingSource), b: (Duration, PacingSource)| {
+            if b.0 >= a.0 {
+                b
+            } else {
+                a
             }
-            (Learn::On { initial }, None, None) => match initial {
-                Some(initial) => (initial, PacingSource::Configured),
-                None => return (None, PacingSource::Off),
-            },
-            (_, l, c) => match l.or(c) {
-                Some(found) => found,
-                None => return (None, PacingSource::Off),
-            },
         };
-        (Some(interval), source)
+        let found = match (self.mode, learned, configured) {
+            // learned, under the configured ceiling
+            (Learn::On { .. }, Some(l), Some(c)) => Some(slowest(l, c)),
+            // nothing learned yet: the initial rate (under the ceiling)
+            (Learn::On { initial: Some(i) }, None, c) => {
+                let initial = (i, PacingSource::Configured);
+                Some(c.map_or(initial, |c| slowest(initial, c)))
+            }
+            // the deprecated learning replaces the configured rate
+            (_, l, c) => l.or(c),
+        };
+        match found {
+            Some((interval, source)) => (Some(interval), source),
+            None => (None, PacingSource::Off),
+        }
     }
 
     /// The slot after one taken at `from`: one interval in force later, but
@@ -136,21 +150,19 @@ impl Learner {
         from: Instant,
         now: Instant,
     ) -> Option<Instant> {
+        let by_others = self
+            .combined(configured, now, false)
+            .0
+            .and_then(|interval| from.checked_add(interval));
         let spread = self
             .spread
             .filter(|s| matches!(self.mode, Learn::On { .. }) && now < s.until);
         let Some(spread) = spread else {
-            return from.checked_add(self.interval(configured, now).0?);
+            return by_others;
         };
-        let mut others = self.clone();
-        others.spread = None;
         let by_spread = from
             .checked_add(spread.interval)
             .map_or(spread.until, |at| at.min(spread.until));
-        let by_others = others
-            .interval(configured, now)
-            .0
-            .and_then(|interval| from.checked_add(interval));
         Some(by_others.map_or(by_spread, |at| at.max(by_spread)))
     }
 
@@ -288,6 +300,8 @@ mod tests {
             initial.interval(None, now),
             (Some(ms(200)), PacingSource::Configured)
         );
+        // an initial rate over the ceiling is held to the ceiling
+        assert_eq!(initial.interval(Some(ms(300)), now).0, Some(ms(300)));
         initial.advertised(&quota(600, 600, 60), 0, now);
         assert_eq!(initial.interval(None, now).0, Some(ms(100)));
     }
