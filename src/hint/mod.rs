@@ -443,6 +443,20 @@ mod tests {
             let _ = parse_genesys(&headers);
             let report = server_hint(&headers, &FixedClock::new(UNIX_EPOCH));
             prop_assert!(report.malformed.len() <= 3);
+            for name in [
+                "ratelimit-policy",
+                "x-ratelimit-limit",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset",
+            ] {
+                headers.insert(name, value.clone());
+            }
+            let _ = advertised_quota(&headers, &FixedClock::new(UNIX_EPOCH));
+            headers.remove(GENESYS_ALLOWED);
+            let _ = advertised_quota(&headers, &FixedClock::new(UNIX_EPOCH));
+            headers.remove(RATELIMIT);
+            headers.remove("ratelimit-policy");
+            let _ = advertised_quota(&headers, &SystemClock);
         }
 
         #[test]

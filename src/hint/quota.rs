@@ -252,7 +252,7 @@ fn x_ratelimit(headers: &HeaderMap, clock: &dyn Clock) -> Option<Quota> {
             .filter(|s: &f64| s.is_finite() && *s >= 0.0)?;
         if secs >= EPOCH_THRESHOLD as f64 {
             let now = clock.now().duration_since(UNIX_EPOCH).ok()?;
-            Some(Duration::from_secs_f64(secs).saturating_sub(now))
+            Some(Duration::try_from_secs_f64(secs).ok()?.saturating_sub(now))
         } else {
             Some(Duration::from_secs_f64(secs))
         }
@@ -411,6 +411,9 @@ mod tests {
                 Some(42)
             )
         );
+        // an absurd timestamp is no reset at all
+        let absurd = headers(&[("x-ratelimit-limit", "1"), ("x-ratelimit-reset", "1e300")]);
+        assert_eq!(advertised_quota(&absurd, &clock).unwrap().reset, None);
         // a timestamp already past is no wait at all
         clock.set(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
         assert_eq!(
