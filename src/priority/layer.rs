@@ -97,7 +97,8 @@ impl PriorityLimitLayer {
     ///   longest reset seen), and never faster than the requests remaining
     ///   spread over the time left in the current window (counting the
     ///   requests still in flight as spent), so that the window the
-    ///   learning starts in is not overrun either.
+    ///   learning starts in is not overrun either. A quota whose window or
+    ///   reset is over a day (a daily cap) is not paced to.
     /// - A `429` that advertises no quota cuts the rate to 80 % of the rate
     ///   measured over the last second; it climbs back to that rate in 10 s
     ///   along a CUBIC curve, then probes above it until the next `429`.

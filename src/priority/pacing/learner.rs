@@ -12,6 +12,9 @@ use super::cubic::{Cubic, Meter};
 use crate::hint::{Quota, QuotaSource};
 use crate::observe::PacingSource;
 
+/// The longest window or reset learned from: a day.
+const LONGEST: Duration = Duration::from_secs(86_400);
+
 /// How learning treats the configured rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Learn {
@@ -182,6 +185,12 @@ impl Learner {
         in_flight_others: u64,
         now: Instant,
     ) -> bool {
+        // a reset (or window) over a day is not pacing: not learned from
+        let over_a_day =
+            quota.reset.is_some_and(|r| r > LONGEST) || quota.window.is_some_and(|w| w > LONGEST);
+        if over_a_day && matches!(self.mode, Learn::On { .. }) {
+            return false;
+        }
         let reset = quota.reset.filter(|r| !r.is_zero());
         if let Some(reset) = reset {
             self.longest_reset = Some(self.longest_reset.map_or(reset, |l| l.max(reset)));
@@ -204,9 +213,10 @@ impl Learner {
                     Ok(left) => reset / left,
                     Err(_) => Duration::ZERO,
                 };
-                self.spread = Some(Spread {
+                // a reset too far to represent is no spread
+                self.spread = now.checked_add(reset).map(|until| Spread {
                     interval,
-                    until: now + reset,
+                    until,
                     source: quota.source,
                 });
             }
@@ -273,6 +283,13 @@ mod tests {
         );
         // the same limit again is no change
         assert!(!learner.advertised(&quota(300, 300, 60), 0, now + secs(60)));
+        // a reset over a day is ignored
+        assert!(!learner.advertised(&quota(3, 1, u64::MAX), 0, now));
+        assert!(!learner.advertised(&quota(3, 1, 86_401), 0, now));
+        assert_eq!(
+            learner.interval(None, now).0,
+            Some(Duration::from_millis(200))
+        );
     }
 
     #[test]
