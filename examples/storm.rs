@@ -18,6 +18,11 @@
 //! API in each second, one panel per strategy, into the directory named by
 //! the `CHARTS_DIR` environment variable (by default `target/charts/`).
 //!
+//! Then the learned-limit scenarios (tables only): an unknown limit the
+//! API advertises, a silent limit (429s only) with an AWS-adaptive-style
+//! CUBIC client for comparison, and a rate set at twice and at half the
+//! real one, with and without `learn_rate()`.
+//!
 //! Run: `cargo run --release --example storm`
 //! (`CHARTS_DIR=docs/charts cargo run --release --example storm` renews the
 //! charts `BENCHMARKS.md` shows)
@@ -89,8 +94,60 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })?;
         println!("\nChart: {}\n", chart::write(file, &svg)?.display());
     }
+    learning(&runtime);
     priority(&runtime);
     Ok(())
+}
+
+/// The scenarios where the limit is not configured, or wrongly.
+fn learning(runtime: &tokio::runtime::Runtime) {
+    let unknown = Scenario::unknown_limit();
+    let silent = Scenario::silent_limit();
+    let tables = [
+        (
+            "Unknown limit: no rate configured, the limit advertised (Genesys headers)",
+            unknown,
+            &[Strategy::TowerCxLearned, Strategy::TowerCxNoPacing][..],
+        ),
+        (
+            "Silent limit: no rate configured, nothing advertised, 429 with Retry-After only",
+            silent,
+            &[
+                Strategy::TowerCxLearned,
+                Strategy::AwsAdaptive,
+                Strategy::TowerCxNoPacing,
+            ][..],
+        ),
+        (
+            "A wrongly set rate, the limit advertised",
+            unknown,
+            &Strategy::WRONG_RATE[..],
+        ),
+        (
+            "A wrongly set rate, nothing advertised",
+            silent,
+            &Strategy::WRONG_RATE[..],
+        ),
+    ];
+    for (name, scenario, strategies) in tables {
+        println!(
+            "## {name}\n\n{} clients, C = {} requests/s in windows of {:?}, {} bursts of {} every {:?} (clients spread over {:?}), latency {:?}: {} requests\n",
+            scenario.clients,
+            scenario.capacity,
+            scenario.window,
+            scenario.bursts,
+            scenario.burst_size,
+            scenario.period,
+            scenario.spread,
+            scenario.latency,
+            scenario.requests(),
+        );
+        println!("{}", Report::table_header());
+        for &strategy in strategies {
+            println!("{}", runtime.block_on(run(&scenario, strategy)));
+        }
+        println!();
+    }
 }
 
 /// The Priority scenario: a fleet sharing one pacer under twice its rate.

@@ -105,9 +105,12 @@ impl Stack {
     /// Genesys Cloud: client credentials against the region's login host,
     /// the token sent to the region's API origin only, the
     /// [`genesys_retry`](Self::genesys_retry) preset (150 s deadline), and
-    /// pacing at 300 requests per 60 s (the default per-token API limit),
-    /// re-paced to `inin-ratelimit-allowed` as soon as a response carries
-    /// it ([`PriorityLimitLayer::learn_pacing`]).
+    /// pacing learned from the server ([`PriorityLimitLayer::learn_rate`]):
+    /// 300 requests per 60 s (the default per-token API limit) until the
+    /// first answer, then the organisation's own limit as its
+    /// `inin-ratelimit-*` headers advertise it. The 300 is an initial rate,
+    /// not a ceiling: Genesys sends its limit on every answer, and an
+    /// organisation whose limit was raised should get all of it.
     pub fn genesys(
         region: &Region,
         client_id: impl Into<String>,
@@ -123,8 +126,8 @@ impl Stack {
             .retry(Self::genesys_retry())
             .limiter(
                 PriorityLimitLayer::new(16)
-                    .pacing(300, Duration::from_secs(60))
-                    .learn_pacing(Duration::from_secs(60)),
+                    .learn_rate()
+                    .initial_rate(300, Duration::from_secs(60)),
             ))
     }
 

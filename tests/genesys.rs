@@ -17,7 +17,10 @@ use tower_cx::audit::DeadLetter;
 use tower_cx::backoff::Backoff;
 use tower_cx::error::{BodyTooLarge, BoxError};
 use tower_cx::genesys::{BusinessRule, DataActions, GenesysClient, GenesysError};
+use tower_cx::hint::QuotaSource;
 use tower_cx::mock::{Fault, MockServer};
+use tower_cx::observe::PacingSource;
+use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::{RetryLayer, RetryOverride, IDEMPOTENCY_KEY};
 use tower_cx::stack::{CxService, Stack};
 use tower_cx::vendor::{BodyLimits, InvalidArgument, RetryRules, Rule};
@@ -611,7 +614,7 @@ async fn a_hint_over_180_s_stays_final_and_the_deadline_is_configurable() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_genesys_preset_paces_to_inin_ratelimit_allowed() {
+async fn the_genesys_preset_paces_to_the_advertised_limit() {
     // an organisation whose tokens get 5 requests a minute, not 300
     let mock = vendor_stacks::mock_with(|c| {
         c.rate_limit = 5;
@@ -623,20 +626,32 @@ async fn the_genesys_preset_paces_to_inin_ratelimit_allowed() {
     assert_eq!(limiter.pacing_interval(), Some(Duration::from_millis(200)));
     let client = stack.build();
     let started = tokio::time::Instant::now();
-    assert_eq!(get_users(&client, &mock).await, http::StatusCode::OK);
+    let mut sent = Vec::new();
+    for _ in 0..6 {
+        assert_eq!(get_users(&client, &mock).await, http::StatusCode::OK);
+        sent.push(started.elapsed());
+        if sent.len() == 1 {
+            // 4 left of 5 for the 60 s left: one every 15 s
+            let pacing = limiter.pacing();
+            assert_eq!(pacing.interval, Some(Duration::from_secs(15)));
+            assert_eq!(
+                pacing.source,
+                PacingSource::Advertised(QuotaSource::Genesys)
+            );
+        }
+    }
+    // 0, 0.2 (paced at the initial 300 a minute before the first answer),
+    // then the remaining quota spread over the time left in the window
+    // (3 left for 60 s: 20 s, 2 for 45 s, 1 for 25 s); the fifth answer
+    // said none left, and the sixth goes one steady interval (60 s / 5)
+    // after the fifth, in the next window
+    let secs = Duration::from_secs_f64;
     assert_eq!(
-        limiter.pacing_interval(),
-        Some(Duration::from_secs(12)),
+        sent,
+        [0.0, 0.2, 15.2, 35.2, 57.7, 69.7].map(secs),
         "5 per the 60 s window the headers imply"
     );
-    for _ in 0..5 {
-        assert_eq!(get_users(&client, &mock).await, http::StatusCode::OK);
-    }
-    // 0, 0.2 (paced at the default rate before the first answer), then
-    // 12 s apart: 12.2, 24.2, 36.2, 48.2; the fifth answer said count =
-    // allowed, so the sixth waited for the window to reset at 60 s, and
-    // for its pacing slot at 60.2 s
-    assert_eq!(started.elapsed(), Duration::from_millis(60_200));
+    assert_eq!(limiter.pacing_interval(), Some(Duration::from_secs(15)));
     let counters = mock.counters();
     assert_eq!(counters.requests["/api/v2/users"], 6, "no 429, no retry");
     assert_eq!(counters.retry_after_violations, 0);
@@ -686,4 +701,46 @@ async fn an_action_applied_then_answered_500_is_sent_once_and_dead_lettered_as_u
         .unwrap();
     assert!(out.is_object());
     assert_eq!(mock.applied("case-2"), 1);
+}
+
+/// The gateway experiment, in process: an upstream allowing 40
+/// requests per 2 s and advertising it the Genesys way, 16 in flight, 200
+/// requests at once. Learning paces from the first answer on: no request
+/// is refused; without it, the limit is found by 429s.
+#[tokio::test(start_paused = true)]
+async fn learned_pacing_meets_no_429_where_the_unpaced_limiter_meets_many() {
+    let mut attempts = Vec::new();
+    for learn in [true, false] {
+        let mock = vendor_stacks::mock_with(|c| {
+            c.rate_limit = 40;
+            c.rate_window = Duration::from_secs(2);
+        })
+        .await;
+        let limiter = PriorityLimitLayer::new(16);
+        let limiter = if learn { limiter.learn_rate() } else { limiter };
+        let client = preset(&mock).limiter(limiter).build();
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let (client, url) = (client.clone(), format!("{}/api/v2/users", mock.base_url()));
+                tokio::spawn(async move {
+                    let request = http::Request::get(url)
+                        .body(tower_cx::body::Body::empty())
+                        .unwrap();
+                    tower::ServiceExt::oneshot(client, request)
+                        .await
+                        .unwrap()
+                        .status()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), http::StatusCode::OK);
+        }
+        let counters = mock.counters();
+        assert_eq!(counters.retry_after_violations, 0);
+        attempts.push(counters.requests["/api/v2/users"]);
+    }
+    println!("{attempts:?}");
+    assert_eq!(attempts[0], 200, "learned: every request sent once");
+    assert!(attempts[1] > 200, "unpaced: {} attempts", attempts[1]);
 }

@@ -699,3 +699,30 @@ async fn gate_closed_time_and_fleet_health() {
         ])
     );
 }
+
+/// The learned pacing rate, in requests per minute, set when it changes.
+#[tokio::test(start_paused = true)]
+async fn the_learned_pacing_rate_is_a_gauge() {
+    let recorder = DebuggingRecorder::new();
+    let _recording = ::metrics::set_default_local_recorder(&recorder);
+    let mut recorded = Recorded::new(&recorder);
+    let upstream = Scripted::always(
+        ok().header("x-ratelimit-limit", "120")
+            .header("x-ratelimit-remaining", "120")
+            .header("x-ratelimit-reset", "60"),
+    );
+    let client = PriorityLimitLayer::new(4)
+        .learn_rate()
+        .on_event(metrics::limiter_events("learned"));
+    let client = ServiceBuilder::new().layer(client).service(upstream);
+    let response = client
+        .oneshot(get("https://api.example.com/"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    recorded.take();
+    assert_eq!(
+        recorded.gauges(),
+        [(id("tower_cx.pacing.rate", &[("name", "learned")]), 120.0)]
+    );
+}

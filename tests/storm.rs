@@ -27,6 +27,8 @@ fn quick() -> Scenario {
         spread: Duration::from_secs(1),
         latency: Duration::from_millis(20),
         seed: 11,
+        window: Duration::from_secs(1),
+        advertise: false,
     }
 }
 
@@ -252,4 +254,64 @@ async fn a_fleet_sharing_one_pacer_serves_high_priority_first_under_twice_its_ra
     // at the shared rate: no 429, none sent into a wait, C served
     assert_eq!((report.rejected, report.in_window), (0, 0), "{report}");
     assert!(report.goodput >= 0.95, "{report}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_but_advertised_limit_is_learned_without_a_single_429() {
+    let scenario = Scenario::unknown_limit();
+    let report = run(&scenario, Strategy::TowerCxLearned).await;
+    println!("{}\n{report}", Report::table_header());
+    assert_eq!(report.successes, scenario.requests(), "{report}");
+    assert!(report.goodput() >= 0.95, "{report}");
+    assert!(report.attempts_per_success() <= 1.05, "{report}");
+    assert_eq!((report.in_window, report.rejected), (0, 0), "{report}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_limit_is_learned_from_429s_better_than_an_aws_adaptive_style_client() {
+    let scenario = Scenario::silent_limit();
+    let ours = run(&scenario, Strategy::TowerCxLearned).await;
+    let aws = run(&scenario, Strategy::AwsAdaptive).await;
+    println!("{}\n{ours}\n{aws}", Report::table_header());
+    assert_eq!(ours.successes, scenario.requests(), "{ours}");
+    assert!(ours.goodput() >= 0.9, "{ours}");
+    assert_eq!(ours.in_window, 0, "{ours}");
+    // the cut after each 429 keeps them rare
+    assert!(ours.attempts_per_success() <= 1.01, "{ours}");
+    // the token bucket ignores Retry-After, and its cold start cuts deep
+    assert!(aws.in_window > 0, "{aws}");
+    assert!(aws.goodput() < ours.goodput(), "{aws}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn learning_corrects_a_rate_set_too_high_but_a_rate_set_too_low_stays_the_ceiling() {
+    use storm_sim::RateSet::{Double, Half};
+    for scenario in [Scenario::unknown_limit(), Scenario::silent_limit()] {
+        let learned = run(&scenario, Strategy::TowerCxLearned).await;
+        let fixed_double = run(&scenario, Strategy::TowerCxFixed(Double)).await;
+        let double = run(&scenario, Strategy::TowerCxLearnedCeiling(Double)).await;
+        let half = run(&scenario, Strategy::TowerCxLearnedCeiling(Half)).await;
+        println!("{learned}\n{fixed_double}\n{double}\n{half}");
+        for report in [&double, &half] {
+            assert_eq!(report.in_window, 0, "{report}");
+            assert_eq!(report.successes, scenario.requests(), "{report}");
+        }
+        if scenario.advertise {
+            // 2 C as the ceiling: the advertised C paces, as with nothing set
+            assert_eq!(
+                (double.attempts, double.makespan),
+                (learned.attempts, learned.makespan)
+            );
+        } else {
+            // 2 C as the ceiling: 429s cut it, fewer than at a fixed 2 C
+            assert!(
+                double.rejected < fixed_double.rejected,
+                "{double}\n{fixed_double}"
+            );
+            assert!(double.goodput() >= 0.9, "{double}");
+        }
+        // C / 2 as the ceiling: learning never goes above it
+        assert!(half.goodput() <= 0.51, "{half}");
+        assert_eq!(half.rejected, 0, "{half}");
+    }
 }

@@ -35,12 +35,16 @@
 //! for an input is a [`MalformedHint`] whose copied value is capped at
 //! [`MalformedHint::MAX_VALUE_CHARS`] characters.
 //!
+//! Besides waits, servers advertise their quota (limit, remaining, reset):
+//! [`advertised_quota`] reads it, for pacing to a limit nobody configured.
+//!
 //! Files: the `Retry-After` parser (`parse_retry_after`), the `RateLimit`
 //! and Genesys parsers (`parse_ratelimit`, `parse_genesys`) and the
 //! injectable wall clock ([`Clock`]) each live in their own file; this one
 //! holds what they share and [`server_hint`], which asks all three.
 
 mod clock;
+mod quota;
 mod ratelimit;
 mod retry_after;
 
@@ -51,6 +55,7 @@ use http::header::RETRY_AFTER;
 use http::HeaderMap;
 
 pub use clock::{Clock, FixedClock, SystemClock};
+pub use quota::{advertised_quota, Quota, QuotaSource};
 pub(crate) use ratelimit::{parse_genesys, parse_ratelimit};
 use ratelimit::{GENESYS_ALLOWED, GENESYS_COUNT, RATELIMIT};
 pub(crate) use retry_after::parse_retry_after;
@@ -438,6 +443,20 @@ mod tests {
             let _ = parse_genesys(&headers);
             let report = server_hint(&headers, &FixedClock::new(UNIX_EPOCH));
             prop_assert!(report.malformed.len() <= 3);
+            for name in [
+                "ratelimit-policy",
+                "x-ratelimit-limit",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset",
+            ] {
+                headers.insert(name, value.clone());
+            }
+            let _ = advertised_quota(&headers, &FixedClock::new(UNIX_EPOCH));
+            headers.remove(GENESYS_ALLOWED);
+            let _ = advertised_quota(&headers, &FixedClock::new(UNIX_EPOCH));
+            headers.remove(RATELIMIT);
+            headers.remove("ratelimit-policy");
+            let _ = advertised_quota(&headers, &SystemClock);
         }
 
         #[test]

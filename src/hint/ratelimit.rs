@@ -115,7 +115,7 @@ pub(crate) fn parse_genesys(headers: &HeaderMap) -> Result<Option<Duration>, Mal
 }
 
 /// Why a `RateLimit` value was rejected.
-type Reason = &'static str;
+pub(super) type Reason = &'static str;
 
 /// The list form: `"name";r=0;t=30, token;r=5;t=10`. Returns the largest `t`
 /// among items with `r=0`.
@@ -186,7 +186,7 @@ fn parse_ratelimit_dictionary(cur: &mut Cursor<'_>) -> Result<Option<u64>, Reaso
 
 /// The kind of a structured-field bare item; only integers keep their value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BareItem {
+pub(super) enum BareItem {
     Integer(i64),
     Decimal,
     String,
@@ -197,7 +197,7 @@ enum BareItem {
 }
 
 impl BareItem {
-    fn non_negative(self, reason: Reason) -> Result<u64, Reason> {
+    pub(super) fn non_negative(self, reason: Reason) -> Result<u64, Reason> {
         match self {
             BareItem::Integer(n) => u64::try_from(n).map_err(|_| reason),
             _ => Err(reason),
@@ -208,13 +208,13 @@ impl BareItem {
 /// A read position in a header value, for structured-field syntax (RFC 8941).
 ///
 /// Slightly lenient: spaces and tabs are allowed around `;` as well as `,`.
-struct Cursor<'a> {
+pub(super) struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    pub(super) fn new(bytes: &'a [u8]) -> Self {
         Self { bytes, pos: 0 }
     }
 
@@ -222,11 +222,11 @@ impl<'a> Cursor<'a> {
         self.bytes.get(self.pos).copied()
     }
 
-    fn at_end(&self) -> bool {
+    pub(super) fn at_end(&self) -> bool {
         self.pos >= self.bytes.len()
     }
 
-    fn eat(&mut self, byte: u8) -> bool {
+    pub(super) fn eat(&mut self, byte: u8) -> bool {
         if self.peek() == Some(byte) {
             self.pos += 1;
             true
@@ -235,7 +235,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
-    fn skip_ows(&mut self) {
+    pub(super) fn skip_ows(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t')) {
             self.pos += 1;
         }
@@ -251,7 +251,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Whether the input here starts with `key=`, i.e. a dictionary member.
-    fn starts_dictionary_member(&self) -> bool {
+    pub(super) fn starts_dictionary_member(&self) -> bool {
         let mut probe = Cursor {
             bytes: self.bytes,
             pos: self.pos,
@@ -260,7 +260,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// After a member: `true` if a `,` and another member follow, `false` at the end.
-    fn member_separator(&mut self) -> Result<bool, Reason> {
+    pub(super) fn member_separator(&mut self) -> Result<bool, Reason> {
         self.skip_ows();
         if self.at_end() {
             return Ok(false);
@@ -276,7 +276,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A parameter or dictionary key: `( lcalpha / "*" ) *( lcalpha / DIGIT / "_" / "-" / "." / "*" )`.
-    fn key(&mut self) -> Result<&'a [u8], Reason> {
+    pub(super) fn key(&mut self) -> Result<&'a [u8], Reason> {
         let start = self.pos;
         match self.peek() {
             Some(b'a'..=b'z' | b'*') => self.pos += 1,
@@ -287,7 +287,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// Zero or more `;key[=value]` parameters, each handed to `each`.
-    fn parameters(
+    pub(super) fn parameters(
         &mut self,
         mut each: impl FnMut(&[u8], BareItem) -> Result<(), Reason>,
     ) -> Result<(), Reason> {
@@ -310,7 +310,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// One bare item: integer, decimal, string, token, byte sequence, boolean or date.
-    fn bare_item(&mut self) -> Result<BareItem, Reason> {
+    pub(super) fn bare_item(&mut self) -> Result<BareItem, Reason> {
         match self.peek() {
             Some(b'-' | b'0'..=b'9') => self.number(),
             Some(b'"') => self.string(),

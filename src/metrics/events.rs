@@ -65,7 +65,8 @@ pub fn breaker_events(name: impl Into<String>) -> impl Fn(&BreakerEvent) + Send 
 /// `reason`), and records in `tower_cx.gate.closed_duration` (`name`,
 /// `source`) the closed time each closure of the rate gate adds: a
 /// closure that extends one still running adds only the extension, so
-/// that the histogram's sum is the time the gate was announced closed.
+/// that the histogram's sum is the time the gate was announced closed;
+/// sets `tower_cx.pacing.rate` (`name`) when the learned rate changes.
 ///
 /// Give each limiter an adapter of its own (it remembers that limiter's
 /// gate).
@@ -94,6 +95,11 @@ pub fn limiter_events(name: impl Into<String>) -> impl Fn(&LimiterEvent) + Send 
             }
             LimiterEvent::GateClosed { for_, source } => (*for_, source.as_str()),
             LimiterEvent::GateClosedElsewhere { for_ } => (*for_, "shared"),
+            LimiterEvent::PacingChanged { interval, .. } => {
+                let per_minute = interval.map_or(0.0, crate::observe::per_minute);
+                gauge!(names::PACING_RATE, "name" => name.clone()).set(per_minute);
+                return;
+            }
             _ => return,
         };
         let added = {

@@ -50,6 +50,12 @@ pub const REQUESTS_SHED: &str = "tower_cx.requests.shed";
 /// announced).
 pub const GATE_CLOSED_DURATION: &str = "tower_cx.gate.closed_duration";
 
+/// Gauge: the pacing rate the limiter learned, in requests per minute (0
+/// when not paced), by `name`; set on each `pacing.changed` event (a cut
+/// after a `429`, or a new advertised limit), not during the recovery that
+/// follows a cut.
+pub const PACING_RATE: &str = "tower_cx.pacing.rate";
+
 /// Gauge: the breaker's state, by `name`: 0 closed, 1 half-open, 2 open,
 /// 3 isolated.
 pub const BREAKER_STATE: &str = "tower_cx.breaker.state";

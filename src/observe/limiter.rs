@@ -6,7 +6,7 @@ use serde::{Serialize, Serializer};
 
 use super::event::Fields;
 use crate::error::OverloadReason;
-use crate::hint::HintSource;
+use crate::hint::{HintSource, QuotaSource};
 use crate::level::Priority;
 
 /// Something the limiter did.
@@ -58,11 +58,60 @@ pub enum LimiterEvent {
         /// When it asks again, from now.
         for_: Duration,
     },
+    /// The learned pacing rate changed (`pacing.changed`: `interval_ms`
+    /// and `per_minute` when paced, `source`): the server advertised a new
+    /// limit, or a `429` from a server that advertises none cut the rate.
+    /// The gradual recovery after a cut is not reported event by event;
+    /// [`PriorityLimitHandle::pacing`](crate::priority::PriorityLimitHandle::pacing)
+    /// reads it at any time.
+    PacingChanged {
+        /// The time between dispatches now; `None`: not paced.
+        interval: Option<Duration>,
+        /// Where the rate comes from.
+        source: PacingSource,
+    },
+}
+
+/// Where the pacing rate in force comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PacingSource {
+    /// Not paced: no rate configured, none learned yet.
+    Off,
+    /// The rate configured on the layer.
+    Configured,
+    /// The quota the server advertises, in these headers.
+    Advertised(QuotaSource),
+    /// Adapted from `429` answers of a server that advertises no quota
+    /// (cut on a `429`, recovering over time).
+    Adapted,
+}
+
+impl PacingSource {
+    /// A short, stable name: `"off"`, `"configured"`, `"inin-ratelimit"`,
+    /// `"ratelimit"`, `"x-ratelimit"` or `"adapted"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PacingSource::Off => "off",
+            PacingSource::Configured => "configured",
+            PacingSource::Advertised(source) => source.as_str(),
+            PacingSource::Adapted => "adapted",
+        }
+    }
+}
+
+/// Requests per minute at one per `interval`, to a tenth.
+pub(crate) fn per_minute(interval: Duration) -> f64 {
+    if interval.is_zero() {
+        return f64::INFINITY;
+    }
+    (600.0 / interval.as_secs_f64()).round() / 10.0
 }
 
 impl LimiterEvent {
     /// The event's name (`gate.closed`, `gate.closed_elsewhere`,
-    /// `gate.opened`, `queue.waited`, `request.shed`, `pacer.deferred`).
+    /// `gate.opened`, `queue.waited`, `request.shed`, `pacer.deferred`,
+    /// `pacing.changed`).
     pub fn name(&self) -> &'static str {
         match self {
             LimiterEvent::GateClosed { .. } => "gate.closed",
@@ -71,6 +120,7 @@ impl LimiterEvent {
             LimiterEvent::QueueWaited { .. } => "queue.waited",
             LimiterEvent::Shed { .. } => "request.shed",
             LimiterEvent::PacerDeferred { .. } => "pacer.deferred",
+            LimiterEvent::PacingChanged { .. } => "pacing.changed",
         }
     }
 }
@@ -93,6 +143,10 @@ impl Serialize for LimiterEvent {
             LimiterEvent::PacerDeferred { priority, for_ } => fields
                 .millis("for_ms", *for_)?
                 .field("priority", priority.as_str())?,
+            LimiterEvent::PacingChanged { interval, source } => fields
+                .some("interval_ms", interval.map(super::event::ms))?
+                .some("per_minute", interval.map(per_minute))?
+                .field("source", source.as_str())?,
         }
         .end()
     }

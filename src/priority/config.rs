@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::pacing::{Pacing, PacingSpec};
+use super::pacing::{Learn, Pacing, PacingSpec};
 use super::shared::Pacer;
 use crate::hint::{Clock, SystemClock};
 use crate::observe::LimiterEvent;
@@ -35,8 +35,13 @@ pub(crate) struct Config {
     pub(crate) pacer: Option<Arc<dyn Pacer>>,
     /// Where gate closures are shared with other limiters.
     pub(crate) gate_share: Option<Arc<dyn PauseShare>>,
-    /// Re-pace smooth pacing to `inin-ratelimit-allowed` per this window.
+    /// `learn_pacing(window)` (deprecated): re-pace to
+    /// `inin-ratelimit-allowed` per this window.
     pub(crate) learn_pacing: Option<Duration>,
+    /// `learn_rate()`: learn the rate from the server.
+    pub(crate) learn_rate: bool,
+    /// The rate (as an interval) until something is learned.
+    pub(crate) initial_rate: Option<Duration>,
 }
 
 impl Config {
@@ -55,17 +60,34 @@ impl Config {
             pacer: None,
             gate_share: None,
             learn_pacing: None,
+            learn_rate: false,
+            initial_rate: None,
         }
     }
 
-    /// The built-in pacing schedule these settings describe.
+    /// The built-in pacing schedule these settings describe (none with a
+    /// pacer outside the limiter).
     pub(crate) fn new_pacing(&self) -> Option<Pacing> {
-        self.pacing
-            .map(|spec| Pacing::new(spec, self.pacing_burst, self.learn_pacing))
+        if self.pacer.is_some() {
+            return None;
+        }
+        Pacing::new(self.pacing, self.pacing_burst, self.learn_mode())
     }
 
-    /// Whether learning the rate from the server can change anything.
-    pub(crate) fn learns_pacing(&self) -> bool {
-        self.learn_pacing.is_some() && matches!(self.pacing, Some(PacingSpec::Smooth { .. }))
+    /// How the rate is learned (`learn_rate` wins over the deprecated
+    /// `learn_pacing`).
+    pub(crate) fn learn_mode(&self) -> Learn {
+        if self.learn_rate {
+            Learn::On {
+                initial: self.initial_rate,
+            }
+        } else {
+            self.learn_pacing.map_or(Learn::Off, Learn::Legacy)
+        }
+    }
+
+    /// Whether responses are read to learn the rate.
+    pub(crate) fn learns(&self) -> bool {
+        self.learn_mode() != Learn::Off && self.pacer.is_none()
     }
 }

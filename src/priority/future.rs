@@ -205,19 +205,11 @@ where
                     let result = ready!(future.poll(cx)).map_err(Into::into);
                     if let (Ok(response), Some(permit)) = (&result, permit.as_ref()) {
                         let limiter = permit.limiter();
-                        if limiter.config.learn_pacing.is_some() {
-                            let number = |name: &str| {
-                                response
-                                    .headers()
-                                    .get(name)
-                                    .and_then(|v| v.to_str().ok())
-                                    .and_then(|v| v.trim().parse::<u32>().ok())
-                            };
-                            if let Some(allowed) = number("inin-ratelimit-allowed") {
-                                let reset = number("inin-ratelimit-reset")
-                                    .filter(|r| *r > 0)
-                                    .map(|r| std::time::Duration::from_secs(r.into()));
-                                limiter.learn_allowed(allowed, reset);
+                        if limiter.config.learns() {
+                            let learned =
+                                limiter.learn_from(permit, response.status(), response.headers());
+                            if let (Some(event), Some(audit)) = (learned, this.audit.as_ref()) {
+                                audit.publish(None, event.into());
                             }
                         }
                         let report = server_hint(response.headers(), limiter.config.clock.as_ref());

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::limiter::Limiter;
+use crate::observe::{per_minute, PacingSource};
 use crate::retry_after::HintSource;
 
 /// What the limiter holds right now.
@@ -26,6 +27,28 @@ pub struct LimiterStatus {
     /// counts as `Retry-After`): the header it came from. `None` while the
     /// gate is open, or closed by a limiter sharing it.
     pub gate_source: Option<HintSource>,
+}
+
+/// The pacing in force: the rate, where it comes from, and the ceiling
+/// on learning. See [`PriorityLimitHandle::pacing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacingStatus {
+    /// The time between dispatches now; `None`: not paced (no rate
+    /// configured, or a sliding window, or none learned yet).
+    pub interval: Option<Duration>,
+    /// Where the rate comes from.
+    pub source: PacingSource,
+    /// The configured rate, as an interval, when learning may only pace
+    /// slower than it ([`learn_rate`](super::PriorityLimitLayer::learn_rate)
+    /// with [`pacing`](super::PriorityLimitLayer::pacing)).
+    pub ceiling: Option<Duration>,
+}
+
+impl PacingStatus {
+    /// The rate in force in requests per minute, to a tenth.
+    pub fn per_minute(&self) -> Option<f64> {
+        self.interval.map(per_minute)
+    }
 }
 
 /// The limiter a layer stands for, shared by the layer and its handles.
@@ -84,12 +107,33 @@ impl PriorityLimitHandle {
         }
     }
 
-    /// The interval between dispatches that smooth pacing keeps now: the
-    /// one learned from `inin-ratelimit-allowed` (see
-    /// [`learn_pacing`](super::PriorityLimitLayer::learn_pacing)), else the
-    /// configured one; `None` without smooth pacing.
+    /// The interval between dispatches that smooth pacing keeps now
+    /// (learned or configured); `None` without smooth pacing. The same as
+    /// [`pacing`](Self::pacing)`().interval`.
     pub fn pacing_interval(&self) -> Option<Duration> {
         self.cell.limiter().pacing_interval()
+    }
+
+    /// The pacing in force: its rate, where the rate comes from (configured,
+    /// advertised by the server and in which headers, or adapted from
+    /// `429`s) and the configured ceiling.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_cx::observe::PacingSource;
+    /// use tower_cx::priority::PriorityLimitLayer;
+    ///
+    /// let layer = PriorityLimitLayer::new(16)
+    ///     .learn_rate()
+    ///     .pacing(300, Duration::from_secs(60));
+    /// let pacing = layer.handle().pacing();
+    /// // nothing learned yet: the ceiling paces
+    /// assert_eq!(pacing.source, PacingSource::Configured);
+    /// assert_eq!(pacing.per_minute(), Some(300.0));
+    /// assert_eq!(pacing.ceiling, Some(Duration::from_millis(200)));
+    /// ```
+    pub fn pacing(&self) -> PacingStatus {
+        self.cell.limiter().pacing_status()
     }
 
     /// In-flight requests, free permits, queue lengths, gate.

@@ -86,17 +86,64 @@ impl PriorityLimitLayer {
         })
     }
 
-    /// Learn the rate from the server: when a response carries
-    /// `inin-ratelimit-allowed: N` (Genesys Cloud's per-token allowance,
-    /// 300 by default but changeable per organisation), smooth
-    /// [`pacing`](Self::pacing) becomes `N` requests per window. The window
-    /// is the one the headers imply: the longest `inin-ratelimit-reset`
-    /// seen (the seconds left in the current window), at most `window`
-    /// (Genesys: 60 s, the window its per-token limits count in). The
-    /// configured rate applies until the first such response. No effect
-    /// without smooth pacing.
+    /// Pace to the limit the server advertises, and adapt to `429`s when
+    /// it advertises none, so that no rate has to be configured.
+    ///
+    /// - From the first response that advertises a quota (Genesys
+    ///   `inin-ratelimit-allowed`/`-count`/`-reset`, IETF `RateLimit` /
+    ///   `RateLimit-Policy`, or `X-RateLimit-Limit`/`-Remaining`/`-Reset`;
+    ///   see [`advertised_quota`](crate::hint::advertised_quota)), requests
+    ///   are paced to the limit per window (the policy's window, else the
+    ///   longest reset seen), and never faster than the requests remaining
+    ///   spread over the time left in the current window (counting the
+    ///   requests still in flight as spent), so that the window the
+    ///   learning starts in is not overrun either. A quota whose window or
+    ///   reset is over a day (a daily cap) is not paced to.
+    /// - A `429` that advertises no quota cuts the rate to 80 % of the rate
+    ///   measured over the last second; it climbs back to that rate in 10 s
+    ///   along a CUBIC curve, then probes above it until the next `429`.
+    ///   One cut per feedback window: a `429` to a request sent before the
+    ///   last cut is ignored.
+    /// - A rate set with [`pacing`](Self::pacing) becomes the ceiling:
+    ///   learning only ever paces slower. [`initial_rate`](Self::initial_rate)
+    ///   instead sets the rate used until something is learned.
+    ///
+    /// Paced slots still go to the best waiter by priority (with aging), and
+    /// after the gate reopens waiters are paced out one by one. With
+    /// [`pacing_window`](Self::pacing_window) or a [`pacer`](Self::pacer),
+    /// nothing is learned. [`PriorityLimitHandle::pacing`] shows the rate in
+    /// force and where it comes from; each change of the advertised rate and
+    /// each cut is a [`LimiterEvent::PacingChanged`].
     ///
     /// ```
+    /// use std::time::Duration;
+    /// use tower_cx::observe::PacingSource;
+    /// use tower_cx::priority::PriorityLimitLayer;
+    ///
+    /// let layer = PriorityLimitLayer::new(16).learn_rate();
+    /// // nothing paces until the server says something
+    /// assert_eq!(layer.handle().pacing().source, PacingSource::Off);
+    /// ```
+    pub fn learn_rate(self) -> Self {
+        self.with(|c| c.learn_rate = true)
+    }
+
+    /// With [`learn_rate`](Self::learn_rate): pace at `requests` per `per`
+    /// until the server advertises a quota or answers `429`, then follow
+    /// what is learned, faster or slower (unlike [`pacing`](Self::pacing),
+    /// which learning never exceeds). No effect without `learn_rate`;
+    /// `requests == 0` removes the initial rate.
+    pub fn initial_rate(self, requests: u32, per: Duration) -> Self {
+        self.with(|c| c.initial_rate = (requests > 0).then(|| per / requests))
+    }
+
+    /// Re-pace smooth [`pacing`](Self::pacing) to `inin-ratelimit-allowed`
+    /// per window (the longest `inin-ratelimit-reset` seen, at most
+    /// `window`), replacing the configured rate, faster or slower. No effect
+    /// without smooth pacing, or with [`learn_rate`](Self::learn_rate).
+    ///
+    /// ```
+    /// # #![allow(deprecated)]
     /// use std::time::Duration;
     /// use tower_cx::priority::PriorityLimitLayer;
     ///
@@ -105,6 +152,9 @@ impl PriorityLimitLayer {
     ///     .learn_pacing(Duration::from_secs(60));
     /// assert_eq!(layer.handle().pacing_interval(), Some(Duration::from_millis(200)));
     /// ```
+    #[deprecated(
+        note = "use `learn_rate()` (every quota header family, `429`s too; `pacing` is then the ceiling) with `initial_rate(n, per)` for a starting rate the server may raise"
+    )]
     pub fn learn_pacing(self, window: Duration) -> Self {
         self.with(|c| c.learn_pacing = (!window.is_zero()).then_some(window))
     }

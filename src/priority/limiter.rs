@@ -3,9 +3,8 @@
 //! gate, pacing and an external pacer's slots are apart (`queue`, `gate`,
 //! `pacing`, `reserve`).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -65,6 +64,10 @@ pub(crate) struct Limiter {
     pub(super) subscribed: AtomicBool,
     /// Whether the share was started from inside the runtime.
     pub(super) started: AtomicBool,
+    /// Cuts of the learned rate after a `429` so far: a permit remembers
+    /// the count when it was granted, so that a `429` to a request sent
+    /// before the last cut does not cut again.
+    pub(super) cuts: AtomicU64,
 }
 
 /// What an arrival gets.
@@ -76,14 +79,15 @@ pub(crate) enum Admission {
 
 impl Limiter {
     pub(crate) fn new(config: Config) -> Arc<Self> {
+        let pacing = config.new_pacing();
         Arc::new_cyclic(|me| Self {
             in_flight: AtomicUsize::new(0),
-            slow: AtomicBool::new(config.pacing.is_some() || config.pacer.is_some()),
+            slow: AtomicBool::new(pacing.is_some() || config.pacer.is_some()),
             gate_closed: AtomicBool::new(false),
             state: Mutex::new(State {
                 queue: Queue::default(),
                 gate: Gate::default(),
-                pacing: config.new_pacing(),
+                pacing,
                 reserved: config.pacer.as_ref().map(|_| Reserved::default()),
                 ask: None,
                 timer_at: None,
@@ -94,6 +98,7 @@ impl Limiter {
             id: crate::share::next_id(),
             subscribed: AtomicBool::new(false),
             started: AtomicBool::new(config.gate_share.is_none()),
+            cuts: AtomicU64::new(0),
             config,
         })
     }
@@ -172,9 +177,7 @@ impl Limiter {
         }
         // Fast path: nobody waits, the gate is open, no pacing.
         if !self.slow.load(Ordering::SeqCst) && self.try_acquire() {
-            return Admission::Permit(Permit {
-                limiter: self.clone(),
-            });
+            return Admission::Permit(Permit::new(self.clone()));
         }
         self.admit_slow(priority)
     }
@@ -200,9 +203,7 @@ impl Limiter {
             };
             if permitted {
                 drop(state);
-                return Admission::Permit(Permit {
-                    limiter: self.clone(),
-                });
+                return Admission::Permit(Permit::new(self.clone()));
             }
         }
         if state.queue.len() >= self.config.max_queue {
@@ -252,23 +253,6 @@ impl Limiter {
         if self.config.on_event.is_some() {
             state.events.push(LimiterEvent::Shed { priority, reason });
         }
-    }
-
-    /// Pace to `allowed` requests per window (see
-    /// [`PriorityLimitLayer::learn_pacing`](super::PriorityLimitLayer::learn_pacing)
-    /// and [`Pacing::learn`]). No effect without learning or smooth pacing.
-    pub(crate) fn learn_allowed(&self, allowed: u32, reset: Option<Duration>) {
-        if !self.config.learns_pacing() {
-            return;
-        }
-        if let Some(pacing) = self.lock().pacing.as_mut() {
-            pacing.learn(allowed, reset);
-        }
-    }
-
-    /// The smooth pacing interval in force (learned, else configured).
-    pub(crate) fn pacing_interval(&self) -> Option<Duration> {
-        self.lock().pacing.as_ref().and_then(Pacing::interval)
     }
 
     /// Grant permits to waiters, best first, while capacity, the gate and
@@ -437,6 +421,11 @@ impl Limiter {
         self.unlock(state);
     }
 
+    /// Requests holding a permit now.
+    pub(super) fn in_flight_now(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
     #[cfg(test)]
     pub(super) fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::SeqCst)
@@ -446,12 +435,19 @@ impl Limiter {
 /// A concurrency slot, released when dropped.
 pub(crate) struct Permit {
     limiter: Arc<Limiter>,
+    /// The limiter's count of rate cuts when it was granted.
+    pub(super) epoch: u64,
 }
 
 impl Permit {
+    fn new(limiter: Arc<Limiter>) -> Self {
+        let epoch = limiter.cuts.load(Ordering::Relaxed);
+        Self { limiter, epoch }
+    }
+
     /// A permit a dispatch granted to a waiter (already counted).
     pub(super) fn handed_over(limiter: Arc<Limiter>) -> Self {
-        Self { limiter }
+        Self::new(limiter)
     }
 
     pub(crate) fn limiter(&self) -> &Limiter {
@@ -468,6 +464,7 @@ impl Drop for Permit {
 #[cfg(test)]
 mod tests {
     use std::task::Waker;
+    use std::time::Duration;
 
     use super::*;
     use crate::priority::handle::PriorityLimitHandle;

@@ -60,11 +60,19 @@
 //!   limiters (or, with the `redis` feature, a fleet of processes), and a
 //!   [`PauseShare`](crate::share::PauseShare) spreads gate closures between
 //!   them.
-//! - Either way, paced requests wait in the queue, and each slot goes to the
-//!   best waiter when it comes due. A shared pacer also keeps its near
-//!   future for higher priorities ([`LocalPacer::horizon`]), so that a high
-//!   priority request of one limiter does not wait behind the low priority
-//!   backlog of the others.
+//! - Learned pacing ([`learn_rate`](PriorityLimitLayer::learn_rate)) needs
+//!   no rate: it paces to the quota the server advertises, or adapts to its
+//!   `429`s; a configured rate is then the ceiling.
+//!   [`PriorityLimitHandle::pacing`] shows the rate in force and where it
+//!   comes from.
+//! - Whatever paces (a configured or learned rate, or a shared pacer),
+//!   paced requests wait in the queue and each slot goes to the best waiter
+//!   by priority (with aging) when it comes due; when the gate reopens, the
+//!   waiters go out at the rate in force (one slot at a time with smooth
+//!   pacing and no burst), best first, not all at once. A shared pacer also
+//!   keeps its near future for higher priorities ([`LocalPacer::horizon`]),
+//!   so that a high priority request of one limiter does not wait behind
+//!   the low priority backlog of the others.
 //! - The queue order holds among waiters. A request arriving at the
 //!   very instant a permit frees up, before it saw the queue, may take that
 //!   permit ahead of a waiter (who then gets the next one): the price of a
@@ -95,8 +103,9 @@ use tower::{Layer, Service};
 
 pub use crate::level::{Priority, UnknownPriority};
 pub use crate::observe::LimiterEvent;
+pub use crate::observe::PacingSource;
 pub use future::ResponseFuture;
-pub use handle::{LimiterStatus, PriorityLimitHandle};
+pub use handle::{LimiterStatus, PacingStatus, PriorityLimitHandle};
 pub use layer::PriorityLimitLayer;
 pub use service::PriorityLimit;
 pub use shared::{LocalPacer, Pacer, PacerFuture, Reservation};

@@ -299,7 +299,7 @@ fn limiter_view(name: &str, handle: &PriorityLimitHandle) -> LimiterView {
         pacing: handle.pacing_interval().map(|interval| PacingView {
             per_second: round3(1.0 / interval.max(Duration::from_micros(1)).as_secs_f64()),
             interval_ms: round3(interval.as_secs_f64() * 1000.0),
-            source: "configured".to_owned(),
+            source: handle.pacing().source.as_str().to_owned(),
         }),
     }
 }

@@ -62,6 +62,12 @@ pub struct Scenario {
     pub latency: Duration,
     /// Seed of every random source.
     pub seed: u64,
+    /// The API's fixed window: it accepts `capacity` per second of it
+    /// (one second unless a scenario says otherwise).
+    pub window: Duration,
+    /// Whether every answer advertises the quota the Genesys way
+    /// (`inin-ratelimit-allowed`, `-count`, `-reset`).
+    pub advertise: bool,
 }
 
 impl Scenario {
@@ -78,6 +84,8 @@ impl Scenario {
             spread: Duration::from_secs(1),
             latency: Duration::from_millis(20),
             seed: 7,
+            window: Duration::from_secs(1),
+            advertise: false,
         }
     }
 
@@ -123,6 +131,27 @@ pub enum Strategy {
     /// tower-cx without pacing: what the shared gate and the retry layer do
     /// alone when the limit is not known in advance.
     TowerCxNoPacing,
+    /// tower-cx learning the rate (`learn_rate()`, no rate configured):
+    /// from the advertised quota, or from 429s when nothing is advertised.
+    TowerCxLearned,
+    /// A client in the style of AWS's adaptive retry mode: a token bucket
+    /// whose rate follows CUBIC on throttling (cut to 0.7 of the measured
+    /// rate, recovery scaled by 0.4), up to 3 attempts with exponential
+    /// backoff (100 ms, doubling, no jitter), `Retry-After` ignored.
+    AwsAdaptive,
+    /// tower-cx pacing evenly at a wrongly set rate, nothing learned.
+    TowerCxFixed(RateSet),
+    /// tower-cx learning, the wrongly set rate as its ceiling.
+    TowerCxLearnedCeiling(RateSet),
+}
+
+/// A wrongly set rate, against the real capacity C.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateSet {
+    /// 2 C.
+    Double,
+    /// C / 2.
+    Half,
 }
 
 impl Strategy {
@@ -136,9 +165,37 @@ impl Strategy {
         Strategy::TowerCxNoPacing,
     ];
 
+    /// The strategies of the scenarios where the limit is not configured.
+    pub const LEARNING: [Strategy; 2] = [Strategy::TowerCxLearned, Strategy::AwsAdaptive];
+
+    /// The strategies of the wrongly set rate.
+    pub const WRONG_RATE: [Strategy; 5] = [
+        Strategy::TowerCxLearned,
+        Strategy::TowerCxFixed(RateSet::Double),
+        Strategy::TowerCxLearnedCeiling(RateSet::Double),
+        Strategy::TowerCxFixed(RateSet::Half),
+        Strategy::TowerCxLearnedCeiling(RateSet::Half),
+    ];
+
     /// The row label.
     pub fn label(&self) -> &'static str {
         match self {
+            Strategy::TowerCxLearned => {
+                "tower-cx learning the rate (`learn_rate()`, none configured)"
+            }
+            Strategy::AwsAdaptive => "AWS-adaptive-style client (CUBIC token bucket, 3 attempts)",
+            Strategy::TowerCxFixed(RateSet::Double) => {
+                "tower-cx, `pacing` set to 2 C, nothing learned"
+            }
+            Strategy::TowerCxFixed(RateSet::Half) => {
+                "tower-cx, `pacing` set to C / 2, nothing learned"
+            }
+            Strategy::TowerCxLearnedCeiling(RateSet::Double) => {
+                "tower-cx, `pacing` 2 C + `learn_rate()` (2 C is the ceiling)"
+            }
+            Strategy::TowerCxLearnedCeiling(RateSet::Half) => {
+                "tower-cx, `pacing` C / 2 + `learn_rate()` (C / 2 is the ceiling: stays C / 2)"
+            }
             Strategy::Naive => "naive retry loop",
             Strategy::TowerRetry => "tower::retry + ExponentialBackoff + TpsBudget",
             Strategy::TowerCx => {
@@ -242,7 +299,10 @@ fn seconds(d: Option<Duration>) -> String {
 #[derive(Debug)]
 struct ApiState {
     origin: Instant,
+    /// Requests accepted per window.
     capacity: u32,
+    window_len: Duration,
+    advertise: bool,
     latency: Duration,
     window: u64,
     used: u32,
@@ -269,7 +329,9 @@ impl SimApi {
         Self {
             state: Arc::new(Mutex::new(ApiState {
                 origin,
-                capacity: scenario.capacity,
+                capacity: scenario.capacity * scenario.window.as_secs().max(1) as u32,
+                window_len: scenario.window,
+                advertise: scenario.advertise,
                 latency: scenario.latency,
                 window: 0,
                 used: 0,
@@ -305,7 +367,7 @@ impl Service<Request<Body>> for SimApi {
 
     fn call(&mut self, _request: Request<Body>) -> ApiFuture {
         let now = Instant::now();
-        let (latency, announce) = {
+        let (latency, announce, quota) = {
             let mut s = self.state.lock().unwrap();
             s.attempts += 1;
             if s.announced_until.is_some_and(|until| now < until) {
@@ -313,27 +375,28 @@ impl Service<Request<Body>> for SimApi {
             }
             let elapsed = now - s.origin;
             s.sent.push(elapsed);
-            let window = elapsed.as_secs();
+            let window = (elapsed.as_nanos() / s.window_len.as_nanos()) as u64;
             if window != s.window {
                 s.window = window;
                 s.used = 0;
             }
+            // whole seconds up to the end of the window, at least 1
+            let left = s.window_len * (window as u32 + 1) - elapsed;
+            let reset = (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1);
             let announce = if s.used < s.capacity {
                 s.used += 1;
                 None
             } else {
                 s.rejected += 1;
-                // whole seconds up to the end of the window, at least 1
-                let left = Duration::from_secs(window + 1) - elapsed;
-                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-                Some(secs.max(1))
+                Some(reset)
             };
-            (s.latency, announce)
+            let quota = s.advertise.then_some((s.capacity, s.used, reset));
+            (s.latency, announce, quota)
         };
         let state = self.state.clone();
         Box::pin(async move {
             tokio::time::sleep(latency).await;
-            let response = match announce {
+            let mut response = match announce {
                 None => Response::new(()),
                 Some(secs) => {
                     // Delivered now: from here on the integration knows.
@@ -347,6 +410,12 @@ impl Service<Request<Body>> for SimApi {
                         .unwrap()
                 }
             };
+            if let Some((allowed, count, reset)) = quota {
+                let headers = response.headers_mut();
+                headers.insert("inin-ratelimit-allowed", allowed.into());
+                headers.insert("inin-ratelimit-count", count.into());
+                headers.insert("inin-ratelimit-reset", reset.into());
+            }
             Ok(response)
         })
     }
@@ -450,6 +519,10 @@ enum Setup {
     WindowFifo,
     EvenFifo,
     NoPacing,
+    /// `learn_rate()`, with this rate (per window) as the ceiling if any.
+    Learn(Option<u32>),
+    /// `pacing` at this rate per window.
+    Fixed(u32),
 }
 
 fn tower_cx_client(api: SimApi, scenario: &Scenario, setup: Setup) -> Client {
@@ -462,6 +535,9 @@ fn tower_cx_client(api: SimApi, scenario: &Scenario, setup: Setup) -> Client {
         Setup::WindowFifo => limiter.pacing_window(scenario.capacity, second),
         Setup::EvenFifo => limiter.pacing(scenario.capacity, second),
         Setup::NoPacing => limiter,
+        Setup::Learn(None) => limiter.learn_rate(),
+        Setup::Learn(Some(per_window)) => limiter.learn_rate().pacing(per_window, scenario.window),
+        Setup::Fixed(per_window) => limiter.pacing(per_window, scenario.window),
     };
     let service = ServiceBuilder::new()
         .layer(
@@ -500,6 +576,18 @@ pub async fn run(scenario: &Scenario, strategy: Strategy) -> Report {
         Strategy::TowerCxWindowFifo => tower_cx_client(api.clone(), scenario, Setup::WindowFifo),
         Strategy::TowerCxEvenFifo => tower_cx_client(api.clone(), scenario, Setup::EvenFifo),
         Strategy::TowerCxNoPacing => tower_cx_client(api.clone(), scenario, Setup::NoPacing),
+        Strategy::TowerCxLearned => tower_cx_client(api.clone(), scenario, Setup::Learn(None)),
+        Strategy::AwsAdaptive => aws_adaptive_client(api.clone()),
+        Strategy::TowerCxFixed(set) => tower_cx_client(
+            api.clone(),
+            scenario,
+            Setup::Fixed(set.per_window(scenario)),
+        ),
+        Strategy::TowerCxLearnedCeiling(set) => tower_cx_client(
+            api.clone(),
+            scenario,
+            Setup::Learn(Some(set.per_window(scenario))),
+        ),
     };
 
     let mut tasks = Vec::new();
@@ -545,4 +633,162 @@ pub async fn run(scenario: &Scenario, strategy: Strategy) -> Report {
         capacity: scenario.capacity,
         sent: api.sent(),
     }
+}
+
+impl RateSet {
+    /// The wrong rate, in requests per window of the scenario's API.
+    fn per_window(self, scenario: &Scenario) -> u32 {
+        let right = scenario.capacity * scenario.window.as_secs().max(1) as u32;
+        match self {
+            RateSet::Double => right * 2,
+            RateSet::Half => right / 2,
+        }
+    }
+}
+
+impl Scenario {
+    /// An unknown limit: an API allowing 300 requests per 60 s window
+    /// (C = 5 per second, Genesys's default per-token limit) that
+    /// advertises it on every answer the Genesys way; 30 clients send 2
+    /// requests every 10 s for 3 minutes (120 % of capacity), 100 ms
+    /// latency.
+    pub fn unknown_limit() -> Self {
+        Self {
+            capacity: 5,
+            clients: 30,
+            bursts: 18,
+            burst_size: 2,
+            period: Duration::from_secs(10),
+            spread: Duration::from_secs(10),
+            latency: Duration::from_millis(100),
+            seed: 5,
+            window: Duration::from_secs(60),
+            advertise: true,
+        }
+    }
+
+    /// A silent limit: the sustained storm against an API that advertises
+    /// nothing and answers 429 with `Retry-After` only.
+    pub fn silent_limit() -> Self {
+        Self::storm()
+    }
+}
+
+/// The AWS-adaptive-style client's rate: a token bucket whose fill rate
+/// follows CUBIC once throttled (written from the public description of
+/// the adaptive retry mode: cut to `BETA` of the measured send rate on a
+/// throttle, `W(t) = SCALE (t - K)^3 + W_max` after it, at most twice the
+/// measured rate; unlimited until the first throttle).
+#[derive(Debug)]
+struct AwsBucket {
+    enabled: bool,
+    fill_rate: f64,
+    tokens: f64,
+    last_refill: Instant,
+    w_max: f64,
+    last_throttle: Instant,
+    measured: f64,
+    bucket_start: Instant,
+    bucket_count: u32,
+}
+
+impl AwsBucket {
+    const BETA: f64 = 0.7;
+    const SCALE: f64 = 0.4;
+    const SMOOTH: f64 = 0.8;
+
+    fn new(now: Instant) -> Self {
+        Self {
+            enabled: false,
+            fill_rate: 0.0,
+            tokens: 0.0,
+            last_refill: now,
+            w_max: 0.0,
+            last_throttle: now,
+            measured: 0.0,
+            bucket_start: now,
+            bucket_count: 0,
+        }
+    }
+
+    /// Take a token at `now` if there is one; else how long until one
+    /// would be there at the current rate (the caller waits, then asks
+    /// again: the rate may have changed meanwhile).
+    fn take(&mut self, now: Instant) -> Option<Duration> {
+        if !self.enabled {
+            return None;
+        }
+        let capacity = self.fill_rate.max(1.0);
+        self.tokens =
+            (self.tokens + (now - self.last_refill).as_secs_f64() * self.fill_rate).min(capacity);
+        self.last_refill = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return None;
+        }
+        Some(Duration::from_secs_f64(
+            (1.0 - self.tokens) / self.fill_rate,
+        ))
+    }
+
+    /// A response at `now`: measure the send rate (half-second buckets,
+    /// smoothed) and follow CUBIC.
+    fn answered(&mut self, throttled: bool, now: Instant) {
+        let elapsed = (now - self.bucket_start).as_secs_f64();
+        self.bucket_count += 1;
+        if elapsed >= 0.5 {
+            let rate = f64::from(self.bucket_count) / elapsed;
+            self.measured = rate * Self::SMOOTH + self.measured * (1.0 - Self::SMOOTH);
+            self.bucket_count = 0;
+            self.bucket_start = now;
+        }
+        if throttled {
+            let rate = if self.enabled {
+                self.measured.min(self.fill_rate)
+            } else {
+                self.measured
+            };
+            self.w_max = rate.max(0.5);
+            self.last_throttle = now;
+            self.fill_rate = self.w_max * Self::BETA;
+            self.enabled = true;
+        } else if self.enabled {
+            let k = (self.w_max * (1.0 - Self::BETA) / Self::SCALE).cbrt();
+            let t = (now - self.last_throttle).as_secs_f64();
+            let cubic = Self::SCALE * (t - k).powi(3) + self.w_max;
+            self.fill_rate = cubic.min(2.0 * self.measured).max(0.5);
+        }
+    }
+}
+
+fn aws_adaptive_client(api: SimApi) -> Client {
+    let bucket = Arc::new(Mutex::new(AwsBucket::new(Instant::now())));
+    Arc::new(move || {
+        let (api, bucket) = (api.clone(), bucket.clone());
+        Box::pin(async move {
+            let mut backoff = Duration::from_millis(100);
+            for attempt in 1..=3 {
+                loop {
+                    let wait = bucket.lock().unwrap().take(Instant::now());
+                    match wait {
+                        None => break,
+                        Some(wait) => tokio::time::sleep(wait).await,
+                    }
+                }
+                let ok = matches!(
+                    api.clone().oneshot(request()).await,
+                    Ok(r) if r.status() == StatusCode::OK
+                );
+                bucket.lock().unwrap().answered(!ok, Instant::now());
+                if ok {
+                    return true;
+                }
+                if attempt < 3 {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+            }
+            false
+        })
+    })
 }

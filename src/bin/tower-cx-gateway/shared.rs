@@ -45,7 +45,8 @@ pub fn layers(
         None => Ok(Shared {
             limiter: match flags.rate {
                 Some((n, per)) => limiter.pacing(n, per),
-                None => limiter,
+                // pace to what the upstream advertises, or to its 429s
+                None => limiter.learn_rate(),
             },
             breaker: breaker(),
             tokens: credentials.map(|c| {
@@ -86,7 +87,8 @@ fn fleet(
     let name = flags.client_id.as_deref().unwrap_or(upstream);
     let limiter = match flags.rate {
         Some((n, per)) => limiter.pacer(fleet.pacer(name, n, per)),
-        None => limiter,
+        // each member learns on its own (the fleet does not share it yet)
+        None => limiter.learn_rate(),
     };
     // the status page's list of members: this one by its host name
     let member = std::env::var("HOSTNAME")

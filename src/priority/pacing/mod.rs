@@ -3,10 +3,17 @@
 //! knows nothing of the limiter, tasks or timers; the limiter holds one
 //! under its lock.
 
+mod cubic;
+mod feed;
+mod learner;
+
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::observe::PacingSource;
+pub(crate) use learner::{Learn, Learner};
 
 /// An interval too long to represent is as good as forever: 30 years.
 const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
@@ -29,8 +36,8 @@ pub(crate) enum PacingSpec {
     },
 }
 
-/// A pacing schedule: smooth (GCRA with a burst, optionally re-paced to the
-/// server's `inin-ratelimit-allowed`) or a sliding window.
+/// A pacing schedule: smooth (GCRA with a burst, at a configured rate or
+/// one learned from the server) or a sliding window.
 #[derive(Debug, Clone)]
 pub(crate) struct Pacing {
     kind: Kind,
@@ -39,20 +46,14 @@ pub(crate) struct Pacing {
 #[derive(Debug, Clone)]
 enum Kind {
     Smooth {
-        /// The configured interval.
-        interval: Duration,
+        /// The configured interval (`None`: learned only).
+        interval: Option<Duration>,
         /// Dispatches allowed at once (at least 1).
         burst: u32,
         /// The theoretical arrival time of the next dispatch.
         tat: Option<Instant>,
-        /// The window to learn the rate in, if learning is on.
-        learn_window: Option<Duration>,
-        /// The interval learned from `inin-ratelimit-allowed` (replaces
-        /// the configured one).
-        learned_interval: Option<Duration>,
-        /// The longest `inin-ratelimit-reset` seen: the window the headers
-        /// imply (at most `learn_window`).
-        learned_window: Option<Duration>,
+        /// What is learned from the server, if learning is on.
+        learner: Option<Box<Learner>>,
     },
     Window {
         requests: u32,
@@ -65,25 +66,30 @@ enum Kind {
 
 impl Pacing {
     /// A schedule of the given shape. `burst` applies to smooth pacing
-    /// (a window bursts by design); `learn_window` turns on learning the
-    /// rate from the server (smooth pacing only).
-    pub(crate) fn new(spec: PacingSpec, burst: u32, learn_window: Option<Duration>) -> Self {
+    /// (a window bursts by design); `learn` turns on learning the rate from
+    /// the server (smooth pacing, or none configured). `None` when there is
+    /// nothing to pace by.
+    pub(crate) fn new(spec: Option<PacingSpec>, burst: u32, learn: Learn) -> Option<Self> {
         let kind = match spec {
-            PacingSpec::Smooth { interval } => Kind::Smooth {
-                interval,
-                burst: burst.max(1),
-                tat: None,
-                learn_window,
-                learned_interval: None,
-                learned_window: None,
-            },
-            PacingSpec::Window { requests, per } => Kind::Window {
+            Some(PacingSpec::Window { requests, per }) => Kind::Window {
                 requests,
                 per,
                 log: VecDeque::new(),
             },
+            Some(PacingSpec::Smooth { interval }) => Kind::Smooth {
+                interval: Some(interval),
+                burst: burst.max(1),
+                tat: None,
+                learner: Learner::new(learn).map(Box::new),
+            },
+            None => Kind::Smooth {
+                interval: None,
+                burst: burst.max(1),
+                tat: None,
+                learner: Some(Box::new(Learner::new(learn)?)),
+            },
         };
-        Self { kind }
+        Some(Self { kind })
     }
 
     /// Whether a dispatch may go at `now`; takes the slot if so.
@@ -93,16 +99,27 @@ impl Pacing {
                 interval,
                 burst,
                 tat,
-                learned_interval,
-                ..
+                learner,
             } => {
-                let interval = learned_interval.unwrap_or(*interval);
-                let current = tat.unwrap_or(now).max(now);
-                let tolerance = interval.saturating_mul(burst.saturating_sub(1));
-                if current.saturating_duration_since(now) > tolerance {
-                    return false;
+                let in_force = match learner {
+                    Some(learner) => learner.interval(*interval, now).0,
+                    None => *interval,
+                };
+                if let Some(in_force) = in_force {
+                    let current = tat.unwrap_or(now).max(now);
+                    let tolerance = in_force.saturating_mul(burst.saturating_sub(1));
+                    if current.saturating_duration_since(now) > tolerance {
+                        return false;
+                    }
+                    let next = match learner {
+                        Some(learner) => learner.next_slot(*interval, current, now),
+                        None => current.checked_add(in_force),
+                    };
+                    *tat = Some(next.unwrap_or(current + FAR));
                 }
-                *tat = Some(current.checked_add(interval).unwrap_or(current + FAR));
+                if let Some(learner) = learner {
+                    learner.dispatched(now);
+                }
                 true
             }
             Kind::Window { requests, per, log } => {
@@ -125,17 +142,13 @@ impl Pacing {
     /// When the next dispatch may go, seen from `now` (never before it).
     pub(crate) fn ready_at(&self, now: Instant) -> Instant {
         let at = match &self.kind {
-            Kind::Smooth {
-                interval,
-                burst,
-                tat,
-                learned_interval,
-                ..
-            } => tat.map(|tat| {
-                let interval = learned_interval.unwrap_or(*interval);
-                let tolerance = interval.saturating_mul(burst.saturating_sub(1));
-                tat.checked_sub(tolerance).unwrap_or(now)
-            }),
+            Kind::Smooth { burst, tat, .. } => {
+                let interval = self.status(now).0;
+                tat.zip(interval).map(|(tat, interval)| {
+                    let tolerance = interval.saturating_mul(burst.saturating_sub(1));
+                    tat.checked_sub(tolerance).unwrap_or(now)
+                })
+            }
             // the oldest dispatch of the window leaves it
             Kind::Window { per, log, .. } => log
                 .front()
@@ -144,41 +157,39 @@ impl Pacing {
         at.unwrap_or(now).max(now)
     }
 
-    /// Pace to `allowed` requests per window: the window is the longest
-    /// `reset` seen, at most the learning window; the interval becomes
-    /// `window / allowed`. No effect without learning, on a sliding
-    /// window, or for `allowed == 0`.
-    pub(crate) fn learn(&mut self, allowed: u32, reset: Option<Duration>) {
-        let Kind::Smooth {
-            learn_window: Some(window),
-            learned_interval,
-            learned_window,
-            ..
-        } = &mut self.kind
-        else {
-            return;
-        };
-        if allowed == 0 {
-            return;
+    /// What learns, if anything.
+    pub(crate) fn learner(&mut self) -> Option<&mut Learner> {
+        match &mut self.kind {
+            Kind::Smooth { learner, .. } => learner.as_deref_mut(),
+            Kind::Window { .. } => None,
         }
-        let seen = match (*learned_window, reset) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        let window = seen.map_or(*window, |seen| seen.min(*window));
-        *learned_window = seen;
-        *learned_interval = Some(window / allowed);
     }
 
-    /// Smooth pacing's interval in force (learned, else configured);
-    /// `None` for a sliding window.
-    pub(crate) fn interval(&self) -> Option<Duration> {
+    /// Smooth pacing's interval in force at `now` and where it comes from,
+    /// and the ceiling on learning; no interval for a sliding window.
+    pub(crate) fn status(
+        &self,
+        now: Instant,
+    ) -> (Option<Duration>, PacingSource, Option<Duration>) {
         match &self.kind {
             Kind::Smooth {
-                interval,
-                learned_interval,
-                ..
-            } => Some(learned_interval.unwrap_or(*interval)),
+                interval, learner, ..
+            } => match learner {
+                Some(learner) => {
+                    let (current, source) = learner.interval(*interval, now);
+                    (current, source, learner.ceiling(*interval))
+                }
+                None => (*interval, PacingSource::Configured, None),
+            },
+            Kind::Window { .. } => (None, PacingSource::Configured, None),
+        }
+    }
+
+    /// The configured smooth interval (`None` for a window, or learning
+    /// without one).
+    pub(crate) fn configured(&self) -> Option<Duration> {
+        match &self.kind {
+            Kind::Smooth { interval, .. } => *interval,
             Kind::Window { .. } => None,
         }
     }
@@ -193,7 +204,25 @@ mod tests {
     }
 
     fn smooth(interval: Duration, burst: u32) -> Pacing {
-        Pacing::new(PacingSpec::Smooth { interval }, burst, None)
+        Pacing::new(Some(PacingSpec::Smooth { interval }), burst, Learn::Off).unwrap()
+    }
+
+    fn interval(pacing: &Pacing) -> Option<Duration> {
+        pacing.status(Instant::now()).0
+    }
+
+    /// What the deprecated `learn_pacing` learned from Genesys headers.
+    fn learn(pacing: &mut Pacing, allowed: u64, reset: Option<Duration>) {
+        let quota = crate::hint::Quota {
+            source: crate::hint::QuotaSource::Genesys,
+            limit: Some(allowed),
+            window: None,
+            remaining: None,
+            reset,
+        };
+        if let Some(learner) = pacing.learner() {
+            learner.advertised(&quota, 0, Instant::now());
+        }
     }
 
     #[test]
@@ -231,25 +260,26 @@ mod tests {
     fn learned_pacing_follows_the_allowance_within_the_window() {
         let start = Instant::now();
         let mut pacing = Pacing::new(
-            PacingSpec::Smooth { interval: ms(200) },
+            Some(PacingSpec::Smooth { interval: ms(200) }),
             1,
-            Some(Duration::from_secs(60)),
-        );
-        assert_eq!(pacing.interval(), Some(ms(200)));
+            Learn::Legacy(Duration::from_secs(60)),
+        )
+        .unwrap();
+        assert_eq!(interval(&pacing), Some(ms(200)));
         // 600 a minute: 100 ms apart
-        pacing.learn(600, None);
-        assert_eq!(pacing.interval(), Some(ms(100)));
+        learn(&mut pacing, 600, None);
+        assert_eq!(interval(&pacing), Some(ms(100)));
         // a reset of 10 s implies a 10 s window: 600 per 10 s
-        pacing.learn(600, Some(Duration::from_secs(10)));
-        assert_eq!(pacing.interval(), Some(Duration::from_secs(10) / 600));
+        learn(&mut pacing, 600, Some(Duration::from_secs(10)));
+        assert_eq!(interval(&pacing), Some(Duration::from_secs(10) / 600));
         // a shorter reset later (the window running out) keeps the longest
-        pacing.learn(600, Some(Duration::from_secs(2)));
-        assert_eq!(pacing.interval(), Some(Duration::from_secs(10) / 600));
+        learn(&mut pacing, 600, Some(Duration::from_secs(2)));
+        assert_eq!(interval(&pacing), Some(Duration::from_secs(10) / 600));
         // never longer than the configured window; 0 is ignored
-        pacing.learn(60, Some(Duration::from_secs(600)));
-        assert_eq!(pacing.interval(), Some(Duration::from_secs(1)));
-        pacing.learn(0, None);
-        assert_eq!(pacing.interval(), Some(Duration::from_secs(1)));
+        learn(&mut pacing, 60, Some(Duration::from_secs(600)));
+        assert_eq!(interval(&pacing), Some(Duration::from_secs(1)));
+        learn(&mut pacing, 0, None);
+        assert_eq!(interval(&pacing), Some(Duration::from_secs(1)));
         assert!(pacing.try_take(start));
         assert_eq!(pacing.ready_at(start), start + Duration::from_secs(1));
     }
@@ -257,18 +287,19 @@ mod tests {
     #[test]
     fn learning_is_off_unless_asked_for() {
         let mut pacing = smooth(ms(200), 1);
-        pacing.learn(600, None);
-        assert_eq!(pacing.interval(), Some(ms(200)));
+        learn(&mut pacing, 600, None);
+        assert_eq!(interval(&pacing), Some(ms(200)));
         let mut window = Pacing::new(
-            PacingSpec::Window {
+            Some(PacingSpec::Window {
                 requests: 5,
                 per: ms(1000),
-            },
+            }),
             1,
-            Some(Duration::from_secs(60)),
-        );
-        window.learn(600, None);
-        assert_eq!(window.interval(), None);
+            Learn::Legacy(Duration::from_secs(60)),
+        )
+        .unwrap();
+        learn(&mut window, 600, None);
+        assert_eq!(interval(&window), None);
     }
 
     #[test]
@@ -276,13 +307,14 @@ mod tests {
         let start = Instant::now();
         let at = |v: u64| start + ms(v);
         let mut pacing = Pacing::new(
-            PacingSpec::Window {
+            Some(PacingSpec::Window {
                 requests: 2,
                 per: Duration::from_secs(1),
-            },
+            }),
             1,
-            None,
-        );
+            Learn::Off,
+        )
+        .unwrap();
         assert_eq!(pacing.ready_at(at(0)), at(0));
         assert!(pacing.try_take(at(0)));
         assert!(pacing.try_take(at(300)));
@@ -299,13 +331,14 @@ mod tests {
     fn window_pacing_survives_an_unrepresentable_window() {
         let now = Instant::now();
         let mut pacing = Pacing::new(
-            PacingSpec::Window {
+            Some(PacingSpec::Window {
                 requests: 1,
                 per: Duration::MAX,
-            },
+            }),
             1,
-            None,
-        );
+            Learn::Off,
+        )
+        .unwrap();
         assert!(pacing.try_take(now));
         assert!(!pacing.try_take(now + Duration::from_secs(86_400)));
         assert!(pacing.ready_at(now) > now + Duration::from_secs(86_400 * 365));
