@@ -1262,3 +1262,69 @@ async fn the_redis_schedule_keeps_its_near_future_for_higher_priorities() {
     ));
     assert!(events.all().is_empty(), "{:?}", events.all());
 }
+
+#[tokio::test]
+async fn the_rate_one_member_learns_paces_every_member() {
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    rate_learned_by_one_paces_all(Backend::server(&redis)).await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_the_rate_one_member_learns_paces_every_member() {
+    let Some(cluster) = Backend::cluster() else {
+        return;
+    };
+    rate_learned_by_one_paces_all(cluster).await;
+}
+
+async fn rate_learned_by_one_paces_all(backend: Backend) {
+    let mock = MockServer::start().await.unwrap();
+    let fleet = TestFleet::new(&backend, "learned-rate", &mock);
+    // `a` calls a route that advertises the client's quota, 240 per 60 s
+    // (one every 250 ms for the fleet); `b` calls one that advertises nothing
+    let advertising = Scripted::always(
+        upstream::ok()
+            .header("x-ratelimit-limit", "240")
+            .header("x-ratelimit-remaining", "240")
+            .header("x-ratelimit-reset", "60"),
+    );
+    let silent = Scripted::always(upstream::ok());
+    let member = |fleet: RedisFleet, upstream: &Scripted| {
+        let layer = PriorityLimitLayer::new(4)
+            .learn_rate()
+            .pacer(fleet.learned_pacer("api"));
+        (layer.handle(), layer.layer(upstream.clone()))
+    };
+    let (_, a) = member(fleet.fleet(), &advertising);
+    let (b_handle, b) = member(fleet.fleet(), &silent);
+    let get = || {
+        Request::get("http://127.0.0.1/")
+            .body(Body::empty())
+            .unwrap()
+    };
+    // before anything is learned, `b` goes unpaced
+    b.clone().oneshot(get()).await.unwrap();
+    b.clone().oneshot(get()).await.unwrap();
+    let unpaced = silent.arrivals();
+    assert!(
+        unpaced[1] - unpaced[0] < Duration::from_millis(200),
+        "{unpaced:?}"
+    );
+    // one answer to `a` teaches it the rate, which it shares through Redis
+    a.clone().oneshot(get()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // `b` learned nothing itself, yet is paced at the rate `a` learned
+    for _ in 0..4 {
+        b.clone().oneshot(get()).await.unwrap();
+    }
+    assert_eq!(b_handle.pacing().interval, None, "b learned nothing itself");
+    let arrivals = silent.arrivals();
+    let gaps: Vec<_> = arrivals[2..].windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps.len(), 3);
+    for gap in gaps {
+        // slots 250 ms apart on the Redis clock (a little scheduling slack)
+        assert!(gap >= Duration::from_millis(235), "{arrivals:?}");
+    }
+}

@@ -402,3 +402,54 @@ async fn an_initial_rate_paces_until_the_server_says_more() {
     assert_eq!(arrivals, [0, 1000, 1100].map(ms));
     assert_eq!(handle.pacing().ceiling, None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn what_one_limiter_learns_paces_every_limiter_sharing_its_pacer() {
+    use tower_cx::priority::{LocalPacer, Pacer};
+    // a shared pacer with room for 1,000 a second: the ceiling
+    let pacer = LocalPacer::new(1_000, Duration::from_secs(1));
+    // the upstream both limiters call advertises 120 per 60 s: 500 ms
+    let headers: &[(&str, &str)] = &[
+        ("x-ratelimit-limit", "120"),
+        ("x-ratelimit-remaining", "120"),
+        ("x-ratelimit-reset", "60"),
+    ];
+    let upstream = Scripted::always(with(ok(), headers));
+    let a = PriorityLimitLayer::new(4).learn_rate().pacer(pacer.clone());
+    let b = PriorityLimitLayer::new(4).learn_rate().pacer(pacer.clone());
+    let (a_handle, b_handle) = (a.handle(), b.handle());
+    let (a, b) = (a.layer(upstream.clone()), b.layer(upstream.clone()));
+    // one answer to `a` teaches the rate; `b` has seen nothing yet
+    a.clone()
+        .oneshot(req("a0", Priority::Normal))
+        .await
+        .unwrap();
+    assert_eq!(pacer.interval(), ms(500));
+    assert_eq!(a_handle.pacing().interval, Some(ms(500)));
+    assert_eq!(b_handle.pacing().source, PacingSource::Off);
+    // then both share the learned rate: one slot every 500 ms for the two
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        let (a, b) = (a.clone(), b.clone());
+        sent.push(tokio::spawn(
+            a.oneshot(req(&format!("a{}", i + 1), Priority::Normal)),
+        ));
+        sent.push(tokio::spawn(
+            b.oneshot(req(&format!("b{i}"), Priority::Normal)),
+        ));
+    }
+    for request in sent {
+        request.await.unwrap().unwrap();
+    }
+    let arrivals = upstream.arrivals();
+    assert_eq!(arrivals.len(), 9);
+    let gaps: Vec<_> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+    // the first paced slot is the one after a0's (1 ms later), then 500 ms each
+    assert_eq!(gaps[0], ms(1));
+    assert!(gaps[1..].iter().all(|gap| *gap == ms(500)), "{arrivals:?}");
+    // a learned rate only slows the pacer: it never goes above its own
+    pacer.learned(Some(Duration::from_micros(10)));
+    assert_eq!(pacer.interval(), ms(1));
+    pacer.learned(None);
+    assert_eq!(pacer.interval(), ms(1));
+}

@@ -68,6 +68,7 @@
 //! | `{tower-cx:gate:NAME}:closed` | the channel announcing gate pauses |
 //! | `{tower-cx:breaker:NAME}`, `...:closed` | an open breaker, and its channel |
 //! | `{tower-cx:pace:NAME}` | the pacing schedule (GCRA's next slot) |
+//! | `{tower-cx:pace:NAME}:learned` | the interval a member learned from the server (µs; expires 10 s after the last write) |
 //! | `{tower-cx:budget:NAME}` | a retry budget: a hash of window slot -> balance |
 //! | `{tower-cx:members:all}` | the members: a sorted set of names by last heartbeat (ms) |
 //!
@@ -356,6 +357,30 @@ impl RedisFleet {
     /// all instances together.
     pub fn pacer(&self, name: &str, requests: u32, per: Duration) -> RedisPacer {
         RedisPacer::new(self.clone(), name, requests, per)
+    }
+
+    /// A fleet-wide pacer called `name` with no rate of its own: it lets
+    /// every slot go until a member that learns the rate
+    /// ([`learn_rate`](crate::priority::PriorityLimitLayer::learn_rate))
+    /// shares what it learned (see [`Pacer::learned`](crate::priority::Pacer::learned)),
+    /// then paces the whole fleet to that rate: the advertised quota of a
+    /// client is spent once by the fleet, not once per member.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), tower_cx::error::BoxError> {
+    /// use tower_cx::fleet::RedisFleet;
+    /// use tower_cx::priority::PriorityLimitLayer;
+    ///
+    /// let fleet = RedisFleet::new("redis://127.0.0.1:6379")?;
+    /// let limiter = PriorityLimitLayer::new(16)
+    ///     .learn_rate()
+    ///     .pacer(fleet.learned_pacer("genesys:client-id"));
+    /// # let _ = limiter;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn learned_pacer(&self, name: &str) -> RedisPacer {
+        RedisPacer::new(self.clone(), name, u32::MAX, Duration::ZERO)
     }
 
     /// A retry budget shared by the fleet, called `name`: retries may add

@@ -2,24 +2,28 @@
 //! Lua script.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::RedisFleet;
 use crate::priority::{LocalPacer, Pacer, PacerFuture, Priority, Reservation};
 
 /// Reserves the next slot of the schedule on the Redis clock (GCRA), if the
-/// asking priority's horizon allows. KEYS: the schedule. ARGV: interval,
-/// burst tolerance and horizon in microseconds (a negative horizon: no
-/// limit). Returns `{1, wait}` for a slot after `wait`, `{0, retry}` for
-/// none (ask again after `retry`), in microseconds; a deferral writes
-/// nothing.
+/// asking priority's horizon allows. KEYS: the schedule, and the interval a
+/// member learned from the server (if set, slots are at least that far
+/// apart). ARGV: interval, burst tolerance and horizon in microseconds (a
+/// horizon of -1: no limit; -2: one interval in force). Returns `{1, wait}`
+/// for a slot after `wait`, `{0, retry}` for none (ask again after
+/// `retry`), in microseconds; a deferral writes nothing.
 const RESERVE: &str = r"
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
 local interval = tonumber(ARGV[1])
+local learned = tonumber(redis.call('GET', KEYS[2]) or '0')
+if learned > interval then interval = learned end
 local tolerance = tonumber(ARGV[2])
 local horizon = tonumber(ARGV[3])
+if horizon == -2 then horizon = interval end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local wait = tat - tolerance - now
@@ -58,6 +62,10 @@ pub struct RedisPacer {
 struct Inner {
     fleet: RedisFleet,
     key: String,
+    /// The interval learned by a member (µs), shared: `key:learned`.
+    learned_key: String,
+    /// The last learned interval written, and when (throttles writes).
+    written: Arc<Mutex<Option<(u64, tokio::time::Instant)>>>,
     interval_us: u64,
     tolerance_us: u64,
     /// Per priority (`Priority::index`); -1 for no limit.
@@ -70,13 +78,16 @@ impl RedisPacer {
     pub(crate) fn new(fleet: RedisFleet, name: &str, requests: u32, per: Duration) -> Self {
         let local = LocalPacer::new(requests, per);
         let interval_us = micros(local.interval()).max(1);
+        let key = fleet.key("pace", name);
         Self {
             inner: Arc::new(Inner {
-                key: fleet.key("pace", name),
+                learned_key: RedisFleet::derived(&key, "learned"),
+                written: Arc::default(),
+                key,
                 fleet,
                 interval_us: interval_us as u64,
                 tolerance_us: 0,
-                horizons_us: [0, interval_us, -1],
+                horizons_us: [0, HORIZON_ONE_INTERVAL, -1],
                 script: redis::Script::new(RESERVE),
                 local,
             }),
@@ -116,6 +127,14 @@ impl RedisPacer {
     }
 }
 
+/// The horizon sentinel for "one interval in force" (normal's default),
+/// which follows a learned rate.
+const HORIZON_ONE_INTERVAL: i64 = -2;
+
+/// How long a learned interval stays in Redis after the last member wrote
+/// it: while requests flow, advertising answers rewrite it every second.
+const LEARNED_TTL_MS: u64 = 10_000;
+
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
@@ -128,7 +147,8 @@ impl Pacer for RedisPacer {
     fn reserve(&self, priority: Priority) -> PacerFuture {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let (key, script) = (inner.key.clone(), inner.script.clone());
+            let (key, learned_key) = (inner.key.clone(), inner.learned_key.clone());
+            let script = inner.script.clone();
             let (interval, tolerance) = (inner.interval_us, inner.tolerance_us);
             let horizon = inner.horizons_us[priority.index()];
             let answer: Result<(i64, i64), _> = inner
@@ -136,6 +156,7 @@ impl Pacer for RedisPacer {
                 .run(|mut conn| async move {
                     script
                         .key(&key)
+                        .key(&learned_key)
                         .arg(interval)
                         .arg(tolerance)
                         .arg(horizon)
@@ -158,6 +179,54 @@ impl Pacer for RedisPacer {
                 }
             }
         })
+    }
+
+    /// Shares the learned interval with the fleet: written to Redis (at
+    /// most once a second while it stays the same, kept 10 s after the last
+    /// write), read by every member's reservations, which then space slots
+    /// at least that far apart; never faster than the rate the pacer was
+    /// made with. Also paces the local fallback.
+    fn learned(&self, interval: Option<Duration>) {
+        let inner = &self.inner;
+        inner.local.learned(interval);
+        let Some(interval) = interval else {
+            // nothing learned: the last value expires by itself
+            return;
+        };
+        let us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
+        let now = tokio::time::Instant::now();
+        {
+            let mut written = inner.written.lock().unwrap_or_else(|e| e.into_inner());
+            if written.is_some_and(|(last, at)| {
+                last == us && now.saturating_duration_since(at) < Duration::from_secs(1)
+            }) {
+                return;
+            }
+            *written = Some((us, now));
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let inner = inner.clone();
+        runtime.spawn(async move {
+            let key = inner.learned_key.clone();
+            let stored: Result<(), _> = inner
+                .fleet
+                .run(|mut conn| async move {
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(us)
+                        .arg("PX")
+                        .arg(LEARNED_TTL_MS)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await;
+            match stored {
+                Ok(()) => inner.fleet.restored("pacer"),
+                Err(down) => inner.fleet.degraded("pacer", &down),
+            }
+        });
     }
 }
 

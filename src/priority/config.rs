@@ -69,7 +69,11 @@ impl Config {
     /// pacer outside the limiter).
     pub(crate) fn new_pacing(&self) -> Option<Pacing> {
         if self.pacer.is_some() {
-            return None;
+            // with a pacer outside, learning only tells it the rate
+            return self
+                .learn_rate
+                .then(|| Pacing::advisory(self.pacing_burst, self.learn_mode()))
+                .flatten();
         }
         Pacing::new(self.pacing, self.pacing_burst, self.learn_mode())
     }
@@ -88,6 +92,11 @@ impl Config {
 
     /// Whether responses are read to learn the rate.
     pub(crate) fn learns(&self) -> bool {
-        self.learn_mode() != Learn::Off && self.pacer.is_none()
+        match self.learn_mode() {
+            Learn::Off => false,
+            Learn::On { .. } => true,
+            // the deprecated re-pacing of a configured rate: no pacer
+            Learn::Legacy(_) => self.pacer.is_none(),
+        }
     }
 }

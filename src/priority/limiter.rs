@@ -193,7 +193,13 @@ impl Limiter {
         if state.queue.len() == 0 && !state.gate.is_closed(&mut now) {
             let external = state.reserved.is_some();
             let permitted = match state.pacing.as_mut() {
-                None if external => self.take_due_slot(&mut state, &mut now),
+                _ if external => {
+                    let taken = self.take_due_slot(&mut state, &mut now);
+                    if let (true, Some(pacing)) = (taken, state.pacing.as_mut()) {
+                        pacing.sent(now.get());
+                    }
+                    taken
+                }
                 None => self.try_acquire(),
                 Some(pacing) => {
                     self.in_flight.load(Ordering::SeqCst) < self.config.max_concurrency
@@ -284,6 +290,9 @@ impl Limiter {
             }
             if !self.take_reserved(state, now) {
                 break;
+            }
+            if let Some(pacing) = state.pacing.as_mut() {
+                pacing.sent(now.get());
             }
             let (aging, lifo_after) = (self.config.aging, self.config.lifo_after);
             let Some(entry) = state.queue.pop_best(aging, lifo_after, now) else {

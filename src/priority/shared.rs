@@ -29,6 +29,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,11 +63,27 @@ pub enum Reservation {
 pub trait Pacer: Send + Sync + 'static {
     /// Ask for the next slot for a request of `priority`.
     fn reserve(&self, priority: Priority) -> PacerFuture;
+
+    /// A limiter that learns the rate
+    /// ([`learn_rate`](super::PriorityLimitLayer::learn_rate)) tells the
+    /// pacer the rate it learned from a response: at most one slot per
+    /// `interval` (`None`: nothing learned, the pacer's own rate). A pacer
+    /// shared by several limiters (or a fleet) should then pace them all no
+    /// faster than that, and never faster than its own rate: the rate it
+    /// was made with is the ceiling. Called on the response path: return
+    /// quickly. The default ignores it.
+    fn learned(&self, interval: Option<Duration>) {
+        let _ = interval;
+    }
 }
 
 impl<P: Pacer + ?Sized> Pacer for Arc<P> {
     fn reserve(&self, priority: Priority) -> PacerFuture {
         (**self).reserve(priority)
+    }
+
+    fn learned(&self, interval: Option<Duration>) {
+        (**self).learned(interval);
     }
 }
 
@@ -117,6 +134,8 @@ pub struct LocalPacer {
     tolerance: Duration,
     horizons: Horizons,
     tat: Arc<Mutex<Option<Instant>>>,
+    /// The rate a limiter learned, as an interval in nanoseconds (0: none).
+    learned: Arc<AtomicU64>,
 }
 
 impl LocalPacer {
@@ -129,6 +148,7 @@ impl LocalPacer {
             tolerance: Duration::ZERO,
             horizons: default_horizons(interval),
             tat: Arc::default(),
+            learned: Arc::default(),
         }
     }
 
@@ -158,9 +178,11 @@ impl LocalPacer {
         self
     }
 
-    /// The time between two slots.
+    /// The time between two slots: the pacer's own, or the longer one a
+    /// limiter learned (see [`Pacer::learned`]).
     pub fn interval(&self) -> Duration {
-        self.interval
+        let learned = Duration::from_nanos(self.learned.load(Ordering::Relaxed));
+        self.interval.max(learned)
     }
 
     /// Reserve a slot now, whatever the priority; how long to wait for it.
@@ -181,7 +203,7 @@ impl LocalPacer {
         gcra(
             &mut tat,
             Instant::now(),
-            self.interval,
+            self.interval(),
             self.tolerance,
             horizon,
         )
@@ -191,6 +213,13 @@ impl LocalPacer {
 impl Pacer for LocalPacer {
     fn reserve(&self, priority: Priority) -> PacerFuture {
         Box::pin(std::future::ready(self.try_reserve(priority)))
+    }
+
+    /// Slots go at most one per `interval` from now on, never faster than
+    /// the pacer's own rate; `None` goes back to its own rate.
+    fn learned(&self, interval: Option<Duration>) {
+        let nanos = interval.map_or(0, |i| u64::try_from(i.as_nanos()).unwrap_or(u64::MAX));
+        self.learned.store(nanos, Ordering::Relaxed);
     }
 }
 

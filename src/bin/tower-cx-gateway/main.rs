@@ -59,7 +59,9 @@
 //! gateway is one member of a fleet: every member shares one token per
 //! client, one rate gate (a 429 seen by one pauses all), one breaker state
 //! (an outage found by one opens every member's breaker), one pacing
-//! schedule (`--rate` is then the fleet's rate, not each member's) and one
+//! schedule (`--rate` is then the fleet's rate, not each member's; without
+//! `--rate`, the rate any member learns from the upstream paces the whole
+//! fleet) and one
 //! retry budget (retries add at most 20 % to the fleet's requests, not to
 //! each member's). The URL may be any node of a Redis Cluster. Without
 //! Redis the members fall back to their own state and keep serving.

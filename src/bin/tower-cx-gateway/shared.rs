@@ -87,8 +87,8 @@ fn fleet(
     let name = flags.client_id.as_deref().unwrap_or(upstream);
     let limiter = match flags.rate {
         Some((n, per)) => limiter.pacer(fleet.pacer(name, n, per)),
-        // each member learns on its own (the fleet does not share it yet)
-        None => limiter.learn_rate(),
+        // what any member learns paces the whole fleet
+        None => limiter.learn_rate().pacer(fleet.learned_pacer(name)),
     };
     // the status page's list of members: this one by its host name
     let member = std::env::var("HOSTNAME")

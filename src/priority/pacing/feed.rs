@@ -50,14 +50,16 @@ impl Limiter {
                     && learner.throttled(configured, now)
             }
         };
-        let event = changed.then(|| {
-            let (interval, source, _) = pacing.status(now);
-            LimiterEvent::PacingChanged { interval, source }
-        });
+        let (interval, source, _) = pacing.status(now);
+        let event = changed.then_some(LimiterEvent::PacingChanged { interval, source });
         if let (Some(event), Some(_)) = (&event, &self.config.on_event) {
             state.events.push(event.clone());
         }
         self.unlock(state);
+        // a pacer outside paces by what was learned (the fleet's, shared)
+        if let Some(pacer) = &self.config.pacer {
+            pacer.learned(interval);
+        }
         event
     }
 

@@ -41,6 +41,9 @@ pub(crate) enum PacingSpec {
 #[derive(Debug, Clone)]
 pub(crate) struct Pacing {
     kind: Kind,
+    /// Learning only, for a pacer outside the limiter: never holds a
+    /// dispatch back (the pacer does), counts what is sent for the learner.
+    advisory: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -89,11 +92,37 @@ impl Pacing {
                 learner: Some(Box::new(Learner::new(learn)?)),
             },
         };
-        Some(Self { kind })
+        Some(Self {
+            kind,
+            advisory: false,
+        })
+    }
+
+    /// Learning only, beside a pacer outside the limiter: what is learned
+    /// is told to that pacer; this schedule holds nothing back. `None`
+    /// without learning.
+    pub(crate) fn advisory(burst: u32, learn: Learn) -> Option<Self> {
+        let mut pacing = Self::new(None, burst, learn)?;
+        pacing.advisory = true;
+        Some(pacing)
+    }
+
+    /// A dispatch went (through the pacer outside, for advisory pacing:
+    /// the learner measures the rate sent; otherwise `try_take` counted
+    /// it).
+    pub(crate) fn sent(&mut self, now: Instant) {
+        if self.advisory {
+            if let Some(learner) = self.learner() {
+                learner.dispatched(now);
+            }
+        }
     }
 
     /// Whether a dispatch may go at `now`; takes the slot if so.
     pub(crate) fn try_take(&mut self, now: Instant) -> bool {
+        if self.advisory {
+            return true;
+        }
         match &mut self.kind {
             Kind::Smooth {
                 interval,
@@ -141,6 +170,9 @@ impl Pacing {
 
     /// When the next dispatch may go, seen from `now` (never before it).
     pub(crate) fn ready_at(&self, now: Instant) -> Instant {
+        if self.advisory {
+            return now;
+        }
         let at = match &self.kind {
             Kind::Smooth { burst, tat, .. } => {
                 let interval = self.status(now).0;
