@@ -71,9 +71,12 @@ impl Learner {
         })
     }
 
-    /// Whether `429`s cut the rate.
+    /// Whether `429`s cut the rate: only for a server that advertises no
+    /// quota. Once one is advertised, the server's own count paces, and a
+    /// `429` (a fault, another client of the same quota) is the gate's to
+    /// honour (its `Retry-After`), not a reason to slow down for good.
     pub(crate) fn adapts(&self) -> bool {
-        matches!(self.mode, Learn::On { .. })
+        matches!(self.mode, Learn::On { .. }) && self.advertised.is_none()
     }
 
     /// One dispatch at `now` (for the measured rate).
@@ -228,7 +231,10 @@ impl Learner {
             },
             _ => return false,
         };
-        let changed = self.advertised != Some(steady);
+        // the server's own count paces from now on: a cut inferred from
+        // 429s before it advertised (faults, say) no longer holds
+        let cut = self.cubic.take().is_some();
+        let changed = cut || self.advertised != Some(steady);
         self.advertised = Some(steady);
         changed
     }
@@ -321,6 +327,31 @@ mod tests {
         assert_eq!(initial.interval(Some(ms(300)), now).0, Some(ms(300)));
         initial.advertised(&quota(600, 600, 60), 0, now);
         assert_eq!(initial.interval(None, now).0, Some(ms(100)));
+    }
+
+    #[test]
+    fn once_a_quota_is_advertised_429s_no_longer_cut_and_an_earlier_cut_is_dropped() {
+        let now = Instant::now();
+        let mut learner = Learner::new(Learn::On { initial: None }).unwrap();
+        for i in 0..50 {
+            learner.dispatched(now + Duration::from_millis(i * 10));
+        }
+        // a 429 before anything is advertised (a fault, say) cuts
+        assert!(learner.adapts());
+        assert!(learner.throttled(None, now + secs(1)));
+        assert_eq!(
+            learner.interval(None, now + secs(1)).1,
+            PacingSource::Adapted
+        );
+        // the quota the server then advertises replaces the cut
+        assert!(learner.advertised(&quota(300, 300, 60), 0, now + secs(61)));
+        let genesys = PacingSource::Advertised(QuotaSource::Genesys);
+        assert_eq!(
+            learner.interval(None, now + secs(122)),
+            (Some(Duration::from_millis(200)), genesys)
+        );
+        // and later 429s are the gate's to honour, not cuts
+        assert!(!learner.adapts());
     }
 
     #[test]
