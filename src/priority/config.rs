@@ -68,7 +68,9 @@ impl Config {
     /// The built-in pacing schedule these settings describe (none with a
     /// pacer outside the limiter).
     pub(crate) fn new_pacing(&self) -> Option<Pacing> {
-        if self.pacer.is_some() {
+        // with a pacer, built-in pacing only as a keyed limiter's own rate
+        // beside the shared one
+        if self.pacer.is_some() && self.pacing.is_none() {
             return None;
         }
         Pacing::new(self.pacing, self.pacing_burst, self.learn_mode())
