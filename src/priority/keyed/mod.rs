@@ -63,9 +63,9 @@
 //! - Layered limits: [`within`](KeyedLimitLayer::within) makes every key
 //!   also take a slot of one shared [`Pacer`](crate::priority::Pacer) (the
 //!   client-wide limit), at the instant it takes its own, so that neither
-//!   limit is overrun. Stacking a keyed layer over a separate client-wide
-//!   limiter instead lets the inner limiter's queue delay the key's
-//!   requests unevenly, which may bunch them over the key's limit.
+//!   limit is overrun. (Stacked over a separate client-wide limiter
+//!   instead, a key's slot is taken when its request enters the client
+//!   limiter's queue, not when it is sent.)
 //! - A request's [`Cost`](crate::priority::Cost) extension makes it take
 //!   that many slots of its key's built-in pacing (one slot of a shared
 //!   pacer).
