@@ -22,6 +22,8 @@
 //! API advertises, a silent limit (429s only) with an AWS-adaptive-style
 //! CUBIC client for comparison, and a rate set at twice and at half the
 //! real one, with and without `learn_rate()`.
+//! Last, the layered-limits scenario (a table): a route at 100 per
+//! minute inside a client limit of 300 per minute.
 //!
 //! Run: `cargo run --release --example storm`
 //! (`CHARTS_DIR=docs/charts cargo run --release --example storm` renews the
@@ -29,6 +31,8 @@
 
 #[path = "support/chart.rs"]
 mod chart;
+#[path = "../tests/support/storm_layered.rs"]
+mod storm_layered;
 #[path = "../tests/support/storm_priority.rs"]
 mod storm_priority;
 #[path = "../tests/support/storm_sim.rs"]
@@ -37,6 +41,7 @@ mod storm_sim;
 use std::time::Duration;
 
 use chart::{Panels, Reference, Series};
+use storm_layered::{run_layered, LayeredReport, LayeredScenario, Layering};
 use storm_priority::{run_priority, PriorityReport, PriorityScenario};
 use storm_sim::{run, Report, Scenario, Strategy};
 
@@ -96,6 +101,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     learning(&runtime);
     priority(&runtime);
+    layered(&runtime);
     Ok(())
 }
 
@@ -172,4 +178,26 @@ fn priority(runtime: &tokio::runtime::Runtime) {
         "Without aging:\n\n{}\n{report}\n",
         PriorityReport::table_header()
     );
+}
+
+/// The Layered limits scenario: a route limit inside a client limit.
+fn layered(runtime: &tokio::runtime::Runtime) {
+    let s = LayeredScenario::genesys();
+    println!(
+        "## Layered limits\n\nAnalytics at {} per {:?} inside a client limit of {} per {:?} (both counted by the API over sliding windows), {} analytics and {} other requests offered per {:?} for {:?}, latency {:?}\n",
+        s.route_limit,
+        s.window,
+        s.client_limit,
+        s.window,
+        s.route_load,
+        s.other_load,
+        s.window,
+        s.duration,
+        s.latency,
+    );
+    println!("{}", LayeredReport::table_header());
+    for layering in [Layering::Within, Layering::Stacked] {
+        println!("{}", runtime.block_on(run_layered(&s, layering)));
+    }
+    println!();
 }

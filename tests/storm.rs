@@ -2,6 +2,8 @@
 //! properties the tower-cx stack promises under pushback, exact under paused
 //! time.
 
+#[path = "support/storm_layered.rs"]
+mod storm_layered;
 #[path = "support/storm_priority.rs"]
 mod storm_priority;
 #[path = "support/storm_sim.rs"]
@@ -314,4 +316,24 @@ async fn learning_corrects_a_rate_set_too_high_but_a_rate_set_too_low_stays_the_
         assert!(half.goodput() <= 0.51, "{half}");
         assert_eq!(half.rejected, 0, "{half}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_limit_inside_a_client_limit_is_kept_with_goodput_near_each() {
+    use storm_layered::{run_layered, LayeredScenario, Layering};
+
+    let scenario = LayeredScenario::genesys();
+    let within = run_layered(&scenario, Layering::Within).await;
+    println!("{within}");
+    assert_eq!(
+        (within.route_violations, within.client_violations),
+        (0, 0),
+        "{within}"
+    );
+    assert_eq!(within.shed, 0, "{within}");
+    assert_eq!(within.ok, within.requests, "{within}");
+    assert!(within.route_goodput >= 0.95, "{within}");
+    assert!(within.client_goodput >= 0.95, "{within}");
+    let stacked = run_layered(&scenario, Layering::Stacked).await;
+    println!("{stacked}");
 }

@@ -361,15 +361,19 @@ pub enum OverloadReason {
     Evicted,
     /// The request waited in the queue longer than allowed.
     QueueTimeout,
+    /// A keyed limiter holds its maximum of keys and none is idle.
+    TooManyKeys,
 }
 
 impl OverloadReason {
-    /// A short stable name: `queue_full`, `evicted`, `queue_timeout`.
+    /// A short stable name: `queue_full`, `evicted`, `queue_timeout`,
+    /// `too_many_keys`.
     pub fn as_str(&self) -> &'static str {
         match self {
             OverloadReason::QueueFull => "queue_full",
             OverloadReason::Evicted => "evicted",
             OverloadReason::QueueTimeout => "queue_timeout",
+            OverloadReason::TooManyKeys => "too_many_keys",
         }
     }
 }
@@ -398,6 +402,7 @@ impl fmt::Display for Overloaded {
             OverloadReason::QueueFull => "the queue is full",
             OverloadReason::Evicted => "evicted from the queue by a higher-priority request",
             OverloadReason::QueueTimeout => "waited in the queue longer than allowed",
+            OverloadReason::TooManyKeys => "every key of the keyed limiter is busy",
         };
         write!(f, "overloaded, request not sent: {why}")
     }

@@ -121,6 +121,12 @@ impl<T, const N: usize> Arena<T, N> {
         self.places.get(head as usize)?.value.as_ref()
     }
 
+    /// The newest value of `list`.
+    pub(super) fn back(&self, list: usize) -> Option<&T> {
+        let tail = self.lists[list].tail;
+        self.places.get(tail as usize)?.value.as_ref()
+    }
+
     /// Take the oldest value of `list`.
     pub(super) fn pop_front(&mut self, list: usize) -> Option<T> {
         self.take(self.lists[list].head)

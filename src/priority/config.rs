@@ -68,8 +68,10 @@ impl Config {
     /// The built-in pacing schedule these settings describe (none with a
     /// pacer outside the limiter).
     pub(crate) fn new_pacing(&self) -> Option<Pacing> {
-        if self.pacer.is_some() {
-            // with a pacer outside, learning only tells it the rate
+        // with a pacer, built-in pacing only as a keyed limiter's own rate
+        // beside the shared one; with none of its own, learning only tells
+        // the pacer the rate it learned
+        if self.pacer.is_some() && self.pacing.is_none() {
             return self
                 .learn_rate
                 .then(|| Pacing::advisory(self.pacing_burst, self.learn_mode()))

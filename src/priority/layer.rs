@@ -260,6 +260,26 @@ impl PriorityLimitLayer {
     }
 }
 
+impl PriorityLimitLayer {
+    /// Also take a slot from `pacer` for every request, keeping the
+    /// built-in pacing (a keyed limiter's own rate inside a shared one).
+    pub(crate) fn within(self, pacer: Arc<dyn Pacer>) -> Self {
+        self.with(|c| c.pacer = Some(pacer))
+    }
+
+    /// The limiter the layer's services share, its settings final (as
+    /// when the layer makes a service).
+    pub(crate) fn into_limiter(self) -> Arc<Limiter> {
+        let limiter = {
+            let mut current = self.cell.lock();
+            current.in_service = true;
+            current.limiter.clone()
+        };
+        limiter.subscribe_to_share();
+        limiter
+    }
+}
+
 impl Clone for PriorityLimitLayer {
     fn clone(&self) -> Self {
         self.cell.layers.fetch_add(1, Ordering::SeqCst);

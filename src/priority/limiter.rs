@@ -171,7 +171,13 @@ impl Limiter {
         false
     }
 
+    #[cfg(test)]
     pub(crate) fn admit(self: &Arc<Self>, priority: Priority) -> Admission {
+        self.admit_costing(priority, 1)
+    }
+
+    /// Admit a request costing `cost` pacing slots.
+    pub(crate) fn admit_costing(self: &Arc<Self>, priority: Priority, cost: u32) -> Admission {
         if !self.started.load(Ordering::Relaxed) {
             self.start_share();
         }
@@ -179,38 +185,23 @@ impl Limiter {
         if !self.slow.load(Ordering::SeqCst) && self.try_acquire() {
             return Admission::Permit(Permit::new(self.clone()));
         }
-        self.admit_slow(priority)
+        self.admit_slow(priority, cost)
     }
 
     /// Admission under the lock: a permit if nothing stands in the way, else
     /// a place in the queue (or a refusal).
-    fn admit_slow(self: &Arc<Self>, priority: Priority) -> Admission {
+    fn admit_slow(self: &Arc<Self>, priority: Priority, cost: u32) -> Admission {
         // Without pacing, the slow path nearly always means queueing: make
         // the waiter's mailbox before taking the lock, not while holding it.
         let mut slot = self.config.pacing.is_none().then(Slot::new);
         let mut now = Now::default();
         let mut state = self.lock();
-        if state.queue.len() == 0 && !state.gate.is_closed(&mut now) {
-            let external = state.reserved.is_some();
-            let permitted = match state.pacing.as_mut() {
-                _ if external => {
-                    let taken = self.take_due_slot(&mut state, &mut now);
-                    if let (true, Some(pacing)) = (taken, state.pacing.as_mut()) {
-                        pacing.sent(now.get());
-                    }
-                    taken
-                }
-                None => self.try_acquire(),
-                Some(pacing) => {
-                    self.in_flight.load(Ordering::SeqCst) < self.config.max_concurrency
-                        && pacing.try_take(now.get())
-                        && self.try_acquire()
-                }
-            };
-            if permitted {
-                drop(state);
-                return Admission::Permit(Permit::new(self.clone()));
-            }
+        if state.queue.len() == 0
+            && !state.gate.is_closed(&mut now)
+            && self.admit_paced(&mut state, &mut now, cost)
+        {
+            drop(state);
+            return Admission::Permit(Permit::new(self.clone()));
         }
         if state.queue.len() >= self.config.max_queue {
             // make room by evicting the newest waiter of a lower priority
@@ -239,7 +230,7 @@ impl Limiter {
         } else {
             None
         };
-        let seq = state.queue.push(priority, enqueued_at, slot.clone());
+        let seq = state.queue.push(priority, enqueued_at, slot.clone(), cost);
         // From here on releases take the slow path and dispatch; a permit
         // freed just before is picked up by the dispatch below.
         self.slow.store(true, Ordering::SeqCst);
@@ -281,18 +272,8 @@ impl Limiter {
                 break;
             }
             spare = true;
-            if let Some(pacing) = state.pacing.as_mut() {
-                if !pacing.try_take(now.get()) {
-                    let at = pacing.ready_at(now.get());
-                    self.arm_timer(state, at);
-                    break;
-                }
-            }
-            if !self.take_reserved(state, now) {
+            if !self.take_paced(state, now) {
                 break;
-            }
-            if let Some(pacing) = state.pacing.as_mut() {
-                pacing.sent(now.get());
             }
             let (aging, lifo_after) = (self.config.aging, self.config.lifo_after);
             let Some(entry) = state.queue.pop_best(aging, lifo_after, now) else {

@@ -85,9 +85,11 @@
 
 mod arena;
 mod config;
+mod cost;
 mod future;
 mod gate;
 mod handle;
+pub mod keyed;
 mod layer;
 mod limiter;
 mod pacing;
@@ -104,6 +106,7 @@ use tower::{Layer, Service};
 pub use crate::level::{Priority, UnknownPriority};
 pub use crate::observe::LimiterEvent;
 pub use crate::observe::PacingSource;
+pub use cost::Cost;
 pub use future::ResponseFuture;
 pub use handle::{LimiterStatus, PacingStatus, PriorityLimitHandle};
 pub use layer::PriorityLimitLayer;

@@ -91,6 +91,8 @@ pub(super) struct Entry {
     pub(super) priority: Priority,
     /// Set when aging, a maximum queue wait or adaptive LIFO needs it.
     enqueued_at: Option<Instant>,
+    /// Its cost in pacing slots.
+    cost: u32,
     pub(super) slot: Arc<Slot>,
 }
 
@@ -136,12 +138,14 @@ impl Queue {
         priority: Priority,
         enqueued_at: Option<Instant>,
         slot: Arc<Slot>,
+        cost: u32,
     ) -> u64 {
         self.seq += 1;
         let entry = Entry {
             seq: self.seq,
             priority,
             enqueued_at,
+            cost,
             slot,
         };
         self.queues.push_back(priority.index(), entry)
@@ -181,6 +185,25 @@ impl Queue {
         } else {
             self.queues.pop_front(index)
         }
+    }
+
+    /// The cost in pacing slots of the waiter whose turn it is (1 if none
+    /// waits).
+    pub(super) fn best_cost(
+        &self,
+        aging: Option<Duration>,
+        lifo_after: Option<Duration>,
+        now: &mut Now,
+    ) -> u32 {
+        let Some((index, newest)) = self.best(aging, lifo_after, now) else {
+            return 1;
+        };
+        let entry = if newest {
+            self.queues.back(index)
+        } else {
+            self.queues.front(index)
+        };
+        entry.map_or(1, |e| e.cost)
     }
 
     /// The priority the waiter whose turn it is stands at (aging included:
@@ -326,7 +349,7 @@ mod tests {
         let waiters: Vec<(Priority, u64, Arc<Slot>)> = (0..300)
             .map(|i| {
                 let (priority, slot) = (Priority::from_index(i % 3), Slot::new());
-                (priority, queue.push(priority, None, slot.clone()), slot)
+                (priority, queue.push(priority, None, slot.clone(), 1), slot)
             })
             .collect();
         // all but every fifth leave, in a scattered order (twice: no effect)

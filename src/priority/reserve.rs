@@ -31,6 +31,13 @@ pub(super) struct Reserved {
     deferred: Option<(Instant, Priority)>,
 }
 
+impl Reserved {
+    /// Whether nothing is held or asked of the pacer.
+    pub(super) fn is_empty(&self) -> bool {
+        self.slot.is_none() && !self.asking
+    }
+}
+
 impl Limiter {
     /// Whether a dispatch may go now on the external pacer's schedule; if
     /// so, its slot is taken. If not, a timer or a question to the pacer is

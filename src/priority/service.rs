@@ -8,7 +8,7 @@ use tower::Service;
 use super::future::ResponseFuture;
 use super::handle::PriorityLimitHandle;
 use super::limiter::{Admission, Limiter};
-use super::{Priority, PriorityLimitLayer};
+use super::{Cost, Priority, PriorityLimitLayer};
 use crate::error::BoxError;
 use crate::observe::{LimiterEvent, RequestContext};
 
@@ -80,7 +80,7 @@ where
             .copied()
             .unwrap_or_default();
         let audit = request.extensions().get::<RequestContext>().cloned();
-        match self.limiter.admit(priority) {
+        match self.limiter.admit_costing(priority, Cost::of(&request)) {
             Admission::Permit(permit) => {
                 let future = self.inner.call(request);
                 ResponseFuture::called(future, permit, audit)

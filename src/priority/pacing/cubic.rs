@@ -58,10 +58,10 @@ impl Meter {
         elapsed.as_secs_f64()
     }
 
-    /// One dispatch at `now`.
-    pub(crate) fn tick(&mut self, now: Instant) {
+    /// One dispatch at `now`, costing `units` slots.
+    pub(crate) fn tick(&mut self, now: Instant, units: u32) {
         self.roll(now);
-        self.current = self.current.saturating_add(1);
+        self.current = self.current.saturating_add(units);
     }
 
     /// Dispatches per second over the last second.
@@ -125,11 +125,11 @@ mod tests {
         let start = Instant::now();
         let mut meter = Meter::new();
         for i in 0..100 {
-            meter.tick(start + ms(i * 10));
+            meter.tick(start + ms(i * 10), 1);
         }
         assert_eq!(meter.rate(start + ms(999)), 100.0);
         // half of the first second is still within the last one
-        meter.tick(start + ms(1500));
+        meter.tick(start + ms(1500), 1);
         assert_eq!(meter.rate(start + ms(1500)), 51.0);
         // nothing for two seconds: nothing measured
         assert_eq!(meter.rate(start + ms(3600)), 0.0);

@@ -56,8 +56,10 @@ impl Limiter {
             state.events.push(event.clone());
         }
         self.unlock(state);
-        // a pacer outside paces by what was learned (the fleet's, shared)
-        if let Some(pacer) = &self.config.pacer {
+        // a pacer outside paces by what was learned (the fleet's, shared),
+        // unless the limiter has a rate of its own beside it (a keyed
+        // limiter's, whose key is not the pacer's)
+        if let (Some(pacer), None) = (&self.config.pacer, self.config.pacing) {
             pacer.learned(interval);
         }
         event

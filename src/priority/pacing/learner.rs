@@ -80,9 +80,9 @@ impl Learner {
     }
 
     /// One dispatch at `now` (for the measured rate).
-    pub(crate) fn dispatched(&mut self, now: Instant) {
+    pub(crate) fn dispatched(&mut self, now: Instant, units: u32) {
         if matches!(self.mode, Learn::On { .. }) {
-            self.meter.tick(now);
+            self.meter.tick(now, units);
         }
     }
 
@@ -155,11 +155,12 @@ impl Learner {
         configured: Option<Duration>,
         from: Instant,
         now: Instant,
+        units: u32,
     ) -> Option<Instant> {
         let by_others = self
             .combined(configured, now, false)
             .0
-            .and_then(|interval| from.checked_add(interval));
+            .and_then(|interval| from.checked_add(interval.saturating_mul(units)));
         let spread = self
             .spread
             .filter(|s| matches!(self.mode, Learn::On { .. }) && now < s.until);
@@ -167,7 +168,7 @@ impl Learner {
             return by_others;
         };
         let by_spread = from
-            .checked_add(spread.interval)
+            .checked_add(spread.interval.saturating_mul(units))
             .map_or(spread.until, |at| at.min(spread.until));
         Some(by_others.map_or(by_spread, |at| at.max(by_spread)))
     }
@@ -334,7 +335,7 @@ mod tests {
         let now = Instant::now();
         let mut learner = Learner::new(Learn::On { initial: None }).unwrap();
         for i in 0..50 {
-            learner.dispatched(now + Duration::from_millis(i * 10));
+            learner.dispatched(now + Duration::from_millis(i * 10), 1);
         }
         // a 429 before anything is advertised (a fault, say) cuts
         assert!(learner.adapts());
@@ -359,7 +360,7 @@ mod tests {
         let start = Instant::now();
         let mut learner = Learner::new(Learn::On { initial: None }).unwrap();
         for i in 0..50 {
-            learner.dispatched(start + Duration::from_millis(i * 10));
+            learner.dispatched(start + Duration::from_millis(i * 10), 1);
         }
         let at = start + Duration::from_millis(500);
         assert!(learner.throttled(None, at));

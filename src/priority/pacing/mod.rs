@@ -107,49 +107,32 @@ impl Pacing {
         Some(pacing)
     }
 
-    /// A dispatch went (through the pacer outside, for advisory pacing:
-    /// the learner measures the rate sent; otherwise `try_take` counted
-    /// it).
-    pub(crate) fn sent(&mut self, now: Instant) {
-        if self.advisory {
-            if let Some(learner) = self.learner() {
-                learner.dispatched(now);
-            }
+    /// Whether a dispatch may go at `now`; takes the slot if so.
+    #[cfg(test)]
+    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
+        if self.wait(now, 1).is_some() {
+            return false;
         }
+        self.take(now, 1);
+        true
     }
 
-    /// Whether a dispatch may go at `now`; takes the slot if so.
-    pub(crate) fn try_take(&mut self, now: Instant) -> bool {
+    /// Whether a dispatch costing `units` slots may go at `now`: `None` if
+    /// it may, else the instant from which it may (never before `now`).
+    ///
+    /// Smooth pacing lets a request go when its first slot is due, whatever
+    /// its cost, and charges the cost to the requests after it
+    /// ([`take`](Self::take)); a sliding window needs `units` free entries
+    /// (at most the whole window).
+    pub(crate) fn wait(&mut self, now: Instant, units: u32) -> Option<Instant> {
         if self.advisory {
-            return true;
+            // the pacer outside holds dispatches back, not this schedule
+            return None;
         }
         match &mut self.kind {
-            Kind::Smooth {
-                interval,
-                burst,
-                tat,
-                learner,
-            } => {
-                let in_force = match learner {
-                    Some(learner) => learner.interval(*interval, now).0,
-                    None => *interval,
-                };
-                if let Some(in_force) = in_force {
-                    let current = tat.unwrap_or(now).max(now);
-                    let tolerance = in_force.saturating_mul(burst.saturating_sub(1));
-                    if current.saturating_duration_since(now) > tolerance {
-                        return false;
-                    }
-                    let next = match learner {
-                        Some(learner) => learner.next_slot(*interval, current, now),
-                        None => current.checked_add(in_force),
-                    };
-                    *tat = Some(next.unwrap_or(current + FAR));
-                }
-                if let Some(learner) = learner {
-                    learner.dispatched(now);
-                }
-                true
+            Kind::Smooth { .. } => {
+                let at = self.ready_at(now);
+                (at > now).then_some(at)
             }
             Kind::Window { requests, per, log } => {
                 // a dispatch at `s` counts until `s + per` (excluded)
@@ -159,11 +142,56 @@ impl Pacing {
                         _ => break,
                     };
                 }
-                if log.len() >= *requests as usize {
-                    return false;
+                let units = units.clamp(1, (*requests).max(1)) as usize;
+                let over = (log.len() + units)
+                    .checked_sub(*requests as usize)
+                    .filter(|over| *over > 0)?;
+                // the entry whose leaving makes room for `units`
+                let sent = log[over - 1];
+                Some(sent.checked_add(*per).unwrap_or(now + FAR).max(now))
+            }
+        }
+    }
+
+    /// Take the slots of a dispatch costing `units` at `now` (after
+    /// [`wait`](Self::wait) said it may go): smooth pacing moves the next
+    /// slot `units` intervals on; a window records `units` entries.
+    pub(crate) fn take(&mut self, now: Instant, units: u32) {
+        let units = units.max(1);
+        if self.advisory {
+            // only measured, for the learner: the pacer outside spaced it
+            if let Some(learner) = self.learner() {
+                learner.dispatched(now, units);
+            }
+            return;
+        }
+        match &mut self.kind {
+            Kind::Smooth {
+                interval,
+                tat,
+                learner,
+                ..
+            } => {
+                let in_force = match learner {
+                    Some(learner) => learner.interval(*interval, now).0,
+                    None => *interval,
+                };
+                if let Some(in_force) = in_force {
+                    let current = tat.unwrap_or(now).max(now);
+                    let next = match learner {
+                        Some(learner) => learner.next_slot(*interval, current, now, units),
+                        None => current.checked_add(in_force.saturating_mul(units)),
+                    };
+                    *tat = Some(next.unwrap_or(current + FAR));
                 }
-                log.push_back(now);
-                true
+                if let Some(learner) = learner {
+                    learner.dispatched(now, units);
+                }
+            }
+            Kind::Window { requests, log, .. } => {
+                for _ in 0..units.min(*requests) {
+                    log.push_back(now);
+                }
             }
         }
     }
@@ -187,6 +215,19 @@ impl Pacing {
                 .map(|&sent| sent.checked_add(*per).unwrap_or(now + FAR)),
         };
         at.unwrap_or(now).max(now)
+    }
+
+    /// Whether the schedule holds nothing back at `now` and remembers
+    /// nothing that a new schedule would need to keep the rate (the next
+    /// slot is due, the window is empty). A learned rate is not kept: a new
+    /// schedule learns it again from the next response.
+    pub(crate) fn is_spent(&self, now: Instant) -> bool {
+        match &self.kind {
+            Kind::Smooth { tat, .. } => tat.is_none_or(|tat| tat <= now),
+            Kind::Window { per, log, .. } => log
+                .back()
+                .is_none_or(|&sent| sent.checked_add(*per).is_some_and(|end| end <= now)),
+        }
     }
 
     /// What learns, if anything.
@@ -357,6 +398,50 @@ mod tests {
         assert!(!pacing.try_take(at(1299)));
         assert_eq!(pacing.ready_at(at(1299)), at(1300));
         assert!(pacing.try_take(at(1300)));
+    }
+
+    #[test]
+    fn a_costly_dispatch_takes_its_units_of_the_schedule() {
+        let start = Instant::now();
+        let at = |v: u64| start + ms(v);
+        // smooth: goes when its slot is due, the next waits three intervals
+        let mut pacing = smooth(ms(200), 1);
+        assert_eq!(pacing.wait(at(0), 3), None);
+        pacing.take(at(0), 3);
+        assert_eq!(pacing.wait(at(0), 1), Some(at(600)));
+        assert_eq!(pacing.wait(at(600), 1), None);
+        // window: needs three free entries and records three
+        let mut window = Pacing::new(
+            Some(PacingSpec::Window {
+                requests: 4,
+                per: Duration::from_secs(1),
+            }),
+            1,
+            Learn::Off,
+        )
+        .unwrap();
+        window.take(at(0), 1);
+        window.take(at(100), 1);
+        assert_eq!(window.wait(at(100), 3), Some(at(1000)));
+        assert_eq!(window.wait(at(100), 2), None);
+        window.take(at(100), 2);
+        assert_eq!(window.wait(at(1000), 3), Some(at(1100)));
+        assert_eq!(window.wait(at(1100), 3), None);
+        // a cost over the allowance takes the whole window
+        assert_eq!(window.wait(at(1100), 9), None);
+        window.take(at(1100), 9);
+        assert_eq!(window.wait(at(1100), 1), Some(at(2100)));
+        assert!(!window.is_spent(at(2099)) && window.is_spent(at(2100)));
+    }
+
+    #[test]
+    fn a_schedule_is_spent_once_its_next_slot_is_due() {
+        let start = Instant::now();
+        let mut pacing = smooth(ms(200), 1);
+        assert!(pacing.is_spent(start));
+        pacing.take(start, 2);
+        assert!(!pacing.is_spent(start + ms(399)));
+        assert!(pacing.is_spent(start + ms(400)));
     }
 
     #[test]
