@@ -14,8 +14,10 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+mod quota;
 mod token;
 
+pub use quota::QuotaExhausted;
 pub use token::TokenError;
 pub(crate) use token::{cut, url_without_secrets};
 
@@ -361,15 +363,21 @@ pub enum OverloadReason {
     Evicted,
     /// The request waited in the queue longer than allowed.
     QueueTimeout,
+    /// The quota the server advertises fell below the reserve kept for
+    /// higher priorities
+    /// ([`quota_reserve`](crate::priority::PriorityLimitLayer::quota_reserve)).
+    QuotaReserve,
 }
 
 impl OverloadReason {
-    /// A short stable name: `queue_full`, `evicted`, `queue_timeout`.
+    /// A short stable name: `queue_full`, `evicted`, `queue_timeout`,
+    /// `quota_reserve`.
     pub fn as_str(&self) -> &'static str {
         match self {
             OverloadReason::QueueFull => "queue_full",
             OverloadReason::Evicted => "evicted",
             OverloadReason::QueueTimeout => "queue_timeout",
+            OverloadReason::QuotaReserve => "quota_reserve",
         }
     }
 }
@@ -398,6 +406,9 @@ impl fmt::Display for Overloaded {
             OverloadReason::QueueFull => "the queue is full",
             OverloadReason::Evicted => "evicted from the queue by a higher-priority request",
             OverloadReason::QueueTimeout => "waited in the queue longer than allowed",
+            OverloadReason::QuotaReserve => {
+                "the remaining quota is kept for higher-priority requests"
+            }
         };
         write!(f, "overloaded, request not sent: {why}")
     }

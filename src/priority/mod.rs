@@ -85,6 +85,7 @@
 
 mod arena;
 mod config;
+mod exhaust;
 mod future;
 mod gate;
 mod handle;
