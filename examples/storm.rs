@@ -23,12 +23,18 @@
 //! CUBIC client for comparison, and a rate set at twice and at half the
 //! real one, with and without `learn_rate()`.
 //!
+//! Last, the **Daily cap** scenario: an API with a daily quota (a
+//! shortened day) answers 429 with a `Retry-After` until the reset; a
+//! fleet of three members sharing the exhausted state, then each alone.
+//!
 //! Run: `cargo run --release --example storm`
 //! (`CHARTS_DIR=docs/charts cargo run --release --example storm` renews the
 //! charts `BENCHMARKS.md` shows)
 
 #[path = "support/chart.rs"]
 mod chart;
+#[path = "../tests/support/storm_cap.rs"]
+mod storm_cap;
 #[path = "../tests/support/storm_priority.rs"]
 mod storm_priority;
 #[path = "../tests/support/storm_sim.rs"]
@@ -37,6 +43,7 @@ mod storm_sim;
 use std::time::Duration;
 
 use chart::{Panels, Reference, Series};
+use storm_cap::{run_cap, CapReport, CapScenario};
 use storm_priority::{run_priority, PriorityReport, PriorityScenario};
 use storm_sim::{run, Report, Scenario, Strategy};
 
@@ -96,6 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     learning(&runtime);
     priority(&runtime);
+    daily_cap(&runtime);
     Ok(())
 }
 
@@ -172,4 +180,24 @@ fn priority(runtime: &tokio::runtime::Runtime) {
         "Without aging:\n\n{}\n{report}\n",
         PriorityReport::table_header()
     );
+}
+
+/// The Daily cap scenario: nothing sent between the cap and the reset.
+fn daily_cap(runtime: &tokio::runtime::Runtime) {
+    let s = CapScenario::fleet();
+    println!(
+        "## Daily cap\n\nAn API allowing {} requests a day (a day of {:?}), answering 429 with `Retry-After` until the reset once they are used; {} members (a retry layer over a limiter each), {} requests/s offered for {:?}, latency {:?}: {} requests\n",
+        s.quota,
+        s.day,
+        s.members,
+        s.rate,
+        s.duration,
+        s.latency,
+        s.requests(),
+    );
+    println!("{}", CapReport::table_header());
+    for scenario in [s, CapScenario::alone()] {
+        println!("{}", runtime.block_on(run_cap(&scenario)));
+    }
+    println!();
 }
