@@ -25,6 +25,10 @@
 //! Last, the layered-limits scenario (a table): a route at 100 per
 //! minute inside a client limit of 300 per minute.
 //!
+//! Last, the **Daily cap** scenario: an API with a daily quota (a
+//! shortened day) answers 429 with a `Retry-After` until the reset; a
+//! fleet of three members sharing the exhausted state, then each alone.
+//!
 //! Run: `cargo run --release --example storm`
 //! (`CHARTS_DIR=docs/charts cargo run --release --example storm` renews the
 //! charts `BENCHMARKS.md` shows)
@@ -33,6 +37,8 @@
 mod chart;
 #[path = "../tests/support/storm_layered.rs"]
 mod storm_layered;
+#[path = "../tests/support/storm_cap.rs"]
+mod storm_cap;
 #[path = "../tests/support/storm_priority.rs"]
 mod storm_priority;
 #[path = "../tests/support/storm_sim.rs"]
@@ -42,6 +48,7 @@ use std::time::Duration;
 
 use chart::{Panels, Reference, Series};
 use storm_layered::{run_layered, LayeredReport, LayeredScenario, Layering};
+use storm_cap::{run_cap, CapReport, CapScenario};
 use storm_priority::{run_priority, PriorityReport, PriorityScenario};
 use storm_sim::{run, Report, Scenario, Strategy};
 
@@ -102,6 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     learning(&runtime);
     priority(&runtime);
     layered(&runtime);
+    daily_cap(&runtime);
     Ok(())
 }
 
@@ -198,6 +206,26 @@ fn layered(runtime: &tokio::runtime::Runtime) {
     println!("{}", LayeredReport::table_header());
     for layering in [Layering::Within, Layering::Stacked] {
         println!("{}", runtime.block_on(run_layered(&s, layering)));
+    }
+    println!();
+}
+
+/// The Daily cap scenario: nothing sent between the cap and the reset.
+fn daily_cap(runtime: &tokio::runtime::Runtime) {
+    let s = CapScenario::fleet();
+    println!(
+        "## Daily cap\n\nAn API allowing {} requests a day (a day of {:?}), answering 429 with `Retry-After` until the reset once they are used; {} members (a retry layer over a limiter each), {} requests/s offered for {:?}, latency {:?}: {} requests\n",
+        s.quota,
+        s.day,
+        s.members,
+        s.rate,
+        s.duration,
+        s.latency,
+        s.requests(),
+    );
+    println!("{}", CapReport::table_header());
+    for scenario in [s, CapScenario::alone()] {
+        println!("{}", runtime.block_on(run_cap(&scenario)));
     }
     println!();
 }

@@ -13,6 +13,7 @@
 //! | an HTTP/2 stream refused by the server (`REFUSED_STREAM`, RFC 9113 §8.7) | retryable, and the request was never processed |
 //! | connection closed or reset mid-exchange, any other HTTP/2 stream error (any other `reqwest` request or body error) | retryable (the request may have been applied) |
 //! | [`OutcomeUnknown`] (a retry layer below gave up on an unknown outcome) | fatal |
+//! | [`QuotaExhausted`] (the limiter refuses every request until the quota resets) | fatal: never retried before the reset, returned at once |
 //! | anything else (a `reqwest` builder, redirect or decode error too) | fatal |
 //!
 //! Whether a retryable outcome is actually retried also depends on the
@@ -49,7 +50,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 
-use crate::error::{CircuitOpen, OutcomeUnknown, Overloaded, RequestNotSent};
+use crate::error::{CircuitOpen, OutcomeUnknown, Overloaded, QuotaExhausted, RequestNotSent};
 
 /// Why an attempt did not succeed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -196,6 +197,10 @@ pub fn classify_error(error: &(dyn StdError + 'static)) -> Class {
 fn recognise(err: &(dyn StdError + 'static)) -> Option<FailureKind> {
     if err.is::<OutcomeUnknown>() {
         return Some(FailureKind::OutcomeUnknown);
+    }
+    // exhausted until a reset hours away: no retry may come earlier
+    if err.is::<QuotaExhausted>() {
+        return Some(FailureKind::Other);
     }
     if err.is::<RequestNotSent>() || err.is::<Overloaded>() {
         return Some(FailureKind::NotSent);

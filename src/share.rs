@@ -42,6 +42,14 @@ pub trait PauseShare: Send + Sync + 'static {
     /// The member with id `from` (see [`PauseTarget::id`]) paused for
     /// `pause`.
     fn announce(&self, from: u64, pause: Duration);
+    /// The limiter with id `from` saw the server's quota run out (a daily
+    /// cap) for `exhausted`: put every other member in the exhausted state
+    /// ([`PauseTarget::exhaust`]) until the same time, now and on
+    /// subscription while it lasts. [`LocalPauseShare`] and the Redis share
+    /// do; by default a share does not spread it.
+    fn announce_exhausted(&self, from: u64, exhausted: Duration) {
+        let _ = (from, exhausted);
+    }
     /// Deliver to `target` the pause running now, if any, and every pause
     /// announced elsewhere later, for as long as it lives. A share that
     /// cannot tell at once whether a pause is running (it must ask a
@@ -58,6 +66,10 @@ impl<P: PauseShare + ?Sized> PauseShare for Arc<P> {
         (**self).announce(from, pause)
     }
 
+    fn announce_exhausted(&self, from: u64, exhausted: Duration) {
+        (**self).announce_exhausted(from, exhausted)
+    }
+
     fn subscribe(&self, target: PauseTarget) {
         (**self).subscribe(target)
     }
@@ -72,6 +84,11 @@ pub(crate) trait Pausable: Send + Sync + 'static {
     /// Pause for `pause` because another member announced it (never
     /// shortening a longer pause, never announcing again).
     fn pause_from_share(&self, pause: Duration);
+
+    /// Enter the exhausted state for `exhausted` because another member
+    /// saw the quota run out (never shortening it, never announcing
+    /// again). Nothing by default (a breaker has no quota).
+    fn exhaust_from_share(&self, _exhausted: Duration) {}
 
     /// Hold still for at most `at_most`, until the share knows whether a
     /// pause runs elsewhere ([`release_from_share`](Self::release_from_share)).
@@ -108,6 +125,20 @@ impl PauseTarget {
         match self.target.upgrade() {
             Some(target) => {
                 target.pause_from_share(pause);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Put the member in the exhausted state for `exhausted` (never
+    /// shortening it): a limiter then fails every request at once with
+    /// [`QuotaExhausted`](crate::error::QuotaExhausted); a breaker ignores
+    /// it. Returns false once the member is gone.
+    pub fn exhaust(&self, exhausted: Duration) -> bool {
+        match self.target.upgrade() {
+            Some(target) => {
+                target.exhaust_from_share(exhausted);
                 true
             }
             None => false,
@@ -179,6 +210,8 @@ struct Members {
     pruned_to: usize,
     /// The end of the longest pause announced.
     paused_until: Option<Instant>,
+    /// The end of the longest exhausted state announced.
+    exhausted_until: Option<Instant>,
 }
 
 impl Members {
@@ -196,6 +229,21 @@ impl LocalPauseShare {
     }
 }
 
+/// The later of `current` and `now + wait`.
+fn extend(current: Option<Instant>, wait: Duration) -> Option<Instant> {
+    match Instant::now().checked_add(wait) {
+        Some(until) => Some(current.map_or(until, |u| u.max(until))),
+        None => current,
+    }
+}
+
+/// What is left of a state lasting until `until`.
+fn left(until: Option<Instant>) -> Option<Duration> {
+    until
+        .map(|until| until.saturating_duration_since(Instant::now()))
+        .filter(|left| !left.is_zero())
+}
+
 impl LocalPauseShare {
     fn lock(&self) -> std::sync::MutexGuard<'_, Members> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -206,9 +254,7 @@ impl PauseShare for LocalPauseShare {
     fn announce(&self, from: u64, pause: Duration) {
         let targets = {
             let mut members = self.lock();
-            if let Some(until) = Instant::now().checked_add(pause) {
-                members.paused_until = Some(members.paused_until.map_or(until, |u| u.max(until)));
-            }
+            members.paused_until = extend(members.paused_until, pause);
             // every member is visited anyway
             members.prune();
             members.targets.clone()
@@ -218,20 +264,32 @@ impl PauseShare for LocalPauseShare {
         }
     }
 
+    fn announce_exhausted(&self, from: u64, exhausted: Duration) {
+        let targets = {
+            let mut members = self.lock();
+            members.exhausted_until = extend(members.exhausted_until, exhausted);
+            members.prune();
+            members.targets.clone()
+        };
+        for target in targets.iter().filter(|t| t.id() != from) {
+            target.exhaust(exhausted);
+        }
+    }
+
     fn subscribe(&self, target: PauseTarget) {
-        let running = {
+        let (running, exhausted) = {
             let mut members = self.lock();
             if members.targets.len() >= 2 * members.pruned_to {
                 members.prune();
             }
             members.targets.push(target.clone());
-            members
-                .paused_until
-                .map(|until| until.saturating_duration_since(Instant::now()))
-                .filter(|left| !left.is_zero())
+            (left(members.paused_until), left(members.exhausted_until))
         };
         if let Some(left) = running {
             target.pause(left);
+        }
+        if let Some(left) = exhausted {
+            target.exhaust(left);
         }
     }
 }

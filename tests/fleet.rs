@@ -1328,3 +1328,69 @@ async fn rate_learned_by_one_paces_all(backend: Backend) {
         assert!(gap >= Duration::from_millis(235), "{arrivals:?}");
     }
 }
+
+#[tokio::test]
+async fn a_daily_cap_seen_by_one_member_exhausts_the_fleet_until_the_same_time() {
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    a_daily_cap_exhausts_the_fleet(Backend::server(&redis)).await;
+}
+
+#[tokio::test]
+async fn on_a_cluster_a_daily_cap_seen_by_one_member_exhausts_the_fleet() {
+    let Some(cluster) = Backend::cluster() else {
+        return;
+    };
+    a_daily_cap_exhausts_the_fleet(cluster).await;
+}
+
+async fn a_daily_cap_exhausts_the_fleet(backend: Backend) {
+    use tower_cx::error::QuotaExhausted;
+    let prefix = prefix("exhausted");
+    // each member has its own connection (and instance id): what one
+    // learns reaches the others through Redis only
+    let limiter = |upstream: Scripted| {
+        let fleet = backend.connect().prefix(prefix.clone());
+        let layer = PriorityLimitLayer::new(4).share_gate(fleet.gate("api"));
+        let handle = layer.handle();
+        (layer.layer(upstream.clone()), handle, upstream)
+    };
+    let request = || {
+        Request::get("http://127.0.0.1/")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (a, _, _) = limiter(Scripted::always(status(429).header("retry-after", "3600")));
+    let (b, b_handle, b_upstream) = limiter(Scripted::always(status(200)));
+    // b has sent, so it listens and knows the fleet's state
+    b.clone().oneshot(request()).await.unwrap();
+    let response = a.oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let told = eventually(100, Duration::from_millis(20), || {
+        b_handle.quota_exhausted_until().is_some()
+    })
+    .await;
+    assert!(told, "the other member is exhausted too");
+    let err = b.oneshot(request()).await.unwrap_err();
+    let exhausted = err.downcast_ref::<QuotaExhausted>().expect("typed");
+    let left = exhausted.retry_after();
+    assert!(
+        left > Duration::from_secs(3590) && left <= Duration::from_secs(3600),
+        "until the same time: {left:?}"
+    );
+    assert_eq!(b_upstream.count(), 1, "nothing sent after the cap");
+    // a member that starts now reads the state from Redis before its
+    // first request goes
+    let (c, c_handle, c_upstream) = limiter(Scripted::always(status(200)));
+    let err = c.oneshot(request()).await.unwrap_err();
+    assert!(err.downcast_ref::<QuotaExhausted>().is_some(), "{err}");
+    assert!(c_handle.quota_exhausted_until().is_some());
+    assert_eq!(c_upstream.count(), 0);
+    if let Backend::Server(url) = &backend {
+        // beside the gate's key, in its hash slot
+        let key = format!("{{{prefix}:gate:api}}:exhausted");
+        let left: i64 = redis_cmd(url, redis::cmd("PTTL").arg(&key)).await;
+        assert!(left > 3_590_000 && left <= 3_600_000, "{key}: {left}");
+    }
+}

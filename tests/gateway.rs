@@ -1048,3 +1048,42 @@ async fn posts_through_apply_then_fail_faults_are_applied_once_and_never_told_20
     assert_eq!(mock.duplicate_applications(), 0);
     assert!(results.iter().all(|(op, _, _)| mock.applied(op) == 1));
 }
+
+#[tokio::test]
+async fn a_daily_cap_is_answered_429_with_retry_after_and_nothing_is_forwarded_until_it_resets() {
+    let mock = MockServer::start().await.unwrap();
+    let config = mock.config().clone();
+    let audit = audit_path("cap");
+    let (_gateway, addr) = gateway_for_mock(&mock, &[], &config.client_secret, &audit).await;
+    let path = "/api/v2/users";
+    // the upstream's daily cap: come back in two hours
+    mock.fault_on(Method::GET, path, Fault::RetryAfterSecs(7200), 1);
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let get = || {
+        let request = Request::get(format!("{addr}{path}?pageSize=1"))
+            .body(Full::default())
+            .unwrap();
+        client.request(request)
+    };
+    // the upstream's own 429 comes back as it is
+    let response = get().await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(response.headers()["retry-after"], "7200");
+    // then the gateway answers for it, without asking the upstream
+    for _ in 0..3 {
+        let response = get().await.unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        let retry_after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((7190..=7200).contains(&retry_after), "{retry_after}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"], "quota_exhausted");
+    }
+    let _ = std::fs::remove_file(&audit);
+    assert_eq!(mock.counters().requests[path], 1, "sent once");
+}

@@ -700,6 +700,38 @@ async fn gate_closed_time_and_fleet_health() {
     );
 }
 
+/// Each entry into the quota-exhausted state is counted, by the hint's
+/// header or `shared`.
+#[tokio::test(start_paused = true)]
+async fn quota_exhaustions_are_counted_by_source() {
+    use tower_cx::hint::HintSource;
+    use tower_cx::observe::LimiterEvent;
+
+    let recorder = DebuggingRecorder::new();
+    let _recording = ::metrics::set_default_local_recorder(&recorder);
+    let mut recorded = Recorded::new(&recorder);
+    let limiter = metrics::limiter_events("api");
+    let for_ = Duration::from_secs(3600);
+    limiter(&LimiterEvent::QuotaExhausted {
+        for_,
+        source: Some(HintSource::RetryAfter),
+    });
+    limiter(&LimiterEvent::QuotaExhausted { for_, source: None });
+    limiter(&LimiterEvent::QuotaExhausted { for_, source: None });
+    recorded.take();
+    let exhaustions = |source| {
+        id(
+            "tower_cx.quota.exhaustions",
+            &[("name", "api"), ("source", source)],
+        )
+    };
+    assert_eq!(
+        recorded.counters(),
+        sorted([(exhaustions("retry-after"), 1), (exhaustions("shared"), 2)])
+    );
+    assert!(recorded.histograms().is_empty());
+}
+
 /// The learned pacing rate, in requests per minute, set when it changes.
 #[tokio::test(start_paused = true)]
 async fn the_learned_pacing_rate_is_a_gauge() {

@@ -223,6 +223,38 @@ async fn every_value_on_the_html_page_is_the_json_value_at_its_field() {
     assert_eq!(board.snapshot().fleet.unwrap().state, "shared");
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_page_shows_a_quota_exhausted_until_it_resets() {
+    let limiter = PriorityLimitLayer::new(4);
+    let board = StatusBoard::new().limiter("api", limiter.handle());
+    // a daily cap: come back in two hours
+    let upstream = Scripted::new([status(429).header("retry-after", "7200")]);
+    let client = ServiceBuilder::new().layer(limiter).service(upstream);
+    client.clone().oneshot(request()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    let status = board.snapshot();
+    assert_eq!(status.limiters[0].quota_exhausted_for_s, Some(7000.0));
+    assert!(!status.limiters[0].gate.closed, "not the gate's");
+
+    let (_, _, html) = get(board.service(), "/", "text/html").await;
+    let (_, _, json) = get(board.service(), "/status.json", "*/*").await;
+    let json: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        status_page::shown(&json, "limiters.0.quota_exhausted_for_s"),
+        "7000"
+    );
+    assert!(html.contains("quota exhausted, resets in (s)"));
+    assert!(html.contains("data-field=\"limiters.0.quota_exhausted_for_s\" class=\"bad\""));
+    assert_eq!(
+        status_page::disagreements(&html, &json, &["generated_at"]),
+        []
+    );
+    // over at its time
+    tokio::time::sleep(Duration::from_secs(7000)).await;
+    assert_eq!(board.snapshot().limiters[0].quota_exhausted_for_s, None);
+    client.oneshot(request()).await.unwrap();
+}
+
 #[tokio::test]
 async fn axum_serves_it_where_it_is_mounted() {
     let board = StatusBoard::new().limiter("api", PriorityLimitLayer::new(2).handle());

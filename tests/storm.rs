@@ -4,6 +4,8 @@
 
 #[path = "support/storm_layered.rs"]
 mod storm_layered;
+#[path = "support/storm_cap.rs"]
+mod storm_cap;
 #[path = "support/storm_priority.rs"]
 mod storm_priority;
 #[path = "support/storm_sim.rs"]
@@ -336,4 +338,39 @@ async fn a_route_limit_inside_a_client_limit_is_kept_with_goodput_near_each() {
     assert!(within.client_goodput >= 0.95, "{within}");
     let stacked = run_layered(&scenario, Layering::Stacked).await;
     println!("{stacked}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_daily_cap_nothing_is_sent_until_the_reset_and_every_caller_is_told_at_once() {
+    use storm_cap::{run_cap, CapReport, CapScenario};
+    let scenario = CapScenario::fleet();
+    let shared = run_cap(&scenario).await;
+    let alone = run_cap(&CapScenario::alone()).await;
+    println!("{}\n{shared}\n{alone}", CapReport::table_header());
+    // the day's quota is used, on both days
+    assert_eq!(shared.ok, 2 * scenario.quota, "{shared}");
+    // one 429 a day reaches the fleet; nothing is sent after it until the
+    // reset, by any member
+    assert_eq!((shared.rejected, shared.sent_after_cap), (2, 0), "{shared}");
+    assert_eq!(shared.sent, shared.ok + shared.rejected, "{shared}");
+    // every other caller is told at once, with the reset's time
+    assert_eq!(
+        shared.exhausted,
+        shared.requests - shared.ok - shared.rejected,
+        "{shared}"
+    );
+    assert_eq!(shared.exhausted_wait_max, Duration::ZERO, "{shared}");
+    assert_eq!(shared.wrong_until, 0, "{shared}");
+    // and the first request after the reset goes (within the Retry-After's
+    // whole second)
+    let resumed = shared.resumed_after.expect("sent after the reset");
+    assert!(resumed < Duration::from_secs(1), "{resumed:?}");
+    // each member alone learns the cap from a 429 of its own
+    assert_eq!(alone.rejected, 2 * u64::from(scenario.members), "{alone}");
+    assert_eq!(
+        alone.sent_after_cap,
+        2 * u64::from(scenario.members - 1),
+        "{alone}"
+    );
+    assert_eq!(alone.exhausted_wait_max, Duration::ZERO, "{alone}");
 }

@@ -14,8 +14,10 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+mod quota;
 mod token;
 
+pub use quota::QuotaExhausted;
 pub use token::TokenError;
 pub(crate) use token::{cut, url_without_secrets};
 
@@ -363,17 +365,22 @@ pub enum OverloadReason {
     QueueTimeout,
     /// A keyed limiter holds its maximum of keys and none is idle.
     TooManyKeys,
+    /// The quota the server advertises fell below the reserve kept for
+    /// higher priorities
+    /// ([`quota_reserve`](crate::priority::PriorityLimitLayer::quota_reserve)).
+    QuotaReserve,
 }
 
 impl OverloadReason {
     /// A short stable name: `queue_full`, `evicted`, `queue_timeout`,
-    /// `too_many_keys`.
+    /// `too_many_keys`, `quota_reserve`.
     pub fn as_str(&self) -> &'static str {
         match self {
             OverloadReason::QueueFull => "queue_full",
             OverloadReason::Evicted => "evicted",
             OverloadReason::QueueTimeout => "queue_timeout",
             OverloadReason::TooManyKeys => "too_many_keys",
+            OverloadReason::QuotaReserve => "quota_reserve",
         }
     }
 }
@@ -403,6 +410,9 @@ impl fmt::Display for Overloaded {
             OverloadReason::Evicted => "evicted from the queue by a higher-priority request",
             OverloadReason::QueueTimeout => "waited in the queue longer than allowed",
             OverloadReason::TooManyKeys => "every key of the keyed limiter is busy",
+            OverloadReason::QuotaReserve => {
+                "the remaining quota is kept for higher-priority requests"
+            }
         };
         write!(f, "overloaded, request not sent: {why}")
     }

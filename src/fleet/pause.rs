@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use super::{FleetEvent, RedisDown, RedisFleet};
 use crate::share::{PauseShare, PauseTarget};
 
-/// Sets the gate key unless it is already closed for longer, and tells the
-/// fleet. ARGV: wait in ms, the message, the channel. The channel is not a
+/// Sets the gate key (or the exhausted key beside it) unless it is already
+/// set for longer, and tells the fleet. ARGV: wait in ms, the message, the channel. The channel is not a
 /// key: a classic `PUBLISH` reaches every node of a cluster.
 const ANNOUNCE: &str = r"
 local left = redis.call('PTTL', KEYS[1])
@@ -29,6 +29,15 @@ return 0";
 /// the breaker's `max_open`).
 pub(crate) const MAX_SHARED_PAUSE: Duration = Duration::from_secs(180);
 
+/// The longest exhausted state taken from the fleet (a message or the
+/// key): a week, past any daily or weekly cap, so that a bad message
+/// cannot stop a member for years.
+pub(crate) const MAX_SHARED_EXHAUSTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The suffix of an announcement of the exhausted state (`instance:ms:`
+/// this); an instance that does not know it ignores the message.
+const EXHAUSTED: &str = "exhausted";
+
 /// A [`PauseShare`] through Redis.
 ///
 /// - Made by [`RedisFleet::gate`] for
@@ -39,6 +48,12 @@ pub(crate) const MAX_SHARED_PAUSE: Duration = Duration::from_secs(180);
 ///   [`CircuitBreakerLayer::share_state`](crate::breaker::CircuitBreakerLayer::share_state):
 ///   a breaker that trips on one instance opens the breakers of all of them
 ///   for the same time; each then probes on its own.
+///
+/// A daily cap seen by one limiter (a hint over its
+/// [`max_gate`](crate::priority::PriorityLimitLayer::max_gate)) puts every
+/// instance's limiter in the exhausted state until the same time, through
+/// a second key beside the gate's (same hash slot) and the same channel;
+/// a state longer than a week is taken as a week.
 ///
 /// An announcement sets a key that expires with the pause (so an instance
 /// that starts, or reconnects, during it finds it) and publishes it; each
@@ -58,6 +73,8 @@ struct Inner {
     /// `gate` or `breaker`, for events.
     component: &'static str,
     key: String,
+    /// The exhausted state's key, beside `key`.
+    exhausted_key: String,
     channel: String,
     /// Tells this process's own announcements apart.
     instance: String,
@@ -76,20 +93,36 @@ struct Sync {
     synced: bool,
     /// The end of the longest pause known.
     paused_until: Option<Instant>,
+    /// The end of the longest exhausted state known.
+    exhausted_until: Option<Instant>,
+}
+
+/// The later of `current` and `now + wait`.
+fn extend(current: &mut Option<Instant>, wait: Duration) {
+    if let Some(until) = Instant::now().checked_add(wait) {
+        *current = Some(current.map_or(until, |u| u.max(until)));
+    }
+}
+
+/// What is left until `until`.
+fn left(until: Option<Instant>) -> Option<Duration> {
+    until
+        .map(|until| until.saturating_duration_since(Instant::now()))
+        .filter(|left| !left.is_zero())
 }
 
 impl Sync {
     fn paused_for(&mut self, wait: Duration) {
-        if let Some(until) = Instant::now().checked_add(wait) {
-            self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
-        }
+        extend(&mut self.paused_until, wait);
+    }
+
+    fn exhausted_for(&mut self, wait: Duration) {
+        extend(&mut self.exhausted_until, wait);
     }
 
     /// What is left of the known pause.
     fn left(&self) -> Option<Duration> {
-        self.paused_until
-            .map(|until| until.saturating_duration_since(Instant::now()))
-            .filter(|left| !left.is_zero())
+        left(self.paused_until)
     }
 }
 
@@ -100,6 +133,7 @@ impl RedisPauseShare {
             inner: Arc::new(Inner {
                 component,
                 channel: RedisFleet::derived(&key, "closed"),
+                exhausted_key: RedisFleet::derived(&key, EXHAUSTED),
                 key,
                 fleet,
                 instance: format!("{:016x}", rand::random::<u64>()),
@@ -157,14 +191,27 @@ impl Inner {
         }
     }
 
-    async fn publish(&self, wait: Duration) -> Result<(), RedisDown> {
-        let wait_ms = wait.as_millis().max(1) as u64;
-        let message = format!("{}:{wait_ms}", self.instance);
-        let (key, channel, script) = (
-            self.key.clone(),
-            self.channel.clone(),
-            self.announce.clone(),
-        );
+    /// Put this process's limiters in the exhausted state, except the one
+    /// with id `except`.
+    fn exhaust_local(&self, wait: Duration, except: Option<u64>) {
+        for gate in self.gates() {
+            if Some(gate.id()) != except {
+                gate.exhaust(wait);
+            }
+        }
+    }
+
+    /// Tell the fleet of a pause, or with `exhausted` of the exhausted
+    /// state.
+    async fn publish(&self, wait: Duration, exhausted: bool) -> Result<(), RedisDown> {
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let (key, message) = if exhausted {
+            let message = format!("{}:{wait_ms}:{EXHAUSTED}", self.instance);
+            (self.exhausted_key.clone(), message)
+        } else {
+            (self.key.clone(), format!("{}:{wait_ms}", self.instance))
+        };
+        let (channel, script) = (self.channel.clone(), self.announce.clone());
         let _: i64 = self
             .fleet
             .run(|mut conn| async move {
@@ -226,19 +273,30 @@ impl Inner {
             Ok(Err(e)) => return Err(super::conn::describe(&e)),
             Err(_) => return Err(RedisDown("redis: timed out".into())),
         };
-        // Subscribed: a gate closed before now is in the key.
-        let key = self.key.clone();
-        let left: i64 = self
+        // Subscribed: a gate closed (or a quota exhausted) before now is in
+        // the keys, which share a hash slot.
+        let (key, exhausted_key) = (self.key.clone(), self.exhausted_key.clone());
+        let (left, exhausted_left): (i64, i64) = self
             .fleet
-            .run(
-                |mut conn| async move { redis::cmd("PTTL").arg(&key).query_async(&mut conn).await },
-            )
+            .run(|mut conn| async move {
+                redis::pipe()
+                    .cmd("PTTL")
+                    .arg(&key)
+                    .cmd("PTTL")
+                    .arg(&exhausted_key)
+                    .query_async(&mut conn)
+                    .await
+            })
             .await?;
         self.fleet.restored(self.component);
-        let wait = u64::try_from(left)
-            .ok()
-            .filter(|left| *left > 0)
-            .map(|left| Duration::from_millis(left).min(MAX_SHARED_PAUSE));
+        let millis = |left: i64, max: Duration| {
+            u64::try_from(left)
+                .ok()
+                .filter(|left| *left > 0)
+                .map(|left| Duration::from_millis(left).min(max))
+        };
+        let wait = millis(left, MAX_SHARED_PAUSE);
+        let exhausted = millis(exhausted_left, MAX_SHARED_EXHAUSTION);
         if let Some(wait) = wait {
             self.fleet.emit(FleetEvent::PauseReceived {
                 component: self.component,
@@ -253,11 +311,17 @@ impl Inner {
             if let Some(wait) = wait {
                 sync.paused_for(wait);
             }
+            if let Some(exhausted) = exhausted {
+                sync.exhausted_for(exhausted);
+            }
             self.gates()
         };
         for gate in &gates {
             if let Some(wait) = wait {
                 gate.pause(wait);
+            }
+            if let Some(exhausted) = exhausted {
+                gate.exhaust(exhausted);
             }
             gate.release();
         }
@@ -291,6 +355,15 @@ impl Inner {
             if from == self.instance {
                 continue;
             }
+            if let Some(wait_ms) = wait_ms.strip_suffix(EXHAUSTED) {
+                let Some(Ok(wait_ms)) = wait_ms.strip_suffix(':').map(str::parse::<u64>) else {
+                    continue;
+                };
+                let wait = Duration::from_millis(wait_ms).min(MAX_SHARED_EXHAUSTION);
+                self.sync().exhausted_for(wait);
+                self.exhaust_local(wait, None);
+                continue;
+            }
             let Ok(wait_ms) = wait_ms.parse::<u64>() else {
                 continue;
             };
@@ -319,7 +392,22 @@ impl PauseShare for RedisPauseShare {
         };
         let inner = self.inner.clone();
         runtime.spawn(async move {
-            match inner.publish(wait).await {
+            match inner.publish(wait, false).await {
+                Ok(()) => inner.fleet.restored(inner.component),
+                Err(down) => inner.fleet.degraded(inner.component, &down),
+            }
+        });
+    }
+
+    fn announce_exhausted(&self, from: u64, exhausted: Duration) {
+        self.inner.sync().exhausted_for(exhausted);
+        self.inner.exhaust_local(exhausted, Some(from));
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let inner = self.inner.clone();
+        runtime.spawn(async move {
+            match inner.publish(exhausted, true).await {
                 Ok(()) => inner.fleet.restored(inner.component),
                 Err(down) => inner.fleet.degraded(inner.component, &down),
             }
@@ -339,6 +427,9 @@ impl PauseShare for RedisPauseShare {
         if sync.synced {
             if let Some(left) = sync.left() {
                 gate.pause(left);
+            }
+            if let Some(exhausted) = left(sync.exhausted_until) {
+                gate.exhaust(exhausted);
             }
         } else if sync.listening {
             gate.hold(self.inner.hold_bound());

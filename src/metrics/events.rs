@@ -66,7 +66,9 @@ pub fn breaker_events(name: impl Into<String>) -> impl Fn(&BreakerEvent) + Send 
 /// `source`) the closed time each closure of the rate gate adds: a
 /// closure that extends one still running adds only the extension, so
 /// that the histogram's sum is the time the gate was announced closed;
-/// sets `tower_cx.pacing.rate` (`name`) when the learned rate changes.
+/// sets `tower_cx.pacing.rate` (`name`) when the learned rate changes;
+/// counts each entry into the quota-exhausted state in
+/// `tower_cx.quota.exhaustions` (`name`, `source`).
 ///
 /// Give each limiter an adapter of its own (it remembers that limiter's
 /// gate).
@@ -95,6 +97,15 @@ pub fn limiter_events(name: impl Into<String>) -> impl Fn(&LimiterEvent) + Send 
             }
             LimiterEvent::GateClosed { for_, source } => (*for_, source.as_str()),
             LimiterEvent::GateClosedElsewhere { for_ } => (*for_, "shared"),
+            LimiterEvent::QuotaExhausted { source, .. } => {
+                counter!(
+                    names::QUOTA_EXHAUSTIONS,
+                    "name" => name.clone(),
+                    "source" => source.map_or("shared", |s| s.as_str())
+                )
+                .increment(1);
+                return;
+            }
             LimiterEvent::PacingChanged { interval, .. } => {
                 let per_minute = interval.map_or(0.0, crate::observe::per_minute);
                 gauge!(names::PACING_RATE, "name" => name.clone()).set(per_minute);

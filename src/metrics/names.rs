@@ -50,6 +50,11 @@ pub const REQUESTS_SHED: &str = "tower_cx.requests.shed";
 /// announced).
 pub const GATE_CLOSED_DURATION: &str = "tower_cx.gate.closed_duration";
 
+/// Counter: times the limiter entered the exhausted state (a server hint
+/// over its `max_gate`: a daily cap), by `name` and `source` (the hint's
+/// header, or `shared` when another limiter saw it).
+pub const QUOTA_EXHAUSTIONS: &str = "tower_cx.quota.exhaustions";
+
 /// Gauge: the pacing rate the limiter learned, in requests per minute (0
 /// when not paced), by `name`; set on each `pacing.changed` event (a cut
 /// after a `429`, or a new advertised limit), not during the recovery that
@@ -142,6 +147,11 @@ pub fn describe() {
         GATE_CLOSED_DURATION,
         Unit::Seconds,
         "Closed time each rate-gate closure added."
+    );
+    describe_counter!(
+        QUOTA_EXHAUSTIONS,
+        Unit::Count,
+        "Times the limiter entered the quota-exhausted state."
     );
     describe_gauge!(
         BREAKER_STATE,

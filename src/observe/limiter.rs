@@ -28,6 +28,19 @@ pub enum LimiterEvent {
         /// How long the gate stays closed from now.
         for_: Duration,
     },
+    /// A server hint longer than the limiter's
+    /// [`max_gate`](crate::priority::PriorityLimitLayer::max_gate) (a daily
+    /// cap) put the limiter in the exhausted state: every request fails at
+    /// once with [`QuotaExhausted`](crate::error::QuotaExhausted) for `for_`
+    /// (`quota.exhausted`: `for_ms`, `source`; `source` is `shared` when a
+    /// limiter sharing this one's gate saw the hint).
+    QuotaExhausted {
+        /// How long the state lasts from now.
+        for_: Duration,
+        /// The header the hint came from; `None` when another limiter
+        /// sharing the gate saw it.
+        source: Option<HintSource>,
+    },
     /// The rate gate reopened and a request that waited behind it was let
     /// through (`gate.opened`).
     GateOpened,
@@ -110,13 +123,14 @@ pub(crate) fn per_minute(interval: Duration) -> f64 {
 
 impl LimiterEvent {
     /// The event's name (`gate.closed`, `gate.closed_elsewhere`,
-    /// `gate.opened`, `queue.waited`, `request.shed`, `pacer.deferred`,
-    /// `pacing.changed`).
+    /// `gate.opened`, `quota.exhausted`, `queue.waited`, `request.shed`,
+    /// `pacer.deferred`, `pacing.changed`).
     pub fn name(&self) -> &'static str {
         match self {
             LimiterEvent::GateClosed { .. } => "gate.closed",
             LimiterEvent::GateClosedElsewhere { .. } => "gate.closed_elsewhere",
             LimiterEvent::GateOpened => "gate.opened",
+            LimiterEvent::QuotaExhausted { .. } => "quota.exhausted",
             LimiterEvent::QueueWaited { .. } => "queue.waited",
             LimiterEvent::Shed { .. } => "request.shed",
             LimiterEvent::PacerDeferred { .. } => "pacer.deferred",
@@ -134,6 +148,9 @@ impl Serialize for LimiterEvent {
                 .field("source", source.as_str())?,
             LimiterEvent::GateClosedElsewhere { for_ } => fields.millis("for_ms", *for_)?,
             LimiterEvent::GateOpened => fields,
+            LimiterEvent::QuotaExhausted { for_, source } => fields
+                .millis("for_ms", *for_)?
+                .field("source", source.map_or("shared", |s| s.as_str()))?,
             LimiterEvent::QueueWaited { wait, priority } => fields
                 .millis("wait_ms", *wait)?
                 .field("priority", priority.as_str())?,
@@ -155,6 +172,26 @@ impl Serialize for LimiterEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exhausted_quota_serializes_flat() {
+        let event = LimiterEvent::QuotaExhausted {
+            for_: Duration::from_secs(3600),
+            source: Some(HintSource::RetryAfter),
+        };
+        assert_eq!(
+            serde_json::to_string(&event).unwrap(),
+            r#"{"event":"quota.exhausted","for_ms":3600000.0,"source":"retry-after"}"#
+        );
+        let shared = LimiterEvent::QuotaExhausted {
+            for_: Duration::from_millis(1500),
+            source: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&shared).unwrap(),
+            r#"{"event":"quota.exhausted","for_ms":1500.0,"source":"shared"}"#
+        );
+    }
 
     #[test]
     fn a_deferral_by_the_pacer_serializes_flat() {

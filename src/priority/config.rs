@@ -42,6 +42,9 @@ pub(crate) struct Config {
     pub(crate) learn_rate: bool,
     /// The rate (as an interval) until something is learned.
     pub(crate) initial_rate: Option<Duration>,
+    /// `quota_reserve(low, normal)`: the remaining quota at or under which
+    /// low, then normal, priority is shed (`low` at least `normal`).
+    pub(crate) quota_reserve: Option<(u32, u32)>,
 }
 
 impl Config {
@@ -62,6 +65,7 @@ impl Config {
             learn_pacing: None,
             learn_rate: false,
             initial_rate: None,
+            quota_reserve: None,
         }
     }
 

@@ -10,7 +10,7 @@ use tower::Service;
 
 use super::limiter::Permit;
 use super::queue::{Ticket, TicketState};
-use crate::error::BoxError;
+use crate::error::{BoxError, QuotaExhausted};
 use crate::observe::{LimiterEvent, RequestContext};
 use crate::retry_after::server_hint;
 
@@ -169,6 +169,14 @@ where
                                     error: Some(overloaded.into()),
                                 });
                             }
+                            TicketState::Exhausted(exhausted) => {
+                                if let (Some(audit), Some(at)) = (this.audit.as_ref(), *queued_at) {
+                                    audit.add_queue(at.elapsed());
+                                }
+                                this.state.set(State::Failed {
+                                    error: Some(exhausted.into()),
+                                });
+                            }
                         }
                     }
                     Stage::Gated { wait, permit } => {
@@ -177,6 +185,17 @@ where
                         *stage = Stage::Ready { permit };
                     }
                     Stage::Ready { permit } => {
+                        // Granted, but the quota ran out before this task
+                        // ran: fail now, as every waiter did.
+                        let exhausted = permit.as_ref().and_then(|p| p.limiter().exhausted_until());
+                        if let Some(until) = exhausted {
+                            permit.take();
+                            let error = QuotaExhausted::new(until);
+                            this.state.set(State::Failed {
+                                error: Some(error.into()),
+                            });
+                            continue;
+                        }
                         // Granted, but the gate closed before this task ran
                         // (a 429 elsewhere): keep the permit and wait for the
                         // gate, never send into an announced wait.
@@ -212,8 +231,21 @@ where
                                 audit.publish(None, event.into());
                             }
                         }
+                        limiter.advertised_remaining(response.headers());
                         let report = server_hint(response.headers(), limiter.config.clock.as_ref());
-                        if let Some(hint) = report.hint {
+                        if let Some(hint) =
+                            report.hint.filter(|h| h.delay > limiter.config.max_gate)
+                        {
+                            // a daily cap: nothing goes until its time
+                            let entered = limiter.exhaust(hint.delay, hint.source);
+                            if let (true, Some(audit)) = (entered, this.audit.as_ref()) {
+                                let exhausted = LimiterEvent::QuotaExhausted {
+                                    for_: hint.delay,
+                                    source: Some(hint.source),
+                                };
+                                audit.publish(None, exhausted.into());
+                            }
+                        } else if let Some(hint) = report.hint {
                             let closed = limiter.close_gate(hint.delay, hint.source);
                             if let (true, Some(audit)) = (closed, this.audit.as_ref()) {
                                 let closed = LimiterEvent::GateClosed {

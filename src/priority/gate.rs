@@ -61,8 +61,8 @@ impl Limiter {
 
     /// Close the gate until `now + wait` (never shortening it).
     fn close_gate_with(&self, wait: Duration, source: Option<HintSource>) -> bool {
-        // A hint past the bound (a daily cap) is not pacing: leave it to the
-        // retry layer, which returns such a response at once.
+        // A hint past the bound (a daily cap) is not pacing: it is the
+        // exhausted state's (`exhaust`), not the gate's.
         if wait > self.config.max_gate {
             return false;
         }
@@ -155,6 +155,11 @@ impl Pausable for Limiter {
     /// Another limiter saw a hint: close this gate too.
     fn pause_from_share(&self, pause: Duration) {
         self.close_gate_with(pause, None);
+    }
+
+    /// Another limiter saw a daily cap: exhausted too, until the same time.
+    fn exhaust_from_share(&self, wait: Duration) {
+        self.exhaust_with(wait, None);
     }
 
     /// Hold the gate for at most `at_most`, until the share knows whether a

@@ -27,6 +27,12 @@ pub struct LimiterStatus {
     /// counts as `Retry-After`): the header it came from. `None` while the
     /// gate is open, or closed by a limiter sharing it.
     pub gate_source: Option<HintSource>,
+    /// Time until the exhausted state ends, while the limiter is in it (a
+    /// server hint over [`max_gate`](super::PriorityLimitLayer::max_gate),
+    /// a daily cap, seen here or by a limiter sharing the gate): until then
+    /// every request fails at once with
+    /// [`QuotaExhausted`](crate::error::QuotaExhausted).
+    pub quota_exhausted_for: Option<Duration>,
 }
 
 /// The pacing in force: the rate, where it comes from, and the ceiling
@@ -139,6 +145,12 @@ impl PriorityLimitHandle {
     /// In-flight requests, free permits, queue lengths, gate.
     pub fn status(&self) -> LimiterStatus {
         self.cell.limiter().snapshot()
+    }
+
+    /// When the exhausted state ends, while the limiter is in it (see
+    /// [`LimiterStatus::quota_exhausted_for`]).
+    pub fn quota_exhausted_until(&self) -> Option<tokio::time::Instant> {
+        self.cell.limiter().exhausted_until()
     }
 
     /// Close the rate gate for `wait` (as a server hint would).

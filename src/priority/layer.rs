@@ -230,11 +230,83 @@ impl PriorityLimitLayer {
         self.with(|c| c.pacing_burst = burst.max(1))
     }
 
-    /// The longest server hint that closes the rate gate (default 180 s). A
-    /// longer hint (a daily cap) does not freeze every request: it is left to
-    /// the retry layer, which returns such a response at once.
+    /// The longest server hint that closes the rate gate (default 180 s, as
+    /// the Genesys SDKs treat a longer `Retry-After` as a daily cap).
+    ///
+    /// A longer hint puts the limiter in the exhausted state until the
+    /// hint's time: every queued request and every new one fails at once
+    /// with [`QuotaExhausted`](crate::error::QuotaExhausted) (which the
+    /// retry layer does not retry), and nothing is sent upstream. The
+    /// response that carried the hint is returned as it is. With
+    /// [`share_gate`](Self::share_gate), every limiter sharing the gate
+    /// enters the state until the same time. Each entry is a
+    /// [`LimiterEvent::QuotaExhausted`];
+    /// [`LimiterStatus::quota_exhausted_for`](super::LimiterStatus::quota_exhausted_for)
+    /// shows it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// use http::{Request, Response};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_cx::body::Body;
+    /// use tower_cx::error::{BoxError, QuotaExhausted};
+    /// use tower_cx::priority::PriorityLimitLayer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), BoxError> {
+    /// let layer = PriorityLimitLayer::new(4);
+    /// let api = layer.layer(service_fn(|_req: Request<Body>| async {
+    ///     // the daily cap is reached: come back in an hour
+    ///     Ok::<_, BoxError>(Response::builder().status(429).header("retry-after", "3600").body(())?)
+    /// }));
+    /// let first = api.clone().oneshot(Request::new(Body::empty())).await?;
+    /// assert_eq!(first.status(), 429);
+    /// let err = api.oneshot(Request::new(Body::empty())).await.unwrap_err();
+    /// let exhausted = err.downcast_ref::<QuotaExhausted>().expect("typed");
+    /// assert_eq!(exhausted.retry_after(), Duration::from_secs(3600));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn max_gate(self, max: Duration) -> Self {
         self.with(|c| c.max_gate = max)
+    }
+
+    /// Keep the end of the server's quota for higher priorities: while the
+    /// remaining quota is at most `low`, low-priority requests are shed;
+    /// while it is at most `normal`, normal ones too. High priority is never
+    /// shed by the reserve. 0 keeps no reserve for that priority; `low` is
+    /// raised to `normal` if below it (low is never let through when
+    /// normal is shed).
+    ///
+    /// The remaining quota is what the last response advertised
+    /// (`inin-ratelimit-allowed` less `-count`, `RateLimit`'s `r` or
+    /// `remaining`, `X-RateLimit-Remaining`; see
+    /// [`advertised_quota`](crate::hint::advertised_quota)), less the
+    /// requests sent since. It is forgotten when the advertised window
+    /// resets; without a reset time it holds until the next response that
+    /// advertises one. Until a response advertises a remaining count, the
+    /// reserve sheds nothing.
+    ///
+    /// A shed request (new, or waiting in the queue when the quota falls)
+    /// fails at once with [`Overloaded`](crate::error::Overloaded), reason
+    /// [`QuotaReserve`](crate::error::OverloadReason::QuotaReserve), a
+    /// [`LimiterEvent::Shed`]: it was not sent, and a retry layer may try
+    /// it again later, as any shed request. A request's own priority
+    /// counts, not the level aging raised it to.
+    ///
+    /// ```
+    /// use tower_cx::priority::PriorityLimitLayer;
+    ///
+    /// // the last 50 requests of the window for normal and high, the last
+    /// // 10 for high alone
+    /// let layer = PriorityLimitLayer::new(16).quota_reserve(50, 10);
+    /// # let _ = layer;
+    /// ```
+    pub fn quota_reserve(self, low: u32, normal: u32) -> Self {
+        self.with(|c| {
+            c.quota_reserve = (low > 0 || normal > 0).then_some((low.max(normal), normal));
+        })
     }
 
     /// The wall clock used for HTTP-date hints.

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::time::Instant;
 
 use super::config::Config;
+use super::exhaust::QuotaState;
 use super::gate::Gate;
 use super::pacing::Pacing;
 use super::queue::{Queue, Slot, Ticket, Wakeups};
 use super::reserve::Reserved;
 use super::Priority;
-use crate::error::{OverloadReason, Overloaded};
+use crate::error::{OverloadReason, Overloaded, QuotaExhausted};
 use crate::observe::LimiterEvent;
 
 /// The current instant, read from the clock the first time it is needed
@@ -32,6 +33,8 @@ impl Now {
 pub(super) struct State {
     pub(super) queue: Queue,
     pub(super) gate: Gate,
+    /// The exhausted state and the remaining quota.
+    pub(super) quota: QuotaState,
     pub(super) pacing: Option<Pacing>,
     /// What the limiter holds of its external pacer's schedule, if it has
     /// one.
@@ -56,6 +59,9 @@ pub(crate) struct Limiter {
     /// Mirrors `State::gate.until().is_some()` (written under the lock), so
     /// that a granted waiter re-checks the gate without taking the lock.
     pub(super) gate_closed: AtomicBool,
+    /// Set while `State::quota` is exhausted (written under the lock), so
+    /// that a granted waiter checks it without taking the lock.
+    pub(super) exhausted: AtomicBool,
     state: Mutex<State>,
     pub(super) me: Weak<Limiter>,
     /// A process-unique id (for gate sharing).
@@ -75,6 +81,7 @@ pub(crate) enum Admission {
     Permit(Permit),
     Queued(Ticket),
     Rejected(Overloaded),
+    Exhausted(QuotaExhausted),
 }
 
 impl Limiter {
@@ -84,9 +91,11 @@ impl Limiter {
             in_flight: AtomicUsize::new(0),
             slow: AtomicBool::new(pacing.is_some() || config.pacer.is_some()),
             gate_closed: AtomicBool::new(false),
+            exhausted: AtomicBool::new(false),
             state: Mutex::new(State {
                 queue: Queue::default(),
                 gate: Gate::default(),
+                quota: QuotaState::default(),
                 pacing,
                 reserved: config.pacer.as_ref().map(|_| Reserved::default()),
                 ask: None,
@@ -196,11 +205,16 @@ impl Limiter {
         let mut slot = self.config.pacing.is_none().then(Slot::new);
         let mut now = Now::default();
         let mut state = self.lock();
+        if let Some(refusal) = self.refuse(&mut state, priority, &mut now) {
+            self.unlock(state);
+            return refusal;
+        }
         if state.queue.len() == 0
             && !state.gate.is_closed(&mut now)
             && self.admit_paced(&mut state, &mut now, cost)
         {
-            drop(state);
+            self.spend(&mut state, &mut now);
+            self.unlock(state);
             return Admission::Permit(Permit::new(self.clone()));
         }
         if state.queue.len() >= self.config.max_queue {
@@ -283,6 +297,7 @@ impl Limiter {
             if let Some(waker) = entry.slot.grant(reopened) {
                 state.wake.push(waker);
             }
+            self.spend(state, now);
         }
         if spare {
             self.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -295,6 +310,7 @@ impl Limiter {
         let slow = state.queue.len() > 0
             || state.pacing.is_some()
             || state.reserved.is_some()
+            || state.quota.needs_slow()
             || state.gate.is_closed(now);
         // most calls change nothing: spare the shared cache line a write
         if self.slow.load(Ordering::SeqCst) != slow {
@@ -400,6 +416,11 @@ impl Limiter {
                 .until()
                 .filter(|until| *until > now)
                 .and_then(|_| state.gate.source()),
+            quota_exhausted_for: state
+                .quota
+                .exhausted_until()
+                .map(|until| until.saturating_duration_since(now))
+                .filter(|d| !d.is_zero()),
         }
     }
 
@@ -491,6 +512,7 @@ mod tests {
             TicketState::Granted(permit) => Some(permit),
             TicketState::Waiting => None,
             TicketState::Shed(overloaded) => panic!("shed: {overloaded}"),
+            TicketState::Exhausted(exhausted) => panic!("{exhausted}"),
         }
     }
 

@@ -52,6 +52,22 @@
 //!   when it reopens waiters go in priority order.
 //!   A hint longer than [`max_gate`](PriorityLimitLayer::max_gate) (180 s by
 //!   default: a daily cap, not pacing) does not close the gate.
+//! - Quota exhausted: such a hint (a daily cap) puts the limiter in the
+//!   exhausted state until the hint's time. Every queued request and every
+//!   new one fails at once with
+//!   [`QuotaExhausted`](crate::error::QuotaExhausted) (`until`,
+//!   `retry_after()`), nothing is sent upstream, and the retry layer does
+//!   not retry it; a request already sent finishes. With a
+//!   [`PauseShare`](crate::share::PauseShare) every limiter sharing the
+//!   gate (the whole fleet with Redis) enters the state until the same
+//!   time. [`LimiterStatus::quota_exhausted_for`] shows it.
+//! - Quota reserve ([`quota_reserve`](PriorityLimitLayer::quota_reserve)):
+//!   as the remaining quota the server advertises falls to the low
+//!   reserve, low-priority requests are shed
+//!   ([`Overloaded`](crate::error::Overloaded), reason
+//!   [`QuotaReserve`](crate::error::OverloadReason::QuotaReserve)), queued
+//!   ones included; at the normal reserve, normal ones too. High is never
+//!   shed by the reserve.
 //! - Pacing (optional) keeps dispatches under a known vendor limit: evenly
 //!   spaced ([`pacing`](PriorityLimitLayer::pacing)), or as a sliding window
 //!   ([`pacing_window`](PriorityLimitLayer::pacing_window): at most N in any
@@ -86,6 +102,7 @@
 mod arena;
 mod config;
 mod cost;
+mod exhaust;
 mod future;
 mod gate;
 mod handle;

@@ -12,11 +12,25 @@ use tokio::time::Instant;
 use super::arena::Arena;
 use super::limiter::{Limiter, Now, Permit};
 use super::Priority;
-use crate::error::{OverloadReason, Overloaded};
+use crate::error::{OverloadReason, Overloaded, QuotaExhausted};
 
 const WAITING: u8 = 0;
 const GRANTED: u8 = 1;
+/// Refused (every state from here on): evicted or timed out.
 const EVICTED: u8 = 2;
+/// Refused: shed by the quota reserve.
+const RESERVE_SHED: u8 = 3;
+/// Refused: the quota is exhausted.
+const EXHAUSTED: u8 = 4;
+
+/// Why a waiter is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// Shed by the quota reserve.
+    Reserve,
+    /// The quota is exhausted.
+    Exhausted,
+}
 
 /// A queued request's mailbox: the limiter grants or evicts through it.
 pub(crate) struct Slot {
@@ -51,9 +65,10 @@ impl Slot {
         self.state.load(Ordering::Acquire) == WAITING
     }
 
-    /// Whether the slot was evicted (shed).
+    /// Whether the slot was refused (evicted, timed out, shed by the
+    /// reserve, or failed on an exhausted quota).
     pub(super) fn is_evicted(&self) -> bool {
-        self.state.load(Ordering::Acquire) == EVICTED
+        self.state.load(Ordering::Acquire) >= EVICTED
     }
 
     #[cfg(test)]
@@ -166,6 +181,19 @@ impl Queue {
         entry.slot.settle(EVICTED)
     }
 
+    /// Refuse an entry taken out of the queue; the waker to wake.
+    pub(super) fn refused(entry: &Entry, refusal: Refusal) -> Option<Waker> {
+        entry.slot.settle(match refusal {
+            Refusal::Reserve => RESERVE_SHED,
+            Refusal::Exhausted => EXHAUSTED,
+        })
+    }
+
+    /// Take out the oldest waiter of `priority`.
+    pub(super) fn pop_front_of(&mut self, priority: Priority) -> Option<Entry> {
+        self.queues.pop_front(priority.index())
+    }
+
     /// Remove the waiter of `priority` under `key`, if it is still queued.
     pub(super) fn remove(&mut self, priority: Priority, key: u64) {
         let entry = self.queues.remove(key);
@@ -276,6 +304,7 @@ pub(crate) enum TicketState {
     Waiting,
     Granted(Permit),
     Shed(Overloaded),
+    Exhausted(QuotaExhausted),
 }
 
 impl Ticket {
@@ -295,6 +324,14 @@ impl Ticket {
             EVICTED => {
                 self.used = true;
                 TicketState::Shed(Overloaded::new(OverloadReason::Evicted))
+            }
+            RESERVE_SHED => {
+                self.used = true;
+                TicketState::Shed(Overloaded::new(OverloadReason::QuotaReserve))
+            }
+            EXHAUSTED => {
+                self.used = true;
+                TicketState::Exhausted(self.limiter.exhausted_error())
             }
             _ => TicketState::Waiting,
         }

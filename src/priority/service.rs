@@ -102,6 +102,7 @@ where
                 }
                 ResponseFuture::failed(overloaded.into())
             }
+            Admission::Exhausted(exhausted) => ResponseFuture::failed(exhausted.into()),
         }
     }
 }

@@ -296,6 +296,7 @@ fn limiter_view(name: &str, handle: &PriorityLimitHandle) -> LimiterView {
                 None => "shared".to_owned(),
             }),
         },
+        quota_exhausted_for_s: status.quota_exhausted_for.map(seconds),
         pacing: handle.pacing_interval().map(|interval| PacingView {
             per_second: round3(1.0 / interval.max(Duration::from_micros(1)).as_secs_f64()),
             interval_ms: round3(interval.as_secs_f64() * 1000.0),

@@ -144,6 +144,11 @@ fn limiters(page: &mut Page, status: &Status) {
         page.row("closed by", |p| {
             p.option(&at("gate.reason"), gate.reason.as_ref(), "")
         });
+        let exhausted = limiter.quota_exhausted_for_s.as_ref();
+        page.row("quota exhausted, resets in (s)", |p| {
+            let class = if exhausted.is_some() { "bad" } else { "" };
+            p.option(&at("quota_exhausted_for_s"), exhausted, class)
+        });
         match &limiter.pacing {
             Some(pacing) => {
                 page.row("pacing (requests/s)", |p| {

@@ -75,6 +75,12 @@ pub struct LimiterView {
     pub queued: QueuedView,
     /// The rate gate.
     pub gate: GateView,
+    /// While the server's quota is exhausted (a daily cap: every request
+    /// fails at once with
+    /// [`QuotaExhausted`](crate::error::QuotaExhausted)): seconds until it
+    /// resets.
+    #[serde(default)]
+    pub quota_exhausted_for_s: Option<f64>,
     /// The pacing in force, if the limiter paces.
     pub pacing: Option<PacingView>,
 }

@@ -57,7 +57,8 @@
 //!
 //! With `--redis redis://127.0.0.1:6379` (and the `redis` feature) the
 //! gateway is one member of a fleet: every member shares one token per
-//! client, one rate gate (a 429 seen by one pauses all), one breaker state
+//! client, one rate gate (a 429 seen by one pauses all, a daily cap seen by
+//! one exhausts all), one breaker state
 //! (an outage found by one opens every member's breaker), one pacing
 //! schedule (`--rate` is then the fleet's rate, not each member's; without
 //! `--rate`, the rate any member learns from the upstream paces the whole
@@ -81,6 +82,14 @@
 //! each POST and PATCH), and such requests are retried like a GET. If the
 //! token endpoint refuses the gateway, callers get 502 "upstream
 //! authentication failed"; the endpoint's text goes to the audit stream only.
+//!
+//! A daily cap (the upstream asks for a wait over 180 s, as the Genesys
+//! SDKs read a `Retry-After` that long) is a state, not a wait: the
+//! upstream's 429 goes back to its caller, and until the cap's time every
+//! request is answered 429 with `Retry-After` (the seconds until it resets)
+//! and `{"error":"quota_exhausted",..}`, without reaching the upstream;
+//! with `--redis` every member of the fleet does so until the same time.
+//! The status page shows the quota exhausted and when it resets.
 //!
 //! Slow or large requests cannot hold the gateway open: see the limits above
 //! (`limits.rs` says what each one does). Accept errors (out of descriptors)

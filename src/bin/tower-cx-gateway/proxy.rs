@@ -17,7 +17,8 @@ use tower::ServiceExt;
 use tower_cx::auth::TokenError;
 use tower_cx::body::Body;
 use tower_cx::error::{
-    find, BoxError, CircuitOpen, OutcomeUnknown, Overloaded, RetryDeadlineExceeded, UnknownCause,
+    find, BoxError, CircuitOpen, OutcomeUnknown, Overloaded, QuotaExhausted, RetryDeadlineExceeded,
+    UnknownCause,
 };
 
 use super::admin::Admin;
@@ -261,6 +262,19 @@ pub fn error_response(error: &(dyn std::error::Error + 'static)) -> Response<Pro
         }
         return response;
     }
+    if let Some(exhausted) = find::<QuotaExhausted>(error) {
+        // the upstream's daily cap: the caller comes back when it resets
+        let mut response = plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exhausted",
+            &exhausted.to_string(),
+        );
+        let secs = exhausted.retry_after_secs().max(1);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, secs.into());
+        return response;
+    }
     if let Some(overloaded) = find::<Overloaded>(error) {
         let mut response = plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -376,5 +390,13 @@ mod tests {
             answer(CircuitOpen::new(None).into()),
             (StatusCode::SERVICE_UNAVAILABLE, None)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_exhausted_quota_is_a_429_with_the_seconds_until_it_resets() {
+        let until = tokio::time::Instant::now() + std::time::Duration::from_millis(3_599_500);
+        let response = error_response(&Wrapped(QuotaExhausted::new(until).into()));
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3600");
     }
 }
