@@ -35,10 +35,10 @@
 
 #[path = "support/chart.rs"]
 mod chart;
-#[path = "../tests/support/storm_layered.rs"]
-mod storm_layered;
 #[path = "../tests/support/storm_cap.rs"]
 mod storm_cap;
+#[path = "../tests/support/storm_layered.rs"]
+mod storm_layered;
 #[path = "../tests/support/storm_priority.rs"]
 mod storm_priority;
 #[path = "../tests/support/storm_sim.rs"]
@@ -47,8 +47,8 @@ mod storm_sim;
 use std::time::Duration;
 
 use chart::{Panels, Reference, Series};
-use storm_layered::{run_layered, LayeredReport, LayeredScenario, Layering};
 use storm_cap::{run_cap, CapReport, CapScenario};
+use storm_layered::{run_layered, LayeredReport, LayeredScenario, Layering};
 use storm_priority::{run_priority, PriorityReport, PriorityScenario};
 use storm_sim::{run, Report, Scenario, Strategy};
 

@@ -3,6 +3,8 @@
 
 #[path = "support/events.rs"]
 mod events;
+#[path = "support/instructed.rs"]
+mod instructed;
 #[path = "support/upstream.rs"]
 mod upstream;
 
@@ -13,30 +15,11 @@ use tokio::time::{advance, Instant};
 use tower::{Layer, ServiceExt};
 use tower_cx::body::Body;
 use tower_cx::error::{BoxError, OverloadReason, Overloaded};
-use tower_cx::priority::{
-    LimiterEvent, Priority, PriorityFromHeaderLayer, PriorityLimit, PriorityLimitLayer,
-};
+use tower_cx::priority::{LimiterEvent, Priority, PriorityFromHeaderLayer, PriorityLimitLayer};
 
 use events::EventCapture;
-use upstream::{status, Scripted};
-
-/// An upstream that follows each request's instructions (`x-latency-ms`,
-/// `x-status`, `x-retry-after`).
-fn instructed() -> Scripted {
-    Scripted::answering(|request| {
-        let latency = request
-            .header("x-latency-ms")
-            .map_or(0, |v| v.parse().unwrap());
-        let code = request
-            .header("x-status")
-            .map_or(200, |v| v.parse().unwrap());
-        let answer = status(code).after(Duration::from_millis(latency));
-        match request.header("x-retry-after") {
-            Some(value) => answer.header("retry-after", value),
-            None => answer,
-        }
-    })
-}
+use instructed::{instructed, req, secs, settle, spawn, throttled_req};
+use upstream::Scripted;
 
 /// The `x-id` of each request the upstream saw, in order.
 fn order(upstream: &Scripted) -> Vec<String> {
@@ -48,43 +31,6 @@ fn arrivals(upstream: &Scripted) -> Vec<(String, Duration)> {
     let seen = upstream.seen().into_iter();
     seen.map(|s| (s.header("x-id").unwrap_or_default().to_owned(), s.at))
         .collect()
-}
-
-fn req(id: &str, priority: Priority, latency_ms: u64) -> Request<Body> {
-    let mut request = Request::get("http://127.0.0.1/")
-        .header("x-id", id)
-        .header("x-latency-ms", latency_ms.to_string())
-        .body(Body::empty())
-        .unwrap();
-    request.extensions_mut().insert(priority);
-    request
-}
-
-/// A request the upstream answers with `429` and `Retry-After: retry_after`.
-fn throttled_req(id: &str, latency_ms: u64, retry_after: &str) -> Request<Body> {
-    let mut request = req(id, Normal, latency_ms);
-    let headers = request.headers_mut();
-    headers.insert("x-status", "429".parse().unwrap());
-    headers.insert("x-retry-after", retry_after.parse().unwrap());
-    request
-}
-
-type Task = tokio::task::JoinHandle<Result<Response<()>, BoxError>>;
-
-fn spawn(service: &PriorityLimit<Scripted>, request: Request<Body>) -> Task {
-    let service = service.clone();
-    tokio::spawn(async move { service.oneshot(request).await })
-}
-
-/// Let spawned tasks run until they all wait on something.
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
-}
-
-fn secs(v: u64) -> Duration {
-    Duration::from_secs(v)
 }
 
 fn overload_reason(result: Result<Response<()>, BoxError>) -> OverloadReason {

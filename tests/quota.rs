@@ -4,6 +4,8 @@
 
 #[path = "support/events.rs"]
 mod events;
+#[path = "support/instructed.rs"]
+mod instructed;
 #[path = "support/upstream.rs"]
 mod upstream;
 
@@ -15,57 +17,13 @@ use tower::{Layer, ServiceExt};
 use tower_cx::body::Body;
 use tower_cx::error::{BoxError, OverloadReason, Overloaded, QuotaExhausted};
 use tower_cx::hint::HintSource;
-use tower_cx::priority::{LimiterEvent, Priority, PriorityLimit, PriorityLimitLayer};
+use tower_cx::priority::{LimiterEvent, Priority, PriorityLimitLayer};
 use tower_cx::share::LocalPauseShare;
 
 use events::EventCapture;
-use upstream::{status, Scripted};
+use instructed::{instructed, req, secs, settle, spawn, throttled_req};
+use upstream::Scripted;
 use Priority::{High, Low, Normal};
-
-/// An upstream that follows each request's instructions: `x-latency-ms`,
-/// `x-status` with `x-retry-after`, and `x-remaining` (answered as Genesys
-/// quota headers: 100 allowed per 60 s, that many left).
-fn instructed() -> Scripted {
-    Scripted::answering(|request| {
-        let latency = request
-            .header("x-latency-ms")
-            .map_or(0, |v| v.parse().unwrap());
-        let code = request
-            .header("x-status")
-            .map_or(200, |v| v.parse().unwrap());
-        let mut answer = status(code).after(Duration::from_millis(latency));
-        if let Some(value) = request.header("x-retry-after") {
-            answer = answer.header("retry-after", value);
-        }
-        if let Some(left) = request.header("x-remaining") {
-            let count = 100 - left.parse::<u64>().unwrap();
-            answer = answer
-                .header("inin-ratelimit-allowed", "100")
-                .header("inin-ratelimit-count", &count.to_string())
-                .header("inin-ratelimit-reset", "60");
-        }
-        answer
-    })
-}
-
-fn req(id: &str, priority: Priority, latency_ms: u64) -> Request<Body> {
-    let mut request = Request::get("http://127.0.0.1/")
-        .header("x-id", id)
-        .header("x-latency-ms", latency_ms.to_string())
-        .body(Body::empty())
-        .unwrap();
-    request.extensions_mut().insert(priority);
-    request
-}
-
-/// A request answered `429` with `Retry-After: retry_after`.
-fn capped(id: &str, latency_ms: u64, retry_after: &str) -> Request<Body> {
-    let mut request = req(id, Normal, latency_ms);
-    let headers = request.headers_mut();
-    headers.insert("x-status", "429".parse().unwrap());
-    headers.insert("x-retry-after", retry_after.parse().unwrap());
-    request
-}
 
 /// A request answered with `left` requests remaining in the window.
 fn leaving(id: &str, priority: Priority, latency_ms: u64, left: u64) -> Request<Body> {
@@ -73,23 +31,6 @@ fn leaving(id: &str, priority: Priority, latency_ms: u64, left: u64) -> Request<
     let value = left.to_string().parse().unwrap();
     request.headers_mut().insert("x-remaining", value);
     request
-}
-
-type Task = tokio::task::JoinHandle<Result<Response<()>, BoxError>>;
-
-fn spawn(service: &PriorityLimit<Scripted>, request: Request<Body>) -> Task {
-    let service = service.clone();
-    tokio::spawn(async move { service.oneshot(request).await })
-}
-
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
-}
-
-fn secs(v: u64) -> Duration {
-    Duration::from_secs(v)
 }
 
 fn ids(upstream: &Scripted) -> Vec<String> {
@@ -121,7 +62,7 @@ async fn a_daily_cap_fails_every_queued_and_new_request_at_once_until_its_time()
     let layer = PriorityLimitLayer::new(1).on_event(events.recorder());
     let handle = layer.handle();
     let service = layer.layer(upstream.clone());
-    let cap = spawn(&service, capped("cap", 100, "3600"));
+    let cap = spawn(&service, throttled_req("cap", 100, "3600"));
     settle().await;
     let queued = [
         spawn(&service, req("high", High, 0)),
@@ -172,7 +113,7 @@ async fn a_cap_over_max_gate_exhausts_and_one_under_it_only_closes_the_gate() {
     let service = layer.layer(upstream.clone());
     service
         .clone()
-        .oneshot(capped("c1", 0, "10"))
+        .oneshot(throttled_req("c1", 0, "10"))
         .await
         .unwrap();
     assert_eq!(handle.status().gate_closed_for, Some(secs(10)));
@@ -180,14 +121,14 @@ async fn a_cap_over_max_gate_exhausts_and_one_under_it_only_closes_the_gate() {
     advance(secs(10)).await;
     service
         .clone()
-        .oneshot(capped("c2", 0, "11"))
+        .oneshot(throttled_req("c2", 0, "11"))
         .await
         .unwrap();
     assert_eq!(handle.status().gate_closed_for, None);
     assert_eq!(handle.status().quota_exhausted_for, Some(secs(11)));
     // a hint too far to represent is ignored: nothing freezes for ever
     advance(secs(11)).await;
-    let absurd = capped("c3", 0, "99999999999999999999");
+    let absurd = throttled_req("c3", 0, "99999999999999999999");
     service.clone().oneshot(absurd).await.unwrap();
     assert_eq!(handle.status().quota_exhausted_for, None);
     service.oneshot(req("next", Normal, 0)).await.unwrap();
@@ -201,7 +142,7 @@ async fn a_waiter_granted_before_the_cap_but_not_yet_sent_fails_too() {
     let service = layer.layer(upstream.clone());
     // two requests in flight would need two permits: the second waits,
     // and is granted the permit the instant the cap's answer frees it
-    let cap = spawn(&service, capped("cap", 100, "600"));
+    let cap = spawn(&service, throttled_req("cap", 100, "600"));
     settle().await;
     let waiter = spawn(&service, req("waiter", High, 0));
     settle().await;
@@ -226,7 +167,10 @@ async fn a_cap_seen_by_one_limiter_exhausts_every_limiter_sharing_the_gate() {
         .on_event(events.recorder());
     let b_handle = b_layer.handle();
     let b = b_layer.layer(upstream.clone());
-    a.clone().oneshot(capped("a0", 0, "3600")).await.unwrap();
+    a.clone()
+        .oneshot(throttled_req("a0", 0, "3600"))
+        .await
+        .unwrap();
     let until = start + secs(3600);
     assert_eq!(b_handle.quota_exhausted_until(), Some(until));
     assert_eq!(

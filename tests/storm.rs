@@ -2,10 +2,10 @@
 //! properties the tower-cx stack promises under pushback, exact under paused
 //! time.
 
-#[path = "support/storm_layered.rs"]
-mod storm_layered;
 #[path = "support/storm_cap.rs"]
 mod storm_cap;
+#[path = "support/storm_layered.rs"]
+mod storm_layered;
 #[path = "support/storm_priority.rs"]
 mod storm_priority;
 #[path = "support/storm_sim.rs"]
