@@ -11,7 +11,7 @@ use super::future::{ResponseFuture, Shared};
 use super::policy::Attempts;
 use super::safety::{new_idempotency_key, Safety, IDEMPOTENCY_KEY};
 use super::{RetryLayer, RetryOverride};
-use crate::body::{try_clone_request, ReplayBody};
+use crate::body::{try_clone_parts, ReplayBody};
 use crate::error::BoxError;
 use crate::observe::RequestContext;
 use crate::replay;
@@ -87,10 +87,11 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let config = &self.shared.config;
-        // the context and the replay mark go on each attempt, not into the
-        // copy kept for retries: a copy of a map holding only them would
-        // cost more than putting them back
-        let audit = request.extensions_mut().remove::<RequestContext>();
+        // the context stays on the first attempt, where the observing layer
+        // put it; the copy kept for retries leaves it out when it is the
+        // map's only entry (a copy of the map would cost more than putting
+        // it back on a retry)
+        let audit = request.extensions().get::<RequestContext>().cloned();
         // an audit layer just above read the clock a moment ago
         let now = audit
             .as_ref()
@@ -123,7 +124,8 @@ where
         let mark_replay =
             config.replay_rejected_token && replay::mark_with(&mut request, audit.as_ref());
         let template = if replays_possible {
-            try_clone_request(&request)
+            let only_context = audit.is_some() && request.extensions().len() == 1;
+            try_clone_parts(&request, !only_context)
         } else {
             None
         };
@@ -137,7 +139,8 @@ where
             mark_replay,
         );
         attempts.attempt_started(config, now);
-        attempts.tag(&mut request);
+        // (no tag: the first attempt is the request itself, which carries
+        // the context, and the replay mark if it has extensions to hold it)
 
         // Call the service that was driven to readiness; a retry takes a
         // clone of the spare, so a request that succeeds at once clones no
