@@ -10,15 +10,15 @@ mod upstream;
 
 use std::time::Duration;
 
-use http::{HeaderName, Request, Response, StatusCode};
+use http::{HeaderName, Request, StatusCode};
 use tokio::time::{advance, Instant};
 use tower::{Layer, ServiceExt};
 use tower_cx::body::Body;
-use tower_cx::error::{BoxError, OverloadReason, Overloaded};
+use tower_cx::error::OverloadReason;
 use tower_cx::priority::{LimiterEvent, Priority, PriorityFromHeaderLayer, PriorityLimitLayer};
 
 use events::EventCapture;
-use instructed::{instructed, req, secs, settle, spawn, throttled_req};
+use instructed::{instructed, overload_reason, req, secs, settle, spawn, throttled_req};
 use upstream::Scripted;
 
 /// The `x-id` of each request the upstream saw, in order.
@@ -31,14 +31,6 @@ fn arrivals(upstream: &Scripted) -> Vec<(String, Duration)> {
     let seen = upstream.seen().into_iter();
     seen.map(|s| (s.header("x-id").unwrap_or_default().to_owned(), s.at))
         .collect()
-}
-
-fn overload_reason(result: Result<Response<()>, BoxError>) -> OverloadReason {
-    result
-        .expect_err("shed")
-        .downcast_ref::<Overloaded>()
-        .expect("an Overloaded error")
-        .reason()
 }
 
 use Priority::{High, Low, Normal};

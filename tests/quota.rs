@@ -15,13 +15,13 @@ use http::{Request, Response, StatusCode};
 use tokio::time::{advance, Instant};
 use tower::{Layer, ServiceExt};
 use tower_cx::body::Body;
-use tower_cx::error::{BoxError, OverloadReason, Overloaded, QuotaExhausted};
+use tower_cx::error::{BoxError, OverloadReason, QuotaExhausted};
 use tower_cx::hint::HintSource;
 use tower_cx::priority::{LimiterEvent, Priority, PriorityLimitLayer};
 use tower_cx::share::LocalPauseShare;
 
 use events::EventCapture;
-use instructed::{instructed, req, secs, settle, spawn, throttled_req};
+use instructed::{instructed, overload_reason, req, secs, settle, spawn, throttled_req};
 use upstream::Scripted;
 use Priority::{High, Low, Normal};
 
@@ -44,14 +44,6 @@ fn exhausted(result: Result<Response<()>, BoxError>) -> QuotaExhausted {
         .expect_err("refused")
         .downcast_ref::<QuotaExhausted>()
         .expect("a QuotaExhausted error")
-}
-
-fn shed(result: Result<Response<()>, BoxError>) -> OverloadReason {
-    result
-        .expect_err("shed")
-        .downcast_ref::<Overloaded>()
-        .expect("an Overloaded error")
-        .reason()
 }
 
 #[tokio::test(start_paused = true)]
@@ -215,17 +207,17 @@ async fn the_reserve_sheds_low_then_normal_and_never_high() {
     // 21 left: more than the low reserve, low goes; 20 left then
     send(req("l1", Low, 0)).await.unwrap();
     assert_eq!(
-        shed(send(req("l2", Low, 0)).await),
+        overload_reason(send(req("l2", Low, 0)).await),
         OverloadReason::QuotaReserve
     );
     send(leaving("n0", Normal, 0, 6)).await.unwrap();
     send(req("n1", Normal, 0)).await.unwrap();
     assert_eq!(
-        shed(send(req("n2", Normal, 0)).await),
+        overload_reason(send(req("n2", Normal, 0)).await),
         OverloadReason::QuotaReserve
     );
     assert_eq!(
-        shed(send(req("l3", Low, 0)).await),
+        overload_reason(send(req("l3", Low, 0)).await),
         OverloadReason::QuotaReserve
     );
     // high goes down to the last request, and past it
@@ -272,7 +264,10 @@ async fn waiters_the_reserve_no_longer_lets_through_are_shed_at_once() {
     holder.await.unwrap().unwrap();
     let [low, normal, high] = waiters;
     assert!(low.is_finished());
-    assert_eq!(shed(low.await.unwrap()), OverloadReason::QuotaReserve);
+    assert_eq!(
+        overload_reason(low.await.unwrap()),
+        OverloadReason::QuotaReserve
+    );
     high.await.unwrap().unwrap();
     normal.await.unwrap().unwrap();
     assert_eq!(ids(&upstream), ["holder", "high", "normal"]);
@@ -288,11 +283,11 @@ async fn a_low_reserve_under_the_normal_one_is_raised_to_it() {
     send(leaving("h0", High, 0, 5)).await.unwrap();
     // 5 left: at the normal reserve, so low (raised to 5) is shed too
     assert_eq!(
-        shed(send(req("l0", Low, 0)).await),
+        overload_reason(send(req("l0", Low, 0)).await),
         OverloadReason::QuotaReserve
     );
     assert_eq!(
-        shed(send(req("n0", Normal, 0)).await),
+        overload_reason(send(req("n0", Normal, 0)).await),
         OverloadReason::QuotaReserve
     );
     assert_eq!(ids(&upstream), ["h0"]);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::{Request, Response};
 use tower::ServiceExt;
 use tower_cx::body::Body;
-use tower_cx::error::BoxError;
+use tower_cx::error::{BoxError, OverloadReason, Overloaded};
 use tower_cx::priority::{Priority, PriorityLimit};
 
 use super::upstream::{status, Scripted};
@@ -77,4 +77,13 @@ pub async fn settle() {
 /// Whole seconds.
 pub fn secs(v: u64) -> Duration {
     Duration::from_secs(v)
+}
+
+/// Why a request was shed (it must have been).
+pub fn overload_reason(result: Result<Response<()>, BoxError>) -> OverloadReason {
+    result
+        .expect_err("shed")
+        .downcast_ref::<Overloaded>()
+        .expect("an Overloaded error")
+        .reason()
 }
