@@ -11,7 +11,9 @@
 //!
 //! The difference of the two totals divided by N is what the stack adds per
 //! request. Layers: `bare`, `audit`, `retry`, `bearer`, `breaker`,
-//! `limiter`, `stack` (the default), `bearer-noreplay`; the peers
+//! `limiter`, `stack` (the default), `bearer-noreplay`, and `audit-stats`
+//! and `stack-stats` (the audit layer's stats handle taken, so that every
+//! request carries a context); the peers
 //! `peer-auth` (tower-http's `AddAuthorization`), `peer-retry` (`tower::retry`
 //! with a `TpsBudget`), `peer-limit` (tower's `ConcurrencyLimit`),
 //! `peer-breaker` (tower-resilience's circuit breaker, closed),
@@ -42,8 +44,8 @@ mod inmem;
 mod wire;
 
 use inmem::{
-    cached_token, canonical_stack, now, peer_stack, request, resilience_retry, runtime, upstream,
-    PeerPolicy,
+    cached_token, canonical_stack, canonical_stack_with, now, peer_stack, request,
+    resilience_retry, runtime, upstream, PeerPolicy,
 };
 
 fn drive<S>(mut service: S, n: usize)
@@ -130,6 +132,16 @@ fn main() {
         "peer-stack" => drive(peer_stack(), n),
         "peer-resilience-retry" => drive(resilience_retry(), n),
         "stack" => drive(canonical_stack(cache, true), n),
+        "stack-stats" => {
+            let audit = AuditLayer::new(NoopSink);
+            let _stats = audit.stats_handle();
+            drive(canonical_stack_with(audit, cache, true), n)
+        }
+        "audit-stats" => {
+            let audit = AuditLayer::new(NoopSink);
+            let _stats = audit.stats_handle();
+            drive(audit.layer(upstream()), n)
+        }
         other => panic!("unknown mode {other}: see the example's docs for the modes"),
     }
 }

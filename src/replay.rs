@@ -25,10 +25,18 @@
 //!   bearer replays itself, and a `401` to its replay comes back unmarked,
 //!   so the retry layer does not send it a third time.
 //!
-//! No composition needs a special case: `Stack`, a `ServiceBuilder` or a
-//! hand-made stack all get one replay, and one copy whenever the request
-//! carries extensions (`Stack` always has an audit layer). A layer of your
-//! own that replays requests can take part the same way.
+//! - [`Stack`](crate::stack::Stack), which composes both layers itself,
+//!   says it once when it builds: its bearer is built with
+//!   [`replay_on_401(false)`](crate::auth::BearerLayer::replay_on_401)
+//!   while its retry layer replays rejected tokens, so its requests need no
+//!   mark.
+//!
+//! Every composition gets one replay: `Stack`, a `ServiceBuilder` or a
+//! hand-made stack. It gets one copy when the request carries the mark
+//! (or in `Stack`); two when it cannot, for a bearer that cannot know
+//! (in a hand-made stack, `replay_on_401(false)` on a bearer under a retry
+//! layer saves its copy as `Stack` does). A layer of your own that replays
+//! requests can take part the same way.
 //!
 //! ```
 //! use tower_cx::replay::{self, ReplayedAbove, TokenRejected};

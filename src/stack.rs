@@ -267,6 +267,13 @@ impl Stack {
             .service(client);
         // `Either`, not a box: no allocation per call or per clone
         let lower = match self.bearer {
+            // the retry layer above sends a request once more after a
+            // rejected token, from the copy it keeps anyway (`crate::replay`):
+            // the bearer, told so once here, needs no copy and no
+            // per-request mark
+            Some(bearer) if self.retry.replays_rejected_token() => {
+                Either::Left(bearer.replay_on_401(false).layer(lower))
+            }
             Some(bearer) => Either::Left(bearer.layer(lower)),
             None => Either::Right(lower),
         };

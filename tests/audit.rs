@@ -19,7 +19,8 @@ use http::{Request, Response, StatusCode};
 use serde_json::json;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_cx::audit::{
-    dead_letter_fn, AuditEvent, AuditLayer, DeadLetter, EventKind, JsonLinesSink,
+    dead_letter_fn, AuditEvent, AuditLayer, AuditRecord, DeadLetter, EventKind, JsonLinesSink,
+    NoopSink,
 };
 use tower_cx::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
 use tower_cx::backoff::{Backoff, Jitter};
@@ -1180,4 +1181,36 @@ async fn long_urls_are_cut_and_semicolon_parameters_redacted_in_events() {
         &url[..80]
     );
     assert!(events.iter().all(|e| !e.to_json().contains("S3CR3T")));
+}
+
+/// An audit layer nothing reads (a sink that wants no events, no stats
+/// handle taken, no dead-letter sink) still sends the correlation id
+/// upstream, and costs nothing more: no context goes into the request.
+/// Taking the stats handle later makes the services already built count
+/// from then on.
+#[tokio::test(start_paused = true)]
+async fn an_audit_layer_nothing_reads_sends_the_id_and_keeps_no_context() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let upstream = {
+        let seen = seen.clone();
+        tower::service_fn(move |req: Request<Body>| {
+            let id = req.headers().get("x-correlation-id").cloned();
+            let context = req.extensions().get::<AuditRecord>().is_some();
+            seen.lock().unwrap().push((id, context));
+            std::future::ready(Ok::<_, BoxError>(Response::new(())))
+        })
+    };
+    let layer = AuditLayer::new(NoopSink);
+    let service = layer.layer(upstream);
+    service.clone().oneshot(get()).await.unwrap();
+    let stats = layer.stats_handle();
+    service.clone().oneshot(get()).await.unwrap();
+    let seen = seen.lock().unwrap();
+    let first = seen[0].0.as_ref().expect("the id goes upstream");
+    assert_eq!(first.len(), 36, "a generated id in UUID layout");
+    assert!(!seen[0].1, "no context while nothing reads it");
+    assert!(seen[1].0.is_some());
+    assert!(seen[1].1, "a context once the stats are read");
+    let snapshot = stats.snapshot();
+    assert_eq!((snapshot.requests, snapshot.successes), (1, 1));
 }

@@ -683,9 +683,10 @@ struct RetryOverBearer {
 }
 
 impl RetryOverBearer {
-    /// An audit layer over a retry layer over a bearer with its defaults, as
-    /// `Stack` builds them: no setting tells the bearer that a retry layer
-    /// is above (`tower_cx::replay`).
+    /// An audit layer that observes its requests (its stats are read) over a
+    /// retry layer over a bearer with its defaults: no setting tells the
+    /// bearer that a retry layer is above, the mark travels in each
+    /// request's context (`tower_cx::replay`).
     async fn new(retry: RetryLayer, latency: Duration) -> Self {
         Self::with_bearer_replay(retry, latency, true, true).await
     }
@@ -702,9 +703,12 @@ impl RetryOverBearer {
         let api = Api::slow(latency);
         let events = RetryEvents::default();
         let service = ServiceBuilder::new()
-            .option_layer(
-                audit.then(|| tower_cx::audit::AuditLayer::new(tower_cx::audit::NoopSink)),
-            )
+            .option_layer(audit.then(|| {
+                let audit = tower_cx::audit::AuditLayer::new(tower_cx::audit::NoopSink);
+                // read stats make every request carry a context
+                let _stats = audit.stats_handle();
+                audit
+            }))
             .layer(retry.on_event(events.recorder()))
             .layer(BearerLayer::new(cache.clone()).replay_on_401(replay_on_401))
             .service(api.service());

@@ -275,6 +275,50 @@ async fn the_stack_replays_a_request_whose_token_was_rejected_once() {
     assert_eq!(issued.load(Ordering::SeqCst), 2);
 }
 
+/// Who sends a request once more after a rejected token, in a stack nobody
+/// observes (no handles taken, so its requests carry no context for a
+/// per-request mark): the retry layer, told at build time, or the bearer
+/// when the retry layer's replay is off. Either way exactly once.
+#[tokio::test]
+async fn an_unobserved_stack_replays_a_rejected_token_once_from_one_layer() {
+    use std::sync::Mutex;
+    use tower_cx::retry::{DelaySource, RetryEventKind};
+
+    for retry_replays in [true, false] {
+        let (base, issued, calls) = serve_rotating().await;
+        let replays = Arc::new(Mutex::new(0));
+        let seen = replays.clone();
+        let retry = Stack::genesys_retry()
+            .replay_rejected_token(retry_replays)
+            .on_event(move |event| {
+                if let RetryEventKind::RetryScheduled {
+                    source: DelaySource::TokenRejected,
+                    ..
+                } = event.kind
+                {
+                    *seen.lock().unwrap() += 1;
+                }
+            });
+        let client = Stack::genesys(&Region::custom(&base, &base), "id", "secret")
+            .unwrap()
+            .retry(retry)
+            .build();
+        let post = Request::post(format!("{base}/api/v2/conversations/calls"))
+            .body(Body::from("{}"))
+            .unwrap();
+        let response = client.oneshot(post).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{retry_replays}");
+        assert_eq!(issued.load(Ordering::SeqCst), 2, "{retry_replays}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "sent twice, no more");
+        let by_retry_layer = *replays.lock().unwrap();
+        assert_eq!(
+            by_retry_layer,
+            usize::from(retry_replays),
+            "{retry_replays}"
+        );
+    }
+}
+
 /// `allow_origin` on the stack: the token goes to the API origin only; a
 /// request for another host goes out without it (and is not replayed).
 #[tokio::test]

@@ -77,14 +77,24 @@ pub fn canonical_stack(
     cache: TokenCache,
     timeout: bool,
 ) -> impl Service<Request<Body>, Response = Response<()>, Error = BoxError> {
+    canonical_stack_with(AuditLayer::new(NoopSink), cache, timeout)
+}
+
+/// [`canonical_stack`] under `audit` (for example one whose stats handle
+/// was taken, so that every request carries a context).
+pub fn canonical_stack_with(
+    audit: AuditLayer,
+    cache: TokenCache,
+    timeout: bool,
+) -> impl Service<Request<Body>, Response = Response<()>, Error = BoxError> {
     ServiceBuilder::new()
-        .layer(AuditLayer::new(NoopSink))
+        .layer(audit)
         .layer(RetryLayer::new())
         .layer(CircuitBreakerLayer::new())
         .layer(PriorityLimitLayer::new(16))
-        // as `Stack` builds it: the retry layer above marks each request
-        // (`crate::replay`), so the bearer keeps no copy of its own
-        .layer(BearerLayer::new(cache))
+        // as `Stack` builds it: the retry layer above replays a rejected
+        // token (`crate::replay`), so the bearer keeps no copy of its own
+        .layer(BearerLayer::new(cache).replay_on_401(false))
         .option_layer(timeout.then(|| TimeoutLayer::new(Duration::from_secs(30))))
         .service(upstream())
 }

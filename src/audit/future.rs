@@ -20,7 +20,8 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         future: F,
-        record: Finisher,
+        // `None` when nothing observes the request (see `Audit::observed`)
+        record: Option<Finisher>,
     }
 }
 
@@ -42,12 +43,20 @@ impl<F> ResponseFuture<F> {
     ) -> Self {
         Self {
             future,
-            record: Finisher {
+            record: Some(Finisher {
                 record,
                 observer,
                 letters,
                 finished: false,
-            },
+            }),
+        }
+    }
+
+    /// A request nothing observes: its outcome is reported nowhere.
+    pub(crate) fn unobserved(future: F) -> Self {
+        Self {
+            future,
+            record: None,
         }
     }
 }
@@ -102,6 +111,38 @@ impl Finisher {
         attempts
     }
 
+    /// Reports the request's `result`, and dead-letters it if it failed.
+    fn report<B>(&mut self, result: &Result<Response<B>, BoxError>) {
+        let (outcome, status, error_kind, message) = match result {
+            Ok(response) if response.status().as_u16() < 400 => {
+                (RequestOutcome::Success, Some(response.status()), None, None)
+            }
+            Ok(response) => (
+                RequestOutcome::HttpError,
+                Some(response.status()),
+                None,
+                Some(response.status().to_string()),
+            ),
+            Err(error) => {
+                let kind = match classify_error(error.as_ref()) {
+                    Class::Retryable(kind) | Class::Fatal(kind) => kind,
+                    Class::Success => FailureKind::Other,
+                };
+                (
+                    RequestOutcome::Error,
+                    None,
+                    Some(kind),
+                    Some(error.to_string()),
+                )
+            }
+        };
+        let attempts = self.finish(outcome, status, error_kind);
+        if outcome != RequestOutcome::Success {
+            let code = error_kind.map_or_else(|| outcome.as_str(), |kind| kind.as_str());
+            self.letter(attempts, status, code, message.unwrap_or_default());
+        }
+    }
+
     /// Hands the request to the dead-letter sink, if there is one.
     fn letter(&mut self, attempts: u32, status: Option<StatusCode>, code: &str, message: String) {
         if let Some(letters) = self.letters.as_mut() {
@@ -139,34 +180,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.future.poll(cx)).map_err(Into::into);
-        let (outcome, status, error_kind, message) = match &result {
-            Ok(response) if response.status().as_u16() < 400 => {
-                (RequestOutcome::Success, Some(response.status()), None, None)
-            }
-            Ok(response) => (
-                RequestOutcome::HttpError,
-                Some(response.status()),
-                None,
-                Some(response.status().to_string()),
-            ),
-            Err(error) => {
-                let kind = match classify_error(error.as_ref()) {
-                    Class::Retryable(kind) | Class::Fatal(kind) => kind,
-                    Class::Success => FailureKind::Other,
-                };
-                (
-                    RequestOutcome::Error,
-                    None,
-                    Some(kind),
-                    Some(error.to_string()),
-                )
-            }
-        };
-        let attempts = this.record.finish(outcome, status, error_kind);
-        if outcome != RequestOutcome::Success {
-            let code = error_kind.map_or_else(|| outcome.as_str(), |kind| kind.as_str());
-            this.record
-                .letter(attempts, status, code, message.unwrap_or_default());
+        if let Some(record) = this.record.as_mut() {
+            record.report(&result);
         }
         Poll::Ready(result)
     }

@@ -54,6 +54,7 @@ impl AuditLayer {
 
     /// Keep statistics in `stats` (share one handle across layers).
     pub fn stats(mut self, stats: AuditStats) -> Self {
+        stats.mark_wanted();
         self.stats = stats;
         self
     }
@@ -76,7 +77,12 @@ impl AuditLayer {
     }
 
     /// The statistics handle.
+    ///
+    /// Statistics are kept from the moment a handle is taken (here or with
+    /// [`stats`](Self::stats)), by services made before or after: a layer
+    /// whose numbers nobody can read keeps none, and pays nothing for them.
     pub fn stats_handle(&self) -> AuditStats {
+        self.stats.mark_wanted();
         self.stats.clone()
     }
 

@@ -46,6 +46,13 @@
 //! its stats and its sink. Without an audit layer the layers publish nothing
 //! and work as before.
 //!
+//! A request gets a context only when something will read what it carries:
+//! a sink that wants events ([`AuditSink::enabled`]), a stats handle that
+//! was taken ([`AuditLayer::stats_handle`], [`AuditLayer::stats`]), or a
+//! dead-letter sink. An audit layer nothing reads (a [`NoopSink`], no
+//! handle) only sends the correlation id upstream, and costs about what
+//! that costs (`BENCHMARKS.md`).
+//!
 //! # The event schema
 //!
 //! Every event is one flat JSON object: `ts` (RFC 3339 UTC, milliseconds),
@@ -99,7 +106,7 @@
 //! [`JsonLinesSink`] (a background writer thread, bounded, drops and counts
 //! when behind), [`callback`], [`TracingSink`] (structured `tracing`
 //! events), [`WebhookSink`] (batched POSTs from a background task),
-//! [`FanOut`], [`NoopSink`] (stats only). A
+//! [`FanOut`], [`NoopSink`] (the correlation id, and stats if read). A
 //! [`DeadLetterSink`] ([`dead_letter_fn`], [`JsonLinesDeadLetters`]) receives
 //! each request that failed for good, with a replayable copy.
 

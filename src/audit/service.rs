@@ -50,6 +50,13 @@ impl<S> Audit<S> {
         }
     }
 
+    /// Whether a request needs a context: a sink wants events, somebody
+    /// holds the stats handle, or failures go to a dead-letter sink (which
+    /// reads the attempts the context counts).
+    fn observed(&self) -> bool {
+        self.dead_letters.is_some() || self.layer.stats.wanted() || self.observer.sink.enabled()
+    }
+
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -215,6 +222,14 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let layer = &self.layer;
         let correlation_id = incoming_id(request.headers()).unwrap_or_else(new_correlation_id);
+        if !self.observed() {
+            // nobody reads what a context would carry: the id goes upstream,
+            // and the request costs nothing more
+            request
+                .headers_mut()
+                .insert(layer.header.clone(), correlation_id);
+            return ResponseFuture::unobserved(self.inner.call(request));
+        }
         request
             .headers_mut()
             .insert(layer.header.clone(), correlation_id.clone());

@@ -36,7 +36,8 @@ impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
     }
 }
 
-/// Records nothing (stats are still kept).
+/// Records nothing. Stats are still kept once their handle is taken
+/// ([`AuditLayer::stats_handle`](super::AuditLayer::stats_handle)).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoopSink;
 

@@ -1,7 +1,7 @@
 //! Counters and latency percentiles over every audited request.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +44,9 @@ struct Counters {
 struct Inner {
     counters: Counters,
     latency_us: Mutex<Histogram<u64>>,
+    /// Somebody holds a handle to read these numbers: until then an audit
+    /// layer keeps no per-request context for them.
+    wanted: AtomicBool,
 }
 
 /// A snapshot of [`AuditStats`].
@@ -103,6 +106,7 @@ impl AuditStats {
             inner: Arc::new(Inner {
                 counters: Counters::default(),
                 latency_us: Mutex::new(histogram),
+                wanted: AtomicBool::new(false),
             }),
         }
     }
@@ -145,6 +149,16 @@ impl AuditStats {
             p90_ms: pct(0.90),
             p99_ms: pct(0.99),
         }
+    }
+
+    /// Note that somebody holds a handle to read these numbers.
+    pub(crate) fn mark_wanted(&self) {
+        self.inner.wanted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether somebody can read these numbers ([`mark_wanted`](Self::mark_wanted)).
+    pub(crate) fn wanted(&self) -> bool {
+        self.inner.wanted.load(Ordering::Relaxed)
     }
 
     pub(crate) fn observe(&self, kind: &EventKind) {

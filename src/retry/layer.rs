@@ -139,6 +139,12 @@ impl RetryLayer {
         self
     }
 
+    /// Whether a `401` marked [`TokenRejected`](crate::replay::TokenRejected)
+    /// is sent once more ([`replay_rejected_token`](Self::replay_rejected_token)).
+    pub fn replays_rejected_token(&self) -> bool {
+        self.config.replay_rejected_token
+    }
+
     /// Receive every [`RetryEvent`]. The callback runs on the request path:
     /// keep it short and non-blocking.
     pub fn on_event<F>(mut self, handler: F) -> Self
