@@ -32,8 +32,8 @@ use tower_cx::retry::RetryLayer;
 mod inmem;
 
 use inmem::{
-    cached_token, canonical_stack, now, peer_stack, request, resilience_retry, runtime, upstream,
-    PeerPolicy,
+    cached_token, canonical_stack, canonical_stack_with, now, peer_stack, request,
+    resilience_retry, runtime, upstream, PeerPolicy,
 };
 
 /// Counts allocations and bytes, then lets [`System`] do the work.
@@ -122,6 +122,14 @@ where
     }
 }
 
+/// An audit layer with a no-op sink whose stats handle was taken: every
+/// request then carries a context.
+fn read_audit() -> AuditLayer {
+    let audit = AuditLayer::new(NoopSink);
+    drop(audit.stats_handle());
+    audit
+}
+
 fn main() {
     let runtime = runtime();
     let cache = cached_token(&runtime);
@@ -132,6 +140,10 @@ fn main() {
         (
             "`AuditLayer`, no-op sink",
             measure(AuditLayer::new(NoopSink).layer(upstream())),
+        ),
+        (
+            "`AuditLayer`, no-op sink, stats handle taken",
+            measure(read_audit().layer(upstream())),
         ),
         (
             "`BearerLayer`, cached token, 401 replay on",
@@ -173,7 +185,11 @@ fn main() {
         ),
         (
             "tower-cx stack (audit, retry, breaker, limiter, bearer, timeout)",
-            measure(canonical_stack(cache, true)),
+            measure(canonical_stack(cache.clone(), true)),
+        ),
+        (
+            "tower-cx stack, its stats handle taken",
+            measure(canonical_stack_with(read_audit(), cache, true)),
         ),
         (
             "built-ins stack (retry + `TpsBudget`, `ConcurrencyLimit`, `AddAuthorization`, `Timeout`)",

@@ -96,6 +96,7 @@ where
                             return Poll::Ready(result);
                         }
                     }
+                    this.attempts.settle_safety(config, this.template.as_ref());
                     let decision = match &result {
                         Ok(response) => {
                             let class = config

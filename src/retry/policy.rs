@@ -59,13 +59,13 @@ pub(crate) struct Attempts {
     pub(crate) attempt: u32,
     /// When the logical request started: the deadline counts from here.
     started: Instant,
-    /// The request may be sent again after any retryable failure: its
-    /// method is idempotent, the caller declared it so, or it carries an
-    /// `Idempotency-Key` for an origin that honours keys.
-    repeatable: bool,
-    /// It carries an `Idempotency-Key` for an origin declared to honour
-    /// keys (a `409` then means "still in progress": retried).
-    keys_honoured: bool,
+    /// The side-effect rule for this request ([`Safety::of`]): whether it
+    /// may be sent again after any retryable failure, and whether its
+    /// `Idempotency-Key` is honoured. Read from the copy kept for retries
+    /// at the first failure ([`settle_safety`](Self::settle_safety)), so a
+    /// request that succeeds at once never reads it; read at the call
+    /// when no copy could be kept.
+    safety: Option<Safety>,
     replayable: bool,
     /// Whether the request was already sent again after a rejected token.
     token_replayed: bool,
@@ -125,7 +125,7 @@ impl Attempts {
     /// The bookkeeping of a request whose first attempt starts at `now`.
     pub(crate) fn new(
         overrides: Option<Box<RetryOverride>>,
-        safety: Safety,
+        safety: Option<Safety>,
         replayable: bool,
         now: Instant,
         audit: Option<RequestContext>,
@@ -134,8 +134,7 @@ impl Attempts {
         Self {
             attempt: 1,
             started: now,
-            repeatable: safety.repeatable,
-            keys_honoured: safety.keys_honoured,
+            safety,
             replayable,
             token_replayed: false,
             audit,
@@ -144,6 +143,25 @@ impl Attempts {
             overrides,
             retrying: None,
         }
+    }
+
+    /// Read the side-effect rule from `template` (the request's copy) if
+    /// it was not read at the call: before the first decision on a
+    /// failure.
+    pub(crate) fn settle_safety<B>(&mut self, config: &Config, template: Option<&Request<B>>) {
+        if self.safety.is_none() {
+            if let Some(template) = template {
+                self.safety = Some(Safety::of(config, self.overrides.as_deref(), template));
+            }
+        }
+    }
+
+    /// The side-effect rule (settled before any decision on a failure).
+    fn safety(&self) -> Safety {
+        self.safety.unwrap_or(Safety {
+            repeatable: false,
+            keys_honoured: false,
+        })
     }
 
     /// The retry state, made on first use.
@@ -255,7 +273,9 @@ impl Attempts {
             Class::Retryable(kind) => kind,
             // RFC 9110 + Idempotency-Key draft: a 409 on a keyed request means
             // "the first copy is still being processed": try again.
-            Class::Fatal(FailureKind::Status(StatusCode::CONFLICT)) if self.keys_honoured => {
+            Class::Fatal(FailureKind::Status(StatusCode::CONFLICT))
+                if self.safety().keys_honoured =>
+            {
                 FailureKind::Status(StatusCode::CONFLICT)
             }
             Class::Fatal(_) => return give_up(GiveUpReason::Fatal),
@@ -264,7 +284,7 @@ impl Attempts {
         // does not prove it was left alone: nothing may be sent again, and
         // the caller is told the outcome is unknown (whatever attempts,
         // budget or deadline remain).
-        if !self.repeatable && !proves_not_processed(kind, outcome.carries_retry_after()) {
+        if !self.safety().repeatable && !proves_not_processed(kind, outcome.carries_retry_after()) {
             emit(RetryEventKind::GaveUp(GiveUpReason::OutcomeUnknown));
             return Decision::Unknown(kind);
         }

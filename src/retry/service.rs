@@ -129,7 +129,11 @@ where
         } else {
             None
         };
-        let safety = Safety::of(config, overrides_ref, &request);
+        // the side-effect rule, read from the copy at the first failure;
+        // here only when there is no copy
+        let safety = template
+            .is_none()
+            .then(|| Safety::of(config, overrides_ref, &request));
         let mut attempts = Attempts::new(
             overrides,
             safety,
