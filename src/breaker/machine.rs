@@ -90,10 +90,10 @@ impl Core {
             subscribed: AtomicBool::new(false),
             closed: AtomicBool::new(true),
             inner: Mutex::new(Inner {
+                window: Window::new(Instant::now(), config.window),
                 config,
                 phase: Phase::Closed,
                 consecutive: 0,
-                window: Window::new(Instant::now()),
                 trips_in_a_row: 0,
                 open_backoff: BackoffState::default(),
                 probes_in_flight: 0,
@@ -209,10 +209,9 @@ impl Core {
                 inner.consecutive = if failure { inner.consecutive + 1 } else { 0 };
                 inner.counts.consecutive_failures = inner.consecutive;
                 let config = &*inner.config;
-                let (length, min, ratio) =
-                    (config.window, config.min_throughput, config.failure_ratio);
+                let (min, ratio) = (config.min_throughput, config.failure_ratio);
                 let trip_after = config.consecutive_failures;
-                let window = inner.window.add(length, now, failure);
+                let window = inner.window.add(now, failure);
                 let rate_exceeded = window.is_some_and(|(total, failures)| {
                     total >= min && ratio > 0.0 && f64::from(failures) >= ratio * f64::from(total)
                 });

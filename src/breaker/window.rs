@@ -18,13 +18,19 @@ struct Bucket {
 pub(crate) struct Window {
     buckets: [Bucket; BUCKETS],
     origin: Instant,
+    /// A bucket's length in nanoseconds (at least a millisecond): a
+    /// tenth of the window, worked out once.
+    bucket_nanos: u64,
 }
 
 impl Window {
-    pub(crate) fn new(origin: Instant) -> Self {
+    /// An empty window of `length`, its buckets counted from `origin`.
+    pub(crate) fn new(origin: Instant, length: Duration) -> Self {
+        let bucket_len = (length / BUCKETS as u32).max(Duration::from_millis(1));
         Self {
             buckets: [Bucket::default(); BUCKETS],
             origin,
+            bucket_nanos: nanos(bucket_len),
         }
     }
 
@@ -33,19 +39,11 @@ impl Window {
         self.buckets = [Bucket::default(); BUCKETS];
     }
 
-    /// Count an outcome at `now` in a window of `length`; for a failure,
-    /// the window's `(total, failures)` (a success needs no sum).
-    pub(crate) fn add(
-        &mut self,
-        length: Duration,
-        now: Instant,
-        failure: bool,
-    ) -> Option<(u32, u32)> {
-        let bucket_len = (length / BUCKETS as u32).max(Duration::from_millis(1));
+    /// Count an outcome at `now`; for a failure, the window's
+    /// `(total, failures)` (a success needs no sum).
+    pub(crate) fn add(&mut self, now: Instant, failure: bool) -> Option<(u32, u32)> {
         let elapsed = now.saturating_duration_since(self.origin);
-        // nanoseconds in a u64 last 584 years: no 128-bit division
-        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        let number = nanos(elapsed) / nanos(bucket_len);
+        let number = nanos(elapsed) / self.bucket_nanos;
         let slot = &mut self.buckets[(number % BUCKETS as u64) as usize];
         if slot.number != number {
             *slot = Bucket {
@@ -65,6 +63,12 @@ impl Window {
     }
 }
 
+/// `d` in nanoseconds: a u64 lasts 584 years, and spares a 128-bit
+/// division.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,16 +76,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_failure_sums_the_buckets_still_in_the_window() {
         let start = Instant::now();
-        let mut window = Window::new(start);
-        let length = Duration::from_secs(10);
-        assert_eq!(window.add(length, start, false), None);
-        assert_eq!(window.add(length, start, true), Some((2, 1)));
+        let mut window = Window::new(start, Duration::from_secs(10));
+        assert_eq!(window.add(start, false), None);
+        assert_eq!(window.add(start, true), Some((2, 1)));
         // 9.999 s later the first bucket is still in; 10 s later it is out
         let late = start + Duration::from_millis(9_999);
-        assert_eq!(window.add(length, late, true), Some((3, 2)));
+        assert_eq!(window.add(late, true), Some((3, 2)));
         let out = start + Duration::from_secs(10);
-        assert_eq!(window.add(length, out, true), Some((2, 2)));
+        assert_eq!(window.add(out, true), Some((2, 2)));
         window.clear();
-        assert_eq!(window.add(length, out, true), Some((1, 1)));
+        assert_eq!(window.add(out, true), Some((1, 1)));
     }
 }
