@@ -163,6 +163,7 @@ impl Limiter {
     }
 
     /// Take a permit if one is free, lock-free.
+    #[inline]
     pub(super) fn try_acquire(&self) -> bool {
         let max = self.config.max_concurrency;
         let mut current = self.in_flight.load(Ordering::SeqCst);
@@ -183,6 +184,17 @@ impl Limiter {
     #[cfg(test)]
     pub(crate) fn admit(self: &Arc<Self>, priority: Priority) -> Admission {
         self.admit_costing(priority, 1)
+    }
+
+    /// The fast path: a free permit when nothing needs the lock (nobody
+    /// waits, the gate is open, no pacing, the gate share started). Small
+    /// enough to inline into the service's `call`, so that the usual
+    /// request builds no [`Admission`] and takes no lock; `None` sends it
+    /// to [`admit_costing`](Self::admit_costing).
+    #[inline]
+    pub(crate) fn try_permit(self: &Arc<Self>) -> Option<Permit> {
+        let fast = self.started.load(Ordering::Relaxed) && !self.slow.load(Ordering::SeqCst);
+        (fast && self.try_acquire()).then(|| Permit::new(self.clone()))
     }
 
     /// Admit a request costing `cost` pacing slots.
