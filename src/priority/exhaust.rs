@@ -182,10 +182,16 @@ impl Limiter {
 
     /// Read the remaining quota a response advertises (with a reserve
     /// only), and shed the waiters the reserve no longer lets through.
+    /// (Inlined: every response asks, and only a limiter with a reserve
+    /// reads the headers.)
+    #[inline]
     pub(crate) fn advertised_remaining(&self, headers: &HeaderMap) {
-        if self.config.quota_reserve.is_none() {
-            return;
+        if self.config.quota_reserve.is_some() {
+            self.read_remaining(headers);
         }
+    }
+
+    fn read_remaining(&self, headers: &HeaderMap) {
         let Some(quota) = advertised_quota(headers, self.config.clock.as_ref()) else {
             return;
         };

@@ -463,6 +463,7 @@ pub(crate) struct Permit {
 }
 
 impl Permit {
+    #[inline]
     fn new(limiter: Arc<Limiter>) -> Self {
         let epoch = limiter.cuts.load(Ordering::Relaxed);
         Self { limiter, epoch }
