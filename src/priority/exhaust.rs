@@ -10,7 +10,8 @@ use std::time::Duration;
 use http::HeaderMap;
 use tokio::time::Instant;
 
-use super::limiter::{Admission, Limiter, Now, State};
+use super::admit::Admission;
+use super::limiter::{Limiter, Now, State};
 use super::queue::{Queue, Refusal};
 use super::Priority;
 use crate::error::{OverloadReason, Overloaded, QuotaExhausted};

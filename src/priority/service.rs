@@ -5,9 +5,10 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower::Service;
 
+use super::admit::Admission;
 use super::future::ResponseFuture;
 use super::handle::PriorityLimitHandle;
-use super::limiter::{Admission, Limiter};
+use super::limiter::Limiter;
 use super::{Cost, Priority, PriorityLimitLayer};
 use crate::error::BoxError;
 use crate::observe::{LimiterEvent, RequestContext};
