@@ -86,6 +86,7 @@ impl Config {
 
     /// How the rate is learned (`learn_rate` wins over the deprecated
     /// `learn_pacing`).
+    #[inline]
     pub(crate) fn learn_mode(&self) -> Learn {
         if self.learn_rate {
             Learn::On {
@@ -97,6 +98,7 @@ impl Config {
     }
 
     /// Whether responses are read to learn the rate.
+    #[inline]
     pub(crate) fn learns(&self) -> bool {
         match self.learn_mode() {
             Learn::Off => false,

@@ -10,7 +10,8 @@ use std::time::Duration;
 use http::HeaderMap;
 use tokio::time::Instant;
 
-use super::limiter::{Admission, Limiter, Now, State};
+use super::admit::Admission;
+use super::limiter::{Limiter, Now, State};
 use super::queue::{Queue, Refusal};
 use super::Priority;
 use crate::error::{OverloadReason, Overloaded, QuotaExhausted};
@@ -182,10 +183,16 @@ impl Limiter {
 
     /// Read the remaining quota a response advertises (with a reserve
     /// only), and shed the waiters the reserve no longer lets through.
+    /// (Inlined: every response asks, and only a limiter with a reserve
+    /// reads the headers.)
+    #[inline]
     pub(crate) fn advertised_remaining(&self, headers: &HeaderMap) {
-        if self.config.quota_reserve.is_none() {
-            return;
+        if self.config.quota_reserve.is_some() {
+            self.read_remaining(headers);
         }
+    }
+
+    fn read_remaining(&self, headers: &HeaderMap) {
         let Some(quota) = advertised_quota(headers, self.config.clock.as_ref()) else {
             return;
         };

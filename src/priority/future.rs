@@ -31,13 +31,21 @@ pin_project! {
 pin_project! {
     #[project = StateProj]
     enum State<S, B, F> {
-        // Not sent yet. The service and request stay where they are (no
-        // allocation, no copy) while the stage changes; the called future
-        // takes their room afterwards.
-        Waiting { stage: Stage, pending: Option<(S, Request<B>)> },
+        // Not sent yet: queued for a permit, or waiting for the gate. Kept
+        // out of line: only a request that already waits pays the box,
+        // and the future every other request moves and drops stays the
+        // size of the called one (the service and the request are large).
+        Waiting { waiting: Box<Waiting<S, B>> },
         Called { #[pin] future: F, permit: Option<Permit> },
         Failed { error: Option<BoxError> },
     }
+}
+
+/// A request that has not been sent yet. The service and request stay
+/// where they are while the stage changes.
+struct Waiting<S, B> {
+    stage: Stage,
+    pending: Option<(S, Request<B>)>,
 }
 
 /// Where a request that has not been sent yet stands. (The `Option`s only
@@ -84,15 +92,16 @@ where
         let give_up = ticket
             .give_up_at()
             .map(|at| Box::pin(tokio::time::sleep_until(at)));
-        Self {
-            state: State::Waiting {
-                stage: Stage::Queued {
-                    queued_at: audit.as_ref().map(|_| Instant::now()),
-                    ticket,
-                    give_up,
-                },
-                pending: Some((service, request)),
+        let waiting = Box::new(Waiting {
+            stage: Stage::Queued {
+                queued_at: audit.as_ref().map(|_| Instant::now()),
+                ticket,
+                give_up,
             },
+            pending: Some((service, request)),
+        });
+        Self {
+            state: State::Waiting { waiting },
             audit,
         }
     }
@@ -121,105 +130,113 @@ where
                 StateProj::Failed { error } => {
                     return Poll::Ready(Err(error.take().unwrap_or_else(|| DONE.into())));
                 }
-                StateProj::Waiting { stage, pending } => match stage {
-                    Stage::Queued {
-                        ticket,
-                        give_up,
-                        queued_at,
-                    } => {
-                        let mut outcome = ticket.poll_state(cx.waker());
-                        if matches!(outcome, TicketState::Waiting) {
-                            if let Some(sleep) = give_up.as_mut() {
-                                if sleep.as_mut().poll(cx).is_ready() {
-                                    outcome = ticket.time_out();
-                                }
-                            }
-                        }
-                        match outcome {
-                            TicketState::Waiting => return Poll::Pending,
-                            TicketState::Granted(permit) => {
-                                if let (Some(audit), Some(at)) = (this.audit.as_ref(), *queued_at) {
-                                    if ticket.after_gate() {
-                                        audit.publish(None, LimiterEvent::GateOpened.into());
+                StateProj::Waiting { waiting } => {
+                    let Waiting { stage, pending } = &mut **waiting;
+                    match stage {
+                        Stage::Queued {
+                            ticket,
+                            give_up,
+                            queued_at,
+                        } => {
+                            let mut outcome = ticket.poll_state(cx.waker());
+                            if matches!(outcome, TicketState::Waiting) {
+                                if let Some(sleep) = give_up.as_mut() {
+                                    if sleep.as_mut().poll(cx).is_ready() {
+                                        outcome = ticket.time_out();
                                     }
-                                    let wait = at.elapsed();
-                                    audit.add_queue(wait);
-                                    let waited = LimiterEvent::QueueWaited {
-                                        wait,
-                                        priority: ticket.priority,
-                                    };
-                                    audit.publish(None, waited.into());
                                 }
-                                *stage = Stage::Ready {
-                                    permit: Some(permit),
-                                };
                             }
-                            TicketState::Shed(overloaded) => {
-                                if let Some(audit) = this.audit.as_ref() {
-                                    if let Some(at) = *queued_at {
+                            match outcome {
+                                TicketState::Waiting => return Poll::Pending,
+                                TicketState::Granted(permit) => {
+                                    if let (Some(audit), Some(at)) =
+                                        (this.audit.as_ref(), *queued_at)
+                                    {
+                                        if ticket.after_gate() {
+                                            audit.publish(None, LimiterEvent::GateOpened.into());
+                                        }
+                                        let wait = at.elapsed();
+                                        audit.add_queue(wait);
+                                        let waited = LimiterEvent::QueueWaited {
+                                            wait,
+                                            priority: ticket.priority,
+                                        };
+                                        audit.publish(None, waited.into());
+                                    }
+                                    *stage = Stage::Ready {
+                                        permit: Some(permit),
+                                    };
+                                }
+                                TicketState::Shed(overloaded) => {
+                                    if let Some(audit) = this.audit.as_ref() {
+                                        if let Some(at) = *queued_at {
+                                            audit.add_queue(at.elapsed());
+                                        }
+                                        let shed = LimiterEvent::Shed {
+                                            priority: ticket.priority,
+                                            reason: overloaded.reason(),
+                                        };
+                                        audit.publish(None, shed.into());
+                                    }
+                                    this.state.set(State::Failed {
+                                        error: Some(overloaded.into()),
+                                    });
+                                }
+                                TicketState::Exhausted(exhausted) => {
+                                    if let (Some(audit), Some(at)) =
+                                        (this.audit.as_ref(), *queued_at)
+                                    {
                                         audit.add_queue(at.elapsed());
                                     }
-                                    let shed = LimiterEvent::Shed {
-                                        priority: ticket.priority,
-                                        reason: overloaded.reason(),
-                                    };
-                                    audit.publish(None, shed.into());
+                                    this.state.set(State::Failed {
+                                        error: Some(exhausted.into()),
+                                    });
                                 }
-                                this.state.set(State::Failed {
-                                    error: Some(overloaded.into()),
-                                });
-                            }
-                            TicketState::Exhausted(exhausted) => {
-                                if let (Some(audit), Some(at)) = (this.audit.as_ref(), *queued_at) {
-                                    audit.add_queue(at.elapsed());
-                                }
-                                this.state.set(State::Failed {
-                                    error: Some(exhausted.into()),
-                                });
                             }
                         }
-                    }
-                    Stage::Gated { wait, permit } => {
-                        ready!(wait.as_mut().poll(cx));
-                        let permit = permit.take();
-                        *stage = Stage::Ready { permit };
-                    }
-                    Stage::Ready { permit } => {
-                        // Granted, but the quota ran out before this task
-                        // ran: fail now, as every waiter did.
-                        let exhausted = permit.as_ref().and_then(|p| p.limiter().exhausted_until());
-                        if let Some(until) = exhausted {
-                            permit.take();
-                            let error = QuotaExhausted::new(until);
-                            this.state.set(State::Failed {
-                                error: Some(error.into()),
-                            });
-                            continue;
-                        }
-                        // Granted, but the gate closed before this task ran
-                        // (a 429 elsewhere): keep the permit and wait for the
-                        // gate, never send into an announced wait.
-                        let closed = permit
-                            .as_ref()
-                            .and_then(|p| p.limiter().gate_closed_until());
-                        if let Some(until) = closed {
-                            let wait = Box::pin(tokio::time::sleep_until(until));
+                        Stage::Gated { wait, permit } => {
+                            ready!(wait.as_mut().poll(cx));
                             let permit = permit.take();
-                            *stage = Stage::Gated { wait, permit };
-                            continue;
+                            *stage = Stage::Ready { permit };
                         }
-                        let Some((service, _)) = pending.as_mut() else {
-                            return Poll::Ready(Err(DONE.into()));
-                        };
-                        ready!(service.poll_ready(cx)).map_err(Into::into)?;
-                        let Some((mut service, request)) = pending.take() else {
-                            return Poll::Ready(Err(DONE.into()));
-                        };
-                        let permit = permit.take();
-                        let future = service.call(request);
-                        this.state.set(State::Called { future, permit });
+                        Stage::Ready { permit } => {
+                            // Granted, but the quota ran out before this task
+                            // ran: fail now, as every waiter did.
+                            let exhausted =
+                                permit.as_ref().and_then(|p| p.limiter().exhausted_until());
+                            if let Some(until) = exhausted {
+                                permit.take();
+                                let error = QuotaExhausted::new(until);
+                                this.state.set(State::Failed {
+                                    error: Some(error.into()),
+                                });
+                                continue;
+                            }
+                            // Granted, but the gate closed before this task ran
+                            // (a 429 elsewhere): keep the permit and wait for the
+                            // gate, never send into an announced wait.
+                            let closed = permit
+                                .as_ref()
+                                .and_then(|p| p.limiter().gate_closed_until());
+                            if let Some(until) = closed {
+                                let wait = Box::pin(tokio::time::sleep_until(until));
+                                let permit = permit.take();
+                                *stage = Stage::Gated { wait, permit };
+                                continue;
+                            }
+                            let Some((service, _)) = pending.as_mut() else {
+                                return Poll::Ready(Err(DONE.into()));
+                            };
+                            ready!(service.poll_ready(cx)).map_err(Into::into)?;
+                            let Some((mut service, request)) = pending.take() else {
+                                return Poll::Ready(Err(DONE.into()));
+                            };
+                            let permit = permit.take();
+                            let future = service.call(request);
+                            this.state.set(State::Called { future, permit });
+                        }
                     }
-                },
+                }
                 StateProj::Called { future, permit } => {
                     let result = ready!(future.poll(cx)).map_err(Into::into);
                     if let (Ok(response), Some(permit)) = (&result, permit.as_ref()) {

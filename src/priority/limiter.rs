@@ -1,7 +1,7 @@
-//! The limiter's core: permits, admission, dispatch to waiters, and the
-//! timer that dispatches when the gate or pacing allows. The queue, the
-//! gate, pacing and an external pacer's slots are apart (`queue`, `gate`,
-//! `pacing`, `reserve`).
+//! The limiter's core: permits, dispatch to waiters, and the timer that
+//! dispatches when the gate or pacing allows. Admission, the queue, the
+//! gate, pacing and an external pacer's slots are apart (`admit`, `queue`,
+//! `gate`, `pacing`, `reserve`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -12,10 +12,10 @@ use super::config::Config;
 use super::exhaust::QuotaState;
 use super::gate::Gate;
 use super::pacing::Pacing;
-use super::queue::{Queue, Slot, Ticket, Wakeups};
+use super::queue::{Queue, Ticket, Wakeups};
 use super::reserve::Reserved;
 use super::Priority;
-use crate::error::{OverloadReason, Overloaded, QuotaExhausted};
+use crate::error::OverloadReason;
 use crate::observe::LimiterEvent;
 
 /// The current instant, read from the clock the first time it is needed
@@ -74,14 +74,6 @@ pub(crate) struct Limiter {
     /// the count when it was granted, so that a `429` to a request sent
     /// before the last cut does not cut again.
     pub(super) cuts: AtomicU64,
-}
-
-/// What an arrival gets.
-pub(crate) enum Admission {
-    Permit(Permit),
-    Queued(Ticket),
-    Rejected(Overloaded),
-    Exhausted(QuotaExhausted),
 }
 
 impl Limiter {
@@ -163,6 +155,7 @@ impl Limiter {
     }
 
     /// Take a permit if one is free, lock-free.
+    #[inline]
     pub(super) fn try_acquire(&self) -> bool {
         let max = self.config.max_concurrency;
         let mut current = self.in_flight.load(Ordering::SeqCst);
@@ -178,92 +171,6 @@ impl Limiter {
             }
         }
         false
-    }
-
-    #[cfg(test)]
-    pub(crate) fn admit(self: &Arc<Self>, priority: Priority) -> Admission {
-        self.admit_costing(priority, 1)
-    }
-
-    /// Admit a request costing `cost` pacing slots.
-    pub(crate) fn admit_costing(self: &Arc<Self>, priority: Priority, cost: u32) -> Admission {
-        if !self.started.load(Ordering::Relaxed) {
-            self.start_share();
-        }
-        // Fast path: nobody waits, the gate is open, no pacing.
-        if !self.slow.load(Ordering::SeqCst) && self.try_acquire() {
-            return Admission::Permit(Permit::new(self.clone()));
-        }
-        self.admit_slow(priority, cost)
-    }
-
-    /// Admission under the lock: a permit if nothing stands in the way, else
-    /// a place in the queue (or a refusal).
-    fn admit_slow(self: &Arc<Self>, priority: Priority, cost: u32) -> Admission {
-        // Without pacing, the slow path nearly always means queueing: make
-        // the waiter's mailbox before taking the lock, not while holding it.
-        let mut slot = self.config.pacing.is_none().then(Slot::new);
-        let mut now = Now::default();
-        let mut state = self.lock();
-        if let Some(refusal) = self.refuse(&mut state, priority, &mut now) {
-            self.unlock(state);
-            return refusal;
-        }
-        if state.queue.len() == 0
-            && !state.gate.is_closed(&mut now)
-            && self.admit_paced(&mut state, &mut now, cost)
-        {
-            self.spend(&mut state, &mut now);
-            self.unlock(state);
-            return Admission::Permit(Permit::new(self.clone()));
-        }
-        if state.queue.len() >= self.config.max_queue {
-            // make room by evicting the newest waiter of a lower priority
-            match state.queue.evict_below(priority) {
-                Some(entry) => {
-                    if let Some(waker) = Queue::evicted(&entry) {
-                        state.wake.push(waker);
-                    }
-                    self.shed(&mut state, entry.priority, OverloadReason::Evicted);
-                }
-                None => {
-                    self.shed(&mut state, priority, OverloadReason::QueueFull);
-                    self.unlock(state);
-                    return Admission::Rejected(Overloaded::new(OverloadReason::QueueFull));
-                }
-            }
-        }
-        let slot = slot.take().unwrap_or_else(Slot::new);
-        // the enqueue time matters for aging, the maximum queue wait and
-        // adaptive LIFO only
-        let enqueued_at = if self.config.aging.is_some()
-            || self.config.max_queue_wait.is_some()
-            || self.config.lifo_after.is_some()
-        {
-            Some(now.get())
-        } else {
-            None
-        };
-        let seq = state.queue.push(priority, enqueued_at, slot.clone(), cost);
-        // From here on releases take the slow path and dispatch; a permit
-        // freed just before is picked up by the dispatch below.
-        self.slow.store(true, Ordering::SeqCst);
-        self.dispatch(&mut state, &mut now, false);
-        self.unlock(state);
-        Admission::Queued(Ticket {
-            limiter: self.clone(),
-            slot,
-            seq,
-            priority,
-            enqueued_at,
-            used: false,
-        })
-    }
-
-    pub(super) fn shed(&self, state: &mut State, priority: Priority, reason: OverloadReason) {
-        if self.config.on_event.is_some() {
-            state.events.push(LimiterEvent::Shed { priority, reason });
-        }
     }
 
     /// Grant permits to waiters, best first, while capacity, the gate and
@@ -451,7 +358,8 @@ pub(crate) struct Permit {
 }
 
 impl Permit {
-    fn new(limiter: Arc<Limiter>) -> Self {
+    #[inline]
+    pub(super) fn new(limiter: Arc<Limiter>) -> Self {
         let epoch = limiter.cuts.load(Ordering::Relaxed);
         Self { limiter, epoch }
     }
@@ -478,6 +386,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::priority::admit::Admission;
     use crate::priority::handle::PriorityLimitHandle;
     use crate::priority::queue::TicketState;
     use crate::retry_after::HintSource;

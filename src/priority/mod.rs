@@ -99,6 +99,7 @@
 //! The layer needs a Tokio runtime with the time driver: it arms a timer to
 //! dispatch when the gate reopens or pacing allows.
 
+mod admit;
 mod arena;
 mod config;
 mod cost;

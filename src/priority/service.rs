@@ -5,9 +5,10 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower::Service;
 
+use super::admit::Admission;
 use super::future::ResponseFuture;
 use super::handle::PriorityLimitHandle;
-use super::limiter::{Admission, Limiter};
+use super::limiter::Limiter;
 use super::{Cost, Priority, PriorityLimitLayer};
 use crate::error::BoxError;
 use crate::observe::{LimiterEvent, RequestContext};
@@ -74,6 +75,26 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        // the usual case, a permit free and nothing queued: only the
+        // context is read, no admission is built and no lock taken
+        let Some(permit) = self.limiter.try_permit() else {
+            return self.admit(request);
+        };
+        let audit = request.extensions().get::<RequestContext>().cloned();
+        ResponseFuture::called(self.inner.call(request), permit, audit)
+    }
+}
+
+impl<S> PriorityLimit<S> {
+    /// Admission when the fast path could not take a permit: under the
+    /// lock, a permit, a place in the queue or a refusal. (Kept out of
+    /// `call`, so that the fast path stays small.)
+    #[inline(never)]
+    fn admit<B, ResB>(&mut self, request: Request<B>) -> ResponseFuture<S, B>
+    where
+        S: Service<Request<B>, Response = Response<ResB>> + Clone,
+        S::Error: Into<BoxError>,
+    {
         let priority = request
             .extensions()
             .get::<Priority>()
