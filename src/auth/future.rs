@@ -29,16 +29,22 @@ pub(crate) enum On401 {
     Mark,
 }
 
-/// How a 401 to the first send is handled, with what it needs.
+/// A request with the service to send it through: the copy kept for a
+/// replay, or a request waiting for its first token.
 ///
-/// Kept inline, like the fields it replaces: boxing the replay's copy would
-/// cost an allocation per request.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Unauthorized<S, B> {
-    /// Replay from this copy of the request, through this service.
-    Replay { service: S, request: Request<B> },
-    /// Return the 401 marked [`TokenRejected`].
-    Mark,
+/// Boxed, and made only when needed (a replay of our own, or no cached
+/// token): the future of a request sent with a cached token and no copy
+/// stays the size of the upstream's future plus three words, cheap to move
+/// and to drop. The replay path already allocates for its copy.
+pub(crate) struct Pending<S, B> {
+    pub(crate) service: S,
+    pub(crate) request: Request<B>,
+}
+
+impl<S, B> Pending<S, B> {
+    pub(crate) fn boxed(service: S, request: Request<B>) -> Box<Self> {
+        Box::new(Self { service, request })
+    }
 }
 
 pin_project! {
@@ -62,27 +68,26 @@ pin_project! {
             acquire: Acquire,
             since: Option<Instant>,
             cache: TokenCache,
-            service: S,
-            request: Request<B>,
+            pending: Box<Pending<S, B>>,
             on_401: On401,
         },
-        // The first send is in flight.
+        // The first send is in flight; `replay` is the copy for a replay of
+        // our own (`None`: a 401 is returned marked `TokenRejected`).
         Sent {
             #[pin]
             future: F,
             cache: TokenCache,
             token_id: u64,
-            unauthorized: Unauthorized<S, B>,
+            replay: Option<Box<Pending<S, B>>>,
         },
         // A 401 dropped the token: waiting for a fresh one to replay.
         Reacquiring {
             acquire: Acquire,
             since: Option<Instant>,
-            service: S,
-            request: Request<B>,
+            pending: Box<Pending<S, B>>,
         },
         // Waiting for the inner service to be ready for the replay.
-        Replaying { service: S, request: Request<B> },
+        Replaying { pending: Box<Pending<S, B>> },
         // A replay, or a request sent without a token: its response is the
         // answer, a 401 included.
         Final { #[pin] future: F },
@@ -102,12 +107,13 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    /// The first send is in flight with a cached token.
+    /// The first send is in flight with a cached token (and a copy for a
+    /// replay of our own, if `replay`).
     pub(crate) fn sent(
         future: S::Future,
         cache: TokenCache,
         token_id: u64,
-        unauthorized: Unauthorized<S, B>,
+        replay: Option<Box<Pending<S, B>>>,
         audit: Option<RequestContext>,
     ) -> Self {
         Self {
@@ -115,16 +121,16 @@ where
                 future,
                 cache,
                 token_id,
-                unauthorized,
+                replay,
             },
             audit,
         }
     }
 
+    /// No valid token is cached: `pending` is sent once one is issued.
     pub(crate) fn acquiring(
-        service: S,
+        pending: Box<Pending<S, B>>,
         cache: TokenCache,
-        request: Request<B>,
         on_401: On401,
         audit: Option<RequestContext>,
     ) -> Self {
@@ -133,8 +139,7 @@ where
                 acquire: acquire(&cache),
                 since: audit.as_ref().map(|_| Instant::now()),
                 cache,
-                service,
-                request,
+                pending,
                 on_401,
             },
             audit,
@@ -214,8 +219,7 @@ where
                     audit_token(audit, since.take(), &result);
                     let StateOwned::Acquiring {
                         cache,
-                        mut service,
-                        mut request,
+                        mut pending,
                         on_401,
                         ..
                     } = this.state.as_mut().project_replace(State::Done)
@@ -223,22 +227,31 @@ where
                         unreachable!("the state was Acquiring")
                     };
                     let token = result?;
-                    // keep a copy for a replay
+                    // keep a copy for a replay, in the box the request waited in
                     let template = match on_401 {
-                        On401::Replay => try_clone_request(&request),
+                        On401::Replay => try_clone_request(&pending.request),
                         On401::Mark => None,
                     };
-                    request.headers_mut().insert(AUTHORIZATION, token.header);
-                    let future = service.call(request);
-                    let unauthorized = match template {
-                        Some(request) => Unauthorized::Replay { service, request },
-                        None => Unauthorized::Mark,
+                    let (future, replay) = match template {
+                        Some(template) => {
+                            let mut request = std::mem::replace(&mut pending.request, template);
+                            request.headers_mut().insert(AUTHORIZATION, token.header);
+                            (pending.service.call(request), Some(pending))
+                        }
+                        None => {
+                            let Pending {
+                                mut service,
+                                mut request,
+                            } = *pending;
+                            request.headers_mut().insert(AUTHORIZATION, token.header);
+                            (service.call(request), None)
+                        }
                     };
                     this.state.set(State::Sent {
                         future,
                         cache,
                         token_id: token.id,
-                        unauthorized,
+                        replay,
                     });
                 }
                 StateProj::Sent {
@@ -255,11 +268,8 @@ where
                         }
                     };
                     let rejection = cache.invalidate(*token_id, StatusCode::UNAUTHORIZED);
-                    let StateOwned::Sent {
-                        cache,
-                        unauthorized,
-                        ..
-                    } = this.state.as_mut().project_replace(State::Done)
+                    let StateOwned::Sent { cache, replay, .. } =
+                        this.state.as_mut().project_replace(State::Done)
                     else {
                         unreachable!("the state was Sent")
                     };
@@ -274,22 +284,21 @@ where
                             audit.publish(None, AuthEvent::TokenInvalidated { status }.into());
                         }
                     };
-                    match unauthorized {
-                        Unauthorized::Mark => {
+                    match replay {
+                        None => {
                             // no replay of our own: the 401 is the answer,
                             // marked so that a layer above may replay it
                             response.extensions_mut().insert(TokenRejected);
                             invalidated();
                             return Poll::Ready(Ok(response));
                         }
-                        Unauthorized::Replay { service, request } => {
+                        Some(pending) => {
                             cache.emit(AuthEvent::RequestReplayed);
                             invalidated();
                             this.state.set(State::Reacquiring {
                                 acquire: acquire(&cache),
                                 since: audit.map(|_| Instant::now()),
-                                service,
-                                request,
+                                pending,
                             });
                         }
                     }
@@ -297,31 +306,33 @@ where
                 StateProj::Reacquiring { acquire, since, .. } => {
                     let result = ready!(acquire.as_mut().poll(cx));
                     audit_token(audit, since.take(), &result);
-                    let StateOwned::Reacquiring {
-                        service,
-                        mut request,
-                        ..
-                    } = this.state.as_mut().project_replace(State::Done)
+                    let StateOwned::Reacquiring { mut pending, .. } =
+                        this.state.as_mut().project_replace(State::Done)
                     else {
                         unreachable!("the state was Reacquiring")
                     };
                     let token = result?;
-                    request.headers_mut().insert(AUTHORIZATION, token.header);
+                    pending
+                        .request
+                        .headers_mut()
+                        .insert(AUTHORIZATION, token.header);
                     // a replay needs the service ready again
-                    this.state.set(State::Replaying { service, request });
+                    this.state.set(State::Replaying { pending });
                 }
-                StateProj::Replaying { service, .. } => {
-                    if let Err(error) = ready!(service.poll_ready(cx)) {
+                StateProj::Replaying { pending } => {
+                    if let Err(error) = ready!(pending.service.poll_ready(cx)) {
                         this.state.set(State::Done);
                         return Poll::Ready(Err(error.into()));
                     }
-                    let StateOwned::Replaying {
-                        mut service,
-                        request,
-                    } = this.state.as_mut().project_replace(State::Done)
+                    let StateOwned::Replaying { pending } =
+                        this.state.as_mut().project_replace(State::Done)
                     else {
                         unreachable!("the state was Replaying")
                     };
+                    let Pending {
+                        mut service,
+                        request,
+                    } = *pending;
                     let future = service.call(request);
                     this.state.set(State::Final { future });
                 }
