@@ -6,6 +6,7 @@ use http::uri::Scheme;
 use http::{Request, Response};
 use tower::Service;
 
+use super::cache::Seen;
 use super::future::{On401, Pending, ResponseFuture};
 use super::{BearerLayer, TokenCache};
 use crate::body::{try_clone_request, ReplayBody};
@@ -26,6 +27,8 @@ pub struct Bearer<S> {
     cache: TokenCache,
     replay_on_401: bool,
     pub(super) origins: Arc<[Origin]>,
+    /// The token this service last read from `cache`.
+    seen: Seen,
 }
 
 impl<S> Bearer<S> {
@@ -36,6 +39,7 @@ impl<S> Bearer<S> {
             cache,
             replay_on_401: true,
             origins: Arc::from([]),
+            seen: Seen::default(),
         }
     }
 
@@ -101,7 +105,7 @@ where
         let audit = request.extensions().get::<RequestContext>().cloned();
         // the 401 replay (`crate::replay`): ours, unless a layer above does it
         let replay_here = self.replay_on_401 && !replay::is_marked_with(&request, audit.as_ref());
-        let Some(token) = self.cache.fresh() else {
+        let Some(token) = self.cache.fresh_seen(&mut self.seen) else {
             // no valid token: wait for one, then send
             let on_401 = if replay_here {
                 On401::Replay
