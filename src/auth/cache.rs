@@ -340,13 +340,21 @@ impl TokenCache {
     pub(crate) fn fresh_seen(&self, seen: &mut Seen) -> Option<Issued> {
         let generation = self.inner.generation.load(Ordering::Acquire);
         if generation != seen.generation {
-            // loaded after the generation was read: at least as new
-            *seen = Seen {
-                generation,
-                cached: self.inner.current.load_full(),
-            };
+            self.reload(seen, generation);
         }
         self.check(seen.cached.as_ref()?)
+    }
+
+    /// Load the current token into `seen` (out of the hot path: once per
+    /// change of the token).
+    #[cold]
+    #[inline(never)]
+    fn reload(&self, seen: &mut Seen, generation: u64) {
+        // loaded after the generation was read: at least as new
+        *seen = Seen {
+            generation,
+            cached: self.inner.current.load_full(),
+        };
     }
 
     /// `cached`'s header if it has not expired; starts the refresh when it
