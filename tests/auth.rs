@@ -484,6 +484,51 @@ async fn expiry_while_the_endpoint_is_down_gives_a_typed_error_then_recovers() {
     assert_eq!(api.tokens().last().unwrap(), "Bearer tok-2");
 }
 
+/// A bearer service called again and again (not cloned per request, as
+/// `call` does) follows every change of its cache at once.
+#[tokio::test(start_paused = true)]
+async fn a_bearer_called_again_and_again_sends_the_caches_current_token() {
+    let endpoint = TokenEndpoint::new(); // expires_in 3600
+    let cache = cache(&endpoint, &Events::default());
+    let api = Api::new();
+    let mut service = BearerLayer::new(cache.clone()).layer(api.service());
+    let send =
+        async |service: &mut Bearer<Scripted>| service.ready().await.unwrap().call(get()).await;
+
+    send(&mut service).await.unwrap();
+    send(&mut service).await.unwrap();
+    // a refresh forced through another handle: the next request has it
+    cache.refresh().await.unwrap();
+    send(&mut service).await.unwrap();
+    assert_eq!(
+        api.tokens(),
+        ["Bearer tok-1", "Bearer tok-1", "Bearer tok-2"]
+    );
+
+    // a 401 to another bearer on the same cache (which does not replay)
+    // drops tok-2: this service never sends it again
+    let other = BearerLayer::new(cache.clone())
+        .replay_on_401(false)
+        .layer(api.service());
+    api.revoke("tok-2");
+    let refused = call(&other, get()).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    send(&mut service).await.unwrap();
+    cache.refresh().await.unwrap();
+    send(&mut service).await.unwrap();
+    assert_eq!(
+        api.tokens()[3..],
+        ["Bearer tok-2", "Bearer tok-3", "Bearer tok-4"]
+    );
+
+    // expired while the endpoint is down: a typed error, not the old token
+    endpoint.set_down(true);
+    advance(secs(3601)).await;
+    let err = send(&mut service).await.unwrap_err();
+    assert!(err.downcast_ref::<TokenError>().is_some(), "{err}");
+    assert_eq!(api.tokens().len(), 6, "nothing sent with an expired token");
+}
+
 // ---------------------------------------------------------------- 401 and 403
 
 #[tokio::test(start_paused = true)]

@@ -56,6 +56,27 @@ pub(crate) struct Issued {
     pub(crate) id: u64,
 }
 
+/// What a [`Bearer`](super::Bearer) last read from its cache: the token
+/// (if any) with the cache's generation at the time.
+///
+/// Each bearer service keeps one: while the generation has not moved (no
+/// token stored or dropped since), its token is the cache's current one,
+/// read without the shared pointer's load. Validity is still checked on
+/// every read, against the clock.
+#[derive(Clone, Default)]
+pub(crate) struct Seen {
+    generation: u64,
+    cached: Option<Arc<Cached>>,
+}
+
+impl fmt::Debug for Seen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Seen")
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The cached token with its timings, on the local monotonic clock.
 pub(crate) struct Cached {
     pub(super) issued: Issued,
@@ -102,6 +123,8 @@ pub struct TokenCache {
 pub(super) struct Inner {
     pub(super) source: Box<dyn TokenSource>,
     pub(super) current: ArcSwapOption<Cached>,
+    /// Moves on after every change of `current` (see [`Seen`]).
+    pub(super) generation: AtomicU64,
     pub(super) refreshing: AtomicBool,
     pub(super) state: Mutex<State>,
     pub(super) done: watch::Sender<u64>,
@@ -222,6 +245,7 @@ impl TokenCacheBuilder {
             inner: Arc::new(Inner {
                 source: self.source,
                 current: ArcSwapOption::empty(),
+                generation: AtomicU64::new(0),
                 refreshing: AtomicBool::new(false),
                 state: Mutex::new(State::default()),
                 done,
@@ -303,28 +327,65 @@ impl TokenCache {
     }
 
     /// The current token if it is valid, starting a background refresh when
-    /// it is due. No lock, no allocation: the hot path of the bearer layer.
+    /// it is due. No lock, no allocation.
     pub(crate) fn fresh(&self) -> Option<Issued> {
         let guard = self.inner.current.load();
-        let cached = guard.as_ref()?;
+        self.check(guard.as_ref()?)
+    }
+
+    /// [`fresh`](Self::fresh), reading the token through `seen` (the
+    /// caller's own): the hot path of the bearer layer. Only when the
+    /// cache's generation has moved since is the current token loaded.
+    #[inline]
+    pub(crate) fn fresh_seen(&self, seen: &mut Seen) -> Option<Issued> {
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        if generation != seen.generation {
+            self.reload(seen, generation);
+        }
+        self.check(seen.cached.as_ref()?)
+    }
+
+    /// Load the current token into `seen` (out of the hot path: once per
+    /// change of the token).
+    #[cold]
+    #[inline(never)]
+    fn reload(&self, seen: &mut Seen, generation: u64) {
+        // loaded after the generation was read: at least as new
+        *seen = Seen {
+            generation,
+            cached: self.inner.current.load_full(),
+        };
+    }
+
+    /// `cached`'s header if it has not expired; starts the refresh when it
+    /// is due.
+    #[inline]
+    fn check(&self, cached: &Cached) -> Option<Issued> {
         let now = Instant::now();
         if now >= cached.expires_at {
             return None;
         }
         if now >= cached.refresh_at && !self.inner.refreshing.load(Ordering::Acquire) {
-            let mut state = self.inner.lock();
-            // a refresh may have just ended with a newer token: check again
-            let due = self
-                .inner
-                .current
-                .load()
-                .as_ref()
-                .is_some_and(|c| Instant::now() >= c.refresh_at);
-            if due {
-                Inner::start(&self.inner, &mut state);
-            }
+            self.start_if_due();
         }
         Some(cached.issued.clone())
+    }
+
+    /// Start the refresh of the current token if it is due (once in its
+    /// lifetime: out of the hot path).
+    #[cold]
+    fn start_if_due(&self) {
+        let mut state = self.inner.lock();
+        // a refresh may have just ended with a newer token: check again
+        let due = self
+            .inner
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|c| Instant::now() >= c.refresh_at);
+        if due {
+            Inner::start(&self.inner, &mut state);
+        }
     }
 
     /// A valid token, waiting for a refresh if there is none.
@@ -389,6 +450,7 @@ impl TokenCache {
                     let previous = self.inner.current.compare_and_swap(&current, None);
                     let dropped = previous.as_ref().is_some_and(|c| c.issued.id == id);
                     if dropped {
+                        self.inner.generation.fetch_add(1, Ordering::Release);
                         state.last_rejection = Some(now);
                     }
                     Ok(dropped)

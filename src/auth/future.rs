@@ -29,16 +29,22 @@ pub(crate) enum On401 {
     Mark,
 }
 
-/// How a 401 to the first send is handled, with what it needs.
+/// A request with the service to send it through: the copy kept for a
+/// replay, or a request waiting for its first token.
 ///
-/// Kept inline, like the fields it replaces: boxing the replay's copy would
-/// cost an allocation per request.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Unauthorized<S, B> {
-    /// Replay from this copy of the request, through this service.
-    Replay { service: S, request: Request<B> },
-    /// Return the 401 marked [`TokenRejected`].
-    Mark,
+/// Boxed, and made only when needed (a replay of our own, or no cached
+/// token): the future of a request sent with a cached token and no copy
+/// stays the size of the upstream's future plus three words, cheap to move
+/// and to drop. The replay path already allocates for its copy.
+pub(crate) struct Pending<S, B> {
+    pub(crate) service: S,
+    pub(crate) request: Request<B>,
+}
+
+impl<S, B> Pending<S, B> {
+    pub(crate) fn boxed(service: S, request: Request<B>) -> Box<Self> {
+        Box::new(Self { service, request })
+    }
 }
 
 pin_project! {
@@ -50,6 +56,9 @@ pin_project! {
         #[pin]
         state: State<S, B, S::Future>,
         audit: Option<RequestContext>,
+        // The first send's answer was returned; its state is dropped with
+        // the future (see `poll`).
+        answered: bool,
     }
 }
 
@@ -62,27 +71,26 @@ pin_project! {
             acquire: Acquire,
             since: Option<Instant>,
             cache: TokenCache,
-            service: S,
-            request: Request<B>,
+            pending: Box<Pending<S, B>>,
             on_401: On401,
         },
-        // The first send is in flight.
+        // The first send is in flight; `replay` is the copy for a replay of
+        // our own (`None`: a 401 is returned marked `TokenRejected`).
         Sent {
             #[pin]
             future: F,
             cache: TokenCache,
             token_id: u64,
-            unauthorized: Unauthorized<S, B>,
+            replay: Option<Box<Pending<S, B>>>,
         },
         // A 401 dropped the token: waiting for a fresh one to replay.
         Reacquiring {
             acquire: Acquire,
             since: Option<Instant>,
-            service: S,
-            request: Request<B>,
+            pending: Box<Pending<S, B>>,
         },
         // Waiting for the inner service to be ready for the replay.
-        Replaying { service: S, request: Request<B> },
+        Replaying { pending: Box<Pending<S, B>> },
         // A replay, or a request sent without a token: its response is the
         // answer, a 401 included.
         Final { #[pin] future: F },
@@ -102,12 +110,13 @@ impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
-    /// The first send is in flight with a cached token.
+    /// The first send is in flight with a cached token (and a copy for a
+    /// replay of our own, if `replay`).
     pub(crate) fn sent(
         future: S::Future,
         cache: TokenCache,
         token_id: u64,
-        unauthorized: Unauthorized<S, B>,
+        replay: Option<Box<Pending<S, B>>>,
         audit: Option<RequestContext>,
     ) -> Self {
         Self {
@@ -115,16 +124,17 @@ where
                 future,
                 cache,
                 token_id,
-                unauthorized,
+                replay,
             },
             audit,
+            answered: false,
         }
     }
 
+    /// No valid token is cached: `pending` is sent once one is issued.
     pub(crate) fn acquiring(
-        service: S,
+        pending: Box<Pending<S, B>>,
         cache: TokenCache,
-        request: Request<B>,
         on_401: On401,
         audit: Option<RequestContext>,
     ) -> Self {
@@ -133,11 +143,11 @@ where
                 acquire: acquire(&cache),
                 since: audit.as_ref().map(|_| Instant::now()),
                 cache,
-                service,
-                request,
+                pending,
                 on_401,
             },
             audit,
+            answered: false,
         }
     }
 
@@ -146,6 +156,7 @@ where
         Self {
             state: State::Final { future },
             audit: None,
+            answered: false,
         }
     }
 
@@ -153,6 +164,7 @@ where
         Self {
             state: State::Failed { error },
             audit: None,
+            answered: false,
         }
     }
 }
@@ -187,149 +199,208 @@ fn audit_token(
 
 const AFTER_COMPLETION: &str = "bearer future polled after completion";
 
+type Output<ResB> = Result<Response<ResB>, BoxError>;
+
 impl<S, B, ResB> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>, Response = Response<ResB>>,
     S::Error: Into<BoxError>,
     B: ReplayBody,
 {
-    type Output = Result<Response<ResB>, BoxError>;
+    type Output = Output<ResB>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if *this.answered {
+            return Poll::Ready(Err(AFTER_COMPLETION.into()));
+        }
         let audit = this.audit.as_ref();
         loop {
-            match this.state.as_mut().project() {
-                StateProj::Done => return Poll::Ready(Err(AFTER_COMPLETION.into())),
-                StateProj::Failed { .. } => {
-                    let StateOwned::Failed { error } =
-                        this.state.as_mut().project_replace(State::Done)
-                    else {
-                        unreachable!("the state was Failed")
-                    };
-                    return Poll::Ready(Err(error));
+            // The hot path, kept small here: the answer to a request sent
+            // with a token. A 401 and every other state are handled out of
+            // line.
+            if let StateProj::Sent { future, .. } = this.state.as_mut().project() {
+                match ready!(future.poll(cx)) {
+                    Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
+                        if let Some(output) = rejected(this.state.as_mut(), audit, response) {
+                            return Poll::Ready(output);
+                        }
+                    }
+                    other => {
+                        // The state is left for the future's drop: dropping
+                        // it here, between taking the response and returning
+                        // it, would move the response twice more.
+                        *this.answered = true;
+                        return Poll::Ready(other.map_err(Into::into));
+                    }
                 }
-                StateProj::Acquiring { acquire, since, .. } => {
-                    let result = ready!(acquire.as_mut().poll(cx));
-                    audit_token(audit, since.take(), &result);
-                    let StateOwned::Acquiring {
-                        cache,
-                        mut service,
-                        mut request,
-                        on_401,
-                        ..
-                    } = this.state.as_mut().project_replace(State::Done)
-                    else {
-                        unreachable!("the state was Acquiring")
-                    };
-                    let token = result?;
-                    // keep a copy for a replay
-                    let template = match on_401 {
-                        On401::Replay => try_clone_request(&request),
-                        On401::Mark => None,
-                    };
-                    request.headers_mut().insert(AUTHORIZATION, token.header);
-                    let future = service.call(request);
-                    let unauthorized = match template {
-                        Some(request) => Unauthorized::Replay { service, request },
-                        None => Unauthorized::Mark,
-                    };
-                    this.state.set(State::Sent {
-                        future,
-                        cache,
-                        token_id: token.id,
-                        unauthorized,
-                    });
-                }
-                StateProj::Sent {
+            }
+            if let Some(output) = ready!(poll_other(this.state.as_mut(), audit, cx)) {
+                return Poll::Ready(output);
+            }
+        }
+    }
+}
+
+/// A 401 answered the first send: drop the token and end with the 401, or
+/// move on to a replay (`None`).
+#[cold]
+fn rejected<S, B, ResB>(
+    mut state: Pin<&mut State<S, B, S::Future>>,
+    audit: Option<&RequestContext>,
+    mut response: Response<ResB>,
+) -> Option<Output<ResB>>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+{
+    let StateOwned::Sent {
+        cache,
+        token_id,
+        replay,
+        ..
+    } = state.as_mut().project_replace(State::Done)
+    else {
+        unreachable!("the state was Sent")
+    };
+    if cache.invalidate(token_id, StatusCode::UNAUTHORIZED) == Rejection::Kept {
+        // within the rejection cooldown: the 401 is the answer (a replay
+        // would carry the same token)
+        return Some(Ok(response));
+    }
+    let invalidated = || {
+        if let Some(audit) = audit {
+            let status = StatusCode::UNAUTHORIZED;
+            audit.publish(None, AuthEvent::TokenInvalidated { status }.into());
+        }
+    };
+    match replay {
+        None => {
+            // no replay of our own: the 401 is the answer, marked so that
+            // a layer above may replay it
+            response.extensions_mut().insert(TokenRejected);
+            invalidated();
+            Some(Ok(response))
+        }
+        Some(pending) => {
+            cache.emit(AuthEvent::RequestReplayed);
+            invalidated();
+            state.set(State::Reacquiring {
+                acquire: acquire(&cache),
+                since: audit.map(|_| Instant::now()),
+                pending,
+            });
+            None
+        }
+    }
+}
+
+/// Every state but `Sent`: `Ready(None)` once the request is sent with a
+/// token (the state is then `Sent`).
+#[inline(never)]
+fn poll_other<S, B, ResB>(
+    mut state: Pin<&mut State<S, B, S::Future>>,
+    audit: Option<&RequestContext>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Output<ResB>>>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    B: ReplayBody,
+{
+    loop {
+        match state.as_mut().project() {
+            StateProj::Sent { .. } => return Poll::Ready(None),
+            StateProj::Done => return Poll::Ready(Some(Err(AFTER_COMPLETION.into()))),
+            StateProj::Failed { .. } => {
+                let StateOwned::Failed { error } = state.as_mut().project_replace(State::Done)
+                else {
+                    unreachable!("the state was Failed")
+                };
+                return Poll::Ready(Some(Err(error)));
+            }
+            StateProj::Acquiring { acquire, since, .. } => {
+                let result = ready!(acquire.as_mut().poll(cx));
+                audit_token(audit, since.take(), &result);
+                let StateOwned::Acquiring {
+                    cache,
+                    mut pending,
+                    on_401,
+                    ..
+                } = state.as_mut().project_replace(State::Done)
+                else {
+                    unreachable!("the state was Acquiring")
+                };
+                let token = match result {
+                    Ok(token) => token,
+                    Err(error) => return Poll::Ready(Some(Err(error.into()))),
+                };
+                // keep a copy for a replay, in the box the request waited in
+                let template = match on_401 {
+                    On401::Replay => try_clone_request(&pending.request),
+                    On401::Mark => None,
+                };
+                let (future, replay) = match template {
+                    Some(template) => {
+                        let mut request = std::mem::replace(&mut pending.request, template);
+                        request.headers_mut().insert(AUTHORIZATION, token.header);
+                        (pending.service.call(request), Some(pending))
+                    }
+                    None => {
+                        let Pending {
+                            mut service,
+                            mut request,
+                        } = *pending;
+                        request.headers_mut().insert(AUTHORIZATION, token.header);
+                        (service.call(request), None)
+                    }
+                };
+                state.set(State::Sent {
                     future,
                     cache,
-                    token_id,
-                    ..
-                } => {
-                    let mut response = match ready!(future.poll(cx)) {
-                        Ok(response) if response.status() == StatusCode::UNAUTHORIZED => response,
-                        other => {
-                            this.state.set(State::Done);
-                            return Poll::Ready(other.map_err(Into::into));
-                        }
-                    };
-                    let rejection = cache.invalidate(*token_id, StatusCode::UNAUTHORIZED);
-                    let StateOwned::Sent {
-                        cache,
-                        unauthorized,
-                        ..
-                    } = this.state.as_mut().project_replace(State::Done)
-                    else {
-                        unreachable!("the state was Sent")
-                    };
-                    if rejection == Rejection::Kept {
-                        // within the rejection cooldown: the 401 is the
-                        // answer (a replay would carry the same token)
-                        return Poll::Ready(Ok(response));
-                    }
-                    let invalidated = || {
-                        if let Some(audit) = audit {
-                            let status = StatusCode::UNAUTHORIZED;
-                            audit.publish(None, AuthEvent::TokenInvalidated { status }.into());
-                        }
-                    };
-                    match unauthorized {
-                        Unauthorized::Mark => {
-                            // no replay of our own: the 401 is the answer,
-                            // marked so that a layer above may replay it
-                            response.extensions_mut().insert(TokenRejected);
-                            invalidated();
-                            return Poll::Ready(Ok(response));
-                        }
-                        Unauthorized::Replay { service, request } => {
-                            cache.emit(AuthEvent::RequestReplayed);
-                            invalidated();
-                            this.state.set(State::Reacquiring {
-                                acquire: acquire(&cache),
-                                since: audit.map(|_| Instant::now()),
-                                service,
-                                request,
-                            });
-                        }
-                    }
+                    token_id: token.id,
+                    replay,
+                });
+                return Poll::Ready(None);
+            }
+            StateProj::Reacquiring { acquire, since, .. } => {
+                let result = ready!(acquire.as_mut().poll(cx));
+                audit_token(audit, since.take(), &result);
+                let StateOwned::Reacquiring { mut pending, .. } =
+                    state.as_mut().project_replace(State::Done)
+                else {
+                    unreachable!("the state was Reacquiring")
+                };
+                let token = match result {
+                    Ok(token) => token,
+                    Err(error) => return Poll::Ready(Some(Err(error.into()))),
+                };
+                pending
+                    .request
+                    .headers_mut()
+                    .insert(AUTHORIZATION, token.header);
+                // a replay needs the service ready again
+                state.set(State::Replaying { pending });
+            }
+            StateProj::Replaying { pending } => {
+                if let Err(error) = ready!(pending.service.poll_ready(cx)) {
+                    state.set(State::Done);
+                    return Poll::Ready(Some(Err(error.into())));
                 }
-                StateProj::Reacquiring { acquire, since, .. } => {
-                    let result = ready!(acquire.as_mut().poll(cx));
-                    audit_token(audit, since.take(), &result);
-                    let StateOwned::Reacquiring {
-                        service,
-                        mut request,
-                        ..
-                    } = this.state.as_mut().project_replace(State::Done)
-                    else {
-                        unreachable!("the state was Reacquiring")
-                    };
-                    let token = result?;
-                    request.headers_mut().insert(AUTHORIZATION, token.header);
-                    // a replay needs the service ready again
-                    this.state.set(State::Replaying { service, request });
-                }
-                StateProj::Replaying { service, .. } => {
-                    if let Err(error) = ready!(service.poll_ready(cx)) {
-                        this.state.set(State::Done);
-                        return Poll::Ready(Err(error.into()));
-                    }
-                    let StateOwned::Replaying {
-                        mut service,
-                        request,
-                    } = this.state.as_mut().project_replace(State::Done)
-                    else {
-                        unreachable!("the state was Replaying")
-                    };
-                    let future = service.call(request);
-                    this.state.set(State::Final { future });
-                }
-                StateProj::Final { future } => {
-                    let result = ready!(future.poll(cx)).map_err(Into::into);
-                    this.state.set(State::Done);
-                    return Poll::Ready(result);
-                }
+                let StateOwned::Replaying { pending } = state.as_mut().project_replace(State::Done)
+                else {
+                    unreachable!("the state was Replaying")
+                };
+                let Pending {
+                    mut service,
+                    request,
+                } = *pending;
+                let future = service.call(request);
+                state.set(State::Final { future });
+            }
+            StateProj::Final { future } => {
+                let result = ready!(future.poll(cx)).map_err(Into::into);
+                state.set(State::Done);
+                return Poll::Ready(Some(result));
             }
         }
     }
@@ -352,5 +423,49 @@ where
         f.debug_struct("ResponseFuture")
             .field("state", &state)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::{poll_fn, Future};
+    use std::pin::pin;
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use tower::{service_fn, Layer, Service, ServiceExt};
+
+    use crate::auth::{source_fn, BearerLayer, Token, TokenCache, TokenError};
+    use crate::body::Body;
+    use crate::error::BoxError;
+
+    async fn polled_twice(layer: BearerLayer) -> (bool, String) {
+        let api = service_fn(|_: Request<Body>| async { Ok::<_, BoxError>(Response::new(())) });
+        let mut bearer = layer.layer(api);
+        let request = Request::get("https://api.example.com/v2/users")
+            .body(Body::empty())
+            .unwrap();
+        let mut future = pin!(bearer.ready().await.unwrap().call(request));
+        let first = poll_fn(|cx| future.as_mut().poll(cx)).await;
+        let second = poll_fn(|cx| future.as_mut().poll(cx)).await;
+        (first.is_ok(), second.unwrap_err().to_string())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polled_again_after_its_answer_it_returns_an_error() {
+        let cache = TokenCache::new(source_fn(|| async {
+            Ok::<_, TokenError>(Token::new("t", Duration::from_secs(3600)))
+        }));
+        let after = "bearer future polled after completion".to_owned();
+        // no token cached yet: waits for one, then sends
+        let layer = BearerLayer::new(cache.clone());
+        assert_eq!(polled_twice(layer.clone()).await, (true, after.clone()));
+        // sent at once with the cached token
+        assert_eq!(polled_twice(layer).await, (true, after.clone()));
+        // another origin: sent without a token
+        let elsewhere = BearerLayer::new(cache)
+            .allow_origin("https://login.example.com")
+            .unwrap();
+        assert_eq!(polled_twice(elsewhere).await, (true, after));
     }
 }

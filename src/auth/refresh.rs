@@ -33,6 +33,9 @@ impl Inner {
                 Ok((cached, lifetime)) => {
                     let cached = Arc::new(cached);
                     self.current.store(Some(cached.clone()));
+                    // after the store: a bearer that sees the new
+                    // generation loads this token or a newer one
+                    self.generation.fetch_add(1, Ordering::Release);
                     // one timer per cache: the previous token's goes
                     let timer = tokio::spawn(refresh_when_due(Arc::downgrade(&self), cached));
                     if let Some(old) = self.lock().timer.replace(timer.abort_handle()) {

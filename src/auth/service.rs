@@ -5,7 +5,8 @@ use http::header::AUTHORIZATION;
 use http::{Request, Response};
 use tower::Service;
 
-use super::future::{On401, ResponseFuture, Unauthorized};
+use super::cache::Seen;
+use super::future::{On401, Pending, ResponseFuture};
 use super::{BearerLayer, TokenCache};
 use crate::body::{try_clone_request, ReplayBody};
 use crate::error::{BoxError, InsecureUrl};
@@ -25,6 +26,8 @@ pub struct Bearer<S> {
     cache: TokenCache,
     replay_on_401: bool,
     pub(super) origins: Arc<[Origin]>,
+    /// The token this service last read from `cache`.
+    seen: Seen,
 }
 
 impl<S> Bearer<S> {
@@ -35,6 +38,7 @@ impl<S> Bearer<S> {
             cache,
             replay_on_401: true,
             origins: Arc::from([]),
+            seen: Seen::default(),
         }
     }
 
@@ -90,43 +94,53 @@ where
                 return ResponseFuture::passthrough(self.inner.call(request));
             }
         }
-        if let Err(insecure) = InsecureUrl::check(request.uri()) {
-            return ResponseFuture::failed(insecure.into());
+        // `https` (the usual case) needs no closer look
+        if request.uri().scheme_str() != Some("https") {
+            if let Err(insecure) = InsecureUrl::check(request.uri()) {
+                return ResponseFuture::failed(insecure.into());
+            }
         }
-        let cache = self.cache.clone();
         let audit = request.extensions().get::<RequestContext>().cloned();
         // the 401 replay (`crate::replay`): ours, unless a layer above does it
         let replay_here = self.replay_on_401 && !replay::is_marked_with(&request, audit.as_ref());
-        match cache.fresh() {
-            // Hot path: a valid cached token, no waiting. The service is
-            // kept (a clone of the ready one) only for a replay of our own.
-            Some(token) if replay_here => {
-                let template = try_clone_request(&request);
-                request.headers_mut().insert(AUTHORIZATION, token.header);
-                let clone = self.inner.clone();
-                let mut service = std::mem::replace(&mut self.inner, clone);
-                let future = service.call(request);
-                let unauthorized = match template {
-                    Some(request) => Unauthorized::Replay { service, request },
-                    None => Unauthorized::Mark,
-                };
-                ResponseFuture::sent(future, cache, token.id, unauthorized, audit)
+        let Some(token) = self.cache.fresh_seen(&mut self.seen) else {
+            // no valid token: wait for one, then send
+            let on_401 = if replay_here {
+                On401::Replay
+            } else {
+                On401::Mark
+            };
+            let pending = Pending::boxed(self.take_ready(), request);
+            return ResponseFuture::acquiring(pending, self.cache.clone(), on_401, audit);
+        };
+        // Hot path: a valid cached token, no waiting. For a replay of our
+        // own, a copy of the request is kept (made before the token goes
+        // in) with the ready service that sends it first.
+        let template = if replay_here {
+            try_clone_request(&request)
+        } else {
+            None
+        };
+        request.headers_mut().insert(AUTHORIZATION, token.header);
+        let (future, replay) = match template {
+            Some(template) => {
+                let mut service = self.take_ready();
+                (
+                    service.call(request),
+                    Some(Pending::boxed(service, template)),
+                )
             }
-            Some(token) => {
-                request.headers_mut().insert(AUTHORIZATION, token.header);
-                let future = self.inner.call(request);
-                ResponseFuture::sent(future, cache, token.id, Unauthorized::Mark, audit)
-            }
-            None => {
-                let clone = self.inner.clone();
-                let service = std::mem::replace(&mut self.inner, clone);
-                let on_401 = if replay_here {
-                    On401::Replay
-                } else {
-                    On401::Mark
-                };
-                ResponseFuture::acquiring(service, cache, request, on_401, audit)
-            }
-        }
+            None => (self.inner.call(request), None),
+        };
+        ResponseFuture::sent(future, self.cache.clone(), token.id, replay, audit)
+    }
+}
+
+impl<S: Clone> Bearer<S> {
+    /// The ready inner service, for a future that calls it later (or again
+    /// for a replay); a fresh clone stays here.
+    fn take_ready(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
     }
 }
