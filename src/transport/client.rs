@@ -1,6 +1,7 @@
 //! The crate's built-in hyper-util client, and clients boxed with their
 //! response bodies read (within a limit).
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -52,8 +53,18 @@ pub(crate) fn connector() -> Connector {
 /// so HTTP/2 by ALPN over TLS (one multiplexed connection per origin) and
 /// HTTP/1.1 over plain HTTP, unless
 /// [`http2_prior_knowledge`](Self::http2_prior_knowledge) is on.
+///
+/// One reference-counted handle: hyper-util's clients are about 150 bytes
+/// each, and a stack is cloned per request by many callers and held by
+/// every request queued in its limiter, so a clone costs one reference
+/// count and eight bytes.
 #[derive(Clone, Debug)]
 pub(crate) struct HyperClient {
+    clients: Arc<Clients>,
+}
+
+#[derive(Debug)]
+struct Clients {
     /// `https://` (ALPN) and, without prior knowledge, `http://` (HTTP/1.1).
     negotiated: Client<Connector, Body>,
     /// `http://` with HTTP/2 prior knowledge, when opted in.
@@ -64,20 +75,27 @@ impl HyperClient {
     /// HTTP/2 or HTTP/1.1 by ALPN over TLS, HTTP/1.1 over plain HTTP.
     pub(crate) fn new() -> Self {
         Self {
-            negotiated: Client::builder(TokioExecutor::new()).build(connector()),
-            prior_knowledge: None,
+            clients: Arc::new(Clients {
+                negotiated: Client::builder(TokioExecutor::new()).build(connector()),
+                prior_knowledge: None,
+            }),
         }
     }
 
     /// Speak HTTP/2 from the first byte on plain `http://` (h2c with prior
     /// knowledge), on a pool of its own; `https://` still negotiates.
-    pub(crate) fn http2_prior_knowledge(mut self, on: bool) -> Self {
-        self.prior_knowledge = on.then(|| {
+    pub(crate) fn http2_prior_knowledge(self, on: bool) -> Self {
+        let prior_knowledge = on.then(|| {
             Client::builder(TokioExecutor::new())
                 .http2_only(true)
                 .build(HttpConnector::new())
         });
-        self
+        Self {
+            clients: Arc::new(Clients {
+                negotiated: self.clients.negotiated.clone(),
+                prior_knowledge,
+            }),
+        }
     }
 }
 
@@ -92,9 +110,10 @@ impl tower::Service<Request<Body>> for HyperClient {
     }
 
     fn call(&mut self, request: Request<Body>) -> ResponseFuture {
-        match &self.prior_knowledge {
+        let clients = &*self.clients;
+        match &clients.prior_knowledge {
             Some(h2c) if request.uri().scheme() == Some(&Scheme::HTTP) => h2c.request(request),
-            _ => self.negotiated.request(request),
+            _ => clients.negotiated.request(request),
         }
     }
 }
