@@ -153,7 +153,9 @@ impl Core {
         events
     }
 
-    /// Let a request through, or refuse it.
+    /// Let a request through, or refuse it. Inlined: while closed, this
+    /// is a load of the flag; the rest is out of line.
+    #[inline]
     pub(crate) fn admit(
         &self,
         share: Option<&Arc<dyn PauseShare>>,
@@ -164,6 +166,11 @@ impl Core {
         if self.closed.load(Ordering::Acquire) {
             return (Ok(Admission::Closed), Vec::new());
         }
+        self.admit_locked()
+    }
+
+    #[inline(never)]
+    fn admit_locked(&self) -> (Result<Admission, CircuitOpen>, Vec<BreakerEvent>) {
         let now = Instant::now();
         let mut inner = self.lock();
         advance(&mut inner, now);
@@ -207,7 +214,9 @@ impl Core {
         }
     }
 
-    /// Record the outcome of an admitted request.
+    /// Record the outcome of an admitted request. Inlined: the fast path
+    /// is small, the locked path out of line.
+    #[inline]
     pub(crate) fn record(&self, admission: Admission, verdict: Verdict) -> Vec<BreakerEvent> {
         if admission == Admission::Closed
             && verdict == Verdict::Success
@@ -228,6 +237,7 @@ impl Core {
     /// trip zeroes the failures in a row and clears the window anyway) or
     /// just after it (counted, moving nothing): the window a later closed
     /// phase judges by starts empty at its close, as it always did.
+    #[inline]
     fn record_closed_success(&self) -> bool {
         if !self.closed.load(Ordering::Acquire) || !self.hot.window.add_success(Instant::now()) {
             return false;
@@ -239,6 +249,7 @@ impl Core {
         true
     }
 
+    #[inline(never)]
     fn record_locked(&self, admission: Admission, verdict: Verdict) -> Vec<BreakerEvent> {
         let mut inner = self.lock();
         // read under the lock: the window's buckets only turn forward
