@@ -99,6 +99,37 @@ fn reasons(events: &Events) -> Vec<(&'static str, &'static str, TransitionReason
         .collect()
 }
 
+/// The failure-rate window is the one `failure_rate` sets: failures older
+/// than it no longer count.
+#[tokio::test(start_paused = true)]
+async fn failures_older_than_the_window_no_longer_count() {
+    let layer = CircuitBreakerLayer::new()
+        .consecutive_failures(0)
+        .failure_rate(0.5, secs(1), 4);
+    let handle = layer.handle();
+    let service = layer.layer(Scripted::new([
+        status(502),
+        status(502),
+        status(502),
+        status(200),
+        status(502),
+        status(502),
+        status(200),
+        status(502),
+    ]));
+
+    send_n(&service, 3).await; // 3 failures of 3 calls: under the minimum
+    advance(secs(1)).await; // out of the window
+    send_n(&service, 2).await; // 1 failure of 2 calls in the window
+    assert_eq!(handle.state(), BreakerState::Closed);
+    send_n(&service, 1).await; // 2 failures of 3 calls: still under 4 calls
+    assert_eq!(handle.state(), BreakerState::Closed);
+    send_n(&service, 1).await; // a success: 2 of 4 (a success never trips)
+    assert_eq!(handle.state(), BreakerState::Closed);
+    send_n(&service, 1).await; // 3 failures of 5 calls
+    assert!(matches!(handle.state(), BreakerState::Open { .. }));
+}
+
 #[tokio::test(start_paused = true)]
 async fn every_transition_happens_at_the_exact_instant() {
     let events = Events::default();

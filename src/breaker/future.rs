@@ -175,6 +175,7 @@ where
 }
 
 /// 5xx other than 501 fail; 429 only when asked.
+#[inline]
 fn status_fails(status: StatusCode, count_429: bool) -> bool {
     (status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED)
         || (count_429 && status == StatusCode::TOO_MANY_REQUESTS)

@@ -1,7 +1,7 @@
 //! The breaker's state machine, shared by every service of one layer and
 //! by its handles.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -26,8 +26,6 @@ struct Inner {
     /// taken still applies to the breaker that handle watches.
     config: Arc<Config>,
     phase: Phase,
-    consecutive: u32,
-    window: Window,
     trips_in_a_row: u32,
     open_backoff: BackoffState,
     probes_in_flight: u32,
@@ -35,6 +33,8 @@ struct Inner {
     /// Which half-open round the probes belong to: a probe from an earlier
     /// round must not touch this round's slots or successes.
     round: u64,
+    /// The counts but `successes` and `consecutive_failures`, kept in
+    /// [`Hot`].
     counts: BreakerCounts,
     /// Transitions to report once the lock is released (a callback must
     /// be free to call the handle).
@@ -63,10 +63,21 @@ pub(crate) enum Verdict {
     },
 }
 
+/// What a success while closed changes, kept out of the lock so that the
+/// commonest outcome takes no lock (see [`Core::record`]). Only the lock
+/// holder resets the window's buckets or counts a failure.
+struct Hot {
+    successes: AtomicU64,
+    /// Failures in a row while closed.
+    consecutive: AtomicU32,
+    window: Window,
+}
+
 /// The shared state machine. Built once per layer, before any setting:
 /// the layer's builder methods update its settings in place.
 pub(crate) struct Core {
     closed: AtomicBool,
+    hot: Hot,
     inner: Mutex<Inner>,
     me: Weak<Core>,
     /// A process-unique id (for state sharing).
@@ -89,11 +100,14 @@ impl Core {
             id: crate::share::next_id(),
             subscribed: AtomicBool::new(false),
             closed: AtomicBool::new(true),
-            inner: Mutex::new(Inner {
+            hot: Hot {
+                successes: AtomicU64::new(0),
+                consecutive: AtomicU32::new(0),
                 window: Window::new(Instant::now(), config.window),
+            },
+            inner: Mutex::new(Inner {
                 config,
                 phase: Phase::Closed,
-                consecutive: 0,
                 trips_in_a_row: 0,
                 open_backoff: BackoffState::default(),
                 probes_in_flight: 0,
@@ -112,20 +126,22 @@ impl Core {
 
     /// Replace the settings (a builder method of the layer).
     pub(crate) fn configure(&self, config: Arc<Config>) {
-        self.lock().config = config;
+        let mut inner = self.lock();
+        self.hot.window.set_length(config.window);
+        inner.config = config;
     }
 
     /// Release the lock, then report what happened under it; the events
     /// are also returned, for the request that caused them.
     fn unlock(&self, mut inner: MutexGuard<'_, Inner>) -> Vec<BreakerEvent> {
+        if inner.pending.is_empty() && inner.announce.is_none() {
+            return Vec::new();
+        }
         let events = std::mem::take(&mut inner.pending);
         let announce = inner.announce.take();
         // the settings are cloned only when there is something to report
-        let config = (announce.is_some() || !events.is_empty()).then(|| inner.config.clone());
+        let config = inner.config.clone();
         drop(inner);
-        let Some(config) = config else {
-            return events;
-        };
         if let (Some(open_for), Some(share)) = (announce, &config.share) {
             share.announce(self.id, open_for);
         }
@@ -137,7 +153,9 @@ impl Core {
         events
     }
 
-    /// Let a request through, or refuse it.
+    /// Let a request through, or refuse it. Inlined: while closed, this
+    /// is a load of the flag; the rest is out of line.
+    #[inline]
     pub(crate) fn admit(
         &self,
         share: Option<&Arc<dyn PauseShare>>,
@@ -148,6 +166,11 @@ impl Core {
         if self.closed.load(Ordering::Acquire) {
             return (Ok(Admission::Closed), Vec::new());
         }
+        self.admit_locked()
+    }
+
+    #[inline(never)]
+    fn admit_locked(&self) -> (Result<Admission, CircuitOpen>, Vec<BreakerEvent>) {
         let now = Instant::now();
         let mut inner = self.lock();
         advance(&mut inner, now);
@@ -191,10 +214,46 @@ impl Core {
         }
     }
 
-    /// Record the outcome of an admitted request.
+    /// Record the outcome of an admitted request. Inlined: the fast path
+    /// is small, the locked path out of line.
+    #[inline]
     pub(crate) fn record(&self, admission: Admission, verdict: Verdict) -> Vec<BreakerEvent> {
-        let now = Instant::now();
+        if admission == Admission::Closed
+            && verdict == Verdict::Success
+            && self.record_closed_success()
+        {
+            return Vec::new();
+        }
+        self.record_locked(admission, verdict)
+    }
+
+    /// The fast path of the commonest outcome, a success while closed: it
+    /// cannot trip the breaker, so it takes no lock. It counts the
+    /// success, ends the failures in a row and adds to the window's
+    /// current bucket; `false` (nothing done) when the breaker is not
+    /// closed or the bucket must turn over first.
+    ///
+    /// Racing a trip, the success lands as if recorded just before it (the
+    /// trip zeroes the failures in a row and clears the window anyway) or
+    /// just after it (counted, moving nothing): the window a later closed
+    /// phase judges by starts empty at its close, as it always did.
+    #[inline]
+    fn record_closed_success(&self) -> bool {
+        if !self.closed.load(Ordering::Acquire) || !self.hot.window.add_success(Instant::now()) {
+            return false;
+        }
+        self.hot.successes.fetch_add(1, Ordering::Relaxed);
+        if self.hot.consecutive.load(Ordering::Relaxed) != 0 {
+            self.hot.consecutive.store(0, Ordering::Relaxed);
+        }
+        true
+    }
+
+    #[inline(never)]
+    fn record_locked(&self, admission: Admission, verdict: Verdict) -> Vec<BreakerEvent> {
         let mut inner = self.lock();
+        // read under the lock: the window's buckets only turn forward
+        let now = Instant::now();
         let (failure, hint) = match verdict {
             Verdict::Success => (false, None),
             Verdict::Failure { hint } => (true, hint),
@@ -202,34 +261,58 @@ impl Core {
         if failure {
             inner.counts.failures += 1;
         } else {
-            inner.counts.successes += 1;
+            self.hot.successes.fetch_add(1, Ordering::Relaxed);
         }
         match (admission, &inner.phase) {
             (Admission::Closed, Phase::Closed) => {
-                inner.consecutive = if failure { inner.consecutive + 1 } else { 0 };
-                inner.counts.consecutive_failures = inner.consecutive;
+                let consecutive = if failure {
+                    let after = |n: u32| Some(n.saturating_add(1));
+                    let before = self.hot.consecutive.fetch_update(
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                        after,
+                    );
+                    before.map_or(u32::MAX, |n| n.saturating_add(1))
+                } else {
+                    self.hot.consecutive.store(0, Ordering::Relaxed);
+                    0
+                };
                 let config = &*inner.config;
                 let (min, ratio) = (config.min_throughput, config.failure_ratio);
                 let trip_after = config.consecutive_failures;
-                let window = inner.window.add(now, failure);
+                let window = self.hot.window.add(now, failure);
                 let rate_exceeded = window.is_some_and(|(total, failures)| {
                     total >= min && ratio > 0.0 && f64::from(failures) >= ratio * f64::from(total)
                 });
-                if failure && inner.consecutive >= trip_after {
-                    trip(&mut inner, now, hint, TransitionReason::ConsecutiveFailures);
+                if failure && consecutive >= trip_after {
+                    let reason = TransitionReason::ConsecutiveFailures;
+                    trip(&mut inner, &self.hot, now, hint, reason);
                 } else if rate_exceeded {
-                    trip(&mut inner, now, hint, TransitionReason::FailureRate);
+                    trip(
+                        &mut inner,
+                        &self.hot,
+                        now,
+                        hint,
+                        TransitionReason::FailureRate,
+                    );
                 }
             }
             (Admission::Probe(round), Phase::HalfOpen) if round == inner.round => {
                 inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
                 if failure {
-                    trip(&mut inner, now, hint, TransitionReason::ProbeFailed);
+                    trip(
+                        &mut inner,
+                        &self.hot,
+                        now,
+                        hint,
+                        TransitionReason::ProbeFailed,
+                    );
                 } else {
                     inner.probe_successes += 1;
                     if inner.probe_successes >= inner.config.probe_successes {
                         close(
                             &mut inner,
+                            &self.hot,
                             BreakerState::HalfOpen,
                             TransitionReason::ProbesSucceeded,
                         );
@@ -273,7 +356,10 @@ impl Core {
     }
 
     pub(crate) fn counts(&self) -> BreakerCounts {
-        self.lock().counts
+        let mut counts = self.lock().counts;
+        counts.successes = self.hot.successes.load(Ordering::Relaxed);
+        counts.consecutive_failures = self.hot.consecutive.load(Ordering::Relaxed);
+        counts
     }
 
     pub(crate) fn isolate(&self) {
@@ -295,7 +381,7 @@ impl Core {
         let now = Instant::now();
         let mut inner = self.lock();
         let from = public_state(&inner, now);
-        close(&mut inner, from, TransitionReason::Reset);
+        close(&mut inner, &self.hot, from, TransitionReason::Reset);
         self.sync_closed(&inner);
         self.unlock(inner);
     }
@@ -325,7 +411,13 @@ fn advance(inner: &mut Inner, now: Instant) {
     }
 }
 
-fn trip(inner: &mut Inner, now: Instant, hint: Option<Duration>, reason: TransitionReason) {
+fn trip(
+    inner: &mut Inner,
+    hot: &Hot,
+    now: Instant,
+    hint: Option<Duration>,
+    reason: TransitionReason,
+) {
     let from = public_state(inner, now);
     inner.trips_in_a_row += 1;
     inner.counts.trips += 1;
@@ -341,9 +433,8 @@ fn trip(inner: &mut Inner, now: Instant, hint: Option<Duration>, reason: Transit
             .checked_add(open_for)
             .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30)),
     };
-    inner.consecutive = 0;
-    inner.counts.consecutive_failures = 0;
-    inner.window.clear();
+    hot.consecutive.store(0, Ordering::Relaxed);
+    hot.window.clear();
     if reason != TransitionReason::Shared {
         inner.announce = Some(open_for);
     }
@@ -355,13 +446,12 @@ fn trip(inner: &mut Inner, now: Instant, hint: Option<Duration>, reason: Transit
     );
 }
 
-fn close(inner: &mut Inner, from: BreakerState, reason: TransitionReason) {
+fn close(inner: &mut Inner, hot: &Hot, from: BreakerState, reason: TransitionReason) {
     inner.phase = Phase::Closed;
-    inner.consecutive = 0;
-    inner.counts.consecutive_failures = 0;
+    hot.consecutive.store(0, Ordering::Relaxed);
     inner.trips_in_a_row = 0;
     inner.open_backoff = BackoffState::default();
-    inner.window.clear();
+    hot.window.clear();
     inner.probes_in_flight = 0;
     emit(inner, from, BreakerState::Closed, reason);
 }
@@ -400,8 +490,7 @@ impl Pausable for Core {
                 // probes of a half-open round in flight no longer count
                 inner.round += 1;
                 inner.probes_in_flight = 0;
-                inner.consecutive = 0;
-                inner.counts.consecutive_failures = 0;
+                self.hot.consecutive.store(0, Ordering::Relaxed);
                 emit(
                     &mut inner,
                     from,
@@ -412,5 +501,43 @@ impl Pausable for Core {
         }
         self.sync_closed(&inner);
         self.unlock(inner);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Successes recorded from several threads at once, most of them
+    /// without the lock, each count exactly once: in the counts and in the
+    /// window a failure then sums.
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_successes_each_count_once() {
+        let config = Config {
+            consecutive_failures: u32::MAX,
+            ..Config::default()
+        };
+        let core = Core::new(Arc::new(config));
+        let runtime = tokio::runtime::Handle::current();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (core, runtime) = (core.clone(), runtime.clone());
+                std::thread::spawn(move || {
+                    let _paused_clock = runtime.enter();
+                    for _ in 0..5_000 {
+                        core.record(Admission::Closed, Verdict::Success);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let counts = core.counts();
+        assert_eq!((counts.successes, counts.failures), (20_000, 0));
+        let _ = core.record(Admission::Closed, Verdict::Failure { hint: None });
+        assert_eq!(core.counts().consecutive_failures, 1);
+        assert_eq!(core.hot.window.add(Instant::now(), true), Some((20_002, 2)));
+        assert_eq!(core.state(), BreakerState::Closed);
     }
 }
