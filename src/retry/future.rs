@@ -11,7 +11,8 @@ use tower::Service;
 
 use super::config::Config;
 use super::policy::{Attempts, Decision, Outcome};
-use crate::body::{try_clone_request, ReplayBody};
+use super::template::Template;
+use crate::body::ReplayBody;
 use crate::classify::FailureKind;
 use crate::error::{BoxError, CircuitOpen, OutcomeUnknown, UnknownCause};
 use crate::replay::TokenRejected;
@@ -32,7 +33,7 @@ pin_project! {
         // not carry a service inline through every move of this future
         service: Option<Box<S>>,
         shared: Arc<Shared<S>>,
-        template: Option<Request<B>>,
+        template: Option<Template<B>>,
         attempts: Attempts,
     }
 }
@@ -57,7 +58,7 @@ where
     pub(crate) fn new(
         future: S::Future,
         shared: Arc<Shared<S>>,
-        template: Option<Request<B>>,
+        template: Option<Template<B>>,
         attempts: Attempts,
     ) -> Self {
         Self {
@@ -174,7 +175,7 @@ where
                     let mut request = this
                         .template
                         .as_ref()
-                        .and_then(try_clone_request)
+                        .and_then(Template::request)
                         .ok_or_else(|| -> BoxError {
                             // `decide` only schedules a retry for a replayable
                             // template; a body whose clone fails later is a bug

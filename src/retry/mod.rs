@@ -121,6 +121,7 @@ mod layer;
 mod policy;
 mod safety;
 mod service;
+mod template;
 
 pub use crate::observe::{DelaySource, GiveUpReason, RetryEvent, RetryEventKind};
 #[cfg(feature = "redis")]

@@ -7,7 +7,8 @@ use http::{HeaderMap, Request, StatusCode};
 use tokio::time::Instant;
 
 use super::config::{Config, RetryOverride};
-use super::safety::{proves_not_processed, Safety};
+use super::safety::{proves_not_processed, Safety, IDEMPOTENCY_KEY};
+use super::template::Template;
 use crate::backoff::{between, Backoff, BackoffState};
 use crate::classify::{Class, FailureKind};
 use crate::error::{BoxError, RetryDeadlineExceeded};
@@ -148,10 +149,16 @@ impl Attempts {
     /// Read the side-effect rule from `template` (the request's copy) if
     /// it was not read at the call: before the first decision on a
     /// failure.
-    pub(crate) fn settle_safety<B>(&mut self, config: &Config, template: Option<&Request<B>>) {
+    pub(crate) fn settle_safety<B>(&mut self, config: &Config, template: Option<&Template<B>>) {
         if self.safety.is_none() {
             if let Some(template) = template {
-                self.safety = Some(Safety::of(config, self.overrides.as_deref(), template));
+                self.safety = Some(Safety::of_parts(
+                    config,
+                    self.overrides.as_deref(),
+                    template.method(),
+                    template.uri(),
+                    || template.has_header(&IDEMPOTENCY_KEY),
+                ));
             }
         }
     }

@@ -2,7 +2,7 @@
 //! which failures prove that a request was not processed (the table is in
 //! the [`retry`](super) module docs).
 
-use http::{HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
 
 use super::config::{Config, RetryOverride};
 use crate::classify::FailureKind;
@@ -61,12 +61,27 @@ impl Safety {
         overrides: Option<&RetryOverride>,
         request: &http::Request<B>,
     ) -> Self {
+        Self::of_parts(config, overrides, request.method(), request.uri(), || {
+            request.headers().contains_key(IDEMPOTENCY_KEY)
+        })
+    }
+
+    /// [`of`](Self::of), from a request's method, URI and whether it
+    /// carries an `Idempotency-Key` (asked only when some origin honours
+    /// keys).
+    pub(crate) fn of_parts(
+        config: &Config,
+        overrides: Option<&RetryOverride>,
+        method: &Method,
+        uri: &Uri,
+        has_key: impl FnOnce() -> bool,
+    ) -> Self {
         let keys_honoured = !config.key_origins.is_empty()
-            && request.headers().contains_key(IDEMPOTENCY_KEY)
-            && Origin::of(request.uri()).is_some_and(|o| config.key_origins.contains(&o));
+            && has_key()
+            && Origin::of(uri).is_some_and(|o| config.key_origins.contains(&o));
         let repeatable = overrides
             .and_then(RetryOverride::idempotency)
-            .unwrap_or_else(|| is_idempotent(request.method()) || keys_honoured);
+            .unwrap_or_else(|| is_idempotent(method) || keys_honoured);
         Self {
             repeatable,
             keys_honoured,

@@ -10,8 +10,9 @@ use super::config::Config;
 use super::future::{ResponseFuture, Shared};
 use super::policy::Attempts;
 use super::safety::{new_idempotency_key, Safety, IDEMPOTENCY_KEY};
+use super::template::Template;
 use super::{RetryLayer, RetryOverride};
-use crate::body::{try_clone_parts, ReplayBody};
+use crate::body::ReplayBody;
 use crate::error::BoxError;
 use crate::observe::RequestContext;
 use crate::replay;
@@ -125,7 +126,7 @@ where
             config.replay_rejected_token && replay::mark_with(&mut request, audit.as_ref());
         let template = if replays_possible {
             let only_context = audit.is_some() && request.extensions().len() == 1;
-            try_clone_parts(&request, !only_context)
+            Template::of(&request, !only_context)
         } else {
             None
         };
