@@ -112,6 +112,7 @@
 
 mod event;
 mod future;
+mod latency;
 mod layer;
 mod observer;
 mod service;

@@ -53,8 +53,8 @@ impl<S> Audit<S> {
     /// Whether a request needs a context: a sink wants events, somebody
     /// holds the stats handle, or failures go to a dead-letter sink (which
     /// reads the attempts the context counts).
-    fn observed(&self) -> bool {
-        self.dead_letters.is_some() || self.layer.stats.wanted() || self.observer.sink.enabled()
+    fn observed(&self, enabled: bool) -> bool {
+        enabled || self.dead_letters.is_some() || self.layer.stats.wanted()
     }
 
     /// The wrapped service.
@@ -177,12 +177,20 @@ fn hex16(value: u64) -> [u8; 16] {
 }
 
 /// A correlation id from the request, if it carries a sane one.
+#[inline]
 fn incoming_id(headers: &HeaderMap) -> Option<HeaderValue> {
     // one pass over the (usually few) names is cheaper than hashing each
-    // candidate name, and most requests carry none
+    // candidate name, and most requests carry none: that pass is inlined
+    // into the call, the reading of one out of it
     if !headers.keys().any(|name| INCOMING_IDS.contains(name)) {
         return None;
     }
+    read_incoming_id(headers)
+}
+
+/// The sane correlation id among the request's [`INCOMING_IDS`], if any.
+#[inline(never)]
+fn read_incoming_id(headers: &HeaderMap) -> Option<HeaderValue> {
     INCOMING_IDS.iter().find_map(|name| {
         let value = headers.get(name)?;
         let text = value.to_str().ok()?;
@@ -222,7 +230,9 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let layer = &self.layer;
         let correlation_id = incoming_id(request.headers()).unwrap_or_else(new_correlation_id);
-        if !self.observed() {
+        // asked once per request: the context keeps the answer
+        let enabled = self.observer.sink.enabled();
+        if !self.observed(enabled) {
             // nobody reads what a context would carry: the id goes upstream,
             // and the request costs nothing more
             request
@@ -234,7 +244,7 @@ where
             .headers_mut()
             .insert(layer.header.clone(), correlation_id.clone());
         let observer: Arc<dyn crate::observe::Observer> = self.observer.clone();
-        let record = AuditRecord::new(correlation_id, observer);
+        let record = AuditRecord::new(correlation_id, observer, enabled);
         if record.enabled() {
             let priority = request.extensions().get::<Priority>().copied();
             let body = if layer.record_bodies {

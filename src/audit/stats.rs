@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::latency::Latencies;
 use super::EventKind;
 use crate::classify::FailureKind;
 use crate::observe::{
@@ -43,7 +44,11 @@ struct Counters {
 
 struct Inner {
     counters: Counters,
+    /// The latencies read so far ([`snapshot`](AuditStats::snapshot)
+    /// folds `recent` in).
     latency_us: Mutex<Histogram<u64>>,
+    /// The latencies recorded since, without a lock.
+    recent: Latencies,
     /// Somebody holds a handle to read these numbers: until then an audit
     /// layer keeps no per-request context for them.
     wanted: AtomicBool,
@@ -100,12 +105,11 @@ impl Default for AuditStats {
 impl AuditStats {
     /// Empty statistics.
     pub fn new() -> Self {
-        let histogram =
-            Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds");
         Self {
             inner: Arc::new(Inner {
                 counters: Counters::default(),
-                latency_us: Mutex::new(histogram),
+                latency_us: Mutex::new(Latencies::histogram()),
+                recent: Latencies::new(),
                 wanted: AtomicBool::new(false),
             }),
         }
@@ -115,11 +119,12 @@ impl AuditStats {
     pub fn snapshot(&self) -> StatsSnapshot {
         let c = &self.inner.counters;
         let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
-        let histogram = self
+        let mut histogram = self
             .inner
             .latency_us
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        self.inner.recent.fold_into(&mut histogram);
         let pct = |q: f64| {
             if histogram.is_empty() {
                 0.0
@@ -157,6 +162,7 @@ impl AuditStats {
     }
 
     /// Whether somebody can read these numbers ([`mark_wanted`](Self::mark_wanted)).
+    #[inline]
     pub(crate) fn wanted(&self) -> bool {
         self.inner.wanted.load(Ordering::Relaxed)
     }
@@ -215,15 +221,13 @@ impl AuditStats {
                 }
             }
         }
-        // whole microseconds, rounded (what events carry)
-        let micros = u64::try_from((total.as_nanos() + 500) / 1000).unwrap_or(u64::MAX);
-        let micros = micros.clamp(1, 3_600_000_000);
-        let mut histogram = self
-            .inner
-            .latency_us
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let _ = histogram.record(micros);
+        // whole microseconds, rounded (what events carry), in u64
+        // arithmetic: whole seconds are whole microseconds
+        let micros = total
+            .as_secs()
+            .saturating_mul(1_000_000)
+            .saturating_add(u64::from((total.subsec_nanos() + 500) / 1000));
+        self.inner.recent.record(micros);
     }
 
     pub(crate) fn count_dead_letter(&self) {

@@ -41,7 +41,7 @@ struct Inner {
     correlation_arc: OnceLock<Arc<str>>,
     started: Instant,
     observer: Arc<dyn Observer>,
-    /// `observer.enabled()`, asked once per request.
+    /// `observer.enabled()`, asked once per request (by its maker).
     enabled: bool,
     attempts: AtomicU32,
     backoff_ns: AtomicU64,
@@ -61,9 +61,14 @@ pub(crate) struct Timings {
 
 impl RequestContext {
     /// A context for the request sent with `correlation_id`, starting now,
-    /// reporting to `observer`.
-    pub(crate) fn new(correlation_id: HeaderValue, observer: Arc<dyn Observer>) -> Self {
-        let enabled = observer.enabled();
+    /// reporting to `observer`, whose [`enabled`](Observer::enabled) is
+    /// `enabled` (asked by the caller, which already needed it).
+    pub(crate) fn new(
+        correlation_id: HeaderValue,
+        observer: Arc<dyn Observer>,
+        enabled: bool,
+    ) -> Self {
+        debug_assert_eq!(enabled, observer.enabled());
         Self {
             inner: Arc::new(Inner {
                 correlation_id,
