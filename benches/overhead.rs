@@ -28,8 +28,8 @@ use tower_http::auth::AddAuthorizationLayer;
 mod inmem;
 
 use inmem::{
-    cached_token, canonical_stack, now, peer_stack, request, resilience_retry, runtime, upstream,
-    PeerPolicy,
+    cached_token, canonical_stack, canonical_stack_with, now, peer_stack, read_audit, request,
+    resilience_retry, runtime, upstream, PeerPolicy,
 };
 
 fn drive<S>(service: &mut S)
@@ -203,6 +203,10 @@ fn audit(c: &mut Criterion) {
         "tower-cx AuditLayer (no-op sink)",
         AuditLayer::new(NoopSink).layer(upstream()),
     );
+    group.added(
+        "tower-cx AuditLayer (no-op sink, stats handle taken)",
+        read_audit().layer(upstream()),
+    );
     let lines = JsonLinesSink::with_capacity(std::io::sink(), 1 << 20);
     group.added(
         "tower-cx AuditLayer (JSON lines to io::sink)",
@@ -224,6 +228,10 @@ fn stack(c: &mut Criterion) {
     group.added(
         "tower-cx canonical stack",
         canonical_stack(cache.clone(), true),
+    );
+    group.added(
+        "tower-cx canonical stack, its stats handle taken",
+        canonical_stack_with(read_audit(), cache.clone(), true),
     );
     group.added(
         "tower-cx canonical stack without timeout",

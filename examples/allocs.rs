@@ -32,7 +32,7 @@ use tower_cx::retry::RetryLayer;
 mod inmem;
 
 use inmem::{
-    cached_token, canonical_stack, canonical_stack_with, now, peer_stack, request,
+    cached_token, canonical_stack, canonical_stack_with, now, peer_stack, read_audit, request,
     resilience_retry, runtime, upstream, PeerPolicy,
 };
 
@@ -120,14 +120,6 @@ where
         bytes: per(bytes1 - bytes0),
         held: (bytes1 - bytes0) as f64 / COUNTED as f64 - per(freed1 - freed0),
     }
-}
-
-/// An audit layer with a no-op sink whose stats handle was taken: every
-/// request then carries a context.
-fn read_audit() -> AuditLayer {
-    let audit = AuditLayer::new(NoopSink);
-    drop(audit.stats_handle());
-    audit
 }
 
 fn main() {

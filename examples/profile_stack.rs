@@ -44,7 +44,7 @@ mod inmem;
 mod wire;
 
 use inmem::{
-    cached_token, canonical_stack, canonical_stack_with, now, peer_stack, request,
+    cached_token, canonical_stack, canonical_stack_with, now, peer_stack, read_audit, request,
     resilience_retry, runtime, upstream, PeerPolicy,
 };
 
@@ -132,16 +132,8 @@ fn main() {
         "peer-stack" => drive(peer_stack(), n),
         "peer-resilience-retry" => drive(resilience_retry(), n),
         "stack" => drive(canonical_stack(cache, true), n),
-        "stack-stats" => {
-            let audit = AuditLayer::new(NoopSink);
-            let _stats = audit.stats_handle();
-            drive(canonical_stack_with(audit, cache, true), n)
-        }
-        "audit-stats" => {
-            let audit = AuditLayer::new(NoopSink);
-            let _stats = audit.stats_handle();
-            drive(audit.layer(upstream()), n)
-        }
+        "stack-stats" => drive(canonical_stack_with(read_audit(), cache, true), n),
+        "audit-stats" => drive(read_audit().layer(upstream()), n),
         other => panic!("unknown mode {other}: see the example's docs for the modes"),
     }
 }

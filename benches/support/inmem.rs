@@ -80,6 +80,14 @@ pub fn canonical_stack(
     canonical_stack_with(AuditLayer::new(NoopSink), cache, timeout)
 }
 
+/// An audit layer with a no-op sink whose stats handle was taken: every
+/// request then carries a context.
+pub fn read_audit() -> AuditLayer {
+    let audit = AuditLayer::new(NoopSink);
+    drop(audit.stats_handle());
+    audit
+}
+
 /// [`canonical_stack`] under `audit` (for example one whose stats handle
 /// was taken, so that every request carries a context).
 pub fn canonical_stack_with(

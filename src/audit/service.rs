@@ -22,7 +22,14 @@ use crate::redact::{is_secret_key, redact_json, redact_uri_for_event, strip_user
 #[derive(Clone)]
 pub struct Audit<S> {
     pub(crate) inner: S,
-    pub(crate) layer: AuditLayer,
+    /// The settings, behind one reference count: services are often cloned
+    /// per request, and a clone then costs one count.
+    shared: Arc<Shared>,
+}
+
+/// What every clone of one [`Audit`] service shares.
+struct Shared {
+    layer: AuditLayer,
     /// The layer's sink and stats, as the observer of each request's context.
     observer: Arc<AuditObserver>,
     /// The layer's dead-letter sink, counted in its stats.
@@ -44,9 +51,11 @@ impl<S> Audit<S> {
         });
         Self {
             inner,
-            layer,
-            observer,
-            dead_letters,
+            shared: Arc::new(Shared {
+                layer,
+                observer,
+                dead_letters,
+            }),
         }
     }
 
@@ -54,7 +63,8 @@ impl<S> Audit<S> {
     /// holds the stats handle, or failures go to a dead-letter sink (which
     /// reads the attempts the context counts).
     fn observed(&self, enabled: bool) -> bool {
-        enabled || self.dead_letters.is_some() || self.layer.stats.wanted()
+        let shared = &*self.shared;
+        enabled || shared.dead_letters.is_some() || shared.layer.stats.wanted()
     }
 
     /// The wrapped service.
@@ -72,7 +82,7 @@ impl<S: fmt::Debug> fmt::Debug for Audit<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Audit")
             .field("inner", &self.inner)
-            .field("layer", &self.layer)
+            .field("layer", &self.shared.layer)
             .finish()
     }
 }
@@ -228,10 +238,10 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let layer = &self.layer;
+        let layer = &self.shared.layer;
         let correlation_id = incoming_id(request.headers()).unwrap_or_else(new_correlation_id);
         // asked once per request: the context keeps the answer
-        let enabled = self.observer.sink.enabled();
+        let enabled = self.shared.observer.sink.enabled();
         if !self.observed(enabled) {
             // nobody reads what a context would carry: the id goes upstream,
             // and the request costs nothing more
@@ -243,7 +253,7 @@ where
         request
             .headers_mut()
             .insert(layer.header.clone(), correlation_id.clone());
-        let observer: Arc<dyn crate::observe::Observer> = self.observer.clone();
+        let observer: Arc<dyn crate::observe::Observer> = self.shared.observer.clone();
         let record = AuditRecord::new(correlation_id, observer, enabled);
         if record.enabled() {
             let priority = request.extensions().get::<Priority>().copied();
@@ -271,6 +281,7 @@ where
         // the caller dead-letters this request itself (a typed client,
         // after its own retries)
         let dead_letters = self
+            .shared
             .dead_letters
             .clone()
             .filter(|_| request.extensions().get::<DeadLettersHandled>().is_none());
@@ -288,9 +299,9 @@ where
         let letters = dead_letters.map(|sink| Letters {
             sink,
             copy,
-            on_drop: self.layer.letter_dropped,
+            on_drop: self.shared.layer.letter_dropped,
         });
-        ResponseFuture::new(future, record, self.observer.clone(), letters)
+        ResponseFuture::new(future, record, self.shared.observer.clone(), letters)
     }
 }
 
