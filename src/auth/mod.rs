@@ -54,8 +54,10 @@
 //!   each request ([`replay::mark`](crate::replay::mark)): the bearer
 //!   then keeps no copy of its own, and returns the 401 marked
 //!   [`TokenRejected`] for the retry layer to send once more from the copy it
-//!   keeps anyway. One replay, one copy, with no setting to change (the
-//!   protocol is documented in [`crate::replay`]).
+//!   keeps anyway. One replay, and one copy wherever the mark can travel
+//!   (the request has a context or extensions) or
+//!   [`Stack`](crate::stack::Stack) composes the two (the protocol is
+//!   documented in [`crate::replay`]).
 //! - Requests to `http://` hosts other than loopback fail with
 //!   [`InsecureUrl`](crate::error::InsecureUrl): credentials never travel in
 //!   clear text.
