@@ -74,6 +74,7 @@
 //! - See [`TokenCache`] for refresh-ahead, single flight and stale-token rules,
 //!   and [`ClientCredentials`] for the Genesys Cloud and NICE CXone flavours.
 
+mod builder;
 mod cache;
 mod future;
 mod layer;
@@ -85,7 +86,8 @@ mod token;
 
 pub use crate::observe::AuthEvent;
 pub use crate::replay::TokenRejected;
-pub use cache::{TokenCache, TokenCacheBuilder, TokenStatus};
+pub use builder::TokenCacheBuilder;
+pub use cache::{TokenCache, TokenStatus};
 pub use future::ResponseFuture;
 pub use layer::BearerLayer;
 #[cfg(feature = "redis")]

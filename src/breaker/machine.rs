@@ -8,40 +8,41 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::Config;
+use super::transition::{advance, close, emit, public_state, trip};
 use super::window::Window;
 use super::{BreakerCounts, BreakerEvent, BreakerState, TransitionReason};
 use crate::backoff::BackoffState;
 use crate::error::CircuitOpen;
 use crate::share::{Pausable, PauseShare, PauseTarget};
 
-enum Phase {
+pub(super) enum Phase {
     Closed,
     Open { until: Instant },
     HalfOpen,
     Isolated,
 }
 
-struct Inner {
+pub(super) struct Inner {
     /// The latest settings: a builder method called after a handle was
     /// taken still applies to the breaker that handle watches.
-    config: Arc<Config>,
-    phase: Phase,
-    trips_in_a_row: u32,
-    open_backoff: BackoffState,
-    probes_in_flight: u32,
-    probe_successes: u32,
+    pub(super) config: Arc<Config>,
+    pub(super) phase: Phase,
+    pub(super) trips_in_a_row: u32,
+    pub(super) open_backoff: BackoffState,
+    pub(super) probes_in_flight: u32,
+    pub(super) probe_successes: u32,
     /// Which half-open round the probes belong to: a probe from an earlier
     /// round must not touch this round's slots or successes.
-    round: u64,
+    pub(super) round: u64,
     /// The counts but `successes` and `consecutive_failures`, kept in
     /// [`Hot`].
-    counts: BreakerCounts,
+    pub(super) counts: BreakerCounts,
     /// Transitions to report once the lock is released (a callback must
     /// be free to call the handle).
-    pending: Vec<BreakerEvent>,
+    pub(super) pending: Vec<BreakerEvent>,
     /// A trip to announce to the breakers sharing this one's state, once
     /// the lock is released.
-    announce: Option<Duration>,
+    pub(super) announce: Option<Duration>,
 }
 
 /// How a request was let through.
@@ -66,11 +67,11 @@ pub(crate) enum Verdict {
 /// What a success while closed changes, kept out of the lock so that the
 /// commonest outcome takes no lock (see [`Core::record`]). Only the lock
 /// holder resets the window's buckets or counts a failure.
-struct Hot {
-    successes: AtomicU64,
+pub(super) struct Hot {
+    pub(super) successes: AtomicU64,
     /// Failures in a row while closed.
-    consecutive: AtomicU32,
-    window: Window,
+    pub(super) consecutive: AtomicU32,
+    pub(super) window: Window,
 }
 
 /// The shared state machine. Built once per layer, before any setting:
@@ -384,86 +385,6 @@ impl Core {
         close(&mut inner, &self.hot, from, TransitionReason::Reset);
         self.sync_closed(&inner);
         self.unlock(inner);
-    }
-}
-
-fn emit(inner: &mut Inner, from: BreakerState, to: BreakerState, reason: TransitionReason) {
-    inner.pending.push(BreakerEvent { from, to, reason });
-}
-
-/// Move Open to HalfOpen once its time has come.
-fn advance(inner: &mut Inner, now: Instant) {
-    if let Phase::Open { until } = inner.phase {
-        if now >= until {
-            inner.phase = Phase::HalfOpen;
-            inner.probes_in_flight = 0;
-            inner.probe_successes = 0;
-            inner.round += 1;
-            emit(
-                inner,
-                BreakerState::Open {
-                    retry_in: Duration::ZERO,
-                },
-                BreakerState::HalfOpen,
-                TransitionReason::OpenElapsed,
-            );
-        }
-    }
-}
-
-fn trip(
-    inner: &mut Inner,
-    hot: &Hot,
-    now: Instant,
-    hint: Option<Duration>,
-    reason: TransitionReason,
-) {
-    let from = public_state(inner, now);
-    inner.trips_in_a_row += 1;
-    inner.counts.trips += 1;
-    let config = inner.config.clone();
-    let backoff =
-        config
-            .open_backoff
-            .next_delay(inner.trips_in_a_row, &mut inner.open_backoff, &config.rng);
-    let open_for = hint.unwrap_or(backoff).min(config.max_open);
-    inner.phase = Phase::Open {
-        // a hint too far to represent is as good as forever
-        until: now
-            .checked_add(open_for)
-            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30)),
-    };
-    hot.consecutive.store(0, Ordering::Relaxed);
-    hot.window.clear();
-    if reason != TransitionReason::Shared {
-        inner.announce = Some(open_for);
-    }
-    emit(
-        inner,
-        from,
-        BreakerState::Open { retry_in: open_for },
-        reason,
-    );
-}
-
-fn close(inner: &mut Inner, hot: &Hot, from: BreakerState, reason: TransitionReason) {
-    inner.phase = Phase::Closed;
-    hot.consecutive.store(0, Ordering::Relaxed);
-    inner.trips_in_a_row = 0;
-    inner.open_backoff = BackoffState::default();
-    hot.window.clear();
-    inner.probes_in_flight = 0;
-    emit(inner, from, BreakerState::Closed, reason);
-}
-
-fn public_state(inner: &Inner, now: Instant) -> BreakerState {
-    match inner.phase {
-        Phase::Closed => BreakerState::Closed,
-        Phase::Open { until } => BreakerState::Open {
-            retry_in: until.saturating_duration_since(now),
-        },
-        Phase::HalfOpen => BreakerState::HalfOpen,
-        Phase::Isolated => BreakerState::Isolated,
     }
 }
 

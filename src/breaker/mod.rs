@@ -57,6 +57,7 @@ mod layer;
 mod machine;
 mod service;
 mod state;
+mod transition;
 mod window;
 
 pub use future::ResponseFuture;
