@@ -63,7 +63,8 @@ pub(crate) struct Issued {
 /// Each bearer service keeps one: while the generation has not moved (no
 /// token stored or dropped since), its token is the cache's current one,
 /// read without the shared pointer's load. Validity is still checked on
-/// every read, against the clock.
+/// every read: against the clock, unless the token's refresh timer vouches
+/// that it is before its refresh point (`auth::vouch`).
 #[derive(Clone, Default)]
 pub(crate) struct Seen {
     generation: u64,
@@ -85,6 +86,9 @@ pub(crate) struct Cached {
     pub(super) token: Secret,
     pub(super) expires_at: Instant,
     pub(super) refresh_at: Instant,
+    /// Up while the token's refresh timer vouches that it is before
+    /// `refresh_at` (see `auth::vouch`): the hot path then reads no clock.
+    pub(super) before_refresh: AtomicBool,
 }
 
 /// Shared token cache. Clones share the token, the refresh and the counts;
@@ -256,6 +260,10 @@ impl TokenCache {
     /// is due.
     #[inline]
     fn check(&self, cached: &Cached) -> Option<Issued> {
+        if cached.before_refresh.load(Ordering::Acquire) {
+            // a live timer vouches: valid, and no refresh due yet
+            return Some(cached.issued.clone());
+        }
         let now = Instant::now();
         if now >= cached.expires_at {
             return None;

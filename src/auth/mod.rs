@@ -83,6 +83,7 @@ mod scrub;
 mod service;
 mod source;
 mod token;
+mod vouch;
 
 pub use crate::observe::AuthEvent;
 pub use crate::replay::TokenRejected;

@@ -2,7 +2,7 @@
 //! single-flight refresh task, the check of a new token, and the one timer
 //! per cache that starts a refresh when the token is due.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::cache::{Cached, Inner, Issued, MAX_LIFETIME};
 use super::token::{Token, TokenError};
+use super::vouch::sleep_vouching;
 use crate::backoff::BackoffState;
 use crate::observe::AuthEvent;
 
@@ -149,6 +150,7 @@ impl Inner {
             },
             expires_at,
             refresh_at: expires_at - ahead,
+            before_refresh: AtomicBool::new(false),
         };
         Ok((cached, lifetime))
     }
@@ -159,7 +161,7 @@ impl Inner {
 /// client idle for a while finds a fresh token. Holds the cache only weakly:
 /// a dropped cache ends it.
 async fn refresh_when_due(cache: Weak<Inner>, cached: Arc<Cached>) {
-    tokio::time::sleep_until(cached.refresh_at).await;
+    sleep_vouching(&cached).await;
     let Some(inner) = cache.upgrade() else {
         return;
     };
