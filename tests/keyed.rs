@@ -351,3 +351,31 @@ async fn a_request_of_cost_three_takes_three_slots() {
     // 1 + 3 fill the window; the last waits for the first to leave it
     assert_eq!(at("window"), vec![ms(0), ms(0), ms(1000)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_factory_may_read_the_layers_handle_and_racing_first_requests_share_one_limiter() {
+    let log = Log::default();
+    let handle = Arc::new(std::sync::OnceLock::new());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let layer = KeyedLimitLayer::new(by_client, {
+        let (handle, seen) = (handle.clone(), seen.clone());
+        move |_: &Client| {
+            // the registry is not locked while a key's limiter is made
+            let keys: &tower_cx::priority::keyed::KeyedLimitHandle<Client> =
+                handle.get().expect("set before the first request");
+            seen.lock().unwrap().push(keys.len());
+            PriorityLimitLayer::new(1)
+        }
+    });
+    handle.set(layer.handle()).ok().unwrap();
+    let api: KeyedLimit<_, Client, _> = layer.layer(upstream(log.clone(), ms(10)));
+    let answers = send_all(&api, vec![req("a", "/x"), req("a", "/y")]).await;
+    assert!(answers
+        .iter()
+        .all(|a| a.as_ref().is_ok_and(|s| s.is_success())));
+    // one limiter of one permit served both: the second waited for the first
+    assert_eq!(sent(&log), vec![("a", ms(0)), ("a", ms(10))]);
+    assert_eq!(handle.get().unwrap().len(), 1);
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty() && seen.iter().all(|n| *n == 0), "{seen:?}");
+}

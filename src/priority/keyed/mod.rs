@@ -45,7 +45,10 @@
 //!   group, or an extension the caller set for a client or a user). `None`
 //!   sends the request on unlimited by this layer.
 //! - A key's limiter is made by the factory the first time the key is
-//!   seen, and serves every request of the key from then on, in every
+//!   seen (the factory runs outside the layer's lock, so it may be slow or
+//!   read the layer's handle; when two first requests of a key race, it may
+//!   run twice and the first limiter stored serves both), and serves every
+//!   request of the key from then on, in every
 //!   clone of the layer and of its services: everything
 //!   [`PriorityLimitLayer`](crate::priority::PriorityLimitLayer) does
 //!   (priority queue, aging, a rate gate closed by the key's own `429`s

@@ -104,21 +104,30 @@ impl<K: Hash + Eq + Clone> Registry<K> {
 
     /// The limiter of `key` and a hold on it, made if new; `TooManyKeys`
     /// when the registry is full and no key is idle.
+    ///
+    /// The factory runs without the lock: a slow factory holds up no other
+    /// key, and one that reads the layer's handle cannot deadlock. When two
+    /// first requests of a key race, both may run it; the first limiter
+    /// stored serves both.
     pub(super) fn acquire(&self, key: &K) -> Result<(Arc<Limiter>, Hold), Overloaded> {
         let now = Instant::now();
-        let mut keys = self.lock();
-        if keys
-            .last_sweep
-            .is_none_or(|at| now.saturating_duration_since(at) >= self.idle_timeout)
         {
-            self.sweep(&mut keys, now);
+            let mut keys = self.lock();
+            if keys
+                .last_sweep
+                .is_none_or(|at| now.saturating_duration_since(at) >= self.idle_timeout)
+            {
+                self.sweep(&mut keys, now);
+            }
+            if let Some(known) = Self::known(&mut keys, key) {
+                return Ok(known);
+            }
         }
-        keys.uses += 1;
-        let uses = keys.uses;
-        if let Some(entry) = keys.map.get_mut(key) {
-            entry.touched = uses;
-            entry.usage.users.fetch_add(1, Ordering::SeqCst);
-            return Ok((entry.limiter.clone(), Hold(entry.usage.clone())));
+        let limiter = self.make(key);
+        let mut keys = self.lock();
+        if let Some(known) = Self::known(&mut keys, key) {
+            // made meanwhile by another request: that one serves
+            return Ok(known);
         }
         if keys.map.len() >= self.max_keys {
             self.sweep(&mut keys, now);
@@ -137,25 +146,41 @@ impl<K: Hash + Eq + Clone> Registry<K> {
             keys.map.remove(&lru);
             keys.dropped += 1;
         }
-        let mut layer = (self.make)(key);
-        if let Some(pacer) = &self.within {
-            layer = layer.within(pacer.clone());
-        }
-        let limiter = layer.into_limiter();
+        keys.uses += 1;
         let usage = Arc::new(Usage {
             users: AtomicUsize::new(1),
             last_used: Mutex::new(now),
         });
         let hold = Hold(usage.clone());
+        let touched = keys.uses;
         keys.map.insert(
             key.clone(),
             Entry {
                 limiter: limiter.clone(),
                 usage,
-                touched: uses,
+                touched,
             },
         );
         Ok((limiter, hold))
+    }
+
+    /// `key`'s limiter and a hold on it, if the key is kept.
+    fn known(keys: &mut Keys<K>, key: &K) -> Option<(Arc<Limiter>, Hold)> {
+        keys.uses += 1;
+        let uses = keys.uses;
+        let entry = keys.map.get_mut(key)?;
+        entry.touched = uses;
+        entry.usage.users.fetch_add(1, Ordering::SeqCst);
+        Some((entry.limiter.clone(), Hold(entry.usage.clone())))
+    }
+
+    /// A new limiter for `key` from the factory (called without the lock).
+    fn make(&self, key: &K) -> Arc<Limiter> {
+        let mut layer = (self.make)(key);
+        if let Some(pacer) = &self.within {
+            layer = layer.within(pacer.clone());
+        }
+        layer.into_limiter()
     }
 
     /// Drop the keys idle for the idle timeout.
