@@ -51,7 +51,9 @@ return balance";
 /// view (the fleet's balance at its last settlement, plus what it deposited
 /// and withdrew since), and a background task settles with Redis every
 /// [`settle_every`](Self::settle_every) (100 ms by default), or at once
-/// when [`batch`](Self::batch) retries are unsettled. The window is kept in
+/// when [`batch`](Self::batch) retries are unsettled. A member idle for an
+/// interval stops settling, and settles at once on its next deposit or
+/// retry. The window is kept in
 /// Redis on the Redis clock, in the slots a [`RetryBudget`] uses.
 ///
 /// **Overshoot.** A member allows at most `batch` retries (8 by default)
@@ -83,6 +85,20 @@ struct Inner {
     state: Mutex<View>,
     wake: Arc<Notify>,
     started: AtomicBool,
+    /// Deposited or withdrew since the settling task last looked.
+    used: AtomicBool,
+    /// The settling task rests until the next use.
+    parked: AtomicBool,
+    /// Settlements begun (for the tests).
+    #[cfg(test)]
+    settlements: std::sync::atomic::AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // a resting settling task wakes, finds the budget gone and ends
+        self.wake.notify_one();
+    }
 }
 
 /// What this member knows of the fleet's budget, in the budget's units.
@@ -129,6 +145,10 @@ impl RedisRetryBudget {
                 state: Mutex::default(),
                 wake: Arc::new(Notify::new()),
                 started: AtomicBool::new(false),
+                used: AtomicBool::new(false),
+                parked: AtomicBool::new(false),
+                #[cfg(test)]
+                settlements: Default::default(),
             }),
         })
     }
@@ -150,6 +170,10 @@ impl RedisRetryBudget {
                 state: Mutex::default(),
                 wake: Arc::new(Notify::new()),
                 started: AtomicBool::new(false),
+                used: AtomicBool::new(false),
+                parked: AtomicBool::new(false),
+                #[cfg(test)]
+                settlements: Default::default(),
             }),
         }
     }
@@ -186,18 +210,35 @@ impl RedisRetryBudget {
 }
 
 /// Settle now, then every `every` or when woken, as long as the budget
-/// lives.
+/// lives; after an interval without a deposit or a withdrawal, rest until
+/// the next one (an idle member sends Redis nothing).
 async fn settle_while_used(budget: Weak<Inner>, wake: Arc<Notify>, every: Duration) {
     loop {
         let Some(inner) = budget.upgrade() else {
             return;
         };
+        inner.used.store(false, Ordering::SeqCst);
         inner.settle().await;
         drop(inner);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = wake.notified() => {}
         }
+        let Some(inner) = budget.upgrade() else {
+            return;
+        };
+        if inner.used.load(Ordering::SeqCst) {
+            continue;
+        }
+        // idle since the last settlement: rest; the next use wakes us (a
+        // use between the two checks is seen by one side or the other)
+        inner.parked.store(true, Ordering::SeqCst);
+        if inner.used.load(Ordering::SeqCst) {
+            inner.parked.store(false, Ordering::SeqCst);
+            continue;
+        }
+        drop(inner);
+        wake.notified().await;
     }
 }
 
@@ -207,6 +248,8 @@ impl Inner {
     }
 
     async fn settle(&self) {
+        #[cfg(test)]
+        self.settlements.fetch_add(1, Ordering::Relaxed);
         let delta = self.begin_settlement();
         let (key, script) = (self.key.clone(), self.script.clone());
         let slot_ms = self.units.slot.as_millis().max(1) as u64;
@@ -227,6 +270,16 @@ impl Inner {
             })
             .await;
         self.end_settlement(settled);
+    }
+
+    /// A deposit or a withdrawal: wake the settling task if it rests.
+    fn mark_used(&self) {
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::SeqCst);
+        }
+        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
     }
 
     /// What goes to Redis now: the unsettled change, then in flight.
@@ -264,6 +317,7 @@ impl Inner {
 impl Budget for RedisRetryBudget {
     fn deposit(&self, now: Instant) {
         self.ensure_started();
+        self.inner.mark_used();
         Budget::deposit(&self.inner.local, now);
         let mut view = self.lock();
         if !view.degraded {
@@ -273,6 +327,7 @@ impl Budget for RedisRetryBudget {
 
     fn withdraw(&self, now: Instant) -> bool {
         self.ensure_started();
+        self.inner.mark_used();
         let units = self.inner.units;
         let mut view = self.lock();
         if view.degraded {
@@ -394,6 +449,48 @@ mod tests {
         budget.deposit(now);
         assert!(budget.withdraw(now));
         assert!(!budget.withdraw(now));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_member_stops_settling_and_its_next_use_settles_at_once() {
+        let budget = budget(1, 0.2).settle_every(Duration::from_millis(100));
+        let settlements = || budget.inner.settlements.load(Ordering::Relaxed);
+        let now = Instant::now();
+        // in use: a deposit every 50 ms for a second, a settlement every
+        // 100 ms or so (each failed connection to the absent Redis takes
+        // its own turn)
+        for _ in 0..20 {
+            budget.deposit(now);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let busy = settlements();
+        assert_eq!(busy, 9);
+        // idle for ten seconds: one more settlement (of the last deposit),
+        // then nothing
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(settlements() - busy, 1);
+        // the next use settles at once
+        let before = settlements();
+        budget.deposit(now);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(settlements(), before + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_budget_ends_its_resting_settling_task() {
+        let budget = budget(1, 0.2);
+        let weak = Arc::downgrade(&budget.inner);
+        budget.deposit(Instant::now());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(budget.inner.parked.load(Ordering::SeqCst), "resting");
+        drop(budget);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(weak.upgrade().is_none());
+        // the task ended: the runtime holds no other task
+        let alive = tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks();
+        assert_eq!(alive, 0);
     }
 
     #[test]
