@@ -108,6 +108,20 @@ fn tower_cancel_run(runtime: &tokio::runtime::Runtime, n: usize, order: Order) -
     (enqueue, cancel)
 }
 
+/// The memory alone, for reference: `n` waiters' worth of allocations (a
+/// box the size of a queued request's waiting state, and a mailbox), made
+/// in arrival order and freed in `order`, with no limiter at all. What
+/// random order costs here is the floor for any queue whose waiters own
+/// memory allocated as they arrive.
+fn memory_cancel_run(_runtime: &tokio::runtime::Runtime, n: usize, order: Order) -> (f64, f64) {
+    let start = Instant::now();
+    let waiters: Vec<(Box<[u8; 352]>, std::sync::Arc<[u8; 48]>)> = (0..n)
+        .map(|i| (Box::new([i as u8; 352]), std::sync::Arc::new([i as u8; 48])))
+        .collect();
+    let enqueue = per_item(start.elapsed(), n);
+    (enqueue, drop_in(waiters, order))
+}
+
 /// `n` requests at once through a limit of 16 over an upstream that takes
 /// 1 ms (paused clock): per request, wall time.
 fn through_limit<S>(runtime: &tokio::runtime::Runtime, n: usize, service: S) -> f64
@@ -209,6 +223,17 @@ pub(crate) fn queue(runs: usize) {
     );
     for n in SIZES {
         cancel_row(&runtime, runs, n, tower_cancel_run);
+    }
+    println!();
+    header(
+        "For reference: the memory alone (no limiter)",
+        "The same harness over n allocations of a queued request's size (a \
+         352-byte box and a 48-byte mailbox each), made in arrival order and \
+         freed in each order: the allocator and the caches, nothing else.",
+        &columns,
+    );
+    for n in SIZES {
+        cancel_row(&runtime, runs, n, memory_cancel_run);
     }
     println!();
     header(
