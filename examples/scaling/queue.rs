@@ -108,6 +108,10 @@ fn tower_cancel_run(runtime: &tokio::runtime::Runtime, n: usize, order: Order) -
     (enqueue, cancel)
 }
 
+/// What a queued request owns, as plain memory: its waiting state and its
+/// mailbox.
+type MemoryOnly = (Box<[u8; 352]>, std::sync::Arc<[u8; 48]>);
+
 /// The memory alone, for reference: `n` waiters' worth of allocations (a
 /// box the size of a queued request's waiting state, and a mailbox), made
 /// in arrival order and freed in `order`, with no limiter at all. What
@@ -115,7 +119,7 @@ fn tower_cancel_run(runtime: &tokio::runtime::Runtime, n: usize, order: Order) -
 /// memory allocated as they arrive.
 fn memory_cancel_run(_runtime: &tokio::runtime::Runtime, n: usize, order: Order) -> (f64, f64) {
     let start = Instant::now();
-    let waiters: Vec<(Box<[u8; 352]>, std::sync::Arc<[u8; 48]>)> = (0..n)
+    let waiters: Vec<MemoryOnly> = (0..n)
         .map(|i| (Box::new([i as u8; 352]), std::sync::Arc::new([i as u8; 48])))
         .collect();
     let enqueue = per_item(start.elapsed(), n);
