@@ -132,7 +132,7 @@ fn retry(c: &mut Criterion) {
 fn bearer(c: &mut Criterion) {
     let runtime = runtime();
     let _guard = runtime.enter();
-    let cache = cached_token(&runtime);
+    let cache = cached_token();
 
     let mut group = Overhead::new(c, "bearer", upstream());
     group.added(
@@ -222,7 +222,7 @@ fn audit(c: &mut Criterion) {
 fn stack(c: &mut Criterion) {
     let runtime = runtime();
     let _guard = runtime.enter();
-    let cache = cached_token(&runtime);
+    let cache = cached_token();
 
     let mut group = Overhead::new(c, "stack", upstream());
     group.added(

@@ -124,7 +124,7 @@ where
 
 fn main() {
     let runtime = runtime();
-    let cache = cached_token(&runtime);
+    let cache = cached_token();
     let _guard = runtime.enter();
     let rows: Vec<(&str, Cost)> = vec![
         ("bare mock service (the request built)", measure(upstream())),

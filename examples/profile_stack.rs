@@ -75,7 +75,7 @@ fn drive_wire(which: &str, n: usize) {
     let _guard = runtime.enter();
     let addr = runtime.block_on(wire::serve());
     let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
-    let tokens = cached_token(&runtime);
+    let tokens = cached_token();
     let service: BoxCloneSyncService<Request<Body>, Response<hyper::body::Incoming>, BoxError> =
         match which {
             "bare" => BoxCloneSyncService::new(client.map_err(BoxError::from)),
@@ -97,7 +97,7 @@ fn main() {
         return drive_wire(wire, n);
     }
     let runtime = runtime();
-    let cache = cached_token(&runtime);
+    let cache = cached_token();
     let _guard = runtime.enter();
     match which.as_str() {
         "bare" => drive(upstream(), n),

@@ -59,13 +59,25 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A token cache holding a day-long token already.
-pub fn cached_token(runtime: &tokio::runtime::Runtime) -> TokenCache {
-    let _guard = runtime.enter();
+/// A token cache holding a day-long token already, fetched on a
+/// multi-thread runtime kept for the rest of the process: as in an
+/// application, its refresh timer then fires on time whatever the caller's
+/// runtime does, so the bearer's hot path reads no clock (`tower_cx::auth`,
+/// "How a token is checked"). Callers use the cache from any runtime.
+pub fn cached_token() -> TokenCache {
+    static TIMERS: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let timers = TIMERS.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .unwrap()
+    });
+    let _guard = timers.enter();
     let cache = TokenCache::new(source_fn(|| async {
         Ok::<_, TokenError>(Token::new("bench-token", Duration::from_secs(86_400)))
     }));
-    runtime.block_on(cache.refresh()).unwrap();
+    timers.block_on(cache.refresh()).unwrap();
     cache
 }
 

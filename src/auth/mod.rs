@@ -73,6 +73,25 @@
 //!   token is never carried to another host by one.
 //! - See [`TokenCache`] for refresh-ahead, single flight and stale-token rules,
 //!   and [`ClientCredentials`] for the Genesys Cloud and NICE CXone flavours.
+//!
+//! # How a token is checked
+//!
+//! An expired token is never sent: expiry is measured on the local
+//! monotonic clock (Tokio's, so a paused test clock counts). Each stored
+//! token has one timer that starts its refresh at its refresh point.
+//!
+//! - On a multi-thread runtime, an idle worker parks on that timer, so it
+//!   fires on time whatever the application does (every worker would have
+//!   to be blocked for longer than the refresh margin, a minute by default,
+//!   for it to fire late enough to matter). Until it fires the token is
+//!   known to be before its refresh point, and the request path reads no
+//!   clock. The timer's firing (or its end with its runtime) withdraws
+//!   that, and requests check the clock again.
+//! - A token with less than 5 s between its refresh point and its expiry
+//!   ([`refresh_ahead`](TokenCacheBuilder::refresh_ahead)), and any token on
+//!   a current-thread runtime, is checked against the clock on every
+//!   request. A current-thread runtime fires timers only inside `block_on`,
+//!   and only after it has polled the caller's future first.
 
 mod builder;
 mod cache;

@@ -13,8 +13,15 @@
 //!   for a newer token, or dropped with its runtime.
 //! - It is raised only for a token with at least [`MARGIN`] between its
 //!   refresh point and its expiry: a timer would have to fire that late for
-//!   an expired token to go out, which no live runtime does. Tokens with a
-//!   smaller margin are checked against the clock on every request.
+//!   an expired token to go out. Tokens with a smaller margin are checked
+//!   against the clock on every request.
+//! - It is raised only on a runtime whose timers fire on time while the
+//!   application is idle: a multi-thread runtime, where an idle worker
+//!   parks on the timer. A current-thread runtime drives its timers only
+//!   inside `block_on`, and polls the caller's future before it fires the
+//!   timers that fell due while nothing ran: after an idle gap a request
+//!   could go out on a flag that should have been lowered. There every
+//!   request reads the clock.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,18 +43,24 @@ pub(super) const MARGIN: Duration = Duration::from_secs(5);
 pub(super) async fn sleep_vouching(cached: &Arc<Cached>) {
     let vouch = Vouch(cached.clone());
     let mut sleep = std::pin::pin!(tokio::time::sleep_until(cached.refresh_at));
-    if cached
+    let margin = cached
         .expires_at
-        .saturating_duration_since(cached.refresh_at)
-        >= MARGIN
-        && Instant::now() < cached.refresh_at
-    {
+        .saturating_duration_since(cached.refresh_at);
+    if timers_fire_on_time() && margin >= MARGIN && Instant::now() < cached.refresh_at {
         // raised before the timer is registered: any wake from here on
         // lowers it
         cached.before_refresh.store(true, Ordering::Release);
     }
     std::future::poll_fn(|cx| poll_lowering(sleep.as_mut(), cached, cx)).await;
     drop(vouch);
+}
+
+/// Whether the current runtime fires its timers on time while nothing
+/// else runs on it (see the module docs): a multi-thread runtime.
+fn timers_fire_on_time() -> bool {
+    let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+    matches!(flavor, Ok(tokio::runtime::RuntimeFlavor::MultiThread))
+        || tests::current_thread_allowed()
 }
 
 /// Poll `sleep` with a waker that lowers `cached`'s flag before it wakes
@@ -87,14 +100,40 @@ impl Wake for LowerOnWake {
     }
 }
 
+#[cfg(not(test))]
+mod tests {
+    /// Outside the unit tests, never.
+    pub(super) fn current_thread_allowed() -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
 
     use super::MARGIN;
     use crate::auth::{source_fn, Token, TokenCache, TokenError};
+
+    thread_local! {
+        /// Set by a test that drives the mechanism on a paused
+        /// current-thread runtime (whose timer task runs on the test's
+        /// thread).
+        static ALLOW_CURRENT_THREAD: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub(super) fn current_thread_allowed() -> bool {
+        ALLOW_CURRENT_THREAD.with(Cell::get)
+    }
+
+    /// Let the timer vouch on this thread's current-thread runtime: the
+    /// mechanism is the same on either flavor; only its trigger differs.
+    fn allow_current_thread() {
+        ALLOW_CURRENT_THREAD.with(|allowed| allowed.set(true));
+    }
 
     /// A cache whose source hands out one-hour tokens and counts fetches.
     fn cache(fetches: &Arc<AtomicUsize>, ahead: Duration) -> TokenCache {
@@ -119,6 +158,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_timer_vouches_until_the_refresh_point_and_the_firing_lowers_it_at_once() {
+        allow_current_thread();
         let fetches = Arc::new(AtomicUsize::new(0));
         let cache = cache(&fetches, Duration::from_secs(600));
         cache.refresh().await.unwrap();
@@ -142,17 +182,24 @@ mod tests {
     #[test]
     fn a_timer_gone_with_its_runtime_vouches_for_nothing() {
         let fetches = Arc::new(AtomicUsize::new(0));
-        let first = tokio::runtime::Builder::new_current_thread()
+        let first = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
         let cache = first.block_on(async {
             let cache = cache(&fetches, Duration::from_secs(600));
             cache.refresh().await.unwrap();
-            tokio::task::yield_now().await;
+            // the timer task registers on the worker
+            for _ in 0..100_000 {
+                if vouched(&cache) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
             cache
         });
-        assert!(vouched(&cache));
+        assert!(vouched(&cache), "a multi-thread runtime's timer vouches");
         // the runtime that runs the timer goes away: its word goes with it
         drop(first);
         assert!(!vouched(&cache));
@@ -172,6 +219,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_token_with_less_margin_than_the_minimum_is_always_checked_against_the_clock() {
+        allow_current_thread();
         let fetches = Arc::new(AtomicUsize::new(0));
         let cache = cache(&fetches, MARGIN - Duration::from_millis(1));
         cache.refresh().await.unwrap();
@@ -184,7 +232,22 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn on_a_current_thread_runtime_every_request_reads_the_clock() {
+        // its timers fire only inside `block_on`, after the caller's first
+        // poll: no word is given
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let cache = cache(&fetches, Duration::from_secs(600));
+        cache.refresh().await.unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!vouched(&cache));
+        assert!(cache.fresh().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_newer_token_ends_the_old_ones_word() {
+        allow_current_thread();
         let fetches = Arc::new(AtomicUsize::new(0));
         let cache = cache(&fetches, Duration::from_secs(600));
         cache.refresh().await.unwrap();
