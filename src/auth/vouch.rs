@@ -156,13 +156,20 @@ mod tests {
             .is_some_and(|c| c.before_refresh.load(Ordering::Acquire))
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn the_timer_vouches_until_the_refresh_point_and_the_firing_lowers_it_at_once() {
+    /// A cache on this thread's paused runtime, its first token stored
+    /// and its timer registered; its fetch count.
+    async fn vouching_cache() -> (TokenCache, Arc<AtomicUsize>) {
         allow_current_thread();
         let fetches = Arc::new(AtomicUsize::new(0));
         let cache = cache(&fetches, Duration::from_secs(600));
         cache.refresh().await.unwrap();
         tokio::task::yield_now().await;
+        (cache, fetches)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_vouches_until_the_refresh_point_and_the_firing_lowers_it_at_once() {
+        let (cache, fetches) = vouching_cache().await;
         assert!(vouched(&cache), "the timer task is registered");
         assert!(cache.fresh().is_some());
 
@@ -247,11 +254,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_newer_token_ends_the_old_ones_word() {
-        allow_current_thread();
-        let fetches = Arc::new(AtomicUsize::new(0));
-        let cache = cache(&fetches, Duration::from_secs(600));
-        cache.refresh().await.unwrap();
-        tokio::task::yield_now().await;
+        let (cache, _) = vouching_cache().await;
         let old = cache.inner.current.load_full().unwrap();
         assert!(old.before_refresh.load(Ordering::Acquire));
         cache.refresh().await.unwrap();
