@@ -272,7 +272,8 @@ impl Inner {
         self.end_settlement(settled);
     }
 
-    /// A deposit or a withdrawal: wake the settling task if it rests.
+    /// A deposit or a withdrawal, called once its change is in the view:
+    /// wake the settling task if it rests.
     fn mark_used(&self) {
         if !self.used.load(Ordering::Relaxed) {
             self.used.store(true, Ordering::SeqCst);
@@ -317,17 +318,30 @@ impl Inner {
 impl Budget for RedisRetryBudget {
     fn deposit(&self, now: Instant) {
         self.ensure_started();
-        self.inner.mark_used();
         Budget::deposit(&self.inner.local, now);
-        let mut view = self.lock();
-        if !view.degraded {
-            view.pending += self.inner.units.deposit;
+        {
+            let mut view = self.lock();
+            if !view.degraded {
+                view.pending += self.inner.units.deposit;
+            }
         }
+        // after the change is in the view: a settling task that missed
+        // this mark took the change in its settlement
+        self.inner.mark_used();
     }
 
     fn withdraw(&self, now: Instant) -> bool {
         self.ensure_started();
+        let allowed = self.withdraw_here(now);
+        // after the change is in the view (see `deposit`)
         self.inner.mark_used();
+        allowed
+    }
+}
+
+impl RedisRetryBudget {
+    /// [`Budget::withdraw`] without the mark for the settling task.
+    fn withdraw_here(&self, now: Instant) -> bool {
         let units = self.inner.units;
         let mut view = self.lock();
         if view.degraded {
