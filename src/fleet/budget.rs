@@ -53,7 +53,9 @@ return balance";
 /// [`settle_every`](Self::settle_every) (100 ms by default), or at once
 /// when [`batch`](Self::batch) retries are unsettled. A member idle for an
 /// interval stops settling, and settles at once on its next deposit or
-/// retry. The window is kept in
+/// retry (its first decisions after a rest use the view of its last
+/// settlement, within the same `batch` bound). A budget that outlives the
+/// runtime its settling task ran on starts a new task on its next use. The window is kept in
 /// Redis on the Redis clock, in the slots a [`RetryBudget`] uses.
 ///
 /// **Overshoot.** A member allows at most `batch` retries (8 by default)
@@ -213,6 +215,7 @@ impl RedisRetryBudget {
 /// lives; after an interval without a deposit or a withdrawal, rest until
 /// the next one (an idle member sends Redis nothing).
 async fn settle_while_used(budget: Weak<Inner>, wake: Arc<Notify>, every: Duration) {
+    let _restart = Restart(budget.clone());
     loop {
         let Some(inner) = budget.upgrade() else {
             return;
@@ -239,6 +242,19 @@ async fn settle_while_used(budget: Weak<Inner>, wake: Arc<Notify>, every: Durati
         }
         drop(inner);
         wake.notified().await;
+    }
+}
+
+/// Dropped with the settling task: if the budget outlives it (its runtime
+/// shut down), the next use starts a new one on the runtime it runs on.
+struct Restart(Weak<Inner>);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.parked.store(false, Ordering::SeqCst);
+            inner.started.store(false, Ordering::SeqCst);
+        }
     }
 }
 
@@ -505,6 +521,31 @@ mod tests {
             .metrics()
             .num_alive_tasks();
         assert_eq!(alive, 0);
+    }
+
+    #[test]
+    fn a_budget_outliving_its_runtime_settles_again_on_the_next_one() {
+        let budget = budget(1, 0.2);
+        let paused = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap()
+        };
+        let first = paused();
+        first.block_on(async {
+            budget.deposit(Instant::now());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        });
+        assert_eq!(budget.inner.settlements.load(Ordering::Relaxed), 1);
+        // the settling task goes with its runtime
+        drop(first);
+        paused().block_on(async {
+            budget.deposit(Instant::now());
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        });
+        assert_eq!(budget.inner.settlements.load(Ordering::Relaxed), 2);
     }
 
     #[test]
