@@ -63,8 +63,8 @@ pub(crate) struct Issued {
 /// Each bearer service keeps one: while the generation has not moved (no
 /// token stored or dropped since), its token is the cache's current one,
 /// read without the shared pointer's load. Validity is still checked on
-/// every read: against the clock, unless the token's refresh timer vouches
-/// that it is before its refresh point (`auth::vouch`).
+/// every read: against the clock, unless the watcher thread vouches that
+/// the token is before its refresh point (`auth::vouch`).
 #[derive(Clone, Default)]
 pub(crate) struct Seen {
     generation: u64,
@@ -86,8 +86,9 @@ pub(crate) struct Cached {
     pub(super) token: Secret,
     pub(super) expires_at: Instant,
     pub(super) refresh_at: Instant,
-    /// Up while the token's refresh timer vouches that it is before
-    /// `refresh_at` (see `auth::vouch`): the hot path then reads no clock.
+    /// Up from the token's storing until its refresh point, lowered then by
+    /// the process's watcher thread (see `auth::vouch`): the hot path then
+    /// reads no clock.
     pub(super) before_refresh: AtomicBool,
 }
 
@@ -261,7 +262,7 @@ impl TokenCache {
     #[inline]
     fn check(&self, cached: &Cached) -> Option<Issued> {
         if cached.before_refresh.load(Ordering::Acquire) {
-            // a live timer vouches: valid, and no refresh due yet
+            // the watcher vouches: valid, and no refresh due yet
             return Some(cached.issued.clone());
         }
         let now = Instant::now();

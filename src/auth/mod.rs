@@ -77,21 +77,22 @@
 //! # How a token is checked
 //!
 //! An expired token is never sent: expiry is measured on the local
-//! monotonic clock (Tokio's, so a paused test clock counts). Each stored
-//! token has one timer that starts its refresh at its refresh point.
+//! monotonic clock from the token's receipt.
 //!
-//! - On a multi-thread runtime, an idle worker parks on that timer, so it
-//!   fires on time whatever the application does (every worker would have
-//!   to be blocked for longer than the refresh margin, a minute by default,
-//!   for it to fire late enough to matter). Until it fires the token is
-//!   known to be before its refresh point, and the request path reads no
-//!   clock. The timer's firing (or its end with its runtime) withdraws
-//!   that, and requests check the clock again.
-//! - A token with less than 5 s between its refresh point and its expiry
-//!   ([`refresh_ahead`](TokenCacheBuilder::refresh_ahead)), and any token on
-//!   a current-thread runtime, is checked against the clock on every
-//!   request. A current-thread runtime fires timers only inside `block_on`,
-//!   and only after it has polled the caller's future first.
+//! - A token fetched by a refresh that ran on a multi-thread runtime is
+//!   vouched for until its refresh point by one watcher thread per process
+//!   (a plain thread on the real clock, which wakes on time whatever the
+//!   runtimes do). Until then the token is known to be valid and not yet
+//!   due, and the request path reads no clock; from then on it checks the
+//!   clock again. The thread starts with the first such token.
+//! - Any other token is checked against Tokio's clock on every request: one
+//!   fetched on a current-thread runtime (whose clock a test may pause, so
+//!   a paused clock counts), and one with less than 5 s between its refresh
+//!   point and its expiry
+//!   ([`refresh_ahead`](TokenCacheBuilder::refresh_ahead)).
+//! - A token fetched on a multi-thread runtime is judged on the real clock
+//!   until its refresh point, even when a request is sent from a
+//!   current-thread runtime whose clock is paused.
 
 mod builder;
 mod cache;

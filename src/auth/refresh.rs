@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::cache::{Cached, Inner, Issued, MAX_LIFETIME};
 use super::token::{Token, TokenError};
-use super::vouch::sleep_vouching;
+use super::vouch::vouch;
 use crate::backoff::BackoffState;
 use crate::observe::AuthEvent;
 
@@ -33,6 +33,8 @@ impl Inner {
             match result {
                 Ok((cached, lifetime)) => {
                     let cached = Arc::new(cached);
+                    // its word before it is current: no reader waits for it
+                    vouch(&cached);
                     self.current.store(Some(cached.clone()));
                     // after the store: a bearer that sees the new
                     // generation loads this token or a newer one
@@ -161,7 +163,7 @@ impl Inner {
 /// client idle for a while finds a fresh token. Holds the cache only weakly:
 /// a dropped cache ends it.
 async fn refresh_when_due(cache: Weak<Inner>, cached: Arc<Cached>) {
-    sleep_vouching(&cached).await;
+    tokio::time::sleep_until(cached.refresh_at).await;
     let Some(inner) = cache.upgrade() else {
         return;
     };
