@@ -114,6 +114,7 @@ impl Watch {
 
     fn add(&self, at: std::time::Instant, cached: Weak<Cached>) {
         let mut due = self.lock();
+        forget_dropped(&mut due);
         let earliest = due.peek().is_none_or(|first| at < first.at);
         due.push(Due { at, cached });
         if earliest {
@@ -137,6 +138,17 @@ impl Watch {
                 None => self.changed.wait(due).unwrap_or_else(|e| e.into_inner()),
             };
         }
+    }
+}
+
+/// The deadlines of tokens already dropped (a cache dropped, or its token
+/// replaced) stay until their time; past 1,024 deadlines, each doubling
+/// of their number drops them first, so that they stay at most about as
+/// many as the live ones (and the work amortized over the additions).
+fn forget_dropped(due: &mut BinaryHeap<Due>) {
+    let len = due.len();
+    if len >= 1024 && len.is_power_of_two() {
+        due.retain(|d| d.cached.strong_count() > 0);
     }
 }
 
@@ -235,6 +247,32 @@ mod tests {
         let cache = self::cache(MARGIN);
         runtime.block_on(cache.refresh()).unwrap();
         assert!(vouched(&cache));
+    }
+
+    #[test]
+    fn the_deadlines_of_dropped_tokens_do_not_pile_up() {
+        let start = std::time::Instant::now();
+        let runtime = multi_thread();
+        let live = cache(Duration::from_secs(600));
+        runtime.block_on(live.refresh()).unwrap();
+        let live = live.inner.current.load_full().unwrap();
+        let mut due = BinaryHeap::new();
+        due.push(Due {
+            at: start,
+            cached: Arc::downgrade(&live),
+        });
+        for _ in 0..1023 {
+            due.push(Due {
+                at: start,
+                cached: Weak::new(),
+            });
+            super::forget_dropped(&mut due);
+        }
+        assert_eq!(due.len(), 1);
+        assert!(Weak::ptr_eq(
+            &due.peek().unwrap().cached,
+            &Arc::downgrade(&live)
+        ));
     }
 
     #[test]
