@@ -16,6 +16,11 @@ use crate::observe::AuthEvent;
 /// Builds a [`TokenCache`].
 pub struct TokenCacheBuilder {
     pub(super) source: Box<dyn TokenSource>,
+    pub(super) settings: Settings,
+}
+
+/// What a builder sets, kept by the cache as it is.
+pub(super) struct Settings {
     pub(super) ahead_min: Duration,
     pub(super) ahead_ratio: f64,
     pub(super) backoff: Backoff,
@@ -45,15 +50,15 @@ impl TokenCacheBuilder {
     /// # let _ = cache;
     /// ```
     pub fn rejection_cooldown(mut self, cooldown: Duration) -> Self {
-        self.rejection_cooldown = cooldown;
+        self.settings.rejection_cooldown = cooldown;
         self
     }
 
     /// Refresh once less than `max(min, ratio * lifetime)` is left (never
     /// earlier than half the lifetime). Default 60 s and 10 %.
     pub fn refresh_ahead(mut self, min: Duration, ratio: f64) -> Self {
-        self.ahead_min = min;
-        self.ahead_ratio = if ratio.is_finite() {
+        self.settings.ahead_min = min;
+        self.settings.ahead_ratio = if ratio.is_finite() {
             ratio.clamp(0.0, 1.0)
         } else {
             0.0
@@ -64,13 +69,13 @@ impl TokenCacheBuilder {
     /// Backoff between failed refreshes. Default exponential from 1 s,
     /// capped at 60 s, equal jitter.
     pub fn refresh_backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
+        self.settings.backoff = backoff;
         self
     }
 
     /// The random source for the refresh backoff's jitter.
     pub fn rng(mut self, rng: SharedRng) -> Self {
-        self.rng = rng;
+        self.settings.rng = rng;
         self
     }
 
@@ -79,7 +84,7 @@ impl TokenCacheBuilder {
     where
         F: Fn(&AuthEvent) + Send + Sync + 'static,
     {
-        self.on_event = Some(Arc::new(handler));
+        self.settings.on_event = Some(Arc::new(handler));
         self
     }
 
@@ -97,12 +102,7 @@ impl TokenCacheBuilder {
                 wake: Notify::new(),
                 next_id: AtomicU64::new(1),
                 refresh_count: AtomicU64::new(0),
-                ahead_min: self.ahead_min,
-                ahead_ratio: self.ahead_ratio,
-                backoff: self.backoff,
-                rng: self.rng,
-                on_event: self.on_event,
-                rejection_cooldown: self.rejection_cooldown,
+                settings: self.settings,
             }),
         }
     }
@@ -111,10 +111,10 @@ impl TokenCacheBuilder {
 impl fmt::Debug for TokenCacheBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenCacheBuilder")
-            .field("ahead_min", &self.ahead_min)
-            .field("ahead_ratio", &self.ahead_ratio)
-            .field("backoff", &self.backoff)
-            .field("rejection_cooldown", &self.rejection_cooldown)
+            .field("ahead_min", &self.settings.ahead_min)
+            .field("ahead_ratio", &self.settings.ahead_ratio)
+            .field("backoff", &self.settings.backoff)
+            .field("rejection_cooldown", &self.settings.rejection_cooldown)
             .finish_non_exhaustive()
     }
 }

@@ -11,7 +11,7 @@ use http::{HeaderValue, StatusCode};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::builder::TokenCacheBuilder;
+use super::builder::{Settings, TokenCacheBuilder};
 use super::source::TokenSource;
 use super::token::{Secret, TokenError};
 use crate::backoff::{Backoff, BackoffState, Jitter, SharedRng};
@@ -137,12 +137,7 @@ pub(super) struct Inner {
     pub(super) wake: Notify,
     pub(super) next_id: AtomicU64,
     pub(super) refresh_count: AtomicU64,
-    pub(super) ahead_min: Duration,
-    pub(super) ahead_ratio: f64,
-    pub(super) backoff: Backoff,
-    pub(super) rng: SharedRng,
-    pub(super) on_event: Option<EventHandler>,
-    pub(super) rejection_cooldown: Duration,
+    pub(super) settings: Settings,
 }
 
 #[derive(Default)]
@@ -184,14 +179,16 @@ impl TokenCache {
     pub fn builder(source: impl TokenSource) -> TokenCacheBuilder {
         TokenCacheBuilder {
             source: Box::new(source),
-            ahead_min: Duration::from_secs(60),
-            ahead_ratio: 0.1,
-            backoff: Backoff::exponential(Duration::from_secs(1))
-                .max_delay(Duration::from_secs(60))
-                .jitter(Jitter::Equal),
-            rng: SharedRng::from_os(),
-            on_event: None,
-            rejection_cooldown: Duration::from_secs(30),
+            settings: Settings {
+                ahead_min: Duration::from_secs(60),
+                ahead_ratio: 0.1,
+                backoff: Backoff::exponential(Duration::from_secs(1))
+                    .max_delay(Duration::from_secs(60))
+                    .jitter(Jitter::Equal),
+                rng: SharedRng::from_os(),
+                on_event: None,
+                rejection_cooldown: Duration::from_secs(30),
+            },
         }
     }
 
@@ -347,7 +344,7 @@ impl TokenCache {
             let mut state = self.inner.lock();
             let ready_at = state
                 .last_rejection
-                .and_then(|at| at.checked_add(self.inner.rejection_cooldown));
+                .and_then(|at| at.checked_add(self.inner.settings.rejection_cooldown));
             match ready_at {
                 Some(ready_at) if now < ready_at => Err(ready_at - now),
                 _ => {
@@ -390,7 +387,7 @@ impl Inner {
     }
 
     pub(super) fn emit(&self, event: AuthEvent) {
-        if let Some(handler) = &self.on_event {
+        if let Some(handler) = &self.settings.on_event {
             handler(&event);
         }
     }

@@ -71,9 +71,11 @@ impl Inner {
                         let mut state = self.lock();
                         state.failures = state.failures.saturating_add(1);
                         let failures = state.failures;
-                        let delay =
-                            self.backoff
-                                .next_delay(failures, &mut state.backoff, &self.rng);
+                        let delay = self.settings.backoff.next_delay(
+                            failures,
+                            &mut state.backoff,
+                            &self.settings.rng,
+                        );
                         state.last_error = Some(error.clone());
                         if valid_until.is_none() {
                             state.retry_at = Some(now + delay);
@@ -141,8 +143,9 @@ impl Inner {
             return Err(TokenError::AlreadyExpired);
         }
         let ahead = self
+            .settings
             .ahead_min
-            .max(lifetime.mul_f64(self.ahead_ratio))
+            .max(lifetime.mul_f64(self.settings.ahead_ratio))
             .min(lifetime / 2);
         let cached = Cached {
             token: token.access_token().clone(),
@@ -191,9 +194,11 @@ impl Drop for FinishRefresh<'_> {
                 state.last_error = Some(TokenError::transport("the token source panicked"));
                 state.failures = state.failures.saturating_add(1);
                 let failures = state.failures;
-                let delay = inner
-                    .backoff
-                    .next_delay(failures, &mut state.backoff, &inner.rng);
+                let delay = inner.settings.backoff.next_delay(
+                    failures,
+                    &mut state.backoff,
+                    &inner.settings.rng,
+                );
                 state.retry_at = Some(Instant::now() + delay);
             }
             state.refreshing = false;
