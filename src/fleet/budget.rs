@@ -55,7 +55,8 @@ return balance";
 /// interval stops settling, and settles at once on its next deposit or
 /// retry (its first decisions after a rest use the view of its last
 /// settlement, within the same `batch` bound). A budget that outlives the
-/// runtime its settling task ran on starts a new task on its next use. The window is kept in
+/// runtime its settling task ran on starts a new task on its next use.
+/// The window is kept in
 /// Redis on the Redis clock, in the slots a [`RetryBudget`] uses.
 ///
 /// **Overshoot.** A member allows at most `batch` retries (8 by default)
