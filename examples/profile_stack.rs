@@ -20,12 +20,17 @@
 //! `peer-resilience-retry` (tower-resilience's retry) and `peer-stack`
 //! (tower's and tower-http's built-ins).
 //!
-//! End to end, the modes `wire-bare`, `wire-stack` and `wire-peers` send N
-//! requests (32 in flight) over loopback TCP to a local hyper server on a
-//! one-worker runtime, through the bare hyper-util client, the full stack
-//! as `benches/loopback.rs` builds it, or the built-ins: everything the
-//! process does per request (client, server, runtime) is counted, so the
-//! difference to `wire-bare` is what the stack adds end to end.
+//! End to end, the modes `wire-bare`, `wire-stack`, `wire-peers` and
+//! `wire-peers-id` send N requests (32 in flight) over loopback TCP to a
+//! local hyper server on a one-worker runtime, through the bare hyper-util
+//! client, the full stack as `benches/loopback.rs` builds it, the built-ins,
+//! or the built-ins sending the audit layer's correlation header too:
+//! everything the process does per request (client, server, runtime) is
+//! counted, so the difference to `wire-bare` is what the stack adds end to
+//! end. `wire-retry`, `wire-limiter`, `wire-bearer` (without its own
+//! replay, as in the stack), `wire-breaker` and `wire-audit` send them
+//! through one layer alone; `wire-peer-retry`, `wire-peer-limit` and
+//! `wire-peer-auth` through its built-in peer.
 
 use std::hint::black_box;
 
@@ -80,11 +85,41 @@ fn drive_wire(which: &str, n: usize) {
         match which {
             "bare" => BoxCloneSyncService::new(client.map_err(BoxError::from)),
             "peers" => BoxCloneSyncService::new(inmem::peer_layers(client, wire::CONCURRENCY)),
+            "peers-id" => BoxCloneSyncService::new(wire::with_correlation_header(
+                inmem::peer_layers(client, wire::CONCURRENCY),
+            )),
             "stack" => tower_cx::stack::Stack::new()
                 .bearer(tokens)
                 .limiter(PriorityLimitLayer::new(wire::CONCURRENCY))
                 .build_with(client),
-            other => panic!("unknown mode wire-{other}: wire-bare, wire-stack or wire-peers"),
+            // each layer alone over the client, against its built-in peer
+            "retry" => BoxCloneSyncService::new(RetryLayer::new().layer(client)),
+            "peer-retry" => BoxCloneSyncService::new(
+                tower::retry::RetryLayer::new(PeerPolicy::new())
+                    .layer(client.map_err(BoxError::from)),
+            ),
+            "limiter" => {
+                BoxCloneSyncService::new(PriorityLimitLayer::new(wire::CONCURRENCY).layer(client))
+            }
+            "peer-limit" => BoxCloneSyncService::new(
+                tower::limit::ConcurrencyLimitLayer::new(wire::CONCURRENCY)
+                    .layer(client.map_err(BoxError::from)),
+            ),
+            // as the stack has it: its retry layer replays a rejected token
+            "bearer" => BoxCloneSyncService::new(
+                BearerLayer::new(tokens).replay_on_401(false).layer(client),
+            ),
+            "peer-auth" => BoxCloneSyncService::new(
+                tower_http::auth::AddAuthorizationLayer::bearer("bench-token")
+                    .layer(client.map_err(BoxError::from)),
+            ),
+            "breaker" => BoxCloneSyncService::new(CircuitBreakerLayer::new().layer(client)),
+            "audit" => BoxCloneSyncService::new(AuditLayer::new(NoopSink).layer(client)),
+            other => panic!(
+                "unknown mode wire-{other}: wire-bare, wire-stack, wire-peers, wire-peers-id, \
+                 or a layer: wire-retry, wire-peer-retry, wire-limiter, wire-peer-limit, \
+                 wire-bearer, wire-peer-auth, wire-breaker, wire-audit"
+            ),
         };
     runtime.block_on(wire::hammer(service, addr, n));
 }
