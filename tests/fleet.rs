@@ -1264,6 +1264,52 @@ async fn the_redis_schedule_keeps_its_near_future_for_higher_priorities() {
 }
 
 #[tokio::test]
+async fn a_costly_request_moves_the_fleet_schedule_on_by_its_cost() {
+    let Some(redis) = RedisServer::shared() else {
+        return;
+    };
+    let events = Events::new();
+    let fleet = fleet(&redis.url(), &prefix("charge"), &events);
+    // one slot a second: the answers below come within it
+    let second = Duration::from_secs(1);
+    let pacer = fleet.pacer("api", 1, second);
+    assert_eq!(
+        pacer.reserve(Priority::High).await,
+        Reservation::Granted(Duration::ZERO)
+    );
+    // the request on that slot costs 3. Charged where no runtime runs a
+    // task, the two slots wait for this member's next reservation, which
+    // writes them first: the next slot is three seconds on, not one
+    let charging = pacer.clone();
+    std::thread::spawn(move || charging.charge(2))
+        .join()
+        .unwrap();
+    match pacer.reserve(Priority::High).await {
+        Reservation::Granted(wait) => {
+            assert!(wait > 2 * second && wait <= 3 * second, "{wait:?}")
+        }
+        deferred => panic!("high is never deferred: {deferred:?}"),
+    }
+    // charged on a runtime, a task writes it: the schedule (a slot due in
+    // four seconds) moves one more on, which a low request, told when to
+    // ask again, sees
+    pacer.charge(1);
+    let mut seen = None;
+    for _ in 0..100 {
+        seen = Some(pacer.reserve(Priority::Low).await);
+        if matches!(seen, Some(Reservation::Deferred(wait)) if wait > 4 * second) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        matches!(seen, Some(Reservation::Deferred(wait)) if wait > 4 * second && wait <= 5 * second),
+        "{seen:?}"
+    );
+    assert!(events.all().is_empty(), "{:?}", events.all());
+}
+
+#[tokio::test]
 async fn the_rate_one_member_learns_paces_every_member() {
     let Some(redis) = RedisServer::shared() else {
         return;

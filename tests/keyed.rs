@@ -353,6 +353,24 @@ async fn a_request_of_cost_three_takes_three_slots() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_request_of_cost_three_takes_three_slots_of_the_shared_limit_too() {
+    let log = Log::default();
+    // the keys have no pacing of their own; together one slot each 100 ms
+    let layer = KeyedLimitLayer::new(by_client, |_: &Client| PriorityLimitLayer::new(8))
+        .within(LocalPacer::new(10, Duration::from_secs(1)));
+    let api = layer.layer(upstream(log.clone(), ms(10)));
+    let mut costly = req("a", "/query");
+    costly.extensions_mut().insert(Cost::new(3).unwrap());
+    let requests = vec![costly, req("b", "/"), req("a", "/"), req("b", "/")];
+    send_all(&api, requests).await;
+    let mut times: Vec<_> = sent(&log).into_iter().map(|(_, t)| t).collect();
+    times.sort();
+    // the query goes at once on one slot and is charged the two after it:
+    // whichever key comes next waits three slots (one slot each before)
+    assert_eq!(times, [ms(0), ms(300), ms(400), ms(500)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_factory_may_read_the_layers_handle_and_racing_first_requests_share_one_limiter() {
     let log = Log::default();
     let handle = Arc::new(std::sync::OnceLock::new());

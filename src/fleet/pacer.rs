@@ -2,6 +2,7 @@
 //! Lua script.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,9 +13,11 @@ use crate::priority::{LocalPacer, Pacer, PacerFuture, Priority, Reservation};
 /// asking priority's horizon allows. KEYS: the schedule, and the interval a
 /// member learned from the server (if set, slots are at least that far
 /// apart). ARGV: interval, burst tolerance and horizon in microseconds (a
-/// horizon of -1: no limit; -2: one interval in force). Returns `{1, wait}`
-/// for a slot after `wait`, `{0, retry}` for none (ask again after
-/// `retry`), in microseconds; a deferral writes nothing.
+/// horizon of -1: no limit; -2: one interval in force; -3: reserve
+/// nothing), and the slots this member owes for costly requests, which move
+/// the schedule on first. Returns `{1, wait}` for a slot after `wait`,
+/// `{0, retry}` for none (ask again after `retry`), in microseconds; a
+/// deferral writes only what was owed.
 const RESERVE: &str = r"
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
@@ -26,6 +29,14 @@ local horizon = tonumber(ARGV[3])
 if horizon == -2 then horizon = interval end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
+local owed = tonumber(ARGV[4])
+if owed > 0 then
+  tat = tat + owed * interval
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+end
+if horizon == -3 then
+  return {0, 0}
+end
 local wait = tat - tolerance - now
 if wait < 0 then wait = 0 end
 if horizon >= 0 and wait > horizon then
@@ -72,6 +83,9 @@ struct Inner {
     horizons_us: [i64; 3],
     script: redis::Script,
     local: LocalPacer,
+    /// Slots charged for costly requests and not yet in Redis: taken by
+    /// the next script call, a charge's own or a reservation's.
+    owed: Arc<AtomicU64>,
 }
 
 impl RedisPacer {
@@ -90,6 +104,7 @@ impl RedisPacer {
                 horizons_us: [0, HORIZON_ONE_INTERVAL, -1],
                 script: redis::Script::new(RESERVE),
                 local,
+                owed: Arc::default(),
             }),
         }
     }
@@ -131,6 +146,10 @@ impl RedisPacer {
 /// which follows a learned rate.
 const HORIZON_ONE_INTERVAL: i64 = -2;
 
+/// The horizon sentinel for "reserve nothing": the call only charges what
+/// is owed.
+const CHARGE_ONLY: i64 = -3;
+
 /// How long a learned interval stays in Redis after the last member wrote
 /// it: while requests flow, advertising answers rewrite it every second.
 const LEARNED_TTL_MS: u64 = 10_000;
@@ -143,42 +162,74 @@ fn from_micros(us: i64) -> Duration {
     Duration::from_micros(u64::try_from(us).unwrap_or(0))
 }
 
+impl Inner {
+    /// Run the script with `horizon`, first charging what is owed (to the
+    /// local schedule instead when Redis is down).
+    async fn call(&self, horizon: i64) -> Result<(i64, i64), ()> {
+        let owed = self.owed.swap(0, Ordering::Relaxed);
+        let (key, learned_key) = (self.key.clone(), self.learned_key.clone());
+        let script = self.script.clone();
+        let (interval, tolerance) = (self.interval_us, self.tolerance_us);
+        let answer: Result<(i64, i64), _> = self
+            .fleet
+            .run(|mut conn| async move {
+                script
+                    .key(&key)
+                    .key(&learned_key)
+                    .arg(interval)
+                    .arg(tolerance)
+                    .arg(horizon)
+                    .arg(owed)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await;
+        match answer {
+            Ok(answer) => {
+                self.fleet.restored("pacer");
+                Ok(answer)
+            }
+            Err(down) => {
+                self.fleet.degraded("pacer", &down);
+                self.local.charge(u32::try_from(owed).unwrap_or(u32::MAX));
+                Err(())
+            }
+        }
+    }
+}
+
 impl Pacer for RedisPacer {
     fn reserve(&self, priority: Priority) -> PacerFuture {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let (key, learned_key) = (inner.key.clone(), inner.learned_key.clone());
-            let script = inner.script.clone();
-            let (interval, tolerance) = (inner.interval_us, inner.tolerance_us);
-            let horizon = inner.horizons_us[priority.index()];
-            let answer: Result<(i64, i64), _> = inner
-                .fleet
-                .run(|mut conn| async move {
-                    script
-                        .key(&key)
-                        .key(&learned_key)
-                        .arg(interval)
-                        .arg(tolerance)
-                        .arg(horizon)
-                        .invoke_async(&mut conn)
-                        .await
-                })
-                .await;
-            match answer {
-                Ok((granted, us)) => {
-                    inner.fleet.restored("pacer");
-                    if granted == 1 {
-                        Reservation::Granted(from_micros(us))
-                    } else {
-                        Reservation::Deferred(from_micros(us))
-                    }
-                }
-                Err(down) => {
-                    inner.fleet.degraded("pacer", &down);
-                    inner.local.try_reserve(priority)
-                }
+            match inner.call(inner.horizons_us[priority.index()]).await {
+                Ok((1, us)) => Reservation::Granted(from_micros(us)),
+                Ok((_, us)) => Reservation::Deferred(from_micros(us)),
+                Err(()) => inner.local.try_reserve(priority),
             }
         })
+    }
+
+    /// Moves the fleet's schedule on by `units` slots: written to Redis by
+    /// a task of its own, or by this member's next reservation if that
+    /// comes first (or if there is no Tokio runtime to run the task on).
+    /// With Redis down, the local fallback schedule is charged instead.
+    fn charge(&self, units: u32) {
+        if units == 0 {
+            return;
+        }
+        self.inner
+            .owed
+            .fetch_add(u64::from(units), Ordering::Relaxed);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let inner = self.inner.clone();
+        runtime.spawn(async move {
+            if inner.owed.load(Ordering::Relaxed) > 0 {
+                let _ = inner.call(CHARGE_ONLY).await;
+            }
+        });
     }
 
     /// Shares the learned interval with the fleet: written to Redis (at

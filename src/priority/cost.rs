@@ -1,7 +1,8 @@
 //! A request's cost in pacing slots, and the paced slots a dispatch takes:
 //! the built-in schedule's `cost` slots and, when the limiter also has an
 //! external pacer (a keyed limiter inside a shared limit), that pacer's
-//! slot, both at the same instant.
+//! slot, both at the same instant, and the `cost - 1` more the pacer is
+//! charged once the limiter's lock is released.
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -23,8 +24,14 @@ use crate::error::ConfigError;
 ///   lets the request go once `n` entries are free and records `n` entries:
 ///   no window ever holds more units than the allowance. A cost over the
 ///   whole allowance takes the whole window.
-/// - An external [`Pacer`](super::Pacer) hands out one slot per request,
-///   whatever its cost.
+/// - With an external [`Pacer`](super::Pacer) (a shared or fleet-wide
+///   one, or a keyed limit's [`within`](super::keyed::KeyedLimitLayer::within)),
+///   the request goes on one slot of the pacer's, and the pacer is then
+///   [`charged`](super::Pacer::charge) the `n - 1` more: its schedule moves
+///   on as if they had been reserved, so the requests after it wait for
+///   them. [`LocalPacer`](super::LocalPacer) and the fleet's Redis pacer
+///   do; a pacer of your own that ignores the charge hands out one slot per
+///   request, whatever its cost.
 ///
 /// ```
 /// use http::Request;
@@ -79,6 +86,12 @@ impl fmt::Debug for Cost {
     }
 }
 
+/// A dispatch of `units` took one slot of the external pacer: the rest
+/// are charged to it once the lock is released.
+fn owe(state: &mut State, units: u32) {
+    state.charge = state.charge.saturating_add(units.saturating_sub(1));
+}
+
 impl Limiter {
     /// Whether an arrival costing `units` that finds nobody waiting may go
     /// at once: a permit is free and the pacing allows (its slots taken if
@@ -86,7 +99,13 @@ impl Limiter {
     pub(super) fn admit_paced(&self, state: &mut State, now: &mut Now, units: u32) -> bool {
         let external = state.reserved.is_some();
         match state.pacing.as_mut() {
-            None if external => self.take_due_slot(state, now),
+            None if external => {
+                let permitted = self.take_due_slot(state, now);
+                if permitted {
+                    owe(state, units);
+                }
+                permitted
+            }
             None => self.try_acquire(),
             Some(pacing) => {
                 let free = self.in_flight_now() < self.config.max_concurrency;
@@ -102,6 +121,9 @@ impl Limiter {
                     if let Some(pacing) = state.pacing.as_mut() {
                         pacing.take(now.get(), units);
                     }
+                    if external {
+                        owe(state, units);
+                    }
                 }
                 permitted
             }
@@ -110,17 +132,17 @@ impl Limiter {
 
     /// Whether the best waiter may be dispatched now on the paced
     /// schedules; if so, its slots are taken (the built-in schedule's
-    /// `cost` slots, the external pacer's slot). If not, a timer (or a
-    /// question to the external pacer) is arranged. The built-in slot is
-    /// taken only together with the external one, so that waiting for one
-    /// never wastes the other.
+    /// `cost` slots, the external pacer's slot and the `cost - 1` more it
+    /// is charged). If not, a timer (or a question to the external pacer)
+    /// is arranged. The built-in slots are taken only together with the
+    /// external one, so that waiting for one never wastes the other.
     pub(super) fn take_paced(&self, state: &mut State, now: &mut Now) -> bool {
-        let units = match state.pacing {
-            Some(_) => {
-                let (aging, lifo_after) = (self.config.aging, self.config.lifo_after);
-                state.queue.best_cost(aging, lifo_after, now)
-            }
-            None => 1,
+        let external = state.reserved.is_some();
+        let units = if state.pacing.is_some() || external {
+            let (aging, lifo_after) = (self.config.aging, self.config.lifo_after);
+            state.queue.best_cost(aging, lifo_after, now)
+        } else {
+            1
         };
         if let Some(pacing) = state.pacing.as_mut() {
             if let Some(at) = pacing.wait(now.get(), units) {
@@ -133,6 +155,9 @@ impl Limiter {
         }
         if let Some(pacing) = state.pacing.as_mut() {
             pacing.take(now.get(), units);
+        }
+        if external {
+            owe(state, units);
         }
         true
     }

@@ -42,6 +42,10 @@ pub(super) struct State {
     /// Ask the external pacer for a slot at this priority once the lock is
     /// released.
     pub(super) ask: Option<Priority>,
+    /// Slots owed to the external pacer beyond the one each dispatch took
+    /// on it (its request's [`Cost`](super::Cost) above one), to charge
+    /// once the lock is released.
+    pub(super) charge: u32,
     /// A timer task is armed to dispatch at this instant.
     timer_at: Option<Instant>,
     /// Wakers and events to deliver once the lock is released.
@@ -91,6 +95,7 @@ impl Limiter {
                 pacing,
                 reserved: config.pacer.as_ref().map(|_| Reserved::default()),
                 ask: None,
+                charge: 0,
                 timer_at: None,
                 wake: Wakeups::default(),
                 events: Vec::new(),
@@ -123,15 +128,22 @@ impl Limiter {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Release the lock, then wake and report, and ask the external pacer
-    /// for a slot if the dispatch wants one (when its answer is ready at
-    /// once, take the lock again to dispatch with it, and so on).
+    /// Release the lock, then wake and report, charge the external pacer
+    /// for costly dispatches, and ask it for a slot if the dispatch wants
+    /// one (when its answer is ready at once, take the lock again to
+    /// dispatch with it, and so on).
     pub(super) fn unlock<'a>(&'a self, mut state: MutexGuard<'a, State>) {
         loop {
             let (first, rest) = state.wake.take();
             let events = std::mem::take(&mut state.events);
             let ask = state.ask.take();
+            let charge = std::mem::take(&mut state.charge);
             drop(state);
+            if charge > 0 {
+                if let Some(pacer) = &self.config.pacer {
+                    pacer.charge(charge);
+                }
+            }
             if let Some(waker) = first {
                 waker.wake();
             }

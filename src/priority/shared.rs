@@ -75,6 +75,17 @@ pub trait Pacer: Send + Sync + 'static {
     fn learned(&self, interval: Option<Duration>) {
         let _ = interval;
     }
+
+    /// A request sent on one of this pacer's slots costs `units` slots more
+    /// (its [`Cost`](super::Cost) above one): move the schedule on by that
+    /// many slots, as if they had been reserved, so that the requests after
+    /// it wait for them. Called by the limiter once the request is
+    /// dispatched, outside its lock: return quickly. The default ignores
+    /// it, and the pacer then hands out one slot per request whatever its
+    /// cost.
+    fn charge(&self, units: u32) {
+        let _ = units;
+    }
 }
 
 impl<P: Pacer + ?Sized> Pacer for Arc<P> {
@@ -84,6 +95,10 @@ impl<P: Pacer + ?Sized> Pacer for Arc<P> {
 
     fn learned(&self, interval: Option<Duration>) {
         (**self).learned(interval);
+    }
+
+    fn charge(&self, units: u32) {
+        (**self).charge(units);
     }
 }
 
@@ -221,6 +236,16 @@ impl Pacer for LocalPacer {
         let nanos = interval.map_or(0, |i| u64::try_from(i.as_nanos()).unwrap_or(u64::MAX));
         self.learned.store(nanos, Ordering::Relaxed);
     }
+
+    /// The next free slot moves `units` slots on (from now, if it was
+    /// already past).
+    fn charge(&self, units: u32) {
+        let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let current = tat.unwrap_or(now).max(now);
+        let ahead = self.interval().saturating_mul(units);
+        *tat = Some(current.checked_add(ahead).unwrap_or(current));
+    }
 }
 
 impl fmt::Debug for LocalPacer {
@@ -271,6 +296,22 @@ mod tests {
         assert_eq!(wide.try_reserve(Priority::Low), Granted(ms(250)));
         let narrow = pacer.horizon(Priority::High, ms(100));
         assert_eq!(narrow.try_reserve(Priority::High), Deferred(ms(400)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_charge_moves_the_schedule_on_by_its_slots() {
+        use Reservation::{Deferred, Granted};
+        let pacer = LocalPacer::new(4, Duration::from_secs(1));
+        assert_eq!(pacer.try_reserve(Priority::High), Granted(ms(0)));
+        // the request on that slot costs 3: two more slots are charged
+        pacer.charge(2);
+        assert_eq!(pacer.try_reserve(Priority::High), Granted(ms(750)));
+        assert_eq!(pacer.try_reserve(Priority::Normal), Deferred(ms(750)));
+        // a schedule left behind by idle time is charged from now
+        tokio::time::advance(Duration::from_secs(10)).await;
+        pacer.charge(1);
+        assert_eq!(pacer.try_reserve(Priority::Low), Deferred(ms(250)));
+        assert_eq!(pacer.try_reserve(Priority::High), Granted(ms(250)));
     }
 
     #[tokio::test(start_paused = true)]

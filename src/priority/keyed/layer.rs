@@ -100,7 +100,10 @@ where
     /// instant as the key's own paced slot: a request goes only when both
     /// are due, and waiting for one never spends the other. So a route at
     /// 100 per minute inside a client at 300 per minute overruns neither.
-    /// One slot of `pacer` per request, whatever its [`Cost`](crate::priority::Cost).
+    /// A request of [`Cost`](crate::priority::Cost) `n` goes on one slot
+    /// of `pacer` and charges it `n - 1` more
+    /// ([`Pacer::charge`](crate::priority::Pacer::charge)), so the shared
+    /// limit counts it as `n`.
     pub fn within(self, pacer: impl Pacer) -> Self {
         let pacer: Arc<dyn Pacer> = Arc::new(pacer);
         self.rebuild(|s| s.within = Some(pacer))

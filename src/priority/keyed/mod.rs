@@ -70,8 +70,9 @@
 //!   instead, a key's slot is taken when its request enters the client
 //!   limiter's queue, not when it is sent.)
 //! - A request's [`Cost`](crate::priority::Cost) extension makes it take
-//!   that many slots of its key's built-in pacing (one slot of a shared
-//!   pacer).
+//!   that many slots of its key's built-in pacing, and as many of the
+//!   shared pacer (one reserved, the rest
+//!   [charged](crate::priority::Pacer::charge) when it goes).
 //!
 //! # Genesys Cloud: per route and per client
 //!
