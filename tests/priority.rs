@@ -151,6 +151,50 @@ async fn aging_promotes_a_long_waiting_low_request() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_retry_after_closes_the_gate_only_on_a_429_or_a_503() {
+    let upstream = instructed();
+    let layer = PriorityLimitLayer::new(4);
+    let handle = layer.handle();
+    let service = layer.layer(upstream.clone());
+    let answered = |id: &str, status: &str, retry_after: &str| {
+        let mut request = req(id, Normal, 0);
+        let headers = request.headers_mut();
+        headers.insert("x-status", status.parse().unwrap());
+        headers.insert("x-retry-after", retry_after.parse().unwrap());
+        request
+    };
+    // a job accepted, poll in 600 s; a redirect to follow in 30 s; a 200:
+    // about that resource, not the client. Nothing closes, and a request
+    // right after goes at once
+    for (id, status) in [("accepted", "202"), ("moved", "301"), ("ok", "200")] {
+        let response = service
+            .clone()
+            .oneshot(answered(id, status, "600"))
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_str(), status);
+        assert_eq!(handle.status().gate_closed_for, None, "after a {status}");
+        assert_eq!(handle.status().quota_exhausted_for, None, "after a {status}");
+    }
+    service.clone().oneshot(req("next", Normal, 0)).await.unwrap();
+    assert!(arrivals(&upstream).iter().all(|(_, at)| *at == secs(0)));
+    // a 503 asking for 30 s closes it for everyone
+    let unavailable = answered("down", "503", "30");
+    let response = service.clone().oneshot(unavailable).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(handle.status().gate_closed_for, Some(secs(30)));
+    // the quota headers hold on any status: a 200 with none left closes it
+    let layer = PriorityLimitLayer::new(4);
+    let handle = layer.handle();
+    let service = layer.layer(upstream.clone());
+    let mut last = req("last", Normal, 0);
+    last.headers_mut().insert("x-remaining", "0".parse().unwrap());
+    let response = service.oneshot(last).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(handle.status().gate_closed_for, Some(secs(60)));
+}
+
+#[tokio::test(start_paused = true)]
 async fn one_429_closes_the_gate_for_every_queued_request_until_the_hint_passes() {
     let upstream = instructed();
     let events = EventCapture::<LimiterEvent>::new();

@@ -183,13 +183,31 @@ impl HintReport {
 /// through to `RateLimit` and then to Genesys. When a header appears more than
 /// once, its first value is used. `clock` supplies "now" for HTTP-dates.
 pub fn server_hint(headers: &HeaderMap, clock: &dyn Clock) -> HintReport {
+    read_hints(headers, clock, true)
+}
+
+/// The hints of a response of `status` that hold for every request, not
+/// just for the one answered: `Retry-After` only on a `429` or a `503`
+/// (on a `202` it says when to poll that resource, on a redirect when to
+/// follow it), the quota headers on any status.
+pub(crate) fn client_wide_hint(
+    status: http::StatusCode,
+    headers: &HeaderMap,
+    clock: &dyn Clock,
+) -> HintReport {
+    let retry_after = matches!(status.as_u16(), 429 | 503);
+    read_hints(headers, clock, retry_after)
+}
+
+/// [`server_hint`], reading `Retry-After` only with `retry_after`.
+fn read_hints(headers: &HeaderMap, clock: &dyn Clock, retry_after: bool) -> HintReport {
     let mut report = HintReport::default();
     // most responses carry no hint header at all: one pass over the names
     // decides that, before any lookup
     if !carries_hint_header(headers) {
         return report;
     }
-    if let Some(value) = headers.get(RETRY_AFTER) {
+    if let Some(value) = headers.get(RETRY_AFTER).filter(|_| retry_after) {
         let parsed = parse_retry_after(value, clock.now()).map(Some);
         report.offer(HintSource::RetryAfter, parsed);
     }

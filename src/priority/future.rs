@@ -12,7 +12,7 @@ use super::limiter::Permit;
 use super::queue::{Ticket, TicketState};
 use crate::error::{BoxError, QuotaExhausted};
 use crate::observe::{LimiterEvent, RequestContext};
-use crate::retry_after::server_hint;
+use crate::hint::client_wide_hint;
 
 pin_project! {
     /// Response future of [`PriorityLimit`](super::PriorityLimit): waits in
@@ -249,7 +249,8 @@ where
                             }
                         }
                         limiter.advertised_remaining(response.headers());
-                        let report = server_hint(response.headers(), limiter.config.clock.as_ref());
+                        let clock = limiter.config.clock.as_ref();
+                        let report = client_wide_hint(response.status(), response.headers(), clock);
                         if let Some(hint) =
                             report.hint.filter(|h| h.delay > limiter.config.max_gate)
                         {

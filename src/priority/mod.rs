@@ -46,10 +46,13 @@
 //!   [`Overloaded`](crate::error::Overloaded), reason `Evicted`); if there is
 //!   none, the new request fails at once (`QueueFull`). A maximum queue wait
 //!   sheds requests that waited too long (`QueueTimeout`).
-//! - Rate gate: a response carrying a server hint (`Retry-After`, `RateLimit`
-//!   with `r=0`, Genesys `inin-ratelimit-*` at its limit) closes the gate for
-//!   every request until the hint passes; nothing is dispatched meanwhile, and
-//!   when it reopens waiters go in priority order.
+//! - Rate gate: a response carrying a server hint (`Retry-After` on a `429`
+//!   or a `503`, `RateLimit` with `r=0` or Genesys `inin-ratelimit-*` at its
+//!   limit on any status) closes the gate for every request until the hint
+//!   passes; nothing is dispatched meanwhile, and when it reopens waiters go
+//!   in priority order. A `Retry-After` on another status (a `202` saying
+//!   when to poll a job, a redirect) is about that resource, not the client,
+//!   and closes nothing.
 //!   A hint longer than [`max_gate`](PriorityLimitLayer::max_gate) (180 s by
 //!   default: a daily cap, not pacing) does not close the gate.
 //! - Quota exhausted: such a hint (a daily cap) puts the limiter in the
