@@ -11,7 +11,7 @@
 //! | connect error (`reqwest::Error::is_connect` too), [`RequestNotSent`], [`Overloaded`], [`CircuitOpen`] (not isolated) | retryable, and the request was never sent |
 //! | timeout ([`tower::timeout::error::Elapsed`], [`tokio::time::error::Elapsed`], hyper timeouts, `reqwest::Error::is_timeout`) | retryable |
 //! | an HTTP/2 stream refused by the server (`REFUSED_STREAM`, RFC 9113 §8.7) | retryable, and the request was never processed |
-//! | connection closed or reset mid-exchange, any other HTTP/2 stream error (any other `reqwest` request or body error) | retryable (the request may have been applied) |
+//! | connection closed or reset mid-exchange, an answer that is not HTTP or whose head is too large (hyper's parse errors), any other HTTP/2 stream error (any other `reqwest` request or body error) | retryable (the request may have been applied) |
 //! | [`OutcomeUnknown`] (a retry layer below gave up on an unknown outcome) | fatal |
 //! | [`QuotaExhausted`] (the limiter refuses every request until the quota resets) | fatal: never retried before the reset, returned at once |
 //! | anything else (a `reqwest` builder, redirect or decode error too) | fatal |
@@ -231,6 +231,11 @@ fn recognise(err: &(dyn StdError + 'static)) -> Option<FailureKind> {
             return Some(FailureKind::Timeout);
         }
         if err.is_canceled() || err.is_closed() || err.is_incomplete_message() {
+            return Some(FailureKind::Transport);
+        }
+        // an answer that is not HTTP, or too large a head: the request was
+        // written, and the server may have acted on it
+        if err.is_parse() || err.is_parse_status() || err.is_parse_too_large() {
             return Some(FailureKind::Transport);
         }
         return None;

@@ -88,6 +88,7 @@ pub mod breaker;
 pub mod classify;
 pub mod cxone;
 pub mod dead_letter;
+mod deadline;
 pub mod error;
 #[cfg(feature = "redis")]
 pub mod fleet;

@@ -22,7 +22,7 @@ use tower_cx::auth::{ClientCredentials, TokenCache, TokenError};
 use tower_cx::backoff::Backoff;
 use tower_cx::body::Body;
 use tower_cx::breaker::{BreakerState, CircuitBreakerLayer};
-use tower_cx::error::{BodyTooLarge, BoxError, CircuitOpen};
+use tower_cx::error::{BodyTooLarge, BoxError, CircuitOpen, OutcomeUnknown, UnknownCause};
 use tower_cx::mock::Fault;
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::{CxService, Stack};
@@ -123,6 +123,8 @@ enum Script {
 struct RawServer {
     url: String,
     script: Arc<Mutex<Script>>,
+    /// Request heads read.
+    heads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl RawServer {
@@ -130,14 +132,14 @@ impl RawServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let script = Arc::new(Mutex::new(script));
-        let shared = script.clone();
+        let heads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (shared, counted) = (script.clone(), heads.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let script = shared.clone();
-                tokio::spawn(serve(stream, script));
+                tokio::spawn(serve(stream, shared.clone(), counted.clone()));
             }
         });
-        Self { url, script }
+        Self { url, script, heads }
     }
 
     fn set(&self, script: Script) {
@@ -145,7 +147,11 @@ impl RawServer {
     }
 }
 
-async fn serve(mut stream: TcpStream, script: Arc<Mutex<Script>>) {
+async fn serve(
+    mut stream: TcpStream,
+    script: Arc<Mutex<Script>>,
+    heads: Arc<std::sync::atomic::AtomicUsize>,
+) {
     loop {
         // read one request head (the test requests carry small bodies at most)
         let mut head = Vec::new();
@@ -156,6 +162,7 @@ async fn serve(mut stream: TcpStream, script: Arc<Mutex<Script>>) {
                 Ok(n) => head.extend_from_slice(&buf[..n]),
             }
         }
+        heads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let current = script.lock().unwrap().clone();
         match current {
             Script::Silent => {
@@ -294,6 +301,33 @@ async fn broken_api_answers_end_in_typed_errors_never_a_hang() {
     let response = send().await.unwrap();
     assert_eq!(response.headers()["content-type"], "text/html");
     assert_eq!(read_limited(response, 1024).await.unwrap(), "<html></html>");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_that_is_not_http_may_follow_a_request_that_was_applied() {
+    let upstream = RawServer::start(Script::Answer(b"HTTP/1.1 2OO OK\r\n\r\n".to_vec())).await;
+    let client = Stack::new()
+        .retry(
+            RetryLayer::new()
+                .max_attempts(3)
+                .backoff(Backoff::constant(Duration::from_millis(10))),
+        )
+        .build();
+    let url = format!("{}/api/v2/users", upstream.url);
+    let sent = || upstream.heads.load(std::sync::atomic::Ordering::SeqCst);
+    // a POST was written before the garbage came back: sent once, and the
+    // caller is told it may have been applied
+    let post = Request::post(url.clone()).body(Body::from("{}")).unwrap();
+    let error = client.clone().oneshot(post).await.unwrap_err();
+    let unknown = OutcomeUnknown::find(error.as_ref()).expect("outcome unknown");
+    assert_eq!(unknown.cause(), UnknownCause::ConnectionLost);
+    assert!(chain_has::<hyper::Error>(error.as_ref()), "{error}");
+    assert_eq!(sent(), 1);
+    // a GET is sent again, up to its attempts
+    let get = Request::get(url).body(Body::empty()).unwrap();
+    let error = client.oneshot(get).await.unwrap_err();
+    assert!(chain_has::<hyper::Error>(error.as_ref()), "{error}");
+    assert_eq!(sent(), 1 + 3);
 }
 
 // --------------------------------------- broken answers, token endpoint

@@ -174,9 +174,17 @@ async fn a_retry_after_closes_the_gate_only_on_a_429_or_a_503() {
             .unwrap();
         assert_eq!(response.status().as_str(), status);
         assert_eq!(handle.status().gate_closed_for, None, "after a {status}");
-        assert_eq!(handle.status().quota_exhausted_for, None, "after a {status}");
+        assert_eq!(
+            handle.status().quota_exhausted_for,
+            None,
+            "after a {status}"
+        );
     }
-    service.clone().oneshot(req("next", Normal, 0)).await.unwrap();
+    service
+        .clone()
+        .oneshot(req("next", Normal, 0))
+        .await
+        .unwrap();
     assert!(arrivals(&upstream).iter().all(|(_, at)| *at == secs(0)));
     // a 503 asking for 30 s closes it for everyone
     let unavailable = answered("down", "503", "30");
@@ -188,7 +196,8 @@ async fn a_retry_after_closes_the_gate_only_on_a_429_or_a_503() {
     let handle = layer.handle();
     let service = layer.layer(upstream.clone());
     let mut last = req("last", Normal, 0);
-    last.headers_mut().insert("x-remaining", "0".parse().unwrap());
+    last.headers_mut()
+        .insert("x-remaining", "0".parse().unwrap());
     let response = service.oneshot(last).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(handle.status().gate_closed_for, Some(secs(60)));

@@ -979,6 +979,64 @@ async fn override_can_declare_a_post_idempotent_or_a_get_not() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_request_held_in_a_limiter_below_is_never_sent_past_the_deadline() {
+    use tower_cx::priority::PriorityLimitLayer;
+    let upstream = Scripted::answering(|seen| match seen.uri.path() {
+        "/slow" => ok().after(secs(10)),
+        _ => ok(),
+    });
+    let to = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let deadline_error = |result: Result<Response<()>, BoxError>| {
+        let error = result.expect_err("failed at its deadline");
+        let exceeded = error
+            .downcast_ref::<tower_cx::error::RetryDeadlineExceeded>()
+            .unwrap_or_else(|| panic!("a typed deadline error, not {error}"))
+            .attempts();
+        exceeded
+    };
+
+    // queued behind a request that holds the only permit for 10 s
+    let events = Events::default();
+    let limiter = PriorityLimitLayer::new(1);
+    let handle = limiter.handle();
+    let service = layer(&events)
+        .deadline(secs(3))
+        .layer(limiter.layer(upstream.clone()));
+    let slow = tokio::spawn(send(service.clone(), to("/slow")));
+    tokio::task::yield_now().await;
+    let start = Instant::now();
+    let queued = send(service.clone(), to("/quick")).await;
+    assert_eq!(start.elapsed(), secs(3), "given up at its deadline");
+    // (none of its attempts was sent)
+    assert_eq!(deadline_error(queued), 0);
+    assert_eq!(gave_up(&events), [GiveUpReason::DeadlineReached]);
+    assert_eq!(handle.status().queued, [0, 0, 0], "it left the queue");
+    slow.await.unwrap().unwrap();
+    assert_eq!(upstream.arrivals(), [secs(0)], "only the slow one was sent");
+
+    // held by a rate gate another request's 429 closed for 8 s
+    let upstream = Scripted::answering(|seen| match seen.uri.path() {
+        "/limited" => status(429).header("retry-after", "8"),
+        _ => ok(),
+    });
+    let gated = PriorityLimitLayer::new(4).layer(upstream.clone());
+    let limited = send(gated.clone(), to("/limited")).await.unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let hurried = layer(&Events::default())
+        .deadline(secs(3))
+        .layer(gated.clone());
+    let start = Instant::now();
+    let held = send(hurried, to("/next")).await;
+    assert_eq!(start.elapsed(), secs(3));
+    assert_eq!(deadline_error(held), 0);
+    assert_eq!(upstream.arrivals(), [secs(0)], "nothing sent into the wait");
+    // with a deadline past the gate's time, the request waits for it
+    let patient = layer(&Events::default()).deadline(secs(30)).layer(gated);
+    send(patient, to("/next")).await.unwrap();
+    assert_eq!(upstream.arrivals(), [secs(0), secs(8)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn no_attempt_starts_after_the_deadline_while_waiting_for_readiness() {
     let events = Events::default();
     let upstream = Scripted::new([status(503)]);

@@ -10,9 +10,10 @@ use tower::Service;
 
 use super::limiter::Permit;
 use super::queue::{Ticket, TicketState};
-use crate::error::{BoxError, QuotaExhausted};
-use crate::observe::{LimiterEvent, RequestContext};
+use crate::deadline;
+use crate::error::{BoxError, OverloadReason, Overloaded, QuotaExhausted};
 use crate::hint::client_wide_hint;
+use crate::observe::{LimiterEvent, RequestContext};
 
 pin_project! {
     /// Response future of [`PriorityLimit`](super::PriorityLimit): waits in
@@ -46,6 +47,9 @@ pin_project! {
 struct Waiting<S, B> {
     stage: Stage,
     pending: Option<(S, Request<B>)>,
+    /// The logical request's deadline, if a layer above set one
+    /// (`crate::deadline`): the request is never held past it.
+    deadline: Option<Instant>,
 }
 
 /// Where a request that has not been sent yet stands. (The `Option`s only
@@ -89,9 +93,13 @@ where
         request: Request<B>,
         audit: Option<RequestContext>,
     ) -> Self {
-        let give_up = ticket
-            .give_up_at()
-            .map(|at| Box::pin(tokio::time::sleep_until(at)));
+        let deadline = deadline::current();
+        // the limiter's own maximum wait, or the request's deadline
+        let give_up = match (ticket.give_up_at(), deadline) {
+            (Some(at), Some(deadline)) => Some(at.min(deadline)),
+            (at, deadline) => at.or(deadline),
+        }
+        .map(|at| Box::pin(tokio::time::sleep_until(at)));
         let waiting = Box::new(Waiting {
             stage: Stage::Queued {
                 queued_at: audit.as_ref().map(|_| Instant::now()),
@@ -99,6 +107,7 @@ where
                 give_up,
             },
             pending: Some((service, request)),
+            deadline,
         });
         Self {
             state: State::Waiting { waiting },
@@ -131,7 +140,11 @@ where
                     return Poll::Ready(Err(error.take().unwrap_or_else(|| DONE.into())));
                 }
                 StateProj::Waiting { waiting } => {
-                    let Waiting { stage, pending } = &mut **waiting;
+                    let Waiting {
+                        stage,
+                        pending,
+                        deadline,
+                    } = &mut **waiting;
                     match stage {
                         Stage::Queued {
                             ticket,
@@ -219,6 +232,15 @@ where
                                 .as_ref()
                                 .and_then(|p| p.limiter().gate_closed_until());
                             if let Some(until) = closed {
+                                if deadline.is_some_and(|deadline| until >= deadline) {
+                                    // it would open too late for the request
+                                    permit.take();
+                                    let late = Overloaded::new(OverloadReason::QueueTimeout);
+                                    this.state.set(State::Failed {
+                                        error: Some(late.into()),
+                                    });
+                                    continue;
+                                }
                                 let wait = Box::pin(tokio::time::sleep_until(until));
                                 let permit = permit.take();
                                 *stage = Stage::Gated { wait, permit };

@@ -14,6 +14,7 @@ use super::policy::{Attempts, Decision, Outcome};
 use super::template::Template;
 use crate::body::ReplayBody;
 use crate::classify::FailureKind;
+use crate::deadline;
 use crate::error::{BoxError, CircuitOpen, OutcomeUnknown, UnknownCause};
 use crate::replay::TokenRejected;
 use crate::retry_after::{HintSource, ServerHint};
@@ -121,6 +122,14 @@ where
                         }
                         Err(error) => {
                             let class = config.classifier.classify_error(error.as_ref());
+                            // held back below until the deadline and never
+                            // sent (`crate::deadline`): the deadline ended it
+                            if class.failure() == Some(FailureKind::NotSent)
+                                && Instant::now() >= this.attempts.deadline_at(config)
+                            {
+                                let passed = this.attempts.deadline_passed(config);
+                                return Poll::Ready(Err(passed));
+                            }
                             let wait = circuit_hint(error.as_ref()).or_else(|| {
                                 let delay = config.classifier.error_retry_after(error.as_ref())?;
                                 Some(ServerHint {
@@ -185,7 +194,8 @@ where
                     this.attempts
                         .attempt_started(&this.shared.config, Instant::now());
                     this.attempts.tag(&mut request);
-                    let future = service.call(request);
+                    let deadline = this.attempts.deadline_at(&this.shared.config);
+                    let future = deadline::scope(deadline, || service.call(request));
                     this.state.set(State::Called { future });
                 }
             }

@@ -39,7 +39,10 @@ impl RetryLayer {
 
     /// The total deadline of one logical request: no attempt is started at
     /// or after it. An attempt already in flight is not cut short (that is
-    /// the per-attempt timeout's job).
+    /// the per-attempt timeout's job). An attempt a limiter below holds
+    /// back (in its queue, or behind a rate gate a `429` closed) is held no
+    /// later than the deadline: it is never sent, and the request ends with
+    /// [`RetryDeadlineExceeded`](crate::error::RetryDeadlineExceeded) then.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.config.deadline = deadline;
         self

@@ -98,20 +98,25 @@ struct Retrying {
     breaker_waits: u32,
 }
 
+/// The deadline of a logical request started at `started`.
+fn deadline_of(config: &Config, overrides: Option<&RetryOverride>, started: Instant) -> Instant {
+    let deadline = overrides
+        .and_then(|o| o.deadline)
+        .unwrap_or(config.deadline);
+    // A deadline too far to represent is no deadline.
+    started
+        .checked_add(deadline)
+        .unwrap_or_else(|| started + Duration::from_secs(86_400 * 365 * 30))
+}
+
 impl Retrying {
     fn new(config: &Config, overrides: Option<&RetryOverride>, started: Instant) -> Self {
-        let deadline = overrides
-            .and_then(|o| o.deadline)
-            .unwrap_or(config.deadline);
         Self {
             max_attempts: overrides
                 .and_then(|o| o.max_attempts)
                 .unwrap_or(config.max_attempts)
                 .max(1),
-            // A deadline too far to represent is no deadline.
-            deadline_at: started
-                .checked_add(deadline)
-                .unwrap_or_else(|| started + Duration::from_secs(86_400 * 365 * 30)),
+            deadline_at: deadline_of(config, overrides, started),
             backoff: overrides.and_then(|o| o.backoff).unwrap_or(config.backoff),
             backoff_state: BackoffState::default(),
             max_server_hint: overrides
@@ -230,6 +235,15 @@ impl Attempts {
     /// The instant after which no attempt starts.
     pub(crate) fn deadline_at(&mut self, config: &Config) -> Instant {
         self.retrying(config).deadline_at
+    }
+
+    /// The deadline, without making the retry state (for the first
+    /// attempt, which most requests end with).
+    pub(crate) fn first_deadline(&self, config: &Config) -> Instant {
+        match &self.retrying {
+            Some(retrying) => retrying.deadline_at,
+            None => deadline_of(config, self.overrides.as_deref(), self.started),
+        }
     }
 
     /// The deadline passed while the next attempt waited for the service to

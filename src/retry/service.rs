@@ -15,7 +15,7 @@ use super::{RetryLayer, RetryOverride};
 use crate::body::ReplayBody;
 use crate::error::BoxError;
 use crate::observe::RequestContext;
-use crate::replay;
+use crate::{deadline, replay};
 
 /// Retries requests that fail in a retryable way, honouring server hints.
 ///
@@ -151,7 +151,10 @@ where
         // clone of the spare, so a request that succeeds at once clones no
         // service
         self.shared.keep(&self.inner);
-        let future = self.inner.call(request);
+        // a layer below that would hold the request back (a limiter's
+        // queue) holds it no later than the deadline (`crate::deadline`)
+        let inner = &mut self.inner;
+        let future = deadline::scope(attempts.first_deadline(config), || inner.call(request));
         ResponseFuture::new(future, self.shared.clone(), template, attempts)
     }
 }
