@@ -437,6 +437,28 @@ async fn failures_go_to_the_dead_letter_sink_with_a_replayable_request() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_outcome_the_servers_answer_made_unknown_is_dead_lettered_with_that_status() {
+    let letters = EventCapture::<DeadLetter>::new();
+    let layer = audit(&Events::default()).dead_letters(letters.dead_letters());
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .layer(retry())
+        .service(Scripted::new([status(500)]));
+    let request = Request::post("https://api.example.com/api/v2/things")
+        .body(Body::from("{\"name\":\"x\"}"))
+        .unwrap();
+    let error = service.oneshot(request).await.unwrap_err();
+    assert!(tower_cx::error::OutcomeUnknown::find(error.as_ref()).is_some());
+    let letters = letters.take();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].error_code, "outcome_unknown");
+    assert_eq!(
+        (letters[0].attempts, letters[0].last_status),
+        (1, Some(500))
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_request_dropped_before_its_outcome_is_dead_lettered_only_when_asked() {
     for letter_dropped in [false, true] {
         let letters = EventCapture::<DeadLetter>::new();
@@ -1094,6 +1116,35 @@ async fn an_incoming_correlation_id_is_trimmed_and_sent_upstream_with_a_no_op_si
     // same process prefix, a new counter
     assert_eq!(first[..19], second[..19]);
     assert_ne!(first, second);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_id_arriving_in_the_correlation_header_itself_is_kept_and_comes_first() {
+    let upstream = Scripted::new([]);
+    let layer = AuditLayer::new(tower_cx::audit::NoopSink)
+        .correlation_header(http::HeaderName::from_static("inin-correlation-id"));
+    let service = layer.layer(upstream.clone());
+    // a gateway's caller sends the header the gateway sends upstream
+    let request = Request::get("https://x/")
+        .header("x-request-id", "req-1")
+        .header("inin-correlation-id", "caller-9")
+        .body(Body::empty())
+        .unwrap();
+    service.clone().oneshot(request).await.unwrap();
+    let with_default = AuditLayer::new(tower_cx::audit::NoopSink).layer(upstream.clone());
+    let request = Request::get("https://x/")
+        .header("x-correlation-id", "corr-abc")
+        .body(Body::empty())
+        .unwrap();
+    with_default.oneshot(request).await.unwrap();
+    assert_eq!(
+        upstream.header_values("inin-correlation-id")[0].as_deref(),
+        Some("caller-9")
+    );
+    assert_eq!(
+        upstream.header_values("x-correlation-id")[1].as_deref(),
+        Some("corr-abc")
+    );
 }
 
 /// A `request.started` event with a URL of `len` bytes (as a sink might be

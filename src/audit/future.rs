@@ -11,7 +11,7 @@ use super::AuditRecord;
 use crate::body::Body;
 use crate::classify::{classify_error, Class, FailureKind};
 use crate::dead_letter::{DeadLetter, DeadLetterSink};
-use crate::error::BoxError;
+use crate::error::{BoxError, OutcomeUnknown, UnknownCause};
 use crate::observe::{RequestEvent, RequestOutcome};
 
 pin_project! {
@@ -139,6 +139,14 @@ impl Finisher {
         let attempts = self.finish(outcome, status, error_kind);
         if outcome != RequestOutcome::Success {
             let code = error_kind.map_or_else(|| outcome.as_str(), |kind| kind.as_str());
+            // an outcome made unknown by the server's answer: its status
+            let status = status.or_else(|| {
+                let error = result.as_ref().err()?;
+                match OutcomeUnknown::find(error.as_ref())?.cause() {
+                    UnknownCause::Status(status) => Some(status),
+                    _ => None,
+                }
+            });
             self.letter(attempts, status, code, message.unwrap_or_default());
         }
     }

@@ -37,9 +37,11 @@
 //!
 //! [`AuditLayer`] opens a [`RequestContext`](crate::observe::RequestContext)
 //! (also named [`AuditRecord`]) per logical request and puts it in the
-//! request's extensions: a correlation id (the incoming `X-Request-Id` or
-//! `ININ-Correlation-Id` if sane, else a random UUID), also sent upstream in
-//! a header (`x-correlation-id` by default). The retry, breaker, limiter and
+//! request's extensions: a correlation id, also sent upstream in a header
+//! (`x-correlation-id` by default). It is the one the request arrives with,
+//! if sane (in that same header, else in `X-Request-Id` or
+//! `ININ-Correlation-Id`), else a new one in UUID layout: 64 random bits
+//! drawn once per process, then a counter. The retry, breaker, limiter and
 //! bearer layers find the context and publish what they do into
 //! [`crate::observe`], which knows nothing of the audit layer: the audit
 //! layer is the context's [`Observer`](crate::observe::Observer), and feeds

@@ -188,20 +188,24 @@ fn hex16(value: u64) -> [u8; 16] {
 
 /// A correlation id from the request, if it carries a sane one.
 #[inline]
-fn incoming_id(headers: &HeaderMap) -> Option<HeaderValue> {
+fn incoming_id(headers: &HeaderMap, own: &HeaderName) -> Option<HeaderValue> {
     // one pass over the (usually few) names is cheaper than hashing each
     // candidate name, and most requests carry none: that pass is inlined
     // into the call, the reading of one out of it
-    if !headers.keys().any(|name| INCOMING_IDS.contains(name)) {
+    if !headers
+        .keys()
+        .any(|name| name == own || INCOMING_IDS.contains(name))
+    {
         return None;
     }
-    read_incoming_id(headers)
+    read_incoming_id(headers, own)
 }
 
-/// The sane correlation id among the request's [`INCOMING_IDS`], if any.
+/// The sane correlation id the request carries, if any: in the layer's own
+/// correlation header (`own`), else in one of [`INCOMING_IDS`].
 #[inline(never)]
-fn read_incoming_id(headers: &HeaderMap) -> Option<HeaderValue> {
-    INCOMING_IDS.iter().find_map(|name| {
+fn read_incoming_id(headers: &HeaderMap, own: &HeaderName) -> Option<HeaderValue> {
+    std::iter::once(own).chain(&INCOMING_IDS).find_map(|name| {
         let value = headers.get(name)?;
         let text = value.to_str().ok()?;
         let trimmed = text.trim();
@@ -239,7 +243,8 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let layer = &self.shared.layer;
-        let correlation_id = incoming_id(request.headers()).unwrap_or_else(new_correlation_id);
+        let correlation_id =
+            incoming_id(request.headers(), &layer.header).unwrap_or_else(new_correlation_id);
         // asked once per request: the context keeps the answer
         let enabled = self.shared.observer.sink.enabled();
         if !self.observed(enabled) {

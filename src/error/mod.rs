@@ -168,21 +168,31 @@ mod tests {
     }
 }
 
-/// A credential or token would have been sent over plain `http://` to a host
-/// that is not a loopback address. Plain HTTP is allowed only to loopback
+/// A credential or token would have been sent in clear text (plain
+/// `http://`, `ws://` or any scheme but `https` and `wss`) to a host that
+/// is not a loopback address. Clear text is allowed only to loopback
 /// (tests, local mocks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InsecureUrl {
+    /// The scheme, lower-case.
+    scheme: String,
     host: String,
 }
 
 impl InsecureUrl {
-    /// Check that `uri` may carry credentials: `https`, or `http` to a
-    /// loopback host (`127.0.0.0/8`, `::1`, `localhost`). A URI without a
-    /// scheme (a path for a later layer to complete) is not judged here.
+    /// Check that `uri` may carry credentials: `https` or `wss`, or any
+    /// other scheme (`http`, `ws`, ...) to a loopback host (`127.0.0.0/8`,
+    /// `::1`, `localhost`). A URI without a scheme (a path for a later
+    /// layer to complete) is not judged here.
     pub fn check(uri: &http::Uri) -> Result<(), InsecureUrl> {
         match uri.scheme_str() {
-            Some(scheme) if scheme.eq_ignore_ascii_case("http") => {
+            None => Ok(()),
+            Some(scheme)
+                if scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss") =>
+            {
+                Ok(())
+            }
+            Some(scheme) => {
                 let authority = uri.authority().map_or("", |a| a.as_str());
                 if is_usual_loopback_authority(authority) {
                     return Ok(());
@@ -192,11 +202,11 @@ impl InsecureUrl {
                     Ok(())
                 } else {
                     Err(InsecureUrl {
+                        scheme: scheme.to_ascii_lowercase(),
                         host: host.to_owned(),
                     })
                 }
             }
-            _ => Ok(()),
         }
     }
 
@@ -239,8 +249,8 @@ impl fmt::Display for InsecureUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "refusing to send credentials over plain http:// to {:?}: use https (plain http is allowed only to loopback)",
-            self.host
+            "refusing to send credentials over plain {}:// to {:?}: use https (clear text is allowed only to loopback)",
+            self.scheme, self.host
         )
     }
 }
@@ -279,7 +289,23 @@ mod insecure_tests {
             "http://127.0.0.10.example.com/",
         ] {
             let err = InsecureUrl::check(&uri.parse().unwrap()).unwrap_err();
-            assert!(err.to_string().contains("plain http"), "{err}");
+            assert!(err.to_string().contains("plain http://"), "{err}");
+        }
+        // other schemes: only the encrypted ones go anywhere
+        for uri in [
+            "wss://api.example.com/x",
+            "WSS://api.example.com/",
+            "ws://127.0.0.1/x",
+        ] {
+            assert!(InsecureUrl::check(&uri.parse().unwrap()).is_ok(), "{uri}");
+        }
+        for (uri, plain) in [
+            ("ws://api.example.com/x", "plain ws://"),
+            ("ftp://example.com/token", "plain ftp://"),
+        ] {
+            let err = InsecureUrl::check(&uri.parse().unwrap()).unwrap_err();
+            assert!(err.to_string().contains(plain), "{err}");
+            assert_eq!(err.host(), uri.split('/').nth(2).unwrap());
         }
     }
 }
