@@ -430,6 +430,14 @@ async fn the_413_414_and_431_limits_answer_before_anything_is_forwarded() {
         status_of(&raw_exchange(&addr, big_header.as_bytes()).await),
         431
     );
+    // more than 100 header lines, however short
+    let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many_headers = format!("GET /h HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n");
+    assert!(many_headers.len() < 2_000);
+    assert_eq!(
+        status_of(&raw_exchange(&addr, many_headers.as_bytes()).await),
+        431
+    );
 
     assert!(
         recorder.api_requests().is_empty(),
@@ -544,6 +552,63 @@ async fn bad_numbers_in_flags_end_the_gateway_with_a_clear_error_not_a_panic() {
         );
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn an_upstream_or_a_listen_address_that_cannot_work_is_refused_at_start() {
+    let exit = |args: Vec<String>| async move {
+        let output = tokio::time::timeout(
+            Duration::from_secs(30),
+            Command::new(gateway_binary())
+                .args(args)
+                .stdin(Stdio::null())
+                .output(),
+        )
+        .await
+        .expect("the gateway exits")
+        .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let with = |upstream: &str| {
+        ["--listen", "127.0.0.1:0", "--upstream", upstream]
+            .map(String::from)
+            .to_vec()
+    };
+    for upstream in [
+        "ftp://127.0.0.1/files",
+        "http://127.0.0.1:9/base?key=value",
+        "/relative",
+    ] {
+        let (code, stderr) = exit(with(upstream)).await;
+        assert_eq!(code, Some(1), "{upstream}: {stderr}");
+        assert!(
+            stderr.starts_with("gateway: --upstream: an absolute http:// or https:// URL"),
+            "{upstream}: {stderr}"
+        );
+    }
+    #[cfg(feature = "mock")]
+    {
+        let (code, stderr) = run_to_exit(&["--mock"]).await;
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.starts_with("gateway: --mock is the upstream"),
+            "{stderr}"
+        );
+    }
+    // a port taken: the address is named
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let mut args = with("http://127.0.0.1:9");
+    args[1] = address.clone();
+    let (code, stderr) = exit(args).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("gateway: cannot listen on {address}: ")),
+        "{stderr}"
+    );
 }
 
 // ---------------------------------------------------------------------------

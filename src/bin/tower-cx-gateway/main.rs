@@ -47,7 +47,7 @@
 //! | `--max-connections N` | `TOWER_CX_MAX_CONNECTIONS` | 512 (more wait in the listen backlog) |
 //! | `--max-body-bytes N` | `TOWER_CX_MAX_BODY_BYTES` | 8388608 (8 MiB; then 413, a declared length before reading) |
 //! | `--max-buffered-bytes N` | `TOWER_CX_MAX_BUFFERED_BYTES` | 67108864 (64 MiB of bodies across requests; then 503) |
-//! | `--max-header-bytes N` | `TOWER_CX_MAX_HEADER_BYTES` | 32768 (request line and headers; then 431) |
+//! | `--max-header-bytes N` | `TOWER_CX_MAX_HEADER_BYTES` | 32768 (request line and headers; then 431; also 431 past 100 header lines, whatever their size) |
 //! | `--max-uri-bytes N` | `TOWER_CX_MAX_URI_BYTES` | 8192 (path and query; then 414) |
 //! | `--shutdown-grace SECS` | `TOWER_CX_SHUTDOWN_GRACE` | 30 (on SIGTERM or Ctrl-C, for requests in flight to finish) |
 //! | `--mock` | `TOWER_CX_MOCK=1` | start the embedded Genesys mock as upstream (feature `mock`) |
@@ -167,6 +167,9 @@ async fn run(flags: Flags) -> Result<(), BoxError> {
     // token server, with its demo credentials.
     #[cfg(feature = "mock")]
     let _mock = if flags.mock {
+        if flags.upstream.is_some() {
+            return Err("--mock is the upstream: give --mock or --upstream, not both".into());
+        }
         let mock = tower_cx::mock::MockServer::start().await?;
         let config = mock.config().clone();
         flags.upstream.get_or_insert(mock.base_url());
@@ -193,8 +196,14 @@ async fn run(flags: Flags) -> Result<(), BoxError> {
         .ok_or("--upstream URL is required (or --mock)")?
         .parse()
         .map_err(|e| format!("--upstream: {e}"))?;
-    if upstream.scheme().is_none() || upstream.authority().is_none() {
-        return Err("--upstream: an absolute URL such as https://api.example.com".into());
+    let http = upstream
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"));
+    if !http || upstream.authority().is_none() || upstream.query().is_some() {
+        return Err(
+            "--upstream: an absolute http:// or https:// URL without a query, such as https://api.example.com"
+                .into(),
+        );
     }
 
     let metrics = admin::install_recorder()?;
@@ -216,7 +225,9 @@ async fn run(flags: Flags) -> Result<(), BoxError> {
         budget: BodyBudget::new(flags.limits.max_buffered_bytes),
     };
 
-    let listener = TcpListener::bind(flags.listen).await?;
+    let listener = TcpListener::bind(flags.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", flags.listen))?;
     println!("listening on http://{}", listener.local_addr()?);
     println!("upstream {}", gateway.upstream);
     let stopped = serve::serve(listener, gateway, flags.shutdown_grace).await;

@@ -307,7 +307,16 @@ pub fn error_response(error: &(dyn std::error::Error + 'static)) -> Response<Pro
             "upstream authentication failed",
         );
     }
-    eprintln!("upstream request failed: {error}");
+    // the whole chain: "client error (Connect)" alone says nothing of a
+    // certificate or a malformed answer
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    eprintln!("upstream request failed: {text}");
     plain(
         StatusCode::BAD_GATEWAY,
         "upstream",
