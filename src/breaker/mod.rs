@@ -44,7 +44,9 @@
 //! - It trips on N failures in a row, or on a failure ratio over a sliding
 //!   window once a minimum of calls was seen. While open, calls fail at once
 //!   with [`CircuitOpen`](crate::error::CircuitOpen) carrying the time to the
-//!   next probe; the retry layer waits that long when it fits its deadline.
+//!   next probe; a retry layer above waits that long when it fits its
+//!   deadline (whatever its `max_attempts`: the refused call was never
+//!   sent), so its caller sees `CircuitOpen` only past the deadline.
 //! - The open duration grows with trips in a row (a [`Backoff`](crate::backoff::Backoff)),
 //!   or is the server's hint (`Retry-After` on the failing response).
 //! - Half-open lets N probes through; enough successes close it, one failure

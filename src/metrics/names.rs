@@ -210,4 +210,8 @@ pub fn describe() {
         Unit::Count,
         "1 while a fleet component runs on local state."
     );
+    describe_gauge!(
+        PACING_RATE,
+        "The pacing rate the limiter learned, in requests per minute (0: not paced)."
+    );
 }

@@ -31,7 +31,12 @@ impl RetryLayer {
     }
 
     /// Total attempts per logical request, the first one included (0 is
-    /// taken as 1; 1 disables retries).
+    /// taken as 1; 1 disables retries). A refusal by an open breaker below,
+    /// which was never sent, uses no attempt: the request waits for the
+    /// breaker's next probe when that fits its deadline, up to this many
+    /// times. For a caller to get the breaker's
+    /// [`CircuitOpen`](crate::error::CircuitOpen) at once, give the retry
+    /// layer a deadline shorter than the breaker's open duration.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.config.max_attempts = attempts.max(1);
         self
