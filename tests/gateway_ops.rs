@@ -292,3 +292,66 @@ async fn requests_still_in_flight_after_the_grace_period_are_dropped_and_counted
     );
     assert!(!written.contains(&secret) && !written.to_lowercase().contains("authorization"));
 }
+
+#[tokio::test]
+async fn a_response_still_streaming_at_shutdown_is_counted_as_dropped() {
+    use futures_util::StreamExt;
+    // an upstream that sends a head and a first chunk, then nothing more
+    let stream = || {
+        let first = futures_util::stream::once(async {
+            Ok::<_, std::convert::Infallible>(Bytes::from_static(b"first chunk\n"))
+        });
+        axum::body::Body::from_stream(first.chain(futures_util::stream::pending()))
+    };
+    let app = Router::new().route(
+        "/stream",
+        axum::routing::get(move || async move { stream() }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let gateway_process::Gateway {
+        child: mut gateway,
+        addr,
+        output,
+    } = gateway_process::start(&["--upstream", &upstream, "--shutdown-grace", "0"], &[]).await;
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::get(format!("{addr}/stream"))
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"first chunk\n");
+    // the head and a chunk are out; the body is not done
+    gateway_process::terminate(&gateway);
+    let exit = tokio::time::timeout(Duration::from_secs(60), gateway.wait())
+        .await
+        .expect("the gateway exits")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+    let lines = output.lock().unwrap().clone();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "shutting down: 1 request(s) in flight, waiting up to 0ns"),
+        "{lines:?}"
+    );
+    let mut counted = false;
+    for _ in 0..300 {
+        let lines = output.lock().unwrap().clone();
+        if lines
+            .iter()
+            .any(|l| l == "stopped (1 request(s) dropped at shutdown)")
+        {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(counted, "{:?}", output.lock().unwrap());
+    // the client sees the stream cut
+    assert!(body.collect().await.is_err());
+}

@@ -298,8 +298,14 @@ async fn learning_corrects_a_rate_set_too_high_but_a_rate_set_too_low_stays_the_
         println!("{learned}\n{fixed_double}\n{double}\n{half}");
         for report in [&double, &half] {
             assert_eq!(report.in_window, 0, "{report}");
-            assert_eq!(report.successes, scenario.requests(), "{report}");
         }
+        assert_eq!(double.successes, scenario.requests(), "{double}");
+        // C / 2 may not carry the offered load within the retry layer's
+        // 120 s deadline (the unknown-limit scenario's backlog grows for
+        // three minutes): what would wait past it in the limiter's queue
+        // fails there and is never sent, so every attempt sent succeeded
+        assert_eq!(half.attempts, half.successes, "{half}");
+        assert!(half.successes * 2 >= scenario.requests(), "{half}");
         if scenario.advertise {
             // 2 C as the ceiling: the advertised C paces, as with nothing set
             assert_eq!(

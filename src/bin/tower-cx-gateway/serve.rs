@@ -1,13 +1,21 @@
 //! The accept loop within the limits, and the graceful shutdown: on SIGTERM
 //! or Ctrl-C the listener closes (new connections are refused), idle
 //! connections close, and requests in flight finish within the grace
-//! period; whatever is still running then is dropped, counted and recorded
-//! by the audit layer as `cancelled`, and dead-lettered with the code
-//! `cancelled` under `--dead-letter-file`.
+//! period (a response whose body is still streaming counts as in flight);
+//! whatever is still running then is dropped and counted, and a request
+//! still waiting for its response is recorded by the audit layer as
+//! `cancelled`, and dead-lettered with the code `cancelled` under
+//! `--dead-letter-file` (a response cut while streaming was already
+//! recorded with its status, as the audit layer records at the head).
 
+use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -16,7 +24,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::limits::AcceptBackoff;
-use super::proxy::Gateway;
+use super::proxy::{Gateway, ProxyBody};
 
 /// How a serve run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +54,42 @@ impl InFlight {
 impl Drop for Entered {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response's body that keeps its request counted in flight until
+    /// the body ends or is dropped: a response streams after its head, and
+    /// the shutdown counts it until then.
+    struct Counted {
+        #[pin]
+        body: ProxyBody,
+        entered: Option<Entered>,
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = <ProxyBody as http_body::Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.body.poll_frame(cx));
+        if frame.is_none() {
+            this.entered.take();
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -120,9 +164,10 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, grace: Duration) -> 
                 let gateway = gateway.clone();
                 let entered = in_flight.enter();
                 async move {
-                    let response = gateway.handle(request, peer).await;
-                    drop(entered);
-                    response
+                    let response = gateway.handle(request, peer).await?;
+                    // counted until the body has been sent, not only its head
+                    let entered = Some(entered);
+                    Ok::<_, Infallible>(response.map(|body| Counted { body, entered }))
                 }
             });
             let connection = http.serve_connection(TokioIo::new(stream), service);
