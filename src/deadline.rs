@@ -4,8 +4,8 @@
 //! priority limiter's queue and rate gate), documented here, where it
 //! lives.
 //!
-//! The retry layer hands each attempt to the service below inside
-//! [`scope`]; a layer below reads [`current`] while it is called, and keeps
+//! The retry layer hands each attempt to the service below after
+//! [`enter`]; a layer below reads [`current`] while it is called, and keeps
 //! the instant: a request it would hold past the deadline it fails instead
 //! (the limiter sheds it with [`Overloaded`](crate::error::Overloaded),
 //! reason `QueueTimeout`), and the retry layer then ends the logical
@@ -21,32 +21,66 @@
 //! deadlines.
 
 use std::cell::Cell;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
-thread_local! {
-    static CURRENT: Cell<Option<Instant>> = const { Cell::new(None) };
+/// A deadline kept as its start and length: the sum is only taken when a
+/// layer below asks (most requests are never held back).
+#[derive(Clone, Copy)]
+struct Deadline {
+    from: Instant,
+    after: Duration,
 }
 
-/// Run `call` (the inner service's `call`) with `at` as the deadline of
-/// the request it is given (or an earlier one already in force).
-pub(crate) fn scope<R>(at: Instant, call: impl FnOnce() -> R) -> R {
-    /// Puts the outer deadline back, also if `call` panics.
-    struct Restore(Option<Instant>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            CURRENT.set(self.0);
-        }
+impl Deadline {
+    /// The instant, if it can be represented (else there is none).
+    fn at(self) -> Option<Instant> {
+        self.from.checked_add(self.after)
     }
+}
+
+thread_local! {
+    static CURRENT: Cell<Option<Deadline>> = const { Cell::new(None) };
+}
+
+/// Make `after` past `from` the deadline of the request given to the inner
+/// service's `call` (or an earlier one already in force), until the guard
+/// is dropped, which puts the outer one back (also if `call` panics):
+///
+/// ```ignore
+/// let _deadline = deadline::enter(started, within);
+/// let future = inner.call(request);
+/// ```
+pub(crate) fn enter(from: Instant, after: Duration) -> Entered {
     let outer = CURRENT.get();
-    let _restore = Restore(outer);
-    CURRENT.set(Some(outer.map_or(at, |outer| outer.min(at))));
-    call()
+    let this = Deadline { from, after };
+    let earliest = match outer {
+        // (nested retry layers only: the sums are taken here)
+        Some(outer) => match (outer.at(), this.at()) {
+            (Some(o), Some(t)) if o <= t => outer,
+            (Some(_), None) => outer,
+            _ => this,
+        },
+        None => this,
+    };
+    CURRENT.set(Some(earliest));
+    Entered(outer)
+}
+
+/// Puts the outer deadline back when dropped (see [`enter`]).
+#[must_use = "the deadline holds until the guard is dropped"]
+pub(crate) struct Entered(Option<Deadline>);
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        CURRENT.set(self.0);
+    }
 }
 
 /// The deadline of the request being called, if a layer above set one.
 pub(crate) fn current() -> Option<Instant> {
-    CURRENT.get()
+    CURRENT.get().and_then(Deadline::at)
 }
 
 #[cfg(test)]
@@ -56,21 +90,28 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn a_scope_sets_the_earliest_deadline_and_puts_the_outer_one_back() {
+    async fn entering_sets_the_earliest_deadline_and_the_guard_puts_the_outer_one_back() {
         let now = Instant::now();
-        let (soon, late) = (now + Duration::from_secs(1), now + Duration::from_secs(9));
+        let secs = Duration::from_secs;
+        let (soon, late) = (now + secs(1), now + secs(9));
         assert_eq!(current(), None);
-        scope(late, || {
+        let within = |after, check: &dyn Fn()| {
+            let _deadline = enter(now, after);
+            check();
+        };
+        within(secs(9), &|| {
             assert_eq!(current(), Some(late));
             // an inner retry layer with a later deadline does not extend it
-            scope(late + Duration::from_secs(1), || {
-                assert_eq!(current(), Some(late))
-            });
-            scope(soon, || assert_eq!(current(), Some(soon)));
+            within(secs(10), &|| assert_eq!(current(), Some(late)));
+            within(secs(1), &|| assert_eq!(current(), Some(soon)));
+            // nor does one too far to represent
+            within(Duration::MAX, &|| assert_eq!(current(), Some(late)));
             assert_eq!(current(), Some(late));
         });
+        // a deadline too far to represent is none
+        within(Duration::MAX, &|| assert_eq!(current(), None));
         assert_eq!(current(), None);
-        let panicked = std::panic::catch_unwind(|| scope(soon, || panic!("in call")));
+        let panicked = std::panic::catch_unwind(|| within(secs(1), &|| panic!("in call")));
         assert!(panicked.is_err());
         assert_eq!(current(), None);
     }

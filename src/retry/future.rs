@@ -3,6 +3,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use pin_project_lite::pin_project;
@@ -195,7 +196,9 @@ where
                         .attempt_started(&this.shared.config, Instant::now());
                     this.attempts.tag(&mut request);
                     let deadline = this.attempts.deadline_at(&this.shared.config);
-                    let future = deadline::scope(deadline, || service.call(request));
+                    let entered = deadline::enter(deadline, Duration::ZERO);
+                    let future = service.call(request);
+                    drop(entered);
                     this.state.set(State::Called { future });
                 }
             }

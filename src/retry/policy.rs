@@ -98,15 +98,11 @@ struct Retrying {
     breaker_waits: u32,
 }
 
-/// The deadline of a logical request started at `started`.
-fn deadline_of(config: &Config, overrides: Option<&RetryOverride>, started: Instant) -> Instant {
-    let deadline = overrides
+/// The deadline of a logical request, as a length from its start.
+fn deadline_of(config: &Config, overrides: Option<&RetryOverride>) -> Duration {
+    overrides
         .and_then(|o| o.deadline)
-        .unwrap_or(config.deadline);
-    // A deadline too far to represent is no deadline.
-    started
-        .checked_add(deadline)
-        .unwrap_or_else(|| started + Duration::from_secs(86_400 * 365 * 30))
+        .unwrap_or(config.deadline)
 }
 
 impl Retrying {
@@ -116,7 +112,10 @@ impl Retrying {
                 .and_then(|o| o.max_attempts)
                 .unwrap_or(config.max_attempts)
                 .max(1),
-            deadline_at: deadline_of(config, overrides, started),
+            // A deadline too far to represent is no deadline.
+            deadline_at: started
+                .checked_add(deadline_of(config, overrides))
+                .unwrap_or_else(|| started + Duration::from_secs(86_400 * 365 * 30)),
             backoff: overrides.and_then(|o| o.backoff).unwrap_or(config.backoff),
             backoff_state: BackoffState::default(),
             max_server_hint: overrides
@@ -237,13 +236,11 @@ impl Attempts {
         self.retrying(config).deadline_at
     }
 
-    /// The deadline, without making the retry state (for the first
-    /// attempt, which most requests end with).
-    pub(crate) fn first_deadline(&self, config: &Config) -> Instant {
-        match &self.retrying {
-            Some(retrying) => retrying.deadline_at,
-            None => deadline_of(config, self.overrides.as_deref(), self.started),
-        }
+    /// The deadline as its start and length, without making the retry
+    /// state or taking the sum (for the first attempt, which most requests
+    /// end with).
+    pub(crate) fn first_deadline(&self, config: &Config) -> (Instant, Duration) {
+        (self.started, deadline_of(config, self.overrides.as_deref()))
     }
 
     /// The deadline passed while the next attempt waited for the service to

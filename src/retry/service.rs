@@ -153,8 +153,9 @@ where
         self.shared.keep(&self.inner);
         // a layer below that would hold the request back (a limiter's
         // queue) holds it no later than the deadline (`crate::deadline`)
-        let inner = &mut self.inner;
-        let future = deadline::scope(attempts.first_deadline(config), || inner.call(request));
+        let (started, within) = attempts.first_deadline(config);
+        let _deadline = deadline::enter(started, within);
+        let future = self.inner.call(request);
         ResponseFuture::new(future, self.shared.clone(), template, attempts)
     }
 }
