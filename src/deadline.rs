@@ -48,7 +48,7 @@ thread_local! {
 /// service's `call` (or an earlier one already in force), until the guard
 /// is dropped, which puts the outer one back (also if `call` panics):
 ///
-/// ```ignore
+/// ```text
 /// let _deadline = deadline::enter(started, within);
 /// let future = inner.call(request);
 /// ```
