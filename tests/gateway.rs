@@ -503,17 +503,25 @@ async fn token_endpoint_text_never_reaches_the_caller() {
     );
 }
 
-/// Runs the gateway with `args` and returns its exit status and stderr.
+/// Runs the gateway with `args` on a free port, sending to a closed one
+/// unless told otherwise, and returns its exit status and stderr.
 async fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut all = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "http://127.0.0.1:9",
+    ];
+    all.extend_from_slice(args);
+    exit_of(&all).await
+}
+
+/// Runs the gateway with exactly `args` and returns its exit status and
+/// stderr.
+async fn exit_of(args: &[&str]) -> (Option<i32>, String) {
     let output = tokio::time::timeout(
         Duration::from_secs(30),
         Command::new(gateway_binary())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--upstream",
-                "http://127.0.0.1:9",
-            ])
             .args(args)
             .stdin(Stdio::null())
             .output(),
@@ -556,33 +564,13 @@ async fn bad_numbers_in_flags_end_the_gateway_with_a_clear_error_not_a_panic() {
 
 #[tokio::test]
 async fn an_upstream_or_a_listen_address_that_cannot_work_is_refused_at_start() {
-    let exit = |args: Vec<String>| async move {
-        let output = tokio::time::timeout(
-            Duration::from_secs(30),
-            Command::new(gateway_binary())
-                .args(args)
-                .stdin(Stdio::null())
-                .output(),
-        )
-        .await
-        .expect("the gateway exits")
-        .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
-    let with = |upstream: &str| {
-        ["--listen", "127.0.0.1:0", "--upstream", upstream]
-            .map(String::from)
-            .to_vec()
-    };
+    let with = |upstream| ["--listen", "127.0.0.1:0", "--upstream", upstream];
     for upstream in [
         "ftp://127.0.0.1/files",
         "http://127.0.0.1:9/base?key=value",
         "/relative",
     ] {
-        let (code, stderr) = exit(with(upstream)).await;
+        let (code, stderr) = exit_of(&with(upstream)).await;
         assert_eq!(code, Some(1), "{upstream}: {stderr}");
         assert!(
             stderr.starts_with("gateway: --upstream: an absolute http:// or https:// URL"),
@@ -602,8 +590,8 @@ async fn an_upstream_or_a_listen_address_that_cannot_work_is_refused_at_start() 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = taken.local_addr().unwrap().to_string();
     let mut args = with("http://127.0.0.1:9");
-    args[1] = address.clone();
-    let (code, stderr) = exit(args).await;
+    args[1] = &address;
+    let (code, stderr) = exit_of(&args).await;
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.starts_with(&format!("gateway: cannot listen on {address}: ")),

@@ -257,19 +257,7 @@ async fn requests_still_in_flight_after_the_grace_period_are_dropped_and_counted
         stuck.await.unwrap().is_err(),
         "the dropped request gets no answer"
     );
-    let mut counted = false;
-    for _ in 0..300 {
-        let lines = output.lock().unwrap().clone();
-        if lines
-            .iter()
-            .any(|l| l == "stopped (1 request(s) dropped at shutdown)")
-        {
-            counted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(counted, "{:?}", output.lock().unwrap());
+    gateway_process::wait_for_line(&output, "stopped (1 request(s) dropped at shutdown)").await;
     let lines = std::fs::read_to_string(&audit).unwrap();
     let _ = std::fs::remove_file(&audit);
     assert!(lines.contains("\"cancelled\""), "{lines}");
@@ -339,19 +327,7 @@ async fn a_response_still_streaming_at_shutdown_is_counted_as_dropped() {
             .any(|l| l == "shutting down: 1 request(s) in flight, waiting up to 0ns"),
         "{lines:?}"
     );
-    let mut counted = false;
-    for _ in 0..300 {
-        let lines = output.lock().unwrap().clone();
-        if lines
-            .iter()
-            .any(|l| l == "stopped (1 request(s) dropped at shutdown)")
-        {
-            counted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(counted, "{:?}", output.lock().unwrap());
+    gateway_process::wait_for_line(&output, "stopped (1 request(s) dropped at shutdown)").await;
     // the client sees the stream cut
     assert!(body.collect().await.is_err());
 }

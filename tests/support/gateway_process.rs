@@ -67,6 +67,20 @@ pub async fn wait_until_mock_saw(mock: &MockServer, path: &str) {
     panic!("the request never reached the mock at {path}");
 }
 
+/// Wait (polling, at most 3 s) until the gateway has printed `line`.
+pub async fn wait_for_line(output: &Mutex<Vec<String>>, line: &str) {
+    for _ in 0..300 {
+        if output.lock().unwrap().iter().any(|l| l == line) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the gateway never printed {line:?}: {:?}",
+        output.lock().unwrap()
+    );
+}
+
 /// Send SIGTERM to the gateway.
 pub fn terminate(child: &Child) {
     let pid = child.id().expect("the gateway is running").to_string();
