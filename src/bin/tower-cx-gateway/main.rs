@@ -109,7 +109,9 @@
 //! retries) and every request dropped before its outcome (its caller went
 //! away, or the shutdown grace ran out: code `cancelled`) is appended as one
 //! JSON line with a replayable copy (method, URL with secret-looking query
-//! values redacted, headers without credentials, UTF-8 body).
+//! values redacted, headers without credentials, UTF-8 body). The body is
+//! kept as it was sent, since a replay needs it: a secret inside a body is
+//! in the file, so keep the file as private as the traffic.
 //!
 //! On start it prints `listening on http://ADDR`. On SIGTERM or Ctrl-C it
 //! stops accepting (new connections are refused), lets requests in flight
