@@ -246,13 +246,7 @@ async fn requests_still_in_flight_after_the_grace_period_are_dropped_and_counted
         client.request(request).await.map(|r| r.status())
     });
     gateway_process::wait_until_mock_saw(&mock, "/api/v2/users").await;
-    gateway_process::terminate(&gateway);
-
-    let exit = tokio::time::timeout(Duration::from_secs(60), gateway.wait())
-        .await
-        .expect("the gateway exits")
-        .unwrap();
-    assert_eq!(exit.code(), Some(0));
+    gateway_process::terminate_and_exit_0(&mut gateway).await;
     assert!(
         stuck.await.unwrap().is_err(),
         "the dropped request gets no answer"
@@ -314,12 +308,7 @@ async fn a_response_still_streaming_at_shutdown_is_counted_as_dropped() {
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(&first[..], b"first chunk\n");
     // the head and a chunk are out; the body is not done
-    gateway_process::terminate(&gateway);
-    let exit = tokio::time::timeout(Duration::from_secs(60), gateway.wait())
-        .await
-        .expect("the gateway exits")
-        .unwrap();
-    assert_eq!(exit.code(), Some(0));
+    gateway_process::terminate_and_exit_0(&mut gateway).await;
     let lines = output.lock().unwrap().clone();
     assert!(
         lines

@@ -81,6 +81,17 @@ pub async fn wait_for_line(output: &Mutex<Vec<String>>, line: &str) {
     );
 }
 
+/// Send SIGTERM to the gateway and wait (at most 60 s) until it exits with
+/// code 0.
+pub async fn terminate_and_exit_0(child: &mut Child) {
+    terminate(child);
+    let exit = tokio::time::timeout(Duration::from_secs(60), child.wait())
+        .await
+        .expect("the gateway exits")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0));
+}
+
 /// Send SIGTERM to the gateway.
 pub fn terminate(child: &Child) {
     let pid = child.id().expect("the gateway is running").to_string();
