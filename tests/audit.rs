@@ -28,6 +28,7 @@ use tower_cx::body::Body;
 use tower_cx::breaker::CircuitBreakerLayer;
 use tower_cx::error::BoxError;
 use tower_cx::observe::{RequestEvent, RetryEventKind};
+use tower_cx::origin::Origin;
 use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::{RetryBudget, RetryLayer};
 
@@ -456,6 +457,64 @@ async fn an_outcome_the_servers_answer_made_unknown_is_dead_lettered_with_that_s
         (letters[0].attempts, letters[0].last_status),
         (1, Some(500))
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_carries_the_idempotency_key_a_layer_below_added() {
+    let letters = EventCapture::<DeadLetter>::new();
+    let upstream = Scripted::always(status(500));
+    let service = ServiceBuilder::new()
+        .layer(audit(&Events::default()).dead_letters(letters.dead_letters()))
+        .layer(
+            retry()
+                .max_attempts(3)
+                .auto_idempotency_key(true)
+                .idempotency_keys_honoured_by(Origin::parse("https://api.example.com").unwrap()),
+        )
+        .service(upstream.clone());
+    let request = Request::post("https://api.example.com/api/v2/things")
+        .body(Body::from("{\"name\":\"x\"}"))
+        .unwrap();
+    let response = service.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let sent = upstream.header_values("idempotency-key");
+    assert_eq!(
+        sent.len(),
+        3,
+        "a key the origin honours makes the POST retryable"
+    );
+    let key = sent[0].clone().expect("the retry layer added a key");
+    assert!(sent.iter().all(|k| k.as_deref() == Some(key.as_str())));
+    let letters = letters.take();
+    let copy = letters[0].request.as_ref().expect("a replayable copy");
+    assert_eq!(
+        copy.headers()["idempotency-key"],
+        key.as_str(),
+        "a replay of the letter sends the key every attempt carried"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_keeps_the_callers_own_idempotency_key() {
+    let letters = EventCapture::<DeadLetter>::new();
+    let upstream = Scripted::always(status(500));
+    let service = ServiceBuilder::new()
+        .layer(audit(&Events::default()).dead_letters(letters.dead_letters()))
+        .layer(retry().auto_idempotency_key(true))
+        .service(upstream.clone());
+    let request = Request::post("https://api.example.com/api/v2/things")
+        .header("idempotency-key", "mine-123")
+        .body(Body::from("{}"))
+        .unwrap();
+    service.oneshot(request).await.unwrap_err();
+    assert_eq!(
+        upstream.header_values("idempotency-key"),
+        [Some("mine-123".to_owned())]
+    );
+    let letters = letters.take();
+    let copy = letters[0].request.as_ref().expect("a replayable copy");
+    assert_eq!(copy.headers()["idempotency-key"], "mine-123");
+    assert_eq!(copy.headers().get_all("idempotency-key").iter().count(), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -160,7 +160,13 @@ impl Finisher {
                 last_status: status.map(|s| s.as_u16()),
                 error_code: code.to_owned(),
                 message,
-                request: letters.copy.take().map(|copy| *copy),
+                request: letters.copy.take().map(|copy| {
+                    let mut copy = *copy;
+                    // the copy was taken before a layer below added its
+                    // idempotency key: a replay must send the same one
+                    self.record.restore_kept_header(copy.headers_mut());
+                    copy
+                }),
             });
         }
     }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 
 use super::Event;
@@ -49,6 +49,10 @@ struct Inner {
     /// The 401 replay mark ([`crate::replay`]), when the request has a
     /// context to carry it.
     replayed_above: AtomicBool,
+    /// A header a layer below added to the request that any later send of
+    /// it must carry too (the retry layer's `Idempotency-Key`); boxed, as
+    /// few requests have one.
+    kept_header: OnceLock<Box<(HeaderName, HeaderValue)>>,
 }
 
 /// What a context counted about its request.
@@ -80,6 +84,7 @@ impl RequestContext {
                 backoff_ns: AtomicU64::new(0),
                 queue_ns: AtomicU64::new(0),
                 replayed_above: AtomicBool::new(false),
+                kept_header: OnceLock::new(),
             }),
         }
     }
@@ -142,6 +147,23 @@ impl RequestContext {
     /// Whether the 401 replay mark is set ([`crate::replay::is_marked`]).
     pub(crate) fn replayed_above(&self) -> bool {
         self.inner.replayed_above.load(Ordering::Relaxed)
+    }
+
+    /// Note that a layer below added header `name` to the request, which a
+    /// later send of it (a dead letter's replay) must carry too. Only the
+    /// first header noted is kept.
+    pub(crate) fn keep_header(&self, name: HeaderName, value: HeaderValue) {
+        let _ = self.inner.kept_header.set(Box::new((name, value)));
+    }
+
+    /// Put the header a layer below added (see
+    /// [`keep_header`](Self::keep_header)) into `headers`, unless they
+    /// have it already.
+    pub(crate) fn restore_kept_header(&self, headers: &mut HeaderMap) {
+        if let Some(kept) = self.inner.kept_header.get() {
+            let (name, value) = &**kept;
+            headers.entry(name).or_insert_with(|| value.clone());
+        }
     }
 
     /// Whether the observer wants events as values (asked once, when the

@@ -109,9 +109,12 @@ where
             && matches!(*request.method(), Method::POST | Method::PATCH)
             && !request.headers().contains_key(IDEMPOTENCY_KEY)
         {
-            request
-                .headers_mut()
-                .insert(IDEMPOTENCY_KEY, new_idempotency_key());
+            let key = new_idempotency_key();
+            // a dead letter of the request must carry the same key
+            if let Some(context) = &audit {
+                context.keep_header(IDEMPOTENCY_KEY, key.clone());
+            }
+            request.headers_mut().insert(IDEMPOTENCY_KEY, key);
         }
 
         // a copy is kept for a retry, or for a replay after a rejected token
