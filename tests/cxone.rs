@@ -13,13 +13,15 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use serde_json::{json, Value};
 use tower_cx::audit::DeadLetter;
-use tower_cx::backoff::Backoff;
+use tower_cx::backoff::{Backoff, Jitter};
+use tower_cx::body::Body;
 use tower_cx::cxone::{
     discover, discover_from_token, CxoneApi, CxoneClient, CxoneError, Issuer, NotRerunnable,
     RerunRefusal, ResultExpired,
 };
+use tower_cx::error::BoxError;
 use tower_cx::error::InsecureUrl;
-use tower_cx::jobs::{JobFailed, JobState};
+use tower_cx::jobs::{JobFailed, JobRunner, JobState};
 use tower_cx::mock::{Fault, JobScript, MockConfig, MockServer};
 use tower_cx::retry::RetryLayer;
 use tower_cx::stack::{CxService, Stack};
@@ -520,4 +522,42 @@ async fn each_api_has_its_own_version() {
     assert!(!counters.requests.contains_key(CONTACTS));
     cxone.data_extraction().submit(&json!({})).await.unwrap();
     assert_eq!(mock.counters().requests[JOBS], 1);
+}
+
+/// Every typed call over the stack's `CxService` is a `Send` future: it can
+/// be spawned, or awaited in an axum handler, with no generic helper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_over_the_stack_can_be_spawned() {
+    fn send<F: std::future::Future + Send>(future: F) -> F {
+        future
+    }
+    let mock = MockServer::start().await.unwrap();
+    // the job done at its first read, polls 10 ms apart (a real clock)
+    mock.script_cxone_job(JobScript::new([("SUCCEEDED", "")]));
+    let fast_polls = Backoff::constant(Duration::from_millis(10)).jitter(Jitter::None);
+    let (cxone, _) = client(&mock);
+    let cxone = cxone.job_runner(JobRunner::new().backoff(fast_polls));
+    let base = mock.base_url();
+    let spawned = tokio::spawn(async move {
+        let transport = Stack::new().build();
+        let tenant = discover(&transport, &base, "tenant-1").await?;
+        assert_eq!(tenant.area, "na1");
+        let extraction = cxone.data_extraction();
+        let job = extraction.submit(&json!({"entityName": "agents"})).await?;
+        extraction.observe(job.id()).await?;
+        let done = extraction.wait(&job).await?;
+        let bytes = extraction.download(&done).await?;
+        let refused = extraction.rerun(&job).await.unwrap_err();
+        assert!(refused.is::<NotRerunnable>(), "{refused}");
+        let elsewhere = http::Request::post("https://elsewhere.example/x").body(Body::empty())?;
+        extraction.replay(elsewhere).await.unwrap_err();
+        // a second submission would wait out CXone's 30 s between jobs
+        drop(send(extraction.run(&json!({"entityName": "agents"}))));
+        drop(send(discover_from_token(&transport, &base, "opaque")));
+        Ok::<_, BoxError>(bytes.is_empty())
+    });
+    assert!(
+        !spawned.await.unwrap().unwrap(),
+        "the result was downloaded"
+    );
 }

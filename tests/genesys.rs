@@ -14,15 +14,18 @@ use futures_util::TryStreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_cx::audit::DeadLetter;
-use tower_cx::backoff::Backoff;
+use tower_cx::backoff::{Backoff, Jitter};
+use tower_cx::body::Body;
 use tower_cx::error::{BodyTooLarge, BoxError};
-use tower_cx::genesys::{BusinessRule, DataActions, GenesysClient, GenesysError};
+use tower_cx::genesys::{BusinessRule, DataActions, EntityPage, GenesysClient, GenesysError};
 use tower_cx::hint::QuotaSource;
-use tower_cx::mock::{Fault, MockServer};
+use tower_cx::jobs::JobRunner;
+use tower_cx::mock::{Fault, JobScript, MockServer};
 use tower_cx::observe::PacingSource;
 use tower_cx::priority::PriorityLimitLayer;
 use tower_cx::retry::{RetryLayer, RetryOverride, IDEMPOTENCY_KEY};
 use tower_cx::stack::{CxService, Stack};
+use tower_cx::transport::read_limited;
 use tower_cx::vendor::{BodyLimits, InvalidArgument, RetryRules, Rule};
 
 use events::EventCapture;
@@ -743,4 +746,43 @@ async fn learned_pacing_meets_no_429_where_the_unpaced_limiter_meets_many() {
     println!("{attempts:?}");
     assert_eq!(attempts[0], 200, "learned: every request sent once");
     assert!(attempts[1] > 200, "unpaced: {} attempts", attempts[1]);
+}
+
+/// Every typed call over the stack's `CxService` is a `Send` future: it can
+/// be spawned, or awaited in an axum handler, with no generic helper.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_over_the_stack_can_be_spawned() {
+    let mock = MockServer::start().await.unwrap();
+    // jobs done at their first read, polled 10 ms apart (a real clock here)
+    mock.script_genesys_job(JobScript::new([("FULFILLED", "")]));
+    let genesys = client(&mock).job_runner(
+        JobRunner::new().backoff(Backoff::constant(Duration::from_millis(10)).jitter(Jitter::None)),
+    );
+    let service = stack(&mock, 1);
+    let users_url = format!("{}/api/v2/users", genesys.base_url());
+    let spawned = tokio::spawn(async move {
+        let request = http::Request::get(users_url).body(Body::empty())?;
+        let response = tower::ServiceExt::oneshot(service, request).await?;
+        let body = read_limited(response, 1 << 20).await?;
+        assert!(body.starts_with(b"{"));
+        let actions = genesys.data_actions();
+        let out: Echo = actions.execute("lookup", &json!({"n": 1})).await?;
+        assert_eq!(out.input, json!({"n": 1}));
+        let report = actions.test("lookup", &json!({"n": 2})).await?;
+        assert!(report.error().is_none());
+        let jobs = genesys.analytics();
+        let job_id = jobs.submit(&json!({})).await?;
+        jobs.observe(&job_id).await?;
+        jobs.wait(&job_id).await?;
+        let job_id = jobs.run(&json!({})).await?;
+        let pages: Vec<_> = jobs.results(&job_id).try_collect().await?;
+        let elsewhere = || http::Request::post("https://elsewhere.example/x").body(Body::empty());
+        actions.replay::<Value>(elsewhere()?).await.unwrap_err();
+        jobs.replay(elsewhere()?).await.unwrap_err();
+        let users: Vec<EntityPage<Value>> = genesys.list("/api/v2/users").try_collect().await?;
+        let users = users.iter().map(|page| page.entities.len()).sum::<usize>();
+        Ok::<_, BoxError>((pages.len(), users))
+    });
+    let (pages, users) = spawned.await.unwrap().unwrap();
+    assert_eq!((pages, users), (2, 250));
 }

@@ -1,8 +1,14 @@
 //! Finding a CXone tenant: the issuers (commercial, FedRAMP, sovereign),
 //! the tenant's claims in its access token, and discovery.
 
+#![allow(
+    clippy::manual_async_fn,
+    reason = "the calls return `impl Future + Send`: an `async fn` over a boxed transport is not provably `Send` at the caller (its error type's lifetime is erased there)"
+)]
+
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
 use std::str::FromStr;
 
 use base64::Engine as _;
@@ -205,68 +211,72 @@ impl TokenClaims {
 /// [`Issuer::url`]. `transport` needs no token (use a stack without the
 /// bearer layer, e.g. `Stack::new().build()`). The endpoints must be HTTPS
 /// (or loopback HTTP): [`InsecureUrl`] otherwise.
-pub async fn discover<T>(
-    transport: &T,
-    issuer: &str,
-    tenant_id: &str,
-) -> Result<Discovery, BoxError>
+pub fn discover<'a, T>(
+    transport: &'a T,
+    issuer: &'a str,
+    tenant_id: &'a str,
+) -> impl Future<Output = Result<Discovery, BoxError>> + Send + 'a
 where
     T: Transport,
 {
-    check_id("tenant id", tenant_id)?;
-    let issuer = issuer.trim_end_matches('/');
-    let get = |url: String| async move {
-        let response = transport
-            .send(json_request(Method::GET, url, None)?)
-            .await?;
-        let (parts, body) = response.into_parts();
-        let limits = BodyLimits::default();
-        if !parts.status.is_success() {
+    async move {
+        check_id("tenant id", tenant_id)?;
+        let issuer = issuer.trim_end_matches('/');
+        let get = |url: String| async move {
+            let response = transport
+                .send(json_request(Method::GET, url, None)?)
+                .await?;
+            let (parts, body) = response.into_parts();
+            let limits = BodyLimits::default();
+            if !parts.status.is_success() {
+                let bytes = collect_limited(parts.status, body, limits.errors).await?;
+                return Err(CxoneError::from_response(parts.status, &parts.headers, &bytes).into());
+            }
             let bytes = collect_limited(parts.status, body, limits.errors).await?;
-            return Err(CxoneError::from_response(parts.status, &parts.headers, &bytes).into());
+            Ok::<_, BoxError>((parts.status, bytes))
+        };
+        let (status, bytes) = get(format!("{issuer}/.well-known/openid-configuration")).await?;
+        let openid: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| UnexpectedBody::new("an OpenID configuration", status, &bytes, Some(e)))?;
+        let (status, bytes) = get(format!(
+            "{issuer}/.well-known/cxone-configuration?tenantId={tenant_id}"
+        ))
+        .await?;
+        let mut discovery: Discovery = serde_json::from_slice(&bytes)
+            .map_err(|e| UnexpectedBody::new("a CXone configuration", status, &bytes, Some(e)))?;
+        discovery.token_endpoint = openid
+            .get("token_endpoint")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("{issuer}/auth/token"));
+        discovery.api_endpoint = discovery.api_endpoint.trim_end_matches('/').to_owned();
+        for url in [&discovery.api_endpoint, &discovery.token_endpoint] {
+            let uri: http::Uri = url.parse().map_err(|_| InvalidUrl::new(url, "not a URL"))?;
+            InsecureUrl::check(&uri)?;
         }
-        let bytes = collect_limited(parts.status, body, limits.errors).await?;
-        Ok::<_, BoxError>((parts.status, bytes))
-    };
-    let (status, bytes) = get(format!("{issuer}/.well-known/openid-configuration")).await?;
-    let openid: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| UnexpectedBody::new("an OpenID configuration", status, &bytes, Some(e)))?;
-    let (status, bytes) = get(format!(
-        "{issuer}/.well-known/cxone-configuration?tenantId={tenant_id}"
-    ))
-    .await?;
-    let mut discovery: Discovery = serde_json::from_slice(&bytes)
-        .map_err(|e| UnexpectedBody::new("a CXone configuration", status, &bytes, Some(e)))?;
-    discovery.token_endpoint = openid
-        .get("token_endpoint")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("{issuer}/auth/token"));
-    discovery.api_endpoint = discovery.api_endpoint.trim_end_matches('/').to_owned();
-    for url in [&discovery.api_endpoint, &discovery.token_endpoint] {
-        let uri: http::Uri = url.parse().map_err(|_| InvalidUrl::new(url, "not a URL"))?;
-        InsecureUrl::check(&uri)?;
+        Ok(discovery)
     }
-    Ok(discovery)
 }
 
 /// [`discover`] for the tenant named in `access_token`'s claims, when the
 /// tenant id is not given; an `area` claim fills an area discovery left
 /// empty.
-pub async fn discover_from_token<T>(
-    transport: &T,
-    issuer: &str,
-    access_token: &str,
-) -> Result<Discovery, BoxError>
+pub fn discover_from_token<'a, T>(
+    transport: &'a T,
+    issuer: &'a str,
+    access_token: &'a str,
+) -> impl Future<Output = Result<Discovery, BoxError>> + Send + 'a
 where
     T: Transport,
 {
-    let claims = TokenClaims::from_access_token(access_token)?;
-    let mut discovery = discover(transport, issuer, &claims.tenant_id).await?;
-    if discovery.area.is_empty() {
-        discovery.area = claims.area.unwrap_or_default();
+    async move {
+        let claims = TokenClaims::from_access_token(access_token)?;
+        let mut discovery = discover(transport, issuer, &claims.tenant_id).await?;
+        if discovery.area.is_empty() {
+            discovery.area = claims.area.unwrap_or_default();
+        }
+        Ok(discovery)
     }
-    Ok(discovery)
 }
 
 #[cfg(test)]

@@ -1,7 +1,13 @@
 //! Data-extraction jobs.
 
+#![allow(
+    clippy::manual_async_fn,
+    reason = "the calls return `impl Future + Send`: an `async fn` over a boxed transport is not provably `Send` at the caller (its error type's lifetime is erased there)"
+)]
+
 use std::error::Error as StdError;
 use std::fmt;
+use std::future::Future;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
@@ -246,62 +252,75 @@ impl<T: Transport> DataExtraction<T> {
     }
 
     /// Submit a job definition (202 with the job id).
-    pub async fn submit<B: Serialize + ?Sized>(
+    pub fn submit<B: Serialize + ?Sized>(
         &self,
         definition: &B,
-    ) -> Result<ExtractionJob, BoxError> {
-        let body = Bytes::from(serde_json::to_vec(definition)?);
-        let key = crate::retry::new_idempotency_key()
-            .to_str()
-            .map(str::to_owned)
-            .unwrap_or_default();
-        self.submit_bytes(body, key, 0).await
+    ) -> impl Future<Output = Result<ExtractionJob, BoxError>> + Send + '_ {
+        let body = serde_json::to_vec(definition);
+        async move {
+            let body = Bytes::from(body?);
+            let key = crate::retry::new_idempotency_key()
+                .to_str()
+                .map(str::to_owned)
+                .unwrap_or_default();
+            self.submit_bytes(body, key, 0).await
+        }
     }
 
     /// Read the job's status once; a 429 or 503 comes back as
     /// [`Observation::Wait`] with the server's hint.
-    pub async fn observe(&self, job_id: &str) -> Result<Observation<ExtractionStatus>, BoxError> {
-        check_id("job id", job_id)?;
-        let url = self.jobs_url(&format!("/{job_id}"));
-        let envelope: StatusEnvelope = match self
-            .client
-            .core
-            .read_job_status(
-                url,
-                "a data-extraction job status",
-                CxoneError::from_response,
-            )
-            .await?
-        {
-            StatusRead::Wait(hint) => return Ok(Observation::Wait(hint)),
-            StatusRead::Status(envelope) => envelope,
-        };
-        let status = envelope.job_status;
-        let message = status.result.as_ref().and_then(|r| r.error_message.clone());
-        Ok(Observation::Status(
-            JobStatus::new(job_state(&status.status), status.status.clone(), status)
-                .message(message),
-        ))
+    pub fn observe<'a>(
+        &'a self,
+        job_id: &'a str,
+    ) -> impl Future<Output = Result<Observation<ExtractionStatus>, BoxError>> + Send + 'a {
+        async move {
+            check_id("job id", job_id)?;
+            let url = self.jobs_url(&format!("/{job_id}"));
+            let envelope: StatusEnvelope = match self
+                .client
+                .core
+                .read_job_status(
+                    url,
+                    "a data-extraction job status",
+                    CxoneError::from_response,
+                )
+                .await?
+            {
+                StatusRead::Wait(hint) => return Ok(Observation::Wait(hint)),
+                StatusRead::Status(envelope) => envelope,
+            };
+            let status = envelope.job_status;
+            let message = status.result.as_ref().and_then(|r| r.error_message.clone());
+            Ok(Observation::Status(
+                JobStatus::new(job_state(&status.status), status.status.clone(), status)
+                    .message(message),
+            ))
+        }
     }
 
     /// Wait until the job succeeds; its result URL. `FAILED`, `CANCELLED`
     /// and `EXPIRED` end in [`JobFailed`]; a failed job is dead-lettered with
     /// its submission.
-    pub async fn wait(&self, job: &ExtractionJob) -> Result<FinishedExtraction, BoxError> {
-        let outcome = self.wait_id(&job.id).await;
-        if let Err(error) = &outcome {
-            if error.is::<JobFailed>() {
-                let mut request =
-                    json_request(Method::POST, self.jobs_url(""), Some(job.body.to_vec()))?;
-                if let Ok(key) = HeaderValue::from_str(&job.key) {
-                    request.headers_mut().insert(IDEMPOTENCY_KEY, key);
+    pub fn wait<'a>(
+        &'a self,
+        job: &'a ExtractionJob,
+    ) -> impl Future<Output = Result<FinishedExtraction, BoxError>> + Send + 'a {
+        async move {
+            let outcome = self.wait_id(&job.id).await;
+            if let Err(error) = &outcome {
+                if error.is::<JobFailed>() {
+                    let mut request =
+                        json_request(Method::POST, self.jobs_url(""), Some(job.body.to_vec()))?;
+                    if let Ok(key) = HeaderValue::from_str(&job.key) {
+                        request.headers_mut().insert(IDEMPOTENCY_KEY, key);
+                    }
+                    self.client
+                        .core
+                        .dead_letter(copy_request(&request), 1, error);
                 }
-                self.client
-                    .core
-                    .dead_letter(copy_request(&request), 1, error);
             }
+            outcome
         }
-        outcome
     }
 
     async fn wait_id(&self, job_id: &str) -> Result<FinishedExtraction, BoxError> {
@@ -321,27 +340,32 @@ impl<T: Transport> DataExtraction<T> {
     /// bearer token), within the result size limit. A URL that expired
     /// (403, 404 or 410) is replaced by a fresh one read from the job once;
     /// then [`ResultExpired`].
-    pub async fn download(&self, job: &FinishedExtraction) -> Result<Bytes, BoxError> {
-        match self.fetch(&job.url).await? {
-            Some(bytes) => Ok(bytes),
-            None => {
-                let fresh = match self.observe(&job.id).await? {
-                    Observation::Status(status) if status.state == JobState::Succeeded => {
-                        finished(&job.id, status.detail)?
-                    }
-                    _ => {
-                        return Err(ResultExpired {
+    pub fn download<'a>(
+        &'a self,
+        job: &'a FinishedExtraction,
+    ) -> impl Future<Output = Result<Bytes, BoxError>> + Send + 'a {
+        async move {
+            match self.fetch(&job.url).await? {
+                Some(bytes) => Ok(bytes),
+                None => {
+                    let fresh = match self.observe(&job.id).await? {
+                        Observation::Status(status) if status.state == JobState::Succeeded => {
+                            finished(&job.id, status.detail)?
+                        }
+                        _ => {
+                            return Err(ResultExpired {
+                                job_id: job.id.clone(),
+                            }
+                            .into())
+                        }
+                    };
+                    self.fetch(&fresh.url).await?.ok_or_else(|| {
+                        ResultExpired {
                             job_id: job.id.clone(),
                         }
-                        .into())
-                    }
-                };
-                self.fetch(&fresh.url).await?.ok_or_else(|| {
-                    ResultExpired {
-                        job_id: job.id.clone(),
-                    }
-                    .into()
-                })
+                        .into()
+                    })
+                }
             }
         }
     }
@@ -367,10 +391,16 @@ impl<T: Transport> DataExtraction<T> {
     }
 
     /// Submit, wait and download.
-    pub async fn run<B: Serialize + ?Sized>(&self, definition: &B) -> Result<Bytes, BoxError> {
-        let job = self.submit(definition).await?;
-        let done = self.wait(&job).await?;
-        self.download(&done).await
+    pub fn run<B: Serialize + ?Sized>(
+        &self,
+        definition: &B,
+    ) -> impl Future<Output = Result<Bytes, BoxError>> + Send + '_ {
+        let submitted = self.submit(definition);
+        async move {
+            let job = submitted.await?;
+            let done = self.wait(&job).await?;
+            self.download(&done).await
+        }
     }
 
     /// Submit a failed or expired job again. The re-submission's
@@ -382,62 +412,72 @@ impl<T: Transport> DataExtraction<T> {
     /// applies it once. NICE CXone ignores the key, so there the re-run
     /// follows the proof rule like any submission. Refused with [`NotRerunnable`] when the job is still running,
     /// succeeded, was cancelled, or was re-run too often.
-    pub async fn rerun(&self, job: &ExtractionJob) -> Result<ExtractionJob, BoxError> {
-        let refuse = |reason| NotRerunnable {
-            job_id: job.id.clone(),
-            reason,
-            reruns: job.reruns,
-        };
-        if job.reruns >= self.client.max_reruns {
-            return Err(refuse(RerunRefusal::TooManyReruns).into());
-        }
-        let mut waits = 0;
-        let state = loop {
-            match self.observe(&job.id).await? {
-                Observation::Status(status) => break status.state,
-                Observation::Wait(hint) if waits < 3 => {
-                    waits += 1;
-                    let wait = hint.unwrap_or(std::time::Duration::from_secs(1));
-                    tokio::time::sleep(wait.max(std::time::Duration::from_secs(1))).await
-                }
-                Observation::Wait(_) => {
-                    return Err(CxoneError::from_response(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        &http::HeaderMap::new(),
-                        b"",
-                    )
-                    .into())
-                }
+    pub fn rerun<'a>(
+        &'a self,
+        job: &'a ExtractionJob,
+    ) -> impl Future<Output = Result<ExtractionJob, BoxError>> + Send + 'a {
+        async move {
+            let refuse = |reason| NotRerunnable {
+                job_id: job.id.clone(),
+                reason,
+                reruns: job.reruns,
+            };
+            if job.reruns >= self.client.max_reruns {
+                return Err(refuse(RerunRefusal::TooManyReruns).into());
             }
-        };
-        match state {
-            JobState::Failed | JobState::Expired => {}
-            JobState::Succeeded => return Err(refuse(RerunRefusal::Succeeded).into()),
-            JobState::Cancelled => return Err(refuse(RerunRefusal::Cancelled).into()),
-            _ => return Err(refuse(RerunRefusal::NotFinished).into()),
+            let mut waits = 0;
+            let state = loop {
+                match self.observe(&job.id).await? {
+                    Observation::Status(status) => break status.state,
+                    Observation::Wait(hint) if waits < 3 => {
+                        waits += 1;
+                        let wait = hint.unwrap_or(std::time::Duration::from_secs(1));
+                        tokio::time::sleep(wait.max(std::time::Duration::from_secs(1))).await
+                    }
+                    Observation::Wait(_) => {
+                        return Err(CxoneError::from_response(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            &http::HeaderMap::new(),
+                            b"",
+                        )
+                        .into())
+                    }
+                }
+            };
+            match state {
+                JobState::Failed | JobState::Expired => {}
+                JobState::Succeeded => return Err(refuse(RerunRefusal::Succeeded).into()),
+                JobState::Cancelled => return Err(refuse(RerunRefusal::Cancelled).into()),
+                _ => return Err(refuse(RerunRefusal::NotFinished).into()),
+            }
+            let base = job.key.split(".rerun.").next().unwrap_or(&job.key);
+            let key = format!("{base}.rerun.{}", job.reruns + 1);
+            self.submit_bytes(job.body.clone(), key, job.reruns + 1)
+                .await
         }
-        let base = job.key.split(".rerun.").next().unwrap_or(&job.key);
-        let key = format!("{base}.rerun.{}", job.reruns + 1);
-        self.submit_bytes(job.body.clone(), key, job.reruns + 1)
-            .await
     }
 
     /// Submit a dead letter's request again (same body and key); the new
     /// job.
-    pub async fn replay(&self, request: Request<Body>) -> Result<ExtractionJob, BoxError> {
-        let request = check_replay(&self.client.core.base, request)?;
-        let key = request
-            .headers()
-            .get(IDEMPOTENCY_KEY)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let body = request
-            .body()
-            .as_bytes()
-            .cloned()
-            .ok_or_else(|| -> BoxError { "a dead letter's body must be buffered".into() })?;
-        self.submit_bytes(body, key, 0).await
+    pub fn replay<'a>(
+        &'a self,
+        request: Request<Body>,
+    ) -> impl Future<Output = Result<ExtractionJob, BoxError>> + Send + 'a {
+        async move {
+            let request = check_replay(&self.client.core.base, request)?;
+            let key = request
+                .headers()
+                .get(IDEMPOTENCY_KEY)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body = request
+                .body()
+                .as_bytes()
+                .cloned()
+                .ok_or_else(|| -> BoxError { "a dead letter's body must be buffered".into() })?;
+            self.submit_bytes(body, key, 0).await
+        }
     }
 }
 

@@ -1,5 +1,12 @@
 //! Analytics conversation-details jobs.
 
+#![allow(
+    clippy::manual_async_fn,
+    reason = "the calls return `impl Future + Send`: an `async fn` over a boxed transport is not provably `Send` at the caller (its error type's lifetime is erased there)"
+)]
+
+use std::future::Future;
+
 use futures_util::Stream;
 use http::{Method, Request, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -113,59 +120,80 @@ impl<T: Transport> AnalyticsJobs<T> {
     /// only on proof that it was not processed (a 429, a 503 with
     /// `Retry-After`, a connection never made, a refusal by the crate's own
     /// layers).
-    pub async fn submit<Q: Serialize + ?Sized>(&self, query: &Q) -> Result<String, BoxError> {
-        let request = self.submit_request(query)?;
-        self.submit_with(request, false).await
+    pub fn submit<Q: Serialize + ?Sized>(
+        &self,
+        query: &Q,
+    ) -> impl Future<Output = Result<String, BoxError>> + Send + '_ {
+        let request = self.submit_request(query);
+        async move { self.submit_with(request?, false).await }
     }
 
     /// Read the job's status once. A 429 or 503 comes back as
     /// [`Observation::Wait`] with the server's hint.
-    pub async fn observe(&self, job_id: &str) -> Result<Observation<AnalyticsJobStatus>, BoxError> {
-        check_id("job id", job_id)?;
-        let url = self.client.url(&format!("{JOBS}/{job_id}"));
-        let status: AnalyticsJobStatus = match self
-            .client
-            .core
-            .read_job_status(url, "an analytics job status", GenesysError::from_body)
-            .await?
-        {
-            StatusRead::Wait(hint) => return Ok(Observation::Wait(hint)),
-            StatusRead::Status(status) => status,
-        };
-        let message = status.error_message.clone();
-        Ok(Observation::Status(
-            JobStatus::new(job_state(&status.state), status.state.clone(), status).message(message),
-        ))
+    pub fn observe(
+        &self,
+        job_id: &str,
+    ) -> impl Future<Output = Result<Observation<AnalyticsJobStatus>, BoxError>> + Send + '_ {
+        let url = check_id("job id", job_id).map(|()| self.client.url(&format!("{JOBS}/{job_id}")));
+        async move {
+            let status: AnalyticsJobStatus = match self
+                .client
+                .core
+                .read_job_status(url?, "an analytics job status", GenesysError::from_body)
+                .await?
+            {
+                StatusRead::Wait(hint) => return Ok(Observation::Wait(hint)),
+                StatusRead::Status(status) => status,
+            };
+            let message = status.error_message.clone();
+            Ok(Observation::Status(
+                JobStatus::new(job_state(&status.state), status.state.clone(), status)
+                    .message(message),
+            ))
+        }
     }
 
     /// Wait until the job is `FULFILLED`; its last status. `FAILED`,
     /// `CANCELLED` and `EXPIRED` end in [`JobFailed`] (a `FAILED` without
     /// a message is re-read once first).
-    pub async fn wait(&self, job_id: &str) -> Result<JobStatus<AnalyticsJobStatus>, BoxError> {
-        let status = self
-            .client
-            .core
-            .runner
-            .run(job_id, || self.observe(job_id))
-            .await?;
-        if status.state == JobState::Succeeded {
-            Ok(status)
-        } else {
-            Err(JobFailed::new("Genesys Cloud analytics", job_id, &status).into())
+    pub fn wait<'a>(
+        &'a self,
+        job_id: &'a str,
+    ) -> impl Future<Output = Result<JobStatus<AnalyticsJobStatus>, BoxError>> + Send + 'a {
+        async move {
+            let status = self
+                .client
+                .core
+                .runner
+                .run(job_id, || self.observe(job_id))
+                .await?;
+            if status.state == JobState::Succeeded {
+                Ok(status)
+            } else {
+                Err(JobFailed::new("Genesys Cloud analytics", job_id, &status).into())
+            }
         }
     }
 
     /// Submit and wait; the id of the fulfilled job. A job that fails is
     /// dead-lettered with its submission, for [`replay`](Self::replay).
-    pub async fn run<Q: Serialize + ?Sized>(&self, query: &Q) -> Result<String, BoxError> {
-        let request = self.submit_request(query)?;
-        self.run_request(request).await
+    pub fn run<Q: Serialize + ?Sized>(
+        &self,
+        query: &Q,
+    ) -> impl Future<Output = Result<String, BoxError>> + Send + '_ {
+        let request = self.submit_request(query);
+        async move { self.run_request(request?).await }
     }
 
     /// Submit a dead letter's submission again, and wait.
-    pub async fn replay(&self, request: Request<Body>) -> Result<String, BoxError> {
-        let request = self.client.check_replay(request)?;
-        self.run_request(request).await
+    pub fn replay(
+        &self,
+        request: Request<Body>,
+    ) -> impl Future<Output = Result<String, BoxError>> + Send + '_ {
+        async move {
+            let request = self.client.check_replay(request)?;
+            self.run_request(request).await
+        }
     }
 
     async fn run_request(&self, request: Request<Body>) -> Result<String, BoxError> {

@@ -1,7 +1,13 @@
 //! The Genesys Cloud client, data actions and entity listings.
 
+#![allow(
+    clippy::manual_async_fn,
+    reason = "the calls return `impl Future + Send`: an `async fn` over a boxed transport is not provably `Send` at the caller (its error type's lifetime is erased there)"
+)]
+
 use std::collections::HashSet;
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -322,26 +328,42 @@ impl<T: Transport> DataActions<T> {
     /// idempotent ([`idempotent`](Self::idempotent),
     /// [`GenesysClient::idempotent_action`]) the execution is retried only
     /// on proof that it was not processed.
-    pub async fn execute<I, O>(&self, action_id: &str, input: &I) -> Result<O, BoxError>
+    pub fn execute<I, O>(
+        &self,
+        action_id: &str,
+        input: &I,
+    ) -> impl Future<Output = Result<O, BoxError>> + Send + '_
     where
         I: Serialize + ?Sized,
         O: DeserializeOwned,
     {
-        let mut request = self.request(action_id, "execute", input)?;
-        self.declare(action_id, &mut request);
-        let response = self.client.call(request, CallOptions::ACTION).await?;
-        parse(response, "the data action's output")
+        let request = self
+            .request(action_id, "execute", input)
+            .map(|mut request| {
+                self.declare(action_id, &mut request);
+                request
+            });
+        async move {
+            let response = self.client.call(request?, CallOptions::ACTION).await?;
+            parse(response, "the data action's output")
+        }
     }
 
     /// Run the action's test endpoint: every step's result, the final
     /// result or the error. Not retried by body, not dead-lettered.
-    pub async fn test<I>(&self, action_id: &str, input: &I) -> Result<TestReport, BoxError>
+    pub fn test<I>(
+        &self,
+        action_id: &str,
+        input: &I,
+    ) -> impl Future<Output = Result<TestReport, BoxError>> + Send + '_
     where
         I: Serialize + ?Sized,
     {
-        let request = self.request(action_id, "test", input)?;
-        let response = self.client.call(request, CallOptions::PLAIN).await?;
-        parse(response, "a data action test report")
+        let request = self.request(action_id, "test", input);
+        async move {
+            let response = self.client.call(request?, CallOptions::PLAIN).await?;
+            parse(response, "a data action test report")
+        }
     }
 
     /// Send a dead letter's request again (same body, same
@@ -349,18 +371,23 @@ impl<T: Transport> DataActions<T> {
     /// target this client's API host. It is idempotent when this handle
     /// says so ([`idempotent`](Self::idempotent)) or its action was
     /// declared so.
-    pub async fn replay<O: DeserializeOwned>(&self, request: Request<Body>) -> Result<O, BoxError> {
-        let mut request = self.client.check_replay(request)?;
-        let action = request
-            .uri()
-            .path()
-            .strip_prefix("/api/v2/integrations/actions/")
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_default()
-            .to_owned();
-        self.declare(&action, &mut request);
-        let response = self.client.call(request, CallOptions::ACTION).await?;
-        parse(response, "the data action's output")
+    pub fn replay<O: DeserializeOwned>(
+        &self,
+        request: Request<Body>,
+    ) -> impl Future<Output = Result<O, BoxError>> + Send + '_ {
+        async move {
+            let mut request = self.client.check_replay(request)?;
+            let action = request
+                .uri()
+                .path()
+                .strip_prefix("/api/v2/integrations/actions/")
+                .and_then(|rest| rest.split('/').next())
+                .unwrap_or_default()
+                .to_owned();
+            self.declare(&action, &mut request);
+            let response = self.client.call(request, CallOptions::ACTION).await?;
+            parse(response, "the data action's output")
+        }
     }
 }
 
