@@ -8,9 +8,11 @@ mod events;
 mod vendor_stacks;
 
 use std::error::Error as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_cx::audit::DeadLetter;
@@ -361,6 +363,85 @@ async fn entity_listings_stream_every_page_to_the_end() {
     assert_eq!(pages[2].entities[49]["id"], "user-249");
     assert!(pages[2].next_uri.is_none());
     assert_eq!(mock.counters().requests["/api/v2/users"], 4);
+}
+
+/// A Genesys API that answers each path and query in `pages` with its JSON,
+/// and counts the requests.
+fn pages_api(
+    pages: &'static [(&'static str, &'static str)],
+) -> (
+    GenesysClient<impl tower_cx::vendor::Transport>,
+    Arc<AtomicUsize>,
+) {
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
+    let transport = tower::service_fn(move |req: http::Request<Body>| {
+        count.fetch_add(1, Ordering::SeqCst);
+        let target = req.uri().path_and_query().unwrap().as_str().to_owned();
+        let body = pages
+            .iter()
+            .find(|(at, _)| *at == target)
+            .unwrap_or_else(|| panic!("no page at {target}"))
+            .1;
+        async move {
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from_static(body.as_bytes()),
+            )))
+        }
+    });
+    let client = GenesysClient::with_base_url(transport, "https://api.example.com");
+    (client, requests)
+}
+
+#[tokio::test]
+async fn a_listing_whose_next_uri_returns_to_a_page_already_read_ends_with_an_error() {
+    let (genesys, requests) = pages_api(&[
+        ("/api/v2/a", r#"{"entities":[1],"nextUri":"/api/v2/b"}"#),
+        ("/api/v2/b", r#"{"entities":[2],"nextUri":"/api/v2/a"}"#),
+    ]);
+    let pages: Vec<Result<EntityPage<u32>, BoxError>> = genesys.list("/api/v2/a").collect().await;
+    assert_eq!(pages.len(), 3, "two pages, then the error: {pages:?}");
+    let err = pages[2].as_ref().unwrap_err();
+    assert!(err.is::<tower_cx::vendor::InvalidUrl>(), "{err}");
+    assert_eq!(requests.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn analytics_results_end_at_an_empty_cursor_and_refuse_a_cursor_seen_before() {
+    let (genesys, _) = pages_api(&[
+        (
+            "/api/v2/analytics/conversations/details/jobs/j1/results",
+            r#"{"conversations":[{}],"cursor":"c1"}"#,
+        ),
+        (
+            "/api/v2/analytics/conversations/details/jobs/j1/results?cursor=c1",
+            r#"{"conversations":[{}],"cursor":""}"#,
+        ),
+        (
+            "/api/v2/analytics/conversations/details/jobs/j2/results",
+            r#"{"conversations":[],"cursor":"c1"}"#,
+        ),
+        (
+            "/api/v2/analytics/conversations/details/jobs/j2/results?cursor=c1",
+            r#"{"conversations":[],"cursor":"c2"}"#,
+        ),
+        (
+            "/api/v2/analytics/conversations/details/jobs/j2/results?cursor=c2",
+            r#"{"conversations":[],"cursor":"c1"}"#,
+        ),
+    ]);
+    let pages: Vec<_> = genesys
+        .analytics()
+        .results("j1")
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(pages.len(), 2);
+    assert_eq!(pages[1].cursor, None, "an empty cursor is the last page");
+    let pages: Vec<_> = genesys.analytics().results("j2").collect().await;
+    assert_eq!(pages.len(), 4, "three pages, then the error");
+    let err = pages[3].as_ref().unwrap_err();
+    assert!(err.is::<tower_cx::vendor::UnexpectedBody>(), "{err}");
 }
 
 #[tokio::test]

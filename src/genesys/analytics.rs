@@ -5,6 +5,7 @@
     reason = "the calls return `impl Future + Send`: an `async fn` over a boxed transport is not provably `Send` at the caller (its error type's lifetime is erased there)"
 )]
 
+use std::collections::HashSet;
 use std::future::Future;
 
 use futures_util::Stream;
@@ -208,38 +209,62 @@ impl<T: Transport> AnalyticsJobs<T> {
         }
     }
 
-    /// The results of a fulfilled job, page by page, following `cursor`.
+    /// The results of a fulfilled job, page by page, following `cursor`
+    /// until a page has none (an empty cursor counts as none). A page whose
+    /// cursor was followed before is the last one, then the stream ends
+    /// with [`UnexpectedBody`]: the pages would repeat forever.
     pub fn results(
         &self,
         job_id: &str,
     ) -> impl Stream<Item = Result<ResultsPage, BoxError>> + Send + 'static {
         let client = self.client.clone();
         let checked = check_id("job id", job_id).map(|()| job_id.to_owned());
-        futures_util::stream::try_unfold(Some((checked, None::<String>)), move |state| {
+        let start = Cursors {
+            job_id: checked.map_err(Into::into),
+            next: None,
+            seen: HashSet::new(),
+        };
+        futures_util::stream::try_unfold(Some(start), move |state| {
             let client = client.clone();
             async move {
-                let Some((job_id, cursor)) = state else {
+                let Some(mut state) = state else {
                     return Ok(None);
                 };
-                let job_id = job_id?;
+                let job_id = state.job_id?;
                 let mut url = client.url(&format!("{JOBS}/{job_id}/results"));
-                if let Some(cursor) = &cursor {
+                if let Some(cursor) = &state.next {
                     url.push_str("?cursor=");
                     url.extend(form_urlencoded::byte_serialize(cursor.as_bytes()));
                 }
-                let page: ResultsPage = client.get_json(url, "an analytics results page").await?;
-                if page.cursor.is_some() && page.cursor == cursor {
-                    return Err(UnexpectedBody::new(
+                let mut page: ResultsPage =
+                    client.get_json(url, "an analytics results page").await?;
+                page.cursor = page.cursor.filter(|c| !c.is_empty());
+                let Some(cursor) = page.cursor.clone() else {
+                    return Ok(Some((page, None)));
+                };
+                // a cursor followed before ends the stream after this page
+                state.job_id = if state.seen.insert(cursor.clone()) {
+                    Ok(job_id)
+                } else {
+                    Err(UnexpectedBody::new(
                         "a new cursor",
                         StatusCode::OK,
-                        b"the same cursor again",
+                        b"a cursor already followed",
                         None,
                     )
-                    .into());
-                }
-                let next = page.cursor.clone().map(|c| (Ok(job_id), Some(c)));
-                Ok(Some((page, next)))
+                    .into())
+                };
+                state.next = Some(cursor);
+                Ok(Some((page, Some(state))))
             }
         })
     }
+}
+
+/// Where [`AnalyticsJobs::results`] is: the job, the cursor to follow, and
+/// every cursor followed so far.
+struct Cursors {
+    job_id: Result<String, BoxError>,
+    next: Option<String>,
+    seen: HashSet<String>,
 }

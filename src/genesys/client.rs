@@ -159,7 +159,9 @@ impl<T: Transport> GenesysClient<T> {
     /// following `nextUri` (or `pageNumber` up to `pageCount`).
     ///
     /// A `nextUri` pointing to another host is refused with
-    /// [`InvalidUrl`]: the bearer token never leaves the API host.
+    /// [`InvalidUrl`]: the bearer token never leaves the API host. So is
+    /// one pointing to a page already read, after the page that has it:
+    /// the pages would repeat forever.
     pub fn list<E>(
         &self,
         path_and_query: &str,
@@ -169,14 +171,29 @@ impl<T: Transport> GenesysClient<T> {
     {
         let first = resolve_link(&self.core.base, path_and_query);
         let client = self.clone();
-        futures_util::stream::try_unfold(Some(first), move |next| {
+        let start = (first, HashSet::new());
+        futures_util::stream::try_unfold(Some(start), move |state| {
             let client = client.clone();
             async move {
-                let Some(url) = next else { return Ok(None) };
+                let Some((url, mut seen)) = state else {
+                    return Ok(None);
+                };
                 let url = url?;
                 let page: EntityPage<E> = client.get_json(url.clone(), "an entity listing").await?;
-                let next = page.next_link(&client.core.base, &url)?;
-                Ok(Some((page, next.map(Ok::<_, InvalidUrl>))))
+                seen.insert(url.clone());
+                // a link back to a page already read ends the stream after
+                // this page
+                let next = page.next_link(&client.core.base, &url)?.map(|next| {
+                    if seen.contains(&next) {
+                        Err(InvalidUrl::new(
+                            &next,
+                            "nextUri points to a page already read",
+                        ))
+                    } else {
+                        Ok(next)
+                    }
+                });
+                Ok(Some((page, next.map(|next| (next, seen)))))
             }
         })
     }
@@ -216,11 +233,7 @@ impl<E> EntityPage<E> {
     /// `pageCount`; `None` on the last page.
     fn next_link(&self, base: &str, current: &str) -> Result<Option<String>, InvalidUrl> {
         if let Some(next) = self.next_uri.as_deref().filter(|n| !n.is_empty()) {
-            let next = resolve_link(base, next)?;
-            if next == current {
-                return Err(InvalidUrl::new(&next, "nextUri points to the same page"));
-            }
-            return Ok(Some(next));
+            return resolve_link(base, next).map(Some);
         }
         match (self.page_number, self.page_count) {
             (Some(number), Some(count)) if number < count && !self.entities.is_empty() => {
