@@ -154,7 +154,23 @@ struct SuccessBody {
     access_token: Option<String>,
     token_type: Option<String>,
     expires_in: Option<serde_json::Value>,
-    scope: Option<String>,
+    /// RFC 6749 says a space-separated string; some servers send an array.
+    scope: Option<serde_json::Value>,
+}
+
+/// The granted scope as RFC 6749 writes it: a string as sent, an array of
+/// strings joined by spaces; anything else is not kept (it is only
+/// reported, never needed to use the token).
+fn scope_text(scope: Option<serde_json::Value>) -> Option<String> {
+    match scope? {
+        serde_json::Value::String(scope) => Some(scope),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str())
+            .collect::<Option<Vec<_>>>()
+            .map(|items| items.join(" ")),
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -239,7 +255,7 @@ pub(crate) fn parse_scrubbed(
     }
     let (lifetime, note) = sanitise_lifetime(parsed.expires_in.as_ref(), policy);
     let mut token = Token::new(access_token, lifetime).received_at(received_at);
-    token.scope = parsed.scope;
+    token.scope = scope_text(parsed.scope);
     token.notes.extend(note);
     Ok(token)
 }
@@ -383,6 +399,30 @@ mod tests {
         assert!(matches!(err, TokenError::UnexpectedResponse { .. }));
         let err = parse(200, None, r#"{"token_type":"bearer"}"#).unwrap_err();
         assert!(err.to_string().contains("no access_token"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_401_or_403_is_final_whatever_its_body_and_a_502_is_not() {
+        for (status, final_) in [(401, true), (403, true), (502, false), (500, false)] {
+            let err = parse(status, Some("text/html"), "<html>no</html>").unwrap_err();
+            assert!(matches!(err, TokenError::UnexpectedResponse { .. }));
+            assert_eq!(err.is_final(), final_, "{status}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_scope_sent_as_an_array_is_kept_space_separated() {
+        let t = parse(
+            200,
+            None,
+            r#"{"access_token":"a","scope":["read","write"]}"#,
+        )
+        .unwrap();
+        assert_eq!(t.scope(), Some("read write"));
+        let t = parse(200, None, r#"{"access_token":"a","scope":"read write"}"#).unwrap();
+        assert_eq!(t.scope(), Some("read write"));
+        let t = parse(200, None, r#"{"access_token":"a","scope":{"odd":1}}"#).unwrap();
+        assert_eq!((t.access_token().expose(), t.scope()), ("a", None));
     }
 
     #[test]

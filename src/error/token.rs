@@ -63,7 +63,9 @@ impl TokenError {
     /// Whether retrying the same token request cannot help: the endpoint
     /// refused the credentials or the grant (`invalid_client`,
     /// `invalid_grant`, `unauthorized_client`, `invalid_scope`,
-    /// `unsupported_grant_type`, `invalid_request`), or the URL is insecure.
+    /// `unsupported_grant_type`, `invalid_request`, or a `401` or `403`
+    /// whatever its body, such as a proxy's HTML page), or the URL is
+    /// insecure.
     pub fn is_final(&self) -> bool {
         match self {
             TokenError::Rejected { error, .. } => matches!(
@@ -75,6 +77,9 @@ impl TokenError {
                     | "unsupported_grant_type"
                     | "invalid_request"
             ),
+            TokenError::UnexpectedResponse { status, .. } => {
+                matches!(status.as_u16(), 401 | 403)
+            }
             TokenError::Insecure(_)
             | TokenError::InvalidUrl { .. }
             | TokenError::UnsupportedTokenType { .. } => true,
