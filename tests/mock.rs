@@ -12,7 +12,7 @@ use tower::ServiceExt;
 use tower_cx::auth::{ClientCredentials, TokenCache, TokenError};
 use tower_cx::backoff::Backoff;
 use tower_cx::body::Body;
-use tower_cx::mock::{Fault, MockConfig, MockServer};
+use tower_cx::mock::{Fault, JobScript, MockConfig, MockServer};
 use tower_cx::retry::RetryLayer;
 
 fn fast_retry() -> RetryLayer {
@@ -368,6 +368,50 @@ async fn duplicates_are_counted_by_operation_whatever_the_keys() {
         .await
         .unwrap();
     assert_eq!(mock.counters().operations_applied, 6);
+}
+
+#[tokio::test]
+async fn a_job_submission_read_as_failed_may_be_submitted_again_without_a_duplicate() {
+    let mock = MockServer::start().await.unwrap();
+    let client = bare_genesys(&mock);
+    let jobs = format!(
+        "{}/api/v2/analytics/conversations/details/jobs",
+        mock.base_url()
+    );
+    let read = |id: String| {
+        let request = Request::get(format!("{jobs}/{id}"))
+            .body(Body::empty())
+            .unwrap();
+        client.clone().oneshot(request)
+    };
+    mock.script_genesys_job(JobScript::new([("FAILED", "disk full")]));
+    let first = json(post(&client, jobs.clone(), "k-1", "{}").await.unwrap()).await;
+    let first = first["jobId"].as_str().unwrap().to_owned();
+    let status = json(read(first.clone()).await.unwrap()).await;
+    assert_eq!(status["state"], "FAILED");
+    post(&client, jobs.clone(), "k-2", "{}").await.unwrap();
+    assert_eq!(
+        mock.duplicate_applications(),
+        0,
+        "a re-run of a failed job is not a duplicate"
+    );
+    // reading the failed job again voids nothing more: the re-run is live
+    read(first).await.unwrap();
+    post(&client, jobs, "k-3", "{}").await.unwrap();
+    assert_eq!(mock.duplicate_applications(), 1);
+}
+
+#[tokio::test]
+async fn the_results_of_an_unknown_job_are_a_404() {
+    let mock = MockServer::start().await.unwrap();
+    let client = bare_genesys(&mock);
+    let url = format!(
+        "{}/api/v2/analytics/conversations/details/jobs/nope-1/results",
+        mock.base_url()
+    );
+    let request = Request::get(url).body(Body::empty()).unwrap();
+    let response = client.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test(start_paused = true)]

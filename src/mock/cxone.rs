@@ -85,7 +85,7 @@ pub(crate) fn endpoint(shared: &Shared, state: &mut State, request: &Request<Byt
             let script = state.cxone_scripts.pop_front();
             state
                 .cxone_jobs
-                .insert(id.clone(), MockJob { polls: 0, script });
+                .insert(id.clone(), MockJob::new(&shared.config, request, script));
             json(202, serde_json::Value::String(id).to_string())
         }
         (&Method::GET, ["data-extraction", "v1", "jobs", id]) => job_status(shared, state, id),
@@ -106,6 +106,7 @@ fn job_status(shared: &Shared, state: &mut State, id: &str) -> Reply {
         None if job.polls < 3 => ("RUNNING".to_owned(), String::new()),
         None => ("SUCCEEDED".to_owned(), String::new()),
     };
+    job.read_as(&status, &mut state.ledger);
     let body = match status.as_str() {
         "SUCCEEDED" => {
             state.next_id += 1;

@@ -56,7 +56,7 @@ pub(crate) fn endpoint(shared: &Shared, state: &mut State, request: &Request<Byt
             let script = state.genesys_scripts.pop_front();
             state
                 .genesys_jobs
-                .insert(id.clone(), MockJob { polls: 0, script });
+                .insert(id.clone(), MockJob::new(&shared.config, request, script));
             json(202, serde_json::json!({ "jobId": id }).to_string())
         }
         (&Method::GET, ["api", "v2", "analytics", "conversations", "details", "jobs", id]) => {
@@ -64,8 +64,11 @@ pub(crate) fn endpoint(shared: &Shared, state: &mut State, request: &Request<Byt
         }
         (
             &Method::GET,
-            ["api", "v2", "analytics", "conversations", "details", "jobs", _id, "results"],
+            ["api", "v2", "analytics", "conversations", "details", "jobs", id, "results"],
         ) => {
+            if !state.genesys_jobs.contains_key(*id) {
+                return Vendor::Genesys.error(404, "not.found", "job not found");
+            }
             let last = query(request).contains_key("cursor");
             let conversations: Vec<_> = (0..3)
                 .map(|i| serde_json::json!({ "conversationId": format!("conv-{}-{i}", u8::from(last)) }))
@@ -150,6 +153,7 @@ fn job_status(state: &mut State, id: &str) -> Reply {
             (status.to_owned(), String::new())
         }
     };
+    job.read_as(&status, &mut state.ledger);
     let mut body = serde_json::json!({ "state": status, "submissionDate": "2026-11-22T10:00:00Z" });
     if status == "FAILED" {
         body["errorMessage"] = message.into();

@@ -32,7 +32,9 @@ pub struct MockCounters {
     /// Applications of an operation that had been applied already: the
     /// side effects a client repeated. Operations are named by their body's
     /// [`operation_id_field`](super::MockConfig::operation_id_field) (or the
-    /// whole body), never by their `Idempotency-Key`.
+    /// whole body), never by their `Idempotency-Key`. A job submission whose
+    /// job a client then read as failed, cancelled or expired no longer
+    /// counts: submitting it again (a re-run) is not a duplicate.
     pub duplicate_applications: u64,
     /// Answers replayed for a repeated `Idempotency-Key` without applying
     /// the request again (only with
@@ -65,6 +67,8 @@ pub(crate) struct Stored {
 #[derive(Default)]
 pub(crate) struct Ledger {
     applied: HashMap<String, u64>,
+    /// Applications whose job then failed, by operation.
+    voided: HashMap<String, u64>,
     keys_applied: HashSet<String>,
     answers: HashMap<String, Stored>,
     /// Every key sent on a POST: (path, key), in order.
@@ -118,9 +122,10 @@ impl Ledger {
         answer: Option<Stored>,
     ) {
         counters.operations_applied += 1;
+        let voided = self.voided.get(&operation).copied().unwrap_or(0);
         let times = self.applied.entry(operation).or_default();
         *times += 1;
-        if *times > 1 {
+        if *times - voided > 1 {
             counters.duplicate_applications += 1;
         }
         if let Some(key) = key {
@@ -133,6 +138,12 @@ impl Ledger {
                 self.answers.insert(key.to_owned(), answer);
             }
         }
+    }
+
+    /// An application of `operation` made a job that failed: it no longer
+    /// counts against a later application.
+    pub(crate) fn void(&mut self, operation: &str) {
+        *self.voided.entry(operation.to_owned()).or_default() += 1;
     }
 
     /// How often operations whose name contains `op` were applied.

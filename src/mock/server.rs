@@ -31,6 +31,37 @@ use crate::genesys::Region;
 pub(crate) struct MockJob {
     pub(crate) polls: u32,
     pub(crate) script: Option<JobScript>,
+    /// The ledger's name of the submission that made the job.
+    pub(crate) operation: String,
+    /// Whether the job ended in failure, as a client read it: its
+    /// submission no longer counts as applied.
+    pub(crate) failed: bool,
+}
+
+impl MockJob {
+    /// A job made by the submission `request`, following `script`.
+    pub(crate) fn new(
+        config: &MockConfig,
+        request: &Request<Bytes>,
+        script: Option<JobScript>,
+    ) -> Self {
+        Self {
+            polls: 0,
+            script,
+            operation: operation_of(request, &config.operation_id_field),
+            failed: false,
+        }
+    }
+
+    /// Note that a client read the job in `state`: a failed, cancelled
+    /// or expired job voids its submission in `ledger`, once, so that
+    /// submitting it again (a re-run) is not a duplicate.
+    pub(crate) fn read_as(&mut self, state: &str, ledger: &mut Ledger) {
+        if !self.failed && matches!(state, "FAILED" | "CANCELLED" | "EXPIRED") {
+            self.failed = true;
+            ledger.void(&self.operation);
+        }
+    }
 }
 
 /// Everything the mock remembers, behind one lock.
