@@ -109,13 +109,17 @@ async fn healthz_is_200_and_readyz_waits_for_the_first_token() {
 }
 
 #[tokio::test]
-async fn metrics_show_the_proxied_request_without_correlation_ids() {
+async fn metrics_show_the_proxied_request_and_the_pacing_rate_without_correlation_ids() {
     let audit = std::env::temp_dir().join(format!(
         "tower-cx-gateway-metrics-{}.jsonl",
         std::process::id()
     ));
     let audit_arg = audit.to_str().unwrap().to_owned();
-    let (_gateway, addr) = start(&["--mock", "--audit-file", &audit_arg], &[]).await;
+    let (_gateway, addr) = start(
+        &["--mock", "--audit-file", &audit_arg, "--rate", "600/60"],
+        &[],
+    )
+    .await;
 
     let (status, _) = get(&addr, "/api/v2/users?pageSize=2").await;
     assert_eq!(status, StatusCode::OK);
@@ -123,6 +127,11 @@ async fn metrics_show_the_proxied_request_without_correlation_ids() {
     assert_eq!(status, StatusCode::OK);
     assert!(text.contains("http_client_request_duration"), "{text}");
     assert!(text.lines().any(|l| l.starts_with("tower_cx_")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l == "tower_cx_pacing_rate{name=\"upstream\"} 600"),
+        "the configured rate, sampled at the scrape: {text}"
+    );
 
     let lines = std::fs::read_to_string(&audit).unwrap();
     let _ = std::fs::remove_file(&audit);

@@ -278,6 +278,7 @@ async fn one_request_through_the_whole_stack() {
             (id("http.client.active_requests", &API), 0.0),
             (id("tower_cx.breaker.state", &name), 0.0),
             (id("tower_cx.limiter.in_flight", &name), 0.0),
+            (id("tower_cx.pacing.rate", &name), 0.0),
             (queue("low"), 0.0),
             (queue("normal"), 0.0),
             (queue("high"), 0.0),
@@ -499,6 +500,7 @@ async fn queue_waits_depths_and_sheds() {
             // the low request is over; two are in flight
             (id("http.client.active_requests", &API), 2.0),
             (id("tower_cx.limiter.in_flight", &[("name", "queue")]), 1.0),
+            (id("tower_cx.pacing.rate", &[("name", "queue")]), 0.0),
             (queue("low"), 0.0),
             (queue("normal"), 0.0),
             (queue("high"), 1.0),
@@ -757,4 +759,65 @@ async fn the_learned_pacing_rate_is_a_gauge() {
         recorded.gauges(),
         [(id("tower_cx.pacing.rate", &[("name", "learned")]), 120.0)]
     );
+}
+
+/// A sampler sets the pacing rate in force at each sample: a configured
+/// rate, and the recovery after a cut, which no event announces.
+#[tokio::test(start_paused = true)]
+async fn the_sampler_sets_the_pacing_rate_in_force() {
+    let recorder = DebuggingRecorder::new();
+    let _recording = ::metrics::set_default_local_recorder(&recorder);
+    let mut recorded = Recorded::new(&recorder);
+    let configured = PriorityLimitLayer::new(4).pacing(600, Duration::from_secs(60));
+    let learned = PriorityLimitLayer::new(4)
+        .learn_rate()
+        .on_event(metrics::limiter_events("learned"));
+    let sampler = MetricsSampler::new()
+        .limiter("configured", configured.handle())
+        .limiter("learned", learned.handle());
+    let rate = |recorded: &mut Recorded, name: &str| {
+        recorded.take();
+        let key = id("tower_cx.pacing.rate", &[("name", name)]);
+        recorded
+            .gauges()
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    };
+    sampler.sample();
+    assert_eq!(rate(&mut recorded, "configured"), Some(600.0));
+    assert_eq!(
+        rate(&mut recorded, "learned"),
+        Some(0.0),
+        "nothing learned yet"
+    );
+
+    // a 429 cuts the learned rate; the recovery after it raises it again
+    let upstream = Scripted::new([status(429).header("retry-after", "1")]);
+    let client = ServiceBuilder::new()
+        .layer(learned.clone())
+        .service(upstream);
+    client
+        .clone()
+        .oneshot(get("https://api.example.com/"))
+        .await
+        .unwrap();
+    sampler.sample();
+    let cut = rate(&mut recorded, "learned").unwrap();
+    assert!(cut > 0.0, "paced after the 429");
+    for _ in 0..40 {
+        client
+            .clone()
+            .oneshot(get("https://api.example.com/"))
+            .await
+            .unwrap();
+    }
+    sampler.sample();
+    let recovered = rate(&mut recorded, "learned").unwrap();
+    assert_eq!(
+        Some(recovered),
+        learned.handle().pacing().per_minute(),
+        "the rate in force"
+    );
+    assert!(recovered > cut, "{cut} -> {recovered}");
 }

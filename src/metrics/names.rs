@@ -55,10 +55,12 @@ pub const GATE_CLOSED_DURATION: &str = "tower_cx.gate.closed_duration";
 /// header, or `shared` when another limiter saw it).
 pub const QUOTA_EXHAUSTIONS: &str = "tower_cx.quota.exhaustions";
 
-/// Gauge: the pacing rate the limiter learned, in requests per minute (0
-/// when not paced), by `name`; set on each `pacing.changed` event (a cut
-/// after a `429`, or a new advertised limit), not during the recovery that
-/// follows a cut.
+/// Gauge: the pacing rate in force, in requests per minute (0 when not
+/// paced), by `name`. Set on each `pacing.changed` event (a cut after a
+/// `429`, or a new advertised limit); a [`MetricsSampler`](super::MetricsSampler)
+/// that has the limiter sets it to the rate in force at each sample (the
+/// recovery after a cut, a configured rate, a rate the remaining quota
+/// sets).
 pub const PACING_RATE: &str = "tower_cx.pacing.rate";
 
 /// Gauge: the breaker's state, by `name`: 0 closed, 1 half-open, 2 open,

@@ -103,6 +103,9 @@ impl MetricsSampler {
                 .set(depth as f64);
             }
             gauge!(names::LIMITER_IN_FLIGHT, "name" => name.clone()).set(status.in_flight as f64);
+            // the rate in force, recovery after a cut included
+            let per_minute = handle.pacing().per_minute().unwrap_or(0.0);
+            gauge!(names::PACING_RATE, "name" => name.clone()).set(per_minute);
         }
         for (name, handle) in &self.breakers {
             gauge!(names::BREAKER_STATE, "name" => name.clone()).set(state_value(&handle.state()));
