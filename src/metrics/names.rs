@@ -214,6 +214,6 @@ pub fn describe() {
     );
     describe_gauge!(
         PACING_RATE,
-        "The pacing rate the limiter learned, in requests per minute (0: not paced)."
+        "The pacing rate in force, in requests per minute (0: not paced)."
     );
 }

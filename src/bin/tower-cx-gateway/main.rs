@@ -36,7 +36,7 @@
 //! | `--concurrency N` | `TOWER_CX_CONCURRENCY` | 16 |
 //! | `--queue-depth N` | `TOWER_CX_QUEUE_DEPTH` | 1024 |
 //! | `--max-attempts N` | `TOWER_CX_MAX_ATTEMPTS` | 3 |
-//! | `--rate N/SECS` | `TOWER_CX_RATE` | paced to the limit the upstream advertises (`inin-ratelimit-*`, `RateLimit`, `X-RateLimit-*`), or adapted to its 429s |
+//! | `--rate N/SECS` | `TOWER_CX_RATE` | paced to the limit the upstream advertises (`inin-ratelimit-*`, `RateLimit`, `X-RateLimit-*`), or adapted to its 429s; with `--rate`, the same but never faster than N per SECS |
 //! | `--timeout SECS` | `TOWER_CX_TIMEOUT` | 30 (per attempt) |
 //! | `--audit-file PATH` | `TOWER_CX_AUDIT_FILE` | stats only |
 //! | `--dead-letter-file PATH` | `TOWER_CX_DEAD_LETTER_FILE` | none: failures are audited only |

@@ -43,9 +43,10 @@ pub fn layers(
         .on_event(metrics::limiter_events(METRICS_NAME));
     match flags.redis.as_deref() {
         None => Ok(Shared {
+            // pace to what the upstream advertises, or to its 429s; never
+            // faster than `--rate`
             limiter: match flags.rate {
-                Some((n, per)) => limiter.pacing(n, per),
-                // pace to what the upstream advertises, or to its 429s
+                Some((n, per)) => limiter.pacing(n, per).learn_rate(),
                 None => limiter.learn_rate(),
             },
             breaker: breaker(),
