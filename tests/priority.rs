@@ -19,7 +19,7 @@ use tower_cx::priority::{LimiterEvent, Priority, PriorityFromHeaderLayer, Priori
 
 use events::EventCapture;
 use instructed::{instructed, overload_reason, req, secs, settle, spawn, throttled_req};
-use upstream::Scripted;
+use upstream::{ok, Scripted};
 
 /// The `x-id` of each request the upstream saw, in order.
 fn order(upstream: &Scripted) -> Vec<String> {
@@ -201,6 +201,26 @@ async fn a_retry_after_closes_the_gate_only_on_a_429_or_a_503() {
     let response = service.oneshot(last).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(handle.status().gate_closed_for, Some(secs(60)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn x_ratelimit_remaining_0_closes_the_gate_until_its_reset() {
+    let upstream = Scripted::new([ok()
+        .header("x-ratelimit-limit", "60")
+        .header("x-ratelimit-remaining", "0")
+        .header("x-ratelimit-reset", "3")]);
+    let layer = PriorityLimitLayer::new(4);
+    let handle = layer.handle();
+    let service = layer.layer(upstream.clone());
+    let response = service
+        .clone()
+        .oneshot(req("last", Normal, 0))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(handle.status().gate_closed_for, Some(secs(3)));
+    service.oneshot(req("next", Normal, 0)).await.unwrap();
+    assert_eq!(upstream.arrivals(), [secs(0), secs(3)]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -70,6 +70,9 @@ pub enum HintSource {
     RateLimit,
     /// Genesys Cloud's `inin-ratelimit-*` headers.
     GenesysReset,
+    /// `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset` (seconds, or a
+    /// Unix time).
+    XRateLimit,
     /// Not a header: a [`CircuitOpen`](crate::error::CircuitOpen) error
     /// saying when the breaker lets a probe through.
     CircuitBreaker,
@@ -77,12 +80,14 @@ pub enum HintSource {
 
 impl HintSource {
     /// A short, stable name for logs and metrics: `"retry-after"`,
-    /// `"ratelimit"`, `"inin-ratelimit-reset"` or `"circuit-breaker"`.
+    /// `"ratelimit"`, `"inin-ratelimit-reset"`, `"x-ratelimit-reset"` or
+    /// `"circuit-breaker"`.
     pub fn as_str(&self) -> &'static str {
         match self {
             HintSource::RetryAfter => "retry-after",
             HintSource::RateLimit => "ratelimit",
             HintSource::GenesysReset => "inin-ratelimit-reset",
+            HintSource::XRateLimit => "x-ratelimit-reset",
             HintSource::CircuitBreaker => "circuit-breaker",
         }
     }
@@ -176,7 +181,8 @@ impl HintReport {
 
 /// Reads every wait hint in `headers`.
 ///
-/// Precedence is `Retry-After`, then `RateLimit`, then Genesys: the hint comes
+/// Precedence is `Retry-After`, then `RateLimit`, then Genesys, then
+/// `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset`: the hint comes
 /// from the first of these that is present, valid and asks for a wait. Every
 /// present header is still evaluated, and each malformed one is listed in
 /// [`HintReport::malformed`] in that order, so a malformed `Retry-After` falls
@@ -215,6 +221,10 @@ fn read_hints(headers: &HeaderMap, clock: &dyn Clock, retry_after: bool) -> Hint
         report.offer(HintSource::RateLimit, parse_ratelimit(value));
     }
     report.offer(HintSource::GenesysReset, parse_genesys(headers));
+    report.offer(
+        HintSource::XRateLimit,
+        Ok(quota::x_ratelimit_wait(headers, clock)),
+    );
     report
 }
 
@@ -227,6 +237,7 @@ fn carries_hint_header(headers: &HeaderMap) -> bool {
             || *name == RATELIMIT
             || *name == GENESYS_COUNT
             || *name == GENESYS_ALLOWED
+            || *name == quota::X_REMAINING
     })
 }
 
@@ -296,6 +307,29 @@ mod tests {
         assert_eq!(HintSource::RateLimit.as_str(), "ratelimit");
         assert_eq!(HintSource::GenesysReset.as_str(), "inin-ratelimit-reset");
         assert_eq!(HintSource::RateLimit.to_string(), "ratelimit");
+    }
+
+    #[test]
+    fn x_ratelimit_remaining_0_waits_until_the_reset() {
+        let clock = FixedClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        let x = |remaining: &'static [u8], reset: &'static [u8]| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-ratelimit-limit", hv(b"60"));
+            headers.insert("x-ratelimit-remaining", hv(remaining));
+            headers.insert("x-ratelimit-reset", hv(reset));
+            client_wide_hint(http::StatusCode::OK, &headers, &clock).hint
+        };
+        let wait = |secs_| {
+            Some(ServerHint {
+                delay: secs(secs_),
+                source: HintSource::XRateLimit,
+            })
+        };
+        assert_eq!(x(b"0", b"3"), wait(3), "seconds");
+        assert_eq!(x(b"0", b"1700000030"), wait(30), "a Unix time");
+        assert_eq!(x(b"5", b"3"), None, "requests left");
+        assert_eq!(x(b"0", b"soon"), None, "no readable reset");
+        assert_eq!(HintSource::XRateLimit.as_str(), "x-ratelimit-reset");
     }
 
     fn all_three() -> HeaderMap {

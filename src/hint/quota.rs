@@ -23,7 +23,7 @@ use super::{parse_plain_uint, trim_ows, Clock};
 
 const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const X_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-const X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub(super) const X_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// An `X-RateLimit-Reset` at least this large is a Unix timestamp (seconds),
@@ -264,6 +264,14 @@ fn x_ratelimit(headers: &HeaderMap, clock: &dyn Clock) -> Option<Quota> {
         remaining,
         reset,
     })
+}
+
+/// The wait `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset` asks for
+/// (`None` while requests remain, or without a readable reset).
+pub(super) fn x_ratelimit_wait(headers: &HeaderMap, clock: &dyn Clock) -> Option<Duration> {
+    let quota = x_ratelimit(headers, clock)?;
+    quota.remaining.filter(|left| *left == 0)?;
+    quota.reset.filter(|reset| !reset.is_zero())
 }
 
 /// The integer a value starts with (`100`, or `100, 100;w=60` as some

@@ -114,7 +114,7 @@ pub enum DelaySource {
     RetryAfter,
     /// The `RateLimit` response header.
     RateLimit,
-    /// A vendor header (Genesys `inin-ratelimit-reset`).
+    /// A vendor header (Genesys `inin-ratelimit-reset`, `X-RateLimit-Reset`).
     VendorHeader,
     /// The circuit breaker's time until its next probe.
     CircuitBreaker,
