@@ -226,6 +226,9 @@ fn record(recorder: &Recorder, request: Request<Body>) -> http::Response<Full<By
             ),
         );
     }
+    if uri == "/big" {
+        return http::Response::new(Full::from(vec![b'x'; BIG]));
+    }
     if uri.starts_with("/redirect") {
         let mut response = http::Response::new(Full::default());
         *response.status_mut() = StatusCode::FOUND;
@@ -650,6 +653,49 @@ async fn slow_clients_are_closed_by_the_header_and_body_timeouts() {
     );
     assert_eq!(held_open, 0);
     assert!(recorder.api_requests().is_empty());
+}
+
+/// The recording upstream's `/big` answer: more than any socket buffers.
+const BIG: usize = 64 * 1024 * 1024;
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_at_the_send_timeout() {
+    let (_recorder, _gateway, addr) = gateway_with_recorder(
+        false,
+        &["--send-timeout", "1", "--max-connections", "1"],
+        "stalled",
+    )
+    .await;
+    // asks for 64 MiB with a small receive window, and reads nothing
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket
+        .connect(host_port(&addr).parse().unwrap())
+        .await
+        .unwrap();
+    stalled
+        .write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // the only connection slot comes free once the gateway gives up on it:
+    // `read_to_close` fails the test if that takes 30 s
+    let mut next = TcpStream::connect(host_port(&addr)).await.unwrap();
+    next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut next).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    // what the stalled client can still read ends short of the answer
+    let mut received = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), stalled.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => received += n,
+            Err(_) => panic!("the stalled connection is still open"),
+        }
+    }
+    assert!(received < BIG, "{received} bytes: the answer was cut");
 }
 
 #[tokio::test]

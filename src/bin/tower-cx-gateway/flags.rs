@@ -217,6 +217,12 @@ impl Flags {
                 defaults.body_timeout,
                 0.001,
             )?,
+            send_timeout: r.seconds(
+                "--send-timeout",
+                "TOWER_CX_SEND_TIMEOUT",
+                defaults.send_timeout,
+                0.001,
+            )?,
             max_connections: r.number(
                 "--max-connections",
                 "TOWER_CX_MAX_CONNECTIONS",

@@ -4,6 +4,8 @@
 //! - Headers must arrive within `header_timeout` (hyper's header-read timer,
 //!   which also closes a keep-alive connection idle that long).
 //! - A request body must arrive within `body_timeout` of its headers: 408.
+//! - A client that reads none of the answer for `send_timeout` is
+//!   disconnected (`stall::SendTimeout`).
 //! - At most `max_connections` connections are served at once; over that, new
 //!   connections wait in the listen backlog (nothing is accepted, so no
 //!   descriptor or memory is spent on them) until one closes.
@@ -28,6 +30,7 @@ use hyper::body::Incoming;
 pub struct Limits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
+    pub send_timeout: Duration,
     pub max_connections: usize,
     pub max_body_bytes: usize,
     pub max_buffered_bytes: usize,
@@ -40,6 +43,7 @@ impl Default for Limits {
         Self {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
             max_connections: 512,
             max_body_bytes: 8 * 1024 * 1024,
             max_buffered_bytes: 64 * 1024 * 1024,

@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 
 use super::limits::AcceptBackoff;
 use super::proxy::{Gateway, ProxyBody};
+use super::stall::{is_send_timeout, SendTimeout};
 
 /// How a serve run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +160,7 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, grace: Duration) -> 
         let http = http.clone();
         let in_flight = in_flight.clone();
         let mut stop = stop.clone();
+        let send_timeout = limits.send_timeout;
         tasks.spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let gateway = gateway.clone();
@@ -170,6 +172,7 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, grace: Duration) -> 
                     Ok::<_, Infallible>(response.map(|body| Counted { body, entered }))
                 }
             });
+            let stream = SendTimeout::new(stream, send_timeout);
             let connection = http.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let served = tokio::select! {
@@ -188,7 +191,8 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, grace: Duration) -> 
                         || e.is_parse()
                         || e.is_parse_too_large()
                         || e.is_incomplete_message()
-                        || e.is_closed() => {}
+                        || e.is_closed()
+                        || is_send_timeout(&e) => {}
                 Err(e) => eprintln!("connection from {peer}: {e}"),
                 Ok(()) => {}
             }
