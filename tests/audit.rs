@@ -518,6 +518,22 @@ async fn a_dead_letter_keeps_the_callers_own_idempotency_key() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_caller_that_leaves_during_a_backoff_is_recorded_with_the_time_it_waited() {
+    let events = Events::default();
+    let service = ServiceBuilder::new()
+        .layer(audit(&events))
+        .layer(retry())
+        .service(Scripted::new([status(503).header("retry-after", "10")]));
+    let left = tokio::time::timeout(Duration::from_secs(2), service.oneshot(get())).await;
+    assert!(left.is_err(), "the caller left during the 10 s wait");
+    let record = finished(&events);
+    assert_eq!(record["outcome"], "cancelled");
+    assert_eq!(record["total_ms"], 2000.0);
+    assert_eq!(record["backoff_ms"], 2000.0, "not the 10 s planned");
+    assert_eq!(record["wire_ms"], 0.0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_request_dropped_before_its_outcome_is_dead_lettered_only_when_asked() {
     for letter_dropped in [false, true] {
         let letters = EventCapture::<DeadLetter>::new();

@@ -103,7 +103,9 @@ impl Finisher {
                 error_kind,
                 attempts,
                 total,
-                backoff: timings.backoff,
+                // a backoff is counted when it starts: a caller that left
+                // during it waited only until it left
+                backoff: timings.backoff.min(total.saturating_sub(timings.queue)),
                 queue: timings.queue,
             }
             .into(),

@@ -43,7 +43,9 @@ pub enum RequestEvent {
         attempts: u32,
         /// From entering the stack to the outcome.
         total: Duration,
-        /// Of which waiting in backoff.
+        /// Of which waiting in backoff (`wire_ms` in the record is what is
+        /// left: time in the layers below and on the network, attempts
+        /// refused before they were sent included).
         backoff: Duration,
         /// Of which waiting in the limiter's queue (gate included).
         queue: Duration,
