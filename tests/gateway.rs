@@ -226,6 +226,9 @@ fn record(recorder: &Recorder, request: Request<Body>) -> http::Response<Full<By
             ),
         );
     }
+    if uri == "/fail" {
+        return respond(500, "{}".into());
+    }
     if uri == "/big" {
         return http::Response::new(Full::from(vec![b'x'; BIG]));
     }
@@ -653,6 +656,32 @@ async fn slow_clients_are_closed_by_the_header_and_body_timeouts() {
     );
     assert_eq!(held_open, 0);
     assert!(recorder.api_requests().is_empty());
+}
+
+#[tokio::test]
+async fn an_open_breaker_whose_probe_is_past_the_deadline_is_answered_503_at_once() {
+    let (recorder, _gateway, addr) =
+        gateway_with_recorder(false, &["--deadline", "2"], "deadline").await;
+    // failing GETs (retried) until the breaker opens
+    let mut opened = false;
+    for _ in 0..10 {
+        let response = get(&addr, "/fail").await;
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            opened = true;
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert!(opened, "the breaker opened");
+    // its first probe is 5 s away, past the 2 s deadline: the caller is
+    // answered at once, and nothing is sent
+    let sent = recorder.api_requests().len();
+    let response = get(&addr, "/fail").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("circuit_open"));
+    assert_eq!(recorder.api_requests().len(), sent);
 }
 
 /// The recording upstream's `/big` answer: more than any socket buffers.

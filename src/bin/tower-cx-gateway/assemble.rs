@@ -60,6 +60,7 @@ pub fn build_stack(flags: &Flags, upstream: &Uri) -> Result<Assembled, BoxError>
     }
     let mut retry = RetryLayer::new()
         .max_attempts(flags.max_attempts)
+        .deadline(flags.deadline)
         .auto_idempotency_key(true);
     if flags.upstream_honours_keys {
         retry = retry.idempotency_keys_honoured_by(Origin::parse(&origin)?);

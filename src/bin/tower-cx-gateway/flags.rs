@@ -26,6 +26,9 @@ pub struct Flags {
     pub max_attempts: u32,
     pub rate: Option<(u32, Duration)>,
     pub timeout: Duration,
+    /// `--deadline`: the longest a caller waits for its answer, retries,
+    /// backoffs, queueing and an open breaker's probe time included.
+    pub deadline: Duration,
     pub audit_file: Option<String>,
     /// `--dead-letter-file`: requests that fail for good, or are dropped at
     /// shutdown, as JSON lines.
@@ -275,6 +278,12 @@ impl Flags {
             timeout: r.seconds(
                 "--timeout",
                 "TOWER_CX_TIMEOUT",
+                Duration::from_secs(30),
+                0.001,
+            )?,
+            deadline: r.seconds(
+                "--deadline",
+                "TOWER_CX_DEADLINE",
                 Duration::from_secs(30),
                 0.001,
             )?,

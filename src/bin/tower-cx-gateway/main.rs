@@ -38,6 +38,7 @@
 //! | `--max-attempts N` | `TOWER_CX_MAX_ATTEMPTS` | 3 |
 //! | `--rate N/SECS` | `TOWER_CX_RATE` | paced to the limit the upstream advertises (`inin-ratelimit-*`, `RateLimit`, `X-RateLimit-*`), or adapted to its 429s; with `--rate`, the same but never faster than N per SECS |
 //! | `--timeout SECS` | `TOWER_CX_TIMEOUT` | 30 (per attempt) |
+//! | `--deadline SECS` | `TOWER_CX_DEADLINE` | 30 (per request: retries, backoffs, queueing and waiting for an open breaker's probe included; a breaker whose probe is further away is answered 503 `circuit_open` at once) |
 //! | `--audit-file PATH` | `TOWER_CX_AUDIT_FILE` | stats only |
 //! | `--dead-letter-file PATH` | `TOWER_CX_DEAD_LETTER_FILE` | none: failures are audited only |
 //! | `--redis URL` | `TOWER_CX_REDIS` | none: this instance alone |
