@@ -684,6 +684,49 @@ async fn an_open_breaker_whose_probe_is_past_the_deadline_is_answered_503_at_onc
     assert_eq!(recorder.api_requests().len(), sent);
 }
 
+#[tokio::test]
+async fn an_http2_client_with_prior_knowledge_is_served_like_an_http1_one() {
+    let (recorder, _gateway, addr) = gateway_with_recorder(false, &[], "h2").await;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let request = Request::get(format!("{addr}/h2/get?x=1"))
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    // streams on one connection at once
+    let posts = (0..8).map(|i| {
+        let request = Request::post(format!("{addr}/h2/post/{i}"))
+            .body(Full::from("12345"))
+            .unwrap();
+        client.request(request)
+    });
+    for response in futures_util::future::join_all(posts).await {
+        let response = response.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], br#"{"received":5}"#);
+    }
+    // the header limit holds on HTTP/2 too
+    let request = Request::get(format!("{addr}/h2/big-header"))
+        .header("x-big", "h".repeat(40_000))
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    let seen = recorder.api_requests();
+    assert_eq!(seen.len(), 9);
+    assert_eq!(seen[0].uri, "/h2/get?x=1");
+    assert!(seen
+        .iter()
+        .all(|s| s.headers.get("idempotency-key").is_some() || s.uri == "/h2/get?x=1"));
+}
+
 /// The recording upstream's `/big` answer: more than any socket buffers.
 const BIG: usize = 64 * 1024 * 1024;
 

@@ -124,6 +124,7 @@ mod admin;
 mod assemble;
 mod flags;
 mod limits;
+mod protocol;
 mod proxy;
 mod serve;
 mod shared;

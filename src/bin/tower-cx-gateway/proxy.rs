@@ -97,6 +97,8 @@ impl Gateway {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                // the caller's connection decides the version it is sent in
+                parts.version = http::Version::default();
                 Response::from_parts(parts, Either::Left(body))
             }
             Err(error) => error_response(&*error),
@@ -156,6 +158,9 @@ impl Gateway {
             uri = uri.authority(authority.clone());
         }
         parts.uri = uri.build()?;
+        // the caller's HTTP version is the caller's: the client to the
+        // upstream picks its own (HTTP/2 where the upstream offers it)
+        parts.version = http::Version::default();
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::HOST);
         if self.authenticates {

@@ -17,13 +17,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
 use super::limits::AcceptBackoff;
+use super::protocol::{sniff, Rewind};
 use super::proxy::{Gateway, ProxyBody};
 use super::stall::{is_send_timeout, SendTimeout};
 
@@ -113,6 +114,25 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Drive `connection` to its end; once `stop` says so, `graceful` asks it to
+/// finish the requests in flight, then close.
+async fn until_stopped<C>(
+    mut connection: Pin<&mut C>,
+    stop: &mut watch::Receiver<bool>,
+    graceful: impl FnOnce(Pin<&mut C>),
+) -> hyper::Result<()>
+where
+    C: std::future::Future<Output = hyper::Result<()>>,
+{
+    tokio::select! {
+        served = connection.as_mut() => served,
+        () = async { drop(stop.wait_for(|stop| *stop).await) } => {
+            graceful(connection.as_mut());
+            connection.await
+        }
+    }
+}
+
 /// Accept and serve connections until SIGTERM or Ctrl-C, then shut down
 /// gracefully within `grace`.
 pub async fn serve(listener: TcpListener, gateway: Gateway, grace: Duration) -> Stopped {
@@ -123,6 +143,9 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, grace: Duration) -> 
         .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(64 * 1024));
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let mut backoff = AcceptBackoff::default();
     let (stopping, stop) = watch::channel(false);
     let in_flight = InFlight::default();
@@ -158,10 +181,20 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, grace: Duration) -> 
         }
         let gateway = gateway.clone();
         let http = http.clone();
+        let h2 = h2.clone();
         let in_flight = in_flight.clone();
         let mut stop = stop.clone();
-        let send_timeout = limits.send_timeout;
+        let (send_timeout, header_timeout) = (limits.send_timeout, limits.header_timeout);
         tasks.spawn(async move {
+            let mut stream = stream;
+            // HTTP/2 with prior knowledge, or HTTP/1.1; a client that sends
+            // nothing in time is closed, as hyper's header timer would
+            let Ok(Ok((is_h2, prefix))) =
+                tokio::time::timeout(header_timeout, sniff(&mut stream)).await
+            else {
+                drop(permit);
+                return;
+            };
             let service = hyper::service::service_fn(move |request| {
                 let gateway = gateway.clone();
                 let entered = in_flight.enter();
@@ -172,16 +205,15 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, grace: Duration) -> 
                     Ok::<_, Infallible>(response.map(|body| Counted { body, entered }))
                 }
             });
-            let stream = SendTimeout::new(stream, send_timeout);
-            let connection = http.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let served = tokio::select! {
-                served = connection.as_mut() => served,
-                () = async { drop(stop.wait_for(|stop| *stop).await) } => {
-                    // finish the request in flight, then close
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
+            let io = TokioIo::new(SendTimeout::new(Rewind::new(prefix, stream), send_timeout));
+            let served = if is_h2 {
+                let connection = h2.serve_connection(io, service);
+                tokio::pin!(connection);
+                until_stopped(connection, &mut stop, |c| c.graceful_shutdown()).await
+            } else {
+                let connection = http.serve_connection(io, service);
+                tokio::pin!(connection);
+                until_stopped(connection, &mut stop, |c| c.graceful_shutdown()).await
             };
             match served {
                 // a slow, malformed or vanished client: not worth a line each
