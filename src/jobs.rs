@@ -240,6 +240,26 @@ impl JobRunner {
         (runner, rx)
     }
 
+    /// [`run`](Self::run) until the job succeeds: any other terminal
+    /// state is a [`JobFailed`] naming `vendor`'s job.
+    pub(crate) async fn run_to_success<T, F, Fut>(
+        &self,
+        vendor: &'static str,
+        job_id: &str,
+        poll: F,
+    ) -> Result<JobStatus<T>, BoxError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<Observation<T>, BoxError>>,
+    {
+        let status = self.run(job_id, poll).await?;
+        if status.state == JobState::Succeeded {
+            Ok(status)
+        } else {
+            Err(JobFailed::new(vendor, job_id, &status).into())
+        }
+    }
+
     /// Poll with `poll` until the job reaches a terminal state, and return
     /// that status (failed ones included: the caller maps them to its
     /// error). Errors: [`JobTimedOut`] past the maximum wait, or the first

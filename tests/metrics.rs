@@ -797,20 +797,13 @@ async fn the_sampler_sets_the_pacing_rate_in_force() {
     let client = ServiceBuilder::new()
         .layer(learned.clone())
         .service(upstream);
-    client
-        .clone()
-        .oneshot(get("https://api.example.com/"))
-        .await
-        .unwrap();
+    let send = || client.clone().oneshot(get("https://api.example.com/"));
+    send().await.unwrap();
     sampler.sample();
     let cut = rate(&mut recorded, "learned").unwrap();
     assert!(cut > 0.0, "paced after the 429");
     for _ in 0..40 {
-        client
-            .clone()
-            .oneshot(get("https://api.example.com/"))
-            .await
-            .unwrap();
+        send().await.unwrap();
     }
     sampler.sample();
     let recovered = rate(&mut recorded, "learned").unwrap();

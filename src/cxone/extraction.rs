@@ -324,15 +324,12 @@ impl<T: Transport> DataExtraction<T> {
     }
 
     async fn wait_id(&self, job_id: &str) -> Result<FinishedExtraction, BoxError> {
-        let status = self
-            .client
-            .core
-            .runner
-            .run(job_id, || self.observe(job_id))
+        let runner = &self.client.core.runner;
+        let status = runner
+            .run_to_success("NICE CXone data-extraction", job_id, || {
+                self.observe(job_id)
+            })
             .await?;
-        if status.state != JobState::Succeeded {
-            return Err(JobFailed::new("NICE CXone data-extraction", job_id, &status).into());
-        }
         finished(job_id, status.detail)
     }
 

@@ -17,7 +17,7 @@ use super::client::{parse, CallOptions, GenesysClient};
 use super::error::GenesysError;
 use crate::body::Body;
 use crate::error::BoxError;
-use crate::jobs::{JobFailed, JobState, JobStatus, Observation};
+use crate::jobs::{JobState, JobStatus, Observation};
 use crate::vendor::{check_id, copy_request, StatusRead, Transport, UnexpectedBody};
 
 const JOBS: &str = "/api/v2/analytics/conversations/details/jobs";
@@ -155,25 +155,14 @@ impl<T: Transport> AnalyticsJobs<T> {
     }
 
     /// Wait until the job is `FULFILLED`; its last status. `FAILED`,
-    /// `CANCELLED` and `EXPIRED` end in [`JobFailed`] (a `FAILED` without
+    /// `CANCELLED` and `EXPIRED` end in [`JobFailed`](crate::jobs::JobFailed) (a `FAILED` without
     /// a message is re-read once first).
     pub fn wait<'a>(
         &'a self,
         job_id: &'a str,
     ) -> impl Future<Output = Result<JobStatus<AnalyticsJobStatus>, BoxError>> + Send + 'a {
-        async move {
-            let status = self
-                .client
-                .core
-                .runner
-                .run(job_id, || self.observe(job_id))
-                .await?;
-            if status.state == JobState::Succeeded {
-                Ok(status)
-            } else {
-                Err(JobFailed::new("Genesys Cloud analytics", job_id, &status).into())
-            }
-        }
+        let runner = &self.client.core.runner;
+        runner.run_to_success("Genesys Cloud analytics", job_id, || self.observe(job_id))
     }
 
     /// Submit and wait; the id of the fulfilled job. A job that fails is
