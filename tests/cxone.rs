@@ -561,3 +561,26 @@ async fn every_call_over_the_stack_can_be_spawned() {
         "the result was downloaded"
     );
 }
+
+#[tokio::test]
+async fn completed_contacts_whose_links_return_to_a_page_already_read_end_with_an_error() {
+    const FIRST: &str =
+        "/incontactapi/services/v31.0/contacts/completed?orderBy=lastUpdateTime&skip=0&top=100";
+    let transport = tower::service_fn(|req: http::Request<Body>| async move {
+        let target = req.uri().path_and_query().unwrap().as_str().to_owned();
+        let body = if target == FIRST {
+            json!({"completedContacts": [{"contactId": 1}], "_links": {"next": "/incontactapi/b"}})
+        } else {
+            assert_eq!(target, "/incontactapi/b");
+            json!({"completedContacts": [{"contactId": 2}], "_links": {"next": FIRST}})
+        };
+        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+            bytes::Bytes::from(body.to_string()),
+        )))
+    });
+    let cxone = CxoneClient::new(transport, "https://api.example.com");
+    let pages: Vec<_> = futures_util::StreamExt::collect(cxone.completed_contacts(&[])).await;
+    assert_eq!(pages.len(), 3, "two pages, then the error: {pages:?}");
+    let err = pages[2].as_ref().unwrap_err();
+    assert!(err.is::<tower_cx::vendor::InvalidUrl>(), "{err}");
+}

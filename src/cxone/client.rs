@@ -1,5 +1,6 @@
 //! The NICE CXone client and completed contacts.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,7 +194,8 @@ impl<T: Transport> CxoneClient<T> {
     /// already read; pass `updatedSince` to bound the listing. When a page
     /// carries `_links`, its `next` is followed instead of counting `skip`
     /// and a page without `next` is the last (the link must stay on the API
-    /// host: [`InvalidUrl`] otherwise).
+    /// host: [`InvalidUrl`] otherwise; a link back to a page already read
+    /// ends the stream with [`InvalidUrl`] after the page that has it).
     /// `query` adds parameters such as `startDate`/`endDate`; `skip` and
     /// `top` (default 100) set the first page.
     pub fn completed_contacts(
@@ -226,14 +228,25 @@ impl<T: Transport> CxoneClient<T> {
                 .finish();
             client.url(&format!("{path}?{query}"))
         };
-        futures_util::stream::try_unfold(Some((first, skip)), move |next| {
+        let start = Pages {
+            next: Ok(first),
+            skip,
+            seen: HashSet::new(),
+        };
+        futures_util::stream::try_unfold(Some(start), move |state| {
             let client = client.clone();
             let rest = rest.clone();
             let path = path.clone();
             async move {
-                let Some((url, skip)) = next else {
+                let Some(Pages {
+                    next,
+                    skip,
+                    mut seen,
+                }) = state
+                else {
                     return Ok(None);
                 };
+                let url = next?;
                 let request = json_request(Method::GET, url.clone(), None)?;
                 let response = client.call(request, false).await?;
                 if response.status() == StatusCode::NO_CONTENT || response.body().is_empty() {
@@ -244,33 +257,43 @@ impl<T: Transport> CxoneClient<T> {
                 if n == 0 {
                     return Ok(None);
                 }
+                seen.insert(url);
                 let next = match page.links.as_ref().map(|l| l.next.as_deref()) {
                     // an answer with links and no next is the last page
-                    Some(None) | Some(Some("")) => None,
-                    Some(Some(link)) => {
-                        let link = resolve_link(&client.core.base, link)?;
-                        if link == url {
-                            return Err(InvalidUrl::new(
-                                &link,
-                                "_links.next points to the same page",
-                            )
-                            .into());
-                        }
-                        Some((link, skip + n))
-                    }
+                    Some(None) | Some(Some("")) => return Ok(Some((page, None))),
+                    Some(Some(link)) => resolve_link(&client.core.base, link)?,
                     None => {
                         let query = form_urlencoded::Serializer::new(String::new())
                             .extend_pairs(rest.iter())
                             .append_pair("skip", &(skip + n).to_string())
                             .append_pair("top", &top.to_string())
                             .finish();
-                        Some((client.url(&format!("{path}?{query}")), skip + n))
+                        client.url(&format!("{path}?{query}"))
                     }
                 };
-                Ok(Some((page, next)))
+                // a link back to a page already read ends the stream after
+                // this page
+                let next = if seen.contains(&next) {
+                    Err(InvalidUrl::new(
+                        &next,
+                        "_links.next points to a page already read",
+                    ))
+                } else {
+                    Ok(next)
+                };
+                let skip = skip + n;
+                Ok(Some((page, Some(Pages { next, skip, seen }))))
             }
         })
     }
+}
+
+/// Where [`CxoneClient::completed_contacts`] is: the next page, its
+/// `skip`, and every page read so far.
+struct Pages {
+    next: Result<String, InvalidUrl>,
+    skip: u64,
+    seen: HashSet<String>,
 }
 
 impl<T> fmt::Debug for CxoneClient<T> {
