@@ -299,7 +299,7 @@ async fn axum_serves_it_where_it_is_mounted() {
 }
 
 #[tokio::test]
-async fn head_answers_without_a_body_and_json_is_chosen_by_path_query_or_accept() {
+async fn head_answers_without_a_body_and_json_is_chosen_by_path_query_or_accept_q_values() {
     let board = StatusBoard::new();
     let service: StatusService = board.service();
     for (path, accept, json) in [
@@ -307,7 +307,11 @@ async fn head_answers_without_a_body_and_json_is_chosen_by_path_query_or_accept(
         ("/", "*/*", false),
         ("/", "application/json", true),
         ("/", "text/html, application/json", false),
-        ("/", "application/json;q=0.9, text/html", true),
+        ("/", "application/json;q=0.9, text/html", false),
+        ("/", "text/html;q=0.9, application/json", true),
+        ("/", "application/json, text/html", true),
+        ("/", "application/json; q=0", false),
+        ("/", "text/html;q=0.5, application/json;q=0.5", false),
         ("/status.json", "text/html", true),
         ("/json", "", true),
         ("/?format=json", "text/html", true),

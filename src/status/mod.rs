@@ -65,7 +65,7 @@
 //!
 //! [`StatusService`] answers `GET`/`HEAD` on any path with the HTML page,
 //! or with the JSON [`Status`] when the path ends in `.json`, the query
-//! says `format=json`, or `Accept` asks for `application/json`. The page
+//! says `format=json`, or `Accept` prefers `application/json` to `text/html` (by q-value, then order). The page
 //! is rendered on the server, uses no script and no external asset, and
 //! reloads itself (every 2 s by default, [`StatusBoard::refresh`]). Every
 //! value on it carries a `data-field` attribute with its place in the JSON

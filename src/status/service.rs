@@ -16,7 +16,8 @@ use super::html;
 
 /// Answers `GET` and `HEAD` with the board's status: JSON when the path
 /// ends in `.json` or `/json`, the query has `format=json`, or the
-/// `Accept` header asks for `application/json` before `text/html`; the
+/// `Accept` header prefers `application/json` to `text/html` (by q-value,
+/// then by order); the
 /// self-refreshing HTML page otherwise. Any other method gets `405` with
 /// `Allow: GET, HEAD`. Every answer is `Cache-Control: no-store`.
 ///
@@ -92,29 +93,37 @@ fn wants_json(path: &str, query: Option<&str>, headers: &HeaderMap) -> bool {
             return true;
         }
     }
-    // the first of the two media types listed wins (no q-value ranking:
-    // browsers list text/html first, programs ask for JSON alone)
-    let accept = headers
+    // the media type with the higher q-value wins (RFC 9110, 12.5.1); on
+    // a tie, the one listed first: browsers list text/html first,
+    // programs ask for JSON alone
+    let ranges = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|range| {
-            range
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    for range in accept {
-        match range.as_str() {
-            "application/json" => return true,
-            "text/html" => return false,
-            _ => {}
-        }
+        .flat_map(|v| v.split(','));
+    // (q-value, position) of each type, when listed
+    let (mut json, mut html) = (None, None);
+    for (position, range) in ranges.enumerate() {
+        let mut params = range.split(';');
+        let media = params.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = params
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let slot = match media.as_str() {
+            "application/json" => &mut json,
+            "text/html" => &mut html,
+            _ => continue,
+        };
+        slot.get_or_insert((q, position));
     }
-    false
+    match (json, html) {
+        (Some((q, _)), None) => q > 0.0,
+        (Some((json_q, json_at)), Some((html_q, html_at))) => {
+            json_q > 0.0 && (json_q > html_q || (json_q == html_q && json_at < html_at))
+        }
+        (None, _) => false,
+    }
 }
 
 impl<B> Service<Request<B>> for StatusService {
