@@ -397,9 +397,10 @@ async fn an_initial_rate_paces_until_the_server_says_more() {
     assert_eq!(handle.pacing_interval(), Some(Duration::from_secs(1)));
     let service = layer.layer(upstream.clone());
     let arrivals = one_by_one(&service, &upstream, 3).await;
-    // the first slot at the initial rate; then 600 a minute, faster than
-    // the initial rate (it is no ceiling)
-    assert_eq!(arrivals, [0, 1000, 1100].map(ms));
+    // the first at once; from its answer on, 600 a minute, faster than the
+    // initial rate (it is no ceiling), the next one included: it does not
+    // wait the initial rate's second
+    assert_eq!(arrivals, [0, 100, 200].map(ms));
     assert_eq!(handle.pacing().ceiling, None);
 }
 

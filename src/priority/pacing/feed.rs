@@ -32,6 +32,7 @@ impl Limiter {
         let others = self.in_flight_now().saturating_sub(1) as u64;
         let mut state = self.lock();
         let pacing = state.pacing.as_mut()?;
+        let before = pacing.status(now).0;
         let configured = pacing.configured();
         let learner = pacing.learner()?;
         let changed = match &quota {
@@ -50,6 +51,7 @@ impl Limiter {
                     && learner.throttled(configured, now)
             }
         };
+        pacing.rate_changed(before, now);
         let (interval, source, _) = pacing.status(now);
         let event = changed.then_some(LimiterEvent::PacingChanged { interval, source });
         if let (Some(event), Some(_)) = (&event, &self.config.on_event) {

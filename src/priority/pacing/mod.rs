@@ -55,6 +55,8 @@ enum Kind {
         burst: u32,
         /// The theoretical arrival time of the next dispatch.
         tat: Option<Instant>,
+        /// The slot the last dispatch took, and its cost in slots.
+        last: Option<(Instant, u32)>,
         /// What is learned from the server, if learning is on.
         learner: Option<Box<Learner>>,
     },
@@ -83,12 +85,14 @@ impl Pacing {
                 interval: Some(interval),
                 burst: burst.max(1),
                 tat: None,
+                last: None,
                 learner: Learner::new(learn).map(Box::new),
             },
             None => Kind::Smooth {
                 interval: None,
                 burst: burst.max(1),
                 tat: None,
+                last: None,
                 learner: Some(Box::new(Learner::new(learn)?)),
             },
         };
@@ -169,6 +173,7 @@ impl Pacing {
             Kind::Smooth {
                 interval,
                 tat,
+                last,
                 learner,
                 ..
             } => {
@@ -183,6 +188,7 @@ impl Pacing {
                         None => current.checked_add(in_force.saturating_mul(units)),
                     };
                     *tat = Some(next.unwrap_or(current + FAR));
+                    *last = Some((current, units));
                 }
                 if let Some(learner) = learner {
                     learner.dispatched(now, units);
@@ -192,6 +198,28 @@ impl Pacing {
                 for _ in 0..units.min(*requests) {
                     log.push_back(now);
                 }
+            }
+        }
+    }
+
+    /// The interval in force was `before` until what was just learned: a
+    /// next slot the slower rate set comes in to where the faster rate puts
+    /// it after the last dispatch, so that a faster rate holds from the next
+    /// dispatch, not one old interval later.
+    pub(crate) fn rate_changed(&mut self, before: Option<Duration>, now: Instant) {
+        let after = self.status(now).0;
+        let (Some(before), Some(after)) = (before, after) else {
+            return;
+        };
+        if let Kind::Smooth {
+            tat: Some(tat),
+            last: Some((slot, units)),
+            ..
+        } = &mut self.kind
+        {
+            let sooner = slot.checked_add(after.saturating_mul(*units));
+            if let Some(sooner) = sooner.filter(|_| after < before) {
+                *tat = (*tat).min(sooner.max(now));
             }
         }
     }
@@ -355,6 +383,27 @@ mod tests {
         assert_eq!(interval(&pacing), Some(Duration::from_secs(1)));
         assert!(pacing.try_take(start));
         assert_eq!(pacing.ready_at(start), start + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_faster_rate_learned_holds_from_the_next_dispatch() {
+        let start = Instant::now();
+        let mut pacing = Pacing::new(None, 1, Learn::Legacy(Duration::from_secs(60))).unwrap();
+        // 6 a minute: one every 10 s
+        learn(&mut pacing, 6, None);
+        assert!(pacing.try_take(start));
+        assert_eq!(pacing.ready_at(start), start + Duration::from_secs(10));
+        // 600 a minute from now on: the next goes 100 ms after the last
+        let before = interval(&pacing);
+        learn(&mut pacing, 600, None);
+        pacing.rate_changed(before, start);
+        assert_eq!(pacing.ready_at(start), start + ms(100));
+        // a slower rate leaves the slot where it is
+        assert!(pacing.try_take(start + ms(100)));
+        let before = interval(&pacing);
+        learn(&mut pacing, 60, None);
+        pacing.rate_changed(before, start + ms(100));
+        assert_eq!(pacing.ready_at(start + ms(100)), start + ms(200));
     }
 
     #[test]
