@@ -326,7 +326,7 @@ impl TokenSource for ClientCredentials {
                     Err(error) => {
                         // an error of the caller's own client might quote
                         // what it sent: kept only scrubbed
-                        let text = error_chain(error.as_ref());
+                        let text = crate::error::chain(error.as_ref()).to_string();
                         if scrub.finds(&text) {
                             TokenError::transport(scrub.text(&text))
                         } else {
@@ -367,18 +367,6 @@ impl ClientCredentials {
         secrets.extend(self.params.iter().map(|(_, value)| value.expose()));
         Scrubber::new(secrets)
     }
-}
-
-/// An error and its sources, as one line.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 impl fmt::Debug for ClientCredentials {

@@ -45,6 +45,37 @@ pub fn find<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> O
     None
 }
 
+/// `error` and its `source()` chain as one line, each cause after `": "`:
+/// for logs, where an outer error's text alone (`client error (Connect)`)
+/// says nothing of its cause.
+///
+/// ```
+/// use tower_cx::error::{chain, BoxError, RequestNotSent};
+///
+/// let err: BoxError = RequestNotSent::with_source("pool closed", std::fmt::Error).into();
+/// let line = chain(err.as_ref()).to_string();
+/// assert!(line.starts_with(&err.to_string()));
+/// assert!(line.ends_with(": an error occurred when formatting an argument"), "{line}");
+/// ```
+pub fn chain<'a>(error: &'a (dyn StdError + 'static)) -> impl fmt::Display + 'a {
+    Chain(error)
+}
+
+/// See [`chain`].
+struct Chain<'a>(&'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
 /// The request was never handed to the network, so retrying it is always
 /// safe, whatever its method.
 ///

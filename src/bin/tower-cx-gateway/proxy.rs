@@ -17,8 +17,8 @@ use tower::ServiceExt;
 use tower_cx::auth::TokenError;
 use tower_cx::body::Body;
 use tower_cx::error::{
-    find, BoxError, CircuitOpen, OutcomeUnknown, Overloaded, QuotaExhausted, RetryDeadlineExceeded,
-    UnknownCause,
+    chain, find, BoxError, CircuitOpen, OutcomeUnknown, Overloaded, QuotaExhausted,
+    RetryDeadlineExceeded, UnknownCause,
 };
 
 use super::admin::Admin;
@@ -314,14 +314,7 @@ pub fn error_response(error: &(dyn std::error::Error + 'static)) -> Response<Pro
     }
     // the whole chain: "client error (Connect)" alone says nothing of a
     // certificate or a malformed answer
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    eprintln!("upstream request failed: {text}");
+    eprintln!("upstream request failed: {}", chain(error));
     plain(
         StatusCode::BAD_GATEWAY,
         "upstream",

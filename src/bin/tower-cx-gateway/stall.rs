@@ -108,14 +108,7 @@ impl<S: AsyncWrite> AsyncWrite for SendTimeout<S> {
 
 /// Whether `error` ended a connection because its client stopped reading.
 pub fn is_send_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(error);
-    while let Some(error) = source {
-        if let Some(io) = error.downcast_ref::<io::Error>() {
-            return io.kind() == io::ErrorKind::TimedOut;
-        }
-        source = error.source();
-    }
-    false
+    tower_cx::error::find::<io::Error>(error).is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
 }
 
 #[cfg(test)]
