@@ -30,6 +30,15 @@ const X_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 /// not a delay: 10^9 s is over 31 years, 2001 as a date.
 const EPOCH_THRESHOLD: u64 = 1_000_000_000;
 
+/// An `X-RateLimit-Reset` at least this large is a Unix timestamp in
+/// milliseconds, as some servers send it: 10^12 ms is 2001 as a date,
+/// 10^12 s over 31,000 years.
+const EPOCH_MS_THRESHOLD: f64 = 1e12;
+
+/// A reset further away than this is not believed (a unit misread, a
+/// clock far off): none is taken from it.
+const MAX_RESET: Duration = Duration::from_secs(86_400);
+
 /// The header family a quota was advertised in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -250,12 +259,18 @@ fn x_ratelimit(headers: &HeaderMap, clock: &dyn Clock) -> Option<Quota> {
             .parse()
             .ok()
             .filter(|s: &f64| s.is_finite() && *s >= 0.0)?;
-        if secs >= EPOCH_THRESHOLD as f64 {
+        let reset = if secs >= EPOCH_MS_THRESHOLD {
             let now = clock.now().duration_since(UNIX_EPOCH).ok()?;
-            Some(Duration::try_from_secs_f64(secs).ok()?.saturating_sub(now))
+            Duration::try_from_secs_f64(secs / 1000.0)
+                .ok()?
+                .saturating_sub(now)
+        } else if secs >= EPOCH_THRESHOLD as f64 {
+            let now = clock.now().duration_since(UNIX_EPOCH).ok()?;
+            Duration::try_from_secs_f64(secs).ok()?.saturating_sub(now)
         } else {
-            Some(Duration::from_secs_f64(secs))
-        }
+            Duration::try_from_secs_f64(secs).ok()?
+        };
+        (reset <= MAX_RESET).then_some(reset)
     });
     Some(Quota {
         source: QuotaSource::XRateLimit,
@@ -419,9 +434,17 @@ mod tests {
                 Some(42)
             )
         );
-        // an absurd timestamp is no reset at all
-        let absurd = headers(&[("x-ratelimit-limit", "1"), ("x-ratelimit-reset", "1e300")]);
-        assert_eq!(advertised_quota(&absurd, &clock).unwrap().reset, None);
+        // a timestamp in milliseconds
+        let reset_of = |value: &'static str| {
+            let headers = headers(&[("x-ratelimit-limit", "1"), ("x-ratelimit-reset", value)]);
+            advertised_quota(&headers, &clock).unwrap().reset
+        };
+        assert_eq!(reset_of("1700000003000"), Some(Duration::from_secs(3)));
+        // an absurd timestamp, or a reset over a day away, is no reset at all
+        assert_eq!(reset_of("1e300"), None);
+        assert_eq!(reset_of("1800000000"), None, "three years away");
+        assert_eq!(reset_of("86401"), None);
+        assert_eq!(reset_of("86400"), Some(Duration::from_secs(86_400)));
         // a timestamp already past is no wait at all
         clock.set(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
         assert_eq!(
