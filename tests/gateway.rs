@@ -719,12 +719,55 @@ async fn an_http2_client_with_prior_knowledge_is_served_like_an_http1_one() {
         response.status(),
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
     );
+    // and so does the count of header lines, which HTTP/2 itself has not
+    let mut request = Request::get(format!("{addr}/h2/many-headers"));
+    for i in 0..150 {
+        request = request.header(format!("x-h{i}"), "v");
+    }
+    let response = client
+        .request(request.body(Full::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
     let seen = recorder.api_requests();
     assert_eq!(seen.len(), 9);
     assert_eq!(seen[0].uri, "/h2/get?x=1");
     assert!(seen
         .iter()
         .all(|s| s.headers.get("idempotency-key").is_some() || s.uri == "/h2/get?x=1"));
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_at_the_header_timeout() {
+    let (_recorder, _gateway, addr) = gateway_with_recorder(
+        false,
+        &["--header-timeout", "1", "--max-connections", "1"],
+        "h2-idle",
+    )
+    .await;
+    // an HTTP/2 client keeps its connection after a request, idle
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let request = Request::get(format!("{addr}/h2/get"))
+        .body(Full::default())
+        .unwrap();
+    assert_eq!(
+        client.request(request).await.unwrap().status(),
+        StatusCode::OK
+    );
+    // the only connection slot comes free once the gateway closes it:
+    // `read_to_close` fails the test if that takes 30 s
+    let mut next = TcpStream::connect(host_port(&addr)).await.unwrap();
+    next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut next).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    drop(client);
 }
 
 /// The recording upstream's `/big` answer: more than any socket buffers.

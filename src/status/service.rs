@@ -93,36 +93,53 @@ fn wants_json(path: &str, query: Option<&str>, headers: &HeaderMap) -> bool {
             return true;
         }
     }
-    // the media type with the higher q-value wins (RFC 9110, 12.5.1); on
-    // a tie, the one listed first: browsers list text/html first,
-    // programs ask for JSON alone
+    // the media type with the higher q-value wins (RFC 9110, 12.5.1), each
+    // taken from the most specific range that covers it; on a tie, the one
+    // named outranks a wildcard, then the one listed first: browsers list
+    // text/html first, programs ask for JSON alone
     let ranges = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','));
-    // (q-value, position) of each type, when listed
-    let (mut json, mut html) = (None, None);
+    // per type: (specificity, q-value, position) of the range that covers
+    // it best
+    let (mut json, mut html) = (None::<(u8, f32, usize)>, None::<(u8, f32, usize)>);
     for (position, range) in ranges.enumerate() {
         let mut params = range.split(';');
         let media = params.next().unwrap_or("").trim().to_ascii_lowercase();
         let q = params
-            .filter_map(|p| p.trim().strip_prefix("q="))
+            .filter_map(|p| {
+                let (name, value) = p.split_once('=')?;
+                name.trim().eq_ignore_ascii_case("q").then_some(value)
+            })
             .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
-        let slot = match media.as_str() {
-            "application/json" => &mut json,
-            "text/html" => &mut html,
+            .map_or(1.0, |q| q.clamp(0.0, 1.0));
+        let (for_json, for_html) = match media.as_str() {
+            "application/json" => (Some(2), None),
+            "text/html" => (None, Some(2)),
+            "application/*" => (Some(1), None),
+            "text/*" => (None, Some(1)),
+            "*/*" => (Some(0), Some(0)),
             _ => continue,
         };
-        slot.get_or_insert((q, position));
+        for (specificity, slot) in [(for_json, &mut json), (for_html, &mut html)] {
+            if let Some(specificity) = specificity {
+                if slot.is_none_or(|(best, _, _)| specificity > best) {
+                    *slot = Some((specificity, q, position));
+                }
+            }
+        }
     }
     match (json, html) {
-        (Some((q, _)), None) => q > 0.0,
-        (Some((json_q, json_at)), Some((html_q, html_at))) => {
-            json_q > 0.0 && (json_q > html_q || (json_q == html_q && json_at < html_at))
-        }
         (None, _) => false,
+        (Some((_, q, _)), None) => q > 0.0,
+        (Some((json_by, json_q, json_at)), Some((html_by, html_q, html_at))) => {
+            // on a tie, a type named outranks a wildcard, then order decides
+            json_q > 0.0
+                && (json_q, json_by, std::cmp::Reverse(json_at))
+                    > (html_q, html_by, std::cmp::Reverse(html_at))
+        }
     }
 }
 

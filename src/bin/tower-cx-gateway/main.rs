@@ -7,7 +7,9 @@
 //! sheds and audits, and forwards to the upstream. A caller's own
 //! `Authorization` header is dropped when the gateway authenticates, so a
 //! caller's credentials never reach the upstream. The request priority comes
-//! from the `x-priority: high|normal|low` header.
+//! from the `x-priority: high|normal|low` header. Callers speak HTTP/1.1,
+//! or HTTP/2 with prior knowledge (`h2c`: a connection that opens with the
+//! HTTP/2 preface).
 //!
 //! ```text
 //! cargo install tower-cx --features gateway
@@ -38,7 +40,7 @@
 //! | `--max-attempts N` | `TOWER_CX_MAX_ATTEMPTS` | 3 |
 //! | `--rate N/SECS` | `TOWER_CX_RATE` | paced to the limit the upstream advertises (`inin-ratelimit-*`, `RateLimit`, `X-RateLimit-*`), or adapted to its 429s; with `--rate`, the same but never faster than N per SECS |
 //! | `--timeout SECS` | `TOWER_CX_TIMEOUT` | 30 (per attempt) |
-//! | `--deadline SECS` | `TOWER_CX_DEADLINE` | 30 (per request: retries, backoffs, queueing and waiting for an open breaker's probe included; a breaker whose probe is further away is answered 503 `circuit_open` at once) |
+//! | `--deadline SECS` | `TOWER_CX_DEADLINE` | 30 (per request: no attempt starts after it, so retries, backoffs, queueing and waiting for an open breaker's probe all end by then; an attempt already sent runs up to `--timeout`, so a caller waits at most about the two together; a breaker whose probe is past the deadline is answered 503 `circuit_open` at once) |
 //! | `--audit-file PATH` | `TOWER_CX_AUDIT_FILE` | stats only |
 //! | `--dead-letter-file PATH` | `TOWER_CX_DEAD_LETTER_FILE` | none: failures are audited only |
 //! | `--redis URL` | `TOWER_CX_REDIS` | none: this instance alone |
@@ -158,10 +160,15 @@ async fn main() {
 
 /// The module docs above, as `--help`.
 fn print_help() {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
     for line in include_str!("main.rs").lines() {
-        match line.strip_prefix("//!") {
-            Some(text) => println!("{}", text.strip_prefix(' ').unwrap_or(text)),
-            None => break,
+        let Some(text) = line.strip_prefix("//!") else {
+            break;
+        };
+        // a reader that stops early (`--help | head`) is not an error
+        if writeln!(out, "{}", text.strip_prefix(' ').unwrap_or(text)).is_err() {
+            return;
         }
     }
 }

@@ -44,16 +44,21 @@ const ALLOWED: [Method; 7] = [
 const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
+const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
     "proxy-authenticate",
     "proxy-authorization",
+    // not standard, but sent by old clients as `Connection` is
+    "proxy-connection",
     "te",
     "trailer",
     "transfer-encoding",
     "upgrade",
 ];
+
+/// The most header lines a request may have (hyper's HTTP/1 limit).
+const MAX_HEADERS: usize = 100;
 
 /// Says that the upstream may or may not have applied the request.
 pub const OUTCOME_HEADER: &str = "x-cx-outcome";
@@ -135,6 +140,15 @@ impl Gateway {
                     "request targets are limited to {} bytes",
                     self.limits.max_uri_bytes
                 ),
+            ));
+        }
+        // HTTP/1's parser stops at this many header lines; HTTP/2 has no
+        // such count, so it is made here
+        if request.headers().len() > MAX_HEADERS {
+            return Some(plain(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "too_many_headers",
+                &format!("requests are limited to {MAX_HEADERS} header lines"),
             ));
         }
         None

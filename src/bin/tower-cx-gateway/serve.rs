@@ -10,7 +10,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -35,27 +35,48 @@ pub struct Stopped {
     pub dropped: usize,
 }
 
-/// Requests being answered now.
+/// Requests being answered now, and how many ever started.
 #[derive(Debug, Clone, Default)]
-struct InFlight(Arc<AtomicUsize>);
+struct InFlight(Arc<Counts>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    now: AtomicUsize,
+    started: AtomicU64,
+}
 
 /// One request in flight, until dropped.
-struct Entered(Arc<AtomicUsize>);
+struct Entered(Arc<Counts>);
 
 impl InFlight {
     fn enter(&self) -> Entered {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.0.started.fetch_add(1, Ordering::SeqCst);
+        self.0.now.fetch_add(1, Ordering::SeqCst);
         Entered(self.0.clone())
     }
 
     fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        self.0.now.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once a whole `period` (checked every `period`) passed with
+    /// no request in flight and none started.
+    async fn idle_for(&self, period: Duration) {
+        let mut started = self.0.started.load(Ordering::SeqCst);
+        loop {
+            tokio::time::sleep(period).await;
+            let now = self.0.started.load(Ordering::SeqCst);
+            if self.count() == 0 && now == started {
+                return;
+            }
+            started = now;
+        }
     }
 }
 
 impl Drop for Entered {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -66,7 +87,8 @@ pin_project_lite::pin_project! {
     struct Counted {
         #[pin]
         body: ProxyBody,
-        entered: Option<Entered>,
+        // the gateway's count and the connection's
+        entered: Option<(Entered, Entered)>,
     }
 }
 
@@ -114,11 +136,11 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// Drive `connection` to its end; once `stop` says so, `graceful` asks it to
-/// finish the requests in flight, then close.
-async fn until_stopped<C>(
+/// Drive `connection` to its end; once `close` resolves, `graceful` asks
+/// it to finish the requests in flight, then close.
+async fn until_closed<C>(
     mut connection: Pin<&mut C>,
-    stop: &mut watch::Receiver<bool>,
+    close: impl std::future::Future<Output = ()>,
     graceful: impl FnOnce(Pin<&mut C>),
 ) -> hyper::Result<()>
 where
@@ -126,7 +148,7 @@ where
 {
     tokio::select! {
         served = connection.as_mut() => served,
-        () = async { drop(stop.wait_for(|stop| *stop).await) } => {
+        () = close => {
             graceful(connection.as_mut());
             connection.await
         }
@@ -145,6 +167,8 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, grace: Duration) -> 
         .max_buf_size(limits.max_header_bytes.max(64 * 1024));
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
+        // a peer gone silent is found by a ping unanswered
+        .keep_alive_interval(limits.header_timeout)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     let mut backoff = AcceptBackoff::default();
     let (stopping, stop) = watch::channel(false);
@@ -195,9 +219,11 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, grace: Duration) -> 
                 drop(permit);
                 return;
             };
+            let streams = InFlight::default();
+            let counted = streams.clone();
             let service = hyper::service::service_fn(move |request| {
                 let gateway = gateway.clone();
-                let entered = in_flight.enter();
+                let entered = (in_flight.enter(), counted.enter());
                 async move {
                     let response = gateway.handle(request, peer).await?;
                     // counted until the body has been sent, not only its head
@@ -206,14 +232,23 @@ pub async fn serve(listener: TcpListener, gateway: Gateway, grace: Duration) -> 
                 }
             });
             let io = TokioIo::new(SendTimeout::new(Rewind::new(prefix, stream), send_timeout));
+            let stopped = async { drop(stop.wait_for(|stop| *stop).await) };
             let served = if is_h2 {
+                // hyper's header timer is HTTP/1's: an HTTP/2 connection
+                // idle that long is closed here
+                let close = async {
+                    tokio::select! {
+                        () = stopped => {}
+                        () = streams.idle_for(header_timeout) => {}
+                    }
+                };
                 let connection = h2.serve_connection(io, service);
                 tokio::pin!(connection);
-                until_stopped(connection, &mut stop, |c| c.graceful_shutdown()).await
+                until_closed(connection, close, |c| c.graceful_shutdown()).await
             } else {
                 let connection = http.serve_connection(io, service);
                 tokio::pin!(connection);
-                until_stopped(connection, &mut stop, |c| c.graceful_shutdown()).await
+                until_closed(connection, stopped, |c| c.graceful_shutdown()).await
             };
             match served {
                 // a slow, malformed or vanished client: not worth a line each
