@@ -46,7 +46,7 @@
 //! | `--redis URL` | `TOWER_CX_REDIS` | none: this instance alone |
 //! | `--upstream-honours-keys` | `TOWER_CX_UPSTREAM_HONOURS_KEYS=1` | off: POST/PATCH are not retried once they may have been applied |
 //! | `--header-timeout SECS` | `TOWER_CX_HEADER_TIMEOUT` | 10 (also closes a keep-alive connection idle that long) |
-//! | `--send-timeout SECS` | `TOWER_CX_SEND_TIMEOUT` | 30 (a client that reads none of the answer for that long is disconnected) |
+//! | `--send-timeout SECS` | `TOWER_CX_SEND_TIMEOUT` | 30 (a client that reads none of the answer from its socket for that long is disconnected; an HTTP/2 client that keeps reading but opens no flow-control window is not) |
 //! | `--body-timeout SECS` | `TOWER_CX_BODY_TIMEOUT` | 30 (whole request body, after the headers; then 408) |
 //! | `--max-connections N` | `TOWER_CX_MAX_CONNECTIONS` | 512 (more wait in the listen backlog) |
 //! | `--max-body-bytes N` | `TOWER_CX_MAX_BODY_BYTES` | 8388608 (8 MiB; then 413, a declared length before reading) |
