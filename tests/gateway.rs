@@ -226,6 +226,17 @@ fn record(recorder: &Recorder, request: Request<Body>) -> http::Response<Full<By
             ),
         );
     }
+    if uri == "/spent" {
+        let mut response = respond(200, "{}".into());
+        for (name, value) in [
+            ("x-ratelimit-limit", "60"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", "20"),
+        ] {
+            response.headers_mut().insert(name, value.parse().unwrap());
+        }
+        return response;
+    }
     if uri == "/fail" {
         return respond(500, "{}".into());
     }
@@ -768,6 +779,29 @@ async fn an_idle_http2_connection_is_closed_at_the_header_timeout() {
     let answer = read_to_close(&mut next).await;
     assert_eq!(status_of(&answer), 200, "{answer}");
     drop(client);
+}
+
+#[tokio::test]
+async fn a_rate_gate_that_opens_past_the_deadline_is_answered_503_with_its_time_at_once() {
+    let (recorder, _gateway, addr) =
+        gateway_with_recorder(false, &["--deadline", "3"], "gate").await;
+    // none left for 20 s
+    assert_eq!(get(&addr, "/spent").await.status(), StatusCode::OK);
+    let response = get(&addr, "/next").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((15..=20).contains(&retry_after), "{retry_after}");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("overloaded"));
+    assert_eq!(
+        recorder.api_requests().len(),
+        1,
+        "nothing sent into the wait"
+    );
 }
 
 /// The recording upstream's `/big` answer: more than any socket buffers.

@@ -1025,10 +1025,19 @@ async fn a_request_held_in_a_limiter_below_is_never_sent_past_the_deadline() {
     let hurried = layer(&Events::default())
         .deadline(secs(3))
         .layer(gated.clone());
+    // the gate opens past the 3 s deadline: refused at once, saying when,
+    // never slept on
     let start = Instant::now();
-    let held = send(hurried, to("/next")).await;
-    assert_eq!(start.elapsed(), secs(3));
-    assert_eq!(deadline_error(held), 0);
+    let held = send(hurried, to("/next")).await.expect_err("refused");
+    assert_eq!(start.elapsed(), secs(0));
+    let refused = held
+        .downcast_ref::<tower_cx::error::Overloaded>()
+        .unwrap_or_else(|| panic!("the limiter's refusal, not {held}"));
+    assert_eq!(
+        refused.reason(),
+        tower_cx::error::OverloadReason::GateClosed
+    );
+    assert_eq!(refused.retry_in(), Some(secs(8)));
     assert_eq!(upstream.arrivals(), [secs(0)], "nothing sent into the wait");
     // with a deadline past the gate's time, the request waits for it
     let patient = layer(&Events::default()).deadline(secs(30)).layer(gated);

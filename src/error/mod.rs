@@ -426,11 +426,15 @@ pub enum OverloadReason {
     /// higher priorities
     /// ([`quota_reserve`](crate::priority::PriorityLimitLayer::quota_reserve)).
     QuotaReserve,
+    /// The rate gate a server hint closed stays closed past the request's
+    /// deadline (a retry layer's, above): waiting would only end in it.
+    /// [`Overloaded::retry_in`] says when the gate opens.
+    GateClosed,
 }
 
 impl OverloadReason {
     /// A short stable name: `queue_full`, `evicted`, `queue_timeout`,
-    /// `too_many_keys`, `quota_reserve`.
+    /// `too_many_keys`, `quota_reserve`, `gate_closed`.
     pub fn as_str(&self) -> &'static str {
         match self {
             OverloadReason::QueueFull => "queue_full",
@@ -438,6 +442,7 @@ impl OverloadReason {
             OverloadReason::QueueTimeout => "queue_timeout",
             OverloadReason::TooManyKeys => "too_many_keys",
             OverloadReason::QuotaReserve => "quota_reserve",
+            OverloadReason::GateClosed => "gate_closed",
         }
     }
 }
@@ -446,17 +451,37 @@ impl OverloadReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Overloaded {
     reason: OverloadReason,
+    retry_in: Option<std::time::Duration>,
 }
 
 impl Overloaded {
     /// An overload error for `reason`.
     pub fn new(reason: OverloadReason) -> Self {
-        Self { reason }
+        Self {
+            reason,
+            retry_in: None,
+        }
+    }
+
+    /// Shed because the rate gate opens only in `retry_in`, past the
+    /// request's deadline ([`OverloadReason::GateClosed`]).
+    pub fn gate_closed(retry_in: std::time::Duration) -> Self {
+        Self {
+            reason: OverloadReason::GateClosed,
+            retry_in: Some(retry_in),
+        }
     }
 
     /// Why the request was shed.
     pub fn reason(&self) -> OverloadReason {
         self.reason
+    }
+
+    /// When sending may work again, if the limiter knows
+    /// ([`OverloadReason::GateClosed`]): a retry layer gives up at once
+    /// when that is past its deadline.
+    pub fn retry_in(&self) -> Option<std::time::Duration> {
+        self.retry_in
     }
 }
 
@@ -470,6 +495,7 @@ impl fmt::Display for Overloaded {
             OverloadReason::QuotaReserve => {
                 "the remaining quota is kept for higher-priority requests"
             }
+            OverloadReason::GateClosed => "the rate gate stays closed past the request's deadline",
         };
         write!(f, "overloaded, request not sent: {why}")
     }

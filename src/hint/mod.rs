@@ -73,6 +73,10 @@ pub enum HintSource {
     /// `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset` (seconds, or a
     /// Unix time).
     XRateLimit,
+    /// Not a header: the limiter's rate gate, closed by an earlier hint,
+    /// opens only past the request's deadline
+    /// ([`Overloaded::retry_in`](crate::error::Overloaded::retry_in)).
+    RateGate,
     /// Not a header: a [`CircuitOpen`](crate::error::CircuitOpen) error
     /// saying when the breaker lets a probe through.
     CircuitBreaker,
@@ -80,14 +84,15 @@ pub enum HintSource {
 
 impl HintSource {
     /// A short, stable name for logs and metrics: `"retry-after"`,
-    /// `"ratelimit"`, `"inin-ratelimit-reset"`, `"x-ratelimit-reset"` or
-    /// `"circuit-breaker"`.
+    /// `"ratelimit"`, `"inin-ratelimit-reset"`, `"x-ratelimit-reset"`,
+    /// `"rate-gate"` or `"circuit-breaker"`.
     pub fn as_str(&self) -> &'static str {
         match self {
             HintSource::RetryAfter => "retry-after",
             HintSource::RateLimit => "ratelimit",
             HintSource::GenesysReset => "inin-ratelimit-reset",
             HintSource::XRateLimit => "x-ratelimit-reset",
+            HintSource::RateGate => "rate-gate",
             HintSource::CircuitBreaker => "circuit-breaker",
         }
     }

@@ -11,7 +11,7 @@ use tower::Service;
 use super::limiter::Permit;
 use super::queue::{Ticket, TicketState};
 use crate::deadline;
-use crate::error::{BoxError, OverloadReason, Overloaded, QuotaExhausted};
+use crate::error::{BoxError, Overloaded, QuotaExhausted};
 use crate::hint::client_wide_hint;
 use crate::observe::{LimiterEvent, RequestContext};
 
@@ -235,7 +235,7 @@ where
                                 if deadline.is_some_and(|deadline| until >= deadline) {
                                     // it would open too late for the request
                                     permit.take();
-                                    let late = Overloaded::new(OverloadReason::QueueTimeout);
+                                    let late = Overloaded::gate_closed(until - Instant::now());
                                     this.state.set(State::Failed {
                                         error: Some(late.into()),
                                     });

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use tokio::time::Instant;
 use tower::Service;
 
 use super::admit::Admission;
@@ -10,7 +11,7 @@ use super::future::ResponseFuture;
 use super::handle::PriorityLimitHandle;
 use super::limiter::Limiter;
 use super::{Cost, Priority, PriorityLimitLayer};
-use crate::error::BoxError;
+use crate::error::{BoxError, Overloaded};
 use crate::observe::{LimiterEvent, RequestContext};
 
 /// A concurrency limit with a priority queue and a shared rate gate; see the
@@ -22,6 +23,15 @@ pub struct PriorityLimit<S> {
 }
 
 impl<S> PriorityLimit<S> {
+    /// When the rate gate is closed until past the deadline of the request
+    /// being called (`crate::deadline`), the refusal that says when it
+    /// opens.
+    fn gate_past_deadline(&self) -> Option<Overloaded> {
+        let deadline = crate::deadline::current()?;
+        let until = self.limiter.gate_closed_until()?;
+        (until >= deadline).then(|| Overloaded::gate_closed(until - Instant::now()))
+    }
+
     /// Wrap `inner` with at most `max_concurrency` requests in flight.
     pub fn new(inner: S, max_concurrency: usize) -> Self {
         tower::Layer::layer(&PriorityLimitLayer::new(max_concurrency), inner)
@@ -107,6 +117,19 @@ impl<S> PriorityLimit<S> {
                 ResponseFuture::called(future, permit, audit)
             }
             Admission::Queued(ticket) => {
+                // a rate gate that opens only past the request's deadline:
+                // shed now, not at the deadline
+                if let Some(late) = self.gate_past_deadline() {
+                    drop(ticket);
+                    if let Some(audit) = &audit {
+                        let shed = LimiterEvent::Shed {
+                            priority,
+                            reason: late.reason(),
+                        };
+                        audit.publish(None, shed.into());
+                    }
+                    return ResponseFuture::failed(late.into());
+                }
                 // keep the service driven to readiness for later; a fresh
                 // clone stays here
                 let clone = self.inner.clone();

@@ -16,7 +16,7 @@ use super::template::Template;
 use crate::body::ReplayBody;
 use crate::classify::FailureKind;
 use crate::deadline;
-use crate::error::{BoxError, CircuitOpen, OutcomeUnknown, UnknownCause};
+use crate::error::{BoxError, CircuitOpen, OutcomeUnknown, Overloaded, UnknownCause};
 use crate::replay::TokenRejected;
 use crate::retry_after::{HintSource, ServerHint};
 
@@ -131,7 +131,7 @@ where
                                 let passed = this.attempts.deadline_passed(config);
                                 return Poll::Ready(Err(passed));
                             }
-                            let wait = circuit_hint(error.as_ref()).or_else(|| {
+                            let wait = refusal_hint(error.as_ref()).or_else(|| {
                                 let delay = config.classifier.error_retry_after(error.as_ref())?;
                                 Some(ServerHint {
                                     delay,
@@ -270,14 +270,25 @@ fn outcome_unknown<B: Send + 'static>(
     }
 }
 
-/// The wait a [`CircuitOpen`] error announces, anywhere in the error chain.
-fn circuit_hint(error: &(dyn std::error::Error + 'static)) -> Option<ServerHint> {
+/// The wait a refusal by a layer below announces, anywhere in the error
+/// chain: an open breaker's next probe ([`CircuitOpen`]), or a rate gate
+/// that opens past the deadline ([`Overloaded`] `GateClosed`).
+fn refusal_hint(error: &(dyn std::error::Error + 'static)) -> Option<ServerHint> {
     let mut current = Some(error);
     while let Some(err) = current {
         if let Some(open) = err.downcast_ref::<CircuitOpen>() {
             return open.retry_in().map(|delay| ServerHint {
                 delay,
                 source: HintSource::CircuitBreaker,
+            });
+        }
+        if let Some(delay) = err
+            .downcast_ref::<Overloaded>()
+            .and_then(Overloaded::retry_in)
+        {
+            return Some(ServerHint {
+                delay,
+                source: HintSource::RateGate,
             });
         }
         current = err.source();

@@ -48,6 +48,10 @@ impl RetryLayer {
     /// back (in its queue, or behind a rate gate a `429` closed) is held no
     /// later than the deadline: it is never sent, and the request ends with
     /// [`RetryDeadlineExceeded`](crate::error::RetryDeadlineExceeded) then.
+    /// Behind a rate gate that opens only past the deadline it is not held
+    /// at all: the limiter's refusal ([`Overloaded`](crate::error::Overloaded)
+    /// with [`retry_in`](crate::error::Overloaded::retry_in)) is returned at
+    /// once.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.config.deadline = deadline;
         self

@@ -252,6 +252,11 @@ fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
 }
 
 /// A typed error from the stack as an HTTP answer to the caller.
+/// `wait` in whole seconds, rounded up, at least 1 (for `Retry-After`).
+fn whole_seconds(wait: std::time::Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 pub fn error_response(error: &(dyn std::error::Error + 'static)) -> Response<ProxyBody> {
     if let Some(unknown) = find::<OutcomeUnknown>(error) {
         // The upstream may have applied the request: never a success, and
@@ -274,10 +279,9 @@ pub fn error_response(error: &(dyn std::error::Error + 'static)) -> Response<Pro
             &open.to_string(),
         );
         if let Some(wait) = open.retry_in() {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, secs.max(1).into());
+                .insert(header::RETRY_AFTER, whole_seconds(wait).into());
         }
         return response;
     }
@@ -300,7 +304,11 @@ pub fn error_response(error: &(dyn std::error::Error + 'static)) -> Response<Pro
             "overloaded",
             &overloaded.to_string(),
         );
-        response.headers_mut().insert(header::RETRY_AFTER, 1.into());
+        // when the rate gate opens, if that is why; else a moment
+        let wait = overloaded.retry_in().map_or(1, whole_seconds);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, wait.into());
         return response;
     }
     if let Some(deadline) = find::<RetryDeadlineExceeded>(error) {
