@@ -523,14 +523,16 @@ async fn a_caller_that_leaves_during_a_backoff_is_recorded_with_the_time_it_wait
     let service = ServiceBuilder::new()
         .layer(audit(&events))
         .layer(retry())
-        .service(Scripted::new([status(503).header("retry-after", "10")]));
-    let left = tokio::time::timeout(Duration::from_secs(2), service.oneshot(get())).await;
+        .service(Scripted::new([status(503)
+            .header("retry-after", "10")
+            .after(Duration::from_millis(1500))]));
+    let left = tokio::time::timeout(Duration::from_secs(4), service.oneshot(get())).await;
     assert!(left.is_err(), "the caller left during the 10 s wait");
     let record = finished(&events);
     assert_eq!(record["outcome"], "cancelled");
-    assert_eq!(record["total_ms"], 2000.0);
-    assert_eq!(record["backoff_ms"], 2000.0, "not the 10 s planned");
-    assert_eq!(record["wire_ms"], 0.0);
+    assert_eq!(record["total_ms"], 4000.0);
+    assert_eq!(record["backoff_ms"], 2500.0, "not the 10 s planned");
+    assert_eq!(record["wire_ms"], 1500.0, "the attempt's answer took 1.5 s");
 }
 
 #[tokio::test(start_paused = true)]

@@ -1046,6 +1046,50 @@ async fn a_request_held_in_a_limiter_below_is_never_sent_past_the_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_request_refused_for_a_gate_past_its_deadline_takes_no_place_from_a_waiter() {
+    use tower_cx::priority::{Priority, PriorityLimitLayer};
+    let upstream = Scripted::answering(|seen| match seen.uri.path() {
+        "/limited" => status(429).header("retry-after", "10"),
+        _ => ok(),
+    });
+    let limiter = PriorityLimitLayer::new(1).max_queue(1);
+    let handle = limiter.handle();
+    let gated = limiter.layer(upstream.clone());
+    let to = |path: &str, priority| {
+        let mut request = Request::get(path).body(Body::empty()).unwrap();
+        request.extensions_mut().insert(priority);
+        request
+    };
+    send(gated.clone(), to("/limited", Priority::Normal))
+        .await
+        .unwrap();
+    // a patient low request waits for the gate in the only place
+    let patient = layer(&Events::default())
+        .deadline(secs(60))
+        .layer(gated.clone());
+    let low = tokio::spawn(send(patient, to("/low", Priority::Low)));
+    tokio::task::yield_now().await;
+    assert_eq!(handle.status().queued, [1, 0, 0]);
+    // a hurried high one is refused, and evicts nobody
+    let hurried = layer(&Events::default()).deadline(secs(2)).layer(gated);
+    let error = send(hurried, to("/high", Priority::High))
+        .await
+        .unwrap_err();
+    let refused = error.downcast_ref::<tower_cx::error::Overloaded>().unwrap();
+    assert_eq!(
+        refused.reason(),
+        tower_cx::error::OverloadReason::GateClosed
+    );
+    assert_eq!(
+        handle.status().queued,
+        [1, 0, 0],
+        "the low one keeps its place"
+    );
+    low.await.unwrap().unwrap();
+    assert_eq!(upstream.arrivals(), [secs(0), secs(10)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn no_attempt_starts_after_the_deadline_while_waiting_for_readiness() {
     let events = Events::default();
     let upstream = Scripted::new([status(503)]);

@@ -81,7 +81,7 @@ impl Finisher {
         self.finished = true;
         let record = &self.record;
         let total = record.started().elapsed();
-        let timings = record.timings();
+        let timings = record.timings(total);
         // counted by a retry layer; without one, one attempt was sent unless
         // the request provably never left
         let attempts = match (timings.attempts, outcome, error_kind) {
@@ -103,9 +103,7 @@ impl Finisher {
                 error_kind,
                 attempts,
                 total,
-                // a backoff is counted when it starts: a caller that left
-                // during it waited only until it left
-                backoff: timings.backoff.min(total.saturating_sub(timings.queue)),
+                backoff: timings.backoff,
                 queue: timings.queue,
             }
             .into(),

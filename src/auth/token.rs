@@ -388,6 +388,11 @@ mod tests {
         assert!(err.is_final());
         let err = parse(400, None, r#"{"error":"slow_down"}"#).unwrap_err();
         assert!(!err.is_final());
+        // a 401 or 403 is final whatever the code says
+        let err = parse(401, None, r#"{"error":"temporarily_unavailable"}"#).unwrap_err();
+        assert!(err.is_final());
+        let err = parse(403, None, r#"{"error":"server_error"}"#).unwrap_err();
+        assert!(err.is_final());
     }
 
     #[tokio::test]

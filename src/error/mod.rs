@@ -50,12 +50,19 @@ pub fn find<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> O
 /// says nothing of its cause.
 ///
 /// ```
-/// use tower_cx::error::{chain, BoxError, RequestNotSent};
+/// use tower_cx::error::{chain, BoxError, RequestNotSent, TokenError};
 ///
 /// let err: BoxError = RequestNotSent::with_source("pool closed", std::fmt::Error).into();
 /// let line = chain(err.as_ref()).to_string();
 /// assert!(line.starts_with(&err.to_string()));
 /// assert!(line.ends_with(": an error occurred when formatting an argument"), "{line}");
+///
+/// // a cause an error already shows in its own text is not repeated
+/// let err: BoxError = TokenError::Unavailable {
+///     cause: Box::new(TokenError::AlreadyExpired),
+/// }
+/// .into();
+/// assert_eq!(chain(err.as_ref()).to_string(), err.to_string());
 /// ```
 pub fn chain<'a>(error: &'a (dyn StdError + 'static)) -> impl fmt::Display + 'a {
     Chain(error)
@@ -66,13 +73,19 @@ struct Chain<'a>(&'a (dyn StdError + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        // many errors show their cause in their own text too: a cause whose
+        // text already ends the line is not written again
+        let mut line = self.0.to_string();
         let mut source = self.0.source();
         while let Some(cause) = source {
-            write!(f, ": {cause}")?;
+            let text = cause.to_string();
+            if !line.ends_with(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
             source = cause.source();
         }
-        Ok(())
+        f.write_str(&line)
     }
 }
 

@@ -68,15 +68,18 @@ impl TokenError {
     /// insecure.
     pub fn is_final(&self) -> bool {
         match self {
-            TokenError::Rejected { error, .. } => matches!(
-                error.as_str(),
-                "invalid_client"
-                    | "invalid_grant"
-                    | "unauthorized_client"
-                    | "invalid_scope"
-                    | "unsupported_grant_type"
-                    | "invalid_request"
-            ),
+            TokenError::Rejected { status, error, .. } => {
+                matches!(status.as_u16(), 401 | 403)
+                    || matches!(
+                        error.as_str(),
+                        "invalid_client"
+                            | "invalid_grant"
+                            | "unauthorized_client"
+                            | "invalid_scope"
+                            | "unsupported_grant_type"
+                            | "invalid_request"
+                    )
+            }
             TokenError::UnexpectedResponse { status, .. } => {
                 matches!(status.as_u16(), 401 | 403)
             }

@@ -45,6 +45,8 @@ struct Inner {
     enabled: bool,
     attempts: AtomicU32,
     backoff_ns: AtomicU64,
+    /// When the last backoff scheduled ends, in nanoseconds from `started`.
+    backoff_until_ns: AtomicU64,
     queue_ns: AtomicU64,
     /// The 401 replay mark ([`crate::replay`]), when the request has a
     /// context to carry it.
@@ -82,6 +84,7 @@ impl RequestContext {
                 enabled,
                 attempts: AtomicU32::new(0),
                 backoff_ns: AtomicU64::new(0),
+                backoff_until_ns: AtomicU64::new(0),
                 queue_ns: AtomicU64::new(0),
                 replayed_above: AtomicBool::new(false),
                 kept_header: OnceLock::new(),
@@ -113,11 +116,16 @@ impl RequestContext {
         self.inner.observer.observe(self, attempt, event);
     }
 
-    pub(crate) fn timings(&self) -> Timings {
+    /// What was counted until `elapsed` from the start: a backoff still
+    /// running then counts only as far as it went.
+    pub(crate) fn timings(&self, elapsed: Duration) -> Timings {
         let inner = &self.inner;
+        let backoff = inner.backoff_ns.load(Ordering::Relaxed);
+        let until = inner.backoff_until_ns.load(Ordering::Relaxed);
+        let unwaited = until.saturating_sub(nanos(elapsed));
         Timings {
             attempts: inner.attempts.load(Ordering::Relaxed),
-            backoff: Duration::from_nanos(inner.backoff_ns.load(Ordering::Relaxed)),
+            backoff: Duration::from_nanos(backoff.saturating_sub(unwaited)),
             queue: Duration::from_nanos(inner.queue_ns.load(Ordering::Relaxed)),
         }
     }
@@ -129,14 +137,17 @@ impl RequestContext {
 
     /// Add time spent in backoff.
     pub(crate) fn add_backoff(&self, wait: Duration) {
-        let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
-        self.inner.backoff_ns.fetch_add(nanos, Ordering::Relaxed);
+        let inner = &self.inner;
+        inner.backoff_ns.fetch_add(nanos(wait), Ordering::Relaxed);
+        let ends = inner.started.elapsed().saturating_add(wait);
+        inner.backoff_until_ns.store(nanos(ends), Ordering::Relaxed);
     }
 
     /// Add time spent in the limiter's queue.
     pub(crate) fn add_queue(&self, wait: Duration) {
-        let nanos = u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX);
-        self.inner.queue_ns.fetch_add(nanos, Ordering::Relaxed);
+        self.inner
+            .queue_ns
+            .fetch_add(nanos(wait), Ordering::Relaxed);
     }
 
     /// Carry the 401 replay mark ([`crate::replay::mark`]).
@@ -171,6 +182,11 @@ impl RequestContext {
     pub(crate) fn enabled(&self) -> bool {
         self.inner.enabled
     }
+}
+
+/// `duration` in nanoseconds, saturating.
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl fmt::Debug for RequestContext {

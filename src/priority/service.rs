@@ -111,25 +111,24 @@ impl<S> PriorityLimit<S> {
             .copied()
             .unwrap_or_default();
         let audit = request.extensions().get::<RequestContext>().cloned();
+        // a rate gate that opens only past the request's deadline: refused
+        // now, before it takes (or evicts for) a place in the queue
+        if let Some(late) = self.gate_past_deadline() {
+            if let Some(audit) = &audit {
+                let shed = LimiterEvent::Shed {
+                    priority,
+                    reason: late.reason(),
+                };
+                audit.publish(None, shed.into());
+            }
+            return ResponseFuture::failed(late.into());
+        }
         match self.limiter.admit_costing(priority, Cost::of(&request)) {
             Admission::Permit(permit) => {
                 let future = self.inner.call(request);
                 ResponseFuture::called(future, permit, audit)
             }
             Admission::Queued(ticket) => {
-                // a rate gate that opens only past the request's deadline:
-                // shed now, not at the deadline
-                if let Some(late) = self.gate_past_deadline() {
-                    drop(ticket);
-                    if let Some(audit) = &audit {
-                        let shed = LimiterEvent::Shed {
-                            priority,
-                            reason: late.reason(),
-                        };
-                        audit.publish(None, shed.into());
-                    }
-                    return ResponseFuture::failed(late.into());
-                }
                 // keep the service driven to readiness for later; a fresh
                 // clone stays here
                 let clone = self.inner.clone();

@@ -48,10 +48,12 @@ impl RetryLayer {
     /// back (in its queue, or behind a rate gate a `429` closed) is held no
     /// later than the deadline: it is never sent, and the request ends with
     /// [`RetryDeadlineExceeded`](crate::error::RetryDeadlineExceeded) then.
-    /// Behind a rate gate that opens only past the deadline it is not held
-    /// at all: the limiter's refusal ([`Overloaded`](crate::error::Overloaded)
-    /// with [`retry_in`](crate::error::Overloaded::retry_in)) is returned at
-    /// once.
+    /// An attempt that arrives at a limiter whose rate gate opens only past
+    /// the deadline is not held at all: the limiter's refusal
+    /// ([`Overloaded`](crate::error::Overloaded) with
+    /// [`retry_in`](crate::error::Overloaded::retry_in)) is returned at
+    /// once. (One already queued when the gate closes is held until the
+    /// deadline.)
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.config.deadline = deadline;
         self
