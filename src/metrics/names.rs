@@ -56,7 +56,7 @@ pub const GATE_CLOSED_DURATION: &str = "tower_cx.gate.closed_duration";
 pub const QUOTA_EXHAUSTIONS: &str = "tower_cx.quota.exhaustions";
 
 /// Gauge: the pacing rate in force, in requests per minute (0 when not
-/// paced), by `name`. Set on each `pacing.changed` event (a cut after a
+/// paced, and for a sliding window, which has no single rate), by `name`. Set on each `pacing.changed` event (a cut after a
 /// `429`, or a new advertised limit); a [`MetricsSampler`](super::MetricsSampler)
 /// that has the limiter sets it to the rate in force at each sample (the
 /// recovery after a cut, a configured rate, a rate the remaining quota
