@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -698,9 +699,7 @@ async fn an_open_breaker_whose_probe_is_past_the_deadline_is_answered_503_at_onc
 #[tokio::test]
 async fn an_http2_client_with_prior_knowledge_is_served_like_an_http1_one() {
     let (recorder, _gateway, addr) = gateway_with_recorder(false, &[], "h2").await;
-    let client = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<Bytes>>();
+    let client = h2_prior_knowledge();
     let request = Request::get(format!("{addr}/h2/get?x=1"))
         .body(Full::default())
         .unwrap();
@@ -760,9 +759,7 @@ async fn an_idle_http2_connection_is_closed_at_the_header_timeout() {
     )
     .await;
     // an HTTP/2 client keeps its connection after a request, idle
-    let client = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<Bytes>>();
+    let client = h2_prior_knowledge();
     let request = Request::get(format!("{addr}/h2/get"))
         .body(Full::default())
         .unwrap();
@@ -772,12 +769,7 @@ async fn an_idle_http2_connection_is_closed_at_the_header_timeout() {
     );
     // the only connection slot comes free once the gateway closes it:
     // `read_to_close` fails the test if that takes 30 s
-    let mut next = TcpStream::connect(host_port(&addr)).await.unwrap();
-    next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_to_close(&mut next).await;
-    assert_eq!(status_of(&answer), 200, "{answer}");
+    healthz_once_a_slot_frees(&addr).await;
     drop(client);
 }
 
@@ -804,6 +796,25 @@ async fn a_rate_gate_that_opens_past_the_deadline_is_answered_503_with_its_time_
     );
 }
 
+/// A client that speaks HTTP/2 to a plain-HTTP address (h2c prior knowledge).
+fn h2_prior_knowledge() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// `GET /healthz` on a new connection is answered 200: with
+/// `--max-connections 1`, once the gateway freed the only slot
+/// (`read_to_close` fails the test if that takes 30 s).
+async fn healthz_once_a_slot_frees(addr: &str) {
+    let mut next = TcpStream::connect(host_port(addr)).await.unwrap();
+    next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut next).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+}
+
 /// The recording upstream's `/big` answer: more than any socket buffers.
 const BIG: usize = 64 * 1024 * 1024;
 
@@ -828,12 +839,7 @@ async fn a_client_that_stops_reading_is_disconnected_at_the_send_timeout() {
         .unwrap();
     // the only connection slot comes free once the gateway gives up on it:
     // `read_to_close` fails the test if that takes 30 s
-    let mut next = TcpStream::connect(host_port(&addr)).await.unwrap();
-    next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_to_close(&mut next).await;
-    assert_eq!(status_of(&answer), 200, "{answer}");
+    healthz_once_a_slot_frees(&addr).await;
     // what the stalled client can still read ends short of the answer
     let mut received = 0;
     let mut buf = vec![0u8; 1 << 16];
