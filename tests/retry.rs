@@ -1046,6 +1046,40 @@ async fn a_request_held_in_a_limiter_below_is_never_sent_past_the_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_waiter_is_refused_when_the_gate_closes_past_its_deadline() {
+    use tower_cx::priority::PriorityLimitLayer;
+    let upstream = Scripted::answering(|seen| match seen.uri.path() {
+        "/first" => status(429)
+            .header("retry-after", "10")
+            .after(Duration::from_millis(1500)),
+        _ => ok(),
+    });
+    let to = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+    let limiter = PriorityLimitLayer::new(1);
+    let service = layer(&Events::default())
+        .deadline(secs(5))
+        .layer(limiter.layer(upstream.clone()));
+    let first = tokio::spawn(send(service.clone(), to("/first")));
+    tokio::task::yield_now().await;
+    // queued behind the first; its 429 closes the gate for 10 s, past the
+    // 5 s deadline: refused then, not at the deadline
+    let start = Instant::now();
+    let error = send(service, to("/queued")).await.expect_err("refused");
+    assert_eq!(start.elapsed(), Duration::from_millis(1500));
+    let refused = error
+        .downcast_ref::<tower_cx::error::Overloaded>()
+        .unwrap_or_else(|| panic!("the limiter's refusal, not {error}"));
+    assert_eq!(
+        refused.reason(),
+        tower_cx::error::OverloadReason::GateClosed
+    );
+    assert_eq!(refused.retry_in(), Some(secs(10)));
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(upstream.arrivals(), [secs(0)], "nothing sent into the wait");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_request_refused_for_a_gate_past_its_deadline_takes_no_place_from_a_waiter() {
     use tower_cx::priority::{Priority, PriorityLimitLayer};
     let upstream = Scripted::answering(|seen| match seen.uri.path() {

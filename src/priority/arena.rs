@@ -115,6 +115,11 @@ impl<T, const N: usize> Arena<T, N> {
         key
     }
 
+    /// Every value held, in no particular order.
+    pub(super) fn values(&self) -> impl Iterator<Item = &T> {
+        self.places.iter().filter_map(|place| place.value.as_ref())
+    }
+
     /// The oldest value of `list`.
     pub(super) fn front(&self, list: usize) -> Option<&T> {
         let head = self.lists[list].head;

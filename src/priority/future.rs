@@ -152,6 +152,16 @@ where
                             queued_at,
                         } => {
                             let mut outcome = ticket.poll_state(cx.waker());
+                            // the rate gate closed (woken then) until past
+                            // the request's deadline: no use waiting
+                            let gate = deadline.and_then(|deadline| {
+                                ticket
+                                    .gate_closed_until()
+                                    .filter(|until| *until >= deadline)
+                            });
+                            if let (TicketState::Waiting, Some(until)) = (&outcome, gate) {
+                                outcome = ticket.gate_past_deadline(until);
+                            }
                             if matches!(outcome, TicketState::Waiting) {
                                 if let Some(sleep) = give_up.as_mut() {
                                     if sleep.as_mut().poll(cx).is_ready() {

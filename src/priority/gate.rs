@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Weak;
+use std::task::Waker;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -82,7 +83,11 @@ impl Limiter {
                 None => LimiterEvent::GateClosedElsewhere { for_: wait },
             });
         }
+        // every waiter looks again: one whose deadline comes before the
+        // gate opens is refused now (`ResponseFuture`), not at its deadline
+        let waiters = state.queue.wakers();
         self.unlock(state);
+        waiters.into_iter().for_each(Waker::wake);
         true
     }
 

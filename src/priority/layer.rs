@@ -66,8 +66,9 @@ impl PriorityLimitLayer {
     /// [`OverloadReason::QueueTimeout`](crate::error::OverloadReason::QueueTimeout).
     /// Under a [`RetryLayer`](crate::retry::RetryLayer), a request is also
     /// shed so at its retry deadline, with or without this setting; one
-    /// that arrives while the rate gate is closed until past that deadline
-    /// is shed at once with [`OverloadReason::GateClosed`](crate::error::OverloadReason::GateClosed).
+    /// whose rate gate is closed until past that deadline (when it arrives,
+    /// or when the gate closes while it waits) is shed then, with
+    /// [`OverloadReason::GateClosed`](crate::error::OverloadReason::GateClosed).
     pub fn max_queue_wait(self, wait: Duration) -> Self {
         self.with(|c| c.max_queue_wait = Some(wait))
     }

@@ -303,7 +303,7 @@ impl Limiter {
 
     /// A queued request waited too long: leave the queue and report it,
     /// unless a permit was granted meanwhile; whether it left.
-    pub(super) fn time_out(&self, ticket: &Ticket) -> bool {
+    pub(super) fn time_out(&self, ticket: &Ticket, reason: OverloadReason) -> bool {
         let mut state = self.lock();
         if !ticket.slot.is_waiting() {
             return false;
@@ -311,7 +311,7 @@ impl Limiter {
         state.queue.remove(ticket.priority, ticket.seq);
         ticket.evict();
         self.update_slow(&state, &mut Now::default());
-        self.shed(&mut state, ticket.priority, OverloadReason::QueueTimeout);
+        self.shed(&mut state, ticket.priority, reason);
         self.unlock(state);
         true
     }

@@ -189,6 +189,16 @@ impl Queue {
         })
     }
 
+    /// The wakers of every waiter (to have each look at a change that
+    /// concerns them all, such as the rate gate closing).
+    pub(super) fn wakers(&self) -> Vec<Waker> {
+        let registered = self.queues.values().filter_map(|entry| {
+            let waker = entry.slot.waker.lock().unwrap_or_else(|e| e.into_inner());
+            waker.clone()
+        });
+        registered.collect()
+    }
+
     /// Take out the oldest waiter of `priority`.
     pub(super) fn pop_front_of(&mut self, priority: Priority) -> Option<Entry> {
         self.queues.pop_front(priority.index())
@@ -354,9 +364,27 @@ impl Ticket {
     /// Leave the queue after waiting too long; a permit granted meanwhile
     /// wins.
     pub(crate) fn time_out(&mut self) -> TicketState {
-        if self.limiter.time_out(self) {
+        self.leave_shed(Overloaded::new(OverloadReason::QueueTimeout))
+    }
+
+    /// When the rate gate opens, while it is closed.
+    pub(crate) fn gate_closed_until(&self) -> Option<Instant> {
+        self.limiter.gate_closed_until()
+    }
+
+    /// Leave the queue because the rate gate opens only at `until`, past
+    /// the request's deadline; a permit granted meanwhile wins.
+    pub(crate) fn gate_past_deadline(&mut self, until: Instant) -> TicketState {
+        let retry_in = until.saturating_duration_since(Instant::now());
+        self.leave_shed(Overloaded::gate_closed(retry_in))
+    }
+
+    /// Leave the queue shed with `overloaded`, unless the ticket was settled
+    /// meanwhile.
+    fn leave_shed(&mut self, overloaded: Overloaded) -> TicketState {
+        if self.limiter.time_out(self, overloaded.reason()) {
             self.used = true;
-            return TicketState::Shed(Overloaded::new(OverloadReason::QueueTimeout));
+            return TicketState::Shed(overloaded);
         }
         self.poll_state(Waker::noop())
     }

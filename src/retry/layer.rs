@@ -48,12 +48,11 @@ impl RetryLayer {
     /// back (in its queue, or behind a rate gate a `429` closed) is held no
     /// later than the deadline: it is never sent, and the request ends with
     /// [`RetryDeadlineExceeded`](crate::error::RetryDeadlineExceeded) then.
-    /// An attempt that arrives at a limiter whose rate gate opens only past
-    /// the deadline is not held at all: the limiter's refusal
-    /// ([`Overloaded`](crate::error::Overloaded) with
-    /// [`retry_in`](crate::error::Overloaded::retry_in)) is returned at
-    /// once. (One already queued when the gate closes is held until the
-    /// deadline.)
+    /// An attempt behind a rate gate that opens only past the deadline is
+    /// not held for nothing: the limiter refuses it as soon as that is known
+    /// (on arrival, or when the gate closes while it waits), and its
+    /// refusal ([`Overloaded`](crate::error::Overloaded) with
+    /// [`retry_in`](crate::error::Overloaded::retry_in)) is returned then.
     pub fn deadline(mut self, deadline: Duration) -> Self {
         self.config.deadline = deadline;
         self
