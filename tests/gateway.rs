@@ -674,26 +674,34 @@ async fn slow_clients_are_closed_by_the_header_and_body_timeouts() {
 async fn an_open_breaker_whose_probe_is_past_the_deadline_is_answered_503_at_once() {
     let (recorder, _gateway, addr) =
         gateway_with_recorder(false, &["--deadline", "2"], "deadline").await;
-    // failing GETs (retried) until the breaker opens
-    let mut opened = false;
-    for _ in 0..10 {
-        let response = get(&addr, "/fail").await;
-        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-            opened = true;
-            break;
+    // failing GETs (retried) until the breaker opens; then, while it is
+    // open (its first probe 5 s away, past the 2 s deadline), a caller is
+    // answered at once and nothing is sent. (On a machine so loaded that the
+    // next request comes after the probe time, it is the probe: the breaker
+    // opens again, for longer, and the check is made again.)
+    for _ in 0..3 {
+        let mut opened = false;
+        for _ in 0..10 {
+            let response = get(&addr, "/fail").await;
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                opened = true;
+                break;
+            }
+            assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         }
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(opened, "the breaker opened");
+        let sent = recorder.api_requests().len();
+        let response = get(&addr, "/fail").await;
+        if recorder.api_requests().len() > sent {
+            continue;
+        }
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key("retry-after"));
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("circuit_open"));
+        return;
     }
-    assert!(opened, "the breaker opened");
-    // its first probe is 5 s away, past the 2 s deadline: the caller is
-    // answered at once, and nothing is sent
-    let sent = recorder.api_requests().len();
-    let response = get(&addr, "/fail").await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(response.headers().contains_key("retry-after"));
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert!(String::from_utf8_lossy(&body).contains("circuit_open"));
-    assert_eq!(recorder.api_requests().len(), sent);
+    panic!("never answered at once while the breaker was open");
 }
 
 #[tokio::test]
@@ -786,7 +794,8 @@ async fn a_rate_gate_that_opens_past_the_deadline_is_answered_503_with_its_time_
         .unwrap()
         .parse()
         .unwrap();
-    assert!((15..=20).contains(&retry_after), "{retry_after}");
+    // (when the gate opens: 20 s after the answer that closed it)
+    assert!((2..=20).contains(&retry_after), "{retry_after}");
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("overloaded"));
     assert_eq!(
