@@ -1030,19 +1030,25 @@ async fn a_request_held_in_a_limiter_below_is_never_sent_past_the_deadline() {
     let start = Instant::now();
     let held = send(hurried, to("/next")).await.expect_err("refused");
     assert_eq!(start.elapsed(), secs(0));
-    let refused = held
-        .downcast_ref::<tower_cx::error::Overloaded>()
-        .unwrap_or_else(|| panic!("the limiter's refusal, not {held}"));
-    assert_eq!(
-        refused.reason(),
-        tower_cx::error::OverloadReason::GateClosed
-    );
-    assert_eq!(refused.retry_in(), Some(secs(8)));
+    assert_eq!(gate_refusal(&held), secs(8));
     assert_eq!(upstream.arrivals(), [secs(0)], "nothing sent into the wait");
     // with a deadline past the gate's time, the request waits for it
     let patient = layer(&Events::default()).deadline(secs(30)).layer(gated);
     send(patient, to("/next")).await.unwrap();
     assert_eq!(upstream.arrivals(), [secs(0), secs(8)]);
+}
+
+/// `error` is the limiter's refusal for a rate gate that opens past the
+/// deadline: when it opens.
+fn gate_refusal(error: &BoxError) -> Duration {
+    let refused = error
+        .downcast_ref::<tower_cx::error::Overloaded>()
+        .unwrap_or_else(|| panic!("the limiter's refusal, not {error}"));
+    assert_eq!(
+        refused.reason(),
+        tower_cx::error::OverloadReason::GateClosed
+    );
+    refused.retry_in().expect("when the gate opens")
 }
 
 #[tokio::test(start_paused = true)]
@@ -1066,14 +1072,7 @@ async fn a_waiter_is_refused_when_the_gate_closes_past_its_deadline() {
     let start = Instant::now();
     let error = send(service, to("/queued")).await.expect_err("refused");
     assert_eq!(start.elapsed(), Duration::from_millis(1500));
-    let refused = error
-        .downcast_ref::<tower_cx::error::Overloaded>()
-        .unwrap_or_else(|| panic!("the limiter's refusal, not {error}"));
-    assert_eq!(
-        refused.reason(),
-        tower_cx::error::OverloadReason::GateClosed
-    );
-    assert_eq!(refused.retry_in(), Some(secs(10)));
+    assert_eq!(gate_refusal(&error), secs(10));
     let first = first.await.unwrap().unwrap();
     assert_eq!(first.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(upstream.arrivals(), [secs(0)], "nothing sent into the wait");
@@ -1109,11 +1108,7 @@ async fn a_request_refused_for_a_gate_past_its_deadline_takes_no_place_from_a_wa
     let error = send(hurried, to("/high", Priority::High))
         .await
         .unwrap_err();
-    let refused = error.downcast_ref::<tower_cx::error::Overloaded>().unwrap();
-    assert_eq!(
-        refused.reason(),
-        tower_cx::error::OverloadReason::GateClosed
-    );
+    assert_eq!(gate_refusal(&error), secs(10));
     assert_eq!(
         handle.status().queued,
         [1, 0, 0],
